@@ -1,0 +1,1 @@
+//! The [`Engine`](super::Engine) on the real Docker engine, through bollard.

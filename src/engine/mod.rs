@@ -1,0 +1,222 @@
+//! The narrow seam between `bottle` and a container engine.
+//!
+//! Everything the reconciler needs from Docker goes through [`Engine`]: one list call per
+//! object type, create/remove per object, image build, and the engine's runtimes. There
+//! are two implementations: [`docker::Docker`] on bollard, and [`fake::FakeEngine`] in
+//! memory, so the planner and executor are tested without an engine (as youki's
+//! `Syscall`). Specs passed in here are fully resolved: the engine layer makes no policy
+//! decisions.
+
+pub mod docker;
+pub mod fake;
+
+use std::collections::BTreeMap;
+
+/// Labels attached to an object.
+pub type Labels = BTreeMap<String, String>;
+
+/// A failure talking to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine cannot be reached at all (socket missing, daemon down).
+    #[error("cannot reach the Docker engine: {0}")]
+    Unreachable(String),
+    /// The object does not exist.
+    #[error("{kind} {name} not found")]
+    NotFound { kind: &'static str, name: String },
+    /// The object already exists (a name conflict).
+    #[error("{kind} {name} already exists")]
+    Conflict { kind: &'static str, name: String },
+    /// An image build failed; `log` is the tail of the build output.
+    #[error("building image {tag} failed: {log}")]
+    Build { tag: String, log: String },
+    /// Any other error the engine returned.
+    #[error("{op} {name}: {message}")]
+    Api {
+        op: &'static str,
+        name: String,
+        message: String,
+    },
+}
+
+/// A network as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub labels: Labels,
+    pub internal: bool,
+}
+
+/// A volume as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeInfo {
+    pub name: String,
+    pub labels: Labels,
+}
+
+/// An image as listed: one entry per repo tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// `repo:tag`.
+    pub tag: String,
+    pub id: String,
+    pub labels: Labels,
+}
+
+/// Coarse container state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerState {
+    Running,
+    /// Created, exited, dead, paused...: anything but running.
+    NotRunning,
+}
+
+/// A container as listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Name without the leading `/`.
+    pub name: String,
+    pub id: String,
+    pub image: String,
+    pub labels: Labels,
+    pub state: ContainerState,
+    /// Names of the networks it is attached to.
+    pub networks: Vec<String>,
+}
+
+/// A network to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: String,
+    pub labels: Labels,
+    /// No route out (`docker network create --internal`).
+    pub internal: bool,
+}
+
+/// A file to place in a volume.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VolumeFile {
+    /// Path relative to the volume root.
+    pub path: String,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+}
+
+impl std::fmt::Debug for VolumeFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Contents may be key material: never print them.
+        f.debug_struct("VolumeFile")
+            .field("path", &self.path)
+            .field("len", &self.contents.len())
+            .field("mode", &format_args!("{:o}", self.mode))
+            .finish()
+    }
+}
+
+/// A volume to create, optionally seeded with files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub labels: Labels,
+    /// Written once at creation. Seeding runs a helper container from `seed_image`
+    /// that is created, never started, and removed again.
+    pub files: Vec<VolumeFile>,
+    pub seed_image: String,
+}
+
+/// A mount of a named volume or a tmpfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mount {
+    Volume {
+        name: String,
+        target: String,
+        read_only: bool,
+    },
+    Tmpfs {
+        target: String,
+        size_bytes: i64,
+    },
+}
+
+/// A container to create and start. The first network is attached at create time; the
+/// others are connected before start (API 1.41 takes one network at create).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub labels: Labels,
+    pub cmd: Vec<String>,
+    /// `KEY=value` pairs. May hold values from the host environment: never log them.
+    pub env: Vec<String>,
+    pub user: String,
+    pub networks: Vec<String>,
+    /// DNS aliases on every network.
+    pub aliases: Vec<String>,
+    pub mounts: Vec<Mount>,
+    pub cap_add: Vec<String>,
+    pub memory: i64,
+    pub nano_cpus: i64,
+    pub pids: i64,
+    /// `None` uses the engine's default runtime.
+    pub runtime: Option<String>,
+    pub working_dir: Option<String>,
+    /// Run docker-init as PID 1.
+    pub init: bool,
+}
+
+/// An image to build from a tar build context.
+#[derive(Clone, Debug)]
+pub struct BuildSpec {
+    /// `repo:tag`.
+    pub tag: String,
+    pub labels: Labels,
+    /// Path of the Dockerfile inside the context.
+    pub dockerfile: String,
+    /// The build context as an uncompressed tar.
+    pub context_tar: Vec<u8>,
+}
+
+/// What is observed in one pass: one list call per object type.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub networks: Vec<NetworkInfo>,
+    pub volumes: Vec<VolumeInfo>,
+    pub containers: Vec<ContainerInfo>,
+    pub images: Vec<ImageInfo>,
+}
+
+/// The operations `bottle` needs from a container engine.
+///
+/// List calls filter by label server-side (`key=value` strings, ANDed).
+#[allow(async_fn_in_trait)] // used through generics only, on one task; no Send bound needed
+pub trait Engine {
+    async fn list_networks(&self, labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError>;
+    async fn list_volumes(&self, labels: &[String]) -> Result<Vec<VolumeInfo>, EngineError>;
+    /// All containers, running or not.
+    async fn list_containers(&self, labels: &[String]) -> Result<Vec<ContainerInfo>, EngineError>;
+    async fn list_images(&self, labels: &[String]) -> Result<Vec<ImageInfo>, EngineError>;
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<(), EngineError>;
+    /// Removing a missing network succeeds.
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError>;
+    /// Removing a missing volume succeeds.
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+
+    /// Create, connect the extra networks, and start.
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<(), EngineError>;
+    /// Start an existing stopped container.
+    async fn start_container(&self, name: &str) -> Result<(), EngineError>;
+    /// Force-remove (kill if running). Removing a missing container succeeds.
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError>;
+
+    async fn build_image(&self, spec: &BuildSpec) -> Result<(), EngineError>;
+    /// Removing a missing or in-use image succeeds (in-use images are left alone).
+    async fn remove_image(&self, tag: &str) -> Result<(), EngineError>;
+
+    /// Names of the runtimes the engine offers (`docker info`).
+    async fn runtimes(&self) -> Result<Vec<String>, EngineError>;
+}
