@@ -1,7 +1,15 @@
 //! `bottle`: run AI coding agents in sandboxed Docker bottles, declaratively.
 //!
-//! The data flows one way: manifest text -> validated [`model`] -> per-bottle graph of
-//! node specs -> plan against what Docker holds -> actions executed on an [`engine`].
+//! The data flows one way: manifest text -> validated [`model`] -> per-bottle
+//! [`graph`] of node specs ([`nodes`]) -> [`plan`] against what Docker holds ->
+//! operations run on an [`engine`] by [`apply`].
 
+pub mod apply;
 pub mod engine;
+pub mod graph;
+pub mod hash;
+pub mod images;
+pub mod labels;
 pub mod model;
+pub mod nodes;
+pub mod plan;

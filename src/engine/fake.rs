@@ -1,1 +1,329 @@
-//! An in-memory [`Engine`](super::Engine) for tests of the planner and executor.
+//! An in-memory [`Engine`] for tests of the planner and executor: it keeps objects in
+//! maps, records every call, and can be told to fail on a name.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+
+use super::*;
+
+#[derive(Default)]
+struct State {
+    networks: BTreeMap<String, NetworkInfo>,
+    volumes: BTreeMap<String, VolumeInfo>,
+    containers: BTreeMap<String, ContainerInfo>,
+    images: BTreeMap<String, ImageInfo>,
+    calls: Vec<String>,
+    fail: BTreeSet<String>,
+    runtimes: Vec<String>,
+    next_id: u64,
+}
+
+/// The in-memory engine.
+pub struct FakeEngine {
+    state: Mutex<State>,
+}
+
+impl Default for FakeEngine {
+    fn default() -> Self {
+        FakeEngine {
+            state: Mutex::new(State {
+                runtimes: vec!["runc".into()],
+                ..State::default()
+            }),
+        }
+    }
+}
+
+fn matches(labels: &Labels, filters: &[String]) -> bool {
+    filters.iter().all(|f| match f.split_once('=') {
+        Some((k, v)) => labels.get(k).map(String::as_str) == Some(v),
+        None => labels.contains_key(f.as_str()),
+    })
+}
+
+impl FakeEngine {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        // A poisoned lock only happens after a test already panicked.
+        let mut s = match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        f(&mut s)
+    }
+
+    /// Every call so far, as `op name`.
+    pub fn calls(&self) -> Vec<String> {
+        self.with(|s| s.calls.clone())
+    }
+
+    /// Mutating calls only (no lists, no info).
+    pub fn mutations(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| !c.starts_with("list") && !c.starts_with("runtimes"))
+            .collect()
+    }
+
+    pub fn clear_calls(&self) {
+        self.with(|s| s.calls.clear());
+    }
+
+    /// Make every mutating call on `name` fail.
+    pub fn fail_on(&self, name: &str) {
+        self.with(|s| s.fail.insert(name.to_string()));
+    }
+
+    pub fn set_runtimes(&self, runtimes: &[&str]) {
+        self.with(|s| s.runtimes = runtimes.iter().map(|r| r.to_string()).collect());
+    }
+
+    /// Simulate `docker stop`.
+    pub fn stop(&self, name: &str) {
+        self.with(|s| {
+            if let Some(c) = s.containers.get_mut(name) {
+                c.state = ContainerState::NotRunning;
+            }
+        });
+    }
+
+    /// Simulate `docker rm -f` / `docker network rm` by someone else.
+    pub fn remove_any(&self, name: &str) {
+        self.with(|s| {
+            s.containers.remove(name);
+            s.networks.remove(name);
+            s.volumes.remove(name);
+            s.images.remove(name);
+        });
+    }
+
+    /// Add an object created outside `bottle`.
+    pub fn add_network(&self, name: &str, labels: Labels) {
+        self.with(|s| {
+            s.networks.insert(
+                name.into(),
+                NetworkInfo {
+                    name: name.into(),
+                    labels,
+                    internal: false,
+                },
+            )
+        });
+    }
+
+    /// The current state as a snapshot, without recording a call.
+    pub fn snapshot(&self) -> Snapshot {
+        self.with(|s| Snapshot {
+            networks: s.networks.values().cloned().collect(),
+            volumes: s.volumes.values().cloned().collect(),
+            containers: s.containers.values().cloned().collect(),
+            images: s.images.values().cloned().collect(),
+        })
+    }
+
+    fn call(&self, op: &str, name: &str) -> Result<(), EngineError> {
+        self.with(|s| {
+            s.calls.push(format!("{op} {name}"));
+            if s.fail.contains(name) {
+                Err(EngineError::Api {
+                    op: "fake",
+                    name: name.to_string(),
+                    message: "injected failure".into(),
+                })
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+impl Engine for FakeEngine {
+    async fn list_networks(&self, labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
+        self.call("list", "networks")?;
+        Ok(self.with(|s| {
+            s.networks
+                .values()
+                .filter(|n| matches(&n.labels, labels))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn list_volumes(&self, labels: &[String]) -> Result<Vec<VolumeInfo>, EngineError> {
+        self.call("list", "volumes")?;
+        Ok(self.with(|s| {
+            s.volumes
+                .values()
+                .filter(|n| matches(&n.labels, labels))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn list_containers(&self, labels: &[String]) -> Result<Vec<ContainerInfo>, EngineError> {
+        self.call("list", "containers")?;
+        Ok(self.with(|s| {
+            s.containers
+                .values()
+                .filter(|n| matches(&n.labels, labels))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn list_images(&self, labels: &[String]) -> Result<Vec<ImageInfo>, EngineError> {
+        self.call("list", "images")?;
+        Ok(self.with(|s| {
+            s.images
+                .values()
+                .filter(|n| matches(&n.labels, labels))
+                .cloned()
+                .collect()
+        }))
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<(), EngineError> {
+        self.call("create_network", &spec.name)?;
+        self.with(|s| {
+            if s.networks.contains_key(&spec.name) {
+                return Err(EngineError::Conflict {
+                    kind: "network",
+                    name: spec.name.clone(),
+                });
+            }
+            s.networks.insert(
+                spec.name.clone(),
+                NetworkInfo {
+                    name: spec.name.clone(),
+                    labels: spec.labels.clone(),
+                    internal: spec.internal,
+                },
+            );
+            Ok(())
+        })
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        self.call("remove_network", name)?;
+        self.with(|s| {
+            if s.containers.values().any(|c| c.networks.iter().any(|n| n == name)) {
+                return Err(EngineError::Api {
+                    op: "remove network",
+                    name: name.into(),
+                    message: "network has active endpoints".into(),
+                });
+            }
+            s.networks.remove(name);
+            Ok(())
+        })
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+        self.call("create_volume", &spec.name)?;
+        self.with(|s| {
+            s.volumes.insert(
+                spec.name.clone(),
+                VolumeInfo {
+                    name: spec.name.clone(),
+                    labels: spec.labels.clone(),
+                },
+            );
+        });
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        self.call("remove_volume", name)?;
+        self.with(|s| s.volumes.remove(name));
+        Ok(())
+    }
+
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<(), EngineError> {
+        self.call("run_container", &spec.name)?;
+        self.with(|s| {
+            if s.containers.contains_key(&spec.name) {
+                return Err(EngineError::Conflict {
+                    kind: "container",
+                    name: spec.name.clone(),
+                });
+            }
+            for n in &spec.networks {
+                if !s.networks.contains_key(n) {
+                    return Err(EngineError::NotFound {
+                        kind: "network",
+                        name: n.clone(),
+                    });
+                }
+            }
+            if !s.images.contains_key(&spec.image) {
+                return Err(EngineError::NotFound {
+                    kind: "image",
+                    name: spec.image.clone(),
+                });
+            }
+            s.next_id += 1;
+            s.containers.insert(
+                spec.name.clone(),
+                ContainerInfo {
+                    name: spec.name.clone(),
+                    id: format!("c{}", s.next_id),
+                    image: spec.image.clone(),
+                    labels: spec.labels.clone(),
+                    state: ContainerState::Running,
+                    networks: spec.networks.clone(),
+                },
+            );
+            Ok(())
+        })
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        self.call("start_container", name)?;
+        self.with(|s| match s.containers.get_mut(name) {
+            Some(c) => {
+                c.state = ContainerState::Running;
+                Ok(())
+            }
+            None => Err(EngineError::NotFound {
+                kind: "container",
+                name: name.into(),
+            }),
+        })
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        self.call("remove_container", name)?;
+        self.with(|s| s.containers.remove(name));
+        Ok(())
+    }
+
+    async fn build_image(&self, spec: &BuildSpec) -> Result<(), EngineError> {
+        self.call("build_image", &spec.tag)?;
+        self.with(|s| {
+            s.next_id += 1;
+            s.images.insert(
+                spec.tag.clone(),
+                ImageInfo {
+                    tag: spec.tag.clone(),
+                    id: format!("i{}", s.next_id),
+                    labels: spec.labels.clone(),
+                },
+            );
+        });
+        Ok(())
+    }
+
+    async fn remove_image(&self, tag: &str) -> Result<(), EngineError> {
+        self.call("remove_image", tag)?;
+        self.with(|s| {
+            if !s.containers.values().any(|c| c.image == tag) {
+                s.images.remove(tag);
+            }
+        });
+        Ok(())
+    }
+
+    async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
+        self.call("runtimes", "")?;
+        Ok(self.with(|s| s.runtimes.clone()))
+    }
+}

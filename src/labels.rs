@@ -1,0 +1,110 @@
+//! The only place that knows label names and Docker object names.
+//!
+//! Every object `bottle` creates carries `bottle.managed=true`, its project, its running
+//! bottle, its node kind and its spec hash (DESIGN.md section 3). Ownership is decided
+//! here and nowhere else: an object is ours to change only when [`is_ours`] says so.
+
+use crate::engine::Labels;
+
+pub const MANAGED: &str = "bottle.managed";
+pub const PROJECT: &str = "bottle.project";
+pub const BOTTLE: &str = "bottle.bottle";
+pub const NODE: &str = "bottle.node";
+pub const SPEC_HASH: &str = "bottle.spec-hash";
+/// Per-field digests, `field=digest,...`, so `diff` can name the field that changed.
+pub const SPEC_FIELDS: &str = "bottle.spec-fields";
+
+/// Name prefix of every object.
+pub const PREFIX: &str = "bottle";
+
+/// The label filters that select one project's objects (server-side, ANDed).
+pub fn project_filter(project: &str) -> Vec<String> {
+    vec![format!("{MANAGED}=true"), format!("{PROJECT}={project}")]
+}
+
+/// The label filter that selects everything `bottle` manages (images shared by projects).
+pub fn managed_filter() -> Vec<String> {
+    vec![format!("{MANAGED}=true")]
+}
+
+/// True when `labels` mark an object as belonging to `project`.
+pub fn is_ours(labels: &Labels, project: &str) -> bool {
+    labels.get(MANAGED).map(String::as_str) == Some("true")
+        && labels.get(PROJECT).map(String::as_str) == Some(project)
+}
+
+/// `bottle-<project>-<bottle>-<node>`.
+pub fn object_name(project: &str, bottle: &str, node: &str) -> String {
+    format!("{PREFIX}-{project}-{bottle}-{node}")
+}
+
+/// Repository of a bottle's agent image; the tag is the build context's hash.
+pub fn agent_image_repo(project: &str, bottle: &str) -> String {
+    format!("{PREFIX}-{project}-{bottle}-agent")
+}
+
+/// Repository of the sidecar image shared by every project; the tag is the binary's hash.
+pub const SIDECAR_IMAGE_REPO: &str = "bottle-sidecar";
+
+/// Labels of an object of a running bottle.
+pub fn object_labels(
+    project: &str,
+    bottle: &str,
+    node: &str,
+    hash: &str,
+    fields: &str,
+) -> Labels {
+    let mut l = Labels::new();
+    l.insert(MANAGED.into(), "true".into());
+    l.insert(PROJECT.into(), project.into());
+    l.insert(BOTTLE.into(), bottle.into());
+    l.insert(NODE.into(), node.into());
+    l.insert(SPEC_HASH.into(), hash.into());
+    if !fields.is_empty() {
+        l.insert(SPEC_FIELDS.into(), fields.into());
+    }
+    l
+}
+
+/// Labels of the shared sidecar image: managed, but of no project, so no project's
+/// garbage collection ever removes it.
+pub fn sidecar_image_labels(hash: &str) -> Labels {
+    let mut l = Labels::new();
+    l.insert(MANAGED.into(), "true".into());
+    l.insert(NODE.into(), "sidecar-image".into());
+    l.insert(SPEC_HASH.into(), hash.into());
+    l
+}
+
+/// Parse a [`SPEC_FIELDS`] label into (field, digest) pairs.
+pub fn parse_fields(value: &str) -> Vec<(&str, &str)> {
+    value
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_needs_both_labels() {
+        let l = object_labels("p", "b", "agent", "h", "");
+        assert!(is_ours(&l, "p"));
+        assert!(!is_ours(&l, "q"));
+        let mut foreign = l.clone();
+        foreign.remove(MANAGED);
+        assert!(!is_ours(&foreign, "p"));
+        assert!(!is_ours(&sidecar_image_labels("h"), "p"));
+    }
+
+    #[test]
+    fn fields_round_trip() {
+        assert_eq!(
+            parse_fields("env=ab,image=cd"),
+            vec![("env", "ab"), ("image", "cd")]
+        );
+        assert!(parse_fields("").is_empty());
+    }
+}

@@ -1,0 +1,141 @@
+//! The bottle's own certificate authority, generated with rcgen and kept in Docker.
+//!
+//! Two volumes: `<bottle>-ca` holds the certificate and the private key (mode 0400, owned
+//! by the sidecar user) and is mounted only into the sidecars that mint certificates;
+//! `<bottle>-ca-cert` holds the certificate alone and is what the agent mounts. The key
+//! never enters the agent. The two are one node: if either is missing, both are made
+//! again from one fresh CA.
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+
+use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec};
+use crate::engine::{VolumeFile, VolumeSpec};
+use crate::hash::SpecHasher;
+
+/// UID the sidecars run as; it owns the CA key.
+pub const SIDECAR_UID: u64 = 65534;
+/// Where sidecars and the agent find the CA volume.
+pub const MOUNT: &str = "/etc/bottle/ca";
+pub const CERT_FILE: &str = "ca.crt";
+pub const KEY_FILE: &str = "ca.key";
+/// Validity of a bottle CA, in days.
+const VALID_DAYS: i64 = 365;
+
+/// Failure to generate a CA.
+#[derive(Debug, thiserror::Error)]
+#[error("generating the CA of bottle {bottle}: {source}")]
+pub struct CaError {
+    bottle: String,
+    source: rcgen::Error,
+}
+
+/// A freshly generated CA: certificate and key in PEM.
+pub struct CaMaterial {
+    pub cert_pem: String,
+    key_pem: String,
+}
+
+/// Generate a CA for `bottle` of `project` (ECDSA P-256).
+pub fn generate(project: &str, bottle: &str) -> Result<CaMaterial, CaError> {
+    let err = |source| CaError {
+        bottle: bottle.to_string(),
+        source,
+    };
+    let key = KeyPair::generate().map_err(err)?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("bottle {project}/{bottle} CA"));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "bottle");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let now = time_now();
+    params.not_before = now - rcgen_days(1);
+    params.not_after = now + rcgen_days(VALID_DAYS);
+    let cert = params.self_signed(&key).map_err(err)?;
+    Ok(CaMaterial {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+fn rcgen_days(d: i64) -> time::Duration {
+    time::Duration::days(d)
+}
+
+/// The two volume objects of the CA node, seeded from `material`.
+pub fn objects(ctx: &BottleCtx<'_>, material: &CaMaterial) -> Vec<DesiredObject> {
+    // The CA's content is random; its spec is its parameters.
+    let hash = SpecHasher::new(ctx.key)
+        .field("params", format!("ecdsa-p256;days={VALID_DAYS};pathlen=0"))
+        .finish();
+    let private_name = ctx.name("ca");
+    let public_name = ctx.name("ca-cert");
+    let private_key = ObjectKey::new(ObjectKind::Volume, private_name.clone());
+    let public_key = ObjectKey::new(ObjectKind::Volume, public_name.clone());
+    let cert = |uid| VolumeFile {
+        path: CERT_FILE.into(),
+        contents: material.cert_pem.clone().into_bytes(),
+        mode: 0o444,
+        uid,
+        gid: uid,
+    };
+    let private = DesiredObject {
+        key: private_key.clone(),
+        bottle: ctx.bottle.to_string(),
+        node: NodeKind::Ca,
+        spec: ObjectSpec::Volume(VolumeSpec {
+            name: private_name,
+            labels: ctx.labels(NodeKind::Ca, &hash),
+            files: vec![
+                cert(SIDECAR_UID),
+                VolumeFile {
+                    path: KEY_FILE.into(),
+                    contents: material.key_pem.clone().into_bytes(),
+                    mode: 0o400,
+                    uid: SIDECAR_UID,
+                    gid: SIDECAR_UID,
+                },
+            ],
+            seed_image: ctx.sidecar_image.to_string(),
+        }),
+        hash: hash.clone(),
+        binds: vec![public_key.clone()],
+        after: Vec::new(),
+    };
+    let public = DesiredObject {
+        key: public_key,
+        bottle: ctx.bottle.to_string(),
+        node: NodeKind::Ca,
+        spec: ObjectSpec::Volume(VolumeSpec {
+            name: public_name,
+            labels: ctx.labels(NodeKind::Ca, &hash),
+            files: vec![cert(0)],
+            seed_image: ctx.sidecar_image.to_string(),
+        }),
+        hash,
+        binds: vec![private_key],
+        after: Vec::new(),
+    };
+    vec![private, public]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_call_makes_a_different_ca() {
+        let a = generate("p", "b").unwrap();
+        let b = generate("p", "b").unwrap();
+        assert_ne!(a.cert_pem, b.cert_pem);
+        assert!(a.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(a.key_pem.contains("PRIVATE KEY"));
+    }
+}

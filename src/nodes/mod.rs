@@ -1,0 +1,217 @@
+//! One module per graph node kind: each says what its Docker objects are, what goes into
+//! their spec hash, and how they are created.
+//!
+//! A node is one or more Docker objects (a network, a volume pair, an image and a
+//! container). [`NodeKind::deps`] is the static dependency table of DESIGN.md section 2;
+//! `graph.rs` turns it into a per-bottle petgraph and orders the objects.
+
+pub mod agent;
+pub mod ca;
+pub mod egress;
+pub mod git_gate;
+pub mod network;
+pub mod pipelock;
+pub mod sidecar;
+pub mod supervise;
+
+use std::fmt;
+
+use crate::engine::{BuildSpec, ContainerSpec, NetworkSpec, VolumeSpec};
+use crate::hash::{DigestKey, SpecHash};
+use crate::model::{Agent, BottlePolicy, RuntimeChoice};
+
+/// The kinds of node in a bottle's graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum NodeKind {
+    NetInternal,
+    NetEgress,
+    Ca,
+    Pipelock,
+    Egress,
+    GitGate,
+    Supervise,
+    Agent,
+    /// The sidecar image, shared by every bottle of every project.
+    SidecarImage,
+}
+
+impl NodeKind {
+    pub const ALL: [NodeKind; 9] = [
+        NodeKind::NetInternal,
+        NodeKind::NetEgress,
+        NodeKind::Ca,
+        NodeKind::Pipelock,
+        NodeKind::Egress,
+        NodeKind::GitGate,
+        NodeKind::Supervise,
+        NodeKind::Agent,
+        NodeKind::SidecarImage,
+    ];
+
+    /// The name used in labels and object names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::NetInternal => "net-internal",
+            NodeKind::NetEgress => "net-egress",
+            NodeKind::Ca => "ca",
+            NodeKind::Pipelock => "pipelock",
+            NodeKind::Egress => "egress",
+            NodeKind::GitGate => "git-gate",
+            NodeKind::Supervise => "supervise",
+            NodeKind::Agent => "agent",
+            NodeKind::SidecarImage => "sidecar-image",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NodeKind> {
+        NodeKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// What this node depends on (DESIGN.md section 2). Nodes a bottle lacks are skipped
+    /// when the graph is built.
+    pub fn deps(self) -> &'static [NodeKind] {
+        use NodeKind::*;
+        match self {
+            NetInternal | NetEgress | Ca | SidecarImage => &[],
+            Pipelock => &[NetInternal, NetEgress, Ca, SidecarImage],
+            Egress => &[NetInternal, Ca, Pipelock, SidecarImage],
+            GitGate => &[NetInternal, NetEgress, SidecarImage],
+            Supervise => &[NetInternal, SidecarImage],
+            Agent => &[NetInternal, Ca, Pipelock, Egress, GitGate, Supervise],
+        }
+    }
+
+    /// Is `other` reachable from `self` through [`deps`](Self::deps)?
+    pub fn depends_on(self, other: NodeKind) -> bool {
+        self.deps()
+            .iter()
+            .any(|&d| d == other || d.depends_on(other))
+    }
+}
+
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The type of a Docker object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ObjectKind {
+    Image,
+    Network,
+    Volume,
+    Container,
+}
+
+impl ObjectKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ObjectKind::Image => "image",
+            ObjectKind::Network => "network",
+            ObjectKind::Volume => "volume",
+            ObjectKind::Container => "container",
+        }
+    }
+}
+
+/// Identifies one Docker object: its type and name (an image's name is `repo:tag`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    pub kind: ObjectKind,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: ObjectKind, name: impl Into<String>) -> Self {
+        ObjectKey {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.name)
+    }
+}
+
+/// How to create an object.
+#[derive(Clone, Debug)]
+pub enum ObjectSpec {
+    Network(NetworkSpec),
+    Volume(VolumeSpec),
+    /// The runtime choice is resolved against the engine by the executor.
+    Container(ContainerSpec, RuntimeChoice),
+    Image(BuildSpec),
+}
+
+/// One object the manifest wants.
+#[derive(Clone, Debug)]
+pub struct DesiredObject {
+    pub key: ObjectKey,
+    /// The running bottle it belongs to; empty for the shared sidecar image.
+    pub bottle: String,
+    pub node: NodeKind,
+    pub hash: SpecHash,
+    pub spec: ObjectSpec,
+    /// Objects whose creation forces this one to be recreated too (a container on a
+    /// network, the two volumes of one CA).
+    pub binds: Vec<ObjectKey>,
+    /// Objects that must exist before this one is created; filled in by `graph.rs`.
+    pub after: Vec<ObjectKey>,
+}
+
+/// Everything a node module needs to know about the bottle it builds for.
+pub struct BottleCtx<'a> {
+    pub project: &'a str,
+    /// The running bottle's name (the agent's name).
+    pub bottle: &'a str,
+    pub agent: &'a Agent,
+    pub policy: &'a BottlePolicy,
+    pub key: &'a DigestKey,
+    /// `repo:tag` of the sidecar image.
+    pub sidecar_image: &'a str,
+}
+
+impl BottleCtx<'_> {
+    /// `bottle-<project>-<bottle>-<suffix>`.
+    pub fn name(&self, suffix: &str) -> String {
+        crate::labels::object_name(self.project, self.bottle, suffix)
+    }
+
+    /// Labels for an object of `node` with spec hash `hash`.
+    pub fn labels(&self, node: NodeKind, hash: &SpecHash) -> crate::engine::Labels {
+        crate::labels::object_labels(
+            self.project,
+            self.bottle,
+            node.as_str(),
+            &hash.hash,
+            &hash.fields_label(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_table_has_no_cycle_and_agent_is_last() {
+        for k in NodeKind::ALL {
+            assert!(!k.depends_on(k), "{k} depends on itself");
+            if k != NodeKind::Agent && k != NodeKind::SidecarImage {
+                assert!(!k.depends_on(NodeKind::Agent));
+            }
+        }
+        assert!(NodeKind::Agent.depends_on(NodeKind::SidecarImage));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for k in NodeKind::ALL {
+            assert_eq!(NodeKind::parse(k.as_str()), Some(k));
+        }
+    }
+}

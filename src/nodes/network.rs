@@ -1,0 +1,28 @@
+//! The two networks of a bottle: `net-internal` (`--internal`: agent and sidecars, no
+//! route out) and `net-egress` (sidecars only, the way out).
+
+use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec};
+use crate::engine::NetworkSpec;
+use crate::hash::SpecHasher;
+
+/// The network object of `node` (`NetInternal` or `NetEgress`).
+pub fn object(ctx: &BottleCtx<'_>, node: NodeKind) -> DesiredObject {
+    let internal = node == NodeKind::NetInternal;
+    let name = ctx.name(node.as_str());
+    let hash = SpecHasher::new(ctx.key)
+        .field("internal", if internal { "true" } else { "false" })
+        .finish();
+    DesiredObject {
+        key: ObjectKey::new(ObjectKind::Network, name.clone()),
+        bottle: ctx.bottle.to_string(),
+        node,
+        spec: ObjectSpec::Network(NetworkSpec {
+            name,
+            labels: ctx.labels(node, &hash),
+            internal,
+        }),
+        hash,
+        binds: Vec::new(),
+        after: Vec::new(),
+    }
+}

@@ -1,0 +1,123 @@
+//! What every sidecar container shares: the sidecar image running `bottle sidecar
+//! <kind>`, the sidecar user, the hardening, the limits. Each sidecar module states only
+//! how it differs (networks, CA mount, capabilities, environment).
+
+use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
+use crate::engine::{ContainerSpec, Mount};
+use crate::hash::SpecHasher;
+use crate::model::{Resources, RuntimeChoice};
+
+/// How one sidecar differs from the others.
+pub struct SidecarShape {
+    pub node: NodeKind,
+    /// Port it listens on, on net-internal.
+    pub port: u16,
+    /// Attached to net-egress too (it is a way out).
+    pub egress_network: bool,
+    /// Mounts the CA volume with the key, read-only.
+    pub ca_key: bool,
+    /// Capabilities added back after `cap_drop: ALL`.
+    pub cap_add: &'static [&'static str],
+    /// Extra non-secret environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// The container object of a sidecar.
+pub fn object(ctx: &BottleCtx<'_>, shape: SidecarShape) -> DesiredObject {
+    let node = shape.node;
+    let name = ctx.name(node.as_str());
+    let internal = ctx.name(NodeKind::NetInternal.as_str());
+    let egress = ctx.name(NodeKind::NetEgress.as_str());
+    let mut networks = vec![internal.clone()];
+    let mut binds = vec![ObjectKey::new(ObjectKind::Network, internal)];
+    if shape.egress_network {
+        networks.push(egress.clone());
+        binds.push(ObjectKey::new(ObjectKind::Network, egress));
+    }
+    let mut mounts = vec![Mount::Tmpfs {
+        target: "/tmp".into(),
+        size_bytes: 16 << 20,
+    }];
+    if shape.ca_key {
+        let vol = ctx.name("ca");
+        binds.push(ObjectKey::new(ObjectKind::Volume, vol.clone()));
+        mounts.push(Mount::Volume {
+            name: vol,
+            target: ca::MOUNT.into(),
+            read_only: true,
+        });
+    }
+    let mut env = vec![
+        format!("BOTTLE_PROJECT={}", ctx.project),
+        format!("BOTTLE_NAME={}", ctx.bottle),
+        format!("BOTTLE_LISTEN=0.0.0.0:{}", shape.port),
+        "RUST_LOG=info".to_string(),
+    ];
+    env.extend(shape.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let cmd = vec!["sidecar".to_string(), node.as_str().to_string()];
+    let user = format!("{}:{}", ca::SIDECAR_UID, ca::SIDECAR_UID);
+    let limits = Resources::SIDECAR;
+    let hash = SpecHasher::new(ctx.key)
+        .field("image", ctx.sidecar_image)
+        .field("cmd", cmd.join("\0"))
+        .field("env", env.join("\0"))
+        .field("networks", networks.join(","))
+        .field("mounts", format!("{mounts:?}"))
+        .field("caps", shape.cap_add.join(","))
+        .field("user", &user)
+        .field(
+            "resources",
+            format!("{}/{}/{}", limits.cpus, limits.memory, limits.pids),
+        )
+        .finish();
+    DesiredObject {
+        key: ObjectKey::new(ObjectKind::Container, name.clone()),
+        bottle: ctx.bottle.to_string(),
+        node,
+        spec: ObjectSpec::Container(
+            ContainerSpec {
+                name,
+                image: ctx.sidecar_image.to_string(),
+                labels: ctx.labels(node, &hash),
+                cmd,
+                env,
+                user,
+                networks,
+                aliases: vec![node.as_str().to_string()],
+                mounts,
+                cap_add: shape.cap_add.iter().map(|c| c.to_string()).collect(),
+                memory: limits.memory as i64,
+                nano_cpus: (limits.cpus * 1e9) as i64,
+                pids: limits.pids,
+                runtime: None,
+                working_dir: None,
+                init: false,
+            },
+            // Sidecars are bottle's own code and need the network: always runc.
+            RuntimeChoice::Runc,
+        ),
+        hash,
+        binds,
+        after: Vec::new(),
+    }
+}
+
+/// The shared sidecar image object, from its build context.
+pub fn image_object(key: &crate::hash::DigestKey, context: crate::images::Context) -> DesiredObject {
+    let tag = crate::images::sidecar_tag(&context.hash);
+    let hash = SpecHasher::new(key).field("context", &context.hash).finish();
+    DesiredObject {
+        key: ObjectKey::new(ObjectKind::Image, tag.clone()),
+        bottle: String::new(),
+        node: NodeKind::SidecarImage,
+        spec: ObjectSpec::Image(crate::engine::BuildSpec {
+            tag,
+            labels: crate::labels::sidecar_image_labels(&hash.hash),
+            dockerfile: context.dockerfile,
+            context_tar: context.tar,
+        }),
+        hash,
+        binds: Vec::new(),
+        after: Vec::new(),
+    }
+}
