@@ -60,7 +60,9 @@ pub enum Outcome {
     Done,
     Failed(String),
     /// Not run because an operation it waits for did not succeed.
-    Skipped { because: String },
+    Skipped {
+        because: String,
+    },
 }
 
 /// A finished operation, for progress and the summary.
@@ -191,7 +193,10 @@ pub async fn execute<E: Engine>(
                     continue;
                 }
                 let blocker = ops[i].preds.iter().find(|&&p| {
-                    matches!(outcome[p], Some(Outcome::Failed(_) | Outcome::Skipped { .. }))
+                    matches!(
+                        outcome[p],
+                        Some(Outcome::Failed(_) | Outcome::Skipped { .. })
+                    )
                 });
                 if let Some(&p) = blocker {
                     started[i] = true;
@@ -213,7 +218,12 @@ pub async fn execute<E: Engine>(
             if running.len() >= concurrency.max(1) {
                 break;
             }
-            if !started[i] && ops[i].preds.iter().all(|&p| outcome[p] == Some(Outcome::Done)) {
+            if !started[i]
+                && ops[i]
+                    .preds
+                    .iter()
+                    .all(|&p| outcome[p] == Some(Outcome::Done))
+            {
                 started[i] = true;
                 let op = &ops[i];
                 let runtime = runtimes.get(&op.key).cloned().flatten();
@@ -326,3 +336,7 @@ async fn run_op<E: Engine>(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

@@ -12,8 +12,8 @@ use crate::hash::DigestKey;
 use crate::images::ImageError;
 use crate::model::{Agent, BottlePolicy, Manifest};
 use crate::nodes::{
-    self, BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ca, egress, git_gate,
-    network, pipelock, supervise,
+    self, BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ca, egress, git_gate, network,
+    pipelock, supervise,
 };
 
 /// Why the desired state could not be built.
@@ -64,7 +64,10 @@ pub fn bottle_graph(policy: &BottlePolicy) -> DiGraph<NodeKind, ()> {
 }
 
 /// The nodes of `g` in creation order (dependencies first), or the cycle.
-pub fn creation_order(bottle: &str, g: &DiGraph<NodeKind, ()>) -> Result<Vec<NodeKind>, GraphError> {
+pub fn creation_order(
+    bottle: &str,
+    g: &DiGraph<NodeKind, ()>,
+) -> Result<Vec<NodeKind>, GraphError> {
     match toposort(g, None) {
         Ok(order) => Ok(order.into_iter().rev().map(|i| g[i]).collect()),
         Err(_) => {
@@ -132,24 +135,28 @@ fn bottle_objects(
     let mut objects: Vec<DesiredObject> = Vec::new();
     for kind in &order {
         match kind {
-            NodeKind::NetInternal | NodeKind::NetEgress => objects.push(network::object(&ctx, *kind)),
+            NodeKind::NetInternal | NodeKind::NetEgress => {
+                objects.push(network::object(&ctx, *kind))
+            }
             NodeKind::Ca => objects.extend(ca::objects(&ctx, &ca::generate(project, bottle)?)),
             NodeKind::Pipelock => objects.push(pipelock::object(&ctx)),
             NodeKind::Egress => objects.push(egress::object(&ctx)),
             NodeKind::GitGate => objects.push(git_gate::object(&ctx)),
             NodeKind::Supervise => objects.push(supervise::object(&ctx)),
-            NodeKind::Agent => objects.extend(nodes::agent::objects(&ctx).map_err(|source| {
-                GraphError::Image {
-                    bottle: bottle.to_string(),
-                    source,
-                }
-            })?),
+            NodeKind::Agent => {
+                objects.extend(
+                    nodes::agent::objects(&ctx).map_err(|source| GraphError::Image {
+                        bottle: bottle.to_string(),
+                        source,
+                    })?,
+                )
+            }
             NodeKind::SidecarImage => {}
         }
     }
     // Order: an object comes after every object of the nodes its node depends on, and
     // after the objects of its own node that are of an earlier kind (image before
-    // container).
+    // container). An image needs nothing: it builds while the rest is made.
     let keys: Vec<(NodeKind, ObjectKind, ObjectKey)> = objects
         .iter()
         .map(|o| (o.node, o.key.kind, o.key.clone()))
@@ -159,12 +166,14 @@ fn bottle_objects(
             sidecar_image.key.clone(),
         )))
         .collect();
-    for o in &mut objects {
+    for o in objects
+        .iter_mut()
+        .filter(|o| o.key.kind != ObjectKind::Image)
+    {
         o.after = keys
             .iter()
             .filter(|(n, k, key)| {
-                *key != o.key
-                    && (o.node.deps().contains(n) || (*n == o.node && *k < o.key.kind))
+                *key != o.key && (o.node.deps().contains(n) || (*n == o.node && *k < o.key.kind))
             })
             .map(|(_, _, key)| key.clone())
             .collect();

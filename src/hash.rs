@@ -103,7 +103,11 @@ pub struct SpecHash {
 impl SpecHash {
     /// The per-field digests as a label value: `field=digest,...`.
     pub fn fields_label(&self) -> String {
-        let parts: Vec<String> = self.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let parts: Vec<String> = self
+            .fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         parts.join(",")
     }
 }
@@ -192,8 +196,14 @@ mod tests {
     #[test]
     fn changed_field_changes_only_its_digest() {
         let key = DigestKey::fixed(1);
-        let a = SpecHasher::new(&key).field("env", "A=1").field("image", "x").finish();
-        let b = SpecHasher::new(&key).field("env", "A=2").field("image", "x").finish();
+        let a = SpecHasher::new(&key)
+            .field("env", "A=1")
+            .field("image", "x")
+            .finish();
+        let b = SpecHasher::new(&key)
+            .field("env", "A=2")
+            .field("image", "x")
+            .finish();
         assert_ne!(a.hash, b.hash);
         assert_ne!(a.fields["env"], b.fields["env"]);
         assert_eq!(a.fields["image"], b.fields["image"]);
@@ -204,11 +214,17 @@ mod tests {
         let k1 = DigestKey::fixed(1);
         let k2 = DigestKey::fixed(2);
         let s = "sk-ant-very-secret";
-        let a = SpecHasher::new(&k1).secret_field("env", [("TOKEN", Some(s))]).finish();
-        let b = SpecHasher::new(&k2).secret_field("env", [("TOKEN", Some(s))]).finish();
+        let a = SpecHasher::new(&k1)
+            .secret_field("env", [("TOKEN", Some(s))])
+            .finish();
+        let b = SpecHasher::new(&k2)
+            .secret_field("env", [("TOKEN", Some(s))])
+            .finish();
         assert_ne!(a.hash, b.hash);
         assert!(!a.fields_label().contains(s));
-        let c = SpecHasher::new(&k1).secret_field("env", [("TOKEN", Some("other"))]).finish();
+        let c = SpecHasher::new(&k1)
+            .secret_field("env", [("TOKEN", Some("other"))])
+            .finish();
         assert_ne!(a.hash, c.hash);
     }
 

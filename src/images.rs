@@ -55,7 +55,11 @@ pub fn agent_context(source: &ImageSource, provider: Provider) -> Result<Context
     let mut tar = TarBuilder::default();
     let dockerfile = match source {
         ImageSource::ProviderDefault => {
-            tar.file("Dockerfile", provider_dockerfile(provider).as_bytes(), 0o644);
+            tar.file(
+                "Dockerfile",
+                provider_dockerfile(provider).as_bytes(),
+                0o644,
+            );
             "Dockerfile".to_string()
         }
         ImageSource::Dockerfile {
@@ -137,7 +141,11 @@ fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// A 64-bit ELF with no `PT_INTERP` program header: no dynamic loader needed.
 fn is_static_elf(bytes: &[u8]) -> bool {
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
     let u64_at = |o: usize| {
         bytes
             .get(o..o + 8)

@@ -47,13 +47,7 @@ pub fn agent_image_repo(project: &str, bottle: &str) -> String {
 pub const SIDECAR_IMAGE_REPO: &str = "bottle-sidecar";
 
 /// Labels of an object of a running bottle.
-pub fn object_labels(
-    project: &str,
-    bottle: &str,
-    node: &str,
-    hash: &str,
-    fields: &str,
-) -> Labels {
+pub fn object_labels(project: &str, bottle: &str, node: &str, hash: &str, fields: &str) -> Labels {
     let mut l = Labels::new();
     l.insert(MANAGED.into(), "true".into());
     l.insert(PROJECT.into(), project.into());

@@ -40,7 +40,10 @@ pub enum ImageSource {
     /// The provider's default Dockerfile, embedded in `bottle`.
     ProviderDefault,
     /// A Dockerfile of the user's; `context` defaults to the Dockerfile's directory.
-    Dockerfile { dockerfile: PathBuf, context: PathBuf },
+    Dockerfile {
+        dockerfile: PathBuf,
+        context: PathBuf,
+    },
 }
 
 /// `runtime:`.

@@ -25,10 +25,14 @@ impl ObservedObject {
         self.labels.get(labels::BOTTLE).map_or("", String::as_str)
     }
     pub fn node(&self) -> Option<NodeKind> {
-        self.labels.get(labels::NODE).and_then(|n| NodeKind::parse(n))
+        self.labels
+            .get(labels::NODE)
+            .and_then(|n| NodeKind::parse(n))
     }
     fn hash(&self) -> &str {
-        self.labels.get(labels::SPEC_HASH).map_or("", String::as_str)
+        self.labels
+            .get(labels::SPEC_HASH)
+            .map_or("", String::as_str)
     }
 }
 
@@ -54,15 +58,33 @@ impl Observed {
                 },
             );
         };
-        for n in snap.networks.iter().filter(|n| labels::is_ours(&n.labels, project)) {
+        for n in snap
+            .networks
+            .iter()
+            .filter(|n| labels::is_ours(&n.labels, project))
+        {
             put(ObjectKind::Network, &n.name, &n.labels, None, Vec::new());
         }
-        for v in snap.volumes.iter().filter(|v| labels::is_ours(&v.labels, project)) {
+        for v in snap
+            .volumes
+            .iter()
+            .filter(|v| labels::is_ours(&v.labels, project))
+        {
             put(ObjectKind::Volume, &v.name, &v.labels, None, Vec::new());
         }
-        for c in snap.containers.iter().filter(|c| labels::is_ours(&c.labels, project)) {
+        for c in snap
+            .containers
+            .iter()
+            .filter(|c| labels::is_ours(&c.labels, project))
+        {
             let running = c.state == ContainerState::Running;
-            put(ObjectKind::Container, &c.name, &c.labels, Some(running), c.networks.clone());
+            put(
+                ObjectKind::Container,
+                &c.name,
+                &c.labels,
+                Some(running),
+                c.networks.clone(),
+            );
         }
         for i in &snap.images {
             let shared = i.labels.get(labels::NODE).map(String::as_str)
@@ -139,7 +161,10 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
     loop {
         let mut changed = false;
         for (key, d) in &desired.objects {
-            if matches!(actions.get(key), Some(Some(Action::Create | Action::Recreate { .. }))) {
+            if matches!(
+                actions.get(key),
+                Some(Some(Action::Create | Action::Recreate { .. }))
+            ) {
                 continue;
             }
             let cause = d.binds.iter().find(|b| {
@@ -186,7 +211,8 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
             action: Action::Delete,
         });
     }
-    plan.steps.sort_by(|a, b| (&a.bottle, &a.key).cmp(&(&b.bottle, &b.key)));
+    plan.steps
+        .sort_by(|a, b| (&a.bottle, &a.key).cmp(&(&b.bottle, &b.key)));
     plan
 }
 
@@ -205,7 +231,10 @@ fn compare(d: &crate::nodes::DesiredObject, o: &ObservedObject) -> Option<Action
                 .difference(&have)
                 .map(|n| format!("not attached to network {n}"))
                 .collect();
-            reasons.extend(have.difference(&want).map(|n| format!("attached to network {n}")));
+            reasons.extend(
+                have.difference(&want)
+                    .map(|n| format!("attached to network {n}")),
+            );
             return Some(Action::Recreate { reasons });
         }
         if o.running == Some(false) {

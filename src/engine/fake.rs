@@ -205,7 +205,10 @@ impl Engine for FakeEngine {
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
         self.call("remove_network", name)?;
         self.with(|s| {
-            if s.containers.values().any(|c| c.networks.iter().any(|n| n == name)) {
+            if s.containers
+                .values()
+                .any(|c| c.networks.iter().any(|n| n == name))
+            {
                 return Err(EngineError::Api {
                     op: "remove network",
                     name: name.into(),

@@ -21,7 +21,9 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
         hash: ctx_hash,
     } = images::agent_context(&ctx.policy.image, ctx.agent.provider)?;
     let tag = images::agent_tag(ctx.project, ctx.bottle, &ctx_hash);
-    let image_hash = SpecHasher::new(ctx.key).field("context", &ctx_hash).finish();
+    let image_hash = SpecHasher::new(ctx.key)
+        .field("context", &ctx_hash)
+        .finish();
     let image_key = ObjectKey::new(ObjectKind::Image, tag.clone());
     let image = DesiredObject {
         key: image_key.clone(),
@@ -79,10 +81,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
     let hash = SpecHasher::new(ctx.key)
         .field("image", &tag)
         .field("cmd", cmd.join("\0"))
-        .secret_field(
-            "env",
-            env_digest.iter().map(|(p, s)| (p.as_str(), *s)),
-        )
+        .secret_field("env", env_digest.iter().map(|(p, s)| (p.as_str(), *s)))
         .field("networks", &internal)
         .field("mounts", format!("{mounts:?}"))
         .field("user", AGENT_USER)

@@ -103,9 +103,14 @@ pub fn object(ctx: &BottleCtx<'_>, shape: SidecarShape) -> DesiredObject {
 }
 
 /// The shared sidecar image object, from its build context.
-pub fn image_object(key: &crate::hash::DigestKey, context: crate::images::Context) -> DesiredObject {
+pub fn image_object(
+    key: &crate::hash::DigestKey,
+    context: crate::images::Context,
+) -> DesiredObject {
     let tag = crate::images::sidecar_tag(&context.hash);
-    let hash = SpecHasher::new(key).field("context", &context.hash).finish();
+    let hash = SpecHasher::new(key)
+        .field("context", &context.hash)
+        .finish();
     DesiredObject {
         key: ObjectKey::new(ObjectKind::Image, tag.clone()),
         bottle: String::new(),
