@@ -5,6 +5,7 @@
 //! operations run on an [`engine`] by [`apply`].
 
 pub mod apply;
+pub mod cli;
 pub mod engine;
 pub mod graph;
 pub mod hash;
@@ -13,3 +14,4 @@ pub mod labels;
 pub mod model;
 pub mod nodes;
 pub mod plan;
+pub mod sidecar;

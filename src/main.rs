@@ -1,1 +1,43 @@
-fn main() {}
+//! The `bottle` binary: parse the command line, run the command, map errors to exit
+//! statuses (0 ok, 1 differences for `diff`, 2 errors).
+
+use clap::Parser;
+
+fn main() {
+    let cli = bottle::cli::Cli::parse();
+    let sidecar = matches!(cli.command, bottle::cli::Command::Sidecar(_));
+    init_tracing(sidecar);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::exit(2);
+        }
+    };
+    let code = match rt.block_on(bottle::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them. Sidecars log JSON.
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.without_time().with_target(false).init();
+    }
+}

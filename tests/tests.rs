@@ -1,1 +1,8 @@
+//! The one integration-test binary: it runs the real `bottle` against the real Docker
+//! engine. Set-up (base image, static sidecar binary) is done by `scripts/test.sh`.
 
+// Shared helpers: temp manifests, running `bottle`, Docker queries and cleanup.
+mod util;
+
+// Issue 2: the declarative core (diff / apply / delete / get) end to end.
+mod core;

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Everything a fresh machine needs before `bottle` runs: a reachable Docker engine, the
+# offline Debian base image, and the static `bottle` the sidecar image is built from.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! docker info >/dev/null 2>&1; then
+  echo "error: the Docker engine is not reachable (is dockerd running? is DOCKER_HOST right?)" >&2
+  exit 1
+fi
+scripts/base-image.sh
+scripts/build-static.sh >/dev/null

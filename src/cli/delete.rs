@@ -1,0 +1,32 @@
+//! `bottle delete`: remove a project's bottles (or only the named ones), dependents
+//! first. Only objects labelled with the project are touched.
+
+use super::{DeleteArgs, connect, project_of, render};
+use crate::apply::{Outcome, execute, observe, schedule};
+use crate::graph::DesiredState;
+use crate::plan::{self, Observed};
+
+pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
+    let project = project_of(args.file.as_deref(), args.project.as_deref())?;
+    let docker = connect().await?;
+    let snap = observe(&docker, &project).await?;
+    let nothing = DesiredState {
+        project: project.clone(),
+        objects: Default::default(),
+    };
+    let mut p = plan::plan(&nothing, &Observed::from_snapshot(&project, &snap));
+    if !args.names.is_empty() {
+        p.steps.retain(|s| args.names.contains(&s.bottle));
+    }
+    let ops = schedule(&p, &nothing);
+    let reports = execute(&docker, &nothing, ops, crate::apply::DEFAULT_CONCURRENCY, &mut |r| {
+        eprintln!("{}", render::progress_line(r));
+    })
+    .await?;
+    println!("{}", render::summary(&reports));
+    Ok(if reports.iter().all(|r| r.outcome == Outcome::Done) {
+        0
+    } else {
+        2
+    })
+}

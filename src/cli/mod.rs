@@ -1,0 +1,146 @@
+//! The command line: argument parsing and one module per command. Commands load the
+//! manifest (every problem reported before any Docker call), build the desired state,
+//! and talk to Docker only through [`crate::engine`].
+
+mod apply;
+mod delete;
+mod diff;
+mod get;
+mod render;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::engine::docker::Docker;
+use crate::graph::{self, DesiredState};
+use crate::hash::DigestKey;
+use crate::images;
+use crate::model::Manifest;
+use crate::nodes::sidecar;
+
+/// Run AI coding agents in sandboxed Docker bottles, declaratively.
+#[derive(Debug, Parser)]
+#[command(name = "bottle", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what `apply` would change; exit 0 in sync, 1 with differences, 2 on error.
+    Diff(ManifestArgs),
+    /// Converge Docker to the manifest.
+    Apply(ApplyArgs),
+    /// Remove bottles (all of the project, or the NAMEs), dependents first.
+    Delete(DeleteArgs),
+    /// Show bottles and the state of their nodes.
+    Get(GetArgs),
+    /// Run a sidecar server (inside the sidecar image).
+    #[command(hide = true)]
+    Sidecar(crate::sidecar::SidecarArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// The manifest.
+    #[arg(short = 'f', long = "file", default_value = "bottles.yaml")]
+    pub file: PathBuf,
+    /// Output format on stdout.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    /// Remove this project's objects that the manifest no longer wants.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub prune: bool,
+    /// Operations run at once, at most.
+    #[arg(long, default_value_t = crate::apply::DEFAULT_CONCURRENCY)]
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The manifest whose project to delete.
+    #[arg(short = 'f', long = "file", conflicts_with = "project")]
+    pub file: Option<PathBuf>,
+    /// The project to delete.
+    #[arg(short = 'p', long = "project")]
+    pub project: Option<String>,
+    /// Only these bottles.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    #[arg(short = 'f', long = "file", conflicts_with = "project")]
+    pub file: Option<PathBuf>,
+    #[arg(short = 'p', long = "project")]
+    pub project: Option<String>,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// A command's failure with the exit status it maps to.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Exit(pub i32);
+
+/// Run a parsed command line; returns the exit status.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Diff(a) => diff::run(a).await,
+        Command::Apply(a) => apply::run(a).await,
+        Command::Delete(a) => delete::run(a).await,
+        Command::Get(a) => get::run(a).await,
+        Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
+    }
+}
+
+/// Load and validate a manifest, reading `from_env` values from this process.
+fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
+    let env = |k: &str| std::env::var(k).ok();
+    crate::manifest::load(path, &env).map_err(anyhow::Error::new)
+}
+
+/// The project named by `-f` or `-p`.
+fn project_of(file: Option<&Path>, project: Option<&str>) -> anyhow::Result<String> {
+    match (file, project) {
+        (_, Some(p)) => Ok(p.to_string()),
+        (Some(f), None) => Ok(load_manifest(f)?.project),
+        (None, None) => Ok(load_manifest(Path::new("bottles.yaml"))?.project),
+    }
+}
+
+/// The desired state of a manifest: every image context read and hashed, every CA
+/// generated. No Docker call.
+fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
+    let key_path = DigestKey::default_path()
+        .context("neither XDG_STATE_HOME nor HOME is set: nowhere to keep the digest key")?;
+    let key = DigestKey::load_or_create(&key_path)
+        .with_context(|| format!("reading digest key {}", key_path.display()))?;
+    let binary = images::find_sidecar_binary()?;
+    let context = images::sidecar_context(&binary)?;
+    let side = sidecar::image_object(&key, context);
+    Ok(graph::desired(manifest, &key, &side)?)
+}
+
+/// Connect to the engine and check it answers.
+async fn connect() -> anyhow::Result<Docker> {
+    let docker = Docker::connect()?;
+    docker.ping().await?;
+    Ok(docker)
+}

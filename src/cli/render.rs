@@ -1,0 +1,110 @@
+//! Text and JSON rendering of plans and apply reports, shared by `diff` and `apply`.
+
+use serde_json::{Value, json};
+
+use crate::apply::{OpReport, Outcome, verb};
+use crate::plan::{Action, Plan};
+
+/// One line per planned change, grouped by bottle.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = String::new();
+    let mut last: Option<&str> = None;
+    for s in &plan.steps {
+        if last != Some(s.bottle.as_str()) {
+            let title = if s.bottle.is_empty() {
+                "shared".to_string()
+            } else {
+                format!("bottle {}", s.bottle)
+            };
+            out.push_str(&format!("{title}:\n"));
+            last = Some(&s.bottle);
+        }
+        let (sign, detail) = match &s.action {
+            Action::Create => ('+', String::new()),
+            Action::Recreate { reasons } => ('~', format!(" ({})", reasons.join(", "))),
+            Action::Start => ('>', " (not running)".to_string()),
+            Action::Delete => ('-', String::new()),
+        };
+        out.push_str(&format!(
+            "  {sign} {:<8} {:<13} {}{detail}\n",
+            s.action.verb(),
+            s.node,
+            s.key
+        ));
+    }
+    out
+}
+
+pub fn plan_json(plan: &Plan) -> Value {
+    let steps: Vec<Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let mut v = json!({
+                "bottle": s.bottle,
+                "node": s.node,
+                "kind": s.key.kind.as_str(),
+                "name": s.key.name,
+                "action": s.action.verb(),
+            });
+            if let Action::Recreate { reasons } = &s.action {
+                v["reasons"] = json!(reasons);
+            }
+            v
+        })
+        .collect();
+    json!({
+        "in_sync": plan.is_empty(),
+        "changes": steps,
+        "unchanged": plan.unchanged.len(),
+    })
+}
+
+/// A progress line for one finished operation.
+pub fn progress_line(r: &OpReport) -> String {
+    let what = format!("{} {} ({})", verb(r.op.kind), r.op.key, r.op.node);
+    match &r.outcome {
+        Outcome::Done => format!("  ok      {what}"),
+        Outcome::Failed(e) => format!("  FAILED  {what}: {e}"),
+        Outcome::Skipped { because } => format!("  skipped {what}: {because}"),
+    }
+}
+
+pub fn report_json(reports: &[OpReport]) -> Value {
+    let ops: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            let (status, error) = match &r.outcome {
+                Outcome::Done => ("done", None),
+                Outcome::Failed(e) => ("failed", Some(e.clone())),
+                Outcome::Skipped { because } => ("skipped", Some(because.clone())),
+            };
+            json!({
+                "op": verb(r.op.kind),
+                "kind": r.op.key.kind.as_str(),
+                "name": r.op.key.name,
+                "bottle": r.op.bottle,
+                "node": r.op.node,
+                "status": status,
+                "error": error,
+            })
+        })
+        .collect();
+    json!({ "operations": ops })
+}
+
+/// Counts of operations by verb and outcome, as one summary line.
+pub fn summary(reports: &[OpReport]) -> String {
+    let count = |f: &dyn Fn(&OpReport) -> bool| reports.iter().filter(|r| f(r)).count();
+    let done = |v: &'static str| {
+        move |r: &OpReport| r.outcome == Outcome::Done && verb(r.op.kind) == v
+    };
+    format!(
+        "{} created, {} removed, {} started, {} failed, {} skipped",
+        count(&done("create")),
+        count(&done("remove")),
+        count(&done("start")),
+        count(&|r| matches!(r.outcome, Outcome::Failed(_))),
+        count(&|r| matches!(r.outcome, Outcome::Skipped { .. })),
+    )
+}

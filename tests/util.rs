@@ -1,0 +1,194 @@
+//! Helpers for the integration tests: a project per test with its own temp directory,
+//! `bottle` runs, Docker CLI queries, and cleanup of everything the project labels.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The agent image every test bottle builds: the local Debian base, nothing else.
+pub const TEST_DOCKERFILE: &str = "FROM debian:bookworm-slim\nCMD [\"sleep\", \"infinity\"]\n";
+
+/// A test project: a unique name, a temp dir holding its manifest, cleaned up on drop.
+pub struct Project {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(tag: &str) -> Project {
+        let n: u32 = rand::random();
+        let name = format!("t{tag}{:06x}", n & 0xff_ffff);
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("Dockerfile"), TEST_DOCKERFILE).expect("write Dockerfile");
+        Project { name, dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Write `bottles.yaml` (with `project:` set) and return its path.
+    pub fn manifest(&self, body: &str) -> PathBuf {
+        let p = self.path("bottles.yaml");
+        std::fs::write(&p, format!("project: {}\n{body}", self.name)).expect("write manifest");
+        p
+    }
+
+    /// Run `bottle ARGS` in the project directory.
+    pub fn bottle(&self, args: &[&str]) -> Run {
+        bottle_in(self.dir.path(), args, &[])
+    }
+
+    pub fn bottle_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        bottle_in(self.dir.path(), args, env)
+    }
+
+    /// `bottle-<project>-<bottle>-<node>`.
+    pub fn obj(&self, bottle: &str, node: &str) -> String {
+        format!("bottle-{}-{bottle}-{node}", self.name)
+    }
+
+    /// Names of this project's objects of one type (`container`, `network`, `volume`).
+    pub fn objects(&self, kind: &str) -> Vec<String> {
+        let label = format!("label=bottle.project={}", self.name);
+        let args: Vec<&str> = match kind {
+            "container" => vec!["ps", "-a", "--filter", &label, "--format", "{{.Names}}"],
+            "network" => vec!["network", "ls", "--filter", &label, "--format", "{{.Name}}"],
+            "volume" => vec!["volume", "ls", "--filter", &label, "--format", "{{.Name}}"],
+            other => panic!("unknown kind {other}"),
+        };
+        let mut v: Vec<String> = docker(&args)
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = bottle_in(self.dir.path(), &["delete", "-p", &self.name], &[]);
+        // Images are per bottle and labelled with the project.
+        let imgs = docker_try(&[
+            "images",
+            "-q",
+            "--filter",
+            &format!("label=bottle.project={}", self.name),
+        ]);
+        for id in imgs.lines().filter(|l| !l.is_empty()) {
+            let _ = docker_try(&["rmi", "-f", id]);
+        }
+    }
+}
+
+/// The result of a `bottle` run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Panic with the output unless the exit status is `code`.
+    pub fn expect(self, code: i32) -> Run {
+        assert_eq!(
+            self.code, code,
+            "exit {} (wanted {code})\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// Path of the static sidecar binary that `scripts/test.sh` builds.
+pub fn sidecar_binary() -> PathBuf {
+    let p = std::env::var_os("BOTTLE_SIDECAR_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("target/x86_64-unknown-linux-gnu/release/bottle")
+        });
+    assert!(
+        p.exists(),
+        "no static sidecar binary at {}: run the tests with scripts/test.sh",
+        p.display()
+    );
+    p
+}
+
+pub fn bottle_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bottle"));
+    c.args(args)
+        .current_dir(dir)
+        .env("BOTTLE_SIDECAR_BINARY", sidecar_binary())
+        .env("XDG_STATE_HOME", std::env::temp_dir().join("bottle-test-state"));
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Run::from(c.output().expect("run bottle"))
+}
+
+/// Run the docker CLI; panic on failure.
+pub fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().expect("run docker");
+    assert!(
+        o.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Run the docker CLI; return stdout, or empty on failure.
+pub fn docker_try(args: &[&str]) -> String {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// `docker inspect -f FORMAT NAME`, trimmed.
+pub fn inspect(name: &str, format: &str) -> String {
+    docker(&["inspect", "-f", format, name]).trim().to_string()
+}
+
+/// The Docker engine's clock, as `docker events --since` takes it.
+pub fn engine_now() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    format!("{secs:.3}")
+}
+
+/// Events between `since` and now that name an object of `prefix`.
+pub fn events_since(since: &str, prefix: &str) -> Vec<String> {
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let until = engine_now();
+    docker(&[
+        "events",
+        "--since",
+        since,
+        "--until",
+        &until,
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.Attributes.name}}",
+    ])
+    .lines()
+    .filter(|l| l.contains(prefix))
+    .map(str::to_string)
+    .collect()
+}
