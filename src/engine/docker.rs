@@ -184,6 +184,9 @@ impl Docker {
         labels.insert(SEED_LABEL.to_owned(), "true".to_owned());
         let body = ContainerCreateBody {
             image: Some(spec.seed_image.clone()),
+            // Never run, but the engine refuses to create a container without a command
+            // when the image has none.
+            cmd: Some(vec!["true".to_owned()]),
             labels: Some(labels),
             network_disabled: Some(true),
             host_config: Some(HostConfig {
@@ -240,12 +243,47 @@ impl Docker {
             self.client
                 .connect_network(network, request)
                 .await
-                .map_err(|e| self.error(e, "connect network", "network", network))?;
+                .map_err(|e| self.run_error(e, "connect network", spec))?;
         }
         self.client
             .start_container(id, None)
             .await
-            .map_err(|e| self.error(e, "start container", "container", &spec.name))
+            .map_err(|e| self.run_error(e, "start container", spec))
+    }
+
+    /// Map an error of one step of [`Engine::run_container`]. A 404 there names a
+    /// network (the 1.41 daemon checks extra networks only at start) or the image.
+    fn run_error(&self, e: BollardError, op: &'static str, spec: &ContainerSpec) -> EngineError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => {
+                let network = spec
+                    .networks
+                    .iter()
+                    .filter(|n| message.contains(&format!("network {n} ")))
+                    .max_by_key(|n| n.len());
+                match network {
+                    Some(n) => EngineError::NotFound {
+                        kind: "network",
+                        name: n.clone(),
+                    },
+                    None if op == "create container" && !message.contains("network") => {
+                        EngineError::NotFound {
+                            kind: "image",
+                            name: spec.image.clone(),
+                        }
+                    }
+                    None => EngineError::Api {
+                        op,
+                        name: spec.name.clone(),
+                        message,
+                    },
+                }
+            }
+            e => self.error(e, op, "container", &spec.name),
+        }
     }
 }
 
@@ -429,21 +467,11 @@ impl Engine for Docker {
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
-        let created = match self.client.create_container(Some(options), body).await {
-            Ok(created) => created,
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404,
-                message,
-            }) => {
-                // The image, or the first network, is missing.
-                let (kind, name) = match spec.networks.first() {
-                    Some(net) if message.contains("network") => ("network", net.clone()),
-                    _ => ("image", spec.image.clone()),
-                };
-                return Err(EngineError::NotFound { kind, name });
-            }
-            Err(e) => return Err(self.error(e, "create container", "container", &spec.name)),
-        };
+        let created = self
+            .client
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| self.run_error(e, "create container", spec))?;
         if let Err(e) = self.connect_and_start(&created.id, spec).await {
             // Leave nothing half-made behind; the first error is the one that matters.
             let _ = self.force_remove(&created.id).await;
@@ -753,5 +781,680 @@ impl Tail {
 
     fn text(&self) -> String {
         Vec::from(self.0.clone()).join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real engine on this machine: these fail (not skip) without Docker.
+    //! Each test names its objects with a random suffix, labels them
+    //! `bottle.test=<suffix>`, and a [`Cleanup`] guard removes everything so labelled,
+    //! even when an assertion fails.
+
+    use super::*;
+    use std::process::Command;
+
+    const IMAGE: &str = "debian:bookworm-slim";
+
+    fn connect() -> Docker {
+        Docker::connect().expect("the Docker engine must be reachable for these tests")
+    }
+
+    /// Removes every object labelled `bottle.test=<suffix>` when dropped.
+    struct Cleanup {
+        suffix: String,
+    }
+
+    impl Cleanup {
+        fn new() -> Cleanup {
+            Cleanup {
+                suffix: format!("{:08x}", rand::random::<u32>()),
+            }
+        }
+
+        fn label(&self) -> String {
+            format!("bottle.test={}", self.suffix)
+        }
+
+        fn labels(&self) -> Labels {
+            Labels::from([("bottle.test".to_owned(), self.suffix.clone())])
+        }
+
+        fn name(&self, what: &str) -> String {
+            format!("bottle-test-{what}-{}", self.suffix)
+        }
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let filter = format!("label={}", self.label());
+            for (list, remove) in [
+                (&["ps", "-aq"][..], &["rm", "-f", "-v"][..]),
+                (&["network", "ls", "-q"][..], &["network", "rm"][..]),
+                (&["volume", "ls", "-q"][..], &["volume", "rm", "-f"][..]),
+                (&["images", "-q"][..], &["rmi", "-f"][..]),
+            ] {
+                let Ok(out) = Command::new("docker")
+                    .args(list)
+                    .args(["--filter", &filter])
+                    .output()
+                else {
+                    continue;
+                };
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker").args(remove).args(&ids).output();
+                }
+            }
+        }
+    }
+
+    /// `docker <args>`, asserting success; returns stdout.
+    fn docker_cli(args: &[&str]) -> String {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker CLI");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn inspect(kind: &str, name: &str) -> serde_json::Value {
+        let text = docker_cli(&[kind, "inspect", name]);
+        let mut all: Vec<serde_json::Value> = serde_json::from_str(&text).expect("inspect JSON");
+        all.pop().expect("one object")
+    }
+
+    #[tokio::test]
+    async fn networks_are_created_listed_and_removed() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let internal = t.name("int");
+        let external = t.name("ext");
+        for (name, internal) in [(&internal, true), (&external, false)] {
+            let spec = NetworkSpec {
+                name: name.clone(),
+                labels: t.labels(),
+                internal,
+            };
+            docker.create_network(&spec).await.expect("create network");
+        }
+
+        let before = docker.api_calls();
+        let mut listed = docker.list_networks(&[t.label()]).await.expect("list");
+        assert_eq!(docker.api_calls(), before + 1, "a list is one request");
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            listed,
+            vec![
+                NetworkInfo {
+                    name: external.clone(),
+                    labels: t.labels(),
+                    internal: false
+                },
+                NetworkInfo {
+                    name: internal.clone(),
+                    labels: t.labels(),
+                    internal: true
+                },
+            ]
+        );
+
+        let again = NetworkSpec {
+            name: internal.clone(),
+            labels: t.labels(),
+            internal: true,
+        };
+        let err = docker.create_network(&again).await.expect_err("duplicate");
+        assert!(
+            matches!(&err, EngineError::Conflict { kind: "network", name } if *name == internal),
+            "{err:?}"
+        );
+        assert_eq!(
+            docker
+                .list_networks(&[t.label()])
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+
+        for name in [&internal, &external] {
+            docker.remove_network(name).await.expect("remove");
+            docker.remove_network(name).await.expect("remove again");
+        }
+        assert!(
+            docker
+                .list_networks(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn volumes_are_seeded_with_mode_and_owner() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let name = t.name("vol");
+        let spec = VolumeSpec {
+            name: name.clone(),
+            labels: t.labels(),
+            files: vec![
+                VolumeFile {
+                    path: "f".to_owned(),
+                    contents: b"hello\n".to_vec(),
+                    mode: 0o640,
+                    uid: 1234,
+                    gid: 4321,
+                },
+                VolumeFile {
+                    path: "sub/dir/key".to_owned(),
+                    contents: b"secret".to_vec(),
+                    mode: 0o600,
+                    uid: 1000,
+                    gid: 1000,
+                },
+            ],
+            seed_image: IMAGE.to_owned(),
+        };
+        docker.create_volume(&spec).await.expect("create volume");
+
+        let listed = docker.list_volumes(&[t.label()]).await.expect("list");
+        assert_eq!(
+            listed,
+            vec![VolumeInfo {
+                name: name.clone(),
+                labels: t.labels()
+            }]
+        );
+        let mount = format!("{name}:/v");
+        let stat = docker_cli(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            IMAGE,
+            "stat",
+            "-c",
+            "%n %a %u %g",
+            "/v/f",
+            "/v/sub",
+            "/v/sub/dir",
+            "/v/sub/dir/key",
+        ]);
+        assert_eq!(
+            stat,
+            "/v/f 640 1234 4321\n/v/sub 755 1000 1000\n/v/sub/dir 755 1000 1000\n\
+             /v/sub/dir/key 600 1000 1000\n"
+        );
+        let cat = docker_cli(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            IMAGE,
+            "cat",
+            "/v/f",
+        ]);
+        assert_eq!(cat, "hello\n");
+        // The helper container is gone.
+        let helpers = docker_cli(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={}", t.label()),
+            "--filter",
+            "label=bottle.seed=true",
+        ]);
+        assert_eq!(helpers.trim(), "");
+
+        docker.remove_volume(&name).await.expect("remove");
+        docker.remove_volume(&name).await.expect("remove again");
+        assert!(
+            docker
+                .list_volumes(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_seeding_leaves_no_volume_behind() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let spec = VolumeSpec {
+            name: t.name("vol"),
+            labels: t.labels(),
+            files: vec![VolumeFile {
+                path: "f".to_owned(),
+                contents: Vec::new(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            }],
+            seed_image: format!("bottle-test-missing-{}:none", t.suffix),
+        };
+        let err = docker
+            .create_volume(&spec)
+            .await
+            .expect_err("no such image");
+        assert!(
+            matches!(&err, EngineError::NotFound { kind: "image", .. }),
+            "{err:?}"
+        );
+        assert!(
+            docker
+                .list_volumes(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert!(
+            docker
+                .list_containers(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+
+        let bad = VolumeSpec {
+            files: vec![VolumeFile {
+                path: "../escape".to_owned(),
+                contents: Vec::new(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            }],
+            seed_image: IMAGE.to_owned(),
+            ..spec
+        };
+        let err = docker.create_volume(&bad).await.expect_err("bad path");
+        assert!(matches!(&err, EngineError::Api { .. }), "{err:?}");
+        assert!(
+            docker
+                .list_volumes(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    fn container_spec(t: &Cleanup, networks: Vec<String>, volume: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: t.name("ctr"),
+            image: IMAGE.to_owned(),
+            labels: t.labels(),
+            cmd: vec!["sleep".to_owned(), "300".to_owned()],
+            env: vec!["BOTTLE_TEST=1".to_owned()],
+            user: "1000:1000".to_owned(),
+            networks,
+            aliases: vec!["agent".to_owned()],
+            mounts: vec![
+                Mount::Volume {
+                    name: volume.to_owned(),
+                    target: "/work".to_owned(),
+                    read_only: false,
+                },
+                Mount::Tmpfs {
+                    target: "/tmp".to_owned(),
+                    size_bytes: 16 << 20,
+                },
+            ],
+            cap_add: vec!["NET_BIND_SERVICE".to_owned()],
+            memory: 256 << 20,
+            nano_cpus: 500_000_000,
+            pids: 128,
+            runtime: None,
+            working_dir: Some("/work".to_owned()),
+            init: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn containers_run_hardened_on_two_networks() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let nets = vec![t.name("net-a"), t.name("net-b")];
+        for (i, name) in nets.iter().enumerate() {
+            let spec = NetworkSpec {
+                name: name.clone(),
+                labels: t.labels(),
+                internal: i == 0,
+            };
+            docker.create_network(&spec).await.expect("create network");
+        }
+        let volume = t.name("vol");
+        let vspec = VolumeSpec {
+            name: volume.clone(),
+            labels: t.labels(),
+            files: Vec::new(),
+            seed_image: IMAGE.to_owned(),
+        };
+        docker.create_volume(&vspec).await.expect("create volume");
+
+        let spec = container_spec(&t, nets.clone(), &volume);
+        docker.run_container(&spec).await.expect("run");
+
+        let c = inspect("container", &spec.name);
+        let hc = &c["HostConfig"];
+        assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(hc["CapAdd"], serde_json::json!(["NET_BIND_SERVICE"]));
+        assert_eq!(hc["ReadonlyRootfs"], true);
+        assert_eq!(
+            hc["SecurityOpt"],
+            serde_json::json!(["no-new-privileges:true"])
+        );
+        assert_eq!(hc["Memory"], 256 << 20);
+        assert_eq!(hc["MemorySwap"], 256 << 20);
+        assert_eq!(hc["NanoCpus"], 500_000_000);
+        assert_eq!(hc["PidsLimit"], 128);
+        assert_eq!(hc["Init"], true);
+        assert_eq!(hc["RestartPolicy"]["Name"], "");
+        assert_eq!(c["Config"]["User"], "1000:1000");
+        assert_eq!(c["Config"]["WorkingDir"], "/work");
+        assert_eq!(c["Config"]["Labels"]["bottle.test"], t.suffix.as_str());
+        let mounts = c["Mounts"].as_array().expect("mounts");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["Type"] == "volume" && m["Name"] == volume.as_str()),
+            "{mounts:?}"
+        );
+        assert_eq!(hc["Mounts"][1]["Type"], "tmpfs");
+        assert_eq!(hc["Mounts"][1]["TmpfsOptions"]["SizeBytes"], 16 << 20);
+        for net in &nets {
+            let aliases = &c["NetworkSettings"]["Networks"][net]["Aliases"];
+            assert!(
+                aliases
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "agent")),
+                "{net}: {aliases}"
+            );
+        }
+        assert_eq!(
+            c["NetworkSettings"]["Networks"]
+                .as_object()
+                .map(|m| m.len()),
+            Some(2)
+        );
+
+        let before = docker.api_calls();
+        let listed = docker.list_containers(&[t.label()]).await.expect("list");
+        assert_eq!(docker.api_calls(), before + 1, "a list is one request");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, spec.name);
+        assert_eq!(listed[0].image, IMAGE);
+        assert_eq!(listed[0].labels, t.labels());
+        assert_eq!(listed[0].state, ContainerState::Running);
+        assert_eq!(listed[0].networks, nets);
+
+        // A second run of the same name conflicts and leaves the first one alone.
+        let err = docker.run_container(&spec).await.expect_err("conflict");
+        assert!(
+            matches!(
+                &err,
+                EngineError::Conflict {
+                    kind: "container",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // Stopped, then started again.
+        docker_cli(&["stop", "-t", "1", &spec.name]);
+        let listed = docker.list_containers(&[t.label()]).await.expect("list");
+        assert_eq!(listed[0].state, ContainerState::NotRunning);
+        docker.start_container(&spec.name).await.expect("start");
+        let listed = docker.list_containers(&[t.label()]).await.expect("list");
+        assert_eq!(listed[0].state, ContainerState::Running);
+
+        docker.remove_container(&spec.name).await.expect("remove");
+        docker
+            .remove_container(&spec.name)
+            .await
+            .expect("remove again");
+        assert!(
+            docker
+                .list_containers(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let err = docker.start_container(&spec.name).await.expect_err("gone");
+        assert!(matches!(&err, EngineError::NotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn failed_runs_leave_no_container_behind() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let net = t.name("net");
+        let spec = NetworkSpec {
+            name: net.clone(),
+            labels: t.labels(),
+            internal: true,
+        };
+        docker.create_network(&spec).await.expect("create network");
+        let volume = t.name("vol");
+
+        // The second network is missing: created, then the connect fails.
+        let missing = t.name("missing");
+        let spec = container_spec(&t, vec![net.clone(), missing.clone()], &volume);
+        let err = docker
+            .run_container(&spec)
+            .await
+            .expect_err("missing network");
+        assert!(
+            matches!(&err, EngineError::NotFound { kind: "network", name } if *name == missing),
+            "{err:?}"
+        );
+        assert!(
+            docker
+                .list_containers(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+
+        // The image is missing: nothing is created.
+        let mut spec = container_spec(&t, vec![net.clone()], &volume);
+        spec.image = format!("bottle-test-missing-{}:none", t.suffix);
+        let err = docker
+            .run_container(&spec)
+            .await
+            .expect_err("missing image");
+        assert!(
+            matches!(&err, EngineError::NotFound { kind: "image", .. }),
+            "{err:?}"
+        );
+        assert!(
+            docker
+                .list_containers(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    fn context(dockerfile: &str) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(dockerfile.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+            .expect("tar");
+        builder.into_inner().expect("tar")
+    }
+
+    #[tokio::test]
+    async fn images_are_built_listed_and_removed() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let tag = format!("bottle-test-img-{}:1", t.suffix);
+        let spec = BuildSpec {
+            tag: tag.clone(),
+            labels: t.labels(),
+            dockerfile: "Dockerfile".to_owned(),
+            context_tar: context("FROM debian:bookworm-slim\nLABEL org.example.kind=test\n"),
+        };
+        docker.build_image(&spec).await.expect("build");
+
+        let before = docker.api_calls();
+        let listed = docker.list_images(&[t.label()]).await.expect("list");
+        assert_eq!(docker.api_calls(), before + 1, "a list is one request");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].tag, tag);
+        assert!(listed[0].id.starts_with("sha256:"));
+        assert_eq!(listed[0].labels.get("bottle.test"), Some(&t.suffix));
+        assert_eq!(
+            listed[0].labels.get("org.example.kind").map(String::as_str),
+            Some("test")
+        );
+
+        docker.remove_image(&tag).await.expect("remove");
+        docker.remove_image(&tag).await.expect("remove again");
+        assert!(
+            docker
+                .list_images(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_builds_report_the_log_tail() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let tag = format!("bottle-test-bad-{}:1", t.suffix);
+        let spec = BuildSpec {
+            tag: tag.clone(),
+            labels: t.labels(),
+            dockerfile: "Dockerfile".to_owned(),
+            context_tar: context("FROM debian:bookworm-slim\nRUN echo marker-line && exit 3\n"),
+        };
+        let err = docker.build_image(&spec).await.expect_err("build fails");
+        let EngineError::Build { tag: t2, log } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*t2, tag);
+        assert!(log.contains("marker-line"), "{log}");
+        assert!(log.contains("exit 3") || log.contains("code: 3"), "{log}");
+        assert!(log.lines().count() <= BUILD_LOG_LINES, "{log}");
+
+        let missing = BuildSpec {
+            dockerfile: "Nope.Dockerfile".to_owned(),
+            ..spec
+        };
+        let err = docker
+            .build_image(&missing)
+            .await
+            .expect_err("no dockerfile");
+        assert!(matches!(&err, EngineError::Build { .. }), "{err:?}");
+        assert!(
+            docker
+                .list_images(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn each_list_is_exactly_one_request() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let labels = [t.label(), "bottle.managed=true".to_owned()];
+        let start = docker.api_calls();
+        assert!(
+            docker
+                .list_networks(&labels)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(docker.api_calls(), start + 1);
+        assert!(docker.list_volumes(&labels).await.expect("list").is_empty());
+        assert_eq!(docker.api_calls(), start + 2);
+        assert!(
+            docker
+                .list_containers(&labels)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(docker.api_calls(), start + 3);
+        assert!(docker.list_images(&labels).await.expect("list").is_empty());
+        assert_eq!(docker.api_calls(), start + 4);
+        // Clones share the counter.
+        let clone = docker.clone();
+        clone.ping().await.expect("ping");
+        assert_eq!(docker.api_calls(), start + 5);
+    }
+
+    #[tokio::test]
+    async fn runtimes_include_runc() {
+        let docker = connect();
+        let runtimes = docker.runtimes().await.expect("info");
+        assert!(runtimes.iter().any(|r| r == "runc"), "{runtimes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_dead_socket_is_unreachable() {
+        let err = Docker::connect_to("/nonexistent/bottle/docker.sock").expect_err("no socket");
+        let EngineError::Unreachable(message) = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains("/nonexistent/bottle/docker.sock"),
+            "{message}"
+        );
+        assert!(message.contains("DOCKER_HOST"), "{message}");
+
+        let err = Docker::connect_to("tcp://localhost:2375").expect_err("tcp");
+        assert!(matches!(err, EngineError::Unreachable(_)), "{err:?}");
+
+        // Something is there, but it is not a daemon: the first request says so.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("docker.sock");
+        std::fs::write(&path, b"").expect("write");
+        let docker = Docker::connect_to(&format!("unix://{}", path.display())).expect("connect");
+        let err = docker.list_networks(&[]).await.expect_err("not a socket");
+        assert!(matches!(err, EngineError::Unreachable(_)), "{err:?}");
+        let err = docker.ping().await.expect_err("not a socket");
+        assert!(matches!(err, EngineError::Unreachable(_)), "{err:?}");
+        assert_eq!(docker.api_calls(), 2);
+    }
+
+    #[test]
+    fn seed_tars_reject_escaping_paths() {
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "./a"] {
+            let file = VolumeFile {
+                path: bad.to_owned(),
+                contents: Vec::new(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            };
+            assert!(seed_tar(&[file]).is_err(), "{bad:?}");
+        }
     }
 }
