@@ -20,7 +20,7 @@
 //!   failures -> `Unreachable`, anything else -> `Api`.
 //! - Container env values and seeded file contents are never logged.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,10 +30,10 @@ use bollard::models::{
     MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, ListNetworksOptionsBuilder, ListVolumesOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, RemoveVolumeOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bollard::{ClientVersion, body_full};
 use futures_util::StreamExt;
@@ -63,6 +63,21 @@ const SEED_LABEL: &str = "bottle.seed";
 
 /// How many lines of build output an [`EngineError::Build`] carries.
 const BUILD_LOG_LINES: usize = 20;
+
+/// An engine event, as [`Docker::events`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The object type: `container`, `network`, `volume`, `image`...
+    pub kind: String,
+    /// What happened: `create`, `start`, `die`, `destroy`, `connect`...
+    pub action: String,
+    /// The object's ID (for images, the reference).
+    pub id: String,
+    /// The actor's attributes: `name`, and for containers and volumes their labels.
+    pub attributes: BTreeMap<String, String>,
+    /// When, in nanoseconds since the epoch.
+    pub time_nano: i64,
+}
 
 /// The Docker engine, reached over its local unix socket.
 #[derive(Clone, Debug)]
@@ -109,6 +124,41 @@ impl Docker {
             .await
             .map(drop)
             .map_err(|e| self.error(e, "ping", "engine", &self.socket))
+    }
+
+    /// Engine events from `since` (unix seconds; replayed by the daemon) on, matching
+    /// `filters` (for example `{"type": ["container"], "label": ["bottle.managed=true"]}`).
+    ///
+    /// The stream is lazy: no request goes out until it is first polled, and events
+    /// before that are lost unless `since` covers them, so start driving it before
+    /// acting and resubscribe with the last seen time after an error. Network events
+    /// carry only `name`/`type` attributes: a label filter never matches them. Each
+    /// subscription is one counted request. The stream ends only on error.
+    pub fn events(
+        &self,
+        since: Option<i64>,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> impl futures_util::Stream<Item = Result<Event, EngineError>> + Send + 'static {
+        let mut options = EventsOptionsBuilder::default().filters(filters);
+        if let Some(since) = since {
+            options = options.since(&since.to_string());
+        }
+        let this = self.clone();
+        self.client
+            .events(Some(options.build()))
+            .map(move |item| match item {
+                Ok(m) => {
+                    let actor = m.actor.unwrap_or_default();
+                    Ok(Event {
+                        kind: m.typ.map(|t| t.to_string()).unwrap_or_default(),
+                        action: m.action.unwrap_or_default(),
+                        id: actor.id.unwrap_or_default(),
+                        attributes: actor.attributes.unwrap_or_default().into_iter().collect(),
+                        time_nano: m.time_nano.unwrap_or_default(),
+                    })
+                }
+                Err(e) => Err(this.error(e, "events", "engine", &this.socket)),
+            })
     }
 
     /// Map a bollard error of operation `op` on object `kind` `name`.
@@ -499,6 +549,7 @@ impl Engine for Docker {
             .labels(&to_map(&spec.labels))
             .rm(true)
             .forcerm(true)
+            .pull("false")
             .build();
         let mut stream = self.client.build_image(
             options,
@@ -827,24 +878,30 @@ mod tests {
 
     impl Drop for Cleanup {
         fn drop(&mut self) {
-            let filter = format!("label={}", self.label());
+            // By label, and by name for what the engine made implicitly (a volume named
+            // in a mount is created unlabelled).
+            let by_label = format!("label={}", self.label());
+            let by_name = format!("name={}", self.suffix);
             for (list, remove) in [
                 (&["ps", "-aq"][..], &["rm", "-f", "-v"][..]),
                 (&["network", "ls", "-q"][..], &["network", "rm"][..]),
                 (&["volume", "ls", "-q"][..], &["volume", "rm", "-f"][..]),
                 (&["images", "-q"][..], &["rmi", "-f"][..]),
             ] {
-                let Ok(out) = Command::new("docker")
-                    .args(list)
-                    .args(["--filter", &filter])
-                    .output()
-                else {
-                    continue;
-                };
-                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect();
+                let mut ids = BTreeSet::new();
+                for filter in [&by_label, &by_name] {
+                    if list[0] == "images" && filter == &by_name {
+                        continue;
+                    }
+                    if let Ok(out) = Command::new("docker")
+                        .args(list)
+                        .args(["--filter", filter])
+                        .output()
+                    {
+                        let stdout = String::from_utf8_lossy(&out.stdout);
+                        ids.extend(stdout.split_whitespace().map(str::to_owned));
+                    }
+                }
                 if !ids.is_empty() {
                     let _ = Command::new("docker").args(remove).args(&ids).output();
                 }
@@ -1408,6 +1465,50 @@ mod tests {
         let clone = docker.clone();
         clone.ping().await.expect("ping");
         assert_eq!(docker.api_calls(), start + 5);
+    }
+
+    #[tokio::test]
+    async fn events_replay_since_and_filter_by_label() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+            - 1;
+        let mut spec = container_spec(&t, Vec::new(), &t.name("vol"));
+        spec.cmd = vec!["true".to_owned()];
+        docker.run_container(&spec).await.expect("run");
+
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), vec![t.label()]),
+        ]);
+        let before = docker.api_calls();
+        let events = docker.events(Some(since), &filters);
+        let mut events = std::pin::pin!(events);
+        let mut actions = Vec::new();
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(event) = events.next().await {
+                let event = event.expect("event");
+                assert_eq!(event.kind, "container");
+                assert_eq!(event.attributes.get("name"), Some(&spec.name));
+                assert_eq!(event.attributes.get("bottle.test"), Some(&t.suffix));
+                assert!(event.time_nano > since * 1_000_000_000);
+                actions.push(event.action.clone());
+                if event.action == "die" {
+                    break;
+                }
+            }
+        });
+        wait.await.expect("create, start and die within 30s");
+        assert_eq!(&actions[..2], ["create", "start"], "{actions:?}");
+        assert_eq!(
+            docker.api_calls(),
+            before + 1,
+            "one request per subscription"
+        );
+        docker.remove_container(&spec.name).await.expect("remove");
     }
 
     #[tokio::test]
