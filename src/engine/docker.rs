@@ -1,1 +1,1561 @@
 //! The [`Engine`](super::Engine) on the real Docker engine, through bollard.
+//!
+//! [`Docker`] talks to the local daemon over its unix socket (`DOCKER_HOST=unix://…` or
+//! `/var/run/docker.sock`) with a fixed API version, 1.41 (Docker 20.10), and never
+//! negotiates: a no-op reconcile costs exactly one list request per object type. Every
+//! request is counted ([`Docker::api_calls`]) so benchmarks and tests can assert on it.
+//!
+//! Behaviour worth knowing:
+//! - Lists filter by label on the server (`filters={"label":[…]}`), one request each.
+//! - Removals are idempotent: a 404 (and for images a 409, "in use") is success.
+//! - Networks are created with `CheckDuplicate` (the 1.41 daemon otherwise happily
+//!   creates a second network of the same name); bollard's 1.53 model lacks the field,
+//!   so the request body is rewritten for that one request.
+//! - Containers are hardened here only in the ways every bottle container shares
+//!   (`cap_drop ALL`, `no-new-privileges`, read-only rootfs, swap = memory, no restart
+//!   policy); everything else comes resolved in the [`ContainerSpec`].
+//! - Volumes with files are seeded through a helper container that is created, never
+//!   started: the files go in with `PUT /containers/{id}/archive`, then it is removed.
+//! - Errors map to [`EngineError`]: 404 -> `NotFound`, 409 -> `Conflict`, transport
+//!   failures -> `Unreachable`, anything else -> `Api`.
+//! - Container env values and seeded file contents are never logged.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount as BollardMount, MountTmpfsOptions,
+    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, ListImagesOptionsBuilder, ListNetworksOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use bollard::{ClientVersion, body_full};
+use futures_util::StreamExt;
+
+use super::{
+    BuildSpec, ContainerInfo, ContainerSpec, ContainerState, Engine, EngineError, ImageInfo,
+    Labels, Mount, NetworkInfo, NetworkSpec, VolumeFile, VolumeInfo, VolumeSpec,
+};
+
+/// The API version spoken: Docker 20.10. Features of later versions are not used.
+const API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// Per-request timeout (until the response headers arrive), in seconds.
+const TIMEOUT_SECS: u64 = 120;
+
+/// The socket used when `DOCKER_HOST` is not set.
+const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
+/// Where a seeding helper container mounts the volume being seeded.
+const SEED_MOUNT: &str = "/seed";
+
+/// Label marking a seeding helper container.
+const SEED_LABEL: &str = "bottle.seed";
+
+/// How many lines of build output an [`EngineError::Build`] carries.
+const BUILD_LOG_LINES: usize = 20;
+
+/// An engine event, as [`Docker::events`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The object type: `container`, `network`, `volume`, `image`...
+    pub kind: String,
+    /// What happened: `create`, `start`, `die`, `destroy`, `connect`...
+    pub action: String,
+    /// The object's ID (for images, the reference).
+    pub id: String,
+    /// The actor's attributes: `name`, and for containers and volumes their labels.
+    pub attributes: BTreeMap<String, String>,
+    /// When, in nanoseconds since the epoch.
+    pub time_nano: i64,
+}
+
+/// The Docker engine, reached over its local unix socket.
+#[derive(Clone, Debug)]
+pub struct Docker {
+    client: bollard::Docker,
+    socket: String,
+    calls: Arc<AtomicU64>,
+}
+
+impl Docker {
+    /// Connect to the socket named by `DOCKER_HOST` (`unix://` only), else
+    /// `/var/run/docker.sock`. Makes no request; a missing socket is
+    /// [`EngineError::Unreachable`] right here.
+    pub fn connect() -> Result<Docker, EngineError> {
+        match std::env::var("DOCKER_HOST") {
+            Ok(host) if !host.is_empty() => Docker::connect_to(&socket_path(&host)?),
+            _ => Docker::connect_to(DEFAULT_SOCKET),
+        }
+    }
+
+    /// Connect to the unix socket at `socket` (a path, or a `unix://` URL).
+    pub fn connect_to(socket: &str) -> Result<Docker, EngineError> {
+        let socket = socket_path(socket)?;
+        let calls = Arc::new(AtomicU64::new(0));
+        let client = bollard::Docker::connect_with_unix(&socket, TIMEOUT_SECS, &API_VERSION)
+            .map_err(|e| unreachable(&socket, &e))?;
+        let client = client.with_request_modifier(counting(Arc::clone(&calls)));
+        Ok(Docker {
+            client,
+            socket,
+            calls,
+        })
+    }
+
+    /// How many API requests this client (and its clones) has made.
+    pub fn api_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Check that the daemon answers (`GET /_ping`): one request.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.client
+            .ping()
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e, "ping", "engine", &self.socket))
+    }
+
+    /// Engine events from `since` (unix seconds; replayed by the daemon) on, matching
+    /// `filters` (for example `{"type": ["container"], "label": ["bottle.managed=true"]}`).
+    ///
+    /// The stream is lazy: no request goes out until it is first polled, and events
+    /// before that are lost unless `since` covers them, so start driving it before
+    /// acting and resubscribe with the last seen time after an error. Network events
+    /// carry only `name`/`type` attributes: a label filter never matches them. Each
+    /// subscription is one counted request. The stream ends only on error.
+    pub fn events(
+        &self,
+        since: Option<i64>,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> impl futures_util::Stream<Item = Result<Event, EngineError>> + Send + 'static {
+        let mut options = EventsOptionsBuilder::default().filters(filters);
+        if let Some(since) = since {
+            options = options.since(&since.to_string());
+        }
+        let this = self.clone();
+        self.client
+            .events(Some(options.build()))
+            .map(move |item| match item {
+                Ok(m) => {
+                    let actor = m.actor.unwrap_or_default();
+                    Ok(Event {
+                        kind: m.typ.map(|t| t.to_string()).unwrap_or_default(),
+                        action: m.action.unwrap_or_default(),
+                        id: actor.id.unwrap_or_default(),
+                        attributes: actor.attributes.unwrap_or_default().into_iter().collect(),
+                        time_nano: m.time_nano.unwrap_or_default(),
+                    })
+                }
+                Err(e) => Err(this.error(e, "events", "engine", &this.socket)),
+            })
+    }
+
+    /// Map a bollard error of operation `op` on object `kind` `name`.
+    fn error(
+        &self,
+        e: BollardError,
+        op: &'static str,
+        kind: &'static str,
+        name: &str,
+    ) -> EngineError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            } => EngineError::NotFound {
+                kind,
+                name: name.to_owned(),
+            },
+            BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            } => EngineError::Conflict {
+                kind,
+                name: name.to_owned(),
+            },
+            BollardError::DockerResponseServerError { message, .. } => EngineError::Api {
+                op,
+                name: name.to_owned(),
+                message,
+            },
+            e if is_transport(&e) => unreachable(&self.socket, &e),
+            e => EngineError::Api {
+                op,
+                name: name.to_owned(),
+                message: chain(&e),
+            },
+        }
+    }
+
+    /// Like [`Docker::error`], but 404 is success.
+    fn gone_ok(
+        &self,
+        r: Result<(), BollardError>,
+        op: &'static str,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<(), EngineError> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) => match self.error(e, op, kind, name) {
+                EngineError::NotFound { .. } => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Force-remove a container and its anonymous volumes.
+    async fn force_remove(&self, name: &str) -> Result<(), BollardError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        self.client.remove_container(name, Some(options)).await
+    }
+
+    /// Seed volume `spec.name` with `spec.files` through a created, never started helper.
+    async fn seed_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+        let archive = seed_tar(&spec.files).map_err(|message| EngineError::Api {
+            op: "seed volume",
+            name: spec.name.clone(),
+            message,
+        })?;
+        let helper = format!("{}-seed-{:08x}", spec.name, rand::random::<u32>());
+        let mut labels = to_map(&spec.labels);
+        labels.insert(SEED_LABEL.to_owned(), "true".to_owned());
+        let body = ContainerCreateBody {
+            image: Some(spec.seed_image.clone()),
+            // Never run, but the engine refuses to create a container without a command
+            // when the image has none.
+            cmd: Some(vec!["true".to_owned()]),
+            labels: Some(labels),
+            network_disabled: Some(true),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".to_owned()),
+                mounts: Some(vec![BollardMount {
+                    typ: Some(MountType::VOLUME),
+                    source: Some(spec.name.clone()),
+                    target: Some(SEED_MOUNT.to_owned()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&helper)
+            .build();
+        self.client
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| {
+                match self.error(e, "create seed container", "image", &spec.seed_image) {
+                    EngineError::Conflict { .. } => EngineError::Conflict {
+                        kind: "container",
+                        name: helper.clone(),
+                    },
+                    e => e,
+                }
+            })?;
+        let options = UploadToContainerOptionsBuilder::default()
+            .path(SEED_MOUNT)
+            .build();
+        let uploaded = self
+            .client
+            .upload_to_container(&helper, Some(options), body_full(archive.into()))
+            .await
+            .map_err(|e| self.error(e, "upload seed files", "volume", &spec.name));
+        let removed = self.gone_ok(
+            self.force_remove(&helper).await,
+            "remove seed container",
+            "container",
+            &helper,
+        );
+        uploaded.and(removed)
+    }
+
+    /// Connect the extra networks of `spec` to container `id`, then start it.
+    async fn connect_and_start(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError> {
+        for network in spec.networks.iter().skip(1) {
+            let request = NetworkConnectRequest {
+                container: id.to_owned(),
+                endpoint_config: Some(endpoint(&spec.aliases)),
+            };
+            self.client
+                .connect_network(network, request)
+                .await
+                .map_err(|e| self.run_error(e, "connect network", spec))?;
+        }
+        self.client
+            .start_container(id, None)
+            .await
+            .map_err(|e| self.run_error(e, "start container", spec))
+    }
+
+    /// Map an error of one step of [`Engine::run_container`]. A 404 there names a
+    /// network (the 1.41 daemon checks extra networks only at start) or the image.
+    fn run_error(&self, e: BollardError, op: &'static str, spec: &ContainerSpec) -> EngineError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => {
+                let network = spec
+                    .networks
+                    .iter()
+                    .filter(|n| message.contains(&format!("network {n} ")))
+                    .max_by_key(|n| n.len());
+                match network {
+                    Some(n) => EngineError::NotFound {
+                        kind: "network",
+                        name: n.clone(),
+                    },
+                    None if op == "create container" && !message.contains("network") => {
+                        EngineError::NotFound {
+                            kind: "image",
+                            name: spec.image.clone(),
+                        }
+                    }
+                    None => EngineError::Api {
+                        op,
+                        name: spec.name.clone(),
+                        message,
+                    },
+                }
+            }
+            e => self.error(e, op, "container", &spec.name),
+        }
+    }
+}
+
+impl Engine for Docker {
+    async fn list_networks(&self, labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
+        let options = ListNetworksOptionsBuilder::default()
+            .filters(&label_filter(labels))
+            .build();
+        let networks = self
+            .client
+            .list_networks(Some(options))
+            .await
+            .map_err(|e| self.error(e, "list networks", "network", ""))?;
+        Ok(networks
+            .into_iter()
+            .map(|n| NetworkInfo {
+                name: n.name.unwrap_or_default(),
+                labels: n.labels.unwrap_or_default().into_iter().collect(),
+                internal: n.internal.unwrap_or(false),
+            })
+            .collect())
+    }
+
+    async fn list_volumes(&self, labels: &[String]) -> Result<Vec<VolumeInfo>, EngineError> {
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&label_filter(labels))
+            .build();
+        let response = self
+            .client
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| self.error(e, "list volumes", "volume", ""))?;
+        Ok(response
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeInfo {
+                name: v.name,
+                labels: v.labels.into_iter().collect(),
+            })
+            .collect())
+    }
+
+    async fn list_containers(&self, labels: &[String]) -> Result<Vec<ContainerInfo>, EngineError> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&label_filter(labels))
+            .build();
+        let containers = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| self.error(e, "list containers", "container", ""))?;
+        Ok(containers
+            .into_iter()
+            .map(|c| {
+                let name = c
+                    .names
+                    .unwrap_or_default()
+                    .into_iter()
+                    .next()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .unwrap_or_default();
+                let mut networks: Vec<String> = c
+                    .network_settings
+                    .and_then(|s| s.networks)
+                    .map(|n| n.into_keys().collect())
+                    .unwrap_or_default();
+                networks.sort();
+                let state = match c.state {
+                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING) => {
+                        ContainerState::Running
+                    }
+                    _ => ContainerState::NotRunning,
+                };
+                ContainerInfo {
+                    name,
+                    id: c.id.unwrap_or_default(),
+                    image: c.image.unwrap_or_default(),
+                    labels: c.labels.unwrap_or_default().into_iter().collect(),
+                    state,
+                    networks,
+                }
+            })
+            .collect())
+    }
+
+    async fn list_images(&self, labels: &[String]) -> Result<Vec<ImageInfo>, EngineError> {
+        let options = ListImagesOptionsBuilder::default()
+            .filters(&label_filter(labels))
+            .build();
+        let images = self
+            .client
+            .list_images(Some(options))
+            .await
+            .map_err(|e| self.error(e, "list images", "image", ""))?;
+        let mut out = Vec::new();
+        for image in images {
+            let labels: Labels = image.labels.into_iter().collect();
+            for tag in image.repo_tags {
+                if tag != "<none>:<none>" {
+                    out.push(ImageInfo {
+                        tag,
+                        id: image.id.clone(),
+                        labels: labels.clone(),
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<(), EngineError> {
+        let request = NetworkCreateRequest {
+            name: spec.name.clone(),
+            driver: Some("bridge".to_owned()),
+            internal: Some(spec.internal),
+            labels: Some(to_map(&spec.labels)),
+            ..Default::default()
+        };
+        // API 1.41 creates a second network of the same name unless `CheckDuplicate`
+        // is set, and bollard's model (API 1.53) no longer has that field: send the
+        // same body with it added, through a clone whose modifier swaps the body.
+        let mut json = serde_json::to_value(&request).map_err(|e| EngineError::Api {
+            op: "create network",
+            name: spec.name.clone(),
+            message: e.to_string(),
+        })?;
+        if let Some(object) = json.as_object_mut() {
+            object.insert("CheckDuplicate".to_owned(), serde_json::Value::Bool(true));
+        }
+        let body = json.to_string().into_bytes();
+        let counter = Arc::clone(&self.calls);
+        let client = self.client.clone().with_request_modifier(move |req| {
+            counter.fetch_add(1, Ordering::Relaxed);
+            req.map(|_| body_full(body.clone().into()))
+        });
+        client
+            .create_network(request)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e, "create network", "network", &spec.name))
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        let r = self.client.remove_network(name).await;
+        self.gone_ok(r, "remove network", "network", name)
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+        let request = VolumeCreateRequest {
+            name: Some(spec.name.clone()),
+            labels: Some(to_map(&spec.labels)),
+            ..Default::default()
+        };
+        // Docker answers an existing name with 201 and the old volume: a seeded volume
+        // must be new, so it is up to the caller to create only what is missing.
+        self.client
+            .create_volume(request)
+            .await
+            .map_err(|e| self.error(e, "create volume", "volume", &spec.name))?;
+        if spec.files.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.seed_volume(spec).await {
+            // A half-seeded volume would look created and never be seeded again.
+            let _ = self.remove_volume(&spec.name).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        let options = RemoveVolumeOptionsBuilder::default().build();
+        let r = self.client.remove_volume(name, Some(options)).await;
+        self.gone_ok(r, "remove volume", "volume", name)
+    }
+
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<(), EngineError> {
+        let body = container_body(spec);
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .client
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| self.run_error(e, "create container", spec))?;
+        if let Err(e) = self.connect_and_start(&created.id, spec).await {
+            // Leave nothing half-made behind; the first error is the one that matters.
+            let _ = self.force_remove(&created.id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        self.client
+            .start_container(name, None)
+            .await
+            .map_err(|e| self.error(e, "start container", "container", name))
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        let r = self.force_remove(name).await;
+        self.gone_ok(r, "remove container", "container", name)
+    }
+
+    async fn build_image(&self, spec: &BuildSpec) -> Result<(), EngineError> {
+        let options = BuildImageOptionsBuilder::default()
+            .t(&spec.tag)
+            .dockerfile(&spec.dockerfile)
+            .labels(&to_map(&spec.labels))
+            .rm(true)
+            .forcerm(true)
+            .pull("false")
+            .build();
+        let mut stream = self.client.build_image(
+            options,
+            None,
+            Some(body_full(spec.context_tar.clone().into())),
+        );
+        let mut log = Tail::default();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+                        log.push(text);
+                    }
+                }
+                Err(e) if is_transport(&e) => return Err(unreachable(&self.socket, &e)),
+                Err(BollardError::DockerStreamError { error }) => {
+                    log.push(&error);
+                    return Err(EngineError::Build {
+                        tag: spec.tag.clone(),
+                        log: log.text(),
+                    });
+                }
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    log.push(&message);
+                    return Err(EngineError::Build {
+                        tag: spec.tag.clone(),
+                        log: log.text(),
+                    });
+                }
+                Err(e) => {
+                    log.push(&chain(&e));
+                    return Err(EngineError::Build {
+                        tag: spec.tag.clone(),
+                        log: log.text(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_image(&self, tag: &str) -> Result<(), EngineError> {
+        let options = RemoveImageOptionsBuilder::default()
+            .force(false)
+            .noprune(false)
+            .build();
+        match self.client.remove_image(tag, Some(options), None).await {
+            Ok(_) => Ok(()),
+            Err(e) => match self.error(e, "remove image", "image", tag) {
+                EngineError::NotFound { .. } | EngineError::Conflict { .. } => Ok(()),
+                e => Err(e),
+            },
+        }
+    }
+
+    async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
+        let info = self
+            .client
+            .info()
+            .await
+            .map_err(|e| self.error(e, "info", "engine", &self.socket))?;
+        let mut names: Vec<String> = info.runtimes.unwrap_or_default().into_keys().collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// A request modifier that counts requests.
+fn counting(
+    calls: Arc<AtomicU64>,
+) -> impl Fn(bollard::BollardRequest) -> bollard::BollardRequest + Send + Sync + 'static {
+    move |req| {
+        calls.fetch_add(1, Ordering::Relaxed);
+        req
+    }
+}
+
+/// The socket path in `host`: `unix:///path` or a bare absolute path.
+fn socket_path(host: &str) -> Result<String, EngineError> {
+    if let Some(path) = host.strip_prefix("unix://") {
+        Ok(path.to_owned())
+    } else if host.starts_with('/') {
+        Ok(host.to_owned())
+    } else {
+        Err(EngineError::Unreachable(format!(
+            "DOCKER_HOST={host} is not supported: bottle talks to a local unix socket \
+             (unix:///path/to/docker.sock)"
+        )))
+    }
+}
+
+/// Whether `e` is a failure to talk to the daemon at all, rather than an answer.
+fn is_transport(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::SocketNotFoundError(_)
+            | BollardError::HyperLegacyError { .. }
+            | BollardError::HyperResponseError { .. }
+            | BollardError::IOError { .. }
+            | BollardError::RequestTimeoutError
+    )
+}
+
+/// An [`EngineError::Unreachable`] naming the socket and what to check.
+fn unreachable(socket: &str, e: &BollardError) -> EngineError {
+    let cause = match e {
+        BollardError::SocketNotFoundError(_) => "no such socket".to_owned(),
+        BollardError::RequestTimeoutError => format!("no answer within {TIMEOUT_SECS}s"),
+        e => chain(e),
+    };
+    EngineError::Unreachable(format!(
+        "{socket}: {cause} (is the Docker daemon running and may this user use it? \
+         set DOCKER_HOST=unix:///path/to/docker.sock for another socket)"
+    ))
+}
+
+/// `e` and its sources, joined by `: `.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// `{"label": [...]}`, or no filter for no labels.
+fn label_filter(labels: &[String]) -> HashMap<&'static str, Vec<String>> {
+    let mut filters = HashMap::new();
+    if !labels.is_empty() {
+        filters.insert("label", labels.to_vec());
+    }
+    filters
+}
+
+fn to_map(labels: &Labels) -> HashMap<String, String> {
+    labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// An endpoint with DNS `aliases`.
+fn endpoint(aliases: &[String]) -> EndpointSettings {
+    EndpointSettings {
+        aliases: (!aliases.is_empty()).then(|| aliases.to_vec()),
+        ..Default::default()
+    }
+}
+
+/// Some(v) for a positive limit, None (engine default: unlimited) otherwise.
+fn limit(v: i64) -> Option<i64> {
+    (v > 0).then_some(v)
+}
+
+/// The create body for `spec`: the shared hardening plus the spec's own settings, with
+/// the first network attached (API 1.41 takes one network at create).
+fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mounts = spec
+        .mounts
+        .iter()
+        .map(|m| match m {
+            Mount::Volume {
+                name,
+                target,
+                read_only,
+            } => BollardMount {
+                typ: Some(MountType::VOLUME),
+                source: Some(name.clone()),
+                target: Some(target.clone()),
+                read_only: Some(*read_only),
+                ..Default::default()
+            },
+            Mount::Tmpfs { target, size_bytes } => BollardMount {
+                typ: Some(MountType::TMPFS),
+                target: Some(target.clone()),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: limit(*size_bytes),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        })
+        .collect();
+    let (network_mode, networking_config) = match spec.networks.first() {
+        Some(first) => (
+            first.clone(),
+            Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(first.clone(), endpoint(&spec.aliases))])),
+            }),
+        ),
+        // No network at all means no network, not Docker's default bridge.
+        None => ("none".to_owned(), None),
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
+        env: Some(spec.env.clone()),
+        user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+        labels: Some(to_map(&spec.labels)),
+        working_dir: spec.working_dir.clone(),
+        host_config: Some(HostConfig {
+            cap_drop: Some(vec!["ALL".to_owned()]),
+            cap_add: (!spec.cap_add.is_empty()).then(|| spec.cap_add.clone()),
+            security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
+            readonly_rootfs: Some(true),
+            mounts: Some(mounts),
+            memory: limit(spec.memory),
+            memory_swap: limit(spec.memory),
+            nano_cpus: limit(spec.nano_cpus),
+            pids_limit: limit(spec.pids),
+            runtime: spec.runtime.clone(),
+            init: Some(spec.init),
+            network_mode: Some(network_mode),
+            ..Default::default()
+        }),
+        networking_config,
+        ..Default::default()
+    }
+}
+
+/// A tar of `files` (paths relative to the volume root), with their parent directories
+/// (mode 0755, owned like the first file placed in them).
+fn seed_tar(files: &[VolumeFile]) -> Result<Vec<u8>, String> {
+    let mut builder = tar::Builder::new(Vec::new());
+    let mut dirs = BTreeSet::new();
+    for file in files {
+        let path = std::path::Path::new(&file.path);
+        let relative = path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !relative || file.path.is_empty() {
+            return Err(format!(
+                "file path {:?} must be relative, without `..`",
+                file.path
+            ));
+        }
+        for dir in path.ancestors().skip(1) {
+            if dir.as_os_str().is_empty() || !dirs.insert(dir.to_path_buf()) {
+                continue;
+            }
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Directory);
+            header.set_mode(0o755);
+            header.set_uid(file.uid);
+            header.set_gid(file.gid);
+            header.set_size(0);
+            builder
+                .append_data(&mut header, dir, std::io::empty())
+                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(file.mode);
+        header.set_uid(file.uid);
+        header.set_gid(file.gid);
+        header.set_size(file.contents.len() as u64);
+        builder
+            .append_data(&mut header, path, file.contents.as_slice())
+            .map_err(|e| format!("{}: {e}", file.path))?;
+    }
+    builder.into_inner().map_err(|e| e.to_string())
+}
+
+/// The last [`BUILD_LOG_LINES`] non-empty lines of build output.
+#[derive(Default)]
+struct Tail(VecDeque<String>);
+
+impl Tail {
+    fn push(&mut self, text: &str) {
+        for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+            if self.0.len() == BUILD_LOG_LINES {
+                self.0.pop_front();
+            }
+            self.0.push_back(line.to_owned());
+        }
+    }
+
+    fn text(&self) -> String {
+        Vec::from(self.0.clone()).join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real engine on this machine: these fail (not skip) without Docker.
+    //! Each test names its objects with a random suffix, labels them
+    //! `bottle.test=<suffix>`, and a [`Cleanup`] guard removes everything so labelled,
+    //! even when an assertion fails.
+
+    use super::*;
+    use std::process::Command;
+
+    const IMAGE: &str = "debian:bookworm-slim";
+
+    fn connect() -> Docker {
+        Docker::connect().expect("the Docker engine must be reachable for these tests")
+    }
+
+    /// Removes every object labelled `bottle.test=<suffix>` when dropped.
+    struct Cleanup {
+        suffix: String,
+    }
+
+    impl Cleanup {
+        fn new() -> Cleanup {
+            Cleanup {
+                suffix: format!("{:08x}", rand::random::<u32>()),
+            }
+        }
+
+        fn label(&self) -> String {
+            format!("bottle.test={}", self.suffix)
+        }
+
+        fn labels(&self) -> Labels {
+            Labels::from([("bottle.test".to_owned(), self.suffix.clone())])
+        }
+
+        fn name(&self, what: &str) -> String {
+            format!("bottle-test-{what}-{}", self.suffix)
+        }
+    }
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            // By label, and by name for what the engine made implicitly (a volume named
+            // in a mount is created unlabelled).
+            let by_label = format!("label={}", self.label());
+            let by_name = format!("name={}", self.suffix);
+            for (list, remove) in [
+                (&["ps", "-aq"][..], &["rm", "-f", "-v"][..]),
+                (&["network", "ls", "-q"][..], &["network", "rm"][..]),
+                (&["volume", "ls", "-q"][..], &["volume", "rm", "-f"][..]),
+                (&["images", "-q"][..], &["rmi", "-f"][..]),
+            ] {
+                let mut ids = BTreeSet::new();
+                for filter in [&by_label, &by_name] {
+                    if list[0] == "images" && filter == &by_name {
+                        continue;
+                    }
+                    if let Ok(out) = Command::new("docker")
+                        .args(list)
+                        .args(["--filter", filter])
+                        .output()
+                    {
+                        let stdout = String::from_utf8_lossy(&out.stdout);
+                        ids.extend(stdout.split_whitespace().map(str::to_owned));
+                    }
+                }
+                if !ids.is_empty() {
+                    let _ = Command::new("docker").args(remove).args(&ids).output();
+                }
+            }
+        }
+    }
+
+    /// `docker <args>`, asserting success; returns stdout.
+    fn docker_cli(args: &[&str]) -> String {
+        let out = Command::new("docker")
+            .args(args)
+            .output()
+            .expect("docker CLI");
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn inspect(kind: &str, name: &str) -> serde_json::Value {
+        let text = docker_cli(&[kind, "inspect", name]);
+        let mut all: Vec<serde_json::Value> = serde_json::from_str(&text).expect("inspect JSON");
+        all.pop().expect("one object")
+    }
+
+    #[tokio::test]
+    async fn networks_are_created_listed_and_removed() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let internal = t.name("int");
+        let external = t.name("ext");
+        for (name, internal) in [(&internal, true), (&external, false)] {
+            let spec = NetworkSpec {
+                name: name.clone(),
+                labels: t.labels(),
+                internal,
+            };
+            docker.create_network(&spec).await.expect("create network");
+        }
+
+        let before = docker.api_calls();
+        let mut listed = docker.list_networks(&[t.label()]).await.expect("list");
+        assert_eq!(docker.api_calls(), before + 1, "a list is one request");
+        listed.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            listed,
+            vec![
+                NetworkInfo {
+                    name: external.clone(),
+                    labels: t.labels(),
+                    internal: false
+                },
+                NetworkInfo {
+                    name: internal.clone(),
+                    labels: t.labels(),
+                    internal: true
+                },
+            ]
+        );
+
+        let again = NetworkSpec {
+            name: internal.clone(),
+            labels: t.labels(),
+            internal: true,
+        };
+        let err = docker.create_network(&again).await.expect_err("duplicate");
+        assert!(
+            matches!(&err, EngineError::Conflict { kind: "network", name } if *name == internal),
+            "{err:?}"
+        );
+        assert_eq!(
+            docker
+                .list_networks(&[t.label()])
+                .await
+                .expect("list")
+                .len(),
+            2
+        );
+
+        for name in [&internal, &external] {
+            docker.remove_network(name).await.expect("remove");
+            docker.remove_network(name).await.expect("remove again");
+        }
+        assert!(
+            docker
+                .list_networks(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn volumes_are_seeded_with_mode_and_owner() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let name = t.name("vol");
+        let spec = VolumeSpec {
+            name: name.clone(),
+            labels: t.labels(),
+            files: vec![
+                VolumeFile {
+                    path: "f".to_owned(),
+                    contents: b"hello\n".to_vec(),
+                    mode: 0o640,
+                    uid: 1234,
+                    gid: 4321,
+                },
+                VolumeFile {
+                    path: "sub/dir/key".to_owned(),
+                    contents: b"secret".to_vec(),
+                    mode: 0o600,
+                    uid: 1000,
+                    gid: 1000,
+                },
+            ],
+            seed_image: IMAGE.to_owned(),
+        };
+        docker.create_volume(&spec).await.expect("create volume");
+
+        let listed = docker.list_volumes(&[t.label()]).await.expect("list");
+        assert_eq!(
+            listed,
+            vec![VolumeInfo {
+                name: name.clone(),
+                labels: t.labels()
+            }]
+        );
+        let mount = format!("{name}:/v");
+        let stat = docker_cli(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            IMAGE,
+            "stat",
+            "-c",
+            "%n %a %u %g",
+            "/v/f",
+            "/v/sub",
+            "/v/sub/dir",
+            "/v/sub/dir/key",
+        ]);
+        assert_eq!(
+            stat,
+            "/v/f 640 1234 4321\n/v/sub 755 1000 1000\n/v/sub/dir 755 1000 1000\n\
+             /v/sub/dir/key 600 1000 1000\n"
+        );
+        let cat = docker_cli(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            IMAGE,
+            "cat",
+            "/v/f",
+        ]);
+        assert_eq!(cat, "hello\n");
+        // The helper container is gone.
+        let helpers = docker_cli(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label={}", t.label()),
+            "--filter",
+            "label=bottle.seed=true",
+        ]);
+        assert_eq!(helpers.trim(), "");
+
+        docker.remove_volume(&name).await.expect("remove");
+        docker.remove_volume(&name).await.expect("remove again");
+        assert!(
+            docker
+                .list_volumes(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_seeding_leaves_no_volume_behind() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let spec = VolumeSpec {
+            name: t.name("vol"),
+            labels: t.labels(),
+            files: vec![VolumeFile {
+                path: "f".to_owned(),
+                contents: Vec::new(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            }],
+            seed_image: format!("bottle-test-missing-{}:none", t.suffix),
+        };
+        let err = docker
+            .create_volume(&spec)
+            .await
+            .expect_err("no such image");
+        assert!(
+            matches!(&err, EngineError::NotFound { kind: "image", .. }),
+            "{err:?}"
+        );
+        assert!(
+            docker
+                .list_volumes(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert!(
+            docker
+                .list_containers(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+
+        let bad = VolumeSpec {
+            files: vec![VolumeFile {
+                path: "../escape".to_owned(),
+                contents: Vec::new(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            }],
+            seed_image: IMAGE.to_owned(),
+            ..spec
+        };
+        let err = docker.create_volume(&bad).await.expect_err("bad path");
+        assert!(matches!(&err, EngineError::Api { .. }), "{err:?}");
+        assert!(
+            docker
+                .list_volumes(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    fn container_spec(t: &Cleanup, networks: Vec<String>, volume: &str) -> ContainerSpec {
+        ContainerSpec {
+            name: t.name("ctr"),
+            image: IMAGE.to_owned(),
+            labels: t.labels(),
+            cmd: vec!["sleep".to_owned(), "300".to_owned()],
+            env: vec!["BOTTLE_TEST=1".to_owned()],
+            user: "1000:1000".to_owned(),
+            networks,
+            aliases: vec!["agent".to_owned()],
+            mounts: vec![
+                Mount::Volume {
+                    name: volume.to_owned(),
+                    target: "/work".to_owned(),
+                    read_only: false,
+                },
+                Mount::Tmpfs {
+                    target: "/tmp".to_owned(),
+                    size_bytes: 16 << 20,
+                },
+            ],
+            cap_add: vec!["NET_BIND_SERVICE".to_owned()],
+            memory: 256 << 20,
+            nano_cpus: 500_000_000,
+            pids: 128,
+            runtime: None,
+            working_dir: Some("/work".to_owned()),
+            init: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn containers_run_hardened_on_two_networks() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let nets = vec![t.name("net-a"), t.name("net-b")];
+        for (i, name) in nets.iter().enumerate() {
+            let spec = NetworkSpec {
+                name: name.clone(),
+                labels: t.labels(),
+                internal: i == 0,
+            };
+            docker.create_network(&spec).await.expect("create network");
+        }
+        let volume = t.name("vol");
+        let vspec = VolumeSpec {
+            name: volume.clone(),
+            labels: t.labels(),
+            files: Vec::new(),
+            seed_image: IMAGE.to_owned(),
+        };
+        docker.create_volume(&vspec).await.expect("create volume");
+
+        let spec = container_spec(&t, nets.clone(), &volume);
+        docker.run_container(&spec).await.expect("run");
+
+        let c = inspect("container", &spec.name);
+        let hc = &c["HostConfig"];
+        assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
+        assert_eq!(hc["CapAdd"], serde_json::json!(["NET_BIND_SERVICE"]));
+        assert_eq!(hc["ReadonlyRootfs"], true);
+        assert_eq!(
+            hc["SecurityOpt"],
+            serde_json::json!(["no-new-privileges:true"])
+        );
+        assert_eq!(hc["Memory"], 256 << 20);
+        assert_eq!(hc["MemorySwap"], 256 << 20);
+        assert_eq!(hc["NanoCpus"], 500_000_000);
+        assert_eq!(hc["PidsLimit"], 128);
+        assert_eq!(hc["Init"], true);
+        assert_eq!(hc["RestartPolicy"]["Name"], "");
+        assert_eq!(c["Config"]["User"], "1000:1000");
+        assert_eq!(c["Config"]["WorkingDir"], "/work");
+        assert_eq!(c["Config"]["Labels"]["bottle.test"], t.suffix.as_str());
+        let mounts = c["Mounts"].as_array().expect("mounts");
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["Type"] == "volume" && m["Name"] == volume.as_str()),
+            "{mounts:?}"
+        );
+        assert_eq!(hc["Mounts"][1]["Type"], "tmpfs");
+        assert_eq!(hc["Mounts"][1]["TmpfsOptions"]["SizeBytes"], 16 << 20);
+        for net in &nets {
+            let aliases = &c["NetworkSettings"]["Networks"][net]["Aliases"];
+            assert!(
+                aliases
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == "agent")),
+                "{net}: {aliases}"
+            );
+        }
+        assert_eq!(
+            c["NetworkSettings"]["Networks"]
+                .as_object()
+                .map(|m| m.len()),
+            Some(2)
+        );
+
+        let before = docker.api_calls();
+        let listed = docker.list_containers(&[t.label()]).await.expect("list");
+        assert_eq!(docker.api_calls(), before + 1, "a list is one request");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, spec.name);
+        assert_eq!(listed[0].image, IMAGE);
+        assert_eq!(listed[0].labels, t.labels());
+        assert_eq!(listed[0].state, ContainerState::Running);
+        assert_eq!(listed[0].networks, nets);
+
+        // A second run of the same name conflicts and leaves the first one alone.
+        let err = docker.run_container(&spec).await.expect_err("conflict");
+        assert!(
+            matches!(
+                &err,
+                EngineError::Conflict {
+                    kind: "container",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // Stopped, then started again.
+        docker_cli(&["stop", "-t", "1", &spec.name]);
+        let listed = docker.list_containers(&[t.label()]).await.expect("list");
+        assert_eq!(listed[0].state, ContainerState::NotRunning);
+        docker.start_container(&spec.name).await.expect("start");
+        let listed = docker.list_containers(&[t.label()]).await.expect("list");
+        assert_eq!(listed[0].state, ContainerState::Running);
+
+        docker.remove_container(&spec.name).await.expect("remove");
+        docker
+            .remove_container(&spec.name)
+            .await
+            .expect("remove again");
+        assert!(
+            docker
+                .list_containers(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        let err = docker.start_container(&spec.name).await.expect_err("gone");
+        assert!(matches!(&err, EngineError::NotFound { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn failed_runs_leave_no_container_behind() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let net = t.name("net");
+        let spec = NetworkSpec {
+            name: net.clone(),
+            labels: t.labels(),
+            internal: true,
+        };
+        docker.create_network(&spec).await.expect("create network");
+        let volume = t.name("vol");
+
+        // The second network is missing: created, then the connect fails.
+        let missing = t.name("missing");
+        let spec = container_spec(&t, vec![net.clone(), missing.clone()], &volume);
+        let err = docker
+            .run_container(&spec)
+            .await
+            .expect_err("missing network");
+        assert!(
+            matches!(&err, EngineError::NotFound { kind: "network", name } if *name == missing),
+            "{err:?}"
+        );
+        assert!(
+            docker
+                .list_containers(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+
+        // The image is missing: nothing is created.
+        let mut spec = container_spec(&t, vec![net.clone()], &volume);
+        spec.image = format!("bottle-test-missing-{}:none", t.suffix);
+        let err = docker
+            .run_container(&spec)
+            .await
+            .expect_err("missing image");
+        assert!(
+            matches!(&err, EngineError::NotFound { kind: "image", .. }),
+            "{err:?}"
+        );
+        assert!(
+            docker
+                .list_containers(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    fn context(dockerfile: &str) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(dockerfile.len() as u64);
+        header.set_mode(0o644);
+        builder
+            .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
+            .expect("tar");
+        builder.into_inner().expect("tar")
+    }
+
+    #[tokio::test]
+    async fn images_are_built_listed_and_removed() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let tag = format!("bottle-test-img-{}:1", t.suffix);
+        let spec = BuildSpec {
+            tag: tag.clone(),
+            labels: t.labels(),
+            dockerfile: "Dockerfile".to_owned(),
+            context_tar: context("FROM debian:bookworm-slim\nLABEL org.example.kind=test\n"),
+        };
+        docker.build_image(&spec).await.expect("build");
+
+        let before = docker.api_calls();
+        let listed = docker.list_images(&[t.label()]).await.expect("list");
+        assert_eq!(docker.api_calls(), before + 1, "a list is one request");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].tag, tag);
+        assert!(listed[0].id.starts_with("sha256:"));
+        assert_eq!(listed[0].labels.get("bottle.test"), Some(&t.suffix));
+        assert_eq!(
+            listed[0].labels.get("org.example.kind").map(String::as_str),
+            Some("test")
+        );
+
+        docker.remove_image(&tag).await.expect("remove");
+        docker.remove_image(&tag).await.expect("remove again");
+        assert!(
+            docker
+                .list_images(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_builds_report_the_log_tail() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let tag = format!("bottle-test-bad-{}:1", t.suffix);
+        let spec = BuildSpec {
+            tag: tag.clone(),
+            labels: t.labels(),
+            dockerfile: "Dockerfile".to_owned(),
+            context_tar: context("FROM debian:bookworm-slim\nRUN echo marker-line && exit 3\n"),
+        };
+        let err = docker.build_image(&spec).await.expect_err("build fails");
+        let EngineError::Build { tag: t2, log } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*t2, tag);
+        assert!(log.contains("marker-line"), "{log}");
+        assert!(log.contains("exit 3") || log.contains("code: 3"), "{log}");
+        assert!(log.lines().count() <= BUILD_LOG_LINES, "{log}");
+
+        let missing = BuildSpec {
+            dockerfile: "Nope.Dockerfile".to_owned(),
+            ..spec
+        };
+        let err = docker
+            .build_image(&missing)
+            .await
+            .expect_err("no dockerfile");
+        assert!(matches!(&err, EngineError::Build { .. }), "{err:?}");
+        assert!(
+            docker
+                .list_images(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn each_list_is_exactly_one_request() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let labels = [t.label(), "bottle.managed=true".to_owned()];
+        let start = docker.api_calls();
+        assert!(
+            docker
+                .list_networks(&labels)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(docker.api_calls(), start + 1);
+        assert!(docker.list_volumes(&labels).await.expect("list").is_empty());
+        assert_eq!(docker.api_calls(), start + 2);
+        assert!(
+            docker
+                .list_containers(&labels)
+                .await
+                .expect("list")
+                .is_empty()
+        );
+        assert_eq!(docker.api_calls(), start + 3);
+        assert!(docker.list_images(&labels).await.expect("list").is_empty());
+        assert_eq!(docker.api_calls(), start + 4);
+        // Clones share the counter.
+        let clone = docker.clone();
+        clone.ping().await.expect("ping");
+        assert_eq!(docker.api_calls(), start + 5);
+    }
+
+    #[tokio::test]
+    async fn events_replay_since_and_filter_by_label() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+            - 1;
+        let mut spec = container_spec(&t, Vec::new(), &t.name("vol"));
+        spec.cmd = vec!["true".to_owned()];
+        docker.run_container(&spec).await.expect("run");
+
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), vec![t.label()]),
+        ]);
+        let before = docker.api_calls();
+        let events = docker.events(Some(since), &filters);
+        let mut events = std::pin::pin!(events);
+        let mut actions = Vec::new();
+        let wait = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(event) = events.next().await {
+                let event = event.expect("event");
+                assert_eq!(event.kind, "container");
+                assert_eq!(event.attributes.get("name"), Some(&spec.name));
+                assert_eq!(event.attributes.get("bottle.test"), Some(&t.suffix));
+                assert!(event.time_nano > since * 1_000_000_000);
+                actions.push(event.action.clone());
+                if event.action == "die" {
+                    break;
+                }
+            }
+        });
+        wait.await.expect("create, start and die within 30s");
+        assert_eq!(&actions[..2], ["create", "start"], "{actions:?}");
+        assert_eq!(
+            docker.api_calls(),
+            before + 1,
+            "one request per subscription"
+        );
+        docker.remove_container(&spec.name).await.expect("remove");
+    }
+
+    #[tokio::test]
+    async fn runtimes_include_runc() {
+        let docker = connect();
+        let runtimes = docker.runtimes().await.expect("info");
+        assert!(runtimes.iter().any(|r| r == "runc"), "{runtimes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_dead_socket_is_unreachable() {
+        let err = Docker::connect_to("/nonexistent/bottle/docker.sock").expect_err("no socket");
+        let EngineError::Unreachable(message) = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains("/nonexistent/bottle/docker.sock"),
+            "{message}"
+        );
+        assert!(message.contains("DOCKER_HOST"), "{message}");
+
+        let err = Docker::connect_to("tcp://localhost:2375").expect_err("tcp");
+        assert!(matches!(err, EngineError::Unreachable(_)), "{err:?}");
+
+        // Something is there, but it is not a daemon: the first request says so.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("docker.sock");
+        std::fs::write(&path, b"").expect("write");
+        let docker = Docker::connect_to(&format!("unix://{}", path.display())).expect("connect");
+        let err = docker.list_networks(&[]).await.expect_err("not a socket");
+        assert!(matches!(err, EngineError::Unreachable(_)), "{err:?}");
+        let err = docker.ping().await.expect_err("not a socket");
+        assert!(matches!(err, EngineError::Unreachable(_)), "{err:?}");
+        assert_eq!(docker.api_calls(), 2);
+    }
+
+    #[test]
+    fn seed_tars_reject_escaping_paths() {
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "./a"] {
+            let file = VolumeFile {
+                path: bad.to_owned(),
+                contents: Vec::new(),
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+            };
+            assert!(seed_tar(&[file]).is_err(), "{bad:?}");
+        }
+    }
+}
