@@ -4,4 +4,5 @@
 //! node specs -> plan against what Docker holds -> actions executed on an [`engine`].
 
 pub mod engine;
+pub mod manifest;
 pub mod model;
