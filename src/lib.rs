@@ -1,6 +1,6 @@
 //! `bottle`: run AI coding agents in sandboxed Docker bottles, declaratively.
 //!
-//! The data flows one way: manifest text -> validated [`model`] -> per-bottle
+//! The data flows one way: [`manifest`] text -> validated [`model`] -> per-bottle
 //! [`graph`] of node specs ([`nodes`]) -> [`plan`] against what Docker holds ->
 //! operations run on an [`engine`] by [`apply`].
 
@@ -11,6 +11,7 @@ pub mod graph;
 pub mod hash;
 pub mod images;
 pub mod labels;
+pub mod manifest;
 pub mod model;
 pub mod nodes;
 pub mod plan;
