@@ -1,9 +1,14 @@
 //! The [`Engine`](super::Engine) on the real Docker engine, through bollard.
 //!
 //! [`Docker`] talks to the local daemon over its unix socket (`DOCKER_HOST=unix://…` or
-//! `/var/run/docker.sock`) with a fixed API version, 1.41 (Docker 20.10), and never
+//! `/var/run/docker.sock`) with a fixed client version, 1.41 (Docker 20.10), and never
 //! negotiates: a no-op reconcile costs exactly one list request per object type. Every
 //! request is counted ([`Docker::api_calls`]) so benchmarks and tests can assert on it.
+//!
+//! Only 1.41 features are used. bollard 0.21.1 builds its URLs by joining an absolute
+//! path onto `/v1.41/`, which drops the prefix: the requests go out unversioned, so the
+//! daemon answers at its own version. That is what keeps Docker 29+ working (its minimum
+//! API version is 1.44; an explicit `/v1.41/` is refused there). A test pins this.
 //!
 //! Behaviour worth knowing:
 //! - Lists filter by label on the server (`filters={"label":[…]}`), one request each.
@@ -1509,6 +1514,22 @@ mod tests {
             "one request per subscription"
         );
         docker.remove_container(&spec.name).await.expect("remove");
+    }
+
+    #[tokio::test]
+    async fn requests_go_out_unversioned() {
+        let docker = connect();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = Arc::clone(&seen);
+        let client = docker.client.clone().with_request_modifier(move |req| {
+            if let Ok(mut paths) = record.lock() {
+                paths.push(req.uri().path().to_owned());
+            }
+            req
+        });
+        client.ping().await.expect("ping");
+        let paths = seen.lock().expect("lock").clone();
+        assert_eq!(paths, ["/_ping"], "see the module docs on API versions");
     }
 
     #[tokio::test]
