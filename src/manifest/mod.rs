@@ -17,7 +17,7 @@ mod validate;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use diag::{DOCUMENT, Diagnostics, Problem};
+pub use diag::{DOCUMENT, Diagnostics, Problem, Snippets};
 
 use crate::model::Manifest;
 
@@ -444,6 +444,40 @@ agents:
         assert!(
             identity.message.contains("/nonexistent-home/.ssh/key"),
             "{identity:?}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_reported_once() {
+        let dir = project_dir();
+        let text = "\
+bottles:
+  b:
+    env: {X: {frm_env: GH_USER}}
+agents:
+  a: {botle: b}
+";
+        let found = problems(parse_in(dir.path(), text));
+        let summary: Vec<(usize, usize, &str, &str)> = found
+            .iter()
+            .map(|p| (p.line, p.column, p.field.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    3,
+                    15,
+                    "bottles.b.env.X.frm_env",
+                    "unknown key `frm_env` (did you mean `from_env`?)"
+                ),
+                (
+                    5,
+                    7,
+                    "agents.a.botle",
+                    "unknown key `botle` (did you mean `bottle`?)"
+                ),
+            ]
         );
     }
 

@@ -141,7 +141,12 @@ impl Ctx<'_> {
 
     fn required<'n>(&mut self, map: &MapView<'n>, key: &str) -> Option<&'n Node> {
         let found = map.get(key);
-        if found.is_none() {
+        // A misspelt key was already reported as unknown, with this key as suggestion.
+        let misspelt = map
+            .entries
+            .iter()
+            .any(|(k, _)| k.value != key && closest(&k.value, &[key]).is_some());
+        if found.is_none() && !misspelt {
             let at = map
                 .entries
                 .iter()
