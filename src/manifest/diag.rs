@@ -41,6 +41,13 @@ pub struct Diagnostics {
     pub source: String,
     /// Sorted by position.
     pub problems: Vec<Problem>,
+    /// What miette needs; boxed to keep `Result<_, ManifestError>` small.
+    render: Box<Render>,
+}
+
+/// Problems and source prepared for miette.
+#[derive(Clone, Debug)]
+struct Render {
     /// One miette diagnostic per problem, with its byte span resolved.
     labelled: Vec<LabelledProblem>,
     /// The source under the file's name, for snippet headers.
@@ -73,8 +80,7 @@ impl Diagnostics {
             path,
             source,
             problems,
-            labelled,
-            named,
+            render: Box::new(Render { labelled, named }),
         }
     }
 
@@ -138,12 +144,12 @@ impl Diagnostic for Diagnostics {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(&self.named)
+        Some(&self.render.named)
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
         Some(Box::new(
-            self.labelled.iter().map(|p| p as &'a dyn Diagnostic),
+            self.render.labelled.iter().map(|p| p as &'a dyn Diagnostic),
         ))
     }
 }
