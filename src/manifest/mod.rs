@@ -486,11 +486,12 @@ agents:
         let parent = tempfile::tempdir().expect("tempdir");
         let dir = parent.path().join("My App_2");
         std::fs::create_dir(&dir).expect("mkdir");
-        let text = "bottles: {b: {}}\nagents: {a: {bottle: b}}\n";
+        let text = "bottles:\n  b: {}\n  c:\nagents: {a: {bottle: c}}\n";
         let manifest = parse(text, &dir.join("bottles.yaml"), &host_env).expect("valid");
         assert_eq!(manifest.project, "my-app-2");
         assert_eq!(manifest.bottles["b"].image, ImageSource::ProviderDefault);
         assert_eq!(manifest.bottles["b"].resources, Resources::AGENT_DEFAULT);
+        assert_eq!(manifest.bottles["c"], manifest.bottles["b"]);
 
         let bad = parent.path().join("___");
         std::fs::create_dir(&bad).expect("mkdir");

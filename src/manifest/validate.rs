@@ -408,6 +408,19 @@ impl Ctx<'_> {
     }
 
     fn bottle(&mut self, node: &Node, path: &str) -> Option<BottlePolicy> {
+        let mut policy = BottlePolicy {
+            image: ImageSource::ProviderDefault,
+            runtime: RuntimeChoice::Auto,
+            resources: Resources::AGENT_DEFAULT,
+            env: BTreeMap::new(),
+            egress: Egress::default(),
+            git: Vec::new(),
+            supervise: false,
+        };
+        // `name:` with nothing after it: a policy with every default.
+        if node.value == Raw::Null {
+            return Some(policy);
+        }
         let map = self.map(
             node,
             path,
@@ -421,15 +434,6 @@ impl Ctx<'_> {
                 "supervise",
             ],
         )?;
-        let mut policy = BottlePolicy {
-            image: ImageSource::ProviderDefault,
-            runtime: RuntimeChoice::Auto,
-            resources: Resources::AGENT_DEFAULT,
-            env: BTreeMap::new(),
-            egress: Egress::default(),
-            git: Vec::new(),
-            supervise: false,
-        };
         if let Some(image) = map.get("image") {
             policy.image = self
                 .image(image, &map.field("image"))
