@@ -7,7 +7,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use miette::{Diagnostic, LabeledSpan, SourceCode};
+use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode};
 
 /// Field name used for problems that concern the whole document (syntax errors, an
 /// empty file, a document that is not a map).
@@ -41,8 +41,17 @@ pub struct Diagnostics {
     pub source: String,
     /// Sorted by position.
     pub problems: Vec<Problem>,
+    /// What miette needs; boxed to keep `Result<_, ManifestError>` small.
+    render: Box<Render>,
+}
+
+/// Problems and source prepared for miette.
+#[derive(Clone, Debug)]
+struct Render {
     /// One miette diagnostic per problem, with its byte span resolved.
     labelled: Vec<LabelledProblem>,
+    /// The source under the file's name, for snippet headers.
+    named: NamedSource<String>,
 }
 
 impl Diagnostics {
@@ -65,12 +74,49 @@ impl Diagnostics {
                 }
             })
             .collect();
+        let path = path.into();
+        let named = NamedSource::new(path.display().to_string(), source.clone());
         Diagnostics {
-            path: path.into(),
+            path,
             source,
             problems,
-            labelled,
+            render: Box::new(Render { labelled, named }),
         }
+    }
+
+    /// A view for miette rendering: a one-line summary as the headline and one
+    /// snippet per problem (the `Diagnostic` impl on `Diagnostics` itself has the full
+    /// plain listing as its headline).
+    pub fn snippets(&self) -> Snippets<'_> {
+        Snippets(self)
+    }
+}
+
+/// See [`Diagnostics::snippets`].
+#[derive(Debug)]
+pub struct Snippets<'a>(&'a Diagnostics);
+
+impl fmt::Display for Snippets<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.problems.len();
+        let noun = if n == 1 { "problem" } else { "problems" };
+        write!(f, "{n} {noun} in {}", self.0.path.display())
+    }
+}
+
+impl std::error::Error for Snippets<'_> {}
+
+impl Diagnostic for Snippets<'_> {
+    fn code<'a>(&'a self) -> Option<Box<dyn fmt::Display + 'a>> {
+        self.0.code()
+    }
+
+    fn source_code(&self) -> Option<&dyn SourceCode> {
+        self.0.source_code()
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
+        self.0.related()
     }
 }
 
@@ -98,12 +144,12 @@ impl Diagnostic for Diagnostics {
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
-        Some(&self.source)
+        Some(&self.render.named)
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
         Some(Box::new(
-            self.labelled.iter().map(|p| p as &'a dyn Diagnostic),
+            self.render.labelled.iter().map(|p| p as &'a dyn Diagnostic),
         ))
     }
 }
@@ -118,11 +164,7 @@ struct LabelledProblem {
 
 impl fmt::Display for LabelledProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}: {}",
-            self.problem.line, self.problem.column, self.problem
-        )
+        write!(f, "{}", self.problem)
     }
 }
 
@@ -206,11 +248,18 @@ mod tests {
             "a: 1\nb: 2\n",
             vec![problem(2, 4, "b", "bad value")],
         );
+        let handler =
+            miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
         let mut out = String::new();
-        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
-            .render_report(&mut out, &d)
-            .expect("renders");
+        handler.render_report(&mut out, &d).expect("renders");
         assert!(out.contains("bad value"), "{out}");
         assert!(out.contains("b: 2"), "{out}");
+        let mut short = String::new();
+        handler
+            .render_report(&mut short, &d.snippets())
+            .expect("renders");
+        assert!(short.contains("1 problem in m.yaml"), "{short}");
+        assert!(short.contains("[m.yaml:2:4]"), "{short}");
+        assert!(short.contains("b: bad value"), "{short}");
     }
 }

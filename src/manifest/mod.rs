@@ -17,7 +17,7 @@ mod validate;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use diag::{DOCUMENT, Diagnostics, Problem};
+pub use diag::{DOCUMENT, Diagnostics, Problem, Snippets};
 
 use crate::model::Manifest;
 
@@ -448,15 +448,50 @@ agents:
     }
 
     #[test]
+    fn a_misspelt_required_key_is_reported_once() {
+        let dir = project_dir();
+        let text = "\
+bottles:
+  b:
+    env: {X: {frm_env: GH_USER}}
+agents:
+  a: {botle: b}
+";
+        let found = problems(parse_in(dir.path(), text));
+        let summary: Vec<(usize, usize, &str, &str)> = found
+            .iter()
+            .map(|p| (p.line, p.column, p.field.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    3,
+                    15,
+                    "bottles.b.env.X.frm_env",
+                    "unknown key `frm_env` (did you mean `from_env`?)"
+                ),
+                (
+                    5,
+                    7,
+                    "agents.a.botle",
+                    "unknown key `botle` (did you mean `bottle`?)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn project_defaults_to_the_directory_name() {
         let parent = tempfile::tempdir().expect("tempdir");
         let dir = parent.path().join("My App_2");
         std::fs::create_dir(&dir).expect("mkdir");
-        let text = "bottles: {b: {}}\nagents: {a: {bottle: b}}\n";
+        let text = "bottles:\n  b: {}\n  c:\nagents: {a: {bottle: c}}\n";
         let manifest = parse(text, &dir.join("bottles.yaml"), &host_env).expect("valid");
         assert_eq!(manifest.project, "my-app-2");
         assert_eq!(manifest.bottles["b"].image, ImageSource::ProviderDefault);
         assert_eq!(manifest.bottles["b"].resources, Resources::AGENT_DEFAULT);
+        assert_eq!(manifest.bottles["c"], manifest.bottles["b"]);
 
         let bad = parent.path().join("___");
         std::fs::create_dir(&bad).expect("mkdir");

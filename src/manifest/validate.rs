@@ -141,7 +141,12 @@ impl Ctx<'_> {
 
     fn required<'n>(&mut self, map: &MapView<'n>, key: &str) -> Option<&'n Node> {
         let found = map.get(key);
-        if found.is_none() {
+        // A misspelt key was already reported as unknown, with this key as suggestion.
+        let misspelt = map
+            .entries
+            .iter()
+            .any(|(k, _)| k.value != key && closest(&k.value, &[key]).is_some());
+        if found.is_none() && !misspelt {
             let at = map
                 .entries
                 .iter()
@@ -403,6 +408,19 @@ impl Ctx<'_> {
     }
 
     fn bottle(&mut self, node: &Node, path: &str) -> Option<BottlePolicy> {
+        let mut policy = BottlePolicy {
+            image: ImageSource::ProviderDefault,
+            runtime: RuntimeChoice::Auto,
+            resources: Resources::AGENT_DEFAULT,
+            env: BTreeMap::new(),
+            egress: Egress::default(),
+            git: Vec::new(),
+            supervise: false,
+        };
+        // `name:` with nothing after it: a policy with every default.
+        if node.value == Raw::Null {
+            return Some(policy);
+        }
         let map = self.map(
             node,
             path,
@@ -416,15 +434,6 @@ impl Ctx<'_> {
                 "supervise",
             ],
         )?;
-        let mut policy = BottlePolicy {
-            image: ImageSource::ProviderDefault,
-            runtime: RuntimeChoice::Auto,
-            resources: Resources::AGENT_DEFAULT,
-            env: BTreeMap::new(),
-            egress: Egress::default(),
-            git: Vec::new(),
-            supervise: false,
-        };
         if let Some(image) = map.get("image") {
             policy.image = self
                 .image(image, &map.field("image"))
