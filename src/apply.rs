@@ -328,7 +328,7 @@ async fn run_op<E: Engine>(
                 ObjectSpec::Volume(s) => engine.create_volume(s).await,
                 ObjectSpec::Image(s) => engine.build_image(s).await,
                 ObjectSpec::Container(s, _) => {
-                    let mut spec = s.clone();
+                    let mut spec = (**s).clone();
                     spec.runtime = runtime;
                     engine.run_container(&spec).await
                 }

@@ -107,7 +107,7 @@ pub fn desired(
                 agent: name.clone(),
                 bottle: agent.bottle.clone(),
             })?;
-        for obj in bottle_objects(&manifest.project, name, agent, policy, key, sidecar_image)? {
+        for obj in bottle_objects(manifest, name, agent, policy, key, sidecar_image)? {
             state.objects.insert(obj.key.clone(), obj);
         }
     }
@@ -115,15 +115,17 @@ pub fn desired(
 }
 
 fn bottle_objects(
-    project: &str,
+    manifest: &Manifest,
     bottle: &str,
     agent: &Agent,
     policy: &BottlePolicy,
     key: &DigestKey,
     sidecar_image: &DesiredObject,
 ) -> Result<Vec<DesiredObject>, GraphError> {
+    let project = manifest.project.as_str();
     let ctx = BottleCtx {
         project,
+        manifest_path: &manifest.path,
         bottle,
         agent,
         policy,

@@ -50,9 +50,18 @@ pub fn provider_dockerfile(provider: Provider) -> &'static str {
     }
 }
 
-/// The build context of an agent image.
-pub fn agent_context(source: &ImageSource, provider: Provider) -> Result<Context, ImageError> {
-    let mut tar = TarBuilder::default();
+/// The build context of an agent image. Files in `exclude` (the manifest itself, key
+/// files it names) are left out: they are not build inputs, and a key must not travel to
+/// the engine in a build context.
+pub fn agent_context(
+    source: &ImageSource,
+    provider: Provider,
+    exclude: &[PathBuf],
+) -> Result<Context, ImageError> {
+    let mut tar = TarBuilder {
+        exclude: exclude.to_vec(),
+        ..TarBuilder::default()
+    };
     let dockerfile = match source {
         ImageSource::ProviderDefault => {
             tar.file(
@@ -175,6 +184,7 @@ fn is_static_elf(bytes: &[u8]) -> bool {
 struct TarBuilder {
     entries: Vec<(String, Vec<u8>, u32)>,
     size: u64,
+    exclude: Vec<PathBuf>,
 }
 
 impl TarBuilder {
@@ -198,7 +208,7 @@ impl TarBuilder {
         for e in entries {
             let path = e.path();
             let name = e.file_name();
-            if name == ".git" || name == "target" {
+            if name == ".git" || name == "target" || self.exclude.contains(&path) {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&path).map_err(|source| ImageError::Io {
@@ -266,12 +276,18 @@ mod tests {
             dockerfile: d.path().join("Dockerfile"),
             context: d.path().to_path_buf(),
         };
-        let a = agent_context(&src, Provider::Claude).unwrap();
+        let manifest = d.path().join("bottles.yaml");
+        let ex = [manifest.clone()];
+        let a = agent_context(&src, Provider::Claude, &ex).unwrap();
         std::fs::write(d.path().join(".git/HEAD"), "y").unwrap();
-        let b = agent_context(&src, Provider::Claude).unwrap();
-        assert_eq!(a.hash, b.hash, ".git is not part of the context");
+        std::fs::write(&manifest, "changed").unwrap();
+        let b = agent_context(&src, Provider::Claude, &ex).unwrap();
+        assert_eq!(
+            a.hash, b.hash,
+            ".git and the manifest are not part of the context"
+        );
         std::fs::write(d.path().join("extra"), "1").unwrap();
-        let c = agent_context(&src, Provider::Claude).unwrap();
+        let c = agent_context(&src, Provider::Claude, &ex).unwrap();
         assert_ne!(a.hash, c.hash);
         assert_eq!(a.dockerfile, "Dockerfile");
     }

@@ -133,7 +133,10 @@ pub fn bottle_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     c.args(args)
         .current_dir(dir)
         .env("BOTTLE_SIDECAR_BINARY", sidecar_binary())
-        .env("XDG_STATE_HOME", std::env::temp_dir().join("bottle-test-state"));
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("bottle-test-state"),
+        );
     for (k, v) in env {
         c.env(k, v);
     }
@@ -142,7 +145,10 @@ pub fn bottle_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 
 /// Run the docker CLI; panic on failure.
 pub fn docker(args: &[&str]) -> String {
-    let o = Command::new("docker").args(args).output().expect("run docker");
+    let o = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker");
     assert!(
         o.status.success(),
         "docker {args:?} failed: {}",

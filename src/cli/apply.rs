@@ -24,9 +24,7 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
         eprintln!("{}", render::progress_line(r));
     })
     .await?;
-    let failed = reports
-        .iter()
-        .any(|r| !matches!(r.outcome, Outcome::Done));
+    let failed = reports.iter().any(|r| !matches!(r.outcome, Outcome::Done));
     match args.manifest.output {
         Output::Json => println!("{}", render::report_json(&reports)),
         Output::Text => println!("{}", render::summary(&reports)),

@@ -19,9 +19,15 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
         p.steps.retain(|s| args.names.contains(&s.bottle));
     }
     let ops = schedule(&p, &nothing);
-    let reports = execute(&docker, &nothing, ops, crate::apply::DEFAULT_CONCURRENCY, &mut |r| {
-        eprintln!("{}", render::progress_line(r));
-    })
+    let reports = execute(
+        &docker,
+        &nothing,
+        ops,
+        crate::apply::DEFAULT_CONCURRENCY,
+        &mut |r| {
+            eprintln!("{}", render::progress_line(r));
+        },
+    )
     .await?;
     println!("{}", render::summary(&reports));
     Ok(if reports.iter().all(|r| r.outcome == Outcome::Done) {

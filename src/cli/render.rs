@@ -96,9 +96,8 @@ pub fn report_json(reports: &[OpReport]) -> Value {
 /// Counts of operations by verb and outcome, as one summary line.
 pub fn summary(reports: &[OpReport]) -> String {
     let count = |f: &dyn Fn(&OpReport) -> bool| reports.iter().filter(|r| f(r)).count();
-    let done = |v: &'static str| {
-        move |r: &OpReport| r.outcome == Outcome::Done && verb(r.op.kind) == v
-    };
+    let done =
+        |v: &'static str| move |r: &OpReport| r.outcome == Outcome::Done && verb(r.op.kind) == v;
     format!(
         "{} created, {} removed, {} started, {} failed, {} skipped",
         count(&done("create")),

@@ -13,13 +13,20 @@ pub const AGENT_USER: &str = "1000:1000";
 /// The agent's home; a tmpfs until the workspace volume exists.
 pub const HOME: &str = "/home/node";
 
+/// Files never sent in a build context: the manifest and the key files it names.
+fn excluded(ctx: &BottleCtx<'_>) -> Vec<std::path::PathBuf> {
+    std::iter::once(ctx.manifest_path.to_path_buf())
+        .chain(ctx.policy.git.iter().map(|g| g.identity_file.clone()))
+        .collect()
+}
+
 /// The agent image object and the agent container object.
 pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
     let Context {
         tar,
         dockerfile,
         hash: ctx_hash,
-    } = images::agent_context(&ctx.policy.image, ctx.agent.provider)?;
+    } = images::agent_context(&ctx.policy.image, ctx.agent.provider, &excluded(ctx))?;
     let tag = images::agent_tag(ctx.project, ctx.bottle, &ctx_hash);
     let image_hash = SpecHasher::new(ctx.key)
         .field("context", &ctx_hash)
@@ -94,7 +101,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
         bottle: ctx.bottle.to_string(),
         node: NodeKind::Agent,
         spec: ObjectSpec::Container(
-            ContainerSpec {
+            Box::new(ContainerSpec {
                 name,
                 image: tag,
                 labels: ctx.labels(NodeKind::Agent, &hash),
@@ -111,7 +118,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
                 runtime: None,
                 working_dir: None,
                 init: true,
-            },
+            }),
             runtime,
         ),
         hash,

@@ -72,7 +72,9 @@ impl NodeKind {
     pub fn deps(self) -> &'static [NodeKind] {
         use NodeKind::*;
         match self {
-            NetInternal | NetEgress | Ca | SidecarImage => &[],
+            NetInternal | NetEgress | SidecarImage => &[],
+            // The CA volumes are seeded through a container of the sidecar image.
+            Ca => &[SidecarImage],
             Pipelock => &[NetInternal, NetEgress, Ca, SidecarImage],
             Egress => &[NetInternal, Ca, Pipelock, SidecarImage],
             GitGate => &[NetInternal, NetEgress, SidecarImage],
@@ -143,7 +145,7 @@ pub enum ObjectSpec {
     Network(NetworkSpec),
     Volume(VolumeSpec),
     /// The runtime choice is resolved against the engine by the executor.
-    Container(ContainerSpec, RuntimeChoice),
+    Container(Box<ContainerSpec>, RuntimeChoice),
     Image(BuildSpec),
 }
 
@@ -166,6 +168,8 @@ pub struct DesiredObject {
 /// Everything a node module needs to know about the bottle it builds for.
 pub struct BottleCtx<'a> {
     pub project: &'a str,
+    /// The manifest file (absolute).
+    pub manifest_path: &'a std::path::Path,
     /// The running bottle's name (the agent's name).
     pub bottle: &'a str,
     pub agent: &'a Agent,

@@ -75,7 +75,7 @@ pub fn object(ctx: &BottleCtx<'_>, shape: SidecarShape) -> DesiredObject {
         bottle: ctx.bottle.to_string(),
         node,
         spec: ObjectSpec::Container(
-            ContainerSpec {
+            Box::new(ContainerSpec {
                 name,
                 image: ctx.sidecar_image.to_string(),
                 labels: ctx.labels(node, &hash),
@@ -92,7 +92,7 @@ pub fn object(ctx: &BottleCtx<'_>, shape: SidecarShape) -> DesiredObject {
                 runtime: None,
                 working_dir: None,
                 init: false,
-            },
+            }),
             // Sidecars are bottle's own code and need the network: always runc.
             RuntimeChoice::Runc,
         ),

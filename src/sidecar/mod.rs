@@ -33,7 +33,8 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             // Read the request head (bounded), answer, close.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await;
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf)).await;
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
