@@ -70,6 +70,8 @@ pub enum Outcome {
 pub struct OpReport {
     pub op: Op,
     pub outcome: Outcome,
+    /// How long the engine took (zero for skipped operations).
+    pub took: std::time::Duration,
 }
 
 /// Why an apply could not start.
@@ -207,6 +209,7 @@ pub async fn execute<E: Engine>(
                     let r = OpReport {
                         op: ops[i].clone(),
                         outcome: o,
+                        took: Default::default(),
                     };
                     progress(&r);
                     reports.push(r);
@@ -227,10 +230,14 @@ pub async fn execute<E: Engine>(
                 started[i] = true;
                 let op = &ops[i];
                 let runtime = runtimes.get(&op.key).cloned().flatten();
-                running.push(async move { (i, run_op(engine, desired, op, runtime).await) });
+                running.push(async move {
+                    let t = std::time::Instant::now();
+                    let r = run_op(engine, desired, op, runtime).await;
+                    (i, r, t.elapsed())
+                });
             }
         }
-        let Some((i, result)) = running.next().await else {
+        let Some((i, result, took)) = running.next().await else {
             break;
         };
         let o = match result {
@@ -241,6 +248,7 @@ pub async fn execute<E: Engine>(
         let r = OpReport {
             op: ops[i].clone(),
             outcome: o,
+            took,
         };
         progress(&r);
         reports.push(r);

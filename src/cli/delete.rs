@@ -4,6 +4,7 @@
 use super::{DeleteArgs, connect, project_of, render};
 use crate::apply::{Outcome, execute, observe, schedule};
 use crate::graph::DesiredState;
+use crate::nodes::ObjectKind;
 use crate::plan::{self, Observed};
 
 pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
@@ -17,6 +18,10 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
     let mut p = plan::plan(&nothing, &Observed::from_snapshot(&project, &snap));
     if !args.names.is_empty() {
         p.steps.retain(|s| args.names.contains(&s.bottle));
+    }
+    if !args.images {
+        // Images hold no state and are slow to rebuild: kept unless asked.
+        p.steps.retain(|s| s.key.kind != ObjectKind::Image);
     }
     let ops = schedule(&p, &nothing);
     let reports = execute(

@@ -82,6 +82,9 @@ pub struct DeleteArgs {
     pub project: Option<String>,
     /// Only these bottles.
     pub names: Vec<String>,
+    /// Remove the bottles' agent images too (kept by default as a build cache).
+    #[arg(long)]
+    pub images: bool,
 }
 
 #[derive(Debug, Args)]

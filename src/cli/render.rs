@@ -64,7 +64,7 @@ pub fn plan_json(plan: &Plan) -> Value {
 pub fn progress_line(r: &OpReport) -> String {
     let what = format!("{} {} ({})", verb(r.op.kind), r.op.key, r.op.node);
     match &r.outcome {
-        Outcome::Done => format!("  ok      {what}"),
+        Outcome::Done => format!("  ok      {what} {:.1}s", r.took.as_secs_f64()),
         Outcome::Failed(e) => format!("  FAILED  {what}: {e}"),
         Outcome::Skipped { because } => format!("  skipped {what}: {because}"),
     }
