@@ -71,7 +71,11 @@ impl Project {
 
 impl Drop for Project {
     fn drop(&mut self) {
-        let _ = bottle_in(self.dir.path(), &["delete", "--images", "-p", &self.name], &[]);
+        let _ = bottle_in(
+            self.dir.path(),
+            &["delete", "--images", "-p", &self.name],
+            &[],
+        );
         // Images are per bottle and labelled with the project.
         let imgs = docker_try(&[
             "images",
