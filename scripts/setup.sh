@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs before `bottle` runs: a reachable Docker engine, the
-# offline Debian base image, and the static `bottle` the sidecar image is built from.
+# offline Debian base image, gVisor registered as the runtime `runsc`, and the static
+# `bottle` the sidecar image is built from.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! docker info >/dev/null 2>&1; then
@@ -8,4 +9,5 @@ if ! docker info >/dev/null 2>&1; then
   exit 1
 fi
 scripts/base-image.sh
+scripts/runsc.sh
 scripts/build-static.sh >/dev/null

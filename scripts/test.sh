@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export BOTTLE_SIDECAR_BINARY="$PWD/target/x86_64-unknown-linux-gnu/release/bottle"
-cargo test --locked --all-targets -- --include-ignored "$@"
+# Benchmarks are not tests: `cargo bench` runs them; clippy --all-targets compiles them.
+cargo test --locked --lib --bins --tests -- --include-ignored "$@"

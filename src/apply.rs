@@ -337,6 +337,10 @@ async fn run_op<E: Engine>(
                 ObjectSpec::Image(s) => engine.build_image(s).await,
                 ObjectSpec::Container(s, _) => {
                     let mut spec = (**s).clone();
+                    spec.labels.insert(
+                        labels::RUNTIME.into(),
+                        runtime.clone().unwrap_or_else(|| "runc".into()),
+                    );
                     spec.runtime = runtime;
                     engine.run_container(&spec).await
                 }

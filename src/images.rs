@@ -42,14 +42,6 @@ pub struct Context {
     pub hash: String,
 }
 
-/// The default Dockerfile of each provider, embedded at compile time.
-pub fn provider_dockerfile(provider: Provider) -> &'static str {
-    match provider {
-        Provider::Claude => include_str!("../Dockerfile.claude"),
-        Provider::Codex => include_str!("../Dockerfile.codex"),
-    }
-}
-
 /// The build context of an agent image. Files in `exclude` (the manifest itself, key
 /// files it names) are left out: they are not build inputs, and a key must not travel to
 /// the engine in a build context.
@@ -64,11 +56,7 @@ pub fn agent_context(
     };
     let dockerfile = match source {
         ImageSource::ProviderDefault => {
-            tar.file(
-                "Dockerfile",
-                provider_dockerfile(provider).as_bytes(),
-                0o644,
-            );
+            tar.file("Dockerfile", provider.dockerfile().as_bytes(), 0o644);
             "Dockerfile".to_string()
         }
         ImageSource::Dockerfile {
@@ -87,6 +75,14 @@ pub fn agent_context(
         }
     };
     Ok(tar.finish(dockerfile))
+}
+
+/// A content digest of a directory tree (paths, modes, contents), for spec hashes of
+/// things copied in at creation (skills). Bounded like a build context.
+pub fn tree_digest(dir: &Path) -> Result<String, ImageError> {
+    let mut tar = TarBuilder::default();
+    tar.dir(dir, dir)?;
+    Ok(tar.finish(String::new()).hash)
 }
 
 /// Tag of a bottle's agent image for a context hash.

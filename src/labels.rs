@@ -14,6 +14,11 @@ pub const SPEC_HASH: &str = "bottle.spec-hash";
 /// Per-field digests, `field=digest,...`, so `diff` can name the field that changed.
 pub const SPEC_FIELDS: &str = "bottle.spec-fields";
 
+/// On agent containers: the provider (`claude`, `codex`).
+pub const PROVIDER: &str = "bottle.provider";
+/// On agent containers: the runtime resolved at creation (`runc`, `runsc`).
+pub const RUNTIME: &str = "bottle.runtime";
+
 /// Name prefix of every object.
 pub const PREFIX: &str = "bottle";
 
@@ -36,6 +41,11 @@ pub fn is_ours(labels: &Labels, project: &str) -> bool {
 /// `bottle-<project>-<bottle>-<node>`.
 pub fn object_name(project: &str, bottle: &str, node: &str) -> String {
     format!("{PREFIX}-{project}-{bottle}-{node}")
+}
+
+/// The workspace volume of a bottle: it survives agent recreation.
+pub fn workspace_volume(project: &str, bottle: &str) -> String {
+    object_name(project, bottle, "workspace")
 }
 
 /// Repository of a bottle's agent image; the tag is the build context's hash.

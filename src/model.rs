@@ -214,9 +214,17 @@ pub struct Agent {
     pub bottle: String,
     pub provider: Provider,
     pub prompt: Option<String>,
-    pub skills: Vec<String>,
+    pub skills: Vec<Skill>,
     /// Host directory copied into the bottle (absolute).
     pub workspace: Option<PathBuf>,
+}
+
+/// A skill: a directory on the host copied into the agent's `~/.claude/skills/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skill {
+    pub name: String,
+    /// `$BOTTLE_SKILLS_DIR/<name>` or `~/.claude/skills/<name>` (absolute; it exists).
+    pub dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

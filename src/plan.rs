@@ -177,7 +177,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                 actions.insert(
                     key,
                     Some(Action::Recreate {
-                        reasons: vec![format!("{b} is being created")],
+                        reasons: vec![format!("{b} is made anew")],
                     }),
                 );
                 changed = true;

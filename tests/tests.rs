@@ -6,3 +6,6 @@ mod util;
 
 // Issue 2: the declarative core (diff / apply / delete / get) end to end.
 mod core;
+
+// Issue 3: the agent inside (workspace, prompt, skills, exec, logs, gVisor).
+mod agent;

@@ -19,6 +19,12 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
     if !args.names.is_empty() {
         p.steps.retain(|s| args.names.contains(&s.bottle));
     }
+    if args.keep_workspace {
+        p.steps.retain(|s| {
+            s.key.kind != ObjectKind::Volume
+                || s.key.name != crate::labels::workspace_volume(&project, &s.bottle)
+        });
+    }
     if !args.images {
         // Images hold no state and are slow to rebuild: kept unless asked.
         p.steps.retain(|s| s.key.kind != ObjectKind::Image);

@@ -5,7 +5,9 @@
 mod apply;
 mod delete;
 mod diff;
+mod exec;
 mod get;
+mod logs;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +40,10 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Show bottles and the state of their nodes.
     Get(GetArgs),
+    /// Open a session inside a running agent (default: the provider's CLI).
+    Exec(ExecArgs),
+    /// Show the logs of a bottle's agent or one of its sidecars.
+    Logs(LogsArgs),
     /// Run a sidecar server (inside the sidecar image).
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -85,6 +91,9 @@ pub struct DeleteArgs {
     /// Remove the bottles' agent images too (kept by default as a build cache).
     #[arg(long)]
     pub images: bool,
+    /// Keep the workspace volumes (what the agents wrote).
+    #[arg(long)]
+    pub keep_workspace: bool,
 }
 
 #[derive(Debug, Args)]
@@ -95,6 +104,40 @@ pub struct GetArgs {
     pub project: Option<String>,
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: Output,
+}
+
+/// Which running bottle: its name, and the project when more than one has it.
+#[derive(Debug, Args)]
+pub struct BottleTarget {
+    /// The bottle (agent) name.
+    pub name: String,
+    /// The project (default: the one of `bottles.yaml` here, else any project that has NAME).
+    #[arg(short = 'p', long = "project")]
+    pub project: Option<String>,
+    /// A manifest naming the project (`-f` is `--follow` for `logs`).
+    #[arg(long = "file", conflicts_with = "project")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub target: BottleTarget,
+    /// The command to run (after `--`); default: the provider's CLI with the prompt.
+    #[arg(last = true)]
+    pub cmd: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub target: BottleTarget,
+    /// The node: agent, egress, pipelock, git-gate, supervise.
+    #[arg(long, default_value = "agent")]
+    pub node: String,
+    /// Keep streaming.
+    #[arg(short = 'f', long = "follow")]
+    pub follow: bool,
 }
 
 /// A command's failure with the exit status it maps to.
@@ -109,6 +152,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Apply(a) => apply::run(a).await,
         Command::Delete(a) => delete::run(a).await,
         Command::Get(a) => get::run(a).await,
+        Command::Exec(a) => exec::run(a).await,
+        Command::Logs(a) => logs::run(a).await,
         Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
     }
 }
@@ -141,8 +186,73 @@ fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
     Ok(graph::desired(manifest, &key, &side)?)
 }
 
+/// A running bottle's agent container, found by labels.
+struct AgentRef {
+    project: String,
+    container: String,
+    provider: Option<crate::model::Provider>,
+}
+
+/// Find the agent container of `target`; a clear error when there is none, it is not
+/// running, or the name is ambiguous across projects.
+async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<AgentRef> {
+    use crate::engine::{ContainerState, Engine};
+    use crate::labels;
+    let project = match (&target.project, &target.file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => Some(load_manifest(f)?.project),
+        (None, None) => None,
+    };
+    let mut filter = labels::managed_filter();
+    filter.push(format!("{}={}", labels::BOTTLE, target.name));
+    filter.push(format!("{}=agent", labels::NODE));
+    if let Some(p) = &project {
+        filter.push(format!("{}={p}", labels::PROJECT));
+    }
+    let found = docker.list_containers(&filter).await?;
+    let hint = "run `bottle apply -f <manifest>` to create it";
+    let c = match found.as_slice() {
+        [] => anyhow::bail!("no bottle named {} exists; {hint}", target.name),
+        [one] => one,
+        many => {
+            let projects: Vec<&str> = many
+                .iter()
+                .filter_map(|c| c.labels.get(labels::PROJECT).map(String::as_str))
+                .collect();
+            anyhow::bail!(
+                "bottle {} exists in several projects ({}): choose one with -p",
+                target.name,
+                projects.join(", ")
+            )
+        }
+    };
+    if c.state != ContainerState::Running {
+        anyhow::bail!("bottle {} is not running; {hint}", target.name);
+    }
+    let provider = match c.labels.get(labels::PROVIDER).map(String::as_str) {
+        Some("codex") => Some(crate::model::Provider::Codex),
+        Some("claude") => Some(crate::model::Provider::Claude),
+        _ => None,
+    };
+    Ok(AgentRef {
+        project: c.labels.get(labels::PROJECT).cloned().unwrap_or_default(),
+        container: c.name.clone(),
+        provider,
+    })
+}
+
 /// Connect to the engine. No request is made here: an unreachable engine shows at the
 /// first list call, so a no-op reconcile costs only its four list calls.
 async fn connect() -> anyhow::Result<Docker> {
     Ok(Docker::connect()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

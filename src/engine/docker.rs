@@ -25,6 +25,9 @@
 //!   failures -> `Unreachable`, anything else -> `Api`.
 //! - Container env values and seeded file contents are never logged.
 
+mod session;
+pub use session::ExecRequest;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,11 +232,12 @@ impl Docker {
 
     /// Seed volume `spec.name` with `spec.files` through a created, never started helper.
     async fn seed_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
-        let archive = seed_tar(&spec.files).map_err(|message| EngineError::Api {
-            op: "seed volume",
-            name: spec.name.clone(),
-            message,
-        })?;
+        let archive = seed_tar(&spec.files, &spec.seed_dirs, spec.owner.unwrap_or((0, 0)))
+            .map_err(|message| EngineError::Api {
+                op: "seed volume",
+                name: spec.name.clone(),
+                message,
+            })?;
         let helper = format!("{}-seed-{:08x}", spec.name, rand::random::<u32>());
         let mut labels = to_map(&spec.labels);
         labels.insert(SEED_LABEL.to_owned(), "true".to_owned());
@@ -271,9 +275,9 @@ impl Docker {
                     e => e,
                 }
             })?;
-        let options = UploadToContainerOptionsBuilder::default()
-            .path(SEED_MOUNT)
-            .build();
+        // The archive holds `seed/...`, unpacked at `/`: its `seed` entry sets the owner
+        // of the mount point, that is of the volume's root.
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
         let uploaded = self
             .client
             .upload_to_container(&helper, Some(options), body_full(archive.into()))
@@ -500,7 +504,7 @@ impl Engine for Docker {
             .create_volume(request)
             .await
             .map_err(|e| self.error(e, "create volume", "volume", &spec.name))?;
-        if spec.files.is_empty() {
+        if spec.files.is_empty() && spec.seed_dirs.is_empty() && spec.owner.is_none() {
             return Ok(());
         }
         if let Err(e) = self.seed_volume(spec).await {
@@ -778,35 +782,82 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
-/// A tar of `files` (paths relative to the volume root), with their parent directories
-/// (mode 0755, owned like the first file placed in them).
-fn seed_tar(files: &[VolumeFile]) -> Result<Vec<u8>, String> {
+/// Largest tar a volume is seeded with, to keep memory bounded.
+const MAX_SEED_BYTES: u64 = 2 << 30;
+
+/// A tar of the volume's content under `seed/` (see [`SEED_MOUNT`]): the root directory
+/// owned by `root_owner`, then each tree in `dirs`, then `files` (paths relative to the
+/// volume root). Parent directories are made with mode 0755, owned like the first
+/// entry placed in them.
+fn seed_tar(
+    files: &[VolumeFile],
+    dirs: &[super::SeedDir],
+    root_owner: (u64, u64),
+) -> Result<Vec<u8>, String> {
+    use std::path::{Component, Path, PathBuf};
+    let root = Path::new(SEED_MOUNT.trim_start_matches('/'));
     let mut builder = tar::Builder::new(Vec::new());
-    let mut dirs = BTreeSet::new();
+    let mut budget = MAX_SEED_BYTES;
+    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
+    let dir_entry = |builder: &mut tar::Builder<Vec<u8>>,
+                     made: &mut BTreeSet<PathBuf>,
+                     path: &Path,
+                     (uid, gid): (u64, u64)|
+     -> Result<(), String> {
+        if !made.insert(path.to_path_buf()) {
+            return Ok(());
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_uid(uid);
+        header.set_gid(gid);
+        header.set_size(0);
+        builder
+            .append_data(&mut header, path, std::io::empty())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let relative = |p: &str| {
+        !p.is_empty()
+            && Path::new(p)
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)))
+    };
+    dir_entry(&mut builder, &mut made, root, root_owner)?;
+    for d in dirs {
+        if !d.target.is_empty() && !relative(&d.target) {
+            return Err(format!(
+                "seed target {:?} must be relative, without `..`",
+                d.target
+            ));
+        }
+        let at = root.join(&d.target);
+        let parents: Vec<PathBuf> = at.ancestors().skip(1).map(Path::to_path_buf).collect();
+        for p in parents
+            .iter()
+            .rev()
+            .filter(|p| p.starts_with(root) && *p != root)
+        {
+            dir_entry(&mut builder, &mut made, p, (d.uid, d.gid))?;
+        }
+        made.insert(at.clone());
+        append_tree(&mut builder, &d.host, &at, d, &mut budget)?;
+    }
     for file in files {
-        let path = std::path::Path::new(&file.path);
-        let relative = path
-            .components()
-            .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !relative || file.path.is_empty() {
+        if !relative(&file.path) {
             return Err(format!(
                 "file path {:?} must be relative, without `..`",
                 file.path
             ));
         }
-        for dir in path.ancestors().skip(1) {
-            if dir.as_os_str().is_empty() || !dirs.insert(dir.to_path_buf()) {
-                continue;
-            }
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Directory);
-            header.set_mode(0o755);
-            header.set_uid(file.uid);
-            header.set_gid(file.gid);
-            header.set_size(0);
-            builder
-                .append_data(&mut header, dir, std::io::empty())
-                .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = root.join(&file.path);
+        let parents: Vec<PathBuf> = path.ancestors().skip(1).map(Path::to_path_buf).collect();
+        for p in parents
+            .iter()
+            .rev()
+            .filter(|p| p.starts_with(root) && *p != root)
+        {
+            dir_entry(&mut builder, &mut made, p, (file.uid, file.gid))?;
         }
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
@@ -815,10 +866,71 @@ fn seed_tar(files: &[VolumeFile]) -> Result<Vec<u8>, String> {
         header.set_gid(file.gid);
         header.set_size(file.contents.len() as u64);
         builder
-            .append_data(&mut header, path, file.contents.as_slice())
+            .append_data(&mut header, &path, file.contents.as_slice())
             .map_err(|e| format!("{}: {e}", file.path))?;
     }
     builder.into_inner().map_err(|e| e.to_string())
+}
+
+/// Append the tree at `host` under `at`, owned by `owner`'s uid:gid, modes kept.
+fn append_tree(
+    builder: &mut tar::Builder<Vec<u8>>,
+    host: &std::path::Path,
+    at: &std::path::Path,
+    owner: &super::SeedDir,
+    budget: &mut u64,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
+    let meta = std::fs::symlink_metadata(host).map_err(|e| err(host, e))?;
+    let mut header = tar::Header::new_gnu();
+    header.set_uid(owner.uid);
+    header.set_gid(owner.gid);
+    header.set_mode(meta.permissions().mode() & 0o7777);
+    header.set_mtime(
+        meta.modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs()),
+    );
+    let name = at;
+    if meta.is_dir() {
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        builder
+            .append_data(&mut header, name, std::io::empty())
+            .map_err(|e| err(host, e))?;
+        let mut entries: Vec<_> = std::fs::read_dir(host)
+            .map_err(|e| err(host, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(host, e))?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            append_tree(builder, &e.path(), &at.join(e.file_name()), owner, budget)?;
+        }
+    } else if meta.is_file() {
+        if meta.len() > *budget {
+            return Err(format!(
+                "{}: the seed is larger than {MAX_SEED_BYTES} bytes",
+                host.display()
+            ));
+        }
+        *budget -= meta.len();
+        let file = std::fs::File::open(host).map_err(|e| err(host, e))?;
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(meta.len());
+        builder
+            .append_data(&mut header, name, file)
+            .map_err(|e| err(host, e))?;
+    } else if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(host).map_err(|e| err(host, e))?;
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        builder
+            .append_link(&mut header, name, &target)
+            .map_err(|e| err(host, e))?;
+    }
+    Ok(())
 }
 
 /// The last [`BUILD_LOG_LINES`] non-empty lines of build output.
@@ -1025,6 +1137,8 @@ mod tests {
                     gid: 1000,
                 },
             ],
+            seed_dirs: Vec::new(),
+            owner: None,
             seed_image: IMAGE.to_owned(),
         };
         docker.create_volume(&spec).await.expect("create volume");
@@ -1111,6 +1225,8 @@ mod tests {
                 uid: 0,
                 gid: 0,
             }],
+            seed_dirs: Vec::new(),
+            owner: None,
             seed_image: format!("bottle-test-missing-{}:none", t.suffix),
         };
         let err = docker
@@ -1144,6 +1260,8 @@ mod tests {
                 uid: 0,
                 gid: 0,
             }],
+            seed_dirs: Vec::new(),
+            owner: None,
             seed_image: IMAGE.to_owned(),
             ..spec
         };
@@ -1207,6 +1325,8 @@ mod tests {
             name: volume.clone(),
             labels: t.labels(),
             files: Vec::new(),
+            seed_dirs: Vec::new(),
+            owner: None,
             seed_image: IMAGE.to_owned(),
         };
         docker.create_volume(&vspec).await.expect("create volume");
@@ -1576,7 +1696,7 @@ mod tests {
                 uid: 0,
                 gid: 0,
             };
-            assert!(seed_tar(&[file]).is_err(), "{bad:?}");
+            assert!(seed_tar(&[file], &[], (0, 0)).is_err(), "{bad:?}");
         }
     }
 }

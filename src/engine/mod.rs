@@ -123,7 +123,22 @@ pub struct VolumeSpec {
     /// Written once at creation. Seeding runs a helper container from `seed_image`
     /// that is created, never started, and removed again.
     pub files: Vec<VolumeFile>,
+    /// Host directories copied in at creation, read only then (not at plan time).
+    pub seed_dirs: Vec<SeedDir>,
+    /// Owner (uid, gid) of the volume's root directory; root when absent.
+    pub owner: Option<(u64, u64)>,
     pub seed_image: String,
+}
+
+/// A host directory tree to copy into a volume, every entry owned by `uid:gid`.
+/// Symlinks are copied as links, never followed; other special files are skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedDir {
+    pub host: std::path::PathBuf,
+    /// Where in the volume, relative to its root; empty for the root itself.
+    pub target: String,
+    pub uid: u64,
+    pub gid: u64,
 }
 
 /// A mount of a named volume or a tmpfs.

@@ -144,7 +144,7 @@ mod tests {
     use super::*;
     use crate::model::{
         Agent, AuthScheme, BottlePolicy, Dlp, Egress, EnvValue, GitRemote, ImageSource, Provider,
-        Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret,
+        Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
     };
     use std::collections::BTreeMap;
     use std::time::{Duration, Instant};
@@ -180,8 +180,20 @@ agents:
 
     const TOKEN: &str = "sk-ant-very-secret-token-value";
 
+    /// A skills directory holding `code-review`, shared by the tests.
+    fn skills_dir() -> &'static Path {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| {
+            let d = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir(d.path().join("code-review")).expect("mkdir");
+            d
+        })
+        .path()
+    }
+
     fn host_env(name: &str) -> Option<String> {
         match name {
+            "BOTTLE_SKILLS_DIR" => Some(skills_dir().display().to_string()),
             "GH_USER" => Some("octocat".to_owned()),
             "ANTHROPIC_API_KEY" => Some(TOKEN.to_owned()),
             "HOME" => Some("/nonexistent-home".to_owned()),
@@ -275,7 +287,10 @@ agents:
             bottle: "dev".to_owned(),
             provider: Provider::Claude,
             prompt: Some("You review pull requests.\n".to_owned()),
-            skills: vec!["code-review".to_owned()],
+            skills: vec![Skill {
+                name: "code-review".to_owned(),
+                dir: canonical(&skills_dir().join("code-review")),
+            }],
             workspace: Some(root.clone()),
         };
         let expected = Manifest {

@@ -15,7 +15,7 @@ use super::diag::{DOCUMENT, Problem};
 use super::raw::{Node, Raw, position};
 use crate::model::{
     Agent, AuthScheme, BottlePolicy, Dlp, Egress, EnvValue, GitRemote, ImageSource, Manifest,
-    Provider, Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret,
+    Provider, Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
 };
 
 /// Longest bottle, agent or project name: they become parts of Docker object names.
@@ -938,6 +938,36 @@ impl Ctx<'_> {
         remotes
     }
 
+    /// Where skill `name` lives on the host: `$BOTTLE_SKILLS_DIR/<name>`, else
+    /// `$HOME/.claude/skills/<name>`. A missing one is a problem naming it.
+    fn skill_dir(&mut self, name: &str, node: &Node, field: &str) -> Option<PathBuf> {
+        let root = match ((self.env)("BOTTLE_SKILLS_DIR"), (self.env)("HOME")) {
+            (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
+            (_, Some(home)) if !home.is_empty() => Path::new(&home).join(".claude/skills"),
+            _ => {
+                self.report(
+                    &node.referenced,
+                    field,
+                    format!(
+                        "cannot find skill `{name}`: neither BOTTLE_SKILLS_DIR nor HOME is set"
+                    ),
+                );
+                return None;
+            }
+        };
+        let dir = root.join(name);
+        if dir.is_dir() {
+            Some(std::fs::canonicalize(&dir).unwrap_or(dir))
+        } else {
+            self.report(
+                &node.referenced,
+                field,
+                format!("skill `{name}` not found: no directory {}", dir.display()),
+            );
+            None
+        }
+    }
+
     fn agent(&mut self, node: &Node, path: &str, bottles: &[&str]) -> Option<Agent> {
         let map = self.map(
             node,
@@ -985,7 +1015,9 @@ impl Ctx<'_> {
                         .chars()
                         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
                 if valid {
-                    skills.push(skill);
+                    if let Some(dir) = self.skill_dir(&skill, item, &item_field) {
+                        skills.push(Skill { name: skill, dir });
+                    }
                 } else {
                     self.report(
                         &item.referenced,

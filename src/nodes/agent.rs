@@ -1,60 +1,183 @@
-//! The agent node: the agent image (built from the bottle's Dockerfile, tagged with the
-//! context hash) and the agent container, on net-internal only, hardened, with the
-//! bottle's CA certificate (never its key) mounted read-only.
+//! The agent node: the agent image (built from the bottle's Dockerfile or the
+//! provider's, tagged with the context hash), the home volume (prompt and skills,
+//! provisioned at creation), the workspace volume (a copy of the host folder, `.git`
+//! included; it survives agent recreation), and the agent container: on net-internal
+//! only, hardened, trusting the bottle's CA (never holding its key).
+
+use std::path::PathBuf;
 
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
-use crate::engine::{BuildSpec, ContainerSpec, Mount};
+use crate::engine::{BuildSpec, ContainerSpec, Mount, SeedDir, VolumeFile, VolumeSpec};
 use crate::hash::SpecHasher;
 use crate::images::{self, Context, ImageError};
+use crate::labels;
 use crate::model::EnvValue;
+use crate::provider::{HOME, PROMPT_FILE, WORKSPACE};
 
 /// The non-root user the agent runs as (`node` in the provider images).
+pub const AGENT_UID: u64 = 1000;
 pub const AGENT_USER: &str = "1000:1000";
-/// The agent's home; a tmpfs until the workspace volume exists.
-pub const HOME: &str = "/home/node";
 
 /// Files never sent in a build context: the manifest and the key files it names.
-fn excluded(ctx: &BottleCtx<'_>) -> Vec<std::path::PathBuf> {
+fn excluded(ctx: &BottleCtx<'_>) -> Vec<PathBuf> {
     std::iter::once(ctx.manifest_path.to_path_buf())
         .chain(ctx.policy.git.iter().map(|g| g.identity_file.clone()))
         .collect()
 }
 
-/// The agent image object and the agent container object.
+/// The image, the home and workspace volumes, and the agent container.
 pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
+    let image = image(ctx)?;
+    let home = home_volume(ctx)?;
+    let workspace = workspace_volume(ctx);
+    let container = container(ctx, &image, &home, workspace.as_ref());
+    Ok([Some(image), Some(home), workspace, Some(container)]
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+fn image(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
     let Context {
         tar,
         dockerfile,
         hash: ctx_hash,
     } = images::agent_context(&ctx.policy.image, ctx.agent.provider, &excluded(ctx))?;
     let tag = images::agent_tag(ctx.project, ctx.bottle, &ctx_hash);
-    let image_hash = SpecHasher::new(ctx.key)
+    let hash = SpecHasher::new(ctx.key)
         .field("context", &ctx_hash)
         .finish();
-    let image_key = ObjectKey::new(ObjectKind::Image, tag.clone());
-    let image = DesiredObject {
-        key: image_key.clone(),
+    Ok(DesiredObject {
+        key: ObjectKey::new(ObjectKind::Image, tag.clone()),
         bottle: ctx.bottle.to_string(),
         node: NodeKind::Agent,
         spec: ObjectSpec::Image(BuildSpec {
-            tag: tag.clone(),
-            labels: ctx.labels(NodeKind::Agent, &image_hash),
+            tag,
+            labels: ctx.labels(NodeKind::Agent, &hash),
             dockerfile,
             context_tar: tar,
         }),
-        hash: image_hash,
+        hash,
         binds: Vec::new(),
         after: Vec::new(),
-    };
+    })
+}
 
+/// The home volume: the prompt file and the skills, owned by the agent user. Its hash
+/// covers their content, so a changed prompt or skill makes it, and the agent, anew.
+fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
+    let provider = ctx.agent.provider;
+    let mut files = Vec::new();
+    let file = |path: String, contents: Vec<u8>| VolumeFile {
+        path,
+        contents,
+        mode: 0o644,
+        uid: AGENT_UID,
+        gid: AGENT_UID,
+    };
+    if let Some(prompt) = &ctx.agent.prompt {
+        files.push(file(PROMPT_FILE.into(), prompt.clone().into_bytes()));
+        for copy in provider.prompt_copies() {
+            files.push(file((*copy).into(), prompt.clone().into_bytes()));
+        }
+    }
+    let mut seed_dirs = Vec::new();
+    let mut skills_digest = Vec::new();
+    for skill in &ctx.agent.skills {
+        seed_dirs.push(SeedDir {
+            host: skill.dir.clone(),
+            target: format!("{}/skills/{}", provider.config_dir(), skill.name),
+            uid: AGENT_UID,
+            gid: AGENT_UID,
+        });
+        skills_digest.extend_from_slice(skill.name.as_bytes());
+        skills_digest.push(0);
+        skills_digest.extend(images::tree_digest(&skill.dir)?.into_bytes());
+        skills_digest.push(0);
+    }
+    let name = ctx.name("home");
+    let hash = SpecHasher::new(ctx.key)
+        .field("prompt", ctx.agent.prompt.as_deref().unwrap_or(""))
+        .field("skills", &skills_digest)
+        .field("provider", provider.as_str())
+        .finish();
+    Ok(DesiredObject {
+        key: ObjectKey::new(ObjectKind::Volume, name.clone()),
+        bottle: ctx.bottle.to_string(),
+        node: NodeKind::Agent,
+        spec: ObjectSpec::Volume(VolumeSpec {
+            name,
+            labels: ctx.labels(NodeKind::Agent, &hash),
+            files,
+            seed_dirs,
+            owner: Some((AGENT_UID, AGENT_UID)),
+            seed_image: ctx.sidecar_image.to_string(),
+        }),
+        hash,
+        binds: Vec::new(),
+        after: Vec::new(),
+    })
+}
+
+/// The workspace volume: the host folder copied once, at creation. Only the folder's
+/// path is in its hash: later edits on either side never recreate it.
+fn workspace_volume(ctx: &BottleCtx<'_>) -> Option<DesiredObject> {
+    let dir = ctx.agent.workspace.as_ref()?;
+    let name = labels::workspace_volume(ctx.project, ctx.bottle);
+    let hash = SpecHasher::new(ctx.key)
+        .field("source", dir.to_string_lossy().as_bytes())
+        .finish();
+    Some(DesiredObject {
+        key: ObjectKey::new(ObjectKind::Volume, name.clone()),
+        bottle: ctx.bottle.to_string(),
+        node: NodeKind::Agent,
+        spec: ObjectSpec::Volume(VolumeSpec {
+            name,
+            labels: ctx.labels(NodeKind::Agent, &hash),
+            files: Vec::new(),
+            seed_dirs: vec![SeedDir {
+                host: dir.clone(),
+                target: String::new(),
+                uid: AGENT_UID,
+                gid: AGENT_UID,
+            }],
+            owner: Some((AGENT_UID, AGENT_UID)),
+            seed_image: ctx.sidecar_image.to_string(),
+        }),
+        hash,
+        binds: Vec::new(),
+        after: Vec::new(),
+    })
+}
+
+fn container(
+    ctx: &BottleCtx<'_>,
+    image: &DesiredObject,
+    home: &DesiredObject,
+    workspace: Option<&DesiredObject>,
+) -> DesiredObject {
+    let provider = ctx.agent.provider;
+    let tag = image.key.name.clone();
     let name = ctx.name(NodeKind::Agent.as_str());
     let internal = ctx.name(NodeKind::NetInternal.as_str());
     let ca_cert = ctx.name("ca-cert");
+    let bundle = format!("{}/{}", ca::AGENT_TRUST_DIR, ca::BUNDLE_FILE);
     let mut env = vec![
         format!("BOTTLE_NAME={}", ctx.bottle),
+        format!("BOTTLE_PROVIDER={}", provider.as_str()),
         format!("HOME={HOME}"),
+        format!("SSL_CERT_FILE={bundle}"),
+        format!("REQUESTS_CA_BUNDLE={bundle}"),
+        format!("CURL_CA_BUNDLE={bundle}"),
+        format!("GIT_SSL_CAINFO={bundle}"),
+        format!("NODE_EXTRA_CA_CERTS={}/{}", ca::MOUNT, ca::CERT_FILE),
     ];
-    let mut env_digest: Vec<(String, Option<&str>)> = Vec::new();
+    if ctx.agent.prompt.is_some() {
+        env.push(format!("BOTTLE_PROMPT_FILE={HOME}/{PROMPT_FILE}"));
+    }
+    env.extend(provider.env().iter().map(|(k, v)| format!("{k}={v}")));
+    let mut env_digest: Vec<(String, Option<&str>)> =
+        env.iter().map(|e| (e.clone(), None)).collect();
     for (k, v) in &ctx.policy.env {
         match v {
             EnvValue::Literal(s) => {
@@ -67,21 +190,45 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
             }
         }
     }
-    let mounts = vec![
+    let mut mounts = vec![
         Mount::Volume {
             name: ca_cert.clone(),
             target: ca::MOUNT.into(),
             read_only: true,
         },
+        Mount::Volume {
+            name: ca_cert.clone(),
+            target: ca::AGENT_TRUST_DIR.into(),
+            read_only: true,
+        },
+        Mount::Volume {
+            name: home.key.name.clone(),
+            target: HOME.into(),
+            read_only: false,
+        },
         Mount::Tmpfs {
             target: "/tmp".into(),
             size_bytes: 512 << 20,
         },
-        Mount::Tmpfs {
-            target: HOME.into(),
-            size_bytes: 1 << 30,
-        },
     ];
+    let mut binds = vec![
+        image.key.clone(),
+        home.key.clone(),
+        ObjectKey::new(ObjectKind::Network, internal.clone()),
+        ObjectKey::new(ObjectKind::Volume, ca_cert),
+    ];
+    let working_dir = match workspace {
+        Some(w) => {
+            mounts.push(Mount::Volume {
+                name: w.key.name.clone(),
+                target: WORKSPACE.into(),
+                read_only: false,
+            });
+            binds.push(w.key.clone());
+            WORKSPACE
+        }
+        None => HOME,
+    };
     let cmd = vec!["sleep".to_string(), "infinity".to_string()];
     let r = ctx.policy.resources;
     let runtime = ctx.policy.runtime;
@@ -94,9 +241,11 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
         .field("user", AGENT_USER)
         .field("resources", format!("{}/{}/{}", r.cpus, r.memory, r.pids))
         .field("runtime", runtime.as_str())
-        .field("provider", ctx.agent.provider.as_str())
+        .field("provider", provider.as_str())
         .finish();
-    let container = DesiredObject {
+    let mut labels = ctx.labels(NodeKind::Agent, &hash);
+    labels.insert(labels::PROVIDER.into(), provider.as_str().into());
+    DesiredObject {
         key: ObjectKey::new(ObjectKind::Container, name.clone()),
         bottle: ctx.bottle.to_string(),
         node: NodeKind::Agent,
@@ -104,11 +253,11 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
             Box::new(ContainerSpec {
                 name,
                 image: tag,
-                labels: ctx.labels(NodeKind::Agent, &hash),
+                labels,
                 cmd,
                 env,
                 user: AGENT_USER.into(),
-                networks: vec![internal.clone()],
+                networks: vec![internal],
                 aliases: vec!["agent".into()],
                 mounts,
                 cap_add: Vec::new(),
@@ -116,18 +265,13 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
                 nano_cpus: (r.cpus * 1e9) as i64,
                 pids: r.pids,
                 runtime: None,
-                working_dir: None,
+                working_dir: Some(working_dir.into()),
                 init: true,
             }),
             runtime,
         ),
         hash,
-        binds: vec![
-            image_key,
-            ObjectKey::new(ObjectKind::Network, internal),
-            ObjectKey::new(ObjectKind::Volume, ca_cert),
-        ],
+        binds,
         after: Vec::new(),
-    };
-    Ok(vec![image, container])
+    }
 }

@@ -17,6 +17,13 @@ pub const SIDECAR_UID: u64 = 65534;
 /// Where sidecars and the agent find the CA volume.
 pub const MOUNT: &str = "/etc/bottle/ca";
 pub const CERT_FILE: &str = "ca.crt";
+/// In the agent's certificate volume: the host's trust roots plus the bottle CA. The
+/// volume is also mounted at `/etc/ssl/certs`, so this is the agent's system bundle.
+pub const BUNDLE_FILE: &str = "ca-certificates.crt";
+/// Where the agent sees its system trust store.
+pub const AGENT_TRUST_DIR: &str = "/etc/ssl/certs";
+/// The host bundle the agent's trust store starts from.
+const HOST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 pub const KEY_FILE: &str = "ca.key";
 /// Validity of a bottle CA, in days.
 const VALID_DAYS: i64 = 365;
@@ -103,6 +110,8 @@ pub fn objects(ctx: &BottleCtx<'_>, material: &CaMaterial) -> Vec<DesiredObject>
                     gid: SIDECAR_UID,
                 },
             ],
+            seed_dirs: Vec::new(),
+            owner: None,
             seed_image: ctx.sidecar_image.to_string(),
         }),
         hash: hash.clone(),
@@ -116,7 +125,18 @@ pub fn objects(ctx: &BottleCtx<'_>, material: &CaMaterial) -> Vec<DesiredObject>
         spec: ObjectSpec::Volume(VolumeSpec {
             name: public_name,
             labels: ctx.labels(NodeKind::Ca, &hash),
-            files: vec![cert(0)],
+            files: vec![
+                cert(0),
+                VolumeFile {
+                    path: BUNDLE_FILE.into(),
+                    contents: bundle(&material.cert_pem),
+                    mode: 0o444,
+                    uid: 0,
+                    gid: 0,
+                },
+            ],
+            seed_dirs: Vec::new(),
+            owner: None,
             seed_image: ctx.sidecar_image.to_string(),
         }),
         hash,
@@ -124,6 +144,16 @@ pub fn objects(ctx: &BottleCtx<'_>, material: &CaMaterial) -> Vec<DesiredObject>
         after: Vec::new(),
     };
     vec![private, public]
+}
+
+/// The host's trust roots (when it has a Debian-style bundle) followed by the CA.
+fn bundle(cert_pem: &str) -> Vec<u8> {
+    let mut b = std::fs::read(HOST_BUNDLE).unwrap_or_default();
+    if !b.is_empty() && !b.ends_with(b"\n") {
+        b.push(b'\n');
+    }
+    b.extend_from_slice(cert_pem.as_bytes());
+    b
 }
 
 #[cfg(test)]

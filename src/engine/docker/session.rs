@@ -1,0 +1,143 @@
+//! Interactive sessions on the real engine: `exec` with attached streams (a TTY or
+//! plain pipes) and `logs`. These are CLI features, not reconciler operations, so they
+//! live beside the [`Engine`](crate::engine::Engine) implementation rather than in it.
+
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{LogsOptionsBuilder, ResizeExecOptionsBuilder};
+use futures_util::{Stream, StreamExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::Docker;
+use crate::engine::EngineError;
+
+/// A command to run in a container.
+#[derive(Clone, Debug)]
+pub struct ExecRequest {
+    pub container: String,
+    pub cmd: Vec<String>,
+    pub tty: bool,
+    pub working_dir: Option<String>,
+}
+
+impl Docker {
+    /// Run `req` attached to this process's stdin, stdout and stderr; returns the
+    /// command's exit status. `size` and `resizes` carry the terminal size under a TTY.
+    pub async fn exec_attached(
+        &self,
+        req: &ExecRequest,
+        size: Option<(u16, u16)>,
+        mut resizes: impl Stream<Item = (u16, u16)> + Unpin,
+    ) -> Result<i64, EngineError> {
+        let config = ExecConfig {
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(req.tty),
+            cmd: Some(req.cmd.clone()),
+            working_dir: req.working_dir.clone(),
+            ..Default::default()
+        };
+        let created = self
+            .client
+            .create_exec(&req.container, config)
+            .await
+            .map_err(|e| self.error(e, "exec", "container", &req.container))?;
+        let id = created.id;
+        let start = StartExecOptions {
+            detach: false,
+            tty: req.tty,
+            output_capacity: None,
+        };
+        let started = self
+            .client
+            .start_exec(&id, Some(start))
+            .await
+            .map_err(|e| self.error(e, "start exec", "container", &req.container))?;
+        let StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
+            return Err(EngineError::Api {
+                op: "exec",
+                name: req.container.clone(),
+                message: "the engine did not attach the session".into(),
+            });
+        };
+        if let Some((w, h)) = size {
+            self.resize(&id, w, h).await;
+        }
+        // stdin -> the session; EOF half-closes it so the command sees end of input.
+        let pump = tokio::spawn(async move {
+            let mut stdin = tokio::io::stdin();
+            let _ = tokio::io::copy(&mut stdin, &mut input).await;
+            let _ = input.shutdown().await;
+        });
+        let mut stdout = tokio::io::stdout();
+        let mut stderr = tokio::io::stderr();
+        loop {
+            tokio::select! {
+                chunk = output.next() => match chunk {
+                    Some(Ok(LogOutput::StdErr { message })) => write(&mut stderr, &message).await,
+                    Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                        write(&mut stdout, &message).await
+                    }
+                    Some(Ok(LogOutput::StdIn { .. })) => {}
+                    Some(Err(e)) => {
+                        pump.abort();
+                        return Err(self.error(e, "exec stream", "container", &req.container));
+                    }
+                    None => break,
+                },
+                Some((w, h)) = resizes.next() => self.resize(&id, w, h).await,
+            }
+        }
+        pump.abort();
+        let done = self
+            .client
+            .inspect_exec(&id)
+            .await
+            .map_err(|e| self.error(e, "inspect exec", "container", &req.container))?;
+        Ok(done.exit_code.unwrap_or(-1))
+    }
+
+    async fn resize(&self, id: &str, w: u16, h: u16) {
+        let opts = ResizeExecOptionsBuilder::new()
+            .w(i32::from(w))
+            .h(i32::from(h))
+            .build();
+        // A failed resize only leaves the old size.
+        let _ = self.client.resize_exec(id, opts).await;
+    }
+
+    /// Copy a container's logs to stdout and stderr; with `follow`, until it stops.
+    pub async fn stream_logs(&self, container: &str, follow: bool) -> Result<(), EngineError> {
+        let opts = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .build();
+        let mut logs = self.client.logs(container, Some(opts));
+        let mut stdout = tokio::io::stdout();
+        let mut stderr = tokio::io::stderr();
+        while let Some(chunk) = logs.next().await {
+            match chunk {
+                Ok(LogOutput::StdErr { message }) => write(&mut stderr, &message).await,
+                Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                    write(&mut stdout, &message).await
+                }
+                Ok(LogOutput::StdIn { .. }) => {}
+                Err(e) => return Err(self.error(e, "logs", "container", container)),
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn write(out: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
+    // A closed stdout (a pipe to `head`) ends nothing here; the session still ends.
+    let _ = out.write_all(bytes).await;
+    let _ = out.flush().await;
+}

@@ -1,0 +1,290 @@
+//! Issue 3 acceptance: the agent inside (workspace, prompt, skills, exec, logs, get,
+//! gVisor).
+
+use std::process::Command;
+
+use crate::util::*;
+
+/// An agent image with git, built from the local Debian base.
+const GIT_DOCKERFILE: &str = "FROM debian:bookworm-slim\nRUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*\nCMD [\"sleep\", \"infinity\"]\n";
+
+/// A workspace with one file and two commits, a skill, and a manifest using them.
+fn setup(p: &Project, prompt: &str, runtime: &str) -> String {
+    std::fs::write(p.path("Dockerfile"), GIT_DOCKERFILE).expect("Dockerfile");
+    let ws = p.path("ws");
+    std::fs::create_dir_all(&ws).expect("ws");
+    if !ws.join(".git").exists() {
+        std::fs::write(ws.join("file.txt"), "hello\n").expect("file");
+        for args in [
+            &["init", "-q"][..],
+            &["add", "."],
+            &[
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "user.name=t",
+                "commit",
+                "-qm",
+                "first",
+            ],
+            &[
+                "-c",
+                "user.email=t@t",
+                "-c",
+                "user.name=t",
+                "commit",
+                "-q",
+                "--allow-empty",
+                "-m",
+                "second",
+            ],
+        ] {
+            let ok = Command::new("git")
+                .args(args)
+                .current_dir(&ws)
+                .status()
+                .expect("git");
+            assert!(ok.success());
+        }
+    }
+    let skill = p.path("skills/code-review");
+    std::fs::create_dir_all(&skill).expect("skill dir");
+    std::fs::write(skill.join("SKILL.md"), "# Code review skill\n").expect("skill");
+    let m = p.manifest(&format!(
+        "bottles:\n  dev:\n    image: {{dockerfile: Dockerfile}}\n    runtime: {runtime}\nagents:\n  rev:\n    bottle: dev\n    prompt: \"{prompt}\"\n    skills: [code-review]\n    workspace: ws\n"
+    ));
+    m.to_str().expect("utf-8").to_string()
+}
+
+fn skills_env(p: &Project) -> String {
+    p.path("skills").to_str().expect("utf-8").to_string()
+}
+
+#[test]
+fn workspace_prompt_and_skills_are_provisioned_and_exec_passes_status() {
+    let p = Project::new("ag");
+    let m = setup(&p, "You review pull requests.", "runc");
+    let skills = skills_env(&p);
+    let env = [("BOTTLE_SKILLS_DIR", skills.as_str())];
+    p.bottle_env(&["apply", "-f", &m], &env).expect(0);
+
+    // The same commits inside; writing inside leaves the host folder alone.
+    let host_log = Command::new("git")
+        .args(["log", "--format=%H"])
+        .current_dir(p.path("ws"))
+        .output()
+        .expect("git log");
+    let host_log = String::from_utf8_lossy(&host_log.stdout).to_string();
+    let inside = p
+        .bottle_env(
+            &[
+                "exec",
+                "rev",
+                "-p",
+                &p.name,
+                "--",
+                "git",
+                "log",
+                "--format=%H",
+            ],
+            &env,
+        )
+        .expect(0);
+    assert_eq!(inside.stdout, host_log);
+    p.bottle_env(
+        &[
+            "exec",
+            "rev",
+            "-p",
+            &p.name,
+            "--",
+            "sh",
+            "-c",
+            "echo agent > written.txt && echo more >> file.txt",
+        ],
+        &env,
+    )
+    .expect(0);
+    assert!(!p.path("ws/written.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(p.path("ws/file.txt")).expect("read"),
+        "hello\n"
+    );
+
+    // Prompt and skill are there, owned by the agent; the exit status passes through.
+    let out = p
+        .bottle_env(
+            &[
+                "exec", "rev", "-p", &p.name, "--", "sh", "-c",
+                "cat $BOTTLE_PROMPT_FILE; ls ~/.claude/skills/code-review; stat -c %u ~/.claude/skills/code-review/SKILL.md",
+            ],
+            &env,
+        )
+        .expect(0);
+    assert!(
+        out.stdout.contains("You review pull requests."),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("SKILL.md"), "{}", out.stdout);
+    assert!(out.stdout.contains("1000"), "{}", out.stdout);
+    let seven = p.bottle_env(
+        &["exec", "rev", "-p", &p.name, "--", "sh", "-c", "exit 7"],
+        &env,
+    );
+    assert_eq!(seven.code, 7, "{}", seven.stderr);
+
+    // Plain pipes when stdin is not a terminal: input reaches the command.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bottle"))
+        .args(["exec", "rev", "-p", &p.name, "--", "tr", "a-z", "A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"piped input\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED INPUT\n");
+
+    // get shows provider, image, runtime, node states and the workspace volume.
+    let get = p.bottle_env(&["get", "-f", &m], &env).expect(0);
+    for want in [
+        "provider claude",
+        "runtime runc",
+        "-rev-agent:",
+        "-rev-workspace",
+        "running",
+    ] {
+        assert!(
+            get.stdout.contains(want),
+            "get lacks {want}: {}",
+            get.stdout
+        );
+    }
+    // logs of a sidecar.
+    let logs = p
+        .bottle_env(&["logs", "rev", "-p", &p.name, "--node", "egress"], &env)
+        .expect(0);
+    assert!(logs.stderr.contains("sidecar listening") || logs.stdout.contains("sidecar listening"));
+}
+
+#[test]
+fn a_changed_prompt_recreates_only_the_agent_and_keeps_the_workspace() {
+    let p = Project::new("pr");
+    let m = setup(&p, "First prompt.", "runc");
+    let skills = skills_env(&p);
+    let env = [("BOTTLE_SKILLS_DIR", skills.as_str())];
+    p.bottle_env(&["apply", "-f", &m], &env).expect(0);
+    let target = ["-p", p.name.as_str()];
+    p.bottle_env(
+        &[
+            "exec",
+            "rev",
+            target[0],
+            target[1],
+            "--",
+            "sh",
+            "-c",
+            "echo kept > mine.txt",
+        ],
+        &env,
+    )
+    .expect(0);
+    let egress = inspect(&p.obj("rev", "egress"), "{{.Id}}");
+    let agent = inspect(&p.obj("rev", "agent"), "{{.Id}}");
+
+    setup(&p, "Second prompt.", "runc");
+    let d = p.bottle_env(&["diff", "-f", &m], &env).expect(1);
+    assert!(d.stdout.contains("prompt changed"), "{}", d.stdout);
+    assert!(!d.stdout.contains("workspace"), "{}", d.stdout);
+    p.bottle_env(&["apply", "-f", &m], &env).expect(0);
+
+    assert_ne!(inspect(&p.obj("rev", "agent"), "{{.Id}}"), agent);
+    assert_eq!(inspect(&p.obj("rev", "egress"), "{{.Id}}"), egress);
+    let out = p
+        .bottle_env(
+            &[
+                "exec",
+                "rev",
+                target[0],
+                target[1],
+                "--",
+                "sh",
+                "-c",
+                "cat mine.txt; cat $BOTTLE_PROMPT_FILE",
+            ],
+            &env,
+        )
+        .expect(0);
+    assert!(out.stdout.contains("kept"), "{}", out.stdout);
+    assert!(out.stdout.contains("Second prompt."), "{}", out.stdout);
+
+    // delete --keep-workspace keeps the volume; delete removes it.
+    p.bottle(&["delete", "-p", &p.name, "--keep-workspace"])
+        .expect(0);
+    assert_eq!(
+        p.objects("volume"),
+        vec![format!("bottle-{}-rev-workspace", p.name)]
+    );
+    p.bottle(&["delete", "-p", &p.name]).expect(0);
+    assert!(p.objects("volume").is_empty());
+}
+
+#[test]
+fn a_missing_skill_is_a_manifest_error_and_exec_needs_a_running_bottle() {
+    let p = Project::new("sk");
+    let m = setup(&p, "x", "runc");
+    let out = p
+        .bottle_env(
+            &["diff", "-f", &m],
+            &[
+                ("BOTTLE_SKILLS_DIR", "/nonexistent"),
+                ("DOCKER_HOST", "unix:///nonexistent.sock"),
+            ],
+        )
+        .expect(2);
+    assert!(
+        out.stderr.contains("skill `code-review` not found"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("bottles.yaml:"), "{}", out.stderr);
+    let out = p
+        .bottle(&["exec", "nosuchbottle", "-p", &p.name, "--", "true"])
+        .expect(2);
+    assert!(out.stderr.contains("bottle apply"), "{}", out.stderr);
+}
+
+#[test]
+fn runtime_auto_picks_gvisor_when_the_engine_has_it() {
+    // Register runsc with the engine (idempotent; scripts/setup.sh does the same).
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/runsc.sh");
+    let ok = Command::new(&script)
+        .status()
+        .expect("run scripts/runsc.sh");
+    assert!(ok.success(), "registering runsc failed");
+    assert!(docker(&["info", "--format", "{{json .Runtimes}}"]).contains("runsc"));
+
+    let p = Project::new("gv");
+    let m = p.manifest("bottles:\n  dev: {image: {dockerfile: Dockerfile}, runtime: auto}\nagents:\n  x: {bottle: dev}\n");
+    p.bottle(&["apply", "-f", m.to_str().expect("utf-8")])
+        .expect(0);
+    let agent = p.obj("x", "agent");
+    assert_eq!(inspect(&agent, "{{.HostConfig.Runtime}}"), "runsc");
+    let dmesg = docker(&["exec", &agent, "dmesg"]);
+    assert!(dmesg.contains("gVisor"), "{dmesg}");
+    // Still no route out under gVisor.
+    let out = docker_try(&[
+        "exec",
+        &agent,
+        "bash",
+        "-c",
+        "timeout 5 bash -c 'echo > /dev/tcp/1.1.1.1/53' && echo REACHED || echo BLOCKED",
+    ]);
+    assert!(out.contains("BLOCKED"), "{out}");
+    let get = p.bottle(&["get", "-p", &p.name]).expect(0);
+    assert!(get.stdout.contains("runtime runsc"), "{}", get.stdout);
+}
