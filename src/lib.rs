@@ -15,4 +15,5 @@ pub mod manifest;
 pub mod model;
 pub mod nodes;
 pub mod plan;
+pub mod secretscan;
 pub mod sidecar;
