@@ -16,4 +16,5 @@ pub mod model;
 pub mod nodes;
 pub mod plan;
 pub mod provider;
+pub mod secretscan;
 pub mod sidecar;

@@ -1,0 +1,376 @@
+//! Rules in gitleaks' TOML format, parsed with serde and compiled once.
+//!
+//! Supported: `[[rules]]` with `id`, `description`, `regex`, `secretGroup`, `entropy`,
+//! `keywords`, `tags`, and per-rule `[[rules.allowlists]]` (or the older singular
+//! `[rules.allowlist]`); a global `[allowlist]` (or `[[allowlists]]`). An allowlist has
+//! `regexes` (matched against the secret, or the whole match or line with
+//! `regexTarget`), `stopwords` and `condition` (`OR`, the default, or `AND`). Path and
+//! commit allowlists are accepted but mean nothing to a byte stream: an `AND` allowlist
+//! that has them never applies (fail closed).
+//!
+//! Unlike gitleaks, every rule must have `keywords`, and a keyword must occur inside
+//! the rule's match: the scanner only tries a rule in a bounded window around a keyword
+//! hit, which is what lets it stream with a bounded memory.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+/// Why a rule file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("rule file is not valid gitleaks TOML: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("rule {id}: regex does not compile: {source}")]
+    Regex {
+        id: String,
+        #[source]
+        source: Box<regex::Error>,
+    },
+    #[error("allowlist of {scope}: regex {regex:?} does not compile: {source}")]
+    AllowRegex {
+        scope: String,
+        regex: String,
+        #[source]
+        source: Box<regex::Error>,
+    },
+    #[error("rule {id}: has no regex (path-only rules are not supported)")]
+    NoRegex { id: String },
+    #[error("rule {id}: has no keywords; every rule needs keywords found inside its match")]
+    NoKeywords { id: String },
+    #[error("rule {id}: secretGroup {group} but the regex has only {groups} groups")]
+    SecretGroup {
+        id: String,
+        group: usize,
+        groups: usize,
+    },
+    #[error("allowlist of {scope}: unknown {field} {value:?}")]
+    AllowValue {
+        scope: String,
+        field: &'static str,
+        value: String,
+    },
+    #[error("rule id {0} appears twice")]
+    DuplicateId(String),
+    #[error("the rule file has no rules")]
+    Empty,
+    #[error("keyword automaton: {0}")]
+    Keywords(#[from] aho_corasick::BuildError),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    #[allow(dead_code)]
+    title: Option<String>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    allowlist: Option<RawAllowlist>,
+    #[serde(default)]
+    allowlists: Vec<RawAllowlist>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    id: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default, rename = "secretGroup")]
+    secret_group: Option<usize>,
+    #[serde(default)]
+    entropy: Option<f64>,
+    #[serde(default)]
+    keywords: Vec<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    tags: Vec<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    path: Option<String>,
+    #[serde(default)]
+    allowlist: Option<RawAllowlist>,
+    #[serde(default)]
+    allowlists: Vec<RawAllowlist>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAllowlist {
+    #[serde(default)]
+    #[allow(dead_code)]
+    description: Option<String>,
+    #[serde(default)]
+    condition: Option<String>,
+    #[serde(default, rename = "regexTarget")]
+    regex_target: Option<String>,
+    #[serde(default)]
+    regexes: Vec<String>,
+    #[serde(default)]
+    stopwords: Vec<String>,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    commits: Vec<String>,
+    #[serde(default, rename = "targetRules")]
+    target_rules: Vec<String>,
+}
+
+/// What an allowlist regex is matched against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Target {
+    Secret,
+    Match,
+    Line,
+}
+
+/// A compiled allowlist.
+#[derive(Debug)]
+pub(crate) struct Allowlist {
+    and: bool,
+    target: Target,
+    regexes: Vec<Regex>,
+    /// Lowercased.
+    stopwords: Vec<String>,
+    /// An AND allowlist with path or commit conditions can never hold here.
+    never: bool,
+    /// Global allowlists can be limited to some rule ids.
+    target_rules: Vec<String>,
+}
+
+/// The text an allowlist looks at, for one candidate finding.
+pub(crate) struct Candidate<'a> {
+    pub secret: &'a [u8],
+    pub whole: &'a [u8],
+    pub line: &'a [u8],
+}
+
+impl Allowlist {
+    fn compile(raw: RawAllowlist, scope: &str) -> Result<Allowlist, RulesError> {
+        let and = match raw.condition.as_deref().map(str::to_ascii_uppercase) {
+            None => false,
+            Some(c) if c == "OR" => false,
+            Some(c) if c == "AND" => true,
+            Some(c) => {
+                return Err(RulesError::AllowValue {
+                    scope: scope.to_string(),
+                    field: "condition",
+                    value: c,
+                });
+            }
+        };
+        let target = match raw.regex_target.as_deref() {
+            None | Some("secret") => Target::Secret,
+            Some("match") => Target::Match,
+            Some("line") => Target::Line,
+            Some(t) => {
+                return Err(RulesError::AllowValue {
+                    scope: scope.to_string(),
+                    field: "regexTarget",
+                    value: t.to_string(),
+                });
+            }
+        };
+        let regexes = raw
+            .regexes
+            .iter()
+            .map(|r| {
+                Regex::new(r).map_err(|e| RulesError::AllowRegex {
+                    scope: scope.to_string(),
+                    regex: r.clone(),
+                    source: Box::new(e),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Allowlist {
+            and,
+            target,
+            regexes,
+            stopwords: raw.stopwords.iter().map(|s| s.to_lowercase()).collect(),
+            never: and && (!raw.paths.is_empty() || !raw.commits.is_empty()),
+            target_rules: raw.target_rules,
+        })
+    }
+
+    /// Does this allowlist excuse `c`?
+    pub(crate) fn allows(&self, rule_id: &str, c: &Candidate<'_>) -> bool {
+        if self.never {
+            return false;
+        }
+        if !self.target_rules.is_empty() && !self.target_rules.iter().any(|r| r == rule_id) {
+            return false;
+        }
+        let text = match self.target {
+            Target::Secret => c.secret,
+            Target::Match => c.whole,
+            Target::Line => c.line,
+        };
+        let mut conds = Vec::with_capacity(2);
+        if !self.regexes.is_empty() {
+            conds.push(self.regexes.iter().any(|r| r.is_match(text)));
+        }
+        if !self.stopwords.is_empty() {
+            let secret = String::from_utf8_lossy(c.secret).to_lowercase();
+            conds.push(self.stopwords.iter().any(|w| secret.contains(w.as_str())));
+        }
+        if conds.is_empty() {
+            return false;
+        }
+        if self.and {
+            conds.iter().all(|&b| b)
+        } else {
+            conds.iter().any(|&b| b)
+        }
+    }
+}
+
+/// One compiled rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub(crate) regex: Regex,
+    pub(crate) secret_group: usize,
+    pub(crate) entropy: Option<f64>,
+    pub(crate) allowlists: Vec<Allowlist>,
+}
+
+/// A compiled rule set: the rules, the global allowlists, and the keyword automaton.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) global: Vec<Allowlist>,
+    pub(crate) keywords: AhoCorasick,
+    /// For each keyword pattern id, the rules that listed it.
+    pub(crate) keyword_rules: Vec<Vec<usize>>,
+    /// Length of the longest keyword.
+    pub(crate) max_keyword: usize,
+}
+
+/// The rules shipped with bottle.
+pub const BUILTIN_TOML: &str = include_str!("builtin.toml");
+
+impl RuleSet {
+    /// The built-in rules.
+    pub fn builtin() -> RuleSet {
+        RuleSet::from_toml(BUILTIN_TOML).expect("built-in rules compile (tested)")
+    }
+
+    /// Parse and compile a gitleaks-format TOML rule file.
+    pub fn from_toml(text: &str) -> Result<RuleSet, RulesError> {
+        let raw: RawConfig = toml::from_str(text)?;
+        if raw.rules.is_empty() {
+            return Err(RulesError::Empty);
+        }
+        let mut global = Vec::new();
+        for a in raw.allowlist.into_iter().chain(raw.allowlists) {
+            global.push(Allowlist::compile(a, "the global allowlist")?);
+        }
+        let mut rules = Vec::new();
+        let mut patterns: Vec<String> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        for r in raw.rules {
+            if rules.iter().any(|x: &Rule| x.id == r.id) {
+                return Err(RulesError::DuplicateId(r.id));
+            }
+            let Some(src) = r.regex else {
+                return Err(RulesError::NoRegex { id: r.id });
+            };
+            if r.keywords.is_empty() {
+                return Err(RulesError::NoKeywords { id: r.id });
+            }
+            let regex = RegexBuilder::new(&src)
+                .size_limit(1 << 22)
+                .build()
+                .map_err(|e| RulesError::Regex {
+                    id: r.id.clone(),
+                    source: Box::new(e),
+                })?;
+            let groups = regex.captures_len() - 1;
+            let secret_group = match r.secret_group {
+                Some(g) if g > groups => {
+                    return Err(RulesError::SecretGroup {
+                        id: r.id,
+                        group: g,
+                        groups,
+                    });
+                }
+                Some(g) => g,
+                // gitleaks: without secretGroup, the first group is the secret if any.
+                None => usize::from(groups > 0),
+            };
+            let scope = format!("rule {}", r.id);
+            let mut allowlists = Vec::new();
+            for a in r.allowlist.into_iter().chain(r.allowlists) {
+                allowlists.push(Allowlist::compile(a, &scope)?);
+            }
+            let idx = rules.len();
+            for k in r.keywords {
+                let k = k.to_ascii_lowercase();
+                match patterns.iter().position(|p| *p == k) {
+                    Some(p) => keyword_rules[p].push(idx),
+                    None => {
+                        patterns.push(k);
+                        keyword_rules.push(vec![idx]);
+                    }
+                }
+            }
+            rules.push(Rule {
+                description: r.description.unwrap_or_default(),
+                id: r.id,
+                regex,
+                secret_group,
+                entropy: r.entropy,
+                allowlists,
+            });
+        }
+        let keywords = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&patterns)?;
+        let max_keyword = patterns.iter().map(String::len).max().unwrap_or(1);
+        Ok(RuleSet {
+            rules,
+            global,
+            keywords,
+            keyword_rules,
+            max_keyword,
+        })
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+}
+
+impl Rule {
+    /// The rule's regex as written.
+    pub fn regex_source(&self) -> &str {
+        self.regex.as_str()
+    }
+}
+
+/// Shannon entropy of `data`, in bits per byte.
+pub fn shannon_entropy(data: &[u8]) -> f64 {
+    if data.is_empty() {
+        return 0.0;
+    }
+    let mut counts = [0u32; 256];
+    for &b in data {
+        counts[b as usize] += 1;
+    }
+    let n = data.len() as f64;
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = f64::from(c) / n;
+            -p * p.log2()
+        })
+        .sum()
+}

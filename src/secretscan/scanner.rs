@@ -1,0 +1,298 @@
+//! The streaming scanner: feed chunks, get findings with absolute offsets.
+//!
+//! An Aho-Corasick pass finds keyword hits. Each hit is judged in a window that depends
+//! on the content only: from the start of its line (at most [`BACK`] bytes back) to the
+//! end of the [`LINES_AFTER`]th line break after it (at most [`FORWARD`] bytes on). A
+//! rule's regex runs over that window, and a match counts when it contains the hit.
+//! Because windows never depend on where chunks begin or end, the findings of a stream
+//! are the same for every chunking; the scanner keeps only the bytes that a pending or
+//! future window can still need (a bounded overlap), so memory is bounded.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use aho_corasick::Input;
+
+use super::rules::{Candidate, RuleSet, shannon_entropy};
+
+/// How far back from a keyword hit its window may start.
+pub const BACK: usize = 512;
+/// How far forward from a keyword hit's end its window may reach.
+pub const FORWARD: usize = 4096;
+/// A window ends at this many line breaks after the hit (a PEM header and its body).
+pub const LINES_AFTER: usize = 4;
+
+/// A secret found: which rule, where. Never the secret itself.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Finding {
+    /// Absolute offset of the secret in the stream.
+    pub offset: u64,
+    /// Length of the secret in bytes.
+    pub len: usize,
+    pub rule_id: String,
+    /// A redacted form: at most the first 4 bytes of a long secret, then `***`.
+    pub redacted: String,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at offset {} ({} bytes, {})",
+            self.rule_id, self.offset, self.len, self.redacted
+        )
+    }
+}
+
+fn redact(secret: &[u8]) -> String {
+    let keep = (secret.len() / 5).min(4);
+    let prefix: String = secret[..keep]
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .collect();
+    format!("{prefix}***")
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Hit {
+    start: u64,
+    end: u64,
+    pattern: usize,
+}
+
+/// A match of one rule in one window, already judged.
+#[derive(Clone, Debug)]
+struct Judged {
+    start: u64,
+    end: u64,
+    finding: Option<Finding>,
+}
+
+/// Scans a byte stream chunk by chunk.
+pub struct StreamScanner<'r> {
+    rules: &'r RuleSet,
+    /// Retained bytes; `buf[0]` is at absolute offset `base`.
+    pub(super) buf: Vec<u8>,
+    base: u64,
+    /// Absolute offset where the next keyword search starts.
+    search_from: u64,
+    /// Absolute end of the data already searched: hits ending at or before it are known.
+    searched_to: u64,
+    pending: VecDeque<Hit>,
+    /// Per rule: the last window it ran in and what it found there.
+    last_window: HashMap<usize, (u64, u64, Vec<Judged>)>,
+    reported: BTreeSet<(usize, u64, usize)>,
+    findings: Vec<Finding>,
+    eof: bool,
+}
+
+impl<'r> StreamScanner<'r> {
+    pub fn new(rules: &'r RuleSet) -> Self {
+        StreamScanner {
+            rules,
+            buf: Vec::new(),
+            base: 0,
+            search_from: 0,
+            searched_to: 0,
+            pending: VecDeque::new(),
+            last_window: HashMap::new(),
+            reported: BTreeSet::new(),
+            findings: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// Total bytes fed so far.
+    pub fn position(&self) -> u64 {
+        self.base + self.buf.len() as u64
+    }
+
+    /// Feed the next chunk; returns the findings it completed (possibly about earlier
+    /// bytes).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<Finding> {
+        self.buf.extend_from_slice(chunk);
+        self.search();
+        self.judge_ready();
+        self.trim();
+        std::mem::take(&mut self.findings)
+    }
+
+    /// The stream has ended: judge what is left.
+    pub fn finish(&mut self) -> Vec<Finding> {
+        self.eof = true;
+        self.search();
+        self.judge_ready();
+        self.trim();
+        std::mem::take(&mut self.findings)
+    }
+
+    /// Every byte before this absolute offset is clear: no finding reported later can
+    /// touch it. A forwarding proxy may release bytes up to here.
+    pub fn safe_offset(&self) -> u64 {
+        if self.eof {
+            return self.position();
+        }
+        let oldest = self
+            .pending
+            .iter()
+            .map(|h| h.start)
+            .min()
+            .map_or(self.search_from, |s| s.min(self.search_from));
+        oldest.saturating_sub(BACK as u64)
+    }
+
+    fn search(&mut self) {
+        let end = self.position();
+        if end == self.searched_to && !self.eof {
+            return;
+        }
+        let from = (self.search_from - self.base) as usize;
+        let hay = &self.buf[from..];
+        let mut new_hits: Vec<Hit> = self
+            .rules
+            .keywords
+            .find_overlapping_iter(Input::new(hay))
+            .map(|m| Hit {
+                start: self.search_from + m.start() as u64,
+                end: self.search_from + m.end() as u64,
+                pattern: m.pattern().as_usize(),
+            })
+            .filter(|h| h.end > self.searched_to)
+            .collect();
+        new_hits.sort_by_key(|h| (h.start, h.end, h.pattern));
+        self.pending.extend(new_hits);
+        self.searched_to = end;
+        let k = self.rules.max_keyword.saturating_sub(1) as u64;
+        self.search_from = end.saturating_sub(k).max(self.search_from);
+    }
+
+    /// Judge every pending hit whose window is complete.
+    fn judge_ready(&mut self) {
+        while let Some(&hit) = self.pending.front() {
+            let Some((ws, we)) = self.window(hit) else {
+                break;
+            };
+            self.pending.pop_front();
+            self.judge(hit, ws, we);
+        }
+        if self.pending.is_empty() {
+            self.last_window.clear();
+        }
+    }
+
+    /// The window of `hit`, or None while its end has not arrived.
+    fn window(&self, hit: Hit) -> Option<(u64, u64)> {
+        let end = self.position();
+        let lo = hit.start.saturating_sub(BACK as u64).max(self.base);
+        let back = &self.buf[(lo - self.base) as usize..(hit.start - self.base) as usize];
+        let ws = match memchr_rev(b'\n', back) {
+            Some(i) => lo + i as u64 + 1,
+            None => lo,
+        };
+        let limit = hit.end + FORWARD as u64;
+        let avail = limit.min(end);
+        let fwd = &self.buf[(hit.end - self.base) as usize..(avail - self.base) as usize];
+        let mut breaks = 0;
+        for (i, &b) in fwd.iter().enumerate() {
+            if b == b'\n' {
+                breaks += 1;
+                if breaks == LINES_AFTER {
+                    return Some((ws, hit.end + i as u64));
+                }
+            }
+        }
+        if avail == limit || self.eof {
+            Some((ws, avail))
+        } else {
+            None
+        }
+    }
+
+    fn judge(&mut self, hit: Hit, ws: u64, we: u64) {
+        let rules = self.rules;
+        for &ri in &rules.keyword_rules[hit.pattern] {
+            let fresh = match self.last_window.get(&ri) {
+                Some((s, e, _)) => (*s, *e) != (ws, we),
+                None => true,
+            };
+            if fresh {
+                let judged = self.run_rule(ri, ws, we);
+                self.last_window.insert(ri, (ws, we, judged));
+            }
+            let (_, _, judged) = &self.last_window[&ri];
+            for j in judged {
+                if j.start <= hit.start
+                    && hit.end <= j.end
+                    && let Some(f) = &j.finding
+                    && self.reported.insert((ri, f.offset, f.len))
+                {
+                    self.findings.push(f.clone());
+                }
+            }
+        }
+    }
+
+    /// Run rule `ri` over the window and judge each match (entropy, allowlists).
+    fn run_rule(&self, ri: usize, ws: u64, we: u64) -> Vec<Judged> {
+        let rule = &self.rules.rules[ri];
+        let window = &self.buf[(ws - self.base) as usize..(we - self.base) as usize];
+        let mut out = Vec::new();
+        for caps in rule.regex.captures_iter(window) {
+            let whole = caps.get(0).expect("group 0 always participates");
+            let secret = caps.get(rule.secret_group).unwrap_or(whole);
+            let bytes = secret.as_bytes();
+            let keep = rule.entropy.is_none_or(|min| shannon_entropy(bytes) > min) && {
+                let line_start = memchr_rev(b'\n', &window[..whole.start()]).map_or(0, |i| i + 1);
+                let line_end = window[whole.end()..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(window.len(), |i| whole.end() + i);
+                let cand = Candidate {
+                    secret: bytes,
+                    whole: whole.as_bytes(),
+                    line: &window[line_start..line_end],
+                };
+                !rule.allowlists.iter().any(|a| a.allows(&rule.id, &cand))
+                    && !self.rules.global.iter().any(|a| a.allows(&rule.id, &cand))
+            };
+            out.push(Judged {
+                start: ws + whole.start() as u64,
+                end: ws + whole.end() as u64,
+                finding: keep.then(|| Finding {
+                    offset: ws + secret.start() as u64,
+                    len: bytes.len(),
+                    rule_id: rule.id.clone(),
+                    redacted: redact(bytes),
+                }),
+            });
+        }
+        out
+    }
+
+    /// Drop bytes no window can need any more.
+    fn trim(&mut self) {
+        let keep_from = self.safe_offset().max(self.base);
+        let cut = (keep_from - self.base) as usize;
+        if cut > 0 {
+            self.buf.drain(..cut);
+            self.base = keep_from;
+        }
+    }
+}
+
+fn memchr_rev(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().rposition(|&b| b == needle)
+}
+
+impl RuleSet {
+    /// Scan a whole buffer: the same as streaming it in any chunks.
+    pub fn scan(&self, data: &[u8]) -> Vec<Finding> {
+        let mut s = StreamScanner::new(self);
+        let mut out = Vec::new();
+        for chunk in data.chunks(1 << 20) {
+            out.extend(s.push(chunk));
+        }
+        out.extend(s.finish());
+        out.sort();
+        out
+    }
+}
