@@ -158,7 +158,8 @@ fn bottle_objects(
     }
     // Order: an object comes after every object of the nodes its node depends on, and
     // after the objects of its own node that are of an earlier kind (image before
-    // container). An image needs nothing: it builds while the rest is made.
+    // container). An image needs nothing: it builds while the rest is made. A volume
+    // needs only the sidecar image, which seeds it.
     let keys: Vec<(NodeKind, ObjectKind, ObjectKey)> = objects
         .iter()
         .map(|o| (o.node, o.key.kind, o.key.clone()))
@@ -172,9 +173,13 @@ fn bottle_objects(
         .iter_mut()
         .filter(|o| o.key.kind != ObjectKind::Image)
     {
+        let volume = o.key.kind == ObjectKind::Volume;
         o.after = keys
             .iter()
             .filter(|(n, k, key)| {
+                if volume {
+                    return *n == NodeKind::SidecarImage;
+                }
                 *key != o.key && (o.node.deps().contains(n) || (*n == o.node && *k < o.key.kind))
             })
             .map(|(_, _, key)| key.clone())
