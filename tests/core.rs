@@ -140,6 +140,11 @@ fn removing_an_agent_deletes_exactly_its_objects() {
     docker(&["network", "create", &impostor]);
 
     p.manifest("bottles:\n  dev: {image: {dockerfile: Dockerfile}}\nagents:\n  x: {bottle: dev}\n");
+    // --prune=false leaves the orphans; diff still shows them.
+    p.bottle(&["apply", "-f", m, "--prune=false"]).expect(0);
+    assert!(p.objects("container").contains(&p.obj("y", "agent")));
+    let d = p.bottle(&["diff", "-f", m]).expect(1);
+    assert!(d.stdout.contains("delete"), "{}", d.stdout);
     let out = p.bottle(&["apply", "-f", m]).expect(0);
     let ys = format!("bottle-{}-y-", p.name);
     for kind in ["container", "network", "volume"] {

@@ -47,20 +47,20 @@ fn image(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
     let hash = SpecHasher::new(ctx.key)
         .field("context", &ctx_hash)
         .finish();
-    Ok(DesiredObject {
-        key: ObjectKey::new(ObjectKind::Image, tag.clone()),
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::Agent,
-        spec: ObjectSpec::Image(BuildSpec {
-            tag,
-            labels: ctx.labels(NodeKind::Agent, &hash),
-            dockerfile,
-            context_tar: tar,
-        }),
+    Ok(ctx.object(
+        NodeKind::Agent,
+        ObjectKind::Image,
+        tag.clone(),
         hash,
-        binds: Vec::new(),
-        after: Vec::new(),
-    })
+        |labels| {
+            ObjectSpec::Image(BuildSpec {
+                tag,
+                labels,
+                dockerfile,
+                context_tar: tar,
+            })
+        },
+    ))
 }
 
 /// The home volume: the prompt file and the skills, owned by the agent user. Its hash
@@ -101,22 +101,22 @@ fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
         .field("skills", &skills_digest)
         .field("provider", provider.as_str())
         .finish();
-    Ok(DesiredObject {
-        key: ObjectKey::new(ObjectKind::Volume, name.clone()),
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::Agent,
-        spec: ObjectSpec::Volume(VolumeSpec {
-            name,
-            labels: ctx.labels(NodeKind::Agent, &hash),
-            files,
-            seed_dirs,
-            owner: Some((AGENT_UID, AGENT_UID)),
-            seed_image: ctx.sidecar_image.to_string(),
-        }),
+    Ok(ctx.object(
+        NodeKind::Agent,
+        ObjectKind::Volume,
+        name.clone(),
         hash,
-        binds: Vec::new(),
-        after: Vec::new(),
-    })
+        |labels| {
+            ObjectSpec::Volume(VolumeSpec {
+                name,
+                labels,
+                files,
+                seed_dirs,
+                owner: Some((AGENT_UID, AGENT_UID)),
+                seed_image: ctx.sidecar_image.to_string(),
+            })
+        },
+    ))
 }
 
 /// The workspace volume: the host folder copied once, at creation. Only the folder's
@@ -127,27 +127,27 @@ fn workspace_volume(ctx: &BottleCtx<'_>) -> Option<DesiredObject> {
     let hash = SpecHasher::new(ctx.key)
         .field("source", dir.to_string_lossy().as_bytes())
         .finish();
-    Some(DesiredObject {
-        key: ObjectKey::new(ObjectKind::Volume, name.clone()),
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::Agent,
-        spec: ObjectSpec::Volume(VolumeSpec {
-            name,
-            labels: ctx.labels(NodeKind::Agent, &hash),
-            files: Vec::new(),
-            seed_dirs: vec![SeedDir {
-                host: dir.clone(),
-                target: String::new(),
-                uid: AGENT_UID,
-                gid: AGENT_UID,
-            }],
-            owner: Some((AGENT_UID, AGENT_UID)),
-            seed_image: ctx.sidecar_image.to_string(),
-        }),
+    Some(ctx.object(
+        NodeKind::Agent,
+        ObjectKind::Volume,
+        name.clone(),
         hash,
-        binds: Vec::new(),
-        after: Vec::new(),
-    })
+        |labels| {
+            ObjectSpec::Volume(VolumeSpec {
+                name,
+                labels,
+                files: Vec::new(),
+                seed_dirs: vec![SeedDir {
+                    host: dir.clone(),
+                    target: String::new(),
+                    uid: AGENT_UID,
+                    gid: AGENT_UID,
+                }],
+                owner: Some((AGENT_UID, AGENT_UID)),
+                seed_image: ctx.sidecar_image.to_string(),
+            })
+        },
+    ))
 }
 
 fn container(

@@ -8,8 +8,8 @@
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 
-use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec};
-use crate::engine::{VolumeFile, VolumeSpec};
+use super::{BottleCtx, DesiredObject, NodeKind};
+use crate::engine::VolumeFile;
 use crate::hash::SpecHasher;
 
 /// UID the sidecars run as; it owns the CA key.
@@ -82,10 +82,6 @@ pub fn objects(ctx: &BottleCtx<'_>, material: &CaMaterial) -> Vec<DesiredObject>
     let hash = SpecHasher::new(ctx.key)
         .field("params", format!("ecdsa-p256;days={VALID_DAYS};pathlen=0"))
         .finish();
-    let private_name = ctx.name("ca");
-    let public_name = ctx.name("ca-cert");
-    let private_key = ObjectKey::new(ObjectKind::Volume, private_name.clone());
-    let public_key = ObjectKey::new(ObjectKind::Volume, public_name.clone());
     let cert = |uid| VolumeFile {
         path: CERT_FILE.into(),
         contents: material.cert_pem.clone().into_bytes(),
@@ -93,56 +89,30 @@ pub fn objects(ctx: &BottleCtx<'_>, material: &CaMaterial) -> Vec<DesiredObject>
         uid,
         gid: uid,
     };
-    let private = DesiredObject {
-        key: private_key.clone(),
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::Ca,
-        spec: ObjectSpec::Volume(VolumeSpec {
-            name: private_name,
-            labels: ctx.labels(NodeKind::Ca, &hash),
-            files: vec![
-                cert(SIDECAR_UID),
-                VolumeFile {
-                    path: KEY_FILE.into(),
-                    contents: material.key_pem.clone().into_bytes(),
-                    mode: 0o400,
-                    uid: SIDECAR_UID,
-                    gid: SIDECAR_UID,
-                },
-            ],
-            seed_dirs: Vec::new(),
-            owner: None,
-            seed_image: ctx.sidecar_image.to_string(),
-        }),
-        hash: hash.clone(),
-        binds: vec![public_key.clone()],
-        after: Vec::new(),
+    let key = VolumeFile {
+        path: KEY_FILE.into(),
+        contents: material.key_pem.clone().into_bytes(),
+        mode: 0o400,
+        uid: SIDECAR_UID,
+        gid: SIDECAR_UID,
     };
-    let public = DesiredObject {
-        key: public_key,
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::Ca,
-        spec: ObjectSpec::Volume(VolumeSpec {
-            name: public_name,
-            labels: ctx.labels(NodeKind::Ca, &hash),
-            files: vec![
-                cert(0),
-                VolumeFile {
-                    path: BUNDLE_FILE.into(),
-                    contents: bundle(&material.cert_pem),
-                    mode: 0o444,
-                    uid: 0,
-                    gid: 0,
-                },
-            ],
-            seed_dirs: Vec::new(),
-            owner: None,
-            seed_image: ctx.sidecar_image.to_string(),
-        }),
-        hash,
-        binds: vec![private_key],
-        after: Vec::new(),
+    let trust = VolumeFile {
+        path: BUNDLE_FILE.into(),
+        contents: bundle(&material.cert_pem),
+        mode: 0o444,
+        uid: 0,
+        gid: 0,
     };
+    let mut private = ctx.files_volume(
+        NodeKind::Ca,
+        "ca",
+        hash.clone(),
+        vec![cert(SIDECAR_UID), key],
+    );
+    let mut public = ctx.files_volume(NodeKind::Ca, "ca-cert", hash, vec![cert(0), trust]);
+    // One CA: if either volume is made anew, so is the other.
+    private.binds.push(public.key.clone());
+    public.binds.push(private.key.clone());
     vec![private, public]
 }
 

@@ -180,6 +180,49 @@ pub struct BottleCtx<'a> {
 }
 
 impl BottleCtx<'_> {
+    /// A desired object of this bottle, labelled with its node and spec hash; it binds to
+    /// nothing and its ordering is filled in by `graph.rs`.
+    pub fn object(
+        &self,
+        node: NodeKind,
+        kind: ObjectKind,
+        name: String,
+        hash: SpecHash,
+        spec: impl FnOnce(crate::engine::Labels) -> ObjectSpec,
+    ) -> DesiredObject {
+        DesiredObject {
+            key: ObjectKey::new(kind, name),
+            bottle: self.bottle.to_string(),
+            node,
+            spec: spec(self.labels(node, &hash)),
+            hash,
+            binds: Vec::new(),
+            after: Vec::new(),
+        }
+    }
+
+    /// A volume named `bottle-<project>-<bottle>-<suffix>` holding `files`, written once
+    /// at creation (config, certificates, keys).
+    pub fn files_volume(
+        &self,
+        node: NodeKind,
+        suffix: &str,
+        hash: SpecHash,
+        files: Vec<crate::engine::VolumeFile>,
+    ) -> DesiredObject {
+        let name = self.name(suffix);
+        self.object(node, ObjectKind::Volume, name.clone(), hash, |labels| {
+            ObjectSpec::Volume(crate::engine::VolumeSpec {
+                name,
+                labels,
+                files,
+                seed_dirs: Vec::new(),
+                owner: None,
+                seed_image: self.sidecar_image.to_string(),
+            })
+        })
+    }
+
     /// `bottle-<project>-<bottle>-<suffix>`.
     pub fn name(&self, suffix: &str) -> String {
         crate::labels::object_name(self.project, self.bottle, suffix)

@@ -1,7 +1,7 @@
 //! The two networks of a bottle: `net-internal` (`--internal`: agent and sidecars, no
 //! route out) and `net-egress` (sidecars only, the way out).
 
-use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec};
+use super::{BottleCtx, DesiredObject, NodeKind, ObjectKind, ObjectSpec};
 use crate::engine::NetworkSpec;
 use crate::hash::SpecHasher;
 
@@ -12,17 +12,11 @@ pub fn object(ctx: &BottleCtx<'_>, node: NodeKind) -> DesiredObject {
     let hash = SpecHasher::new(ctx.key)
         .field("internal", if internal { "true" } else { "false" })
         .finish();
-    DesiredObject {
-        key: ObjectKey::new(ObjectKind::Network, name.clone()),
-        bottle: ctx.bottle.to_string(),
-        node,
-        spec: ObjectSpec::Network(NetworkSpec {
+    ctx.object(node, ObjectKind::Network, name.clone(), hash, |labels| {
+        ObjectSpec::Network(NetworkSpec {
             name,
-            labels: ctx.labels(node, &hash),
+            labels,
             internal,
-        }),
-        hash,
-        binds: Vec::new(),
-        after: Vec::new(),
-    }
+        })
+    })
 }
