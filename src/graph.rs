@@ -141,7 +141,7 @@ fn bottle_objects(
                 objects.push(network::object(&ctx, *kind))
             }
             NodeKind::Ca => objects.extend(ca::objects(&ctx, &ca::generate(project, bottle)?)),
-            NodeKind::Pipelock => objects.push(pipelock::object(&ctx)),
+            NodeKind::Pipelock => objects.extend(pipelock::objects(&ctx)),
             NodeKind::Egress => objects.push(egress::object(&ctx)),
             NodeKind::GitGate => objects.push(git_gate::object(&ctx)),
             NodeKind::Supervise => objects.push(supervise::object(&ctx)),

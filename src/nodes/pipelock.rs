@@ -1,21 +1,186 @@
-//! The `pipelock` node: firewall on the way out: default-deny allowlist, SSRF guard, DLP, audit log. Its behaviour comes with its own issue; here it is a real container serving a health check.
+//! The `pipelock` node: the firewall on the way out (default-deny allowlist, SSRF guard,
+//! DLP, audit log; see `sidecar::pipelock`).
+//!
+//! Two objects: a config volume `<bottle>-pipelock-config` seeded with the policy
+//! rendered from the manifest (`egress.allow`, route hosts, DLP rules), and the
+//! container, which mounts it read-only and is bound to it, so a policy change
+//! recreates both. pipelock mints no certificates, so it does not mount the CA key.
 
 use super::sidecar::{self, SidecarShape};
-use super::{BottleCtx, DesiredObject, NodeKind};
+use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
+use crate::engine::{Mount, VolumeFile, VolumeSpec};
+use crate::hash::SpecHasher;
+use crate::sidecar::pipelock::config::{self, Config, DlpConfig};
 
 /// Port it listens on, on net-internal.
 pub const PORT: u16 = 8888;
 
-pub fn object(ctx: &BottleCtx<'_>) -> DesiredObject {
-    sidecar::object(
+/// The configuration the sidecar gets, rendered from the bottle's policy.
+pub fn render(ctx: &BottleCtx<'_>) -> Config {
+    let egress = &ctx.policy.egress;
+    let (rules_toml, rules_error) = match &egress.dlp.rules {
+        Some(path) if egress.dlp.enabled => match std::fs::read_to_string(path) {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(format!("{}: {e}", path.display()))),
+        },
+        _ => (None, None),
+    };
+    Config {
+        allow: egress.allow.clone(),
+        routes: egress.routes.iter().map(|r| r.host.clone()).collect(),
+        allow_cidrs: Vec::new(),
+        dlp: DlpConfig {
+            enabled: egress.dlp.enabled,
+            rules_toml,
+            rules_error,
+        },
+    }
+}
+
+/// The config volume and the container.
+pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
+    let json = render(ctx).to_json();
+    let vol_name = ctx.name("pipelock-config");
+    let vol_key = ObjectKey::new(ObjectKind::Volume, vol_name.clone());
+    let vol_hash = SpecHasher::new(ctx.key).field("config", &json).finish();
+    let volume = DesiredObject {
+        key: vol_key.clone(),
+        bottle: ctx.bottle.to_string(),
+        node: NodeKind::Pipelock,
+        spec: ObjectSpec::Volume(VolumeSpec {
+            name: vol_name.clone(),
+            labels: ctx.labels(NodeKind::Pipelock, &vol_hash),
+            files: vec![VolumeFile {
+                path: config::FILE.into(),
+                contents: json.into_bytes(),
+                mode: 0o444,
+                uid: ca::SIDECAR_UID,
+                gid: ca::SIDECAR_UID,
+            }],
+            seed_image: ctx.sidecar_image.to_string(),
+        }),
+        hash: vol_hash,
+        binds: Vec::new(),
+        after: Vec::new(),
+    };
+    let mut container = sidecar::object(
         ctx,
         SidecarShape {
             node: NodeKind::Pipelock,
             port: PORT,
             egress_network: true,
-            ca_key: true,
+            ca_key: false,
             cap_add: &[],
-            env: Vec::new(),
+            // Names the mount below, so the mount is part of the container's hash.
+            env: vec![(
+                config::ENV.to_string(),
+                format!("{}/{}", config::MOUNT, config::FILE),
+            )],
         },
-    )
+    );
+    if let ObjectSpec::Container(spec, _) = &mut container.spec {
+        spec.mounts.push(Mount::Volume {
+            name: vol_name,
+            target: config::MOUNT.into(),
+            read_only: true,
+        });
+    }
+    container.binds.push(vol_key);
+    vec![volume, container]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::DigestKey;
+    use crate::model::*;
+
+    fn objects_for(egress: Egress) -> Vec<DesiredObject> {
+        let policy = BottlePolicy {
+            image: ImageSource::ProviderDefault,
+            runtime: RuntimeChoice::Auto,
+            resources: Resources::default(),
+            env: Default::default(),
+            egress,
+            git: vec![],
+            supervise: false,
+        };
+        let agent = Agent {
+            bottle: "dev".into(),
+            provider: Provider::Claude,
+            prompt: None,
+            skills: vec![],
+            workspace: None,
+        };
+        let key = DigestKey::fixed(1);
+        let ctx = BottleCtx {
+            project: "p",
+            manifest_path: std::path::Path::new("/m/bottles.yaml"),
+            bottle: "b",
+            agent: &agent,
+            policy: &policy,
+            key: &key,
+            sidecar_image: "bottle-sidecar:x",
+        };
+        objects(&ctx)
+    }
+
+    #[test]
+    fn config_volume_is_mounted_and_bound() {
+        let objs = objects_for(Egress {
+            allow: vec!["pypi.org".into(), "*.pythonhosted.org".into()],
+            ..Default::default()
+        });
+        let [vol, c] = &objs[..] else { panic!() };
+        assert_eq!(vol.key.name, "bottle-p-b-pipelock-config");
+        let ObjectSpec::Volume(v) = &vol.spec else {
+            panic!()
+        };
+        let cfg: Config = serde_json::from_slice(&v.files[0].contents).unwrap();
+        assert_eq!(cfg.allow, ["pypi.org", "*.pythonhosted.org"]);
+        assert!(cfg.dlp.enabled);
+        let ObjectSpec::Container(spec, _) = &c.spec else {
+            panic!()
+        };
+        assert!(spec.mounts.contains(&Mount::Volume {
+            name: vol.key.name.clone(),
+            target: config::MOUNT.into(),
+            read_only: true,
+        }));
+        assert!(c.binds.contains(&vol.key));
+        assert!(spec.env.iter().any(|e| e.starts_with(config::ENV)));
+        // The CA key stays out of pipelock.
+        assert!(
+            !spec
+                .mounts
+                .iter()
+                .any(|m| matches!(m, Mount::Volume { target, .. } if target == ca::MOUNT))
+        );
+    }
+
+    #[test]
+    fn a_policy_change_changes_the_volume_hash_only_through_the_config() {
+        let a = objects_for(Egress::default());
+        let b = objects_for(Egress {
+            allow: vec!["example.org".into()],
+            ..Default::default()
+        });
+        assert_ne!(a[0].hash.hash, b[0].hash.hash);
+        assert_eq!(a[1].hash.hash, b[1].hash.hash);
+        let c = objects_for(Egress {
+            dlp: Dlp {
+                enabled: true,
+                rules: Some("/nonexistent/rules.toml".into()),
+            },
+            ..Default::default()
+        });
+        let ObjectSpec::Volume(v) = &c[0].spec else {
+            panic!()
+        };
+        let cfg: Config = serde_json::from_slice(&v.files[0].contents).unwrap();
+        assert!(
+            cfg.dlp.rules_error.is_some(),
+            "an unreadable rules file fails closed"
+        );
+    }
 }

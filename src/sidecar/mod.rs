@@ -3,6 +3,8 @@
 //! For now each kind serves a health check on `BOTTLE_LISTEN`; the issues for each
 //! sidecar give them their behaviour. Sidecars never reach into `cli/`.
 
+pub mod pipelock;
+
 use clap::{Args, ValueEnum};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,8 +24,11 @@ pub struct SidecarArgs {
     pub listen: String,
 }
 
-/// Serve the health check until killed.
+/// Run the sidecar `kind`; kinds without behaviour yet serve a health check.
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
+    if let Kind::Pipelock = args.kind {
+        return pipelock::run(&args.listen).await;
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let kind = format!("{:?}", args.kind).to_lowercase();
     tracing::info!(kind, listen = %args.listen, "sidecar listening");

@@ -1,0 +1,91 @@
+//! The audit log: one JSON line per decision on stderr (`docker logs` of the pipelock
+//! container). An event names the host, the decision, the reason and, for DLP, the
+//! rule id and offset; never a secret, a header value or a body.
+
+use std::io::Write;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+/// One audit event.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Event {
+    /// `allow`, `deny` or `close` (a tunnel or request finished).
+    pub decision: &'static str,
+    /// Short machine-readable reason: `allowlist`, `not-allowlisted`, `ip-literal`,
+    /// `ssrf`, `dlp`, `resolve`, `connect`, `bad-request`, `done`.
+    pub reason: &'static str,
+    /// `CONNECT` or the HTTP method.
+    pub method: String,
+    pub host: String,
+    pub port: u16,
+    /// The vetted address connected to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// DLP rule that fired.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Where in the scanned part the secret started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Which part was scanned: `url-headers` or `body`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub part: Option<&'static str>,
+    /// Human-readable detail without secrets (e.g. the SSRF address class).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Bytes client to upstream and back, on `close`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_up: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_down: Option<u64>,
+}
+
+/// Where events go.
+pub trait Audit: Send + Sync {
+    fn record(&self, event: Event);
+}
+
+/// JSON lines on stderr.
+pub struct StderrAudit;
+
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: f64,
+    component: &'static str,
+    #[serde(flatten)]
+    event: &'a Event,
+}
+
+impl Audit for StderrAudit {
+    fn record(&self, event: Event) {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let line = Line {
+            ts,
+            component: "pipelock.audit",
+            event: &event,
+        };
+        if let Ok(mut text) = serde_json::to_string(&line) {
+            text.push('\n');
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        }
+    }
+}
+
+/// Events kept in memory, for tests.
+#[derive(Default)]
+pub struct MemoryAudit(pub Mutex<Vec<Event>>);
+
+impl MemoryAudit {
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().expect("audit lock").clone()
+    }
+}
+
+impl Audit for MemoryAudit {
+    fn record(&self, event: Event) {
+        self.0.lock().expect("audit lock").push(event);
+    }
+}
