@@ -31,6 +31,8 @@ pub enum GraphError {
     },
     #[error(transparent)]
     Ca(#[from] ca::CaError),
+    #[error(transparent)]
+    UpstreamCa(#[from] egress::UpstreamCaError),
 }
 
 /// Every object the manifest wants, by key.
@@ -142,7 +144,7 @@ fn bottle_objects(
             }
             NodeKind::Ca => objects.extend(ca::objects(&ctx, &ca::generate(project, bottle)?)),
             NodeKind::Pipelock => objects.extend(pipelock::objects(&ctx)),
-            NodeKind::Egress => objects.push(egress::object(&ctx)),
+            NodeKind::Egress => objects.extend(egress::objects(&ctx)?),
             NodeKind::GitGate => objects.push(git_gate::object(&ctx)),
             NodeKind::Supervise => objects.push(supervise::object(&ctx)),
             NodeKind::Agent => {

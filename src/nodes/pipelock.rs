@@ -57,6 +57,8 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
                 uid: ca::SIDECAR_UID,
                 gid: ca::SIDECAR_UID,
             }],
+            seed_dirs: Vec::new(),
+            owner: None,
             seed_image: ctx.sidecar_image.to_string(),
         }),
         hash: vol_hash,

@@ -24,6 +24,16 @@ pub struct SidecarShape {
 
 /// The container object of a sidecar.
 pub fn object(ctx: &BottleCtx<'_>, shape: SidecarShape) -> DesiredObject {
+    object_with_mounts(ctx, shape, Vec::new())
+}
+
+/// The container object of a sidecar that also mounts `extra` (read-only config
+/// volumes); the container binds each volume, so a new volume recreates it.
+pub fn object_with_mounts(
+    ctx: &BottleCtx<'_>,
+    shape: SidecarShape,
+    extra: Vec<Mount>,
+) -> DesiredObject {
     let node = shape.node;
     let name = ctx.name(node.as_str());
     let internal = ctx.name(NodeKind::NetInternal.as_str());
@@ -46,6 +56,12 @@ pub fn object(ctx: &BottleCtx<'_>, shape: SidecarShape) -> DesiredObject {
             target: ca::MOUNT.into(),
             read_only: true,
         });
+    }
+    for m in extra {
+        if let Mount::Volume { name, .. } = &m {
+            binds.push(ObjectKey::new(ObjectKind::Volume, name.clone()));
+        }
+        mounts.push(m);
     }
     let mut env = vec![
         format!("BOTTLE_PROJECT={}", ctx.project),

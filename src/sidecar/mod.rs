@@ -1,8 +1,10 @@
 //! The hidden `bottle sidecar <kind>` servers that run inside the sidecar image.
 //!
-//! For now each kind serves a health check on `BOTTLE_LISTEN`; the issues for each
-//! sidecar give them their behaviour. Sidecars never reach into `cli/`.
+//! `egress` is the proxy of [`egress`]; the other kinds serve a health check on
+//! `BOTTLE_LISTEN` until their issues give them their behaviour. `fake-upstream` (hidden)
+//! is a test double for the end-to-end tests. Sidecars never reach into `cli/`.
 
+pub mod egress;
 pub mod pipelock;
 
 use clap::{Args, ValueEnum};
@@ -14,6 +16,9 @@ pub enum Kind {
     Egress,
     GitGate,
     Supervise,
+    /// A fake TLS upstream for tests (see `egress::testkit`).
+    #[value(hide = true)]
+    FakeUpstream,
 }
 
 #[derive(Debug, Args)]
@@ -24,10 +29,17 @@ pub struct SidecarArgs {
     pub listen: String,
 }
 
-/// Run the sidecar `kind`; kinds without behaviour yet serve a health check.
+/// Run the sidecar until killed; kinds without behaviour yet serve a health check.
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
-    if let Kind::Pipelock = args.kind {
-        return pipelock::run(&args.listen).await;
+    match args.kind {
+        Kind::Egress => return Ok(egress::run(&args.listen).await?),
+        Kind::Pipelock => return pipelock::run(&args.listen).await,
+        Kind::FakeUpstream => {
+            return egress::testkit::run_fake_upstream(&args.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("fake upstream: {e}"));
+        }
+        _ => {}
     }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let kind = format!("{:?}", args.kind).to_lowercase();

@@ -1,0 +1,95 @@
+//! `bottle sidecar egress`: the agent's HTTPS_PROXY. It intercepts TLS with leaves minted
+//! from the bottle's CA, injects each route's credential (which the agent never sees),
+//! tunnels `tls_passthrough` routes untouched, refuses everything else with 403, and
+//! writes one audit line per request.
+//!
+//! Modules: [`config`] (the config volume), [`route`] (matching), [`certs`] (leaves),
+//! [`upstream`] (resolution, upstream proxy, TLS, pooled clients), [`server`] (the proxy),
+//! [`audit`] (the log), [`testkit`] (a fake upstream and proxy clients for tests, the
+//! benchmark and `bottle sidecar fake-upstream`).
+
+pub mod audit;
+pub mod certs;
+pub mod config;
+pub mod route;
+pub mod server;
+pub mod testkit;
+pub mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use server::Proxy;
+
+/// The sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cert(#[from] certs::CertError),
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// Build the proxy from the config volume and the CA volume.
+pub fn load(config_path: &Path, ca_dir: &Path) -> Result<Proxy, StartError> {
+    let cfg = config::Config::load(config_path)?;
+    let policy = cfg.policy()?;
+    let read =
+        |p: PathBuf| std::fs::read(&p).map_err(|source| StartError::Read { path: p, source });
+    let ca_cert = read(ca_dir.join(crate::nodes::ca::CERT_FILE))?;
+    let ca_key = read(ca_dir.join(crate::nodes::ca::KEY_FILE))?;
+    let authority = certs::Authority::from_pem(
+        &String::from_utf8_lossy(&ca_cert),
+        &String::from_utf8_lossy(&ca_key),
+    )?;
+    let extra_ca = cfg.upstream_ca_file.clone().map(read).transpose()?;
+    let resolver = upstream::HickoryResolve::from_system().map_err(|source| StartError::Read {
+        path: "/etc/resolv.conf".into(),
+        source,
+    })?;
+    let dialer = upstream::Dialer::new(Arc::new(resolver), cfg.upstream_proxy.as_deref())?;
+    let upstream = upstream::Upstream::new(dialer, extra_ca.as_deref())?;
+    Ok(Proxy {
+        bottle: cfg.bottle,
+        policy,
+        authority,
+        upstream,
+        sink: audit::Sink::Stderr,
+    })
+}
+
+/// Serve on `listen` until killed.
+pub async fn run(listen: &str) -> Result<(), StartError> {
+    let config_path = std::env::var_os("BOTTLE_EGRESS_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(config::MOUNT).join(config::CONFIG_FILE));
+    let proxy = load(&config_path, Path::new(crate::nodes::ca::MOUNT))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+    tracing::info!(listen, "egress proxy listening");
+    server::serve(listener, Arc::new(proxy))
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen.to_string(),
+            source,
+        })
+}

@@ -1,0 +1,185 @@
+//! Which upstream a request may reach, and with what credential: host (and optional path
+//! prefix) matching over `egress.routes`, then `egress.allow`; everything else is denied.
+//!
+//! This is the egress proxy's own, simple check. The full firewall (SSRF guard, DLP) is
+//! pipelock's.
+
+use std::fmt;
+
+use http::{HeaderName, HeaderValue};
+
+/// A header to inject. The value is marked sensitive and never printed.
+#[derive(Clone)]
+pub struct Inject {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+}
+
+impl fmt::Debug for Inject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Inject({}: <redacted>)", self.name)
+    }
+}
+
+/// A credentialed or passthrough upstream.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Lowercased host name.
+    pub host: String,
+    pub path_prefix: Option<String>,
+    pub passthrough: bool,
+    pub inject: Option<Inject>,
+}
+
+impl Route {
+    /// How the route appears in the audit log: `host` or `host/prefix`.
+    pub fn label(&self) -> String {
+        match &self.path_prefix {
+            Some(p) => format!("{}{p}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+/// What to do with a CONNECT to a host.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Tunnel {
+    /// Terminate TLS, then decide per request.
+    Intercept,
+    /// Copy bytes both ways, untouched.
+    Passthrough,
+    Deny,
+}
+
+/// What to do with one request.
+#[derive(Debug)]
+pub enum Decision<'a> {
+    Route(&'a Route),
+    Allow,
+    Deny,
+}
+
+/// Routes and the allow list of one bottle.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    routes: Vec<Route>,
+    allow: Vec<String>,
+}
+
+impl Policy {
+    pub fn new(routes: Vec<Route>, allow: Vec<String>) -> Policy {
+        Policy { routes, allow }
+    }
+
+    /// The decision for a CONNECT to `host`.
+    pub fn tunnel(&self, host: &str) -> Tunnel {
+        let host = host.to_ascii_lowercase();
+        let mut routed = false;
+        for r in self.routes.iter().filter(|r| r.host == host) {
+            if r.passthrough {
+                return Tunnel::Passthrough;
+            }
+            routed = true;
+        }
+        if routed || self.allowed(&host) {
+            Tunnel::Intercept
+        } else {
+            Tunnel::Deny
+        }
+    }
+
+    /// The decision for a request to `host` with `path`: the route with the longest
+    /// matching prefix, else the allow list.
+    pub fn request(&self, host: &str, path: &str) -> Decision<'_> {
+        let host = host.to_ascii_lowercase();
+        let best = self
+            .routes
+            .iter()
+            .filter(|r| r.host == host && !r.passthrough)
+            .filter(|r| {
+                r.path_prefix
+                    .as_deref()
+                    .is_none_or(|p| prefix_matches(p, path))
+            })
+            .max_by_key(|r| r.path_prefix.as_deref().map_or(0, str::len));
+        match best {
+            Some(r) => Decision::Route(r),
+            None if self.allowed(&host) => Decision::Allow,
+            None => Decision::Deny,
+        }
+    }
+
+    fn allowed(&self, host: &str) -> bool {
+        self.allow.iter().any(|p| host_matches(p, host))
+    }
+}
+
+/// `pattern` is an exact name or `*.suffix` (which matches subdomains, not the apex).
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => host
+            .strip_suffix(suffix)
+            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
+        None => pattern == host,
+    }
+}
+
+/// `/v1` matches `/v1`, `/v1/x` and `/v1?q`, not `/v10`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: &str, prefix: Option<&str>, passthrough: bool) -> Route {
+        Route {
+            host: host.into(),
+            path_prefix: prefix.map(str::to_string),
+            passthrough,
+            inject: None,
+        }
+    }
+
+    #[test]
+    fn wildcards_match_subdomains_only() {
+        assert!(host_matches("*.example.org", "a.example.org"));
+        assert!(host_matches("*.example.org", "a.b.example.org"));
+        assert!(!host_matches("*.example.org", "example.org"));
+        assert!(!host_matches("*.example.org", "badexample.org"));
+        assert!(host_matches("pypi.org", "pypi.org"));
+        assert!(!host_matches("pypi.org", "x.pypi.org"));
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_unmatched_paths_are_denied() {
+        let p = Policy::new(
+            vec![
+                route("api.x", Some("/v1"), false),
+                route("api.x", Some("/v1/admin"), false),
+                route("pass.x", None, true),
+            ],
+            vec!["*.allowed.x".into()],
+        );
+        match p.request("API.X", "/v1/admin/users") {
+            Decision::Route(r) => assert_eq!(r.label(), "api.x/v1/admin"),
+            d => panic!("{d:?}"),
+        }
+        match p.request("api.x", "/v1") {
+            Decision::Route(r) => assert_eq!(r.label(), "api.x/v1"),
+            d => panic!("{d:?}"),
+        }
+        assert!(matches!(p.request("api.x", "/v10"), Decision::Deny));
+        assert!(matches!(p.request("a.allowed.x", "/"), Decision::Allow));
+        assert!(matches!(p.request("other.x", "/"), Decision::Deny));
+        assert_eq!(p.tunnel("api.x"), Tunnel::Intercept);
+        assert_eq!(p.tunnel("pass.x"), Tunnel::Passthrough);
+        assert_eq!(p.tunnel("b.allowed.x"), Tunnel::Intercept);
+        assert_eq!(p.tunnel("evil.x"), Tunnel::Deny);
+    }
+}
