@@ -6,3 +6,6 @@ mod util;
 
 // Issue 2: the declarative core (diff / apply / delete / get) end to end.
 mod core;
+
+// Issue 4: the egress proxy (credential injection) end to end.
+mod egress;
