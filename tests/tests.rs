@@ -9,3 +9,6 @@ mod core;
 
 // Issue 3: the agent inside (workspace, prompt, skills, exec, logs, gVisor).
 mod agent;
+
+// Issue 4: the egress proxy (credential injection) end to end.
+mod egress;
