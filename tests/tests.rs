@@ -6,3 +6,6 @@ mod util;
 
 // Issue 2: the declarative core (diff / apply / delete / get) end to end.
 mod core;
+
+// Issue 5: pipelock, the bottle's firewall, end to end.
+mod pipelock;
