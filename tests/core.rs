@@ -60,7 +60,11 @@ fn apply_creates_every_node_then_diff_is_clean_and_reapply_is_silent() {
     let networks = p.objects("network");
     assert_eq!(networks.len(), 6, "{networks:?}");
     let volumes = p.objects("volume");
-    assert_eq!(volumes.len(), 6, "two CA volumes per bottle: {volumes:?}");
+    assert_eq!(
+        volumes.len(),
+        9,
+        "two CA volumes and a pipelock config volume per bottle: {volumes:?}"
+    );
     assert!(!p.objects("container").contains(&p.obj("a", "supervise")));
 
     p.bottle(&["diff", "-f", m]).expect(0);

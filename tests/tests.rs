@@ -12,3 +12,6 @@ mod agent;
 
 // Issue 4: the egress proxy (credential injection) end to end.
 mod egress;
+
+// Issue 5: pipelock, the bottle's firewall, end to end.
+mod pipelock;
