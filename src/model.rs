@@ -139,6 +139,8 @@ pub enum EnvValue {
 pub struct Egress {
     /// Hosts allowed without credentials: exact names or `*.suffix` wildcards, lowercased.
     pub allow: Vec<String>,
+    /// Address blocks pipelock may connect to despite its SSRF guard (`a.b.c.d/n`).
+    pub allow_cidrs: Vec<String>,
     pub routes: Vec<Route>,
     pub dlp: Dlp,
     /// Extra CA (PEM file, absolute) trusted for upstream TLS besides webpki roots.

@@ -62,8 +62,8 @@ fn apply_creates_every_node_then_diff_is_clean_and_reapply_is_silent() {
     let volumes = p.objects("volume");
     assert_eq!(
         volumes.len(),
-        9,
-        "two CA volumes and a pipelock config volume per bottle: {volumes:?}"
+        12,
+        "two CA volumes and the pipelock and egress config volumes per bottle: {volumes:?}"
     );
     assert!(!p.objects("container").contains(&p.obj("a", "supervise")));
 

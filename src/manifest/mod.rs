@@ -250,6 +250,7 @@ agents:
                 ),
             ]),
             egress: Egress {
+                allow_cidrs: vec![],
                 allow: vec![
                     "registry.npmjs.org".to_owned(),
                     "pypi.org".to_owned(),

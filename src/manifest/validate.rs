@@ -600,7 +600,8 @@ impl Ctx<'_> {
 
     fn egress(&mut self, node: &Node, path: &str) -> Egress {
         let mut egress = Egress::default();
-        let Some(map) = self.map(node, path, &["allow", "routes", "dlp", "upstream_ca"]) else {
+        let keys = ["allow", "allow_cidrs", "routes", "dlp", "upstream_ca"];
+        let Some(map) = self.map(node, path, &keys) else {
             return egress;
         };
         if let Some(allow) = map.get("allow") {
@@ -618,6 +619,28 @@ impl Ctx<'_> {
                 match host_name(&host, true) {
                     Ok(h) => egress.allow.push(h),
                     Err(why) => self.report(&item.referenced, &item_field, why),
+                }
+            }
+        }
+        if let Some(cidrs) = map.get("allow_cidrs") {
+            let field = map.field("allow_cidrs");
+            for (i, item) in self
+                .list(cidrs, &field)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let item_field = format!("{field}[{i}]");
+                let Some(cidr) = self.string(item, &item_field) else {
+                    continue;
+                };
+                match cidr_block(&cidr) {
+                    Some(c) => egress.allow_cidrs.push(c),
+                    None => self.report(
+                        &item.referenced,
+                        &item_field,
+                        format!("`{cidr}` is not a CIDR block (like 10.1.0.0/16 or fd00::/8)"),
+                    ),
                 }
             }
         }
@@ -1038,6 +1061,15 @@ impl Ctx<'_> {
             workspace,
         })
     }
+}
+
+/// `addr/len` with a valid address and prefix length, normalised; else `None`.
+fn cidr_block(text: &str) -> Option<String> {
+    let (addr, len) = text.trim().split_once('/')?;
+    let addr: IpAddr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok()?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    (len <= max).then(|| format!("{addr}/{len}"))
 }
 
 /// "unknown key `x` (did you mean `y`?)", or the list of valid words.

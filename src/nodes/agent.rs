@@ -161,17 +161,17 @@ fn container(
     let name = ctx.name(NodeKind::Agent.as_str());
     let internal = ctx.name(NodeKind::NetInternal.as_str());
     let ca_cert = ctx.name("ca-cert");
-    let bundle = format!("{}/{}", ca::AGENT_TRUST_DIR, ca::BUNDLE_FILE);
     let mut env = vec![
         format!("BOTTLE_NAME={}", ctx.bottle),
         format!("BOTTLE_PROVIDER={}", provider.as_str()),
         format!("HOME={HOME}"),
-        format!("SSL_CERT_FILE={bundle}"),
-        format!("REQUESTS_CA_BUNDLE={bundle}"),
-        format!("CURL_CA_BUNDLE={bundle}"),
-        format!("GIT_SSL_CAINFO={bundle}"),
-        format!("NODE_EXTRA_CA_CERTS={}/{}", ca::MOUNT, ca::CERT_FILE),
     ];
+    // Proxy, trust store and base URLs: the way out is egress.
+    env.extend(
+        super::egress::agent_env(ctx)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
     if ctx.agent.prompt.is_some() {
         env.push(format!("BOTTLE_PROMPT_FILE={HOME}/{PROMPT_FILE}"));
     }
@@ -273,5 +273,18 @@ fn container(
         hash,
         binds,
         after: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundle_egress_names_is_the_one_the_agent_mounts() {
+        assert_eq!(
+            super::super::egress::AGENT_CA_BUNDLE,
+            format!("{}/{}", ca::AGENT_TRUST_DIR, ca::BUNDLE_FILE)
+        );
     }
 }

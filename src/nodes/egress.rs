@@ -21,7 +21,7 @@ use crate::sidecar::egress::config::{self, AuthConfig, Config, RouteConfig, Sche
 pub const PORT: u16 = 3128;
 /// The CA bundle the agent trusts: system roots plus the bottle CA (provisioned by the
 /// agent node).
-pub const AGENT_CA_BUNDLE: &str = "/etc/bottle/ca-bundle.pem";
+pub const AGENT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// The upstream proxy egress sends through, once pipelock forwards (a later issue).
 pub const PIPELOCK_PROXY: &str = "http://pipelock:8888";
 /// A non-secret stand-in for API keys the agent's tools insist on having.
@@ -87,8 +87,8 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
         upstream_ca_file: upstream_ca
             .as_ref()
             .map(|_| mount(config::UPSTREAM_CA_FILE)),
-        // Direct for now; pipelock's issue sets PIPELOCK_PROXY here.
-        upstream_proxy: None,
+        // Every byte out goes through pipelock, the firewall.
+        upstream_proxy: Some(PIPELOCK_PROXY.to_string()),
     };
     // serde_json cannot fail on these plain structs.
     let cfg_json = serde_json::to_vec_pretty(&cfg).unwrap_or_default();
@@ -138,7 +138,8 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
             node: NodeKind::Egress,
             port: PORT,
             // Direct to upstreams until pipelock forwards (then: false).
-            egress_network: true,
+            // Not on net-egress: its only way out is pipelock.
+            egress_network: false,
             ca_key: true,
             cap_add: &[],
             env: Vec::new(),
@@ -229,6 +230,7 @@ mod tests {
             resources: Resources::default(),
             env: Default::default(),
             egress: Egress {
+                allow_cidrs: vec![],
                 allow: vec!["pypi.org".into()],
                 routes: vec![
                     Route {

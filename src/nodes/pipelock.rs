@@ -28,7 +28,7 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
     Config {
         allow: egress.allow.clone(),
         routes: egress.routes.iter().map(|r| r.host.clone()).collect(),
-        allow_cidrs: Vec::new(),
+        allow_cidrs: egress.allow_cidrs.clone(),
         dlp: DlpConfig {
             enabled: egress.dlp.enabled,
             rules_toml,
