@@ -168,7 +168,8 @@ fn workspace_prompt_and_skills_are_provisioned_and_exec_passes_status() {
     let logs = p
         .bottle_env(&["logs", "rev", "-p", &p.name, "--node", "egress"], &env)
         .expect(0);
-    assert!(logs.stderr.contains("sidecar listening") || logs.stdout.contains("sidecar listening"));
+    let text = format!("{}{}", logs.stdout, logs.stderr);
+    assert!(text.contains("egress proxy listening"), "{text}");
 }
 
 #[test]

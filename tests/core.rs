@@ -62,8 +62,8 @@ fn apply_creates_every_node_then_diff_is_clean_and_reapply_is_silent() {
     let volumes = p.objects("volume");
     assert_eq!(
         volumes.len(),
-        12,
-        "two CA volumes and the pipelock and egress config volumes per bottle: {volumes:?}"
+        15,
+        "per bottle: two CA volumes, the pipelock and egress configs, the agent's home: {volumes:?}"
     );
     assert!(!p.objects("container").contains(&p.obj("a", "supervise")));
 
@@ -331,7 +331,7 @@ fn an_agent_cannot_reach_the_bridge_or_resolve_names() {
         &target,
         &image,
         "sidecar",
-        "egress",
+        "health",
         "--listen",
         "0.0.0.0:8080",
     ]);

@@ -19,6 +19,9 @@ pub enum Kind {
     /// A fake TLS upstream for tests (see `egress::testkit`).
     #[value(hide = true)]
     FakeUpstream,
+    /// Only the health check: a listener for tests.
+    #[value(hide = true)]
+    Health,
 }
 
 #[derive(Debug, Args)]
