@@ -31,6 +31,8 @@ pub enum GraphError {
     },
     #[error(transparent)]
     Ca(#[from] ca::CaError),
+    #[error(transparent)]
+    GitGate(#[from] git_gate::GitGateError),
 }
 
 /// Every object the manifest wants, by key.
@@ -143,7 +145,7 @@ fn bottle_objects(
             NodeKind::Ca => objects.extend(ca::objects(&ctx, &ca::generate(project, bottle)?)),
             NodeKind::Pipelock => objects.push(pipelock::object(&ctx)),
             NodeKind::Egress => objects.push(egress::object(&ctx)),
-            NodeKind::GitGate => objects.push(git_gate::object(&ctx)),
+            NodeKind::GitGate => objects.extend(git_gate::objects(&ctx)?),
             NodeKind::Supervise => objects.push(supervise::object(&ctx)),
             NodeKind::Agent => {
                 objects.extend(

@@ -3,6 +3,8 @@
 //! For now each kind serves a health check on `BOTTLE_LISTEN`; the issues for each
 //! sidecar give them their behaviour. Sidecars never reach into `cli/`.
 
+pub mod git_gate;
+
 use clap::{Args, ValueEnum};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -12,6 +14,9 @@ pub enum Kind {
     Egress,
     GitGate,
     Supervise,
+    /// The git-gate's `pre-receive` hook, run by `git receive-pack` inside the gate.
+    #[value(hide = true)]
+    GitGateHook,
 }
 
 #[derive(Debug, Args)]
@@ -24,6 +29,15 @@ pub struct SidecarArgs {
 
 /// Serve the health check until killed.
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
+    match args.kind {
+        Kind::GitGate => return git_gate::serve(&args.listen).await,
+        Kind::GitGateHook => {
+            // Its output goes to the pushing agent: the exit status is the verdict.
+            let code = tokio::task::spawn_blocking(git_gate::hook::run).await?;
+            std::process::exit(code);
+        }
+        _ => {}
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     let kind = format!("{:?}", args.kind).to_lowercase();
     tracing::info!(kind, listen = %args.listen, "sidecar listening");
