@@ -9,3 +9,6 @@ mod core;
 
 // Issue 3: the agent inside (workspace, prompt, skills, exec, logs, gVisor).
 mod agent;
+
+// Issue 7: the git-gate (secret-scanned pushes forwarded over SSH).
+mod gitgate;
