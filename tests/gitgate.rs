@@ -338,7 +338,10 @@ agents:
         );
         assert!(!ok, "{out}");
         assert!(out.contains("remote error: git-gate"), "{out}");
-        if out.contains("Host key verification failed") {
+        // ssh's verdict on a pinned key that does not match.
+        if out.contains("Host key verification failed")
+            || out.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        {
             break;
         }
         assert!(Instant::now() < deadline, "{out}");

@@ -70,8 +70,9 @@ pub struct GitGateError {
 pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, GitGateError> {
     let image = image(ctx);
     let config = config_volume(ctx)?;
-    let container = container(ctx, &image, &config);
-    Ok(vec![image, config, container])
+    let mirrors = mirrors_volume(ctx);
+    let container = container(ctx, &image, &config, &mirrors);
+    Ok(vec![image, config, mirrors, container])
 }
 
 /// The gate image's Dockerfile: Debian with git and ssh, and the `bottle` binary copied
@@ -208,14 +209,45 @@ fn config_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, GitGateError> {
     })
 }
 
-/// The sidecar container, on the gate image, with the config volume mounted read-only.
-fn container(ctx: &BottleCtx<'_>, image: &DesiredObject, config: &DesiredObject) -> DesiredObject {
+/// The mirrors volume (the container's root is read-only). Made anew, empty, when the
+/// remotes change, so a mirror never outlives its upstream's configuration.
+fn mirrors_volume(ctx: &BottleCtx<'_>) -> DesiredObject {
+    let uid = ca::SIDECAR_UID;
+    let json = serde_json::to_string(&gate_config(ctx)).unwrap_or_default();
+    let name = ctx.name("git-gate-mirrors");
+    let hash = SpecHasher::new(ctx.key).field("config", &json).finish();
+    DesiredObject {
+        key: ObjectKey::new(ObjectKind::Volume, name.clone()),
+        bottle: ctx.bottle.to_string(),
+        node: NodeKind::GitGate,
+        spec: ObjectSpec::Volume(VolumeSpec {
+            name,
+            labels: ctx.labels(NodeKind::GitGate, &hash),
+            files: Vec::new(),
+            seed_dirs: Vec::new(),
+            owner: Some((uid, uid)),
+            seed_image: ctx.sidecar_image.to_string(),
+        }),
+        hash,
+        binds: Vec::new(),
+        after: Vec::new(),
+    }
+}
+
+/// The sidecar container, on the gate image, with the config volume mounted read-only
+/// and the mirrors volume read-write.
+fn container(
+    ctx: &BottleCtx<'_>,
+    image: &DesiredObject,
+    config: &DesiredObject,
+    mirrors: &DesiredObject,
+) -> DesiredObject {
     let gate_ctx = BottleCtx {
         sidecar_image: &image.key.name,
         ..*ctx
     };
-    // The mount is implied by BOTTLE_GIT_CONFIG (hashed with the env); the volume's own
-    // changes reach the container through `binds`.
+    // The mounts are implied by BOTTLE_GIT_CONFIG and BOTTLE_GIT_MIRRORS (hashed with
+    // the env); the volumes' own changes reach the container through `binds`.
     let mut obj = sidecar::object(
         &gate_ctx,
         SidecarShape {
@@ -237,9 +269,15 @@ fn container(ctx: &BottleCtx<'_>, image: &DesiredObject, config: &DesiredObject)
             target: CONFIG_MOUNT.into(),
             read_only: true,
         });
+        spec.mounts.push(Mount::Volume {
+            name: mirrors.key.name.clone(),
+            target: MIRRORS.into(),
+            read_only: false,
+        });
     }
     obj.binds.push(image.key.clone());
     obj.binds.push(config.key.clone());
+    obj.binds.push(mirrors.key.clone());
     obj
 }
 

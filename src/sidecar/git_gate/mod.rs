@@ -172,12 +172,15 @@ async fn run_git(mut cmd: Command, what: &str) -> Result<(), String> {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
+    // The last lines carry the verdict ("Host key verification failed.", "fatal: ...");
+    // ssh's warning banners before them do not.
     let lines: Vec<&str> = err
         .lines()
         .map(str::trim)
-        .filter(|l| !l.is_empty())
+        .filter(|l| !l.is_empty() && !l.starts_with('@'))
         .collect();
-    let mut msg = format!("{what} failed: {}", lines.join("; "));
+    let tail = &lines[lines.len().saturating_sub(4)..];
+    let mut msg = format!("{what} failed: {}", tail.join("; "));
     msg.truncate(600);
     Err(msg)
 }
