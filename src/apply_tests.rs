@@ -22,6 +22,15 @@ struct AgentGen {
     runtime_runc: bool,
 }
 
+/// A key file the git-gate node can read (it seeds the gate's config volume).
+fn test_key() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join("bottle-apply-tests-git-key");
+    if !p.exists() {
+        std::fs::write(&p, "not a real key\n").unwrap();
+    }
+    p
+}
+
 fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
     let mut bottles = BTreeMap::new();
     let mut ags = BTreeMap::new();
@@ -51,7 +60,7 @@ fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
                     vec![GitRemote {
                         name: "origin".into(),
                         upstream: "ssh://git@h/r.git".into(),
-                        identity_file: "/k".into(),
+                        identity_file: test_key(),
                         known_host_key: "h ssh-ed25519 AAAA".into(),
                         allow_force: false,
                     }]

@@ -33,6 +33,8 @@ pub enum GraphError {
     Ca(#[from] ca::CaError),
     #[error(transparent)]
     UpstreamCa(#[from] egress::UpstreamCaError),
+    #[error(transparent)]
+    GitGate(#[from] git_gate::GitGateError),
 }
 
 /// Every object the manifest wants, by key.
@@ -145,7 +147,7 @@ fn bottle_objects(
             NodeKind::Ca => objects.extend(ca::objects(&ctx, &ca::generate(project, bottle)?)),
             NodeKind::Pipelock => objects.extend(pipelock::objects(&ctx)),
             NodeKind::Egress => objects.extend(egress::objects(&ctx)?),
-            NodeKind::GitGate => objects.push(git_gate::object(&ctx)),
+            NodeKind::GitGate => objects.extend(git_gate::objects(&ctx)?),
             NodeKind::Supervise => objects.push(supervise::object(&ctx)),
             NodeKind::Agent => {
                 objects.extend(

@@ -15,3 +15,6 @@ mod egress;
 
 // Issue 5: pipelock, the bottle's firewall, end to end.
 mod pipelock;
+
+// Issue 7: the git-gate (secret-scanned pushes forwarded over SSH).
+mod gitgate;

@@ -5,6 +5,7 @@
 //! is a test double for the end-to-end tests. Sidecars never reach into `cli/`.
 
 pub mod egress;
+pub mod git_gate;
 pub mod pipelock;
 
 use clap::{Args, ValueEnum};
@@ -22,6 +23,9 @@ pub enum Kind {
     /// Only the health check: a listener for tests.
     #[value(hide = true)]
     Health,
+    /// The git-gate's `pre-receive` hook, run by `git receive-pack` inside the gate.
+    #[value(hide = true)]
+    GitGateHook,
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +45,12 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
             return egress::testkit::run_fake_upstream(&args.listen)
                 .await
                 .map_err(|e| anyhow::anyhow!("fake upstream: {e}"));
+        }
+        Kind::GitGate => return git_gate::serve(&args.listen).await,
+        Kind::GitGateHook => {
+            // Its output goes to the pushing agent: the exit status is the verdict.
+            let code = tokio::task::spawn_blocking(git_gate::hook::run).await?;
+            std::process::exit(code);
         }
         _ => {}
     }
