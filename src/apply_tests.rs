@@ -15,14 +15,14 @@ use crate::plan::{self, Observed};
 
 /// One agent of a generated manifest.
 #[derive(Clone, Debug)]
-struct AgentGen {
-    git: bool,
-    supervise: bool,
-    env: u8,
-    runtime_runc: bool,
+pub(crate) struct AgentGen {
+    pub(crate) git: bool,
+    pub(crate) supervise: bool,
+    pub(crate) env: u8,
+    pub(crate) runtime_runc: bool,
 }
 
-fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
+pub(crate) fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
     let mut bottles = BTreeMap::new();
     let mut ags = BTreeMap::new();
     for (i, a) in agents.iter().enumerate() {
@@ -80,7 +80,7 @@ fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
     }
 }
 
-fn desired(m: &Manifest) -> DesiredState {
+pub(crate) fn desired(m: &Manifest) -> DesiredState {
     let key = DigestKey::fixed(7);
     let side = sidecar::image_object(
         &key,
@@ -111,7 +111,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn one(env: u8) -> Vec<AgentGen> {
+pub(crate) fn one(env: u8) -> Vec<AgentGen> {
     vec![AgentGen {
         git: false,
         supervise: false,

@@ -110,10 +110,7 @@ mod tests {
                     "{p:?} lacks {tool}"
                 );
             }
-            assert!(
-                lines.contains(&"USER node"),
-                "{p:?} runs as root"
-            );
+            assert!(lines.contains(&"USER node"), "{p:?} runs as root");
             // The CLI it installs is the one `exec` starts.
             assert!(p.session_command()[2].contains(&format!("exec {}", p.cli())));
             let known = [
