@@ -9,3 +9,6 @@ mod core;
 
 // Issue 3: the agent inside (workspace, prompt, skills, exec, logs, gVisor).
 mod agent;
+
+// Issue 6: `apply --watch` keeps Docker converged (events, manifest edits, one writer).
+mod watch;
