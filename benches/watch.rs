@@ -168,6 +168,12 @@ async fn main() {
         saves.push(Duration::from_nanos((start.time_nano - t0) as u64));
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    // The agent image as the watcher built it (its tag depends on the host's digest key).
+    let image = Command::new("docker")
+        .args(["inspect", "-f", "{{.Config.Image}}", &agent])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .expect("inspect");
     drop(watcher);
 
     // 3. Baselines: the same agent spec, raw, through the engine layer.
@@ -190,6 +196,7 @@ async fn main() {
         })
         .expect("agent spec");
     spec.labels.clear();
+    spec.image = image;
     spec.aliases.clear();
     let mut creates = Vec::new();
     let mut starts = Vec::new();

@@ -139,11 +139,29 @@ fn has_line_col(text: &str, file: &str) -> bool {
     })
 }
 
+/// GET the metrics from the address the watcher logged.
+fn scrape(log: &str) -> String {
+    use std::io::Write as _;
+    let addr = log
+        .lines()
+        .find(|l| l.contains("serving metrics"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metrics address in\n{log}"));
+    let mut c = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    c.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .expect("request");
+    let mut s = String::new();
+    c.read_to_string(&mut s).expect("response");
+    assert!(s.starts_with("HTTP/1.1 200"), "{s}");
+    s
+}
+
 #[test]
 fn a_killed_agent_and_a_disconnected_network_are_repaired_without_an_apply() {
     let p = Project::new("wkill");
     let m = p.manifest(&manifest_body(&["a"]));
-    let mut w = Watcher::start(&p, &m, &[], &[]);
+    let mut w = Watcher::start(&p, &m, &["--metrics", "127.0.0.1:0"], &[]);
     let agent = p.obj("a", "agent");
     wait_for(&w, FIRST, "the first converge", || running(&agent));
 
@@ -173,6 +191,19 @@ fn a_killed_agent_and_a_disconnected_network_are_repaired_without_an_apply() {
     let log = w.log();
     assert!(log.contains(&format!("container {agent} die")), "{log}");
     assert!(log.contains("disconnect"), "{log}");
+
+    let metrics = scrape(&w.log());
+    assert!(metrics.contains("bottle_reconciles_total"), "{metrics}");
+    let repairs = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("bottle_drift_repairs_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(repairs >= 2, "kill + disconnect repaired: {metrics}");
+    assert!(
+        metrics.contains("bottle_actions_total{action=\"start\"}"),
+        "{metrics}"
+    );
 
     // SIGTERM: exit 0, bottles left running.
     assert_eq!(w.stop(), Some(0), "{}", w.log());
