@@ -2,7 +2,7 @@
 //! an [`Engine`]: creations dependencies-first, removals dependents-first, independent
 //! operations concurrently (bounded). A failed operation stops only what depends on it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -11,7 +11,7 @@ use crate::graph::DesiredState;
 use crate::labels;
 use crate::model::RuntimeChoice;
 use crate::nodes::{NodeKind, ObjectKey, ObjectKind, ObjectSpec};
-use crate::plan::{Action, Plan};
+use crate::plan::{self, Action, Observed, Plan, Step};
 
 /// Operations run at once, at most.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -32,6 +32,67 @@ pub async fn observe<E: Engine>(engine: &E, project: &str) -> Result<Snapshot, E
         volumes: volumes?,
         containers: containers?,
         images: images?,
+    })
+}
+
+/// How one reconcile runs.
+#[derive(Clone, Debug)]
+pub struct ReconcileOptions {
+    /// Remove the project's objects that are not desired.
+    pub prune: bool,
+    /// Operations run at once, at most.
+    pub concurrency: usize,
+    /// Bottles whose steps are left out this time (backing off after failures).
+    pub held: BTreeSet<String>,
+}
+
+impl Default for ReconcileOptions {
+    fn default() -> Self {
+        ReconcileOptions {
+            prune: true,
+            concurrency: DEFAULT_CONCURRENCY,
+            held: BTreeSet::new(),
+        }
+    }
+}
+
+/// What one reconcile did.
+#[derive(Clone, Debug)]
+pub struct Reconciled {
+    /// The plan that ran (held bottles' steps removed).
+    pub plan: Plan,
+    /// The steps left out because their bottle is held.
+    pub held: Vec<Step>,
+    pub reports: Vec<OpReport>,
+}
+
+/// One pass of the reconciler, shared by `apply` and `apply --watch`: observe the
+/// project, plan against `desired`, drop what `options` leaves out, and execute.
+/// `on_plan` sees the plan before anything runs; `progress` each operation as it ends.
+pub async fn reconcile_once<E: Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    options: &ReconcileOptions,
+    on_plan: &mut dyn FnMut(&Plan),
+    progress: &mut dyn FnMut(&OpReport),
+) -> Result<Reconciled, ApplyError> {
+    let snap = observe(engine, &desired.project).await?;
+    let mut p = plan::plan(desired, &Observed::from_snapshot(&desired.project, &snap));
+    if !options.prune {
+        p.steps.retain(|s| s.action != Action::Delete);
+    }
+    let (held, steps): (Vec<Step>, Vec<Step>) = p
+        .steps
+        .into_iter()
+        .partition(|s| options.held.contains(&s.bottle));
+    p.steps = steps;
+    on_plan(&p);
+    let ops = schedule(&p, desired);
+    let reports = execute(engine, desired, ops, options.concurrency, progress).await?;
+    Ok(Reconciled {
+        plan: p,
+        held,
+        reports,
     })
 }
 
@@ -351,4 +412,4 @@ async fn run_op<E: Engine>(
 
 #[cfg(test)]
 #[path = "apply_tests.rs"]
-mod tests;
+pub(crate) mod tests;

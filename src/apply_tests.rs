@@ -15,11 +15,11 @@ use crate::plan::{self, Observed};
 
 /// One agent of a generated manifest.
 #[derive(Clone, Debug)]
-struct AgentGen {
-    git: bool,
-    supervise: bool,
-    env: u8,
-    runtime_runc: bool,
+pub(crate) struct AgentGen {
+    pub(crate) git: bool,
+    pub(crate) supervise: bool,
+    pub(crate) env: u8,
+    pub(crate) runtime_runc: bool,
 }
 
 /// A key file the git-gate node can read (it seeds the gate's config volume).
@@ -31,7 +31,7 @@ fn test_key() -> std::path::PathBuf {
     p
 }
 
-fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
+pub(crate) fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
     let mut bottles = BTreeMap::new();
     let mut ags = BTreeMap::new();
     for (i, a) in agents.iter().enumerate() {
@@ -89,7 +89,7 @@ fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
     }
 }
 
-fn desired(m: &Manifest) -> DesiredState {
+pub(crate) fn desired(m: &Manifest) -> DesiredState {
     let key = DigestKey::fixed(7);
     let side = sidecar::image_object(
         &key,
@@ -120,7 +120,7 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn one(env: u8) -> Vec<AgentGen> {
+pub(crate) fn one(env: u8) -> Vec<AgentGen> {
     vec![AgentGen {
         git: false,
         supervise: false,

@@ -43,6 +43,12 @@ pub fn object_name(project: &str, bottle: &str, node: &str) -> String {
     format!("{PREFIX}-{project}-{bottle}-{node}")
 }
 
+/// `bottle-<project>-`: the start of every name of the project's objects. Network
+/// events carry no labels, so they are told apart by this prefix.
+pub fn project_prefix(project: &str) -> String {
+    format!("{PREFIX}-{project}-")
+}
+
 /// The workspace volume of a bottle: it survives agent recreation.
 pub fn workspace_volume(project: &str, bottle: &str) -> String {
     object_name(project, bottle, "workspace")

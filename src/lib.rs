@@ -18,3 +18,4 @@ pub mod plan;
 pub mod provider;
 pub mod secretscan;
 pub mod sidecar;
+pub mod watch;

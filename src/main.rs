@@ -5,8 +5,15 @@ use clap::Parser;
 
 fn main() {
     let cli = bottle::cli::Cli::parse();
-    let sidecar = matches!(cli.command, bottle::cli::Command::Sidecar(_));
-    init_tracing(sidecar);
+    let (json, default_filter) = match &cli.command {
+        bottle::cli::Command::Sidecar(_) => (true, "warn"),
+        bottle::cli::Command::Apply(a) => (
+            a.log_format == bottle::cli::LogFormat::Json,
+            if a.watch { "info" } else { "warn" },
+        ),
+        _ => (false, "warn"),
+    };
+    init_tracing(json, default_filter);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -28,12 +35,15 @@ fn main() {
     std::process::exit(code);
 }
 
-/// Logs go to stderr; `RUST_LOG` filters them. Sidecars log JSON.
-fn init_tracing(json: bool) {
+/// Logs go to stderr; `RUST_LOG` filters them (default `default_filter`). Sidecars, and
+/// `apply --log-format json`, log JSON.
+fn init_tracing(json: bool, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    use std::io::IsTerminal as _;
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         b.json().init();

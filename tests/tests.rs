@@ -18,3 +18,6 @@ mod pipelock;
 
 // Issue 7: the git-gate (secret-scanned pushes forwarded over SSH).
 mod gitgate;
+
+// Issue 6: `apply --watch` keeps Docker converged (events, manifest edits, one writer).
+mod watch;

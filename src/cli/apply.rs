@@ -1,33 +1,116 @@
 //! `bottle apply`: converge Docker to the manifest. Progress per operation on stderr,
-//! the summary on stdout.
+//! the summary on stdout. With `--watch`, keep converging (see [`crate::watch`]).
+//! Both take the project's writer lock and run the same pass,
+//! [`crate::apply::reconcile_once`].
 
-use super::{ApplyArgs, Output, connect, desired_state, load_manifest, render};
-use crate::apply::{Outcome, execute, observe, schedule};
-use crate::plan::{self, Action, Observed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::{ApplyArgs, Output, connect, desired_state, load_manifest, lock_project, render};
+use crate::apply::{Outcome, ReconcileOptions, reconcile_once};
+use crate::watch::{self, Metrics};
 
 pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     let manifest = load_manifest(&args.manifest.file)?;
+    let _lock = lock_project(&manifest.project, args.wait_lock).await?;
+    if args.watch {
+        return run_watch(args, manifest.project).await;
+    }
     let desired = desired_state(&manifest)?;
     let docker = connect().await?;
-    let snap = observe(&docker, &desired.project).await?;
-    let mut p = plan::plan(&desired, &Observed::from_snapshot(&desired.project, &snap));
-    if !args.prune {
-        p.steps.retain(|s| s.action != Action::Delete);
-    }
-    if p.is_empty() {
-        eprintln!("in sync: {} objects unchanged", p.unchanged.len());
-    } else {
-        eprint!("{}", render::plan_text(&p));
-    }
-    let ops = schedule(&p, &desired);
-    let reports = execute(&docker, &desired, ops, args.concurrency, &mut |r| {
-        eprintln!("{}", render::progress_line(r));
-    })
+    let options = ReconcileOptions {
+        prune: args.prune,
+        concurrency: args.concurrency,
+        ..ReconcileOptions::default()
+    };
+    let r = reconcile_once(
+        &docker,
+        &desired,
+        &options,
+        &mut |p| {
+            if p.is_empty() {
+                eprintln!("in sync: {} objects unchanged", p.unchanged.len());
+            } else {
+                eprint!("{}", render::plan_text(p));
+            }
+        },
+        &mut |r| eprintln!("{}", render::progress_line(r)),
+    )
     .await?;
-    let failed = reports.iter().any(|r| !matches!(r.outcome, Outcome::Done));
+    let failed = r
+        .reports
+        .iter()
+        .any(|r| !matches!(r.outcome, Outcome::Done));
     match args.manifest.output {
-        Output::Json => println!("{}", render::report_json(&reports)),
-        Output::Text => println!("{}", render::summary(&reports)),
+        Output::Json => println!("{}", render::report_json(&r.reports)),
+        Output::Text => println!("{}", render::summary(&r.reports)),
     }
     Ok(if failed { 2 } else { 0 })
+}
+
+/// `apply --watch`: triggers from the manifest's directory, the engine's events and
+/// signals feed [`watch::run`] until SIGINT/SIGTERM.
+async fn run_watch(args: ApplyArgs, project: String) -> anyhow::Result<i32> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let docker = connect().await?;
+    let metrics = Arc::new(Metrics::default());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+
+    // Signals first: a SIGTERM during the first converge lets it finish, then exits.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let signals = tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = name, "stopping after the reconcile in flight");
+        let _ = stop_tx.send(true);
+    });
+    // The event stream is lazy: start following it before the first converge.
+    let events = watch::sources::spawn_events(&docker, &project, tx.clone(), Arc::clone(&metrics));
+    let _manifest_watch = watch::sources::watch_manifest(&args.manifest.file, tx.clone())
+        .with_context(|| format!("watching {}", args.manifest.file.display()))?;
+    let server = match args.metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("serving metrics on {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, "serving metrics");
+            Some(tokio::spawn(watch::metrics::serve(l, Arc::clone(&metrics))))
+        }
+        None => None,
+    };
+    drop(tx);
+
+    let opts = watch::Options {
+        resync: Duration::from_secs(args.resync.max(1)),
+        prune: args.prune,
+        concurrency: args.concurrency,
+        ..watch::Options::default()
+    };
+    let file = args.manifest.file.clone();
+    let mut load = || -> anyhow::Result<crate::graph::DesiredState> {
+        let m = load_manifest(&file)?;
+        if m.project != project {
+            anyhow::bail!(
+                "{}: the project changed from {project} to {}; restart the watch to switch projects",
+                file.display(),
+                m.project
+            );
+        }
+        desired_state(&m)
+    };
+    tracing::info!(%project, manifest = %file.display(), resync_secs = opts.resync.as_secs(), "watching");
+    let result = watch::run(&docker, &mut load, &opts, rx, stop_rx, &metrics).await;
+    events.abort();
+    signals.abort();
+    if let Some(s) = server {
+        s.abort();
+    }
+    result.map(|()| 0)
 }

@@ -1,7 +1,7 @@
 //! `bottle delete`: remove a project's bottles (or only the named ones), dependents
 //! first. Only objects labelled with the project are touched.
 
-use super::{DeleteArgs, connect, project_of, render};
+use super::{DeleteArgs, connect, lock_project, project_of, render};
 use crate::apply::{Outcome, execute, observe, schedule};
 use crate::graph::DesiredState;
 use crate::nodes::ObjectKind;
@@ -9,6 +9,7 @@ use crate::plan::{self, Observed};
 
 pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
     let project = project_of(args.file.as_deref(), args.project.as_deref())?;
+    let _lock = lock_project(&project, args.wait_lock).await?;
     let docker = connect().await?;
     let snap = observe(&docker, &project).await?;
     let nothing = DesiredState {

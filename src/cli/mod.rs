@@ -76,6 +76,30 @@ pub struct ApplyArgs {
     /// Operations run at once, at most.
     #[arg(long, default_value_t = crate::apply::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// Keep converging after the first apply: on manifest edits, on engine events about
+    /// the project's objects, and every --resync seconds; until SIGINT/SIGTERM, which
+    /// leave the bottles running.
+    #[arg(long)]
+    pub watch: bool,
+    /// With --watch: seconds between full resyncs.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub resync: u64,
+    /// Log format on stderr (`RUST_LOG` filters; --watch logs at info by default).
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+    /// With --watch: serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR", requires = "watch")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// When another apply or delete holds the project, wait for it instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +118,9 @@ pub struct DeleteArgs {
     /// Keep the workspace volumes (what the agents wrote).
     #[arg(long)]
     pub keep_workspace: bool,
+    /// When another apply or delete holds the project, wait for it instead of failing.
+    #[arg(long)]
+    pub wait_lock: bool,
 }
 
 #[derive(Debug, Args)]
@@ -171,6 +198,17 @@ fn project_of(file: Option<&Path>, project: Option<&str>) -> anyhow::Result<Stri
         (Some(f), None) => Ok(load_manifest(f)?.project),
         (None, None) => Ok(load_manifest(Path::new("bottles.yaml"))?.project),
     }
+}
+
+/// Take the project's writer lock (one apply or delete at a time), or fail naming its
+/// holder; with `wait`, wait for it.
+async fn lock_project(
+    project: &str,
+    wait: bool,
+) -> anyhow::Result<crate::watch::lock::ProjectLock> {
+    use crate::watch::lock::{Holder, ProjectLock};
+    let dir = ProjectLock::default_dir()?;
+    Ok(ProjectLock::acquire(&dir, project, wait, &Holder::me()).await?)
 }
 
 /// The desired state of a manifest: every image context read and hashed, every CA

@@ -73,6 +73,11 @@ impl FakeEngine {
         self.with(|s| s.fail.insert(name.to_string()));
     }
 
+    /// Undo [`FakeEngine::fail_on`].
+    pub fn heal(&self, name: &str) {
+        self.with(|s| s.fail.remove(name));
+    }
+
     pub fn set_runtimes(&self, runtimes: &[&str]) {
         self.with(|s| s.runtimes = runtimes.iter().map(|r| r.to_string()).collect());
     }
