@@ -81,6 +81,11 @@ fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
             files.push(file((*copy).into(), prompt.clone().into_bytes()));
         }
     }
+    // Git remotes go through the git-gate: the upstream URLs are rewritten to it.
+    let gitconfig = super::git_gate::agent_gitconfig(ctx);
+    if let Some(text) = &gitconfig {
+        files.push(file(".gitconfig".into(), text.clone().into_bytes()));
+    }
     let mut seed_dirs = Vec::new();
     let mut skills_digest = Vec::new();
     for skill in &ctx.agent.skills {
@@ -100,6 +105,7 @@ fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
         .field("prompt", ctx.agent.prompt.as_deref().unwrap_or(""))
         .field("skills", &skills_digest)
         .field("provider", provider.as_str())
+        .field("gitconfig", gitconfig.as_deref().unwrap_or(""))
         .finish();
     Ok(ctx.object(
         NodeKind::Agent,
