@@ -108,8 +108,9 @@ pub fn objects(ctx: &BottleCtx<'_>, material: &CaMaterial) -> Vec<DesiredObject>
         "ca",
         hash.clone(),
         vec![cert(SIDECAR_UID), key],
+        None,
     );
-    let mut public = ctx.files_volume(NodeKind::Ca, "ca-cert", hash, vec![cert(0), trust]);
+    let mut public = ctx.files_volume(NodeKind::Ca, "ca-cert", hash, vec![cert(0), trust], None);
     // One CA: if either volume is made anew, so is the other.
     private.binds.push(public.key.clone());
     public.binds.push(private.key.clone());

@@ -11,8 +11,8 @@
 //! [`agent_env`] is what the agent needs to use the proxy.
 
 use super::sidecar::{self, SidecarShape};
-use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
-use crate::engine::{Mount, VolumeFile, VolumeSpec};
+use super::{BottleCtx, DesiredObject, NodeKind, ca};
+use crate::engine::{Mount, VolumeFile};
 use crate::hash::SpecHasher;
 use crate::model::{AuthScheme, RouteRole};
 use crate::sidecar::egress::config::{self, AuthConfig, Config, RouteConfig, Scheme};
@@ -114,24 +114,9 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
         gid: ca::SIDECAR_UID,
     });
     let vol_hash = hasher.finish();
-    let vol_name = ctx.name("egress-config");
-    let vol_key = ObjectKey::new(ObjectKind::Volume, vol_name.clone());
-    let volume = DesiredObject {
-        key: vol_key.clone(),
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::Egress,
-        spec: ObjectSpec::Volume(VolumeSpec {
-            name: vol_name.clone(),
-            labels: ctx.labels(NodeKind::Egress, &vol_hash),
-            files,
-            seed_dirs: Vec::new(),
-            owner: None,
-            seed_image: ctx.sidecar_image.to_string(),
-        }),
-        hash: vol_hash,
-        binds: Vec::new(),
-        after: Vec::new(),
-    };
+    let volume = ctx.files_volume(NodeKind::Egress, "egress-config", vol_hash, files, None);
+    let vol_key = volume.key.clone();
+    let vol_name = vol_key.name.clone();
     let container = sidecar::object_with_mounts(
         ctx,
         SidecarShape {
@@ -217,9 +202,10 @@ pub fn agent_env(ctx: &BottleCtx<'_>) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::ContainerSpec;
+    use crate::engine::{ContainerSpec, VolumeSpec};
     use crate::hash::DigestKey;
     use crate::model::*;
+    use crate::nodes::ObjectSpec;
 
     const TOKEN: &str = "sk-ant-secret-token-123";
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sidecar::{self, SidecarShape};
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
-use crate::engine::{BuildSpec, Mount, VolumeFile, VolumeSpec};
+use crate::engine::{BuildSpec, Mount, VolumeFile};
 use crate::hash::{SpecHasher, content_hash};
 
 /// Port it listens on, on net-internal.
@@ -182,7 +182,6 @@ fn config_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, GitGateError> {
         });
         keys.push((g.name.clone(), String::from_utf8_lossy(&key).into_owned()));
     }
-    let name = ctx.name("git-gate-config");
     let hash = SpecHasher::new(ctx.key)
         .field("config", &json)
         .field("known_hosts", &known_hosts)
@@ -191,22 +190,13 @@ fn config_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, GitGateError> {
             keys.iter().map(|(n, k)| (n.as_str(), Some(k.as_str()))),
         )
         .finish();
-    Ok(DesiredObject {
-        key: ObjectKey::new(ObjectKind::Volume, name.clone()),
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::GitGate,
-        spec: ObjectSpec::Volume(VolumeSpec {
-            name,
-            labels: ctx.labels(NodeKind::GitGate, &hash),
-            files,
-            seed_dirs: Vec::new(),
-            owner: Some((uid, uid)),
-            seed_image: ctx.sidecar_image.to_string(),
-        }),
+    Ok(ctx.files_volume(
+        NodeKind::GitGate,
+        "git-gate-config",
         hash,
-        binds: Vec::new(),
-        after: Vec::new(),
-    })
+        files,
+        Some((uid, uid)),
+    ))
 }
 
 /// The mirrors volume (the container's root is read-only). Made anew, empty, when the
@@ -214,24 +204,14 @@ fn config_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, GitGateError> {
 fn mirrors_volume(ctx: &BottleCtx<'_>) -> DesiredObject {
     let uid = ca::SIDECAR_UID;
     let json = serde_json::to_string(&gate_config(ctx)).unwrap_or_default();
-    let name = ctx.name("git-gate-mirrors");
     let hash = SpecHasher::new(ctx.key).field("config", &json).finish();
-    DesiredObject {
-        key: ObjectKey::new(ObjectKind::Volume, name.clone()),
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::GitGate,
-        spec: ObjectSpec::Volume(VolumeSpec {
-            name,
-            labels: ctx.labels(NodeKind::GitGate, &hash),
-            files: Vec::new(),
-            seed_dirs: Vec::new(),
-            owner: Some((uid, uid)),
-            seed_image: ctx.sidecar_image.to_string(),
-        }),
+    ctx.files_volume(
+        NodeKind::GitGate,
+        "git-gate-mirrors",
         hash,
-        binds: Vec::new(),
-        after: Vec::new(),
-    }
+        Vec::new(),
+        Some((uid, uid)),
+    )
 }
 
 /// The sidecar container, on the gate image, with the config volume mounted read-only

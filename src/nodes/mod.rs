@@ -202,13 +202,14 @@ impl BottleCtx<'_> {
     }
 
     /// A volume named `bottle-<project>-<bottle>-<suffix>` holding `files`, written once
-    /// at creation (config, certificates, keys).
+    /// at creation (config, certificates, keys); its root owned by `owner` (root if none).
     pub fn files_volume(
         &self,
         node: NodeKind,
         suffix: &str,
         hash: SpecHash,
         files: Vec<crate::engine::VolumeFile>,
+        owner: Option<(u64, u64)>,
     ) -> DesiredObject {
         let name = self.name(suffix);
         self.object(node, ObjectKind::Volume, name.clone(), hash, |labels| {
@@ -217,7 +218,7 @@ impl BottleCtx<'_> {
                 labels,
                 files,
                 seed_dirs: Vec::new(),
-                owner: None,
+                owner,
                 seed_image: self.sidecar_image.to_string(),
             })
         })

@@ -7,8 +7,8 @@
 //! recreates both. pipelock mints no certificates, so it does not mount the CA key.
 
 use super::sidecar::{self, SidecarShape};
-use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
-use crate::engine::{Mount, VolumeFile, VolumeSpec};
+use super::{BottleCtx, DesiredObject, NodeKind, ObjectSpec, ca};
+use crate::engine::{Mount, VolumeFile};
 use crate::hash::SpecHasher;
 use crate::sidecar::pipelock::config::{self, Config, DlpConfig};
 
@@ -40,31 +40,23 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
 /// The config volume and the container.
 pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
     let json = render(ctx).to_json();
-    let vol_name = ctx.name("pipelock-config");
-    let vol_key = ObjectKey::new(ObjectKind::Volume, vol_name.clone());
     let vol_hash = SpecHasher::new(ctx.key).field("config", &json).finish();
-    let volume = DesiredObject {
-        key: vol_key.clone(),
-        bottle: ctx.bottle.to_string(),
-        node: NodeKind::Pipelock,
-        spec: ObjectSpec::Volume(VolumeSpec {
-            name: vol_name.clone(),
-            labels: ctx.labels(NodeKind::Pipelock, &vol_hash),
-            files: vec![VolumeFile {
-                path: config::FILE.into(),
-                contents: json.into_bytes(),
-                mode: 0o444,
-                uid: ca::SIDECAR_UID,
-                gid: ca::SIDECAR_UID,
-            }],
-            seed_dirs: Vec::new(),
-            owner: None,
-            seed_image: ctx.sidecar_image.to_string(),
-        }),
-        hash: vol_hash,
-        binds: Vec::new(),
-        after: Vec::new(),
+    let file = VolumeFile {
+        path: config::FILE.into(),
+        contents: json.into_bytes(),
+        mode: 0o444,
+        uid: ca::SIDECAR_UID,
+        gid: ca::SIDECAR_UID,
     };
+    let volume = ctx.files_volume(
+        NodeKind::Pipelock,
+        "pipelock-config",
+        vol_hash,
+        vec![file],
+        None,
+    );
+    let vol_key = volume.key.clone();
+    let vol_name = vol_key.name.clone();
     let mut container = sidecar::object(
         ctx,
         SidecarShape {
