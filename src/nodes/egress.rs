@@ -203,7 +203,6 @@ pub fn agent_env(ctx: &BottleCtx<'_>) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::engine::{ContainerSpec, VolumeSpec};
-    use crate::hash::DigestKey;
     use crate::model::*;
     use crate::nodes::ObjectSpec;
 
@@ -245,26 +244,7 @@ mod tests {
         }
     }
 
-    fn with_ctx<T>(policy: &BottlePolicy, f: impl FnOnce(&BottleCtx<'_>) -> T) -> T {
-        let agent = Agent {
-            bottle: "dev".into(),
-            provider: Provider::Claude,
-            prompt: None,
-            skills: vec![],
-            workspace: None,
-        };
-        let key = DigestKey::fixed(3);
-        let ctx = BottleCtx {
-            project: "p",
-            manifest_path: std::path::Path::new("/m/bottles.yaml"),
-            bottle: "b",
-            agent: &agent,
-            policy,
-            key: &key,
-            sidecar_image: "bottle-sidecar:x",
-        };
-        f(&ctx)
-    }
+    use crate::nodes::with_ctx;
 
     fn split(objs: &[DesiredObject]) -> (&VolumeSpec, &ContainerSpec) {
         let ObjectSpec::Volume(v) = &objs[0].spec else {

@@ -241,6 +241,29 @@ impl BottleCtx<'_> {
     }
 }
 
+/// Run `f` with a context for bottle `b` of project `p` under `policy` (tests).
+#[cfg(test)]
+pub(crate) fn with_ctx<T>(policy: &BottlePolicy, f: impl FnOnce(&BottleCtx<'_>) -> T) -> T {
+    let agent = Agent {
+        bottle: "dev".into(),
+        provider: crate::model::Provider::Claude,
+        prompt: None,
+        skills: vec![],
+        workspace: None,
+    };
+    let key = DigestKey::fixed(3);
+    let ctx = BottleCtx {
+        project: "p",
+        manifest_path: std::path::Path::new("/m/bottles.yaml"),
+        bottle: "b",
+        agent: &agent,
+        policy,
+        key: &key,
+        sidecar_image: "bottle-sidecar:x",
+    };
+    f(&ctx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

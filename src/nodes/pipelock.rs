@@ -86,7 +86,6 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hash::DigestKey;
     use crate::model::*;
 
     fn objects_for(egress: Egress) -> Vec<DesiredObject> {
@@ -99,24 +98,7 @@ mod tests {
             git: vec![],
             supervise: false,
         };
-        let agent = Agent {
-            bottle: "dev".into(),
-            provider: Provider::Claude,
-            prompt: None,
-            skills: vec![],
-            workspace: None,
-        };
-        let key = DigestKey::fixed(1);
-        let ctx = BottleCtx {
-            project: "p",
-            manifest_path: std::path::Path::new("/m/bottles.yaml"),
-            bottle: "b",
-            agent: &agent,
-            policy: &policy,
-            key: &key,
-            sidecar_image: "bottle-sidecar:x",
-        };
-        objects(&ctx)
+        crate::nodes::with_ctx(&policy, objects)
     }
 
     #[test]
