@@ -125,10 +125,7 @@ async fn main() {
     docker.remove_container(&raw.name).await.expect("raw rm");
     let raw_container = t.elapsed();
 
-    let empty = |p: &str| DesiredState {
-        project: p.to_string(),
-        objects: Default::default(),
-    };
+    let empty = DesiredState::empty;
     apply(&docker, &empty(&d1.project)).await;
 
     let t = Instant::now();

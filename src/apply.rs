@@ -12,6 +12,7 @@ use crate::labels;
 use crate::model::RuntimeChoice;
 use crate::nodes::{NodeKind, ObjectKey, ObjectKind, ObjectSpec};
 use crate::plan::{self, Action, Observed, Plan, Step};
+use crate::supervise::Grants;
 
 /// Operations run at once, at most.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -77,7 +78,8 @@ pub async fn reconcile_once<E: Engine>(
     progress: &mut dyn FnMut(&OpReport),
 ) -> Result<Reconciled, ApplyError> {
     let snap = observe(engine, &desired.project).await?;
-    let mut p = plan::plan(desired, &Observed::from_snapshot(&desired.project, &snap));
+    let (desired, mut p) = plan_observed(desired, &snap)?;
+    let desired = desired.as_ref();
     if !options.prune {
         p.steps.retain(|s| s.action != Action::Delete);
     }
@@ -94,6 +96,27 @@ pub async fn reconcile_once<E: Engine>(
         held,
         reports,
     })
+}
+
+/// The operator's grants among the project's volumes in `snap`.
+pub fn grants_of(project: &str, snap: &Snapshot) -> Grants {
+    Grants::from_volumes(
+        snap.volumes
+            .iter()
+            .filter(|v| labels::is_ours(&v.labels, project))
+            .map(|v| &v.labels),
+    )
+}
+
+/// The plan from `desired` to what `snap` holds, with the grants found in `snap`
+/// merged into the desired state first (which is returned, as the plan refers to it).
+pub fn plan_observed<'a>(
+    desired: &'a DesiredState,
+    snap: &Snapshot,
+) -> Result<(std::borrow::Cow<'a, DesiredState>, Plan), ApplyError> {
+    let desired = desired.with_grants(&grants_of(&desired.project, snap))?;
+    let p = plan::plan(&desired, &Observed::from_snapshot(&desired.project, snap));
+    Ok((desired, p))
 }
 
 /// What an operation does.
@@ -149,6 +172,8 @@ pub enum ApplyError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error("merging the approved grants: {0}")]
+    Grants(#[from] crate::graph::GraphError),
 }
 
 /// Order of removal inside one node: containers before volumes and networks, images last.

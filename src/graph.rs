@@ -4,17 +4,19 @@
 //! No I/O on Docker here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::hash::DigestKey;
 use crate::images::ImageError;
-use crate::model::{Agent, BottlePolicy, Manifest};
+use crate::model::{Agent, BottlePolicy, ImageSource, Manifest};
 use crate::nodes::{
     self, BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ca, egress, git_gate, network,
     pipelock, supervise,
 };
+use crate::supervise::{Ask, Grants};
 
 /// Why the desired state could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,46 @@ pub enum GraphError {
 pub struct DesiredState {
     pub project: String,
     pub objects: BTreeMap<ObjectKey, DesiredObject>,
+    /// What the state was built from, so the reconciler can rebuild it with the grants it
+    /// observes (see [`DesiredState::with_grants`]); `None` for hand-made states.
+    pub blueprint: Option<Arc<Blueprint>>,
+}
+
+/// The inputs of a desired state: the manifest, the digest key, the sidecar image.
+#[derive(Clone, Debug)]
+pub struct Blueprint {
+    pub manifest: Manifest,
+    pub key: DigestKey,
+    pub sidecar_image: DesiredObject,
+}
+
+impl DesiredState {
+    /// A project that wants nothing: what `delete` converges to.
+    pub fn empty(project: &str) -> DesiredState {
+        DesiredState {
+            project: project.to_string(),
+            ..DesiredState::default()
+        }
+    }
+
+    /// This state with `grants` merged in: approved hosts join their bottle's allowlist,
+    /// the newest approved Dockerfile becomes its image, and the grant volumes are wanted
+    /// (so they are not garbage-collected). Without grants, or without a blueprint, the
+    /// state itself.
+    pub fn with_grants(
+        &self,
+        grants: &Grants,
+    ) -> Result<std::borrow::Cow<'_, DesiredState>, GraphError> {
+        match &self.blueprint {
+            Some(b) if !grants.is_empty() => Ok(std::borrow::Cow::Owned(desired_with_grants(
+                &b.manifest,
+                &b.key,
+                &b.sidecar_image,
+                grants,
+            )?)),
+            _ => Ok(std::borrow::Cow::Borrowed(self)),
+        }
+    }
 }
 
 /// The node graph of one running bottle: edges go from a node to what it depends on.
@@ -90,15 +132,31 @@ pub fn creation_order(
     }
 }
 
-/// Build the desired state. `sidecar_image` is the shared sidecar image object.
+/// Build the desired state of the manifest alone. `sidecar_image` is the shared
+/// sidecar image object.
 pub fn desired(
     manifest: &Manifest,
     key: &DigestKey,
     sidecar_image: &DesiredObject,
 ) -> Result<DesiredState, GraphError> {
+    desired_with_grants(manifest, key, sidecar_image, &Grants::default())
+}
+
+/// Build the desired state of the manifest with the operator's grants merged in.
+pub fn desired_with_grants(
+    manifest: &Manifest,
+    key: &DigestKey,
+    sidecar_image: &DesiredObject,
+    grants: &Grants,
+) -> Result<DesiredState, GraphError> {
     let mut state = DesiredState {
         project: manifest.project.clone(),
         objects: BTreeMap::new(),
+        blueprint: Some(Arc::new(Blueprint {
+            manifest: manifest.clone(),
+            key: key.clone(),
+            sidecar_image: sidecar_image.clone(),
+        })),
     };
     state
         .objects
@@ -111,21 +169,63 @@ pub fn desired(
                 agent: name.clone(),
                 bottle: agent.bottle.clone(),
             })?;
-        for obj in bottle_objects(manifest, name, agent, policy, key, sidecar_image)? {
+        let granted = granted_policy(policy, grants, name);
+        for obj in bottle_objects(
+            manifest,
+            name,
+            agent,
+            (policy, &granted),
+            grants,
+            key,
+            sidecar_image,
+        )? {
             state.objects.insert(obj.key.clone(), obj);
         }
     }
     Ok(state)
 }
 
+/// `policy` with the grants of `bottle` merged in. Grants count only while the bottle
+/// has `supervise: true`: turning supervise off withdraws them (and GC removes them).
+fn granted_policy(policy: &BottlePolicy, grants: &Grants, bottle: &str) -> BottlePolicy {
+    let mut p = policy.clone();
+    if !policy.supervise {
+        return p;
+    }
+    for host in grants.hosts(bottle) {
+        if !p.egress.allow.contains(&host) {
+            p.egress.allow.push(host);
+        }
+    }
+    if let Some(g) = grants.dockerfile(bottle)
+        && let Ask::Dockerfile { dockerfile } = &g.ask
+    {
+        let context = match &policy.image {
+            ImageSource::ProviderDefault => None,
+            ImageSource::Dockerfile { context, .. } => Some(context.clone()),
+            ImageSource::Granted { context, .. } => context.clone(),
+        };
+        p.image = ImageSource::Granted {
+            dockerfile: dockerfile.clone(),
+            context,
+        };
+    }
+    p
+}
+
+/// The objects of one running bottle. `policies` is the manifest's policy and the same
+/// with grants merged; the supervise node shows the agent the former, everything else
+/// is built from the latter.
 fn bottle_objects(
     manifest: &Manifest,
     bottle: &str,
     agent: &Agent,
-    policy: &BottlePolicy,
+    policies: (&BottlePolicy, &BottlePolicy),
+    grants: &Grants,
     key: &DigestKey,
     sidecar_image: &DesiredObject,
 ) -> Result<Vec<DesiredObject>, GraphError> {
+    let (declared, policy) = policies;
     let project = manifest.project.as_str();
     let ctx = BottleCtx {
         project,
@@ -148,7 +248,9 @@ fn bottle_objects(
             NodeKind::Pipelock => objects.extend(pipelock::objects(&ctx)),
             NodeKind::Egress => objects.extend(egress::objects(&ctx)?),
             NodeKind::GitGate => objects.extend(git_gate::objects(&ctx)?),
-            NodeKind::Supervise => objects.push(supervise::object(&ctx)),
+            NodeKind::Supervise => {
+                objects.extend(supervise::objects(&ctx, declared, grants.of(bottle)))
+            }
             NodeKind::Agent => {
                 objects.extend(
                     nodes::agent::objects(&ctx).map_err(|source| GraphError::Image {

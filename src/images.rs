@@ -15,6 +15,8 @@ use crate::model::{ImageSource, Provider};
 const MAX_CONTEXT_BYTES: u64 = 512 << 20;
 /// Name of the Dockerfile inside a context when it lives outside the context directory.
 const OUTSIDE_DOCKERFILE: &str = ".bottle.Dockerfile";
+/// The name an approved Dockerfile gets in its build context.
+const GRANTED_DOCKERFILE: &str = ".bottle.granted.Dockerfile";
 
 /// A build context failed to read.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,16 @@ pub fn agent_context(
         ImageSource::ProviderDefault => {
             tar.file("Dockerfile", provider.dockerfile().as_bytes(), 0o644);
             "Dockerfile".to_string()
+        }
+        ImageSource::Granted {
+            dockerfile,
+            context,
+        } => {
+            if let Some(context) = context {
+                tar.dir(context, context)?;
+            }
+            tar.file(GRANTED_DOCKERFILE, dockerfile.as_bytes(), 0o644);
+            GRANTED_DOCKERFILE.to_string()
         }
         ImageSource::Dockerfile {
             dockerfile,

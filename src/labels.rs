@@ -19,6 +19,13 @@ pub const PROVIDER: &str = "bottle.provider";
 /// On agent containers: the runtime resolved at creation (`runc`, `runsc`).
 pub const RUNTIME: &str = "bottle.runtime";
 
+/// On grant volumes (approved proposals, see [`crate::supervise`]): the proposal id,
+/// the approval time (unix seconds), and what was granted: a host or a Dockerfile.
+pub const GRANT_ID: &str = "bottle.grant.id";
+pub const GRANT_AT: &str = "bottle.grant.at";
+pub const GRANT_HOST: &str = "bottle.grant.host";
+pub const GRANT_DOCKERFILE: &str = "bottle.grant.dockerfile";
+
 /// Name prefix of every object.
 pub const PREFIX: &str = "bottle";
 
@@ -52,6 +59,11 @@ pub fn project_prefix(project: &str) -> String {
 /// The workspace volume of a bottle: it survives agent recreation.
 pub fn workspace_volume(project: &str, bottle: &str) -> String {
     object_name(project, bottle, "workspace")
+}
+
+/// The grant volume of an approved proposal.
+pub fn grant_volume(project: &str, bottle: &str, id: &str) -> String {
+    object_name(project, bottle, &format!("grant-{id}"))
 }
 
 /// Repository of a bottle's agent image; the tag is the build context's hash.

@@ -18,4 +18,5 @@ pub mod plan;
 pub mod provider;
 pub mod secretscan;
 pub mod sidecar;
+pub mod supervise;
 pub mod watch;

@@ -44,6 +44,12 @@ pub enum ImageSource {
         dockerfile: PathBuf,
         context: PathBuf,
     },
+    /// A Dockerfile the operator approved (`bottle queue approve`), built in the
+    /// context of the bottle's own Dockerfile, or an empty one.
+    Granted {
+        dockerfile: String,
+        context: Option<PathBuf>,
+    },
 }
 
 /// `runtime:`.

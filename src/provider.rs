@@ -63,6 +63,25 @@ impl Provider {
     }
 
     /// Where the prompt goes besides the prompt file, relative to the home.
+    /// The file (relative to the home directory) that registers the supervise MCP
+    /// server at `url` with this provider's CLI, and its contents: Claude Code's user
+    /// config in `CLAUDE_CONFIG_DIR`, Codex's `config.toml` in `CODEX_HOME`.
+    pub fn mcp_config(self, url: &str) -> (String, String) {
+        match self {
+            Provider::Claude => (
+                format!("{}/.claude.json", self.config_dir()),
+                serde_json::json!({
+                    "mcpServers": {"supervise": {"type": "http", "url": url}}
+                })
+                .to_string(),
+            ),
+            Provider::Codex => (
+                format!("{}/config.toml", self.config_dir()),
+                format!("[mcp_servers.supervise]\nurl = \"{url}\"\n"),
+            ),
+        }
+    }
+
     pub fn prompt_copies(self) -> &'static [&'static str] {
         match self {
             Provider::Claude => &[],

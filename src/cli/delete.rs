@@ -12,10 +12,7 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
     let _lock = lock_project(&project, args.wait_lock).await?;
     let docker = connect().await?;
     let snap = observe(&docker, &project).await?;
-    let nothing = DesiredState {
-        project: project.clone(),
-        objects: Default::default(),
-    };
+    let nothing = DesiredState::empty(&project);
     let mut p = plan::plan(&nothing, &Observed::from_snapshot(&project, &snap));
     if !args.names.is_empty() {
         p.steps.retain(|s| args.names.contains(&s.bottle));

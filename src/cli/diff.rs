@@ -1,21 +1,31 @@
-//! `bottle diff`: what `apply` would do, per object, with the fields that changed.
+//! `bottle diff`: what `apply` would do, per object, with the fields that changed; and
+//! the operator's grants (`bottle queue approve`) as their own layer on top of the
+//! manifest.
 
 use super::{ManifestArgs, Output, connect, desired_state, load_manifest, render};
-use crate::apply::observe;
-use crate::plan::{self, Observed};
+use crate::apply::{grants_of, observe, plan_observed};
 
 pub async fn run(args: ManifestArgs) -> anyhow::Result<i32> {
     let manifest = load_manifest(&args.file)?;
     let desired = desired_state(&manifest)?;
     let docker = connect().await?;
     let snap = observe(&docker, &desired.project).await?;
-    let p = plan::plan(&desired, &Observed::from_snapshot(&desired.project, &snap));
+    let grants = grants_of(&desired.project, &snap);
+    let (_, p) = plan_observed(&desired, &snap)?;
     match args.output {
-        Output::Json => println!("{}", render::plan_json(&p)),
-        Output::Text if p.is_empty() => {
-            eprintln!("in sync: {} objects unchanged", p.unchanged.len())
+        Output::Json => {
+            let mut v = render::plan_json(&p);
+            v["grants"] = render::grants_json(&grants);
+            println!("{v}")
         }
-        Output::Text => print!("{}", render::plan_text(&p)),
+        Output::Text => {
+            if p.is_empty() {
+                eprintln!("in sync: {} objects unchanged", p.unchanged.len())
+            } else {
+                print!("{}", render::plan_text(&p))
+            }
+            print!("{}", render::grants_text(&grants));
+        }
     }
     Ok(if p.is_empty() { 0 } else { 1 })
 }

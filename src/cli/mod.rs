@@ -8,6 +8,7 @@ mod diff;
 mod exec;
 mod get;
 mod logs;
+mod queue;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -44,6 +45,8 @@ pub enum Command {
     Exec(ExecArgs),
     /// Show the logs of a bottle's agent or one of its sidecars.
     Logs(LogsArgs),
+    /// The supervise queue: what agents proposed, and the operator's verdicts.
+    Queue(QueueArgs),
     /// Run a sidecar server (inside the sidecar image).
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -167,6 +170,42 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    #[command(subcommand)]
+    pub action: QueueAction,
+    /// The manifest naming the project (default: bottles.yaml here).
+    #[arg(short = 'f', long = "file", global = true, conflicts_with = "project")]
+    pub file: Option<PathBuf>,
+    /// The project.
+    #[arg(short = 'p', long = "project", global = true)]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueAction {
+    /// Pending proposals (id, bottle, kind, status, age, what and why).
+    List {
+        /// Decided proposals too.
+        #[arg(long)]
+        all: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// One proposal in full (a proposed Dockerfile included).
+    Show { id: String },
+    /// Grant a pending proposal: the next reconcile merges it into the desired state.
+    Approve { id: String },
+    /// Refuse a pending proposal; the agent sees the reason through proposal-status.
+    Deny {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Withdraw an approved grant.
+    Revoke { id: String },
+}
+
 /// A command's failure with the exit status it maps to.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -181,6 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Get(a) => get::run(a).await,
         Command::Exec(a) => exec::run(a).await,
         Command::Logs(a) => logs::run(a).await,
+        Command::Queue(a) => queue::run(a).await,
         Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
     }
 }
@@ -214,14 +254,19 @@ async fn lock_project(
 /// The desired state of a manifest: every image context read and hashed, every CA
 /// generated. No Docker call.
 fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
-    let key_path = DigestKey::default_path()
-        .context("neither XDG_STATE_HOME nor HOME is set: nowhere to keep the digest key")?;
-    let key = DigestKey::load_or_create(&key_path)
-        .with_context(|| format!("reading digest key {}", key_path.display()))?;
+    let key = digest_key()?;
     let binary = images::find_sidecar_binary()?;
     let context = images::sidecar_context(&binary)?;
     let side = sidecar::image_object(&key, context);
     Ok(graph::desired(manifest, &key, &side)?)
+}
+
+/// This host's key for digests of secrets, created on first use.
+fn digest_key() -> anyhow::Result<DigestKey> {
+    let key_path = DigestKey::default_path()
+        .context("neither XDG_STATE_HOME nor HOME is set: nowhere to keep the digest key")?;
+    DigestKey::load_or_create(&key_path)
+        .with_context(|| format!("reading digest key {}", key_path.display()))
 }
 
 /// A running bottle's agent container, found by labels.

@@ -4,6 +4,7 @@ use serde_json::{Value, json};
 
 use crate::apply::{OpReport, Outcome, verb};
 use crate::plan::{Action, Plan};
+use crate::supervise::Grants;
 
 /// One line per planned change, grouped by bottle.
 pub fn plan_text(plan: &Plan) -> String {
@@ -58,6 +59,35 @@ pub fn plan_json(plan: &Plan) -> Value {
         "changes": steps,
         "unchanged": plan.unchanged.len(),
     })
+}
+
+/// The grants layer of `diff`: nothing when there are none.
+pub fn grants_text(grants: &Grants) -> String {
+    if grants.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("grants (approved with `bottle queue`, on top of the manifest):\n");
+    for (bottle, gs) in &grants.by_bottle {
+        for g in gs {
+            out.push_str(&format!(
+                "  bottle {bottle}: {} {} ({})\n",
+                g.ask.kind(),
+                g.ask.summary(),
+                g.id
+            ));
+        }
+    }
+    out
+}
+
+pub fn grants_json(grants: &Grants) -> Value {
+    let v: Vec<Value> = grants
+        .by_bottle
+        .values()
+        .flatten()
+        .map(|g| json!({"id": g.id, "bottle": g.bottle, "kind": g.ask.kind(), "summary": g.ask.summary(), "at": g.at}))
+        .collect();
+    json!(v)
 }
 
 /// A progress line for one finished operation.

@@ -25,6 +25,7 @@
 //!   failures -> `Unreachable`, anything else -> `Api`.
 //! - Container env values and seeded file contents are never logged.
 
+mod files;
 mod session;
 pub use session::ExecRequest;
 

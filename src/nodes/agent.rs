@@ -86,6 +86,14 @@ fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
     if let Some(text) = &gitconfig {
         files.push(file(".gitconfig".into(), text.clone().into_bytes()));
     }
+    // The supervise MCP server, where the provider's CLI finds it.
+    let mcp = ctx
+        .policy
+        .supervise
+        .then(|| provider.mcp_config(&super::supervise::mcp_url()));
+    if let Some((path, text)) = &mcp {
+        files.push(file(path.clone(), text.clone().into_bytes()));
+    }
     let mut seed_dirs = Vec::new();
     let mut skills_digest = Vec::new();
     for skill in &ctx.agent.skills {
@@ -106,6 +114,7 @@ fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
         .field("skills", &skills_digest)
         .field("provider", provider.as_str())
         .field("gitconfig", gitconfig.as_deref().unwrap_or(""))
+        .field("mcp", mcp.map(|(_, t)| t).unwrap_or_default())
         .finish();
     Ok(ctx.object(
         NodeKind::Agent,

@@ -7,6 +7,7 @@
 pub mod egress;
 pub mod git_gate;
 pub mod pipelock;
+pub mod supervise;
 
 use clap::{Args, ValueEnum};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,6 +48,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("fake upstream: {e}"));
         }
         Kind::GitGate => return git_gate::serve(&args.listen).await,
+        Kind::Supervise => return supervise::run(&args.listen).await,
         Kind::GitGateHook => {
             // Its output goes to the pushing agent: the exit status is the verdict.
             let code = tokio::task::spawn_blocking(git_gate::hook::run).await?;

@@ -1,0 +1,378 @@
+//! The supervise queue's records, shared by the sidecar that writes proposals and the
+//! operator's `bottle queue` that decides them; and grants, the approved proposals the
+//! reconciler merges into the desired state.
+//!
+//! Where each lives (all in Docker):
+//! - a proposal is `proposals/<id>.json` in the bottle's supervise state volume, written
+//!   only by the supervise sidecar (the agent's MCP calls);
+//! - a decision is `decisions/<id>.json` in the same volume, written only by `bottle
+//!   queue` through the engine's archive API (nothing on net-internal can write it);
+//! - a grant is a label-only volume of the bottle (see [`crate::labels::GRANT_ID`]), so
+//!   the reconciler sees every grant in the one volume list it already makes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::Labels;
+use crate::labels;
+
+/// Where the state volume is mounted in the supervise container.
+pub const STATE_MOUNT: &str = "/state";
+/// Subdirectories of the state volume.
+pub const PROPOSALS_DIR: &str = "proposals";
+pub const DECISIONS_DIR: &str = "decisions";
+
+/// Bounds on what an agent may propose: a reason, a Dockerfile, a host name.
+pub const MAX_REASON: usize = 2000;
+pub const MAX_DOCKERFILE: usize = 64 * 1024;
+pub const MAX_HOST: usize = 253;
+/// Proposals a bottle may have pending at once.
+pub const MAX_PENDING: usize = 64;
+
+/// What an agent asks for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Ask {
+    /// A host for the bottle's allowlist.
+    Host { host: String },
+    /// A new Dockerfile for the bottle's agent image.
+    Dockerfile { dockerfile: String },
+}
+
+impl Ask {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Ask::Host { .. } => "host",
+            Ask::Dockerfile { .. } => "dockerfile",
+        }
+    }
+
+    /// One line for listings: the host, or the Dockerfile's size and first line.
+    pub fn summary(&self) -> String {
+        match self {
+            Ask::Host { host } => host.clone(),
+            Ask::Dockerfile { dockerfile } => format!(
+                "Dockerfile, {} lines ({} bytes)",
+                dockerfile.lines().count(),
+                dockerfile.len()
+            ),
+        }
+    }
+}
+
+/// A proposal as the sidecar stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub id: String,
+    pub bottle: String,
+    #[serde(flatten)]
+    pub ask: Ask,
+    pub reason: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// The operator's verdict on a proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Approved,
+    Denied,
+    Revoked,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approved => "approved",
+            Verdict::Denied => "denied",
+            Verdict::Revoked => "revoked",
+        }
+    }
+}
+
+/// A decision as `bottle queue` stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub id: String,
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// Why an agent's proposal was refused before it was stored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProposalError {
+    #[error("the reason is empty: say why the bottle needs this")]
+    NoReason,
+    #[error("the reason is longer than {MAX_REASON} bytes")]
+    LongReason,
+    #[error("the Dockerfile is empty")]
+    EmptyDockerfile,
+    #[error("the Dockerfile is longer than {MAX_DOCKERFILE} bytes")]
+    LongDockerfile,
+    #[error("{0:?} is not a host name (letters, digits, '-', '.', optionally '*.' first)")]
+    BadHost(String),
+    #[error("{MAX_PENDING} proposals are already pending; wait for the operator")]
+    TooMany,
+}
+
+/// Check and normalise what an agent proposes.
+pub fn check(ask: Ask, reason: &str) -> Result<(Ask, String), ProposalError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(ProposalError::NoReason);
+    }
+    if reason.len() > MAX_REASON {
+        return Err(ProposalError::LongReason);
+    }
+    let ask = match ask {
+        Ask::Host { host } => Ask::Host {
+            host: normalize_host(&host)?,
+        },
+        Ask::Dockerfile { dockerfile } => {
+            if dockerfile.trim().is_empty() {
+                return Err(ProposalError::EmptyDockerfile);
+            }
+            if dockerfile.len() > MAX_DOCKERFILE {
+                return Err(ProposalError::LongDockerfile);
+            }
+            Ask::Dockerfile { dockerfile }
+        }
+    };
+    Ok((ask, reason.to_string()))
+}
+
+/// Lowercase, no trailing dot, DNS characters only (an optional `*.` prefix); IP
+/// literals and ports are refused, as in the manifest's `egress.allow`.
+pub fn normalize_host(host: &str) -> Result<String, ProposalError> {
+    let bad = || ProposalError::BadHost(host.chars().take(MAX_HOST).collect());
+    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let bare = h.strip_prefix("*.").unwrap_or(&h);
+    let ok = !bare.is_empty()
+        && h.len() <= MAX_HOST
+        && bare.contains('.')
+        && bare.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !bare
+            .split('.')
+            .all(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if ok { Ok(h) } else { Err(bad()) }
+}
+
+/// A new proposal id: `p` and 10 hex digits.
+pub fn new_id() -> String {
+    format!("p{:010x}", rand::random::<u64>() & 0xff_ffff_ffff)
+}
+
+/// Is `id` shaped like one of ours (so it is safe as a file and volume name)?
+pub fn valid_id(id: &str) -> bool {
+    id.len() == 11 && id.starts_with('p') && id[1..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// An approved proposal as the reconciler sees it: read from a grant volume's labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    pub id: String,
+    pub bottle: String,
+    pub ask: Ask,
+    /// Unix seconds of the approval: the newest Dockerfile grant wins.
+    pub at: u64,
+}
+
+impl Grant {
+    /// The labels a grant volume carries besides the object labels.
+    pub fn labels(&self) -> Labels {
+        let mut l = Labels::new();
+        l.insert(labels::GRANT_ID.into(), self.id.clone());
+        l.insert(labels::GRANT_AT.into(), self.at.to_string());
+        match &self.ask {
+            Ask::Host { host } => l.insert(labels::GRANT_HOST.into(), host.clone()),
+            Ask::Dockerfile { dockerfile } => {
+                l.insert(labels::GRANT_DOCKERFILE.into(), dockerfile.clone())
+            }
+        };
+        l
+    }
+
+    /// Read a grant from a volume's labels; `None` when it is not one (or is malformed,
+    /// which the reconciler then garbage-collects like any unwanted object).
+    pub fn from_labels(l: &Labels) -> Option<Grant> {
+        let id = l.get(labels::GRANT_ID)?;
+        if !valid_id(id) {
+            return None;
+        }
+        let ask = match (l.get(labels::GRANT_HOST), l.get(labels::GRANT_DOCKERFILE)) {
+            (Some(h), None) => Ask::Host {
+                host: normalize_host(h).ok()?,
+            },
+            (None, Some(d)) if d.len() <= MAX_DOCKERFILE => Ask::Dockerfile {
+                dockerfile: d.clone(),
+            },
+            _ => return None,
+        };
+        Some(Grant {
+            id: id.clone(),
+            bottle: l.get(labels::BOTTLE)?.clone(),
+            ask,
+            at: l.get(labels::GRANT_AT)?.parse().ok()?,
+        })
+    }
+}
+
+/// The grants of a project, by bottle.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grants {
+    pub by_bottle: BTreeMap<String, Vec<Grant>>,
+}
+
+impl Grants {
+    /// Collect the grants among a project's volumes.
+    pub fn from_volumes<'a>(volumes: impl IntoIterator<Item = &'a Labels>) -> Grants {
+        let mut g = Grants::default();
+        for l in volumes {
+            if let Some(grant) = Grant::from_labels(l) {
+                g.by_bottle
+                    .entry(grant.bottle.clone())
+                    .or_default()
+                    .push(grant);
+            }
+        }
+        for v in g.by_bottle.values_mut() {
+            v.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+        }
+        g
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_bottle.is_empty()
+    }
+
+    pub fn of(&self, bottle: &str) -> &[Grant] {
+        self.by_bottle.get(bottle).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Hosts granted to `bottle`.
+    pub fn hosts(&self, bottle: &str) -> Vec<String> {
+        self.of(bottle)
+            .iter()
+            .filter_map(|g| match &g.ask {
+                Ask::Host { host } => Some(host.clone()),
+                Ask::Dockerfile { .. } => None,
+            })
+            .collect()
+    }
+
+    /// The newest Dockerfile granted to `bottle`.
+    pub fn dockerfile(&self, bottle: &str) -> Option<&Grant> {
+        self.of(bottle)
+            .iter()
+            .rfind(|g| matches!(g.ask, Ask::Dockerfile { .. }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalised_and_checked() {
+        assert_eq!(normalize_host("Example.COM.").unwrap(), "example.com");
+        assert_eq!(normalize_host("*.pypi.org").unwrap(), "*.pypi.org");
+        for bad in [
+            "",
+            "localhost",
+            "10.0.0.1",
+            "a..b",
+            "-a.b",
+            "a.b:443",
+            "a b.c",
+            "*.",
+            "ex*mple.com",
+        ] {
+            assert!(normalize_host(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn proposals_need_a_reason_and_bounded_content() {
+        let host = || Ask::Host {
+            host: "a.example".into(),
+        };
+        assert_eq!(check(host(), "  "), Err(ProposalError::NoReason));
+        assert_eq!(
+            check(host(), &"x".repeat(MAX_REASON + 1)),
+            Err(ProposalError::LongReason)
+        );
+        let big = Ask::Dockerfile {
+            dockerfile: "x".repeat(MAX_DOCKERFILE + 1),
+        };
+        assert_eq!(check(big, "r"), Err(ProposalError::LongDockerfile));
+        assert!(check(host(), "need docs").is_ok());
+    }
+
+    #[test]
+    fn grants_round_trip_through_labels() {
+        let g = Grant {
+            id: new_id(),
+            bottle: "dev".into(),
+            ask: Ask::Dockerfile {
+                dockerfile: "FROM x\nRUN y\n".into(),
+            },
+            at: 7,
+        };
+        let mut l = labels::object_labels("p", "dev", "supervise", "h", "");
+        l.extend(g.labels());
+        assert_eq!(Grant::from_labels(&l), Some(g.clone()));
+        let host = Grant {
+            id: new_id(),
+            ask: Ask::Host {
+                host: "a.example".into(),
+            },
+            at: 9,
+            ..g.clone()
+        };
+        let mut l2 = labels::object_labels("p", "dev", "supervise", "h", "");
+        l2.extend(host.labels());
+        let grants = Grants::from_volumes([&l2, &l]);
+        assert_eq!(grants.hosts("dev"), vec!["a.example".to_string()]);
+        assert_eq!(grants.dockerfile("dev"), Some(&g));
+        assert!(grants.of("other").is_empty());
+        // A forged label with a bad id or host is no grant.
+        l2.insert(labels::GRANT_HOST.into(), "10.0.0.1".into());
+        assert!(Grant::from_labels(&l2).is_none());
+    }
+
+    #[test]
+    fn records_serialise_with_a_kind_tag() {
+        let p = Proposal {
+            id: "p0000000001".into(),
+            bottle: "dev".into(),
+            ask: Ask::Host {
+                host: "a.example".into(),
+            },
+            reason: "docs".into(),
+            created: 1,
+        };
+        let j = serde_json::to_string(&p).unwrap();
+        assert!(j.contains("\"kind\":\"host\""), "{j}");
+        assert_eq!(serde_json::from_str::<Proposal>(&j).unwrap(), p);
+        assert!(valid_id(&p.id) && !valid_id("p../../etc") && valid_id(&new_id()));
+    }
+}
