@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything a fresh machine needs before `bottle` runs: a reachable Docker engine, the
 # offline Debian base image, gVisor registered as the runtime `runsc`, and the static
-# `bottle` the sidecar image is built from.
+# `bottle` the sidecar image is built from; and the MCP SDK wheels the supervise tests
+# install into their agent images.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! docker info >/dev/null 2>&1; then
@@ -10,4 +11,5 @@ if ! docker info >/dev/null 2>&1; then
 fi
 scripts/base-image.sh
 scripts/runsc.sh
+scripts/wheels.sh
 scripts/build-static.sh >/dev/null

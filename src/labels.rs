@@ -66,6 +66,13 @@ pub fn grant_volume(project: &str, bottle: &str, id: &str) -> String {
     object_name(project, bottle, &format!("grant-{id}"))
 }
 
+/// Is `name` the name of a grant volume of `project`?
+pub fn is_grant_volume(name: &str, project: &str) -> bool {
+    name.strip_prefix(&project_prefix(project))
+        .and_then(|rest| rest.rsplit_once("-grant-"))
+        .is_some_and(|(_, id)| crate::supervise::valid_id(id))
+}
+
 /// Repository of a bottle's agent image; the tag is the build context's hash.
 pub fn agent_image_repo(project: &str, bottle: &str) -> String {
     format!("{PREFIX}-{project}-{bottle}-agent")

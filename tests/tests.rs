@@ -19,5 +19,8 @@ mod pipelock;
 // Issue 7: the git-gate (secret-scanned pushes forwarded over SSH).
 mod gitgate;
 
+// Issue 8: supervise (MCP proposals, the operator's queue, grants).
+mod supervise;
+
 // Issue 6: `apply --watch` keeps Docker converged (events, manifest edits, one writer).
 mod watch;

@@ -202,3 +202,12 @@ pub fn events_since(since: &str, prefix: &str) -> Vec<String> {
     .map(str::to_string)
     .collect()
 }
+
+/// A container the test starts itself (a fake upstream), removed on drop.
+pub struct Container(pub String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = docker_try(&["rm", "-f", &self.0]);
+    }
+}

@@ -65,6 +65,8 @@ impl fmt::Display for Trigger {
 const CONTAINER_ACTIONS: [&str; 4] = ["die", "stop", "destroy", "oom"];
 /// Network actions that mean drift.
 const NETWORK_ACTIONS: [&str; 2] = ["destroy", "disconnect"];
+/// Volume actions that matter: a grant made or withdrawn by `bottle queue`.
+const VOLUME_ACTIONS: [&str; 2] = ["create", "destroy"];
 
 /// The server-side event filter: only the actions above, of containers and networks.
 /// Labels cannot be filtered on the server, since network events carry none.
@@ -72,6 +74,7 @@ pub fn event_filters() -> std::collections::HashMap<String, Vec<String>> {
     let mut actions: Vec<String> = CONTAINER_ACTIONS
         .iter()
         .chain(NETWORK_ACTIONS.iter())
+        .chain(VOLUME_ACTIONS.iter())
         .map(|a| a.to_string())
         .collect();
     actions.sort();
@@ -79,7 +82,11 @@ pub fn event_filters() -> std::collections::HashMap<String, Vec<String>> {
     std::collections::HashMap::from([
         (
             "type".to_string(),
-            vec!["container".to_string(), "network".to_string()],
+            vec![
+                "container".to_string(),
+                "network".to_string(),
+                "volume".to_string(),
+            ],
         ),
         ("event".to_string(), actions),
     ])
@@ -89,7 +96,11 @@ pub fn event_filters() -> std::collections::HashMap<String, Vec<String>> {
 /// recognised by their labels; networks, whose events carry no labels, by name prefix
 /// (a project whose name extends this one's with `-` may cause a spare reconcile).
 pub fn relevant(event: &Event, project: &str) -> Option<Trigger> {
-    let name = event.attributes.get("name")?;
+    // Volume events name the volume only by the actor id.
+    let name = event
+        .attributes
+        .get("name")
+        .or_else(|| (event.kind == "volume" && !event.id.is_empty()).then_some(&event.id))?;
     let ours = match event.kind.as_str() {
         "container" => {
             CONTAINER_ACTIONS.contains(&event.action.as_str())
@@ -98,6 +109,11 @@ pub fn relevant(event: &Event, project: &str) -> Option<Trigger> {
         "network" => {
             NETWORK_ACTIONS.contains(&event.action.as_str())
                 && name.starts_with(&labels::project_prefix(project))
+        }
+        // Only grants: the reconciler's own volume work must not wake it again.
+        "volume" => {
+            VOLUME_ACTIONS.contains(&event.action.as_str())
+                && labels::is_grant_volume(name, project)
         }
         _ => false,
     };
@@ -263,7 +279,21 @@ mod tests {
         assert!(relevant(&event("network", "connect", &net), "p").is_none());
         assert!(relevant(&event("network", "destroy", &net), "other").is_none());
         let filters = event_filters();
-        assert_eq!(filters["type"], vec!["container", "network"]);
+        assert_eq!(filters["type"], vec!["container", "network", "volume"]);
         assert!(filters["event"].contains(&"disconnect".to_string()));
+    }
+
+    #[test]
+    fn grant_volumes_trigger_and_other_volumes_do_not() {
+        let vol = |id: &str, action: &str| Event {
+            id: id.into(),
+            ..event("volume", action, &[("driver", "local")])
+        };
+        let grant = "bottle-p-a-grant-p0123456789";
+        assert!(relevant(&vol(grant, "create"), "p").is_some());
+        assert!(relevant(&vol(grant, "destroy"), "p").is_some());
+        assert!(relevant(&vol(grant, "mount"), "p").is_none());
+        assert!(relevant(&vol(grant, "create"), "q").is_none());
+        assert!(relevant(&vol("bottle-p-a-home", "create"), "p").is_none());
     }
 }
