@@ -425,3 +425,70 @@ proptest! {
         })?;
     }
 }
+
+#[test]
+fn a_host_grant_reconfigures_the_firewall_but_keeps_the_agent() {
+    use crate::supervise::{Ask, Grant};
+    rt().block_on(async {
+        let engine = FakeEngine::default();
+        let m = manifest(
+            "g",
+            &[AgentGen {
+                git: false,
+                supervise: true,
+                env: 0,
+                runtime_runc: true,
+            }],
+        );
+        let d = desired(&m);
+        let noop = ReconcileOptions::default();
+        reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        // `bottle queue approve` makes the grant volume with the graph's constructor.
+        let grant = Grant {
+            id: "p00000000aa".into(),
+            bottle: "a0".into(),
+            ask: Ask::Host {
+                host: "docs.example".into(),
+            },
+            at: 1,
+        };
+        let key = DigestKey::fixed(7);
+        let obj = crate::nodes::supervise::grant_object("g", &key, "img", &grant);
+        let ObjectSpec::Volume(spec) = &obj.spec else {
+            panic!("a grant is a volume")
+        };
+        engine.create_volume(spec).await.unwrap();
+        let r = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        let changed: BTreeSet<&str> = r.plan.steps.iter().map(|s| s.node.as_str()).collect();
+        assert!(
+            changed.contains("pipelock") && changed.contains("egress"),
+            "{changed:?}"
+        );
+        assert!(
+            !changed.contains("agent") && !changed.contains("supervise"),
+            "{changed:?}"
+        );
+        assert!(
+            r.plan
+                .steps
+                .iter()
+                .all(|s| s.action != Action::Delete || !s.key.name.contains("-grant-"))
+        );
+        // Converged: the grant is desired, so the next pass does nothing.
+        let again = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        assert!(again.plan.is_empty(), "{:?}", again.plan.steps);
+        // Revoked: the firewall closes again, still without touching the agent.
+        engine.remove_volume(&spec.name).await.unwrap();
+        let r = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        assert!(r.plan.steps.iter().all(|s| s.node != "agent"));
+        assert!(!r.plan.is_empty());
+    });
+}
