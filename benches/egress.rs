@@ -6,7 +6,7 @@
 //! connection (req/s, p50, p99), concurrent small GETs on several connections (req/s), and
 //! a streamed 100 MB upload (MB/s). Also the resident memory of the egress process, idle
 //! and after the run. Figures are printed with ratios against the direct baseline and
-//! against mitmproxy, measured in the same run.
+//! against mitmproxy, measured in the same run: each the median of interleaved rounds.
 //!
 //! Run: `cargo bench --bench egress`. mitmproxy is required: `mitmdump` on `PATH` or named
 //! by `$MITMDUMP` (see BENCHMARKS.md for the setup).
@@ -32,6 +32,8 @@ const SMALL: usize = 2000;
 const CONNS: usize = 16;
 const PER_CONN: usize = 200;
 const UPLOAD: u64 = 100 << 20;
+/// Rounds of every measurement (`$EGRESS_BENCH_ROUNDS` overrides).
+const ROUNDS: usize = 3;
 /// How long a proxy may take to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -363,11 +365,26 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
+/// The median of some figures (the upper one of an even count).
+fn median(xs: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = xs.collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn verdict(met: bool) -> &'static str {
     if met { "met" } else { "NOT met" }
 }
 
 fn main() {
+    let rounds: usize = match std::env::var("EGRESS_BENCH_ROUNDS") {
+        Ok(v) => v
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .expect("EGRESS_BENCH_ROUNDS: a positive count"),
+        Err(_) => ROUNDS,
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let up = TestPki::new(&[HOST]);
     let upstream_ca = dir.path().join("upstream-ca.pem");
@@ -417,20 +434,35 @@ fn main() {
         }
         println!(
             "egress benchmark: {SMALL} sequential small GETs on one connection; \
-             {CONNS} connections x {PER_CONN} GETs at once; one {} MB upload",
+             {CONNS} connections x {PER_CONN} GETs at once; one {} MB upload; \
+             median of {rounds} interleaved rounds",
             UPLOAD >> 20
         );
         let mut verdicts = Vec::new();
         for h2 in [false, true] {
             let proto = if h2 { "h2" } else { "http/1.1" };
-            let mut seq = Vec::new();
-            let mut conc = Vec::new();
-            let mut upl = Vec::new();
-            for w in &ways {
-                seq.push(w.sequential(h2).await);
-                conc.push(w.concurrent(h2).await);
-                upl.push(w.upload(h2).await);
+            // Rounds interleave the ways, so a burst of load from elsewhere hits all
+            // three alike; each figure is the median over the rounds.
+            let mut runs: Vec<Vec<(Small, f64, f64)>> = (0..ways.len()).map(|_| vec![]).collect();
+            for _ in 0..rounds {
+                for (w, r) in ways.iter().zip(&mut runs) {
+                    r.push((
+                        w.sequential(h2).await,
+                        w.concurrent(h2).await,
+                        w.upload(h2).await,
+                    ));
+                }
             }
+            let seq: Vec<Small> = runs
+                .iter()
+                .map(|r| Small {
+                    rps: median(r.iter().map(|x| x.0.rps)),
+                    p50: Duration::from_secs_f64(median(r.iter().map(|x| x.0.p50.as_secs_f64()))),
+                    p99: Duration::from_secs_f64(median(r.iter().map(|x| x.0.p99.as_secs_f64()))),
+                })
+                .collect();
+            let conc: Vec<f64> = runs.iter().map(|r| median(r.iter().map(|x| x.1))).collect();
+            let upl: Vec<f64> = runs.iter().map(|r| median(r.iter().map(|x| x.2))).collect();
             println!("{proto}:");
             for (i, w) in ways.iter().enumerate() {
                 println!(
