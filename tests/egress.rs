@@ -2,8 +2,10 @@
 //! hidden `fake-upstream` mode, with a test-CA certificate) answers as `api.example.test`
 //! on the bottle's net-egress; the agent (an image with curl, python3-requests and node
 //! from Debian) calls it with only the environment the bottle sets, through egress and
-//! then pipelock. The upstream sees the real token; the token is nowhere in the agent
-//! nor in Docker's view of the bottle.
+//! then pipelock. The upstream sees the real token (and the agent's cookie), never the
+//! agent's own credentials; the token is nowhere in the agent nor in Docker's view of the
+//! bottle; a passthrough route shows the upstream's own certificate; two bottles have
+//! different CAs and neither agent holds a CA key.
 
 use crate::util::*;
 
@@ -45,6 +47,26 @@ fn ensure_client_image() {
     }
 }
 
+/// `docker exec AGENT sh -c SCRIPT`: stdout and stderr.
+fn exec(agent: &str, script: &str) -> (String, String) {
+    let out = std::process::Command::new("docker")
+        .args(["exec", agent, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `issuer:` line of `curl -v`'s certificate report.
+fn issuer(curl_verbose: &str) -> &str {
+    curl_verbose
+        .lines()
+        .find(|l| l.trim_start_matches(['*', ' ']).starts_with("issuer:"))
+        .unwrap_or_else(|| panic!("no issuer in curl -v output:\n{curl_verbose}"))
+}
+
 /// Removes the fake upstream container on drop.
 struct Container(String);
 
@@ -58,7 +80,8 @@ impl Drop for Container {
 fn credentials_are_injected_and_never_reach_the_agent() {
     ensure_client_image();
     let p = Project::new("egress");
-    let pki = bottle::sidecar::egress::testkit::TestPki::new(&["api.example.test"]);
+    let pki =
+        bottle::sidecar::egress::testkit::TestPki::new(&["api.example.test", "pass.example.test"]);
     std::fs::write(p.path("upstream-ca.pem"), &pki.ca_pem).expect("ca");
     let certs = p.path("certs");
     std::fs::create_dir(&certs).expect("certs dir");
@@ -94,8 +117,12 @@ bottles:
         - host: api.example.test
           auth: {scheme: bearer, token: {from_env: EGRESS_E2E_TOKEN}}
           roles: [anthropic-base-url]
+        - host: pass.example.test
+          tls_passthrough: true
 agents:
   a: {bottle: dev}
+  # A second bottle: its own CA.
+  b: {bottle: dev}
 "#,
     );
     let m = m.to_str().expect("utf-8");
@@ -117,6 +144,8 @@ agents:
         &p.obj("a", "net-egress"),
         "--network-alias",
         "api.example.test",
+        "--network-alias",
+        "pass.example.test",
         "-v",
         &format!("{}:/certs:ro", certs.display()),
         "-e",
@@ -130,31 +159,91 @@ agents:
         "fake-upstream",
     ]);
 
+    // Bottle b reaches the same upstream on its own net-egress.
+    docker(&[
+        "network",
+        "connect",
+        "--alias",
+        "api.example.test",
+        &p.obj("b", "net-egress"),
+        &upstream.0,
+    ]);
+
     // The agent itself, with only the environment the bottle gave it.
     let agent = p.obj("a", "agent");
     let client = |script: &str| -> String {
-        let out = std::process::Command::new("docker")
-            .args(["exec", &agent, "sh", "-c", script])
-            .output()
-            .expect("docker exec");
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        let (out, err) = exec(&agent, script);
+        format!("{out}{err}")
     };
-    // The upstream may take a moment to listen.
-    let mut out = String::new();
+    // The upstream may take a moment to listen. The agent sends its own credentials and
+    // a cookie; `-v` reports the certificate it was shown (on stderr, with the request
+    // headers curl sent).
+    let curl = "curl -sS -v -H 'Authorization: Bearer agent-fake' \
+        -H 'Proxy-Authorization: Basic agent-proxy' -H 'Cookie: session=agent-cookie' \
+        https://api.example.test/curl";
+    let (mut out, mut verbose) = (String::new(), String::new());
     for _ in 0..20 {
-        out =
-            client("curl -sS -H 'Authorization: Bearer agent-fake' https://api.example.test/curl");
+        (out, verbose) = exec(&agent, curl);
         if out.contains("/curl") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    assert!(out.contains(&format!("Bearer {TOKEN}")), "curl: {out}");
-    assert!(!out.contains("agent-fake"), "curl: {out}");
+    let seen: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("curl: {e}: {out}\n{verbose}"));
+    let headers = &seen["headers"];
+    assert_eq!(headers["authorization"], format!("Bearer {TOKEN}"), "{out}");
+    assert!(headers.get("proxy-authorization").is_none(), "{out}");
+    assert!(
+        !out.contains("agent-fake") && !out.contains("agent-proxy"),
+        "{out}"
+    );
+    assert_eq!(headers["cookie"], "session=agent-cookie", "{out}");
+    // Intercepted: the leaf is the bottle's own.
+    let issuer_a = issuer(&verbose).to_string();
+    assert!(
+        issuer_a.contains("/a CA"),
+        "intercepted by bottle a's CA: {issuer_a}"
+    );
+
+    // A passthrough route: the upstream's own certificate (which the agent does not
+    // trust, hence -k here only), and the agent's request untouched, with no token.
+    let (out, verbose) = exec(
+        &agent,
+        "curl -sS -v -k -H 'Authorization: Bearer agent-own' https://pass.example.test/pass",
+    );
+    let shown = issuer(&verbose);
+    assert!(shown.contains("test upstream CA"), "passthrough: {shown}");
+    assert!(
+        out.contains("/pass") && out.contains("Bearer agent-own") && !out.contains(TOKEN),
+        "passthrough: {out}"
+    );
+    let (_, verbose) = exec(&agent, "curl -sS https://pass.example.test/pass; true");
+    assert!(
+        verbose.contains("certificate"),
+        "the agent does not trust the upstream's CA: {verbose}"
+    );
+
+    // Bottle b: the same route, intercepted with a different CA.
+    let agent_b = p.obj("b", "agent");
+    let (out, verbose) = exec(&agent_b, "curl -sS -v https://api.example.test/b");
+    assert!(out.contains(&format!("Bearer {TOKEN}")), "bottle b: {out}");
+    let issuer_b = issuer(&verbose);
+    assert!(
+        issuer_b.contains("/b CA"),
+        "intercepted by bottle b's CA: {issuer_b}"
+    );
+    let ca_of = |agent: &str| {
+        let (ca, _) = exec(agent, "cat /etc/bottle/ca/ca.crt");
+        assert!(ca.contains("BEGIN CERTIFICATE"), "{agent}: {ca}");
+        let (bundle, _) = exec(agent, "cat \"$SSL_CERT_FILE\"");
+        (ca, bundle)
+    };
+    let (ca_a, bundle_a) = ca_of(&agent);
+    let (ca_b, bundle_b) = ca_of(&agent_b);
+    assert_ne!(ca_a, ca_b, "two bottles, two CAs");
+    assert!(bundle_a.contains(&ca_a) && !bundle_a.contains(&ca_b));
+    assert!(bundle_b.contains(&ca_b) && !bundle_b.contains(&ca_a));
 
     let py = client(&format!("python3 -c \"{PY_SCRIPT}\""));
     assert!(
@@ -181,14 +270,49 @@ agents:
         let all = docker(&["inspect", &c]);
         assert!(!all.contains(TOKEN), "docker inspect {c} shows the token");
     }
-    let agent_view = docker(&[
-        "exec",
-        &p.obj("a", "agent"),
-        "sh",
-        "-c",
-        "env; cat /proc/*/environ 2>/dev/null; grep -rs sk-e2e / --exclude-dir=proc --exclude-dir=sys 2>/dev/null; true",
-    ]);
-    assert!(!agent_view.contains(TOKEN), "the agent sees the token");
+    // Nor is either CA key: a line of each key (read from the sidecars' CA volume) is
+    // searched for in both agents' files, besides the key file's own path.
+    let key_line = |b: &str| {
+        let key = docker(&[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{}:/ca:ro", p.obj(b, "ca")),
+            "debian:bookworm-slim",
+            "cat",
+            "/ca/ca.key",
+        ]);
+        assert!(
+            key.contains("PRIVATE KEY"),
+            "{b}: the CA volume holds the key"
+        );
+        key.lines().nth(1).expect("a PEM body line").to_string()
+    };
+    let keys = [key_line("a"), key_line("b")];
+    for a in [&agent, &agent_b] {
+        let agent_view = docker(&[
+            "exec",
+            a,
+            "sh",
+            "-c",
+            &format!(
+                "env; cat /proc/*/environ 2>/dev/null; test -e /etc/bottle/ca/ca.key && echo KEYFILE; \
+                 grep -rlsF -e sk-e2e -e '{}' -e '{}' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null; true",
+                keys[0], keys[1]
+            ),
+        ]);
+        assert!(!agent_view.contains(TOKEN), "{a} sees the token");
+        assert!(
+            !agent_view.contains("KEYFILE")
+                && !keys.iter().any(|k| agent_view.contains(k.as_str())),
+            "{a} holds a CA key: {agent_view}"
+        );
+        // grep -l names the files holding a match: there must be none.
+        assert!(
+            !agent_view.lines().any(|l| l.starts_with('/')),
+            "{a}: {agent_view}"
+        );
+    }
     let logs = std::process::Command::new("docker")
         .args(["logs", &egress])
         .output()

@@ -78,7 +78,11 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
     let config_path = std::env::var_os("BOTTLE_EGRESS_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(config::MOUNT).join(config::CONFIG_FILE));
-    let proxy = load(&config_path, Path::new(crate::nodes::ca::MOUNT))?;
+    // Both paths can be moved for running the sidecar outside its container (the benchmark).
+    let ca_dir = std::env::var_os("BOTTLE_EGRESS_CA_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(crate::nodes::ca::MOUNT));
+    let proxy = load(&config_path, &ca_dir)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| StartError::Listen {

@@ -265,9 +265,17 @@ where
     B::Error: Into<BoxError>,
 {
     pub async fn send(&mut self, req: Request<B>) -> hyper::Result<Response<Incoming>> {
+        // Wait for the connection task first: sending before it polled fails with
+        // "connection was not ready".
         match self {
-            Sender::H1(s) => s.send_request(req).await,
-            Sender::H2(s) => s.send_request(req).await,
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
         }
     }
 

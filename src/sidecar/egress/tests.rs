@@ -89,6 +89,7 @@ impl World {
             .header("host", host)
             .header("authorization", "Bearer agent-fake")
             .header("proxy-authorization", "Basic agent-proxy")
+            .header("cookie", "session=agent-cookie")
             .body(Full::new(Bytes::new()))
             .unwrap();
         let resp = s.send(req).await.unwrap();
@@ -112,6 +113,8 @@ async fn route_injects_token_and_strips_agent_credentials_h1_and_h2() {
         assert_eq!(v["headers"]["authorization"], format!("Bearer {TOKEN}"));
         assert!(v["headers"].get("proxy-authorization").is_none(), "{body}");
         assert!(!body.contains("agent-fake"), "{body}");
+        // Only credentials are replaced: the agent's cookie passes untouched.
+        assert_eq!(v["headers"]["cookie"], "session=agent-cookie", "{body}");
         // The upstream negotiated h2 with the proxy in both cases.
         assert_eq!(v["version"], "HTTP/2.0");
     }
