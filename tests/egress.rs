@@ -67,15 +67,6 @@ fn issuer(curl_verbose: &str) -> &str {
         .unwrap_or_else(|| panic!("no issuer in curl -v output:\n{curl_verbose}"))
 }
 
-/// Removes the fake upstream container on drop.
-struct Container(String);
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = docker_try(&["rm", "-f", &self.0]);
-    }
-}
-
 #[test]
 fn credentials_are_injected_and_never_reach_the_agent() {
     ensure_client_image();
