@@ -28,7 +28,7 @@ pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         path: PathBuf,
         #[source]
