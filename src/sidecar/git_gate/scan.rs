@@ -5,9 +5,9 @@
 //! objects and nothing else:
 //!
 //! 1. The object pass ([`super::objects`]): `git rev-list --objects` of the pushed tips
-//!    piped into one `git cat-file --batch`; every new blob is scanned whole, straight
-//!    from the pipe, and every new commit's and annotated tag's message too. No diff
-//!    is produced or parsed.
+//!    lists the new objects, `git cat-file` streams them (from the pushed pack in pack
+//!    order when there is one); every new blob is scanned whole, and every new commit's
+//!    and annotated tag's message too. No diff is produced or parsed.
 //! 2. Only when a blob matched: the precise pass ([`super::log`]), `git log -p` over the
 //!    commits that add or remove a flagged blob (`--find-object`), which scans the lines
 //!    those commits add, to name commit, file and line, and to drop a secret the file
