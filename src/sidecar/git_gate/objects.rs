@@ -536,6 +536,35 @@ mod tests {
     }
 
     #[test]
+    fn a_large_blob_is_streamed_and_unlisted_objects_are_skipped() {
+        let rules = RuleSet::builtin();
+        let mut big = "x = 1;\n".repeat((WHOLE_BLOB as usize) / 7 + 1000);
+        big.push_str(&format!("k = {KEY}\n"));
+        let input = batch(&[
+            ("b1", "blob", "", &big),
+            ("b2", "blob", "", &format!("{KEY}\n")),
+            ("c1", "commit", "", &format!("tree t\n\n{KEY}\n")),
+        ]);
+        let mut wanted: HashMap<String, String> = [("b1".to_string(), "big.txt".to_string())]
+            .into_iter()
+            .collect();
+        let scan = scan_stream(&rules, &input[..], 2, Some(&mut wanted)).unwrap();
+        assert!(wanted.is_empty());
+        assert_eq!(scan.commits, 0);
+        assert_eq!(scan.messages, vec![]);
+        assert_eq!(scan.bytes, big.len() as u64);
+        assert_eq!(
+            scan.blobs,
+            vec![BlobHit {
+                blob: "b1".into(),
+                path: "big.txt".into(),
+                offset: (big.len() - KEY.len() - 1) as u64,
+                rule_id: "aws-access-key-id".into()
+            }]
+        );
+    }
+
+    #[test]
     fn a_blob_cut_short_is_an_error() {
         let rules = RuleSet::builtin();
         let r = scan_stream(&rules, &b"b1 blob 100 x\nshort"[..], 2, None);
