@@ -312,6 +312,41 @@ agents:
     assert!(!out.contains(AWS_KEY), "{out}");
     assert_eq!(upstream.git("rev-parse main"), landed);
 
+    // Annotated tags: one whose message holds a key (on a commit upstream has), and a
+    // clean one on a new commit that adds a key: both refused; a clean one lands.
+    let (ok, out) = agent_sh(
+        &agent,
+        &format!(
+            "cd w && git reset -q --hard origin/main && git tag -a v1 -m 'release
+
+aws {AWS_KEY}' && git push origin v1 2>&1"
+        ),
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("tag v1 (") && out.contains("tag message line 3: aws-access-key-id"),
+        "{out}"
+    );
+    assert!(!out.contains(AWS_KEY), "{out}");
+    let (ok, out) = agent_sh(
+        &agent,
+        &format!(
+            "cd w && printf 'k={AWS_KEY}\\n' > tagged.ini && git add tagged.ini && git commit -qm tagged && git tag -a v2 -m 'clean message' && git push origin v2 2>&1"
+        ),
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("tagged.ini:1: aws-access-key-id"), "{out}");
+    assert!(!out.contains(AWS_KEY), "{out}");
+    assert_eq!(upstream.git("tag -l").trim(), "", "a tag landed");
+    let (ok, out) = agent_sh(
+        &agent,
+        "cd w && git tag -a v3 -m 'clean release' origin/main && git push origin v3 2>&1",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(upstream.git("cat-file -t v3").trim(), "tag");
+    assert_eq!(upstream.git("rev-parse v3^{commit}"), landed);
+    assert_eq!(upstream.git("rev-parse main"), landed);
+
     // Rewriting history is a force push: refused (allow_force is false), and so is a
     // deletion.
     let (ok, out) = agent_sh(

@@ -2,9 +2,9 @@
 //! `git receive-pack`, with the pushed objects still in quarantine.
 //!
 //! For each ref update: a deletion or a non-fast-forward is refused unless the remote
-//! allows force; then every commit the upstream does not have yet (not reachable from
-//! the mirror's refs) is scanned; any finding refuses the whole push, naming commit,
-//! file, line and rule. A clean push is forwarded to the upstream over SSH, synchronously:
+//! allows force; then everything the upstream does not have yet (not reachable from
+//! the mirror's refs: commits, annotated tags, blobs) is scanned ([`super::scan`]); any
+//! finding refuses the whole push, naming commit (or tag), file, line and rule. A clean push is forwarded to the upstream over SSH, synchronously:
 //! the agent sees the upstream's answer, and the mirror's refs move only when the
 //! upstream took the push. What this prints reaches the agent as `remote:` lines, so it
 //! never prints a secret and never logs.
@@ -131,7 +131,7 @@ fn check_policy(
     Ok(forced)
 }
 
-/// Scan every commit the push brings that the upstream does not have.
+/// Scan every commit and annotated tag the push brings that the upstream does not have.
 fn scan(git_dir: &Path, updates: &[Update]) -> Result<(), String> {
     let rules = RuleSet::builtin();
     let tips: Vec<String> = updates
@@ -139,14 +139,17 @@ fn scan(git_dir: &Path, updates: &[Update]) -> Result<(), String> {
         .filter(|u| !u.is_delete())
         .map(|u| u.new.clone())
         .collect();
-    let report = super::scan::scan_new_commits(&rules, git_dir, &tips, &["--all"])
+    // receive-pack keeps what the push sent in a quarantine directory until the hook
+    // accepts it: read there first, in pack order.
+    let quarantine = std::env::var_os("GIT_QUARANTINE_PATH").map(PathBuf::from);
+    let report = super::scan::scan_push(&rules, git_dir, &tips, &["--all"], quarantine.as_deref())
         .map_err(|e| format!("the secret scan failed: {e}"))?;
     if report.findings.is_empty() {
         return Ok(());
     }
     let mut msg = format!(
-        "{} secret(s) found in the pushed commits; remove them from history (not just the \
-         latest commit) and push again:",
+        "{} secret(s) found in the pushed commits or tags; remove them from history (not \
+         just the latest commit) and push again:",
         report.findings.len()
     );
     for f in report.findings.iter().take(MAX_LISTED) {

@@ -9,6 +9,8 @@
 //! upstream. Before each ref advertisement the mirror is refreshed from the upstream.
 
 pub mod hook;
+mod log;
+mod objects;
 pub mod scan;
 
 use std::collections::HashMap;

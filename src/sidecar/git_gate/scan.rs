@@ -1,42 +1,77 @@
-//! Scanning what a push adds: every commit not yet reachable from the mirror's refs
-//! (what the upstream had), its message and the lines it adds, in one `git log` stream.
+//! Scanning what a push adds: every object the push brings that the upstream lacks
+//! (not reachable from the mirror's refs), with the same scanner as pipelock's DLP.
 //!
-//! Added lines are fed per file to a [`StreamScanner`], so a rule's window never spans
-//! two files; memory stays bounded by the scanner's overlap and the line map kept for
-//! it. Merges are diffed with `--cc`: only lines that are in none of the parents (an
-//! "evil merge") are new; the rest belong to commits scanned on their own.
+//! Two passes, so that the common case (no secret) costs one streaming read of the new
+//! objects and nothing else:
+//!
+//! 1. The object pass ([`super::objects`]): `git rev-list --objects` of the pushed tips
+//!    lists the new objects, `git cat-file` streams them (from the pushed pack in pack
+//!    order when there is one); every new blob is scanned whole, and every new commit's
+//!    and annotated tag's message too. No diff is produced or parsed.
+//! 2. Only when a blob matched: the precise pass ([`super::log`]), `git log -p` over the
+//!    commits that add or remove a flagged blob (`--find-object`), which scans the lines
+//!    those commits add, to name commit, file and line, and to drop a secret the file
+//!    already had upstream (a line the push does not add).
+//!
+//! So a push is refused exactly when one of its new commits adds a line, or has a
+//! message, that the scanner flags (as a scan of every commit's added lines would), or
+//! an annotated tag it brings has such a message. One difference with a full scan of
+//! added lines: content the upstream already holds as a blob (a revert to an old
+//! upstream version, a copy of an upstream file) is not scanned again; it cannot leak.
+//! A tag that points at a tree or blob (not a commit) has every new blob under it
+//! scanned and reported whole (there is no commit to compare with).
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::secretscan::{RuleSet, StreamScanner};
+use crate::secretscan::RuleSet;
 
-/// Bytes of added lines collected before they are fed to the scanner.
-const BATCH: usize = 64 << 10;
+/// Flagged blobs passed to `git log --find-object` at most; beyond, the precise pass
+/// runs over every new commit.
+const MAX_FIND_OBJECTS: usize = 256;
+
+/// Where a finding is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    /// A file that the commit changes; the line is in the file as of the commit.
+    File(String),
+    /// The commit's message.
+    CommitMessage,
+    /// An annotated tag's message (the tag's name).
+    TagMessage(String),
+    /// A blob under a tag that points at a tree or blob (its path in that tree, empty
+    /// for the tagged blob itself).
+    Tagged(String),
+}
 
 /// A secret found in a push: where, which rule. Never the secret.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PushFinding {
-    pub commit: String,
-    /// The file; `None` for the commit message.
-    pub path: Option<String>,
-    /// 1-based line number in the file as of this commit (or in the message).
+    /// The commit (file, commit message), tag (tag message) or blob (tagged) id.
+    pub object: String,
+    pub place: Place,
+    /// 1-based line number in the file as of this commit, or in the message.
     pub line: u64,
     pub rule_id: String,
 }
 
 impl std::fmt::Display for PushFinding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let short = &self.commit[..self.commit.len().min(12)];
-        match &self.path {
-            Some(p) => write!(f, "commit {short}: {p}:{}: {}", self.line, self.rule_id),
-            None => write!(
-                f,
-                "commit {short}: commit message line {}: {}",
-                self.line, self.rule_id
-            ),
+        let short = &self.object[..self.object.len().min(12)];
+        let (line, rule) = (self.line, &self.rule_id);
+        match &self.place {
+            Place::File(p) => write!(f, "commit {short}: {p}:{line}: {rule}"),
+            Place::CommitMessage => {
+                write!(f, "commit {short}: commit message line {line}: {rule}")
+            }
+            Place::TagMessage(name) => {
+                write!(f, "tag {name} ({short}): tag message line {line}: {rule}")
+            }
+            Place::Tagged(p) if p.is_empty() => {
+                write!(f, "tagged blob {short}: line {line}: {rule}")
+            }
+            Place::Tagged(p) => write!(f, "tagged tree, blob {short}: {p}:{line}: {rule}"),
         }
     }
 }
@@ -44,8 +79,10 @@ impl std::fmt::Display for PushFinding {
 /// What a scan saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScanReport {
+    /// New commits.
     pub commits: u64,
-    /// Bytes of added lines and messages scanned.
+    /// Bytes scanned: new blobs and messages (the object pass), or added lines and
+    /// messages (a full [`scan_with_git_log`]).
     pub bytes: u64,
     pub findings: Vec<PushFinding>,
 }
@@ -53,359 +90,342 @@ pub struct ScanReport {
 /// The scan could not run: the push must then be refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("running git log: {0}")]
+    #[error("running git: {0}")]
     Io(#[from] std::io::Error),
-    #[error("git log failed ({status}): {stderr}")]
-    Git { status: String, stderr: String },
+    #[error("{what} failed ({status}): {stderr}")]
+    Git {
+        what: &'static str,
+        status: String,
+        stderr: String,
+    },
+    #[error("unexpected output from git: {0}")]
+    Protocol(String),
 }
 
-/// Scan the commits reachable from `tips` and from none of `exclude` (rev-list
-/// arguments such as `--all`) in the repository `git_dir`.
-pub fn scan_new_commits(
+/// Scan what pushing `tips` (object ids or revisions) brings to a repository whose
+/// upstream state is everything reachable from `exclude` (rev-list arguments such as
+/// `--all`; empty: nothing is upstream). `pushed`: the object directory that holds what
+/// the push sent, if there is one (a pre-receive hook's `GIT_QUARANTINE_PATH`); its
+/// objects are read in pack order, which spares git most of its delta work.
+pub fn scan_push(
     rules: &RuleSet,
     git_dir: &Path,
     tips: &[String],
     exclude: &[&str],
+    pushed: Option<&Path>,
 ) -> Result<ScanReport, ScanError> {
     let mut report = ScanReport::default();
     if tips.is_empty() {
         return Ok(report);
     }
-    let mut cmd = Command::new("git");
-    cmd.arg("--git-dir")
-        .arg(git_dir)
-        .args([
-            "-c",
-            "core.quotePath=false",
-            "log",
-            "--reverse",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-renames",
-            "--no-textconv",
-            "--text",
-            "--cc",
-            "-U0",
-            "--format=%x00%H%n%B%x00",
-        ])
-        .args(tips);
-    if !exclude.is_empty() {
-        cmd.arg("--not").args(exclude);
+    let (commit_tips, tagged_tips) = peel(git_dir, tips)?;
+    if !commit_tips.is_empty() {
+        let pass = super::objects::scan_objects(rules, git_dir, &commit_tips, exclude, pushed)?;
+        report.commits += pass.commits;
+        report.bytes += pass.bytes;
+        report.findings.extend(pass.messages);
+        if !pass.blobs.is_empty() {
+            let mut flagged: Vec<String> = pass.blobs.into_iter().map(|b| b.blob).collect();
+            flagged.sort();
+            flagged.dedup();
+            if flagged.len() > MAX_FIND_OBJECTS {
+                flagged.clear();
+            }
+            let precise = super::log::scan_log(rules, git_dir, &commit_tips, exclude, &flagged)?;
+            report.findings.extend(
+                precise
+                    .findings
+                    .into_iter()
+                    .filter(|f| matches!(f.place, Place::File(_))),
+            );
+        }
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let stdout = child.stdout.take().expect("piped stdout");
-    let stderr = child.stderr.take().expect("piped stderr");
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut BufReader::new(stderr), &mut buf);
-        let tail = buf.len().saturating_sub(4096);
-        String::from_utf8_lossy(&buf[tail..]).into_owned()
-    });
-    let parsed = parse_log(
-        rules,
-        BufReader::with_capacity(1 << 20, stdout),
-        &mut report,
-    );
-    let status = child.wait()?;
-    let stderr = err_reader.join().unwrap_or_default();
-    parsed?;
-    if !status.success() {
-        return Err(ScanError::Git {
-            status: status.to_string(),
-            stderr: stderr.trim().to_string(),
-        });
+    if !tagged_tips.is_empty() {
+        let pass = super::objects::scan_objects(rules, git_dir, &tagged_tips, exclude, pushed)?;
+        report.commits += pass.commits;
+        report.bytes += pass.bytes;
+        report.findings.extend(pass.messages);
+        for hit in pass.blobs {
+            let line = super::objects::line_of(git_dir, &hit.blob, hit.offset)?;
+            report.findings.push(PushFinding {
+                object: hit.blob,
+                place: Place::Tagged(hit.path),
+                line,
+                rule_id: hit.rule_id,
+            });
+        }
     }
     Ok(report)
 }
 
-enum State {
-    /// Before the first commit.
-    Start,
-    /// In a commit message; lines so far.
-    Message(u64),
-    /// Between a `diff` line and the first hunk of a file.
-    FileHeader,
-    Hunk,
-}
-
-/// Parse `git log` output (format above) and scan it.
-fn parse_log<R: BufRead>(
+/// The reference scan, one `git log -p` of every new commit, parsed: the lines each
+/// commit adds and its message. Slower than [`scan_push`]; the benchmark's baseline.
+pub fn scan_with_git_log(
     rules: &RuleSet,
-    mut input: R,
-    report: &mut ScanReport,
-) -> Result<(), std::io::Error> {
-    let mut state = State::Start;
-    let mut commit = String::new();
-    let mut message = Vec::new();
-    let mut file: Option<FileScan<'_>> = None;
-    let mut path: Option<String> = None;
-    // Parents of the current file's diff: 1, or more for a combined diff.
-    let mut parents = 1usize;
-    let mut next_line = 0u64;
-    let mut line = Vec::with_capacity(256);
-    loop {
-        line.clear();
-        if input.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        let body = line.strip_suffix(b"\n").unwrap_or(&line);
-        if let Some(rest) = body.strip_prefix(b"\0") {
-            match state {
-                State::Message(_) if rest.is_empty() => {
-                    scan_message(rules, &commit, &message, report);
-                    message.clear();
-                    state = State::FileHeader;
-                    continue;
-                }
-                _ => {
-                    if let Some(f) = file.take() {
-                        f.finish(report);
-                    }
-                    commit = String::from_utf8_lossy(rest).into_owned();
-                    report.commits += 1;
-                    state = State::Message(0);
-                    continue;
-                }
-            }
-        }
-        match state {
-            State::Start => {}
-            State::Message(_) if body.ends_with(b"\0") => {
-                // A message without a final newline: its end marker closes this line.
-                message.extend_from_slice(&body[..body.len() - 1]);
-                scan_message(rules, &commit, &message, report);
-                message.clear();
-                state = State::FileHeader;
-            }
-            State::Message(n) => {
-                message.extend_from_slice(&line);
-                state = State::Message(n + 1);
-            }
-            State::FileHeader | State::Hunk if body.starts_with(b"diff ") => {
-                if let Some(f) = file.take() {
-                    f.finish(report);
-                }
-                path = None;
-                parents =
-                    if body.starts_with(b"diff --cc ") || body.starts_with(b"diff --combined ") {
-                        2
-                    } else {
-                        1
-                    };
-                state = State::FileHeader;
-            }
-            State::FileHeader => {
-                if let Some(p) = body.strip_prefix(b"+++ ") {
-                    path = Some(target_path(p));
-                } else if body.starts_with(b"@@") {
-                    state = State::Hunk;
-                    hunk_header(body, &mut parents, &mut next_line);
-                }
-            }
-            State::Hunk => {
-                if body.starts_with(b"@@") {
-                    hunk_header(body, &mut parents, &mut next_line);
-                    continue;
-                }
-                if body.len() < parents || body.starts_with(b"\\") {
-                    continue;
-                }
-                let (cols, text) = body.split_at(parents);
-                if cols.contains(&b'-') {
-                    continue;
-                }
-                let n = next_line;
-                next_line += 1;
-                if cols.iter().all(|&c| c == b'+') {
-                    let f = file.get_or_insert_with(|| {
-                        FileScan::new(rules, &commit, path.clone().unwrap_or_default())
-                    });
-                    f.add(n, text, report);
-                }
-            }
-        }
-    }
-    if let State::Message(_) = state {
-        scan_message(rules, &commit, &message, report);
-    }
-    if let Some(f) = file.take() {
-        f.finish(report);
-    }
-    Ok(())
+    git_dir: &Path,
+    tips: &[String],
+    exclude: &[&str],
+) -> Result<ScanReport, ScanError> {
+    super::log::scan_log(rules, git_dir, tips, exclude, &[])
 }
 
-/// `+++ b/path` (possibly C-quoted) to `path`.
-fn target_path(p: &[u8]) -> String {
-    let s = String::from_utf8_lossy(p);
-    let s = s.trim_end_matches('\t');
-    let unquoted = s
-        .strip_prefix('"')
-        .and_then(|s| s.strip_suffix('"'))
-        .unwrap_or(s);
-    unquoted.strip_prefix("b/").unwrap_or(unquoted).to_string()
+/// 1-based line of `offset` in `text`.
+pub(super) fn line_at(text: &[u8], offset: u64) -> u64 {
+    let end = (offset as usize).min(text.len());
+    1 + text[..end].iter().filter(|&&b| b == b'\n').count() as u64
 }
 
-/// `@@ -a,b +c,d @@` or `@@@ -a,b -c,d +e,f @@@`: the number of parents and the first
-/// line of the result.
-fn hunk_header(body: &[u8], parents: &mut usize, next_line: &mut u64) {
-    let ats = body.iter().take_while(|&&b| b == b'@').count();
-    *parents = ats.saturating_sub(1).max(1);
-    let text = String::from_utf8_lossy(body);
-    let start = text
-        .split_whitespace()
-        .find_map(|t| t.strip_prefix('+'))
-        .and_then(|r| r.split(',').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    *next_line = start;
-}
-
-fn scan_message(rules: &RuleSet, commit: &str, message: &[u8], report: &mut ScanReport) {
-    report.bytes += message.len() as u64;
-    for f in rules.scan(message) {
-        let line = 1 + message[..(f.offset as usize).min(message.len())]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count() as u64;
-        report.findings.push(PushFinding {
-            commit: commit.to_string(),
-            path: None,
-            line,
-            rule_id: f.rule_id,
+/// Split `tips` by what they peel to: commits (annotated tags of commits included),
+/// and the rest (tags of trees or blobs, or bare trees and blobs).
+fn peel(git_dir: &Path, tips: &[String]) -> Result<(Vec<String>, Vec<String>), ScanError> {
+    let mut child = Command::new("git")
+        .arg("--git-dir")
+        .arg(git_dir)
+        .args(["cat-file", "--batch-check=%(objecttype)"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let (Some(mut stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(ScanError::Protocol("git cat-file without its pipes".into()));
+    };
+    let input: Vec<u8> = tips
+        .iter()
+        .flat_map(|t| format!("{t}^{{}}\n").into_bytes())
+        .collect();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let mut kinds = Vec::with_capacity(tips.len());
+    for line in BufReader::new(stdout).lines() {
+        kinds.push(line?);
+    }
+    let written = writer
+        .join()
+        .map_err(|_| ScanError::Protocol("the cat-file writer panicked".into()))?;
+    let status = child.wait()?;
+    written?;
+    if !status.success() || kinds.len() != tips.len() {
+        return Err(ScanError::Git {
+            what: "git cat-file --batch-check",
+            status: status.to_string(),
+            stderr: String::new(),
         });
     }
-}
-
-/// The added lines of one file in one commit, streamed through a scanner.
-struct FileScan<'r> {
-    scanner: StreamScanner<'r>,
-    commit: String,
-    path: String,
-    /// Added lines not yet fed.
-    batch: Vec<u8>,
-    /// (stream offset where a line starts, its line number), for every line that a
-    /// finding may still point into.
-    lines: VecDeque<(u64, u64)>,
-    /// Stream offset of the end of what was added so far.
-    end: u64,
-}
-
-impl<'r> FileScan<'r> {
-    fn new(rules: &'r RuleSet, commit: &str, path: String) -> Self {
-        FileScan {
-            scanner: StreamScanner::new(rules),
-            commit: commit.to_string(),
-            path,
-            batch: Vec::with_capacity(BATCH),
-            lines: VecDeque::new(),
-            end: 0,
+    let mut commits = Vec::new();
+    let mut others = Vec::new();
+    for (tip, kind) in tips.iter().zip(kinds) {
+        match kind.as_str() {
+            "commit" => commits.push(tip.clone()),
+            "tree" | "blob" => others.push(tip.clone()),
+            _ => {
+                return Err(ScanError::Protocol(format!(
+                    "cannot resolve the pushed object {tip}: {kind}"
+                )));
+            }
         }
     }
-
-    fn add(&mut self, line_no: u64, text: &[u8], report: &mut ScanReport) {
-        self.lines.push_back((self.end, line_no));
-        self.batch.extend_from_slice(text);
-        self.batch.push(b'\n');
-        self.end += text.len() as u64 + 1;
-        if self.batch.len() >= BATCH {
-            self.feed(report);
-        }
-    }
-
-    fn feed(&mut self, report: &mut ScanReport) {
-        report.bytes += self.batch.len() as u64;
-        let found = self.scanner.push(&self.batch);
-        self.batch.clear();
-        self.record(found, report);
-        // Findings reported later start at or after the safe offset.
-        let safe = self.scanner.safe_offset();
-        while self.lines.len() > 1 && self.lines[1].0 <= safe {
-            self.lines.pop_front();
-        }
-    }
-
-    fn record(&self, found: Vec<crate::secretscan::Finding>, report: &mut ScanReport) {
-        for f in found {
-            let idx = self.lines.partition_point(|&(o, _)| o <= f.offset);
-            let line = self.lines.get(idx.saturating_sub(1)).map_or(0, |l| l.1);
-            report.findings.push(PushFinding {
-                commit: self.commit.clone(),
-                path: Some(self.path.clone()),
-                line,
-                rule_id: f.rule_id,
-            });
-        }
-    }
-
-    fn finish(mut self, report: &mut ScanReport) {
-        if !self.batch.is_empty() {
-            self.feed(report);
-        }
-        let found = self.scanner.finish();
-        self.record(found, report);
-    }
+    Ok((commits, others))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn scan(log: &str) -> ScanReport {
-        let rules = RuleSet::builtin();
-        let mut r = ScanReport::default();
-        parse_log(&rules, log.as_bytes(), &mut r).unwrap();
-        r
-    }
-
     const KEY: &str = "AKIAZ7VRSQ5CXMPLW3QD";
+    const RULE: &str = "aws-access-key-id";
+
+    /// A work repository with real git; `up` marks what the upstream has.
+    struct Repo(tempfile::TempDir);
+
+    impl Repo {
+        fn new() -> Repo {
+            let r = Repo(tempfile::tempdir().expect("temp dir"));
+            r.git(&["init", "-q", "-b", "main"]);
+            r
+        }
+        fn git(&self, args: &[&str]) -> String {
+            let o = Command::new("git")
+                .arg("-C")
+                .arg(self.0.path())
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "tag.gpgSign=false",
+                ])
+                .args(args)
+                .output()
+                .expect("git");
+            assert!(o.status.success(), "git {args:?}: {o:?}");
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        }
+        fn commit(&self, path: &str, content: &str, message: &str) -> String {
+            let p = self.0.path().join(path);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&p, content).expect("write");
+            self.git(&["add", "-A"]);
+            self.git(&["commit", "-qm", message]);
+            self.git(&["rev-parse", "HEAD"])
+        }
+        /// What is committed so far is upstream.
+        fn upstream_has_it(&self) {
+            self.git(&["update-ref", "refs/remotes/up/main", "HEAD"]);
+        }
+        fn scan(&self, tips: &[&str]) -> ScanReport {
+            let tips: Vec<String> = tips.iter().map(|t| t.to_string()).collect();
+            let dir = self.0.path().join(".git");
+            let rules = RuleSet::builtin();
+            let fast = scan_push(&rules, &dir, &tips, &["--remotes"], None).expect("scan");
+            // Reading the objects from a directory of what was pushed (here: every
+            // object, upstream's too) changes nothing.
+            let objects = dir.join("objects");
+            let pushed =
+                scan_push(&rules, &dir, &tips, &["--remotes"], Some(&objects)).expect("scan");
+            assert_eq!(pushed, fast);
+            // Where only commits are pushed, the reference scan agrees on every finding.
+            let commits_only = tips.iter().all(|t| !t.starts_with('v'));
+            if commits_only {
+                let mut reference =
+                    scan_with_git_log(&rules, &dir, &tips, &["--remotes"]).expect("log scan");
+                let mut got = fast.findings.clone();
+                got.sort();
+                reference.findings.sort();
+                assert_eq!(got, reference.findings);
+                assert_eq!(fast.commits, reference.commits);
+            }
+            fast
+        }
+    }
+
+    fn finding(object: &str, place: Place, line: u64) -> PushFinding {
+        PushFinding {
+            object: object.into(),
+            place,
+            line,
+            rule_id: RULE.into(),
+        }
+    }
 
     #[test]
-    fn finds_added_lines_with_file_and_line_not_removed_ones() {
-        let log = format!(
-            "\0aaaa\nfirst\n\0\n\ndiff --git a/x.txt b/x.txt\nindex 1..2 100644\n--- a/x.txt\n+++ b/x.txt\n@@ -3,1 +3,2 @@\n-old {KEY}\n+fine\n+key = {KEY}\n\0bbbb\nsecond {KEY}\n\0\n"
+    fn a_key_added_then_removed_is_found_in_the_commit_that_added_it() {
+        let r = Repo::new();
+        r.commit("a.txt", "one\n", "base");
+        r.upstream_has_it();
+        let added = r.commit(
+            "src/conf.ini",
+            "x\ny\nkey = KEY\n".replace("KEY", KEY).as_str(),
+            "add",
         );
-        let r = scan(&log);
-        assert_eq!(r.commits, 2);
+        r.commit("src/conf.ini", "x\ny\n", "remove");
+        let report = r.scan(&["HEAD"]);
+        assert_eq!(report.commits, 2);
         assert_eq!(
-            r.findings,
-            vec![
-                PushFinding {
-                    commit: "aaaa".into(),
-                    path: Some("x.txt".into()),
-                    line: 4,
-                    rule_id: "aws-access-key-id".into()
-                },
-                PushFinding {
-                    commit: "bbbb".into(),
-                    path: None,
-                    line: 1,
-                    rule_id: "aws-access-key-id".into()
-                },
-            ]
+            report.findings,
+            vec![finding(&added, Place::File("src/conf.ini".into()), 3)]
         );
     }
 
     #[test]
-    fn combined_diffs_scan_only_lines_new_to_every_parent() {
-        let log = format!(
-            "\0cccc\nmerge\n\0\n\ndiff --cc m.txt\nindex 1,2..3\n--- a/m.txt\n+++ b/m.txt\n@@@ -1,1 -1,1 +1,3 @@@\n  same\n+ from-one {KEY}\n++evil {KEY}\n"
+    fn a_secret_upstream_already_has_is_not_the_push_s() {
+        let r = Repo::new();
+        r.commit("legacy.ini", &format!("a\nold = {KEY}\nb\n"), "legacy");
+        r.upstream_has_it();
+        r.commit(
+            "legacy.ini",
+            &format!("a\nold = {KEY}\nb\nc\n"),
+            "edit nearby",
         );
-        let r = scan(&log);
-        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
-        assert_eq!(r.findings[0].line, 3);
-        assert_eq!(r.findings[0].path.as_deref(), Some("m.txt"));
+        let report = r.scan(&["HEAD"]);
+        assert_eq!(report.findings, vec![]);
+        assert_eq!(report.commits, 1);
     }
 
     #[test]
-    fn display_never_holds_the_secret() {
-        let r = scan(&format!(
-            "\0dddd\nm\n\0\n\ndiff --git a/k b/k\n--- /dev/null\n+++ b/k\n@@ -0,0 +1 @@\n+{KEY}\n"
-        ));
-        let s = r.findings[0].to_string();
-        assert_eq!(s, "commit dddd: k:1: aws-access-key-id");
-        assert!(!s.contains("AKIA"));
+    fn messages_and_merges() {
+        let r = Repo::new();
+        r.commit("a.txt", "one\n", "base");
+        r.upstream_has_it();
+        let msg = r.commit("b.txt", "two\n", &format!("subject\n\ncreds {KEY}"));
+        r.git(&["checkout", "-q", "-b", "side", "HEAD~1"]);
+        let side = r.commit("side.txt", &format!("s\n{KEY}\n"), "side");
+        r.git(&["checkout", "-q", "main"]);
+        r.git(&["merge", "-q", "--no-edit", "side"]);
+        let report = r.scan(&["HEAD"]);
+        let mut got = report.findings.clone();
+        got.sort();
+        let mut want = vec![
+            finding(&side, Place::File("side.txt".into()), 2),
+            finding(&msg, Place::CommitMessage, 3),
+        ];
+        want.sort();
+        assert_eq!(got, want);
+        assert_eq!(report.commits, 3);
+    }
+
+    #[test]
+    fn annotated_tags_messages_and_targets() {
+        let r = Repo::new();
+        r.commit("a.txt", "one\n", "base");
+        r.upstream_has_it();
+        r.git(&["tag", "-a", "v1", "-m", &format!("release\n\n{KEY}")]);
+        let v1 = r.git(&["rev-parse", "v1"]);
+        let report = r.scan(&["v1"]);
+        assert_eq!(
+            report.findings,
+            vec![finding(&v1, Place::TagMessage("v1".into()), 3)]
+        );
+        assert_eq!(report.commits, 0);
+
+        // A clean tag on a new commit that adds a key.
+        let c = r.commit("k.txt", &format!("{KEY}\n"), "key");
+        r.git(&["tag", "-a", "v2", "-m", "clean"]);
+        let report = r.scan(&["v2"]);
+        assert_eq!(
+            report.findings,
+            vec![finding(&c, Place::File("k.txt".into()), 1)]
+        );
+
+        // A tag of a blob, and of a tree, that nothing upstream has.
+        let blob = r.git(&["rev-parse", "HEAD:k.txt"]);
+        r.git(&["tag", "-a", "vb", "-m", "blob", &blob]);
+        let report = r.scan(&["vb"]);
+        assert_eq!(
+            report.findings,
+            vec![finding(&blob, Place::Tagged(String::new()), 1)]
+        );
+        let tree = r.git(&["rev-parse", "HEAD^{tree}"]);
+        r.git(&["tag", "-a", "vt", "-m", "tree", &tree]);
+        let report = r.scan(&["vt"]);
+        assert_eq!(
+            report.findings,
+            vec![finding(&blob, Place::Tagged("k.txt".into()), 1)]
+        );
+        assert!(!report.findings[0].to_string().contains(KEY));
+
+        // A clean tag on a clean upstream commit.
+        r.git(&["tag", "-a", "v3", "-m", "fine", "HEAD~1"]);
+        assert_eq!(r.scan(&["v3"]).findings, vec![]);
+    }
+
+    #[test]
+    fn an_unknown_tip_is_an_error_not_a_clean_push() {
+        let r = Repo::new();
+        r.commit("a.txt", "one\n", "base");
+        let rules = RuleSet::builtin();
+        let tips = vec!["0123456789012345678901234567890123456789".to_string()];
+        let res = scan_push(&rules, &r.0.path().join(".git"), &tips, &[], None);
+        assert!(res.is_err(), "{res:?}");
+    }
+
+    #[test]
+    fn display_names_place_and_rule_never_the_secret() {
+        let f = finding("0123456789abcdef", Place::File("k".into()), 1);
+        assert_eq!(f.to_string(), "commit 0123456789ab: k:1: aws-access-key-id");
+        let f = finding("0123456789abcdef", Place::TagMessage("v1".into()), 2);
+        assert_eq!(
+            f.to_string(),
+            "tag v1 (0123456789ab): tag message line 2: aws-access-key-id"
+        );
     }
 }
