@@ -2,15 +2,19 @@
 //! DLP, audit log; see `sidecar::pipelock`).
 //!
 //! Two objects: a config volume `<bottle>-pipelock-config` seeded with the policy
-//! rendered from the manifest (`egress.allow`, route hosts, DLP rules), and the
+//! rendered from the manifest (`egress.allow`, route hosts, passthrough hosts, the
+//! header egress injects per route, DLP rules, `egress.upstream_ca`), and the
 //! container, which mounts it read-only and is bound to it, so a policy change
-//! recreates both. pipelock mints no certificates, so it does not mount the CA key.
+//! recreates both (the sidecar also reloads the file in place when it changes, see
+//! `sidecar::pipelock::reload`). pipelock intercepts TLS with leaves minted from the
+//! bottle CA, so it mounts the CA volume (key included), like egress.
 
 use super::sidecar::{self, SidecarShape};
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectSpec, ca};
 use crate::engine::{Mount, VolumeFile};
 use crate::hash::SpecHasher;
-use crate::sidecar::pipelock::config::{self, Config, DlpConfig};
+use crate::model::AuthScheme;
+use crate::sidecar::pipelock::config::{self, Config, DlpConfig, RouteHeader};
 
 /// Port it listens on, on net-internal.
 pub const PORT: u16 = 8888;
@@ -34,6 +38,30 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
             rules_toml,
             rules_error,
         },
+        passthrough: egress
+            .routes
+            .iter()
+            .filter(|r| r.tls_passthrough)
+            .map(|r| r.host.clone())
+            .collect(),
+        route_headers: egress
+            .routes
+            .iter()
+            .filter(|r| !r.tls_passthrough)
+            .map(|r| RouteHeader {
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+                header: r.auth.as_ref().map(|a| match &a.scheme {
+                    AuthScheme::Bearer | AuthScheme::Basic => "authorization".to_string(),
+                    AuthScheme::Header(h) => h.to_ascii_lowercase(),
+                }),
+            })
+            .collect(),
+        // An unreadable file is the egress node's error (it reads the same file).
+        upstream_ca: egress
+            .upstream_ca
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok()),
     }
 }
 
@@ -63,7 +91,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
             node: NodeKind::Pipelock,
             port: PORT,
             egress_network: true,
-            ca_key: false,
+            ca_key: true,
             cap_add: &[],
             // Names the mount below, so the mount is part of the container's hash.
             env: vec![(
@@ -125,13 +153,10 @@ mod tests {
         }));
         assert!(c.binds.contains(&vol.key));
         assert!(spec.env.iter().any(|e| e.starts_with(config::ENV)));
-        // The CA key stays out of pipelock.
-        assert!(
-            !spec
-                .mounts
-                .iter()
-                .any(|m| matches!(m, Mount::Volume { target, .. } if target == ca::MOUNT))
-        );
+        // pipelock mints leaves: it mounts the CA volume, read-only.
+        assert!(spec.mounts.iter().any(
+            |m| matches!(m, Mount::Volume { target, read_only: true, .. } if target == ca::MOUNT)
+        ));
     }
 
     #[test]

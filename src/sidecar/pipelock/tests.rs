@@ -88,6 +88,7 @@ async fn harness() -> Harness {
             enabled: true,
             ..Default::default()
         },
+        ..Default::default()
     };
     let resolver = MapResolve::default()
         .with("allowed.test", &["127.0.0.1"])
@@ -274,7 +275,7 @@ async fn connect_tunnels_to_the_vetted_address() {
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
 }
 
-fn anthropic_key() -> String {
+pub(super) fn anthropic_key() -> String {
     format!(
         "sk-ant-api03-{}AA",
         crate::secretscan::tests_support::rnd(
