@@ -238,6 +238,7 @@ mod tests {
                 ],
                 dlp: Dlp::default(),
                 upstream_ca: None,
+                pipelock_image: None,
             },
             git: vec![],
             supervise: false,

@@ -15,6 +15,7 @@ use crate::engine::{Mount, VolumeFile};
 use crate::hash::SpecHasher;
 use crate::model::AuthScheme;
 use crate::sidecar::pipelock::config::{self, Config, DlpConfig, RouteHeader};
+use crate::sidecar::pipelock::upstream_yaml;
 
 /// Port it listens on, on net-internal.
 pub const PORT: u16 = 8888;
@@ -65,13 +66,29 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
     }
 }
 
-/// The config volume and the container.
+/// The config volume and the container: `bottle sidecar pipelock` with the JSON
+/// config, or, with `pipelock.image`, that image with the policy in its own YAML
+/// schema (see `sidecar::pipelock::upstream_yaml`).
 pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
-    let json = render(ctx).to_json();
-    let vol_hash = SpecHasher::new(ctx.key).field("config", &json).finish();
+    let cfg = render(ctx);
+    let image = ctx.policy.egress.pipelock_image.as_deref();
+    let (file, mount, contents) = match image {
+        None => (config::FILE, config::MOUNT, cfg.to_json()),
+        Some(_) => {
+            let dir = std::path::Path::new(ca::MOUNT);
+            let yaml = upstream_yaml::render(
+                &cfg,
+                &dir.join(ca::CERT_FILE).to_string_lossy(),
+                &dir.join(ca::KEY_FILE).to_string_lossy(),
+                PORT,
+            );
+            (upstream_yaml::FILE, upstream_yaml::MOUNT, yaml)
+        }
+    };
+    let vol_hash = SpecHasher::new(ctx.key).field("config", &contents).finish();
     let file = VolumeFile {
-        path: config::FILE.into(),
-        contents: json.into_bytes(),
+        path: file.into(),
+        contents: contents.into_bytes(),
         mode: 0o444,
         uid: ca::SIDECAR_UID,
         gid: ca::SIDECAR_UID,
@@ -103,9 +120,20 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
     if let ObjectSpec::Container(spec, _) = &mut container.spec {
         spec.mounts.push(Mount::Volume {
             name: vol_name,
-            target: config::MOUNT.into(),
+            target: mount.into(),
             read_only: true,
         });
+        if let Some(image) = image {
+            let cmd = upstream_yaml::command(PORT);
+            container.hash = SpecHasher::new(ctx.key)
+                .field("sidecar", &container.hash.hash)
+                .field("image", image)
+                .field("cmd", cmd.join("\0"))
+                .finish();
+            spec.image = image.to_string();
+            spec.cmd = cmd;
+            spec.labels = ctx.labels(NodeKind::Pipelock, &container.hash);
+        }
     }
     container.binds.push(vol_key);
     vec![volume, container]
@@ -183,5 +211,89 @@ mod tests {
             cfg.dlp.rules_error.is_some(),
             "an unreadable rules file fails closed"
         );
+    }
+
+    #[test]
+    fn routes_render_their_passthrough_and_injected_header() {
+        let route = |host: &str, scheme: Option<AuthScheme>, pass: bool| Route {
+            host: host.into(),
+            path_prefix: None,
+            auth: scheme.map(|scheme| RouteAuth {
+                scheme,
+                token: Secret::new("tok-not-rendered"),
+            }),
+            roles: vec![],
+            tls_passthrough: pass,
+        };
+        let policy = BottlePolicy {
+            image: ImageSource::ProviderDefault,
+            runtime: RuntimeChoice::Auto,
+            resources: Resources::default(),
+            env: Default::default(),
+            egress: Egress {
+                routes: vec![
+                    route("a.test", Some(AuthScheme::Bearer), false),
+                    route(
+                        "b.test",
+                        Some(AuthScheme::Header("X-Api-Key".into())),
+                        false,
+                    ),
+                    route("c.test", None, true),
+                ],
+                ..Default::default()
+            },
+            git: vec![],
+            supervise: false,
+        };
+        let cfg = crate::nodes::with_ctx(&policy, render);
+        assert_eq!(cfg.passthrough, ["c.test"]);
+        let headers: Vec<_> = cfg
+            .route_headers
+            .iter()
+            .map(|r| (r.host.as_str(), r.header.as_deref()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("a.test", Some("authorization")),
+                ("b.test", Some("x-api-key"))
+            ]
+        );
+        assert!(!cfg.to_json().contains("tok-not-rendered"));
+    }
+
+    #[test]
+    fn pipelock_image_runs_that_image_with_the_yaml_config() {
+        let objs = objects_for(Egress {
+            allow: vec!["pypi.org".into()],
+            pipelock_image: Some("ghcr.io/luckypipewrench/pipelock:2.3.0".into()),
+            ..Default::default()
+        });
+        let [vol, c] = &objs[..] else { panic!() };
+        let ObjectSpec::Volume(v) = &vol.spec else {
+            panic!()
+        };
+        assert_eq!(v.files[0].path, upstream_yaml::FILE);
+        let yaml = String::from_utf8(v.files[0].contents.clone()).unwrap();
+        assert!(
+            yaml.contains("mode: strict") && yaml.contains("\"pypi.org\""),
+            "{yaml}"
+        );
+        assert!(yaml.contains("ca_key: \"/etc/bottle/ca/ca.key\""), "{yaml}");
+        let ObjectSpec::Container(spec, _) = &c.spec else {
+            panic!()
+        };
+        assert_eq!(spec.image, "ghcr.io/luckypipewrench/pipelock:2.3.0");
+        assert_eq!(spec.cmd[0], "run");
+        assert!(spec.mounts.contains(&Mount::Volume {
+            name: vol.key.name.clone(),
+            target: upstream_yaml::MOUNT.into(),
+            read_only: true,
+        }));
+        let plain = objects_for(Egress {
+            allow: vec!["pypi.org".into()],
+            ..Default::default()
+        });
+        assert_ne!(plain[1].hash.hash, c.hash.hash, "the image is in the hash");
     }
 }

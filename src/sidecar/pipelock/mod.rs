@@ -5,8 +5,8 @@
 //!
 //! `config` is what the manifest says (rendered by `nodes::pipelock`), `policy` the
 //! allowlist, `ssrf` resolution and address vetting, `server` the proxy, `reload` the
-//! config-file watch, `audit` the log lines, `upstream_yaml` the rendering for the
-//! upstream pipelock project's image (`pipelock.image`).
+//! config-file watch, `audit` the log lines, `upstream_yaml` the same policy in the
+//! upstream pipelock project's schema (for `pipelock.image`).
 
 pub mod audit;
 pub mod config;
@@ -18,6 +18,7 @@ pub mod ssrf;
 mod tests;
 #[cfg(test)]
 mod tests_tls;
+pub mod upstream_yaml;
 
 use std::path::Path;
 use std::sync::Arc;
