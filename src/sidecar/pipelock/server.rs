@@ -34,6 +34,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
@@ -464,6 +466,26 @@ impl Proxy {
         ev: &mut Event,
     ) {
         let Some(tls) = &self.tls else { return };
+        // TLS or not: a TLS record starts with 0x16 (handshake). Plain HTTP inside a
+        // tunnel (egress sends `http://` that way) gets the same checks.
+        let mut client = client;
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(self.connect_timeout, client.read(&mut first)).await {
+            Ok(Ok(1)) => {}
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => {
+                ev.detail = Some(e.to_string());
+                return;
+            }
+            Err(_) => {
+                ev.detail = Some("the client sent nothing".into());
+                return;
+            }
+        }
+        let client = Prefixed::new(first[0], client);
+        if first[0] != 0x16 {
+            return self.plain_in_tunnel(client, upstream, host, port, ev).await;
+        }
         let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client).await
         {
             Ok(s) => s,
@@ -571,7 +593,7 @@ impl Proxy {
                 let this = this.clone();
                 let host = host.clone();
                 let sender = Upstream::H2(sender.clone());
-                async move { Ok::<_, Infallible>(this.inner(req, host, port, sender).await) }
+                async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, "https").await) }
             });
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .serve_connection(client, svc)
@@ -590,7 +612,7 @@ impl Proxy {
                 let this = this.clone();
                 let host = host.clone();
                 let sender = Upstream::H1(sender.clone());
-                async move { Ok::<_, Infallible>(this.inner(req, host, port, sender).await) }
+                async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, "https").await) }
             });
             http1::Builder::new()
                 .serve_connection(client, svc)
@@ -602,6 +624,42 @@ impl Proxy {
         }
     }
 
+    /// Plain HTTP/1.1 inside a CONNECT tunnel: relayed request by request to the vetted
+    /// upstream connection, each checked like intercepted HTTPS.
+    async fn plain_in_tunnel(
+        self: Arc<Self>,
+        client: Prefixed<TokioIo<hyper::upgrade::Upgraded>>,
+        upstream: TcpStream,
+        host: Host,
+        port: u16,
+        ev: &mut Event,
+    ) {
+        let (sender, conn) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+                Ok(x) => x,
+                Err(e) => {
+                    ev.detail = Some(format!("upstream HTTP/1.1: {e}"));
+                    return;
+                }
+            };
+        tokio::spawn(conn.with_upgrades());
+        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let this = self.clone();
+        let svc = service_fn(move |req| {
+            let this = this.clone();
+            let host = host.clone();
+            let sender = Upstream::H1(sender.clone());
+            async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, "http").await) }
+        });
+        if let Err(e) = http1::Builder::new()
+            .serve_connection(TokioIo::new(client), svc)
+            .with_upgrades()
+            .await
+        {
+            ev.detail = Some(e.to_string());
+        }
+    }
+
     /// One request inside an intercepted tunnel to `host:port`.
     async fn inner(
         self: Arc<Self>,
@@ -609,13 +667,18 @@ impl Proxy {
         host: Host,
         port: u16,
         sender: Upstream,
+        scheme: &'static str,
     ) -> Response<Body> {
         let live = self.live();
         let mut ev = Event {
             method: req.method().to_string(),
             host: host.to_string(),
             port,
-            tls: Some("intercept"),
+            tls: Some(if scheme == "https" {
+                "intercept"
+            } else {
+                "plain"
+            }),
             ..Default::default()
         };
         // No domain fronting: Host (HTTP/1.1) or :authority (HTTP/2) names the CONNECT
@@ -653,12 +716,13 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let authority = if port == 443 {
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let authority = if port == default_port {
             host.to_string()
         } else {
             format!("{host}:{port}")
         };
-        let url = format!("https://{authority}{path}");
+        let url = format!("{scheme}://{authority}{path}");
         let exempt = live.injected_header(&host, req.uri().path());
         if let Some(rules) = &live.rules
             && let Some(f) =
@@ -906,6 +970,57 @@ fn most_specific(findings: Vec<Finding>) -> Option<Finding> {
     findings
         .into_iter()
         .min_by_key(|f| (f.rule_id.starts_with("generic"), f.offset))
+}
+
+/// A stream whose first byte was already read (to tell TLS from plain HTTP).
+struct Prefixed<IO> {
+    first: Option<u8>,
+    inner: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    fn new(first: u8, inner: IO) -> Self {
+        Prefixed {
+            first: Some(first),
+            inner,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(b) = self.first.take() {
+            buf.put_slice(&[b]);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// The upstream connection of an intercepted tunnel.

@@ -309,3 +309,38 @@ async fn egress_chain_injects_and_pipelock_exempts_only_the_route_credential() {
         "not a route: no exemption"
     );
 }
+
+/// Plain HTTP inside a CONNECT tunnel (how egress sends `http://`) is relayed and checked
+/// like intercepted HTTPS.
+#[tokio::test]
+async fn plain_http_inside_a_tunnel_is_checked_too() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let w = world().await;
+    let (plain, seen) = super::tests::upstream().await;
+    let target = format!("{HOST}:{}", plain.port());
+    let ask = |extra: String| {
+        let target = target.clone();
+        async move {
+            let mut t = connect_tunnel(w.pipelock, &target).await.unwrap();
+            t.write_all(
+                format!("GET /p HTTP/1.1\r\nHost: {target}\r\n{extra}Connection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = Vec::new();
+            let _ = t.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).into_owned()
+        }
+    };
+    let ok = ask(String::new()).await;
+    assert!(
+        ok.starts_with("HTTP/1.1 200") && ok.ends_with("got 0"),
+        "{ok}"
+    );
+    let bad = ask(format!("X-Token: {}\r\n", github_token())).await;
+    assert!(bad.starts_with("HTTP/1.1 403"), "{bad}");
+    assert_eq!(seen.lock().unwrap().heads.len(), 1);
+    let e = w.denied("dlp").unwrap();
+    assert_eq!(e.tls, Some("plain"));
+}
