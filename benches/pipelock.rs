@@ -184,6 +184,9 @@ async fn small(s: &Setup, path: Path) -> Small {
             .header("user-agent", "bench/1")
             .body(Full::new(Bytes::new()))
             .expect("req");
+        if let Sender::H1(h1) = &mut snd {
+            h1.ready().await.expect("ready");
+        }
         let resp = snd.send(req).await.expect("send");
         assert!(resp.status().is_success(), "{}", resp.status());
         let _ = resp.into_body().collect().await.expect("body");

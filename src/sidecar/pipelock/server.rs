@@ -48,6 +48,12 @@ use crate::secretscan::{Finding, RuleSet, StreamScanner};
 use crate::sidecar::certs::Authority;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// HTTP/2 flow control inside interception: hyper's defaults (1 MiB windows, 16 KiB
+/// frames) cap a streamed upload through two h2 hops far below the scanner's speed.
+const H2_STREAM_WINDOW: u32 = 8 << 20;
+const H2_CONN_WINDOW: u32 = 16 << 20;
+const H2_MAX_FRAME: u32 = 256 << 10;
+
 /// Body type of every response pipelock gives.
 pub type Body = BoxBody<Bytes, BoxError>;
 
@@ -496,14 +502,19 @@ impl Proxy {
         };
         let hello = start.client_hello();
         let sni = hello.server_name().map(str::to_string);
-        let offered: Vec<Vec<u8>> = hello
+        // HTTP/1.1 whenever the client speaks it: a streamed body through h2 on both
+        // sides of pipelock is several times slower (flow control on two hops; see
+        // BENCHMARKS.md), and a client's concurrency becomes parallel connections. A
+        // client that offers only h2 gets h2.
+        let protos: Vec<&[u8]> = hello
             .alpn()
-            .map(|ps| {
-                ps.filter(|p| *p == b"h2" || *p == b"http/1.1")
-                    .map(<[u8]>::to_vec)
-                    .collect()
-            })
+            .map(|ps| ps.filter(|p| *p == b"h2" || *p == b"http/1.1").collect())
             .unwrap_or_default();
+        let offered: Vec<Vec<u8>> = if protos.contains(&&b"http/1.1"[..]) {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            protos.into_iter().map(<[u8]>::to_vec).collect()
+        };
         // The TLS server name must be the CONNECT host (an IP literal has none).
         let sni_ok = match (&host, sni.as_deref().map(normalize)) {
             (Host::Ip(_), None) => true,
@@ -581,7 +592,13 @@ impl Proxy {
         let this = self.clone();
         let result = if alpn.as_deref() == Some(b"h2") {
             let (sender, conn) =
-                match hyper::client::conn::http2::handshake(TokioExecutor::new(), up).await {
+                match hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .initial_stream_window_size(H2_STREAM_WINDOW)
+                    .initial_connection_window_size(H2_CONN_WINDOW)
+                    .max_frame_size(H2_MAX_FRAME)
+                    .handshake(up)
+                    .await
+                {
                     Ok(x) => x,
                     Err(e) => {
                         ev.detail = Some(format!("upstream HTTP/2: {e}"));
@@ -596,6 +613,9 @@ impl Proxy {
                 async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, "https").await) }
             });
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONN_WINDOW)
+                .max_frame_size(H2_MAX_FRAME)
                 .serve_connection(client, svc)
                 .await
         } else {
