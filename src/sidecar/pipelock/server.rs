@@ -18,6 +18,7 @@
 //! What a config file decides ([`Live`]) is swapped whole on reload; a request uses the
 //! snapshot it started with.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
@@ -1082,7 +1083,8 @@ fn scanned_body(mut body: Incoming, rules: Arc<RuleSet>) -> (Body, oneshot::Rece
     let (vtx, vrx) = oneshot::channel();
     tokio::spawn(async move {
         let mut scanner = StreamScanner::new(&rules);
-        let mut held: Vec<u8> = Vec::new();
+        // Chunks received but not yet cleared, released by zero-copy splits.
+        let mut held: VecDeque<Bytes> = VecDeque::new();
         let mut released: u64 = 0;
         while let Some(frame) = body.frame().await {
             let data = match frame {
@@ -1101,12 +1103,17 @@ fn scanned_body(mut body: Incoming, rules: Arc<RuleSet>) -> (Body, oneshot::Rece
                 tx.abort(Box::new(DlpBlocked(id)));
                 return;
             }
-            held.extend_from_slice(&data);
-            let n = (scanner.safe_offset() - released) as usize;
-            if n > 0 {
-                let out = Bytes::copy_from_slice(&held[..n]);
-                held.drain(..n);
-                released += n as u64;
+            held.push_back(data);
+            let mut n = scanner.safe_offset() - released;
+            while n > 0 {
+                let Some(front) = held.front_mut() else { break };
+                let take = n.min(front.len() as u64) as usize;
+                let out = front.split_to(take);
+                if front.is_empty() {
+                    held.pop_front();
+                }
+                n -= take as u64;
+                released += take as u64;
                 if tx.send_data(out).await.is_err() {
                     return;
                 }
@@ -1118,8 +1125,10 @@ fn scanned_body(mut body: Incoming, rules: Arc<RuleSet>) -> (Body, oneshot::Rece
             tx.abort(Box::new(DlpBlocked(id)));
             return;
         }
-        if !held.is_empty() {
-            let _ = tx.send_data(Bytes::from(held)).await;
+        for rest in held {
+            if tx.send_data(rest).await.is_err() {
+                return;
+            }
         }
     });
     (chan.boxed(), vrx)
