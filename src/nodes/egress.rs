@@ -22,7 +22,8 @@ pub const PORT: u16 = 3128;
 /// The CA bundle the agent trusts: system roots plus the bottle CA (provisioned by the
 /// agent node).
 pub const AGENT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-/// The upstream proxy egress sends through, once pipelock forwards (a later issue).
+/// The upstream proxy egress sends through: pipelock, which intercepts that TLS hop with
+/// a leaf of the bottle CA (egress trusts the CA it mounts).
 pub const PIPELOCK_PROXY: &str = "http://pipelock:8888";
 /// A non-secret stand-in for API keys the agent's tools insist on having.
 pub const PLACEHOLDER_KEY: &str = "bottle-placeholder";
@@ -122,7 +123,6 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
         SidecarShape {
             node: NodeKind::Egress,
             port: PORT,
-            // Direct to upstreams until pipelock forwards (then: false).
             // Not on net-egress: its only way out is pipelock.
             egress_network: false,
             ca_key: true,
@@ -238,6 +238,7 @@ mod tests {
                 ],
                 dlp: Dlp::default(),
                 upstream_ca: None,
+                pipelock_image: None,
             },
             git: vec![],
             supervise: false,

@@ -2,15 +2,20 @@
 //! DLP, audit log; see `sidecar::pipelock`).
 //!
 //! Two objects: a config volume `<bottle>-pipelock-config` seeded with the policy
-//! rendered from the manifest (`egress.allow`, route hosts, DLP rules), and the
+//! rendered from the manifest (`egress.allow`, route hosts, passthrough hosts, the
+//! header egress injects per route, DLP rules, `egress.upstream_ca`), and the
 //! container, which mounts it read-only and is bound to it, so a policy change
-//! recreates both. pipelock mints no certificates, so it does not mount the CA key.
+//! recreates both (the sidecar also reloads the file in place when it changes, see
+//! `sidecar::pipelock::reload`). pipelock intercepts TLS with leaves minted from the
+//! bottle CA, so it mounts the CA volume (key included), like egress.
 
 use super::sidecar::{self, SidecarShape};
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectSpec, ca};
 use crate::engine::{Mount, VolumeFile};
 use crate::hash::SpecHasher;
-use crate::sidecar::pipelock::config::{self, Config, DlpConfig};
+use crate::model::AuthScheme;
+use crate::sidecar::pipelock::config::{self, Config, DlpConfig, RouteHeader};
+use crate::sidecar::pipelock::upstream_yaml;
 
 /// Port it listens on, on net-internal.
 pub const PORT: u16 = 8888;
@@ -34,16 +39,56 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
             rules_toml,
             rules_error,
         },
+        passthrough: egress
+            .routes
+            .iter()
+            .filter(|r| r.tls_passthrough)
+            .map(|r| r.host.clone())
+            .collect(),
+        route_headers: egress
+            .routes
+            .iter()
+            .filter(|r| !r.tls_passthrough)
+            .map(|r| RouteHeader {
+                host: r.host.clone(),
+                path_prefix: r.path_prefix.clone(),
+                header: r.auth.as_ref().map(|a| match &a.scheme {
+                    AuthScheme::Bearer | AuthScheme::Basic => "authorization".to_string(),
+                    AuthScheme::Header(h) => h.to_ascii_lowercase(),
+                }),
+            })
+            .collect(),
+        // An unreadable file is the egress node's error (it reads the same file).
+        upstream_ca: egress
+            .upstream_ca
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok()),
     }
 }
 
-/// The config volume and the container.
+/// The config volume and the container: `bottle sidecar pipelock` with the JSON
+/// config, or, with `pipelock.image`, that image with the policy in its own YAML
+/// schema (see `sidecar::pipelock::upstream_yaml`).
 pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
-    let json = render(ctx).to_json();
-    let vol_hash = SpecHasher::new(ctx.key).field("config", &json).finish();
+    let cfg = render(ctx);
+    let image = ctx.policy.egress.pipelock_image.as_deref();
+    let (file, mount, contents) = match image {
+        None => (config::FILE, config::MOUNT, cfg.to_json()),
+        Some(_) => {
+            let dir = std::path::Path::new(ca::MOUNT);
+            let yaml = upstream_yaml::render(
+                &cfg,
+                &dir.join(ca::CERT_FILE).to_string_lossy(),
+                &dir.join(ca::KEY_FILE).to_string_lossy(),
+                PORT,
+            );
+            (upstream_yaml::FILE, upstream_yaml::MOUNT, yaml)
+        }
+    };
+    let vol_hash = SpecHasher::new(ctx.key).field("config", &contents).finish();
     let file = VolumeFile {
-        path: config::FILE.into(),
-        contents: json.into_bytes(),
+        path: file.into(),
+        contents: contents.into_bytes(),
         mode: 0o444,
         uid: ca::SIDECAR_UID,
         gid: ca::SIDECAR_UID,
@@ -63,7 +108,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
             node: NodeKind::Pipelock,
             port: PORT,
             egress_network: true,
-            ca_key: false,
+            ca_key: true,
             cap_add: &[],
             // Names the mount below, so the mount is part of the container's hash.
             env: vec![(
@@ -75,9 +120,20 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
     if let ObjectSpec::Container(spec, _) = &mut container.spec {
         spec.mounts.push(Mount::Volume {
             name: vol_name,
-            target: config::MOUNT.into(),
+            target: mount.into(),
             read_only: true,
         });
+        if let Some(image) = image {
+            let cmd = upstream_yaml::command(PORT);
+            container.hash = SpecHasher::new(ctx.key)
+                .field("sidecar", &container.hash.hash)
+                .field("image", image)
+                .field("cmd", cmd.join("\0"))
+                .finish();
+            spec.image = image.to_string();
+            spec.cmd = cmd;
+            spec.labels = ctx.labels(NodeKind::Pipelock, &container.hash);
+        }
     }
     container.binds.push(vol_key);
     vec![volume, container]
@@ -125,13 +181,10 @@ mod tests {
         }));
         assert!(c.binds.contains(&vol.key));
         assert!(spec.env.iter().any(|e| e.starts_with(config::ENV)));
-        // The CA key stays out of pipelock.
-        assert!(
-            !spec
-                .mounts
-                .iter()
-                .any(|m| matches!(m, Mount::Volume { target, .. } if target == ca::MOUNT))
-        );
+        // pipelock mints leaves: it mounts the CA volume, read-only.
+        assert!(spec.mounts.iter().any(
+            |m| matches!(m, Mount::Volume { target, read_only: true, .. } if target == ca::MOUNT)
+        ));
     }
 
     #[test]
@@ -158,5 +211,89 @@ mod tests {
             cfg.dlp.rules_error.is_some(),
             "an unreadable rules file fails closed"
         );
+    }
+
+    #[test]
+    fn routes_render_their_passthrough_and_injected_header() {
+        let route = |host: &str, scheme: Option<AuthScheme>, pass: bool| Route {
+            host: host.into(),
+            path_prefix: None,
+            auth: scheme.map(|scheme| RouteAuth {
+                scheme,
+                token: Secret::new("tok-not-rendered"),
+            }),
+            roles: vec![],
+            tls_passthrough: pass,
+        };
+        let policy = BottlePolicy {
+            image: ImageSource::ProviderDefault,
+            runtime: RuntimeChoice::Auto,
+            resources: Resources::default(),
+            env: Default::default(),
+            egress: Egress {
+                routes: vec![
+                    route("a.test", Some(AuthScheme::Bearer), false),
+                    route(
+                        "b.test",
+                        Some(AuthScheme::Header("X-Api-Key".into())),
+                        false,
+                    ),
+                    route("c.test", None, true),
+                ],
+                ..Default::default()
+            },
+            git: vec![],
+            supervise: false,
+        };
+        let cfg = crate::nodes::with_ctx(&policy, render);
+        assert_eq!(cfg.passthrough, ["c.test"]);
+        let headers: Vec<_> = cfg
+            .route_headers
+            .iter()
+            .map(|r| (r.host.as_str(), r.header.as_deref()))
+            .collect();
+        assert_eq!(
+            headers,
+            [
+                ("a.test", Some("authorization")),
+                ("b.test", Some("x-api-key"))
+            ]
+        );
+        assert!(!cfg.to_json().contains("tok-not-rendered"));
+    }
+
+    #[test]
+    fn pipelock_image_runs_that_image_with_the_yaml_config() {
+        let objs = objects_for(Egress {
+            allow: vec!["pypi.org".into()],
+            pipelock_image: Some("ghcr.io/luckypipewrench/pipelock:2.3.0".into()),
+            ..Default::default()
+        });
+        let [vol, c] = &objs[..] else { panic!() };
+        let ObjectSpec::Volume(v) = &vol.spec else {
+            panic!()
+        };
+        assert_eq!(v.files[0].path, upstream_yaml::FILE);
+        let yaml = String::from_utf8(v.files[0].contents.clone()).unwrap();
+        assert!(
+            yaml.contains("mode: strict") && yaml.contains("\"pypi.org\""),
+            "{yaml}"
+        );
+        assert!(yaml.contains("ca_key: \"/etc/bottle/ca/ca.key\""), "{yaml}");
+        let ObjectSpec::Container(spec, _) = &c.spec else {
+            panic!()
+        };
+        assert_eq!(spec.image, "ghcr.io/luckypipewrench/pipelock:2.3.0");
+        assert_eq!(spec.cmd[0], "run");
+        assert!(spec.mounts.contains(&Mount::Volume {
+            name: vol.key.name.clone(),
+            target: upstream_yaml::MOUNT.into(),
+            read_only: true,
+        }));
+        let plain = objects_for(Egress {
+            allow: vec!["pypi.org".into()],
+            ..Default::default()
+        });
+        assert_ne!(plain[1].hash.hash, c.hash.hash, "the image is in the hash");
     }
 }

@@ -4,6 +4,7 @@
 //! `BOTTLE_LISTEN` until their issues give them their behaviour. `fake-upstream` (hidden)
 //! is a test double for the end-to-end tests. Sidecars never reach into `cli/`.
 
+pub mod certs;
 pub mod egress;
 pub mod git_gate;
 pub mod pipelock;
@@ -41,7 +42,7 @@ pub struct SidecarArgs {
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     match args.kind {
         Kind::Egress => return Ok(egress::run(&args.listen).await?),
-        Kind::Pipelock => return pipelock::run(&args.listen).await,
+        Kind::Pipelock => return Ok(pipelock::run(&args.listen).await?),
         Kind::FakeUpstream => {
             return egress::testkit::run_fake_upstream(&args.listen)
                 .await

@@ -3,13 +3,15 @@
 //! tunnels `tls_passthrough` routes untouched, refuses everything else with 403, and
 //! writes one audit line per request.
 //!
-//! Modules: [`config`] (the config volume), [`route`] (matching), [`certs`] (leaves),
+//! Modules: [`config`] (the config volume), [`route`] (matching), [`certs`] (leaves,
+//! `crate::sidecar::certs`, shared with pipelock),
 //! [`upstream`] (resolution, upstream proxy, TLS, pooled clients), [`server`] (the proxy),
 //! [`audit`] (the log), [`testkit`] (a fake upstream and proxy clients for tests, the
 //! benchmark and `bottle sidecar fake-upstream`).
 
 pub mod audit;
-pub mod certs;
+/// Leaf minting, shared with pipelock.
+pub use super::certs;
 pub mod config;
 pub mod route;
 pub mod server;
@@ -63,7 +65,10 @@ pub fn load(config_path: &Path, ca_dir: &Path) -> Result<Proxy, StartError> {
         source,
     })?;
     let dialer = upstream::Dialer::new(Arc::new(resolver), cfg.upstream_proxy.as_deref())?;
-    let upstream = upstream::Upstream::new(dialer, extra_ca.as_deref())?;
+    // pipelock intercepts the hop to it with leaves of the bottle CA: trust that CA as
+    // well as the webpki roots and the manifest's extra upstream CA.
+    let trust = upstream::trust_bundle(&ca_cert, extra_ca.as_deref());
+    let upstream = upstream::Upstream::new(dialer, Some(&trust))?;
     Ok(Proxy {
         bottle: cfg.bottle,
         policy,

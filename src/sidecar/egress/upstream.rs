@@ -1,6 +1,8 @@
 //! The way out: name resolution (hickory, never libc), a TCP path that is either direct or
-//! a CONNECT tunnel through an upstream HTTP proxy (pipelock, later), TLS verified against
-//! the webpki roots plus an optional extra CA, and pooled HTTP/1.1 + HTTP/2 clients.
+//! a CONNECT tunnel through an upstream HTTP proxy (pipelock), TLS verified against the
+//! webpki roots plus extra CAs (the bottle CA, whose leaves pipelock presents when it
+//! intercepts, and `egress.upstream_ca`), and pooled HTTP/1.1 + HTTP/2 clients.
+//! pipelock reuses [`tls_config`] for its own verified TLS to the real upstream.
 
 use std::future::Future;
 use std::io;
@@ -232,6 +234,17 @@ async fn proxy_connect(
             status: status_line.to_string(),
         })
     }
+}
+
+/// The PEM bundle of extra roots: the bottle CA (pipelock's interception) and, when
+/// set, the manifest's `egress.upstream_ca`.
+pub fn trust_bundle(bottle_ca: &[u8], upstream_ca: Option<&[u8]>) -> Vec<u8> {
+    let mut pem = bottle_ca.to_vec();
+    if let Some(extra) = upstream_ca {
+        pem.push(b'\n');
+        pem.extend_from_slice(extra);
+    }
+    pem
 }
 
 /// The rustls client configuration for upstreams: webpki roots plus `extra_ca` (PEM).

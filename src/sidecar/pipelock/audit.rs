@@ -13,7 +13,8 @@ pub struct Event {
     /// `allow`, `deny` or `close` (a tunnel or request finished).
     pub decision: &'static str,
     /// Short machine-readable reason: `allowlist`, `not-allowlisted`, `ip-literal`,
-    /// `ssrf`, `dlp`, `resolve`, `connect`, `bad-request`, `done`.
+    /// `ssrf`, `dlp`, `resolve`, `connect`, `bad-request`, `sni-mismatch`,
+    /// `host-mismatch`, `upstream-tls`, `upstream`, `done`.
     pub reason: &'static str,
     /// `CONNECT` or the HTTP method.
     pub method: String,
@@ -28,6 +29,10 @@ pub struct Event {
     /// Where in the scanned part the secret started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// For CONNECT and the requests inside it: `intercept` (TLS terminated, requests
+    /// checked one by one) or `tunnel` (bytes copied untouched: `tls_passthrough`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<&'static str>,
     /// Which part was scanned: `url-headers` or `body`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub part: Option<&'static str>,

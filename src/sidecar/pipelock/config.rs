@@ -1,5 +1,6 @@
 //! pipelock's configuration: rendered from the manifest by `nodes::pipelock` into a JSON
-//! file in the bottle's pipelock config volume, read by the sidecar at start.
+//! file in the bottle's pipelock config volume, read by the sidecar at start and again
+//! whenever the file changes (see `reload`).
 //!
 //! It holds policy only (host names, CIDRs, DLP rules), never a credential.
 
@@ -24,9 +25,33 @@ pub struct Config {
     #[serde(default)]
     pub allow_cidrs: Vec<String>,
     pub dlp: DlpConfig,
+    /// Hosts of `tls_passthrough` routes: CONNECT is tunnelled untouched (no
+    /// interception, no DLP).
+    #[serde(default)]
+    pub passthrough: Vec<String>,
+    /// egress's routes as pipelock needs them: which header egress injects where, so
+    /// that credential (and only it, on that route only) is exempt from DLP.
+    #[serde(default)]
+    pub route_headers: Vec<RouteHeader>,
+    /// Extra CA (PEM) trusted for pipelock's TLS to upstreams besides the webpki roots
+    /// (`egress.upstream_ca`).
+    #[serde(default)]
+    pub upstream_ca: Option<String>,
 }
 
-/// DLP on plain-HTTP requests.
+/// One non-passthrough route of egress.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteHeader {
+    pub host: String,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// The header egress sets from the route's token (lowercase); None: no credential.
+    #[serde(default)]
+    pub header: Option<String>,
+}
+
+/// DLP on requests: plain HTTP and intercepted HTTPS.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DlpConfig {

@@ -1,37 +1,113 @@
 //! `bottle sidecar pipelock`: the bottle's firewall on the way out. A forward proxy
 //! (CONNECT and absolute-form HTTP) on [`crate::nodes::pipelock::PORT`] with a
-//! default-deny allowlist, an SSRF guard, DLP on plain-HTTP requests and a JSON audit
-//! log on stderr.
+//! default-deny allowlist, an SSRF guard, TLS interception with the bottle's CA, DLP on
+//! URLs, headers and streamed bodies, and a JSON audit log on stderr.
 //!
 //! `config` is what the manifest says (rendered by `nodes::pipelock`), `policy` the
-//! allowlist, `ssrf` resolution and address vetting, `server` the proxy, `audit` the
-//! log lines.
+//! allowlist, `ssrf` resolution and address vetting, `server` the proxy, `reload` the
+//! config-file watch, `audit` the log lines, `upstream_yaml` the same policy in the
+//! upstream pipelock project's schema (for `pipelock.image`).
 
 pub mod audit;
 pub mod config;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod ssrf;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tls;
+pub mod upstream_yaml;
 
+use std::path::Path;
 use std::sync::Arc;
 
-/// Load the configuration, then serve on `listen` until killed.
-pub async fn run(listen: &str) -> anyhow::Result<()> {
+use crate::sidecar::certs::{Authority, CertError};
+use crate::sidecar::egress::upstream::{UpstreamError, tls_config};
+
+/// The sidecar could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Resolver(#[from] ssrf::ResolveError),
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error("upstream TLS roots: {0}")]
+    Roots(#[from] UpstreamError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+}
+
+/// The interception half: the bottle CA from `ca_dir` (absent: no interception, every
+/// CONNECT is a tunnel) and upstream roots (webpki plus `upstream_ca`).
+pub fn intercept(
+    ca_dir: &Path,
+    upstream_ca: Option<&str>,
+) -> Result<Option<server::Intercept>, StartError> {
+    let cert_path = ca_dir.join(crate::nodes::ca::CERT_FILE);
+    let key_path = ca_dir.join(crate::nodes::ca::KEY_FILE);
+    if !key_path.exists() {
+        return Ok(None);
+    }
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|source| StartError::Read {
+            path: p.display().to_string(),
+            source,
+        })
+    };
+    let authority = Authority::from_pem(&read(&cert_path)?, &read(&key_path)?)?;
+    let client = tls_config(upstream_ca.map(str::as_bytes), &[])?;
+    Ok(Some(server::Intercept {
+        authority,
+        client: Arc::new(client),
+    }))
+}
+
+/// Load the configuration, then serve on `listen` until killed, reloading the
+/// configuration when its file changes.
+pub async fn run(listen: &str) -> Result<(), StartError> {
     let path = std::env::var(config::ENV)
         .unwrap_or_else(|_| format!("{}/{}", config::MOUNT, config::FILE));
     let cfg = config::Config::load(&path)?;
     let resolver = Arc::new(ssrf::HickoryResolve::from_system()?);
-    let proxy = server::Proxy::from_config(&cfg, resolver, Arc::new(audit::StderrAudit))?;
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let mut proxy = server::Proxy::from_config(&cfg, resolver, Arc::new(audit::StderrAudit))?;
+    if let Some(tls) = intercept(
+        Path::new(crate::nodes::ca::MOUNT),
+        cfg.upstream_ca.as_deref(),
+    )? {
+        proxy = proxy.with_tls(tls);
+    }
+    let proxy = Arc::new(proxy);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
     tracing::info!(
         listen,
         allow = cfg.allow.len(),
         routes = cfg.routes.len(),
-        dlp = proxy.rules.is_some(),
+        dlp = cfg.dlp.enabled,
+        intercept = proxy.tls.is_some(),
         "pipelock listening"
     );
-    server::serve(listener, Arc::new(proxy)).await?;
-    Ok(())
+    tokio::spawn(reload::Watcher::new(&path, proxy.clone()).run(reload::INTERVAL));
+    server::serve(listener, proxy)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: listen.to_string(),
+            source,
+        })
 }

@@ -28,32 +28,43 @@ pub trait Resolve: Send + Sync {
     fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveError>>;
 }
 
-/// The sidecar's resolver: hickory with the system configuration.
-pub struct HickoryResolve(hickory_resolver::TokioResolver);
+/// The sidecar's resolver: `/etc/hosts` (read again whenever it changes: Docker
+/// rewrites it on network changes while pipelock runs), then hickory with the system
+/// configuration (Docker's embedded DNS).
+pub struct HickoryResolve {
+    dns: hickory_resolver::TokioResolver,
+    hosts: HostsFile,
+}
 
 impl HickoryResolve {
     pub fn from_system() -> Result<HickoryResolve, ResolveError> {
-        let r = hickory_resolver::Resolver::builder_tokio()
-            .map_err(|e| ResolveError {
-                host: "/etc/resolv.conf".into(),
-                message: e.to_string(),
-            })?
-            .build()
-            .map_err(|e| ResolveError {
-                host: "resolver".into(),
-                message: e.to_string(),
-            })?;
-        Ok(HickoryResolve(r))
+        let mut b = hickory_resolver::Resolver::builder_tokio().map_err(|e| ResolveError {
+            host: "/etc/resolv.conf".into(),
+            message: e.to_string(),
+        })?;
+        // The hosts file is ours (below), read fresh, not a copy taken at start.
+        b.options_mut().use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+        let dns = b.build().map_err(|e| ResolveError {
+            host: "resolver".into(),
+            message: e.to_string(),
+        })?;
+        Ok(HickoryResolve {
+            dns,
+            hosts: HostsFile::new("/etc/hosts"),
+        })
     }
 }
 
 impl Resolve for HickoryResolve {
     fn lookup<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveError>> {
         Box::pin(async move {
+            if let Some(ips) = self.hosts.lookup(host) {
+                return Ok(ips);
+            }
             // A trailing dot: the name is absolute, no search domains.
             let fqdn = format!("{host}.");
             let ips = self
-                .0
+                .dns
                 .lookup_ip(fqdn.as_str())
                 .await
                 .map_err(|e| ResolveError {
@@ -63,6 +74,56 @@ impl Resolve for HickoryResolve {
             Ok(ips.iter().collect())
         })
     }
+}
+
+type HostsMap = std::collections::HashMap<String, Vec<IpAddr>>;
+
+/// A hosts file, parsed again when its modification time or size changes.
+pub struct HostsFile {
+    path: std::path::PathBuf,
+    cache: std::sync::Mutex<(Option<(std::time::SystemTime, u64)>, HostsMap)>,
+}
+
+impl HostsFile {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> HostsFile {
+        HostsFile {
+            path: path.into(),
+            cache: std::sync::Mutex::new((None, HostsMap::new())),
+        }
+    }
+
+    /// The addresses the file gives `host` (lowercase, no trailing dot), if any.
+    pub fn lookup(&self, host: &str) -> Option<Vec<IpAddr>> {
+        let stamp = std::fs::metadata(&self.path)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != stamp {
+            let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+            *cache = (stamp, parse_hosts(&text));
+        }
+        cache.1.get(host).cloned()
+    }
+}
+
+/// `ADDRESS NAME [ALIAS...]` lines; `#` starts a comment.
+pub fn parse_hosts(text: &str) -> HostsMap {
+    let mut map = HostsMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut words = line.split_whitespace();
+        let Some(Ok(ip)) = words.next().map(str::parse::<IpAddr>) else {
+            continue;
+        };
+        for name in words {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            let ips = map.entry(name).or_default();
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+    }
+    map
 }
 
 /// Address ranges that are never reached unless an `allow_cidrs` entry holds them.
@@ -196,6 +257,29 @@ impl Resolve for MapResolve {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_file_is_read_again_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hosts");
+        std::fs::write(&path, "127.0.0.1 localhost\n# 10.0.0.1 commented\n").unwrap();
+        let h = HostsFile::new(&path);
+        assert_eq!(
+            h.lookup("localhost"),
+            Some(vec!["127.0.0.1".parse().unwrap()])
+        );
+        assert_eq!(h.lookup("commented"), None);
+        std::fs::write(
+            &path,
+            "127.0.0.1 localhost\n169.254.169.254 Meta.Test. meta2.test # x\n",
+        )
+        .unwrap();
+        assert_eq!(
+            h.lookup("meta.test"),
+            Some(vec!["169.254.169.254".parse().unwrap()])
+        );
+        assert!(h.lookup("meta2.test").is_some());
+    }
     use crate::sidecar::pipelock::config::Config;
 
     fn policy(cidrs: &[&str]) -> Policy {

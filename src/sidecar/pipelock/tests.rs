@@ -18,12 +18,12 @@ use super::ssrf::MapResolve;
 
 /// What the mock upstream received: request heads and (the first MiB of) bodies.
 #[derive(Default)]
-struct Seen {
-    heads: Vec<String>,
-    body: Vec<u8>,
+pub(super) struct Seen {
+    pub(super) heads: Vec<String>,
+    pub(super) body: Vec<u8>,
 }
 
-async fn upstream() -> (SocketAddr, Arc<Mutex<Seen>>) {
+pub(super) async fn upstream() -> (SocketAddr, Arc<Mutex<Seen>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -88,6 +88,7 @@ async fn harness() -> Harness {
             enabled: true,
             ..Default::default()
         },
+        ..Default::default()
     };
     let resolver = MapResolve::default()
         .with("allowed.test", &["127.0.0.1"])
@@ -274,7 +275,7 @@ async fn connect_tunnels_to_the_vetted_address() {
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
 }
 
-fn anthropic_key() -> String {
+pub(super) fn anthropic_key() -> String {
     format!(
         "sk-ant-api03-{}AA",
         crate::secretscan::tests_support::rnd(

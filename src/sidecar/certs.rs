@@ -1,5 +1,7 @@
 //! Leaf certificates minted on the fly from the bottle's CA, one per host, cached; and the
-//! rustls server configuration that presents them to the agent.
+//! rustls server configuration that presents them. Shared by the two sidecars that
+//! intercept TLS: egress (towards the agent) and pipelock (towards egress, or a client
+//! that CONNECTs to it directly).
 //!
 //! rustls runs on the ring provider, called explicitly: the tree has no aws-lc-rs and
 //! there is no process-wide default to rely on.
@@ -61,6 +63,28 @@ impl Authority {
 
     /// The server configuration presenting a leaf for `host` (a name or an IP literal).
     pub fn server_config(&self, host: &str) -> Result<Arc<ServerConfig>, CertError> {
+        self.cached(host)
+    }
+
+    /// The server configuration for `host` offering exactly `alpn` (one protocol the
+    /// upstream already agreed to, or none): the same cached leaf, another ALPN list.
+    pub fn server_config_alpn(
+        &self,
+        host: &str,
+        alpn: Option<&[u8]>,
+    ) -> Result<Arc<ServerConfig>, CertError> {
+        let base = self.cached(host)?;
+        let mut cfg = (*base).clone();
+        cfg.alpn_protocols = alpn.map(|p| vec![p.to_vec()]).unwrap_or_default();
+        Ok(Arc::new(cfg))
+    }
+
+    /// The CA certificate (DER), for clients that trust leaves minted here.
+    pub fn ca_der(&self) -> &CertificateDer<'static> {
+        &self.ca_der
+    }
+
+    fn cached(&self, host: &str) -> Result<Arc<ServerConfig>, CertError> {
         let host = host.to_ascii_lowercase();
         if let Some((at, cfg)) = self.lock().get(&host)
             && at.elapsed() < LEAF_REFRESH
