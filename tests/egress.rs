@@ -31,20 +31,7 @@ r.end();
 const PY_SCRIPT: &str = "import requests; r = requests.get('https://api.example.test/py', headers={'Authorization': 'Bearer agent-fake'}); print(r.status_code); print(r.text)";
 
 fn ensure_client_image() {
-    if docker_try(&["image", "inspect", CLIENT_IMAGE])
-        .trim()
-        .is_empty()
-    {
-        let dir = tempfile::tempdir().expect("dir");
-        std::fs::write(dir.path().join("Dockerfile"), CLIENT_DOCKERFILE).expect("write");
-        docker(&[
-            "build",
-            "-q",
-            "-t",
-            CLIENT_IMAGE,
-            dir.path().to_str().expect("utf-8"),
-        ]);
-    }
+    ensure_image(CLIENT_IMAGE, CLIENT_DOCKERFILE);
 }
 
 /// `docker exec AGENT sh -c SCRIPT`: stdout and stderr.
@@ -71,21 +58,7 @@ fn issuer(curl_verbose: &str) -> &str {
 fn credentials_are_injected_and_never_reach_the_agent() {
     ensure_client_image();
     let p = Project::new("egress");
-    let pki =
-        bottle::sidecar::egress::testkit::TestPki::new(&["api.example.test", "pass.example.test"]);
-    std::fs::write(p.path("upstream-ca.pem"), &pki.ca_pem).expect("ca");
-    let certs = p.path("certs");
-    std::fs::create_dir(&certs).expect("certs dir");
-    std::fs::write(certs.join("leaf.pem"), &pki.leaf_pem).expect("leaf");
-    std::fs::write(certs.join("leaf.key"), &pki.leaf_key_pem).expect("key");
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for f in ["leaf.pem", "leaf.key"] {
-            std::fs::set_permissions(certs.join(f), std::fs::Permissions::from_mode(0o644))
-                .expect("chmod");
-        }
-        std::fs::set_permissions(&certs, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
+    let certs = upstream_certs(&p, &["api.example.test", "pass.example.test"]);
     std::fs::write(
         p.path("Dockerfile"),
         format!("FROM {CLIENT_IMAGE}\nCMD [\"sleep\", \"infinity\"]\n"),
@@ -122,33 +95,12 @@ agents:
     assert!(!applied.stdout.contains(TOKEN) && !applied.stderr.contains(TOKEN));
 
     let egress = p.obj("a", "egress");
-    let image = inspect(&egress, "{{.Config.Image}}");
-    let upstream = Container(format!("{}-fake-upstream", p.obj("a", "t")));
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &upstream.0,
-        "--user",
-        "0:0",
-        "--network",
-        &p.obj("a", "net-egress"),
-        "--network-alias",
-        "api.example.test",
-        "--network-alias",
-        "pass.example.test",
-        "-v",
-        &format!("{}:/certs:ro", certs.display()),
-        "-e",
-        "BOTTLE_FAKE_CERT=/certs/leaf.pem",
-        "-e",
-        "BOTTLE_FAKE_KEY=/certs/leaf.key",
-        "-e",
-        "BOTTLE_LISTEN=0.0.0.0:443",
-        &image,
-        "sidecar",
-        "fake-upstream",
-    ]);
+    let upstream = start_upstream(
+        &p,
+        "a",
+        &["api.example.test", "pass.example.test"],
+        Some(&certs),
+    );
 
     // Bottle b reaches the same upstream on its own net-egress.
     docker(&[

@@ -10,27 +10,14 @@
 
 use std::process::Command;
 
-use crate::util::{Container, Project, docker, docker_try, inspect, upstream_certs};
+use crate::util::{Project, ensure_image, inspect, start_upstream, upstream_certs};
 
 /// Debian with curl and python3, built once per machine (apt works at build time).
 const CLIENT_IMAGE: &str = "bottle-test-pipelock-client:1";
 const CLIENT_DOCKERFILE: &str = "FROM debian:bookworm-slim\nRUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates python3 && rm -rf /var/lib/apt/lists/*\n";
 
 fn client_image() {
-    if docker_try(&["image", "inspect", "--format", "{{.Id}}", CLIENT_IMAGE])
-        .trim()
-        .is_empty()
-    {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("Dockerfile"), CLIENT_DOCKERFILE).expect("write Dockerfile");
-        docker(&[
-            "build",
-            "-q",
-            "-t",
-            CLIENT_IMAGE,
-            dir.path().to_str().expect("utf-8"),
-        ]);
-    }
+    ensure_image(CLIENT_IMAGE, CLIENT_DOCKERFILE);
 }
 
 /// The manifest: `allow_cidrs` (the fake upstream's own address) comes in a second apply.
@@ -133,35 +120,7 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
     p.bottle(&["apply", "-f", m]).expect(0);
 
     // The fake upstream, on net-egress only: a private Docker address.
-    let upstream = Container(format!("{}-fake-upstream", p.obj("x", "t")));
-    let image = inspect(&p.obj("x", "egress"), "{{.Config.Image}}");
-    let mut run = vec![
-        "run".to_string(),
-        "-d".into(),
-        "--name".into(),
-        upstream.0.clone(),
-        "--user".into(),
-        "0:0".into(),
-        "--network".into(),
-        p.obj("x", "net-egress"),
-    ];
-    for n in names {
-        run.extend(["--network-alias".into(), n.into()]);
-    }
-    run.extend([
-        "-v".into(),
-        format!("{}:/certs:ro", certs.display()),
-        "-e".into(),
-        "BOTTLE_FAKE_CERT=/certs/leaf.pem".into(),
-        "-e".into(),
-        "BOTTLE_FAKE_KEY=/certs/leaf.key".into(),
-        "-e".into(),
-        "BOTTLE_LISTEN=0.0.0.0:443".into(),
-        image,
-        "sidecar".into(),
-        "fake-upstream".into(),
-    ]);
-    docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    let upstream = start_upstream(&p, "x", &names, Some(&certs));
     let up_ip = inspect(
         &upstream.0,
         "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",

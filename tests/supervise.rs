@@ -119,25 +119,7 @@ agents:
     let agent = p.obj("a", "agent");
 
     // A plain-HTTP upstream, reachable from pipelock by name.
-    let image = inspect(&p.obj("a", "supervise"), "{{.Config.Image}}");
-    let upstream = Container(format!("{}-upstream", p.obj("a", "t")));
-    docker(&[
-        "run",
-        "-d",
-        "--name",
-        &upstream.0,
-        "--user",
-        "0:0",
-        "--network",
-        &p.obj("a", "net-egress"),
-        "--network-alias",
-        DOCS,
-        "-e",
-        "BOTTLE_LISTEN=0.0.0.0:80",
-        &image,
-        "sidecar",
-        "health",
-    ]);
+    let _upstream = start_upstream(&p, "a", &[DOCS], None);
     let fetch = || exec(&agent, &format!("curl -sS -m 5 http://{DOCS}/"));
     let (_, blocked) = fetch();
     assert!(

@@ -231,3 +231,72 @@ pub fn upstream_certs(p: &Project, names: &[&str]) -> PathBuf {
     std::fs::set_permissions(&certs, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     certs
 }
+
+/// Build image `tag` from `dockerfile` unless this engine has it already (apt works at
+/// build time, so test clients get their tools once per machine).
+pub fn ensure_image(tag: &str, dockerfile: &str) {
+    if !docker_try(&["image", "inspect", "--format", "{{.Id}}", tag])
+        .trim()
+        .is_empty()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).expect("write Dockerfile");
+    docker(&[
+        "build",
+        "-q",
+        "-t",
+        tag,
+        dir.path().to_str().expect("utf-8"),
+    ]);
+}
+
+/// Start an upstream for bottle `bottle` of `p`: a container of the sidecar image on the
+/// bottle's net-egress, answering as each of `aliases`. With `certs` (from
+/// [`upstream_certs`]) it is the TLS `fake-upstream` on 443, which echoes what it got;
+/// without, the plain-HTTP `health` server on 80. Removed on drop.
+pub fn start_upstream(
+    p: &Project,
+    bottle: &str,
+    aliases: &[&str],
+    certs: Option<&Path>,
+) -> Container {
+    let upstream = Container(format!("{}-upstream", p.obj(bottle, "t")));
+    let image = inspect(&p.obj(bottle, "pipelock"), "{{.Config.Image}}");
+    let mut run: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--name".into(),
+        upstream.0.clone(),
+        "--user".into(),
+        "0:0".into(),
+        "--network".into(),
+        p.obj(bottle, "net-egress"),
+    ];
+    for a in aliases {
+        run.extend(["--network-alias".into(), a.to_string()]);
+    }
+    let kind = match certs {
+        Some(dir) => {
+            run.extend([
+                "-v".into(),
+                format!("{}:/certs:ro", dir.display()),
+                "-e".into(),
+                "BOTTLE_FAKE_CERT=/certs/leaf.pem".into(),
+                "-e".into(),
+                "BOTTLE_FAKE_KEY=/certs/leaf.key".into(),
+                "-e".into(),
+                "BOTTLE_LISTEN=0.0.0.0:443".into(),
+            ]);
+            "fake-upstream"
+        }
+        None => {
+            run.extend(["-e".into(), "BOTTLE_LISTEN=0.0.0.0:80".into()]);
+            "health"
+        }
+    };
+    run.extend([image, "sidecar".into(), kind.into()]);
+    docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    upstream
+}
