@@ -619,30 +619,45 @@ impl Proxy {
                 .max_frame_size(H2_MAX_FRAME)
                 .serve_connection(client, svc)
                 .await
+                .map_err(|e| e.to_string())
         } else {
-            let (sender, conn) = match hyper::client::conn::http1::handshake(up).await {
-                Ok(x) => x,
-                Err(e) => {
-                    ev.detail = Some(format!("upstream HTTP/1.1: {e}"));
-                    return;
-                }
-            };
-            tokio::spawn(conn.with_upgrades());
-            let sender = Arc::new(tokio::sync::Mutex::new(sender));
-            let svc = service_fn(move |req| {
-                let this = this.clone();
-                let host = host.clone();
-                let sender = Upstream::H1(sender.clone());
-                async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, "https").await) }
-            });
-            http1::Builder::new()
-                .serve_connection(client, svc)
-                .with_upgrades()
-                .await
+            this.relay_h1(client, up, host, port, "https").await
         };
         if let Err(e) = result {
-            ev.detail = Some(e.to_string());
+            ev.detail = Some(e);
         }
+    }
+
+    /// Relay HTTP/1.1 from `client` over one `upstream` connection, request by request,
+    /// each checked by [`Self::inner`]; the error says which side failed.
+    async fn relay_h1<C, U>(
+        self: Arc<Self>,
+        client: C,
+        upstream: U,
+        host: Host,
+        port: u16,
+        scheme: &'static str,
+    ) -> Result<(), String>
+    where
+        C: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        U: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(upstream)
+            .await
+            .map_err(|e| format!("upstream HTTP/1.1: {e}"))?;
+        tokio::spawn(conn.with_upgrades());
+        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let svc = service_fn(move |req| {
+            let this = self.clone();
+            let host = host.clone();
+            let sender = Upstream::H1(sender.clone());
+            async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, scheme).await) }
+        });
+        http1::Builder::new()
+            .serve_connection(client, svc)
+            .with_upgrades()
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Plain HTTP/1.1 inside a CONNECT tunnel: relayed request by request to the vetted
@@ -655,29 +670,17 @@ impl Proxy {
         port: u16,
         ev: &mut Event,
     ) {
-        let (sender, conn) =
-            match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
-                Ok(x) => x,
-                Err(e) => {
-                    ev.detail = Some(format!("upstream HTTP/1.1: {e}"));
-                    return;
-                }
-            };
-        tokio::spawn(conn.with_upgrades());
-        let sender = Arc::new(tokio::sync::Mutex::new(sender));
-        let this = self.clone();
-        let svc = service_fn(move |req| {
-            let this = this.clone();
-            let host = host.clone();
-            let sender = Upstream::H1(sender.clone());
-            async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, "http").await) }
-        });
-        if let Err(e) = http1::Builder::new()
-            .serve_connection(TokioIo::new(client), svc)
-            .with_upgrades()
+        if let Err(e) = self
+            .relay_h1(
+                TokioIo::new(client),
+                TokioIo::new(upstream),
+                host,
+                port,
+                "http",
+            )
             .await
         {
-            ev.detail = Some(e.to_string());
+            ev.detail = Some(e);
         }
     }
 
