@@ -231,6 +231,56 @@ impl Docker {
         self.client.remove_container(name, Some(options)).await
     }
 
+    /// Build `spec` once, collecting the tail of the build log for errors.
+    async fn build_once(&self, spec: &BuildSpec) -> Result<(), EngineError> {
+        let options = BuildImageOptionsBuilder::default()
+            .t(&spec.tag)
+            .dockerfile(&spec.dockerfile)
+            .labels(&to_map(&spec.labels))
+            .rm(true)
+            .forcerm(true)
+            .pull("false")
+            .build();
+        let mut stream = self.client.build_image(
+            options,
+            None,
+            Some(body_full(spec.context_tar.clone().into())),
+        );
+        let mut log = Tail::default();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
+                        log.push(text);
+                    }
+                }
+                Err(e) if is_transport(&e) => return Err(unreachable(&self.socket, &e)),
+                Err(BollardError::DockerStreamError { error }) => {
+                    log.push(&error);
+                    return Err(EngineError::Build {
+                        tag: spec.tag.clone(),
+                        log: log.text(),
+                    });
+                }
+                Err(BollardError::DockerResponseServerError { message, .. }) => {
+                    log.push(&message);
+                    return Err(EngineError::Build {
+                        tag: spec.tag.clone(),
+                        log: log.text(),
+                    });
+                }
+                Err(e) => {
+                    log.push(&chain(&e));
+                    return Err(EngineError::Build {
+                        tag: spec.tag.clone(),
+                        log: log.text(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Seed volume `spec.name` with `spec.files` through a created, never started helper.
     async fn seed_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
         let archive = seed_tar(&spec.files, &spec.seed_dirs, spec.owner.unwrap_or((0, 0)))
@@ -553,52 +603,16 @@ impl Engine for Docker {
     }
 
     async fn build_image(&self, spec: &BuildSpec) -> Result<(), EngineError> {
-        let options = BuildImageOptionsBuilder::default()
-            .t(&spec.tag)
-            .dockerfile(&spec.dockerfile)
-            .labels(&to_map(&spec.labels))
-            .rm(true)
-            .forcerm(true)
-            .pull("false")
-            .build();
-        let mut stream = self.client.build_image(
-            options,
-            None,
-            Some(body_full(spec.context_tar.clone().into())),
-        );
-        let mut log = Tail::default();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(text) = info.stream.as_deref().or(info.status.as_deref()) {
-                        log.push(text);
-                    }
-                }
-                Err(e) if is_transport(&e) => return Err(unreachable(&self.socket, &e)),
-                Err(BollardError::DockerStreamError { error }) => {
-                    log.push(&error);
-                    return Err(EngineError::Build {
-                        tag: spec.tag.clone(),
-                        log: log.text(),
-                    });
-                }
-                Err(BollardError::DockerResponseServerError { message, .. }) => {
-                    log.push(&message);
-                    return Err(EngineError::Build {
-                        tag: spec.tag.clone(),
-                        log: log.text(),
-                    });
-                }
-                Err(e) => {
-                    log.push(&chain(&e));
-                    return Err(EngineError::Build {
-                        tag: spec.tag.clone(),
-                        log: log.text(),
-                    });
-                }
+        match self.build_once(spec).await {
+            // The build stream was cut mid-way while the engine still answers (seen here
+            // as "bytes remaining on stream" under load): a build is idempotent and its
+            // finished steps are cached, so it gets one more try.
+            Err(EngineError::Unreachable(first)) if self.ping().await.is_ok() => {
+                tracing::warn!(tag = %spec.tag, error = %first, "image build stream broke; building once more");
+                self.build_once(spec).await
             }
+            r => r,
         }
-        Ok(())
     }
 
     async fn remove_image(&self, tag: &str) -> Result<(), EngineError> {
