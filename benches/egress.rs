@@ -20,7 +20,7 @@ use bottle::sidecar::egress::config::{AuthConfig, Config, RouteConfig, Scheme};
 use bottle::sidecar::egress::testkit::{self, Sender, TestPki};
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full};
 
 /// The upstream's name: an IP literal, so that every path (mitmproxy resolves with libc)
 /// reaches the same listener with no resolver in the way.
@@ -325,25 +325,9 @@ impl Way {
 
     /// MB/s of a streamed 100 MB POST whose size the upstream counts.
     async fn upload(&self, h2: bool) -> f64 {
-        type Frame = Result<hyper::body::Frame<Bytes>, std::io::Error>;
         let mut snd = self.sender(h2).await;
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(8);
-        let body = StreamBody::new(Box::pin(futures_util::stream::poll_fn(move |cx| {
-            rx.poll_recv(cx)
-        })));
-        let chunk = Bytes::from(vec![1u8; 256 << 10]);
+        let body = testkit::repeated_body(Bytes::from(vec![1u8; 256 << 10]), UPLOAD);
         let start = Instant::now();
-        tokio::spawn(async move {
-            for _ in 0..(UPLOAD / chunk.len() as u64) {
-                if tx
-                    .send(Ok(hyper::body::Frame::data(chunk.clone())))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
         let req = self.request(http::Method::POST, "/count", h2, body);
         let resp = snd.send(req).await.expect("send");
         let got = resp.into_body().collect().await.expect("body").to_bytes();

@@ -26,7 +26,7 @@ use bottle::sidecar::pipelock::server::{Intercept, Proxy};
 use bottle::sidecar::pipelock::ssrf::MapResolve;
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, Full};
 
 const HOST: &str = "api.example.test";
 const SMALL: usize = 2000;
@@ -222,25 +222,9 @@ fn text_chunk() -> Bytes {
 }
 
 async fn upload(s: &Setup, path: Path) -> f64 {
-    type Frame = Result<hyper::body::Frame<Bytes>, std::io::Error>;
     let mut snd = sender(s, path).await;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(8);
-    let body = StreamBody::new(Box::pin(futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx)
-    })));
-    let chunk = text_chunk();
+    let body = testkit::repeated_body(text_chunk(), UPLOAD);
     let start = Instant::now();
-    tokio::spawn(async move {
-        for _ in 0..(UPLOAD / chunk.len() as u64) {
-            if tx
-                .send(Ok(hyper::body::Frame::data(chunk.clone())))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
     let req = Request::post("/count")
         .header("host", HOST)
         .body(body)

@@ -309,3 +309,23 @@ where
         Ok(Sender::H1(send))
     }
 }
+
+/// A streamed request body for upload benchmarks: `chunk` sent `total / chunk.len()`
+/// times by a task as the reader takes it (8 frames in flight at most). Needs a runtime.
+pub fn repeated_body(chunk: Bytes, total: u64) -> BoxBody<Bytes, std::io::Error> {
+    type Frame = Result<hyper::body::Frame<Bytes>, std::io::Error>;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame>(8);
+    tokio::spawn(async move {
+        for _ in 0..(total / chunk.len().max(1) as u64) {
+            if tx
+                .send(Ok(hyper::body::Frame::data(chunk.clone())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    http_body_util::StreamBody::new(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+        .boxed()
+}
