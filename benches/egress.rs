@@ -116,6 +116,7 @@ fn start_egress(dir: &Path, upstream_ca: &Path) -> Proc {
         }],
         upstream_ca_file: Some(upstream_ca.to_path_buf()),
         upstream_proxy: None,
+        allow_file: None,
     };
     let cfg_path = dir.join("config.json");
     write(&cfg_path, &serde_json::to_string(&cfg).expect("json"));

@@ -203,7 +203,7 @@ pub fn schedule(plan: &Plan, desired: &DesiredState) -> Vec<Op> {
     };
     for step in &plan.steps {
         match &step.action {
-            Action::Create => {
+            Action::Create | Action::Rewrite { .. } => {
                 make.insert(&step.key, push(&mut ops, OpKind::Make, step));
             }
             Action::Recreate { .. } => {
@@ -420,6 +420,10 @@ async fn run_op<E: Engine>(
             match &d.spec {
                 ObjectSpec::Network(s) => engine.create_network(s).await,
                 ObjectSpec::Volume(s) => engine.create_volume(s).await,
+                ObjectSpec::Revision(r) => {
+                    engine.rewrite_volume(&r.content).await?;
+                    engine.create_volume(&r.marker).await
+                }
                 ObjectSpec::Image(s) => engine.build_image(s).await,
                 ObjectSpec::Container(s, _) => {
                     let mut spec = (**s).clone();

@@ -427,7 +427,7 @@ proptest! {
 }
 
 #[test]
-fn a_host_grant_reconfigures_the_firewall_but_keeps_the_agent() {
+fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
     use crate::supervise::{Ask, Grant};
     rt().block_on(async {
         let engine = FakeEngine::default();
@@ -460,24 +460,27 @@ fn a_host_grant_reconfigures_the_firewall_but_keeps_the_agent() {
             panic!("a grant is a volume")
         };
         engine.create_volume(spec).await.unwrap();
+        let before = engine.mutations().len();
         let r = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
             .await
             .unwrap();
-        let changed: BTreeSet<&str> = r.plan.steps.iter().map(|s| s.node.as_str()).collect();
-        assert!(
-            changed.contains("pipelock") && changed.contains("egress"),
-            "{changed:?}"
-        );
-        assert!(
-            !changed.contains("agent") && !changed.contains("supervise"),
-            "{changed:?}"
-        );
-        assert!(
-            r.plan
-                .steps
-                .iter()
-                .all(|s| s.action != Action::Delete || !s.key.name.contains("-grant-"))
-        );
+        // pipelock's policy gets a new revision (the old marker goes), written into the
+        // live volume in place; pipelock and egress reload it, so no container is touched.
+        let only_revisions = |steps: &[crate::plan::Step]| {
+            steps.iter().all(|s| {
+                s.key.kind == ObjectKind::Volume && s.key.name.contains("-pipelock-config-rev-")
+            })
+        };
+        assert!(only_revisions(&r.plan.steps), "{:?}", r.plan.steps);
+        let verbs: BTreeSet<&str> = r.plan.steps.iter().map(|s| s.action.verb()).collect();
+        assert_eq!(verbs, BTreeSet::from(["rewrite", "delete"]));
+        let rewrites: Vec<String> = engine
+            .mutations()
+            .into_iter()
+            .skip(before)
+            .filter(|c| c.starts_with("rewrite_volume"))
+            .collect();
+        assert_eq!(rewrites, ["rewrite_volume bottle-g-a0-pipelock-config"]);
         // Converged: the grant is desired, so the next pass does nothing.
         let again = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
             .await
@@ -488,7 +491,7 @@ fn a_host_grant_reconfigures_the_firewall_but_keeps_the_agent() {
         let r = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
             .await
             .unwrap();
-        assert!(r.plan.steps.iter().all(|s| s.node != "agent"));
+        assert!(only_revisions(&r.plan.steps), "{:?}", r.plan.steps);
         assert!(!r.plan.is_empty());
     });
 }

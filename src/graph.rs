@@ -280,11 +280,17 @@ fn bottle_objects(
         .filter(|o| o.key.kind != ObjectKind::Image)
     {
         let volume = o.key.kind == ObjectKind::Volume;
+        // A revision marker is made by rewriting its volume, which must exist first.
+        let rewrites = match &o.spec {
+            nodes::ObjectSpec::Revision(r) => Some(r.content.name.as_str()),
+            _ => None,
+        };
         o.after = keys
             .iter()
             .filter(|(n, k, key)| {
                 if volume {
-                    return *n == NodeKind::SidecarImage;
+                    return *n == NodeKind::SidecarImage
+                        || (*k == ObjectKind::Volume && Some(key.name.as_str()) == rewrites);
                 }
                 *key != o.key && (o.node.deps().contains(n) || (*n == o.node && *k < o.key.kind))
             })

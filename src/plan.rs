@@ -107,6 +107,9 @@ pub enum Action {
     Recreate { reasons: Vec<String> },
     /// It exists as desired but is not running.
     Start,
+    /// A live volume's new revision: its files are written into `volume` in place,
+    /// and the sidecars reading them reload (see `nodes::BottleCtx::live_volume`).
+    Rewrite { volume: String },
     /// It is ours but no longer wanted.
     Delete,
 }
@@ -117,6 +120,7 @@ impl Action {
             Action::Create => "create",
             Action::Recreate { .. } => "recreate",
             Action::Start => "start",
+            Action::Rewrite { .. } => "rewrite",
             Action::Delete => "delete",
         }
     }
@@ -151,7 +155,12 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
     let mut actions: BTreeMap<&ObjectKey, Option<Action>> = BTreeMap::new();
     for (key, d) in &desired.objects {
         let action = match observed.objects.get(key) {
-            None => Some(Action::Create),
+            None => Some(match &d.spec {
+                crate::nodes::ObjectSpec::Revision(r) => Action::Rewrite {
+                    volume: r.content.name.clone(),
+                },
+                _ => Action::Create,
+            }),
             Some(o) => compare(d, o),
         };
         actions.insert(key, action);

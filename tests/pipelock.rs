@@ -20,8 +20,9 @@ fn client_image() {
     ensure_image(CLIENT_IMAGE, CLIENT_DOCKERFILE);
 }
 
-/// The manifest: `allow_cidrs` (the fake upstream's own address) comes in a second apply.
-fn manifest(cidrs: &str) -> String {
+/// The manifest: `allow_cidrs` (the fake upstream's own address) comes in a second apply,
+/// `late` (more allowed hosts) in a third.
+fn manifest(cidrs: &str, late: &str) -> String {
     format!(
         r#"
 bottles:
@@ -29,7 +30,7 @@ bottles:
     image: {{dockerfile: Dockerfile}}
     runtime: runc
     egress:
-      allow: [open.example.test, other.example.test, meta.example.test, loop.example.test, lan.example.test]
+      allow: [open.example.test, other.example.test, meta.example.test, loop.example.test, lan.example.test{late}]
       allow_cidrs: [{cidrs}]
       upstream_ca: upstream-ca.pem
 agents:
@@ -115,7 +116,7 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
         format!("FROM {CLIENT_IMAGE}\nCMD [\"sleep\", \"infinity\"]\n"),
     )
     .expect("Dockerfile");
-    let m = p.manifest(&manifest(""));
+    let m = p.manifest(&manifest("", ""));
     let m = m.to_str().expect("utf-8");
     p.bottle(&["apply", "-f", m]).expect(0);
 
@@ -159,19 +160,18 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
         "{logs}"
     );
 
-    // Only allow_cidrs changes: pipelock is recreated, agent and egress are not.
+    // Only allow_cidrs changes: pipelock's policy is rewritten in place and reloaded;
+    // no container is made anew.
     let ids = |n: &str| inspect(&p.obj("x", n), "{{.Id}}");
     let before = (ids("agent"), ids("egress"), ids("pipelock"));
-    std::fs::write(
-        m,
-        format!("project: {}\n{}", p.name, manifest(&format!("{up_ip}/32"))),
-    )
-    .expect("manifest");
+    let cidrs = format!("{up_ip}/32");
+    std::fs::write(m, format!("project: {}\n{}", p.name, manifest(&cidrs, ""))).expect("manifest");
     p.bottle(&["apply", "-f", m]).expect(0);
-    let after = (ids("agent"), ids("egress"), ids("pipelock"));
-    assert_eq!(before.0, after.0, "the agent was recreated");
-    assert_eq!(before.1, after.1, "egress was recreated");
-    assert_ne!(before.2, after.2, "pipelock kept its old configuration");
+    assert_eq!(
+        before,
+        (ids("agent"), ids("egress"), ids("pipelock")),
+        "a container was recreated"
+    );
 
     // Names that resolve to internal addresses, through pipelock's /etc/hosts.
     let pipelock = p.obj("x", "pipelock");
@@ -274,35 +274,43 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
     let direct = code("--noproxy '*' -m 5 -w '%{http_code}' https://open.example.test/");
     assert!(!direct.contains("200"), "{direct}");
 
-    // An allowlist change reaches a running pipelock without a restart: its config file
-    // is rewritten in place (what an in-place update of the volume does).
-    let late = || code("-x http://pipelock:8888 -w '%{http_connect}' https://late.example.test/");
-    assert!(late().contains("403"));
-    let vol = p.obj("x", "pipelock-config");
-    let dir = inspect(&vol, "{{.Mountpoint}}");
-    let file = format!("{dir}/config.json");
-    let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&file).expect("read config")).expect("json");
-    cfg["allow"]
-        .as_array_mut()
-        .expect("allow")
-        .push("late.example.test".into());
-    let started = inspect(&pipelock, "{{.State.StartedAt}}");
-    std::fs::write(&file, cfg.to_string()).expect("write config");
+    // An allowlist change restarts nothing: `bottle diff` shows the policy rewritten in
+    // place, `bottle apply` does it, and pipelock and egress reload it; the agent, which
+    // reaches the new host through both, keeps running.
+    let late = || code("-w '%{http_code}' https://late.example.test/");
+    assert!(!late().contains("200"));
+    let started = |n: &str| inspect(&p.obj("x", n), "{{.Id}} {{.State.StartedAt}}");
+    let before: Vec<String> = ["agent", "egress", "pipelock"].map(started).into();
+    std::fs::write(
+        m,
+        format!(
+            "project: {}\n{}",
+            p.name,
+            manifest(&cidrs, ", late.example.test")
+        ),
+    )
+    .expect("manifest");
+    let diff = p.bottle(&["diff", "-f", m]).expect(1).stdout;
+    assert!(
+        diff.contains("rewrite") && diff.contains("pipelock-config") && !diff.contains("container"),
+        "{diff}"
+    );
+    p.bottle(&["apply", "-f", m]).expect(0);
     let mut reloaded = false;
     for _ in 0..20 {
-        std::thread::sleep(std::time::Duration::from_millis(500));
         if late().contains("200") {
             reloaded = true;
             break;
         }
+        std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    assert!(reloaded, "pipelock did not pick up its changed allowlist");
-    assert_eq!(
-        started,
-        inspect(&pipelock, "{{.State.StartedAt}}"),
-        "pipelock restarted"
+    assert!(
+        reloaded,
+        "the changed allowlist did not reach egress and pipelock"
     );
+    let after: Vec<String> = ["agent", "egress", "pipelock"].map(started).into();
+    assert_eq!(before, after, "a container restarted");
+    p.bottle(&["diff", "-f", m]).expect(0);
 
     // Every refusal is in the audit log, read with `bottle logs`; no secret is.
     let (audit, logs) = audit(&p);

@@ -25,6 +25,12 @@ pub fn plan_text(plan: &Plan) -> String {
             Action::Recreate { reasons } => ('~', format!(" ({})", reasons.join(", "))),
             Action::Start => ('>', " (not running)".to_string()),
             Action::Delete => ('-', String::new()),
+            Action::Rewrite { volume } => (
+                '~',
+                format!(
+                    " (new files written into volume {volume} in place; reloaded, nothing restarts)"
+                ),
+            ),
         };
         out.push_str(&format!(
             "  {sign} {:<8} {:<13} {}{detail}\n",
@@ -50,6 +56,9 @@ pub fn plan_json(plan: &Plan) -> Value {
             });
             if let Action::Recreate { reasons } = &s.action {
                 v["reasons"] = json!(reasons);
+            }
+            if let Action::Rewrite { volume } = &s.action {
+                v["rewrites"] = json!(volume);
             }
             v
         })

@@ -566,6 +566,15 @@ impl Engine for Docker {
         Ok(())
     }
 
+    async fn rewrite_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+        // The seeding helper's mount would create a missing volume, unlabelled.
+        self.client
+            .inspect_volume(&spec.name)
+            .await
+            .map_err(|e| self.error(e, "inspect volume", "volume", &spec.name))?;
+        self.seed_volume(spec).await
+    }
+
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let options = RemoveVolumeOptionsBuilder::default().build();
         let r = self.client.remove_volume(name, Some(options)).await;

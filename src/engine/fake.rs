@@ -239,6 +239,20 @@ impl Engine for FakeEngine {
         Ok(())
     }
 
+    async fn rewrite_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+        self.call("rewrite_volume", &spec.name)?;
+        self.with(|s| {
+            if s.volumes.contains_key(&spec.name) {
+                Ok(())
+            } else {
+                Err(EngineError::NotFound {
+                    kind: "volume",
+                    name: spec.name.clone(),
+                })
+            }
+        })
+    }
+
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         self.call("remove_volume", name)?;
         self.with(|s| s.volumes.remove(name));

@@ -218,6 +218,9 @@ pub trait Engine {
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
 
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError>;
+    /// Write `spec.files` into the existing volume `spec.name`, over what is there (a
+    /// live volume's new revision). A missing volume is an error, never created.
+    async fn rewrite_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError>;
     /// Removing a missing volume succeeds.
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
 

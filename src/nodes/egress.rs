@@ -5,7 +5,9 @@
 //! `config.json` (routes, hosts, header names, token FILE paths), one token file per
 //! credentialed route (mode 0400, owned by the sidecar user) and the optional extra
 //! upstream CA; and the container, which mounts it read-only and binds it, so a changed
-//! token recreates both. Tokens enter the spec hash only through
+//! token recreates both. The allow list is not in it: egress mounts pipelock's live
+//! config volume read-only and follows its `allow` (`config.allow_file`), so a changed
+//! allowlist or an approved grant reaches egress without a restart. Tokens enter the spec hash only through
 //! [`SpecHasher::secret_field`]; they are never in argv, labels, env or logs.
 //!
 //! [`agent_env`] is what the agent needs to use the proxy.
@@ -83,7 +85,12 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
     };
     let cfg = Config {
         bottle: ctx.bottle.to_string(),
-        allow: eg.allow.clone(),
+        // From pipelock's policy volume, reloaded when it changes.
+        allow: Vec::new(),
+        allow_file: Some(
+            std::path::Path::new(super::pipelock::POLICY_MOUNT)
+                .join(crate::sidecar::pipelock::config::FILE),
+        ),
         routes,
         upstream_ca_file: upstream_ca
             .as_ref()
@@ -129,11 +136,18 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
             cap_add: &[],
             env: Vec::new(),
         },
-        vec![Mount::Volume {
-            name: vol_name,
-            target: config::MOUNT.into(),
-            read_only: true,
-        }],
+        vec![
+            Mount::Volume {
+                name: vol_name,
+                target: config::MOUNT.into(),
+                read_only: true,
+            },
+            Mount::Volume {
+                name: ctx.name(super::pipelock::CONFIG_SUFFIX),
+                target: super::pipelock::POLICY_MOUNT.into(),
+                read_only: true,
+            },
+        ],
     );
     Ok(vec![volume, container])
 }
@@ -204,7 +218,7 @@ mod tests {
     use super::*;
     use crate::engine::{ContainerSpec, VolumeSpec};
     use crate::model::*;
-    use crate::nodes::ObjectSpec;
+    use crate::nodes::{ObjectKey, ObjectKind, ObjectSpec};
 
     const TOKEN: &str = "sk-ant-secret-token-123";
 
@@ -255,6 +269,32 @@ mod tests {
             panic!("container second")
         };
         (v, c)
+    }
+
+    #[test]
+    fn the_allow_list_comes_from_pipelocks_live_volume_not_the_hash() {
+        let p = policy(TOKEN);
+        let mut q = policy(TOKEN);
+        q.egress.allow.push("late.example".into());
+        let a = with_ctx(&p, |ctx| objects(ctx).unwrap());
+        let b = with_ctx(&q, |ctx| objects(ctx).unwrap());
+        assert_eq!(a[0].hash.hash, b[0].hash.hash);
+        assert_eq!(a[1].hash.hash, b[1].hash.hash);
+        let (v, c) = split(&a);
+        let cfg = v.files.iter().find(|f| f.path == "config.json").unwrap();
+        let parsed: Config = serde_json::from_slice(&cfg.contents).unwrap();
+        assert!(parsed.allow.is_empty());
+        assert_eq!(
+            parsed.allow_file.as_deref(),
+            Some(std::path::Path::new("/etc/bottle/policy/config.json"))
+        );
+        let policy_vol = ObjectKey::new(ObjectKind::Volume, "bottle-p-b-pipelock-config");
+        assert!(a[1].binds.contains(&policy_vol));
+        assert!(c.mounts.contains(&Mount::Volume {
+            name: policy_vol.name.clone(),
+            target: super::super::pipelock::POLICY_MOUNT.into(),
+            read_only: true,
+        }));
     }
 
     #[test]

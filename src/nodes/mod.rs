@@ -17,7 +17,7 @@ pub mod supervise;
 use std::fmt;
 
 use crate::engine::{BuildSpec, ContainerSpec, NetworkSpec, VolumeSpec};
-use crate::hash::{DigestKey, SpecHash};
+use crate::hash::{DigestKey, SpecHash, SpecHasher};
 use crate::model::{Agent, BottlePolicy, RuntimeChoice};
 
 /// The kinds of node in a bottle's graph.
@@ -147,6 +147,17 @@ pub enum ObjectSpec {
     /// The runtime choice is resolved against the engine by the executor.
     Container(Box<ContainerSpec>, RuntimeChoice),
     Image(BuildSpec),
+    /// The revision marker of a live volume (see [`BottleCtx::live_volume`]).
+    Revision(Box<Revision>),
+}
+
+/// A live volume's files at one revision. Making it rewrites `content.files` into the
+/// existing volume `content.name`, then creates `marker`, a label-only volume whose name
+/// and spec hash record that revision; removing it removes only the marker.
+#[derive(Clone, Debug)]
+pub struct Revision {
+    pub content: VolumeSpec,
+    pub marker: VolumeSpec,
 }
 
 /// One object the manifest wants.
@@ -213,15 +224,69 @@ impl BottleCtx<'_> {
     ) -> DesiredObject {
         let name = self.name(suffix);
         self.object(node, ObjectKind::Volume, name.clone(), hash, |labels| {
-            ObjectSpec::Volume(crate::engine::VolumeSpec {
-                name,
-                labels,
-                files,
-                seed_dirs: Vec::new(),
-                owner,
-                seed_image: self.sidecar_image.to_string(),
-            })
+            ObjectSpec::Volume(self.volume_spec(name, labels, files, owner))
         })
+    }
+
+    /// A volume seeded through the sidecar image.
+    fn volume_spec(
+        &self,
+        name: String,
+        labels: crate::engine::Labels,
+        files: Vec<crate::engine::VolumeFile>,
+        owner: Option<(u64, u64)>,
+    ) -> VolumeSpec {
+        VolumeSpec {
+            name,
+            labels,
+            files,
+            seed_dirs: Vec::new(),
+            owner,
+            seed_image: self.sidecar_image.to_string(),
+        }
+    }
+
+    /// A volume like [`files_volume`](Self::files_volume) whose files are rewritten in
+    /// place when they change, for a sidecar that reloads them (`sidecar::reload`), so
+    /// a change restarts nothing. Two objects: the volume, whose hash leaves the files
+    /// out (only its being made anew recreates what binds it), and its revision marker
+    /// `<volume>-rev-<digest>` (a [`Revision`]), whose hash is `files_hash`. A change
+    /// of the files is a new marker, made after rewriting the volume, and the old
+    /// marker's removal; an interrupted rewrite leaves the marker missing, so the next
+    /// pass writes again.
+    pub fn live_volume(
+        &self,
+        node: NodeKind,
+        suffix: &str,
+        files_hash: SpecHash,
+        files: Vec<crate::engine::VolumeFile>,
+    ) -> [DesiredObject; 2] {
+        let volume_hash = SpecHasher::new(self.key).field("live", "files").finish();
+        let volume = self.files_volume(node, suffix, volume_hash, files.clone(), None);
+        let content = self.volume_spec(
+            volume.key.name.clone(),
+            self.labels(node, &volume.hash),
+            files,
+            None,
+        );
+        let name = format!(
+            "{}-rev-{}",
+            volume.key.name,
+            &files_hash.hash[..files_hash.hash.len().min(12)]
+        );
+        let marker = self.object(
+            node,
+            ObjectKind::Volume,
+            name.clone(),
+            files_hash,
+            |labels| {
+                ObjectSpec::Revision(Box::new(Revision {
+                    marker: self.volume_spec(name, labels, Vec::new(), None),
+                    content,
+                }))
+            },
+        );
+        [volume, marker]
     }
 
     /// `bottle-<project>-<bottle>-<suffix>`.

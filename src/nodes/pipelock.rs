@@ -1,13 +1,14 @@
 //! The `pipelock` node: the firewall on the way out (default-deny allowlist, SSRF guard,
 //! DLP, audit log; see `sidecar::pipelock`).
 //!
-//! Two objects: a config volume `<bottle>-pipelock-config` seeded with the policy
-//! rendered from the manifest (`egress.allow`, route hosts, passthrough hosts, the
-//! header egress injects per route, DLP rules, `egress.upstream_ca`), and the
-//! container, which mounts it read-only and is bound to it, so a policy change
-//! recreates both (the sidecar also reloads the file in place when it changes, see
-//! `sidecar::pipelock::reload`). pipelock intercepts TLS with leaves minted from the
-//! bottle CA, so it mounts the CA volume (key included), like egress.
+//! Objects: a live config volume `<bottle>-pipelock-config` (with its revision marker,
+//! see [`BottleCtx::live_volume`]) holding the policy rendered from the manifest and the
+//! approved grants (`egress.allow`, route hosts, passthrough hosts, the header egress
+//! injects per route, DLP rules, `egress.upstream_ca`), and the container, which mounts
+//! it read-only. A policy change rewrites the file in place and the sidecar reloads it
+//! (`sidecar::reload`): nothing restarts, the agent included. egress mounts the same
+//! volume for its allow list ([`POLICY_MOUNT`]). pipelock intercepts TLS with leaves
+//! minted from the bottle CA, so it mounts the CA volume (key included), like egress.
 
 use super::sidecar::{self, SidecarShape};
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectSpec, ca};
@@ -19,6 +20,11 @@ use crate::sidecar::pipelock::upstream_yaml;
 
 /// Port it listens on, on net-internal.
 pub const PORT: u16 = 8888;
+
+/// Suffix of the config volume's name.
+pub const CONFIG_SUFFIX: &str = "pipelock-config";
+/// Where egress mounts pipelock's config volume, to follow its allow list.
+pub const POLICY_MOUNT: &str = "/etc/bottle/policy";
 
 /// The configuration the sidecar gets, rendered from the bottle's policy.
 pub fn render(ctx: &BottleCtx<'_>) -> Config {
@@ -72,8 +78,20 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
 pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
     let cfg = render(ctx);
     let image = ctx.policy.egress.pipelock_image.as_deref();
-    let (file, mount, contents) = match image {
-        None => (config::FILE, config::MOUNT, cfg.to_json()),
+    let json = cfg.to_json();
+    let file = |path: &str, contents: &str| VolumeFile {
+        path: path.into(),
+        contents: contents.as_bytes().to_vec(),
+        mode: 0o444,
+        uid: ca::SIDECAR_UID,
+        gid: ca::SIDECAR_UID,
+    };
+    // config.json always: egress follows its allow list.
+    let mut files = vec![file(config::FILE, &json)];
+    let mut hasher = SpecHasher::new(ctx.key);
+    hasher.field("config", &json);
+    let mount = match image {
+        None => config::MOUNT,
         Some(_) => {
             let dir = std::path::Path::new(ca::MOUNT);
             let yaml = upstream_yaml::render(
@@ -82,24 +100,13 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
                 &dir.join(ca::KEY_FILE).to_string_lossy(),
                 PORT,
             );
-            (upstream_yaml::FILE, upstream_yaml::MOUNT, yaml)
+            hasher.field("upstream-yaml", &yaml);
+            files.push(file(upstream_yaml::FILE, &yaml));
+            upstream_yaml::MOUNT
         }
     };
-    let vol_hash = SpecHasher::new(ctx.key).field("config", &contents).finish();
-    let file = VolumeFile {
-        path: file.into(),
-        contents: contents.into_bytes(),
-        mode: 0o444,
-        uid: ca::SIDECAR_UID,
-        gid: ca::SIDECAR_UID,
-    };
-    let volume = ctx.files_volume(
-        NodeKind::Pipelock,
-        "pipelock-config",
-        vol_hash,
-        vec![file],
-        None,
-    );
+    let [volume, revision] =
+        ctx.live_volume(NodeKind::Pipelock, CONFIG_SUFFIX, hasher.finish(), files);
     let vol_key = volume.key.clone();
     let vol_name = vol_key.name.clone();
     let mut container = sidecar::object(
@@ -136,7 +143,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
         }
     }
     container.binds.push(vol_key);
-    vec![volume, container]
+    vec![volume, revision, container]
 }
 
 #[cfg(test)]
@@ -163,7 +170,7 @@ mod tests {
             allow: vec!["pypi.org".into(), "*.pythonhosted.org".into()],
             ..Default::default()
         });
-        let [vol, c] = &objs[..] else { panic!() };
+        let [vol, _rev, c] = &objs[..] else { panic!() };
         assert_eq!(vol.key.name, "bottle-p-b-pipelock-config");
         let ObjectSpec::Volume(v) = &vol.spec else {
             panic!()
@@ -188,14 +195,23 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_change_changes_the_volume_hash_only_through_the_config() {
+    fn a_policy_change_is_a_new_revision_of_the_same_volume() {
         let a = objects_for(Egress::default());
         let b = objects_for(Egress {
             allow: vec!["example.org".into()],
             ..Default::default()
         });
-        assert_ne!(a[0].hash.hash, b[0].hash.hash);
-        assert_eq!(a[1].hash.hash, b[1].hash.hash);
+        // The volume and the container stay; only the revision marker differs.
+        assert_eq!(a[0].hash.hash, b[0].hash.hash);
+        assert_eq!(a[2].hash.hash, b[2].hash.hash);
+        assert_ne!(a[1].hash.hash, b[1].hash.hash);
+        assert_ne!(a[1].key, b[1].key);
+        let ObjectSpec::Revision(r) = &b[1].spec else {
+            panic!()
+        };
+        assert_eq!(r.content.name, b[0].key.name);
+        let cfg: Config = serde_json::from_slice(&r.content.files[0].contents).unwrap();
+        assert_eq!(cfg.allow, ["example.org"]);
         let c = objects_for(Egress {
             dlp: Dlp {
                 enabled: true,
@@ -269,12 +285,13 @@ mod tests {
             pipelock_image: Some("ghcr.io/luckypipewrench/pipelock:2.3.0".into()),
             ..Default::default()
         });
-        let [vol, c] = &objs[..] else { panic!() };
+        let [vol, _rev, c] = &objs[..] else { panic!() };
         let ObjectSpec::Volume(v) = &vol.spec else {
             panic!()
         };
-        assert_eq!(v.files[0].path, upstream_yaml::FILE);
-        let yaml = String::from_utf8(v.files[0].contents.clone()).unwrap();
+        assert_eq!(v.files[0].path, config::FILE, "egress follows config.json");
+        assert_eq!(v.files[1].path, upstream_yaml::FILE);
+        let yaml = String::from_utf8(v.files[1].contents.clone()).unwrap();
         assert!(
             yaml.contains("mode: strict") && yaml.contains("\"pypi.org\""),
             "{yaml}"
@@ -294,6 +311,6 @@ mod tests {
             allow: vec!["pypi.org".into()],
             ..Default::default()
         });
-        assert_ne!(plain[1].hash.hash, c.hash.hash, "the image is in the hash");
+        assert_ne!(plain[2].hash.hash, c.hash.hash, "the image is in the hash");
     }
 }

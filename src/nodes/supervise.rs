@@ -1,9 +1,10 @@
 //! The `supervise` node, present when `supervise: true`: the MCP server through which
 //! the agent proposes (see `sidecar::supervise`), and the grants the operator approved.
 //!
-//! Objects: a config volume (what the manifest allows, for `list-egress-routes`; built
-//! from the manifest's policy, not the granted one, so a grant never restarts the MCP
-//! server), a state volume holding the proposals (its hash never changes: it outlives
+//! Objects: a live config volume (what the manifest allows, for `list-egress-routes`;
+//! built from the manifest's policy, not the granted one; rewritten in place and
+//! reloaded, see [`BottleCtx::live_volume`], so neither a grant nor a changed allowlist
+//! restarts the MCP server), a state volume holding the proposals (its hash never changes: it outlives
 //! every restart of the sidecar), the container, and one label-only volume per grant
 //! (`crate::supervise::Grant`), which `bottle queue approve` creates with the same
 //! constructor, so the reconciler sees it as already in place.
@@ -56,7 +57,7 @@ pub fn objects(
 ) -> Vec<DesiredObject> {
     // serde_json cannot fail on this plain struct.
     let json = serde_json::to_vec_pretty(&render(ctx.bottle, declared)).unwrap_or_default();
-    let config = ctx.files_volume(
+    let [config, revision] = ctx.live_volume(
         NodeKind::Supervise,
         "supervise-config",
         SpecHasher::new(ctx.key).field("config", &json).finish(),
@@ -67,7 +68,6 @@ pub fn objects(
             uid: ca::SIDECAR_UID,
             gid: ca::SIDECAR_UID,
         }],
-        None,
     );
     let state = ctx.files_volume(
         NodeKind::Supervise,
@@ -101,7 +101,7 @@ pub fn objects(
             read_only: false,
         });
     }
-    let mut out = vec![config, state, container];
+    let mut out = vec![config, revision, state, container];
     out.extend(
         grants
             .iter()
@@ -189,7 +189,7 @@ mod tests {
     fn the_agent_sees_routes_but_no_credential() {
         let p = policy();
         let objs = with_ctx(&p, |ctx| objects(ctx, &p, &[]));
-        assert_eq!(objs.len(), 3);
+        assert_eq!(objs.len(), 4);
         let text = format!("{objs:?}");
         assert!(!text.contains("sk-live-secret"));
         let cfg = render("b", &p);

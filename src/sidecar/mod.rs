@@ -8,6 +8,7 @@ pub mod certs;
 pub mod egress;
 pub mod git_gate;
 pub mod pipelock;
+pub mod reload;
 pub mod supervise;
 
 use clap::{Args, ValueEnum};

@@ -28,6 +28,12 @@ pub struct Config {
     pub bottle: String,
     /// Hosts allowed without credentials: exact names or `*.suffix`.
     pub allow: Vec<String>,
+    /// A pipelock config file (`sidecar::pipelock::config`) whose `allow` list replaces
+    /// [`allow`](Self::allow) and is reloaded whenever the file changes: in a bottle,
+    /// pipelock's policy volume, which the reconciler rewrites in place, so a changed
+    /// allowlist (or an approved grant) restarts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_file: Option<PathBuf>,
     pub routes: Vec<RouteConfig>,
     /// Extra CA (PEM) trusted for upstream TLS besides the webpki roots.
     pub upstream_ca_file: Option<PathBuf>,
@@ -95,7 +101,7 @@ impl Config {
         })
     }
 
-    /// Read the token files and build the policy.
+    /// Read the token files and the allow file, and build the policy.
     pub fn policy(&self) -> Result<Policy, ConfigError> {
         let mut routes = Vec::with_capacity(self.routes.len());
         for r in &self.routes {
@@ -114,11 +120,21 @@ impl Config {
                 inject,
             });
         }
-        Ok(Policy::new(
-            routes,
-            self.allow.iter().map(|h| h.to_ascii_lowercase()).collect(),
-        ))
+        let allow = match &self.allow_file {
+            Some(p) => allow_of(&read(p)?).map_err(|source| ConfigError::Parse {
+                path: p.clone(),
+                source,
+            })?,
+            None => self.allow.clone(),
+        };
+        Ok(Policy::new(routes, allow))
     }
+}
+
+/// The allow list of a pipelock config file, lower-cased.
+pub fn allow_of(pipelock_config: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    let cfg: crate::sidecar::pipelock::config::Config = serde_json::from_slice(pipelock_config)?;
+    Ok(cfg.allow)
 }
 
 /// The header to inject for `token` under `scheme`.

@@ -24,6 +24,8 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::sidecar::reload::{Swap, Watcher};
+
 pub use server::Proxy;
 
 /// The sidecar could not start.
@@ -71,7 +73,7 @@ pub fn load(config_path: &Path, ca_dir: &Path) -> Result<Proxy, StartError> {
     let upstream = upstream::Upstream::new(dialer, Some(&trust))?;
     Ok(Proxy {
         bottle: cfg.bottle,
-        policy,
+        policy: Swap::new(policy),
         authority,
         upstream,
         sink: audit::Sink::Stderr,
@@ -87,7 +89,20 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
     let ca_dir = std::env::var_os("BOTTLE_EGRESS_CA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(crate::nodes::ca::MOUNT));
-    let proxy = load(&config_path, &ca_dir)?;
+    let proxy = Arc::new(load(&config_path, &ca_dir)?);
+    if let Some(path) = config::Config::load(&config_path)?.allow_file {
+        let p = Arc::clone(&proxy);
+        Watcher::new(
+            "egress allow list",
+            path,
+            Box::new(move |bytes| {
+                let allow = config::allow_of(bytes).map_err(|e| format!("parsing: {e}"))?;
+                p.policy.set(p.policy.get().with_allow(allow));
+                Ok(())
+            }),
+        )
+        .spawn();
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -95,7 +110,7 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
             source,
         })?;
     tracing::info!(listen, "egress proxy listening");
-    server::serve(listener, Arc::new(proxy))
+    server::serve(listener, proxy)
         .await
         .map_err(|source| StartError::Listen {
             addr: listen.to_string(),

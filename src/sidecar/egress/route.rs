@@ -67,8 +67,15 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// `allow` is lower-cased here.
     pub fn new(routes: Vec<Route>, allow: Vec<String>) -> Policy {
+        let allow = allow.iter().map(|h| h.to_ascii_lowercase()).collect();
         Policy { routes, allow }
+    }
+
+    /// The same routes with another allow list (a reload).
+    pub fn with_allow(&self, allow: Vec<String>) -> Policy {
+        Policy::new(self.routes.clone(), allow)
     }
 
     /// The decision for a CONNECT to `host`.

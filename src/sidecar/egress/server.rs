@@ -26,6 +26,7 @@ use super::audit::{Pending, Record, Sink};
 use super::certs::Authority;
 use super::route::{Decision, Policy, Tunnel};
 use super::upstream::{Upstream, UpstreamError};
+use crate::sidecar::reload::Swap;
 
 /// Body of requests sent upstream.
 pub type ReqBody = BoxBody<Bytes, hyper::Error>;
@@ -35,7 +36,8 @@ pub type RespBody = BoxBody<Bytes, hyper::Error>;
 /// Everything a connection needs.
 pub struct Proxy {
     pub bottle: String,
-    pub policy: Policy,
+    /// Swapped whole when the allow file changes (see `sidecar::reload`).
+    pub policy: Swap<Policy>,
     pub authority: Authority,
     pub upstream: Upstream,
     pub sink: Sink,
@@ -105,7 +107,8 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Response<Resp
         duration_ms: 0,
         error: None,
     };
-    match proxy.policy.tunnel(&host) {
+    let tunnel = proxy.policy.get().tunnel(&host);
+    match tunnel {
         Tunnel::Deny => {
             let mut p = Pending::new(proxy.sink.clone(), record("deny", 403), start);
             p.set_error("no route and not in egress.allow".into());
@@ -190,7 +193,8 @@ async fn forward(
         duration_ms: 0,
         error: None,
     };
-    let (scheme, port, inject) = match proxy.policy.request(&host, &path) {
+    let policy = proxy.policy.get();
+    let (scheme, port, inject) = match policy.request(&host, &path) {
         Decision::Deny => {
             record.route = "deny".into();
             record.status = 403;

@@ -1,6 +1,6 @@
 //! pipelock's configuration: rendered from the manifest by `nodes::pipelock` into a JSON
 //! file in the bottle's pipelock config volume, read by the sidecar at start and again
-//! whenever the file changes (see `reload`).
+//! whenever the file changes (see `sidecar::reload`).
 //!
 //! It holds policy only (host names, CIDRs, DLP rules), never a credential.
 

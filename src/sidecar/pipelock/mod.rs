@@ -4,14 +4,13 @@
 //! URLs, headers and streamed bodies, and a JSON audit log on stderr.
 //!
 //! `config` is what the manifest says (rendered by `nodes::pipelock`), `policy` the
-//! allowlist, `ssrf` resolution and address vetting, `server` the proxy, `reload` the
-//! config-file watch, `audit` the log lines, `upstream_yaml` the same policy in the
+//! allowlist, `ssrf` resolution and address vetting, `server` the proxy, [`watcher`] the
+//! config-file watch (`sidecar::reload`), `audit` the log lines, `upstream_yaml` the same policy in the
 //! upstream pipelock project's schema (for `pipelock.image`).
 
 pub mod audit;
 pub mod config;
 pub mod policy;
-pub mod reload;
 pub mod server;
 pub mod ssrf;
 #[cfg(test)]
@@ -74,6 +73,24 @@ pub fn intercept(
     }))
 }
 
+pub use server::Proxy;
+
+/// The watch that swaps a changed configuration file at `path` into `proxy`.
+pub fn watcher(
+    path: impl Into<std::path::PathBuf>,
+    proxy: Arc<Proxy>,
+) -> crate::sidecar::reload::Watcher {
+    crate::sidecar::reload::Watcher::new(
+        "pipelock configuration",
+        path,
+        Box::new(move |bytes| {
+            let cfg: config::Config =
+                serde_json::from_slice(bytes).map_err(|e| format!("parsing: {e}"))?;
+            proxy.reload(&cfg).map_err(|e| e.to_string())
+        }),
+    )
+}
+
 /// Load the configuration, then serve on `listen` until killed, reloading the
 /// configuration when its file changes.
 pub async fn run(listen: &str) -> Result<(), StartError> {
@@ -103,7 +120,7 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
         intercept = proxy.tls.is_some(),
         "pipelock listening"
     );
-    tokio::spawn(reload::Watcher::new(&path, proxy.clone()).run(reload::INTERVAL));
+    watcher(&path, proxy.clone()).spawn();
     server::serve(listener, proxy)
         .await
         .map_err(|source| StartError::Listen {

@@ -274,7 +274,10 @@ async fn egress_chain_injects_and_pipelock_exempts_only_the_route_credential() {
     let agent_ca = TestPki::new(&["unused.test"]);
     let eg = egress::Proxy {
         bottle: "b".into(),
-        policy: egress::route::Policy::new(routes, vec![HOST.into(), ROUTE.into()]),
+        policy: crate::sidecar::reload::Swap::new(egress::route::Policy::new(
+            routes,
+            vec![HOST.into(), ROUTE.into()],
+        )),
         authority: Authority::from_pem(&agent_ca.ca_pem, &agent_ca.ca_key_pem).unwrap(),
         upstream,
         sink: egress::audit::Sink::Memory(Arc::new(Mutex::new(Vec::new()))),

@@ -18,6 +18,7 @@ use rmcp::transport::streamable_http_server::{
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::{Deserialize, Serialize};
 
+use crate::sidecar::reload::Swap;
 use crate::supervise::{Ask, Verdict};
 use store::{Entry, Store, StoreError};
 
@@ -59,13 +60,24 @@ pub async fn run(listen: &str) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&state)?);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(listen, bottle = %cfg.bottle, pending = store.list()?.iter().filter(|e| e.decision.is_none()).count(), "supervise listening");
-    serve(listener, Arc::new(cfg), store).await
+    let cfg = Arc::new(Swap::new(cfg));
+    let live = Arc::clone(&cfg);
+    crate::sidecar::reload::Watcher::new(
+        "supervise configuration",
+        path,
+        Box::new(move |bytes| {
+            live.set(serde_json::from_slice(bytes).map_err(|e| format!("parsing: {e}"))?);
+            Ok(())
+        }),
+    )
+    .spawn();
+    serve(listener, cfg, store).await
 }
 
 /// Serve MCP at [`MCP_PATH`] and a health check at `/healthz` on `listener`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    cfg: Arc<Config>,
+    cfg: Arc<Swap<Config>>,
     store: Arc<Store>,
 ) -> anyhow::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -80,7 +92,7 @@ pub async fn serve(
         .flat_map(|h| [h.clone(), format!("{h}:{port}")])
         .collect();
     let mcp = StreamableHttpService::new(
-        move || Ok(Supervise::new(Arc::clone(&cfg), Arc::clone(&store))),
+        move || Ok(Supervise::new(cfg.get(), Arc::clone(&store))),
         LocalSessionManager::default().into(),
         StreamableHttpServerConfig::default()
             .with_allowed_hosts(allowed)

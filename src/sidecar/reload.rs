@@ -1,20 +1,19 @@
-//! Reload without restart: pipelock polls its config file (about once a second) and,
-//! when the contents change, parses it and swaps the proxy's policy atomically
-//! ([`Proxy::reload`]). Connections in flight are not cut; each request after the swap
-//! is decided by the new policy. A file that does not parse or compile leaves the last
-//! good policy in force and is logged.
+//! Reload without restart, for every sidecar whose config lives in a volume the
+//! reconciler rewrites in place (pipelock's policy, egress's view of the allowlist,
+//! supervise's view of the manifest): a [`Watcher`] polls one file (about once a second)
+//! and, when its contents change, hands them to the sidecar's `apply`, which parses them
+//! and swaps its state atomically. Work in flight is not cut. Contents that do not parse
+//! or apply leave the last good state in force and are logged; a file missing for a
+//! moment (being rewritten) changes nothing.
 //!
-//! Polling, not inotify: a Docker volume may be changed from outside the container's
-//! mount namespace, and a poll of one small file costs nothing.
+//! Polling, not inotify: a Docker volume is changed from outside the container's mount
+//! namespace, and a poll of one small file costs nothing.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-
-use super::config::Config;
-use super::server::Proxy;
 
 /// How often the file is looked at.
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -28,26 +27,35 @@ pub enum Outcome {
     Rejected(String),
 }
 
-/// Watches one config file for one proxy.
+/// Turns the file's new contents into the sidecar's new state, or says why not.
+pub type Apply = Box<dyn FnMut(&[u8]) -> Result<(), String> + Send>;
+
+/// Watches one file for one sidecar.
 pub struct Watcher {
+    /// What the file is, for the log (`pipelock configuration`).
+    what: &'static str,
     path: PathBuf,
-    proxy: Arc<Proxy>,
+    apply: Apply,
     /// Digest of the contents in force (or last rejected, so it is not retried).
     seen: Option<[u8; 32]>,
 }
 
 impl Watcher {
-    /// `path` holds the configuration the proxy was built from.
-    pub fn new(path: impl Into<PathBuf>, proxy: Arc<Proxy>) -> Watcher {
+    /// `path` holds what the sidecar's state was built from.
+    pub fn new(what: &'static str, path: impl Into<PathBuf>, apply: Apply) -> Watcher {
         let path = path.into();
         let seen = std::fs::read(&path).ok().map(|b| digest(&b));
-        Watcher { path, proxy, seen }
+        Watcher {
+            what,
+            path,
+            apply,
+            seen,
+        }
     }
 
-    /// Look at the file once; reload when its contents changed.
+    /// Look at the file once; apply its contents when they changed.
     pub fn check(&mut self) -> Outcome {
         let Ok(bytes) = std::fs::read(&self.path) else {
-            // Missing for a moment (a volume being refilled): keep the policy.
             return Outcome::Unchanged;
         };
         let d = digest(&bytes);
@@ -55,13 +63,9 @@ impl Watcher {
             return Outcome::Unchanged;
         }
         self.seen = Some(d);
-        let cfg: Config = match serde_json::from_slice(&bytes) {
-            Ok(c) => c,
-            Err(e) => return Outcome::Rejected(format!("parsing: {e}")),
-        };
-        match self.proxy.reload(&cfg) {
+        match (self.apply)(&bytes) {
             Ok(()) => Outcome::Reloaded,
-            Err(e) => Outcome::Rejected(e.to_string()),
+            Err(e) => Outcome::Rejected(e),
         }
     }
 
@@ -74,15 +78,40 @@ impl Watcher {
             match self.check() {
                 Outcome::Unchanged => {}
                 Outcome::Reloaded => {
-                    tracing::info!(path = %self.path.display(), "pipelock configuration reloaded")
+                    tracing::info!(path = %self.path.display(), "{} reloaded", self.what)
                 }
                 Outcome::Rejected(why) => tracing::warn!(
                     path = %self.path.display(),
                     why,
-                    "pipelock configuration changed but was rejected; the previous one stays in force"
+                    "{} changed but was rejected; the previous one stays in force",
+                    self.what
                 ),
             }
         }
+    }
+
+    /// Run [`run`](Self::run) at [`INTERVAL`] on the current runtime.
+    pub fn spawn(self) {
+        tokio::spawn(self.run(INTERVAL));
+    }
+}
+
+/// A value swapped whole by a reload: readers take a snapshot that stays valid.
+#[derive(Debug)]
+pub struct Swap<T>(RwLock<Arc<T>>);
+
+impl<T> Swap<T> {
+    pub fn new(v: T) -> Swap<T> {
+        Swap(RwLock::new(Arc::new(v)))
+    }
+
+    /// The value in force now.
+    pub fn get(&self) -> Arc<T> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn set(&self, v: T) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
     }
 }
 
@@ -93,7 +122,9 @@ fn digest(b: &[u8]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sidecar::pipelock::Proxy;
     use crate::sidecar::pipelock::audit::MemoryAudit;
+    use crate::sidecar::pipelock::config::Config;
     use crate::sidecar::pipelock::policy::{Verdict, normalize};
     use crate::sidecar::pipelock::ssrf::MapResolve;
 
@@ -121,7 +152,7 @@ mod tests {
             )
             .unwrap(),
         );
-        let mut w = Watcher::new(&path, proxy.clone());
+        let mut w = crate::sidecar::pipelock::watcher(&path, proxy.clone());
         assert_eq!(w.check(), Outcome::Unchanged);
         assert_eq!(verdict(&proxy, "b.test"), Verdict::NotAllowed);
 
@@ -142,7 +173,9 @@ mod tests {
         assert_eq!(verdict(&proxy, "b.test"), Verdict::Allow);
 
         // The polling task picks up the next change by itself.
-        let task = tokio::spawn(Watcher::new(&path, proxy.clone()).run(Duration::from_millis(20)));
+        let task = tokio::spawn(
+            crate::sidecar::pipelock::watcher(&path, proxy.clone()).run(Duration::from_millis(20)),
+        );
         std::fs::write(&path, cfg(&["c.test"]).to_json()).unwrap();
         let mut ok = false;
         for _ in 0..100 {
