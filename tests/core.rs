@@ -62,9 +62,10 @@ fn apply_creates_every_node_then_diff_is_clean_and_reapply_is_silent() {
     let volumes = p.objects("volume");
     assert_eq!(
         volumes.len(),
-        19,
-        "per bottle: two CA volumes, the pipelock and egress configs, the agent's home; \
-         for the bottle with supervise also its config and state; \
+        23,
+        "per bottle: two CA volumes, the pipelock config and its revision marker, the \
+         egress config, the agent's home; for the bottle with supervise also its config, \
+         that config's revision marker and its state; \
          for the bottle with a git remote also the gate's config and mirrors: {volumes:?}"
     );
     assert!(!p.objects("container").contains(&p.obj("a", "supervise")));
