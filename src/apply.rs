@@ -125,6 +125,9 @@ pub enum OpKind {
     Remove,
     Make,
     Start,
+    /// Only create a live volume's revision marker: the volume itself is being made in
+    /// the same run with these very files, so rewriting them would be a no-op.
+    Mark,
 }
 
 /// One engine operation and the operations it waits for.
@@ -203,8 +206,17 @@ pub fn schedule(plan: &Plan, desired: &DesiredState) -> Vec<Op> {
     };
     for step in &plan.steps {
         match &step.action {
-            Action::Create | Action::Rewrite { .. } => {
+            Action::Create => {
                 make.insert(&step.key, push(&mut ops, OpKind::Make, step));
+            }
+            Action::Rewrite { volume } => {
+                let fresh = plan.steps.iter().any(|s| {
+                    s.key.kind == ObjectKind::Volume
+                        && s.key.name == *volume
+                        && matches!(s.action, Action::Create | Action::Recreate { .. })
+                });
+                let kind = if fresh { OpKind::Mark } else { OpKind::Make };
+                make.insert(&step.key, push(&mut ops, kind, step));
             }
             Action::Recreate { .. } => {
                 remove.insert(&step.key, push(&mut ops, OpKind::Remove, step));
@@ -347,6 +359,7 @@ pub fn verb(kind: OpKind) -> &'static str {
         OpKind::Remove => "remove",
         OpKind::Make => "create",
         OpKind::Start => "start",
+        OpKind::Mark => "record",
     }
 }
 
@@ -413,6 +426,10 @@ async fn run_op<E: Engine>(
             ObjectKind::Image => engine.remove_image(name).await,
         },
         OpKind::Start => engine.start_container(name).await,
+        OpKind::Mark => match desired.objects.get(&op.key).map(|d| &d.spec) {
+            Some(ObjectSpec::Revision(r)) => engine.create_volume(&r.marker).await,
+            _ => Ok(()),
+        },
         OpKind::Make => {
             let Some(d) = desired.objects.get(&op.key) else {
                 return Ok(());

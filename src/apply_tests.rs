@@ -445,6 +445,17 @@ fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
         reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
             .await
             .unwrap();
+        // A live volume made in this run already holds its files: only its marker is
+        // recorded, nothing is written twice.
+        let first = engine.mutations();
+        assert!(
+            !first.iter().any(|c| c.starts_with("rewrite_volume")),
+            "{first:?}"
+        );
+        assert!(
+            first.iter().any(|c| c.contains("pipelock-config-rev-")),
+            "{first:?}"
+        );
         // `bottle queue approve` makes the grant volume with the graph's constructor.
         let grant = Grant {
             id: "p00000000aa".into(),
