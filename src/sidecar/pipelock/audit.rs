@@ -14,7 +14,9 @@ pub struct Event {
     pub decision: &'static str,
     /// Short machine-readable reason: `allowlist`, `not-allowlisted`, `ip-literal`,
     /// `ssrf`, `dlp`, `resolve`, `connect`, `bad-request`, `sni-mismatch`,
-    /// `host-mismatch`, `upstream-tls`, `upstream`, `done`.
+    /// `host-mismatch`, `upstream-tls`, `upstream`, `done`; from the gateway sink
+    /// (`sink`): `dns` (a name asked of the bottle's DNS that is not the bottle's own:
+    /// refused) and `suppressed` (how many such lines were held back).
     pub reason: &'static str,
     /// `CONNECT` or the HTTP method.
     pub method: String,
