@@ -1365,10 +1365,29 @@ mod tests {
                 name: name.clone(),
                 labels: t.labels(),
                 internal: i == 0,
-                options: Default::default(),
+                // The internal one as net-internal is made: no IPv4 on the host side.
+                options: if i == 0 {
+                    [(
+                        crate::nodes::network::INHIBIT_IPV4.to_owned(),
+                        "true".to_owned(),
+                    )]
+                    .into()
+                } else {
+                    Default::default()
+                },
             };
             docker.create_network(&spec).await.expect("create network");
         }
+        let n = inspect("network", &nets[0]);
+        assert_eq!(
+            n["Options"][crate::nodes::network::INHIBIT_IPV4],
+            "true",
+            "{n}"
+        );
+        let gateway = n["IPAM"]["Config"][0]["Gateway"]
+            .as_str()
+            .expect("gateway")
+            .to_owned();
         let volume = t.name("vol");
         let vspec = VolumeSpec {
             name: volume.clone(),
@@ -1380,11 +1399,17 @@ mod tests {
         };
         docker.create_volume(&vspec).await.expect("create volume");
 
-        let spec = container_spec(&t, nets.clone(), &volume);
+        let spec = ContainerSpec {
+            sysctls: [("net.ipv4.ip_forward".to_owned(), "0".to_owned())].into(),
+            dns_gateway_of: Some(nets[0].clone()),
+            ..container_spec(&t, nets.clone(), &volume)
+        };
         docker.run_container(&spec).await.expect("run");
 
         let c = inspect("container", &spec.name);
         let hc = &c["HostConfig"];
+        assert_eq!(hc["Sysctls"]["net.ipv4.ip_forward"], "0");
+        assert_eq!(hc["Dns"], serde_json::json!([gateway]));
         assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
         assert_eq!(hc["CapAdd"], serde_json::json!(["NET_BIND_SERVICE"]));
         assert_eq!(hc["ReadonlyRootfs"], true);
