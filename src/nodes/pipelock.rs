@@ -28,9 +28,15 @@ use crate::sidecar::pipelock::{sink, upstream_yaml};
 pub const PORT: u16 = 8888;
 
 /// What our own pipelock needs, as root, until it drops them all: add the gateway
-/// address (`NET_ADMIN`), bind DNS on it (`NET_BIND_SERVICE`), become the sidecar user
-/// (`SETUID`, `SETGID`).
-pub const GATEWAY_CAPS: &[&str] = &["NET_ADMIN", "NET_BIND_SERVICE", "SETUID", "SETGID"];
+/// address (`NET_ADMIN`), bind DNS on it (`NET_BIND_SERVICE`), open the packet
+/// observer's socket (`NET_RAW`), become the sidecar user (`SETUID`, `SETGID`).
+pub const GATEWAY_CAPS: &[&str] = &[
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETUID",
+    "SETGID",
+];
 
 /// The configuration the sidecar gets, rendered from the bottle's policy.
 pub fn render(ctx: &BottleCtx<'_>) -> Config {

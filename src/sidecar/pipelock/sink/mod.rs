@@ -3,26 +3,28 @@
 //!
 //! net-internal is created with `inhibit_ipv4` (see `nodes::network`): Docker still
 //! hands every container `default via <first address of the subnet>` but nothing
-//! holds that address. At start, while still root with `NET_ADMIN` and
-//! `NET_BIND_SERVICE` (and before any thread exists), [`prepare`] finds pipelock's
-//! net-internal interface (the one its default route does not leave by: Docker puts
-//! a dual-homed container's default route on the network that is not internal), adds
-//! the gateway address to it over rtnetlink ([`netlink`]), binds UDP and TCP port 53
-//! there, and then drops to [`crate::nodes::ca::SIDECAR_UID`] for good (groups, gid,
-//! uid: every capability goes). Only then are the config and the CA key read.
+//! holds that address. At start, while still root with `NET_ADMIN`,
+//! `NET_BIND_SERVICE` and `NET_RAW` (and before any thread exists), [`prepare`] finds
+//! pipelock's net-internal interface (the one its default route does not leave by:
+//! Docker puts a dual-homed container's default route on the network that is not
+//! internal), adds the gateway address to it over rtnetlink ([`netlink`]), binds UDP
+//! and TCP port 53 there, opens the packet observer's `AF_PACKET` socket ([`packet`]),
+//! and then drops to [`crate::nodes::ca::SIDECAR_UID`] for good (groups, gid, uid:
+//! every capability goes). Only then are the config and the CA key read.
 //!
 //! The agent's DNS server is that address (`nodes::agent`, `--dns`): Docker's embedded
 //! DNS answers the bottle's own names and forwards every other name to it, from the
 //! agent's network namespace. [`spawn`] answers those queries REFUSED at once and logs
-//! each as a `deny`/`dns` audit event naming the host, deduplicated and rate-capped
-//! ([`limit`]). The question is read by a small bounded parser ([`dns`]).
+//! each as a `deny`/`dns` audit event naming the host. The question is read by a small
+//! bounded parser ([`dns`]).
 //!
-//! What the sink cannot see: a direct TCP connect or UDP datagram to an outside
-//! address. The agent's kernel sends it to the gateway's MAC, i.e. to pipelock, but
-//! Docker's own isolation rule for `--internal` networks on the host
-//! (`DOCKER-ISOLATION-STAGE-1 ! -d <subnet> -i <bridge> -j DROP`, applied to bridged
-//! frames because Docker turns on `bridge-nf-call-iptables`) drops it in the host's
-//! bridge before it reaches any container. It fails, unaudited.
+//! The packet observer logs what is routed to the gateway for an outside address (a
+//! TCP SYN, a UDP datagram, an ICMP echo) as `deny`/`direct` (`dns` for port 53). But
+//! on a host where Docker filters bridged traffic (`bridge-nf-call-iptables`, which
+//! Docker turns on), Docker's own rule for `--internal` networks
+//! (`DOCKER-ISOLATION-STAGE-1 ! -d <subnet> -i <bridge> -j DROP`) drops those packets
+//! in the host's bridge before they reach any container: a direct connect then fails
+//! without an audit line. Every line is deduplicated and rate-capped ([`limit`]).
 //!
 //! pipelock never routes what reaches it: the container runs with
 //! `net.ipv4.ip_forward=0` (`nodes::sidecar`).
@@ -33,6 +35,7 @@
 pub mod dns;
 pub mod limit;
 pub mod netlink;
+pub mod packet;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -52,12 +55,15 @@ const MAX_TCP: usize = 32;
 /// Time a TCP client has to send its query.
 const TCP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The gateway address, held, with its DNS sockets bound (non-blocking).
+/// The gateway address, held, with its DNS sockets bound (non-blocking) and, when it
+/// could be opened, the packet observer's socket.
 #[derive(Debug)]
 pub struct Gateway {
     pub addr: Ipv4Addr,
     pub udp: std::net::UdpSocket,
     pub tcp: std::net::TcpListener,
+    pub subnet: packet::Subnet,
+    pub packets: Option<socket2::Socket>,
 }
 
 /// pipelock must not start.
@@ -138,10 +144,19 @@ fn take_gateway() -> Result<Gateway, GatewayError> {
     udp.set_nonblocking(true).map_err(bind_err)?;
     let tcp = std::net::TcpListener::bind((gw.addr, 53)).map_err(bind_err)?;
     tcp.set_nonblocking(true).map_err(bind_err)?;
+    let subnet = packet::Subnet {
+        net: netlink::network_of(inside),
+        prefix: inside.prefix,
+    };
+    let packets = packet::open(inside.index, subnet)
+        .inspect_err(|e| tracing::warn!(error = %e, "pipelock runs without its packet observer"))
+        .ok();
     Ok(Gateway {
         addr: gw.addr,
         udp,
         tcp,
+        subnet,
+        packets,
     })
 }
 
@@ -186,15 +201,32 @@ impl Sink {
             Ok(q) => format!("{proto} {from} {} {}", q.name, q.qtype),
             Err(e) => format!("{proto} {from} ? {e}"),
         };
+        self.emit(&key, || dns_event(proto, from, query));
+    }
+
+    /// Audit one packet that tried to leave without the proxy.
+    pub fn record_attempt(&self, a: &packet::Attempt) {
+        let key = format!(
+            "{} {} {} {} {}",
+            a.proto.as_str(),
+            a.src,
+            a.dst,
+            a.port,
+            a.name.as_deref().unwrap_or("")
+        );
+        self.emit(&key, || attempt_event(a));
+    }
+
+    fn emit(&self, key: &str, event: impl FnOnce() -> Event) {
         let admitted = match self.limiter.lock() {
-            Ok(mut l) => l.admit(&key, Instant::now()),
+            Ok(mut l) => l.admit(key, Instant::now()),
             Err(_) => None,
         };
         let Some(held_back) = admitted else { return };
         if held_back > 0 {
             self.audit.record(suppressed(held_back));
         }
-        self.audit.record(dns_event(proto, from, query));
+        self.audit.record(event());
     }
 
     /// Report what was held back, once a second at most.
@@ -237,6 +269,34 @@ pub fn dns_event(proto: &str, from: IpAddr, query: Result<&dns::Query, dns::DnsE
     }
 }
 
+/// The audit event of one packet sent past the proxy.
+pub fn attempt_event(a: &packet::Attempt) -> Event {
+    let dns = a.port == 53 && a.proto != packet::Proto::Icmp;
+    let what = match a.proto {
+        packet::Proto::Tcp => "TCP connect",
+        packet::Proto::Udp => "UDP datagram",
+        packet::Proto::Icmp => "ICMP echo",
+    };
+    let to = match a.proto {
+        packet::Proto::Icmp => a.dst.to_string(),
+        _ => format!("{}:{}", a.dst, a.port),
+    };
+    Event {
+        decision: "deny",
+        reason: if dns { "dns" } else { "direct" },
+        method: a.proto.as_str().to_ascii_uppercase(),
+        host: a.name.clone().unwrap_or_else(|| a.dst.to_string()),
+        port: a.port,
+        ip: Some(a.dst.to_string()),
+        detail: Some(format!(
+            "{what} from {} to {to} bypassed the proxy: dropped, pipelock does not route; \
+             use HTTPS_PROXY, or ask for the host with supervise's egress-block",
+            a.src
+        )),
+        ..Default::default()
+    }
+}
+
 fn suppressed(n: u64) -> Event {
     Event {
         decision: "deny",
@@ -251,10 +311,17 @@ fn suppressed(n: u64) -> Event {
     }
 }
 
-/// Serve the sink on `gw`'s sockets until the process ends.
+/// Serve the sink on `gw`'s sockets until the process ends: DNS on tasks, the
+/// packet observer on a thread of its own (its reads block).
 pub fn spawn(gw: Gateway, sink: Arc<Sink>) -> std::io::Result<()> {
     let udp = tokio::net::UdpSocket::from_std(gw.udp)?;
     let tcp = tokio::net::TcpListener::from_std(gw.tcp)?;
+    if let Some(sock) = gw.packets {
+        let (subnet, s) = (gw.subnet, sink.clone());
+        std::thread::Builder::new()
+            .name("pipelock-packets".into())
+            .spawn(move || packet::run(sock, subnet, Arc::new(move |a| s.record_attempt(&a))))?;
+    }
     tokio::spawn(serve_udp(udp, sink.clone()));
     tokio::spawn(serve_tcp(tcp, sink.clone()));
     tokio::spawn(async move {
@@ -398,6 +465,36 @@ mod tests {
                 .as_deref()
                 .is_some_and(|d| d.contains("egress-block"))
         );
+    }
+
+    #[test]
+    fn a_direct_attempt_names_its_destination() {
+        let a = packet::Attempt {
+            proto: packet::Proto::Tcp,
+            src: Ipv4Addr::new(172, 19, 0, 3),
+            dst: Ipv4Addr::new(93, 184, 216, 34),
+            port: 443,
+            name: None,
+        };
+        let e = attempt_event(&a);
+        assert_eq!(
+            (e.decision, e.reason, e.method.as_str()),
+            ("deny", "direct", "TCP")
+        );
+        assert_eq!((e.host.as_str(), e.port), ("93.184.216.34", 443));
+        assert!(
+            e.detail
+                .as_deref()
+                .is_some_and(|d| d.contains("bypassed the proxy"))
+        );
+        let q = packet::Attempt {
+            proto: packet::Proto::Udp,
+            port: 53,
+            name: Some("example.com".into()),
+            ..a
+        };
+        let e = attempt_event(&q);
+        assert_eq!((e.reason, e.host.as_str()), ("dns", "example.com"));
     }
 
     #[test]
