@@ -1,6 +1,6 @@
 //! How much the sink may write: the same attempt is logged once per window, and at
 //! most so many lines a second; whatever is held back is counted and reported in one
-//! line later. Memory stays bounded whatever the agent sends.
+//! line every [`REPORT`] at most. Memory stays bounded whatever the agent sends.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub const DEDUPE: Duration = Duration::from_secs(10);
 /// Lines per second at most.
 pub const PER_SECOND: u32 = 100;
+/// How often at most the count of held-back attempts is written.
+pub const REPORT: Duration = Duration::from_secs(10);
 /// Attempts remembered for deduplication at most.
 const REMEMBERED: usize = 4096;
 
@@ -40,20 +42,19 @@ impl Limiter {
         }
     }
 
-    /// May the attempt named `key` be logged at `now`? `Some(n)`: yes, after a line
-    /// saying `n` attempts were held back (when `n > 0`). `None`: it is counted instead.
-    pub fn admit(&mut self, key: &str, now: Instant) -> Option<u64> {
+    /// May the attempt named `key` be logged at `now`? If not, it is counted.
+    pub fn admit(&mut self, key: &str, now: Instant) -> bool {
         if self
             .seen
             .get(key)
             .is_some_and(|t| now.saturating_duration_since(*t) < self.dedupe)
         {
             self.suppressed += 1;
-            return None;
+            return false;
         }
         if !self.take_line(now) {
             self.suppressed += 1;
-            return None;
+            return false;
         }
         if self.seen.len() >= REMEMBERED {
             let dedupe = self.dedupe;
@@ -64,12 +65,11 @@ impl Limiter {
             }
         }
         self.seen.insert(key.to_string(), now);
-        // The count line takes no slot of its own: it replaces lines not written.
-        Some(std::mem::take(&mut self.suppressed))
+        true
     }
 
-    /// The count held back, to report when nothing else is logged for a while (called
-    /// once a second); `None` when there is nothing to report or no line is left.
+    /// The count held back since the last report, to write in one line (called every
+    /// [`REPORT`]); `None` when there is nothing to report or no line is left.
     pub fn flush(&mut self, now: Instant) -> Option<u64> {
         if self.suppressed == 0 || !self.take_line(now) {
             return None;
@@ -102,14 +102,13 @@ mod tests {
     fn a_repeat_within_the_window_is_counted_not_logged() {
         let mut l = Limiter::default();
         let t = Instant::now();
-        assert_eq!(l.admit("udp 1.2.3.4 53 example.com", t), Some(0));
-        assert_eq!(l.admit("udp 1.2.3.4 53 example.com", t), None);
-        assert_eq!(
-            l.admit("udp 1.2.3.4 53 example.com", t + Duration::from_secs(1)),
-            None
-        );
-        assert_eq!(l.admit("udp 1.2.3.4 53 other.com", t), Some(2));
-        assert_eq!(l.admit("udp 1.2.3.4 53 example.com", t + DEDUPE), Some(0));
+        assert!(l.admit("udp 1.2.3.4 53 example.com", t));
+        assert!(!l.admit("udp 1.2.3.4 53 example.com", t));
+        assert!(!l.admit("udp 1.2.3.4 53 example.com", t + Duration::from_secs(1)));
+        assert!(l.admit("udp 1.2.3.4 53 other.com", t));
+        assert!(l.admit("udp 1.2.3.4 53 example.com", t + DEDUPE));
+        assert_eq!(l.flush(t + DEDUPE), Some(2));
+        assert_eq!(l.flush(t + DEDUPE), None);
     }
 
     #[test]
@@ -117,16 +116,16 @@ mod tests {
         let mut l = Limiter::new(DEDUPE, 3);
         let t = Instant::now();
         for i in 0..3 {
-            assert_eq!(l.admit(&format!("k{i}"), t), Some(0));
+            assert!(l.admit(&format!("k{i}"), t));
         }
         for i in 3..1000 {
-            assert_eq!(l.admit(&format!("k{i}"), t), None);
+            assert!(!l.admit(&format!("k{i}"), t));
         }
         assert_eq!(l.flush(t), None, "no line left this second");
         let later = t + Duration::from_secs(1);
         assert_eq!(l.flush(later), Some(997));
         assert_eq!(l.flush(later), None);
-        assert_eq!(l.admit("new", later), Some(0));
+        assert!(l.admit("new", later));
     }
 
     #[test]

@@ -220,16 +220,14 @@ impl Sink {
     fn emit(&self, key: &str, event: impl FnOnce() -> Event) {
         let admitted = match self.limiter.lock() {
             Ok(mut l) => l.admit(key, Instant::now()),
-            Err(_) => None,
+            Err(_) => false,
         };
-        let Some(held_back) = admitted else { return };
-        if held_back > 0 {
-            self.audit.record(suppressed(held_back));
+        if admitted {
+            self.audit.record(event());
         }
-        self.audit.record(event());
     }
 
-    /// Report what was held back, once a second at most.
+    /// Report what was held back (called every [`limit::REPORT`]).
     fn flush(&self) {
         let held_back = match self.limiter.lock() {
             Ok(mut l) => l.flush(Instant::now()),
@@ -287,7 +285,6 @@ pub fn attempt_event(a: &packet::Attempt) -> Event {
         method: a.proto.as_str().to_ascii_uppercase(),
         host: a.name.clone().unwrap_or_else(|| a.dst.to_string()),
         port: a.port,
-        ip: Some(a.dst.to_string()),
         detail: Some(format!(
             "{what} from {} to {to} bypassed the proxy: dropped, pipelock does not route; \
              use HTTPS_PROXY, or ask for the host with supervise's egress-block",
@@ -301,7 +298,6 @@ fn suppressed(n: u64) -> Event {
     Event {
         decision: "deny",
         reason: "suppressed",
-        method: "DNS".into(),
         detail: Some(format!(
             "{n} more attempts not logged (repeats within {}s, or over {} lines a second)",
             limit::DEDUPE.as_secs(),
@@ -325,7 +321,7 @@ pub fn spawn(gw: Gateway, sink: Arc<Sink>) -> std::io::Result<()> {
     tokio::spawn(serve_udp(udp, sink.clone()));
     tokio::spawn(serve_tcp(tcp, sink.clone()));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(limit::REPORT);
         loop {
             tick.tick().await;
             sink.flush();
@@ -446,18 +442,19 @@ mod tests {
             .collect();
         assert_eq!(
             hosts,
-            [
-                ("deny", "dns", "example.com"),
-                ("deny", "suppressed", ""),
-                ("deny", "dns", "pypi.org")
-            ],
-            "repeats are deduplicated, and counted"
+            [("deny", "dns", "example.com"), ("deny", "dns", "pypi.org")],
+            "repeats are deduplicated"
         );
+        sink.flush();
+        let events = audit.events();
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2].reason, "suppressed");
         assert!(
-            events[1]
+            events[2]
                 .detail
                 .as_deref()
-                .is_some_and(|d| d.starts_with("2 more"))
+                .is_some_and(|d| d.starts_with("2 more")),
+            "{events:?}"
         );
         assert!(
             events[0]
