@@ -119,6 +119,8 @@ async fn main() {
         runtime: None,
         working_dir: None,
         init: true,
+        sysctls: Default::default(),
+        dns_gateway_of: None,
     };
     let t = Instant::now();
     docker.run_container(&raw).await.expect("raw run");

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export BOTTLE_SIDECAR_BINARY="$PWD/target/x86_64-unknown-linux-gnu/release/bottle"
+export BOTTLE_SIDECAR_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/bottle"
 # Benchmarks are not tests: `cargo bench` runs them; clippy --all-targets compiles them.
 cargo test --locked --lib --bins --tests -- --include-ignored "$@"

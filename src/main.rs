@@ -4,7 +4,7 @@
 use clap::Parser;
 
 fn main() {
-    let cli = bottle::cli::Cli::parse();
+    let mut cli = bottle::cli::Cli::parse();
     let (json, default_filter) = match &cli.command {
         bottle::cli::Command::Sidecar(_) => (true, "warn"),
         bottle::cli::Command::Apply(a) => (
@@ -14,6 +14,14 @@ fn main() {
         _ => (false, "warn"),
     };
     init_tracing(json, default_filter);
+    // Before the runtime: privileges can only be dropped for every thread while there
+    // is one.
+    if let bottle::cli::Command::Sidecar(args) = &mut cli.command
+        && let Err(e) = bottle::sidecar::prepare(args)
+    {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

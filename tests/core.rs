@@ -311,9 +311,35 @@ fn an_agent_is_hardened_and_on_its_internal_network_only() {
         let c = p.obj("x", s);
         assert_eq!(inspect(&c, "{{json .HostConfig.CapDrop}}"), "[\"ALL\"]");
         assert_eq!(inspect(&c, "{{.HostConfig.ReadonlyRootfs}}"), "true");
-        assert_eq!(inspect(&c, "{{.Config.User}}"), "65534:65534");
         assert_ne!(inspect(&c, "{{.HostConfig.Memory}}"), "0");
+        // pipelock starts as root to take net-internal's gateway, then runs as the
+        // sidecar user with no capability left, like the others.
+        let user = if s == "pipelock" {
+            "0:0"
+        } else {
+            "65534:65534"
+        };
+        assert_eq!(inspect(&c, "{{.Config.User}}"), user);
+        let pid = inspect(&c, "{{.State.Pid}}");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        for (field, want) in [("Uid:", "65534"), ("CapEff:", "0000000000000000")] {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with(field))
+                .unwrap_or_default();
+            assert!(
+                line.split_whitespace().skip(1).all(|v| v == want),
+                "{s}: {line}"
+            );
+        }
     }
+    assert_eq!(
+        inspect(
+            &p.obj("x", "net-internal"),
+            "{{index .Options \"com.docker.network.bridge.inhibit_ipv4\"}}"
+        ),
+        "true"
+    );
 }
 
 #[test]

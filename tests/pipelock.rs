@@ -265,6 +265,9 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
         "import socket\ntry:\n    socket.create_connection(('{up_ip}', 443), timeout=5); print('CONNECTED')\nexcept Exception as e:\n    print('FAILED', e)"
     ));
     assert!(tcp.contains("FAILED"), "{tcp}");
+    // No audit line is expected for it: Docker's rule for `--internal` networks drops
+    // it in the host's bridge (with `bridge-nf-call-iptables`, Docker's default), so it
+    // never reaches pipelock's packet observer (see `sidecar::pipelock::sink`).
     for name in ["example.com", "open.example.test"] {
         let dns = py(&format!(
             "import socket\ntry:\n    print('RESOLVED', socket.getaddrinfo('{name}', 443))\nexcept Exception as e:\n    print('FAILED', e)"
@@ -273,6 +276,38 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
     }
     let direct = code("--noproxy '*' -m 5 -w '%{http_code}' https://open.example.test/");
     assert!(!direct.contains("200"), "{direct}");
+    // Those names were asked of net-internal's gateway, which pipelock holds: refused
+    // and audited (below). pipelock holds it as the sidecar user, with no capability
+    // left, and does not route.
+    let pid = inspect(&pipelock, "{{.State.Pid}}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
+    assert_eq!(field("Gid:"), ["65534"; 4], "{status}");
+    assert_eq!(field("CapEff:"), ["0000000000000000"], "{status}");
+    assert_eq!(field("CapPrm:"), ["0000000000000000"], "{status}");
+    assert_eq!(
+        inspect(
+            &pipelock,
+            "{{index .HostConfig.Sysctls \"net.ipv4.ip_forward\"}}"
+        ),
+        "0"
+    );
+    let gateway = inspect(
+        &p.obj("x", "net-internal"),
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+    );
+    let fib = std::fs::read_to_string(format!("/proc/{pid}/net/fib_trie")).expect("fib_trie");
+    assert!(
+        fib.contains(&format!("{gateway}\n")),
+        "pipelock does not hold {gateway}:\n{fib}"
+    );
 
     // An allowlist change restarts nothing: `bottle diff` shows the policy rewritten in
     // place, `bottle apply` does it, and pipelock and egress reload it; the agent, which
@@ -328,6 +363,8 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
         ("ssrf", "lan.example.test"),
         ("sni-mismatch", "open.example.test"),
         ("host-mismatch", "open.example.test"),
+        ("dns", "example.com"),
+        ("dns", "open.example.test"),
     ] {
         assert!(denied(reason, host), "no {reason} for {host} in:\n{logs}");
     }

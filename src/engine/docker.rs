@@ -343,6 +343,27 @@ impl Docker {
         uploaded.and(removed)
     }
 
+    /// The IPv4 gateway address of `network` (for [`ContainerSpec::dns_gateway_of`]).
+    async fn gateway(&self, network: &str, spec: &ContainerSpec) -> Result<String, EngineError> {
+        let inspect = self
+            .client
+            .inspect_network(network, None)
+            .await
+            .map_err(|e| self.error(e, "inspect network", "network", network))?;
+        inspect
+            .ipam
+            .and_then(|ipam| ipam.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .find(|g| g.parse::<std::net::Ipv4Addr>().is_ok())
+            .ok_or_else(|| EngineError::Api {
+                op: "inspect network",
+                name: spec.name.clone(),
+                message: format!("network {network} has no IPv4 gateway"),
+            })
+    }
+
     /// Connect the extra networks of `spec` to container `id`, then start it.
     async fn connect_and_start(&self, id: &str, spec: &ContainerSpec) -> Result<(), EngineError> {
         for network in spec.networks.iter().skip(1) {
@@ -512,6 +533,7 @@ impl Engine for Docker {
             driver: Some("bridge".to_owned()),
             internal: Some(spec.internal),
             labels: Some(to_map(&spec.labels)),
+            options: (!spec.options.is_empty()).then(|| to_map(&spec.options)),
             ..Default::default()
         };
         // API 1.41 creates a second network of the same name unless `CheckDuplicate`
@@ -582,7 +604,13 @@ impl Engine for Docker {
     }
 
     async fn run_container(&self, spec: &ContainerSpec) -> Result<(), EngineError> {
-        let body = container_body(spec);
+        let mut body = container_body(spec);
+        if let Some(network) = &spec.dns_gateway_of {
+            let gateway = self.gateway(network, spec).await?;
+            if let Some(hc) = body.host_config.as_mut() {
+                hc.dns = Some(vec![gateway]);
+            }
+        }
         let options = CreateContainerOptionsBuilder::default()
             .name(&spec.name)
             .build();
@@ -799,6 +827,7 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
             runtime: spec.runtime.clone(),
             init: Some(spec.init),
             network_mode: Some(network_mode),
+            sysctls: (!spec.sysctls.is_empty()).then(|| to_map(&spec.sysctls)),
             ..Default::default()
         }),
         networking_config,
@@ -1081,6 +1110,7 @@ mod tests {
                 name: name.clone(),
                 labels: t.labels(),
                 internal,
+                options: Default::default(),
             };
             docker.create_network(&spec).await.expect("create network");
         }
@@ -1109,6 +1139,7 @@ mod tests {
             name: internal.clone(),
             labels: t.labels(),
             internal: true,
+            options: Default::default(),
         };
         let err = docker.create_network(&again).await.expect_err("duplicate");
         assert!(
@@ -1328,6 +1359,8 @@ mod tests {
             runtime: None,
             working_dir: Some("/work".to_owned()),
             init: true,
+            sysctls: Default::default(),
+            dns_gateway_of: None,
         }
     }
 
@@ -1341,9 +1374,29 @@ mod tests {
                 name: name.clone(),
                 labels: t.labels(),
                 internal: i == 0,
+                // The internal one as net-internal is made: no IPv4 on the host side.
+                options: if i == 0 {
+                    [(
+                        crate::nodes::network::INHIBIT_IPV4.to_owned(),
+                        "true".to_owned(),
+                    )]
+                    .into()
+                } else {
+                    Default::default()
+                },
             };
             docker.create_network(&spec).await.expect("create network");
         }
+        let n = inspect("network", &nets[0]);
+        assert_eq!(
+            n["Options"][crate::nodes::network::INHIBIT_IPV4],
+            "true",
+            "{n}"
+        );
+        let gateway = n["IPAM"]["Config"][0]["Gateway"]
+            .as_str()
+            .expect("gateway")
+            .to_owned();
         let volume = t.name("vol");
         let vspec = VolumeSpec {
             name: volume.clone(),
@@ -1355,11 +1408,17 @@ mod tests {
         };
         docker.create_volume(&vspec).await.expect("create volume");
 
-        let spec = container_spec(&t, nets.clone(), &volume);
+        let spec = ContainerSpec {
+            sysctls: [("net.ipv4.ip_forward".to_owned(), "0".to_owned())].into(),
+            dns_gateway_of: Some(nets[0].clone()),
+            ..container_spec(&t, nets.clone(), &volume)
+        };
         docker.run_container(&spec).await.expect("run");
 
         let c = inspect("container", &spec.name);
         let hc = &c["HostConfig"];
+        assert_eq!(hc["Sysctls"]["net.ipv4.ip_forward"], "0");
+        assert_eq!(hc["Dns"], serde_json::json!([gateway]));
         assert_eq!(hc["CapDrop"], serde_json::json!(["ALL"]));
         assert_eq!(hc["CapAdd"], serde_json::json!(["NET_BIND_SERVICE"]));
         assert_eq!(hc["ReadonlyRootfs"], true);
@@ -1456,6 +1515,7 @@ mod tests {
             name: net.clone(),
             labels: t.labels(),
             internal: true,
+            options: Default::default(),
         };
         docker.create_network(&spec).await.expect("create network");
         let volume = t.name("vol");

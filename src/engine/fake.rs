@@ -268,7 +268,7 @@ impl Engine for FakeEngine {
                     name: spec.name.clone(),
                 });
             }
-            for n in &spec.networks {
+            for n in spec.networks.iter().chain(&spec.dns_gateway_of) {
                 if !s.networks.contains_key(n) {
                     return Err(EngineError::NotFound {
                         kind: "network",

@@ -91,6 +91,8 @@ pub struct NetworkSpec {
     pub labels: Labels,
     /// No route out (`docker network create --internal`).
     pub internal: bool,
+    /// Driver options (`docker network create -o KEY=VALUE`).
+    pub options: BTreeMap<String, String>,
 }
 
 /// A file to place in a volume.
@@ -179,6 +181,12 @@ pub struct ContainerSpec {
     pub working_dir: Option<String>,
     /// Run docker-init as PID 1.
     pub init: bool,
+    /// Namespaced kernel settings (`--sysctl KEY=VALUE`).
+    pub sysctls: BTreeMap<String, String>,
+    /// The network (one of `networks`) whose gateway address becomes the container's
+    /// DNS server (`--dns`), looked up when the container is created: Docker's embedded
+    /// DNS then forwards the names it does not know there, on that network.
+    pub dns_gateway_of: Option<String>,
 }
 
 /// An image to build from a tar build context.

@@ -2,7 +2,9 @@
 //! provider's, tagged with the context hash), the home volume (prompt and skills,
 //! provisioned at creation), the workspace volume (a copy of the host folder, `.git`
 //! included; it survives agent recreation), and the agent container: on net-internal
-//! only, hardened, trusting the bottle's CA (never holding its key).
+//! only, hardened, trusting the bottle's CA (never holding its key). Its DNS server is
+//! net-internal's gateway address, which pipelock holds (`sidecar::pipelock::sink`):
+//! external names are refused there and audited instead of timing out unseen.
 
 use std::path::PathBuf;
 
@@ -257,6 +259,7 @@ fn container(
         .field("resources", format!("{}/{}/{}", r.cpus, r.memory, r.pids))
         .field("runtime", runtime.as_str())
         .field("provider", provider.as_str())
+        .field("dns", "net-internal gateway")
         .finish();
     let mut labels = ctx.labels(NodeKind::Agent, &hash);
     labels.insert(labels::PROVIDER.into(), provider.as_str().into());
@@ -272,7 +275,7 @@ fn container(
                 cmd,
                 env,
                 user: AGENT_USER.into(),
-                networks: vec![internal],
+                networks: vec![internal.clone()],
                 aliases: vec!["agent".into()],
                 mounts,
                 cap_add: Vec::new(),
@@ -282,6 +285,10 @@ fn container(
                 runtime: None,
                 working_dir: Some(working_dir.into()),
                 init: true,
+                sysctls: Default::default(),
+                // Names Docker's DNS does not know are asked of the gateway address,
+                // which pipelock holds: they fail fast and land in its audit log.
+                dns_gateway_of: Some(internal),
             }),
             runtime,
         ),

@@ -134,6 +134,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
             egress_network: false,
             ca_key: true,
             cap_add: &[],
+            starts_as_root: false,
             env: Vec::new(),
         },
         vec![

@@ -236,6 +236,7 @@ fn container(
             egress_network: true,
             ca_key: false,
             cap_add: &[],
+            starts_as_root: false,
             env: vec![
                 ("BOTTLE_GIT_CONFIG".into(), CONFIG_MOUNT.into()),
                 ("BOTTLE_GIT_MIRRORS".into(), MIRRORS.into()),

@@ -9,6 +9,13 @@
 //! (`sidecar::reload`): nothing restarts, the agent included. egress mounts the same
 //! volume for its allow list ([`POLICY_MOUNT`]). pipelock intercepts TLS with leaves
 //! minted from the bottle CA, so it mounts the CA volume (key included), like egress.
+//!
+//! Our own pipelock starts as root with [`GATEWAY_CAPS`] to hold net-internal's
+//! gateway address (the agent's DNS server and default route), then drops to the
+//! sidecar user for good before it reads its config or the CA key; it never routes
+//! (`net.ipv4.ip_forward=0`, as every dual-homed sidecar). See
+//! `sidecar::pipelock::sink`. With `pipelock.image` the foreign image runs as the
+//! sidecar user without capabilities, and nobody holds the gateway.
 
 use super::sidecar::{self, SidecarShape};
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectSpec, ca};
@@ -16,7 +23,7 @@ use crate::engine::{Mount, VolumeFile};
 use crate::hash::SpecHasher;
 use crate::model::AuthScheme;
 use crate::sidecar::pipelock::config::{self, Config, DlpConfig, RouteHeader};
-use crate::sidecar::pipelock::upstream_yaml;
+use crate::sidecar::pipelock::{sink, upstream_yaml};
 
 /// Port it listens on, on net-internal.
 pub const PORT: u16 = 8888;
@@ -25,6 +32,16 @@ pub const PORT: u16 = 8888;
 pub const CONFIG_SUFFIX: &str = "pipelock-config";
 /// Where egress mounts pipelock's config volume, to follow its allow list.
 pub const POLICY_MOUNT: &str = "/etc/bottle/policy";
+/// What our own pipelock needs, as root, until it drops them all: add the gateway
+/// address (`NET_ADMIN`), bind DNS on it (`NET_BIND_SERVICE`), open the packet
+/// observer's socket (`NET_RAW`), become the sidecar user (`SETUID`, `SETGID`).
+pub const GATEWAY_CAPS: &[&str] = &[
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_RAW",
+    "SETUID",
+    "SETGID",
+];
 
 /// The configuration the sidecar gets, rendered from the bottle's policy.
 pub fn render(ctx: &BottleCtx<'_>) -> Config {
@@ -109,6 +126,18 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
         ctx.live_volume(NodeKind::Pipelock, CONFIG_SUFFIX, hasher.finish(), files);
     let vol_key = volume.key.clone();
     let vol_name = vol_key.name.clone();
+    // Our own sidecar starts as root to take net-internal's gateway address, then
+    // drops to the sidecar user before reading anything (`sidecar::pipelock::sink`).
+    // A foreign image keeps the sidecar user and gets no capability.
+    let own = image.is_none();
+    let mut env = vec![(
+        // Names the mount below, so the mount is part of the container's hash.
+        config::ENV.to_string(),
+        format!("{}/{}", config::MOUNT, config::FILE),
+    )];
+    if own {
+        env.push((sink::ENV.to_string(), "1".to_string()));
+    }
     let mut container = sidecar::object(
         ctx,
         SidecarShape {
@@ -116,12 +145,9 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
             port: PORT,
             egress_network: true,
             ca_key: true,
-            cap_add: &[],
-            // Names the mount below, so the mount is part of the container's hash.
-            env: vec![(
-                config::ENV.to_string(),
-                format!("{}/{}", config::MOUNT, config::FILE),
-            )],
+            cap_add: if own { GATEWAY_CAPS } else { &[] },
+            starts_as_root: own,
+            env,
         },
     );
     if let ObjectSpec::Container(spec, _) = &mut container.spec {
@@ -276,6 +302,38 @@ mod tests {
             ]
         );
         assert!(!cfg.to_json().contains("tok-not-rendered"));
+    }
+
+    #[test]
+    fn our_pipelock_starts_as_root_to_take_the_gateway_and_never_routes() {
+        let objs = objects_for(Egress::default());
+        let ObjectSpec::Container(spec, _) = &objs[2].spec else {
+            panic!()
+        };
+        assert_eq!(spec.user, "0:0");
+        assert_eq!(spec.cap_add, GATEWAY_CAPS);
+        assert!(spec.env.iter().any(|e| e == &format!("{}=1", sink::ENV)));
+        assert_eq!(
+            spec.sysctls.get(sidecar::IP_FORWARD).map(String::as_str),
+            Some("0")
+        );
+        let foreign = objects_for(Egress {
+            pipelock_image: Some("ghcr.io/luckypipewrench/pipelock:2.3.0".into()),
+            ..Default::default()
+        });
+        let ObjectSpec::Container(spec, _) = &foreign[2].spec else {
+            panic!()
+        };
+        assert_eq!(spec.user, format!("{0}:{0}", ca::SIDECAR_UID));
+        assert!(
+            spec.cap_add.is_empty(),
+            "a foreign image gets no capability"
+        );
+        assert!(!spec.env.iter().any(|e| e.starts_with(sink::ENV)));
+        assert_eq!(
+            spec.sysctls.get(sidecar::IP_FORWARD).map(String::as_str),
+            Some("0")
+        );
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! What every sidecar container shares: the sidecar image running `bottle sidecar
 //! <kind>`, the sidecar user, the hardening, the limits. Each sidecar module states only
-//! how it differs (networks, CA mount, capabilities, environment).
+//! how it differs (networks, CA mount, capabilities, environment). A sidecar on both
+//! networks gets `net.ipv4.ip_forward=0`: it proxies, it never routes.
 
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
 use crate::engine::{ContainerSpec, Mount};
 use crate::hash::SpecHasher;
 use crate::model::{Resources, RuntimeChoice};
+
+/// The sysctl that makes a container a router; off on the dual-homed sidecars.
+pub const IP_FORWARD: &str = "net.ipv4.ip_forward";
 
 /// How one sidecar differs from the others.
 pub struct SidecarShape {
@@ -18,6 +22,9 @@ pub struct SidecarShape {
     pub ca_key: bool,
     /// Capabilities added back after `cap_drop: ALL`.
     pub cap_add: &'static [&'static str],
+    /// Starts as root (Docker grants `cap_add` to uid 0 only) and drops to
+    /// [`ca::SIDECAR_UID`] itself once the privileged setup is done.
+    pub starts_as_root: bool,
     /// Extra non-secret environment.
     pub env: Vec<(String, String)>,
 }
@@ -71,7 +78,18 @@ pub fn object_with_mounts(
     ];
     env.extend(shape.env.iter().map(|(k, v)| format!("{k}={v}")));
     let cmd = vec!["sidecar".to_string(), node.as_str().to_string()];
-    let user = format!("{}:{}", ca::SIDECAR_UID, ca::SIDECAR_UID);
+    let user = if shape.starts_as_root {
+        "0:0".to_string()
+    } else {
+        format!("{}:{}", ca::SIDECAR_UID, ca::SIDECAR_UID)
+    };
+    // A sidecar on both networks must never route between them (containers here
+    // default to forwarding on).
+    let sysctls: std::collections::BTreeMap<String, String> = if shape.egress_network {
+        [(IP_FORWARD.to_string(), "0".to_string())].into()
+    } else {
+        Default::default()
+    };
     let limits = Resources::SIDECAR;
     let hash = SpecHasher::new(ctx.key)
         .field("image", ctx.sidecar_image)
@@ -81,6 +99,7 @@ pub fn object_with_mounts(
         .field("mounts", format!("{mounts:?}"))
         .field("caps", shape.cap_add.join(","))
         .field("user", &user)
+        .field("sysctls", format!("{sysctls:?}"))
         .field(
             "resources",
             format!("{}/{}/{}", limits.cpus, limits.memory, limits.pids),
@@ -108,6 +127,8 @@ pub fn object_with_mounts(
                 runtime: None,
                 working_dir: None,
                 init: false,
+                sysctls,
+                dns_gateway_of: None,
             }),
             // Sidecars are bottle's own code and need the network: always runc.
             RuntimeChoice::Runc,

@@ -84,6 +84,7 @@ pub fn objects(
             egress_network: false,
             ca_key: false,
             cap_add: &[],
+            starts_as_root: false,
             env: Vec::new(),
         },
         vec![Mount::Volume {

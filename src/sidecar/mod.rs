@@ -37,13 +37,26 @@ pub struct SidecarArgs {
     /// Address to listen on.
     #[arg(long, env = "BOTTLE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
+    /// pipelock's gateway sink, set up by [`prepare`] before the runtime starts.
+    #[arg(skip)]
+    pub gateway: Option<pipelock::sink::Gateway>,
+}
+
+/// What a sidecar must do before the async runtime (and its threads) exist: pipelock
+/// takes net-internal's gateway and drops root (see [`pipelock::sink`]). An error
+/// means the sidecar must not start.
+pub fn prepare(args: &mut SidecarArgs) -> Result<(), pipelock::sink::PrepareError> {
+    if let Kind::Pipelock = args.kind {
+        args.gateway = pipelock::sink::prepare()?;
+    }
+    Ok(())
 }
 
 /// Run the sidecar until killed; kinds without behaviour yet serve a health check.
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     match args.kind {
         Kind::Egress => return Ok(egress::run(&args.listen).await?),
-        Kind::Pipelock => return Ok(pipelock::run(&args.listen).await?),
+        Kind::Pipelock => return Ok(pipelock::run(&args.listen, args.gateway).await?),
         Kind::FakeUpstream => {
             return egress::testkit::run_fake_upstream(&args.listen)
                 .await

@@ -14,7 +14,10 @@ pub struct Event {
     pub decision: &'static str,
     /// Short machine-readable reason: `allowlist`, `not-allowlisted`, `ip-literal`,
     /// `ssrf`, `dlp`, `resolve`, `connect`, `bad-request`, `sni-mismatch`,
-    /// `host-mismatch`, `upstream-tls`, `upstream`, `done`.
+    /// `host-mismatch`, `upstream-tls`, `upstream`, `done`; from the gateway sink
+    /// (`sink`): `dns` (a name asked of the bottle's DNS that is not the bottle's own:
+    /// refused; or a packet to port 53 outside), `direct` (a packet sent past the
+    /// proxy) and `suppressed` (how many such lines were held back).
     pub reason: &'static str,
     /// `CONNECT` or the HTTP method.
     pub method: String,

@@ -5,13 +5,15 @@
 //!
 //! `config` is what the manifest says (rendered by `nodes::pipelock`), `policy` the
 //! allowlist, `ssrf` resolution and address vetting, `server` the proxy, [`watcher`] the
-//! config-file watch (`sidecar::reload`), `audit` the log lines, `upstream_yaml` the same policy in the
-//! upstream pipelock project's schema (for `pipelock.image`).
+//! config-file watch (`sidecar::reload`), `audit` the log lines, `sink` the gateway address it holds on
+//! net-internal and the DNS queries it refuses and audits there, `upstream_yaml` the
+//! same policy in the upstream pipelock project's schema (for `pipelock.image`).
 
 pub mod audit;
 pub mod config;
 pub mod policy;
 pub mod server;
+pub mod sink;
 pub mod ssrf;
 #[cfg(test)]
 mod tests;
@@ -92,13 +94,15 @@ pub fn watcher(
 }
 
 /// Load the configuration, then serve on `listen` until killed, reloading the
-/// configuration when its file changes.
-pub async fn run(listen: &str) -> Result<(), StartError> {
+/// configuration when its file changes; with `gateway` (see [`sink::prepare`], run
+/// before the runtime), also the DNS sink on net-internal's gateway address.
+pub async fn run(listen: &str, gateway: Option<sink::Gateway>) -> Result<(), StartError> {
     let path = std::env::var(config::ENV)
         .unwrap_or_else(|_| format!("{}/{}", config::MOUNT, config::FILE));
     let cfg = config::Config::load(&path)?;
     let resolver = Arc::new(ssrf::HickoryResolve::from_system()?);
-    let mut proxy = server::Proxy::from_config(&cfg, resolver, Arc::new(audit::StderrAudit))?;
+    let audit: Arc<dyn audit::Audit> = Arc::new(audit::StderrAudit);
+    let mut proxy = server::Proxy::from_config(&cfg, resolver, audit.clone())?;
     if let Some(tls) = intercept(
         Path::new(crate::nodes::ca::MOUNT),
         cfg.upstream_ca.as_deref(),
@@ -121,6 +125,12 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
         "pipelock listening"
     );
     watcher(&path, proxy.clone()).spawn();
+    if let Some(gw) = gateway {
+        let addr = gw.addr;
+        if let Err(e) = sink::spawn(gw, Arc::new(sink::Sink::new(audit))) {
+            tracing::warn!(gateway = %addr, error = %e, "pipelock runs without the gateway sink");
+        }
+    }
     server::serve(listener, proxy)
         .await
         .map_err(|source| StartError::Listen {
