@@ -41,15 +41,15 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// `path` holds what the sidecar's state was built from.
+    /// `path` holds what the sidecar's state was built from. The first look applies
+    /// the file whatever it holds: it may have changed since the sidecar read it, and
+    /// applying the same contents again changes nothing.
     pub fn new(what: &'static str, path: impl Into<PathBuf>, apply: Apply) -> Watcher {
-        let path = path.into();
-        let seen = std::fs::read(&path).ok().map(|b| digest(&b));
         Watcher {
             what,
-            path,
+            path: path.into(),
             apply,
-            seen,
+            seen: None,
         }
     }
 
@@ -73,10 +73,16 @@ impl Watcher {
     pub async fn run(mut self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
             tick.tick().await;
-            match self.check() {
+            let outcome = self.check();
+            match outcome {
                 Outcome::Unchanged => {}
+                // The first look re-applies what the sidecar started from, as a rule.
+                Outcome::Reloaded if first => {
+                    tracing::debug!(path = %self.path.display(), "{} applied", self.what)
+                }
                 Outcome::Reloaded => {
                     tracing::info!(path = %self.path.display(), "{} reloaded", self.what)
                 }
@@ -87,6 +93,7 @@ impl Watcher {
                     self.what
                 ),
             }
+            first = false;
         }
     }
 
@@ -153,6 +160,8 @@ mod tests {
             .unwrap(),
         );
         let mut w = crate::sidecar::pipelock::watcher(&path, proxy.clone());
+        // The first look applies what is there (the same policy), then nothing changed.
+        assert_eq!(w.check(), Outcome::Reloaded);
         assert_eq!(w.check(), Outcome::Unchanged);
         assert_eq!(verdict(&proxy, "b.test"), Verdict::NotAllowed);
 
