@@ -238,7 +238,13 @@ agents:
     let (ok, out) = exec(&agent, "jq --version && cat /home/node/workspace/note.txt");
     assert!(ok && out.contains("jq-") && out.contains("kept"), "{out}");
     // The host grant still holds in the new agent.
-    assert!(eventually(|| fetch().1.contains("ok health")));
+    assert!(
+        eventually(|| fetch().1.contains("ok health")),
+        "the granted host is not reachable from the new agent: {}\n{}",
+        fetch().1,
+        p.bottle(&["logs", "a", "-p", &p.name, "--node", "egress"])
+            .stdout
+    );
 
     // Revoking closes the host again.
     p.bottle(&["queue", "revoke", &host_id, "-f", m]).expect(0);
