@@ -206,17 +206,18 @@ pub fn schedule(plan: &Plan, desired: &DesiredState) -> Vec<Op> {
     };
     for step in &plan.steps {
         match &step.action {
+            // A revision created (not rewritten) is one whose volume is made in this
+            // run with its files: only its marker is recorded (see `plan`).
             Action::Create => {
-                make.insert(&step.key, push(&mut ops, OpKind::Make, step));
-            }
-            Action::Rewrite { volume } => {
-                let fresh = plan.steps.iter().any(|s| {
-                    s.key.kind == ObjectKind::Volume
-                        && s.key.name == *volume
-                        && matches!(s.action, Action::Create | Action::Recreate { .. })
-                });
-                let kind = if fresh { OpKind::Mark } else { OpKind::Make };
+                let revision = desired
+                    .objects
+                    .get(&step.key)
+                    .is_some_and(|d| matches!(d.spec, ObjectSpec::Revision(_)));
+                let kind = if revision { OpKind::Mark } else { OpKind::Make };
                 make.insert(&step.key, push(&mut ops, kind, step));
+            }
+            Action::Rewrite { .. } => {
+                make.insert(&step.key, push(&mut ops, OpKind::Make, step));
             }
             Action::Recreate { .. } => {
                 remove.insert(&step.key, push(&mut ops, OpKind::Remove, step));

@@ -442,11 +442,22 @@ fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
         );
         let d = desired(&m);
         let noop = ReconcileOptions::default();
-        reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+        let made = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
             .await
             .unwrap();
-        // A live volume made in this run already holds its files: only its marker is
-        // recorded, nothing is written twice.
+        // A live volume made in this run already holds its files: its marker is planned
+        // as a plain create and only recorded, nothing is written twice.
+        let markers: Vec<&crate::plan::Step> = made
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.key.name.contains("-rev-"))
+            .collect();
+        assert!(!markers.is_empty());
+        assert!(
+            markers.iter().all(|s| s.action == Action::Create),
+            "{markers:?}"
+        );
         let first = engine.mutations();
         assert!(
             !first.iter().any(|c| c.starts_with("rewrite_volume")),

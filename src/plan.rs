@@ -196,6 +196,20 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
             break;
         }
     }
+    // A revision whose volume is made in this run is only recorded: the volume is
+    // seeded with these very files.
+    let made: BTreeSet<&ObjectKey> = actions
+        .iter()
+        .filter(|(_, a)| matches!(a, Some(Action::Create | Action::Recreate { .. })))
+        .map(|(k, _)| *k)
+        .collect();
+    for action in actions.values_mut() {
+        if let Some(Action::Rewrite { volume }) = action
+            && made.contains(&ObjectKey::new(ObjectKind::Volume, volume.clone()))
+        {
+            *action = Some(Action::Create);
+        }
+    }
     let mut plan = Plan::default();
     for (key, action) in actions {
         let d = &desired.objects[key];
