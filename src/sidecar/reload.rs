@@ -53,6 +53,21 @@ impl Watcher {
         }
     }
 
+    /// A watch whose file is JSON: `apply` gets it parsed as `T`.
+    pub fn json<T: serde::de::DeserializeOwned>(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        mut apply: impl FnMut(T) -> Result<(), String> + Send + 'static,
+    ) -> Watcher {
+        Watcher::new(
+            what,
+            path,
+            Box::new(move |bytes| {
+                apply(serde_json::from_slice(bytes).map_err(|e| format!("parsing: {e}"))?)
+            }),
+        )
+    }
+
     /// Look at the file once; apply its contents when they changed.
     pub fn check(&mut self) -> Outcome {
         let Ok(bytes) = std::fs::read(&self.path) else {

@@ -131,8 +131,8 @@ impl Config {
     }
 }
 
-/// The allow list of a pipelock config file, lower-cased.
-pub fn allow_of(pipelock_config: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+/// The allow list of a pipelock config file (lower-cased by [`Policy::new`]).
+fn allow_of(pipelock_config: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     let cfg: crate::sidecar::pipelock::config::Config = serde_json::from_slice(pipelock_config)?;
     Ok(cfg.allow)
 }

@@ -49,9 +49,8 @@ pub enum StartError {
     },
 }
 
-/// Build the proxy from the config volume and the CA volume.
-pub fn load(config_path: &Path, ca_dir: &Path) -> Result<Proxy, StartError> {
-    let cfg = config::Config::load(config_path)?;
+/// Build the proxy from the loaded config and the CA volume.
+pub fn load(cfg: &config::Config, ca_dir: &Path) -> Result<Proxy, StartError> {
     let policy = cfg.policy()?;
     let read =
         |p: PathBuf| std::fs::read(&p).map_err(|source| StartError::Read { path: p, source });
@@ -72,7 +71,7 @@ pub fn load(config_path: &Path, ca_dir: &Path) -> Result<Proxy, StartError> {
     let trust = upstream::trust_bundle(&ca_cert, extra_ca.as_deref());
     let upstream = upstream::Upstream::new(dialer, Some(&trust))?;
     Ok(Proxy {
-        bottle: cfg.bottle,
+        bottle: cfg.bottle.clone(),
         policy: Swap::new(policy),
         authority,
         upstream,
@@ -89,17 +88,17 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
     let ca_dir = std::env::var_os("BOTTLE_EGRESS_CA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(crate::nodes::ca::MOUNT));
-    let proxy = Arc::new(load(&config_path, &ca_dir)?);
-    if let Some(path) = config::Config::load(&config_path)?.allow_file {
+    let cfg = config::Config::load(&config_path)?;
+    let proxy = Arc::new(load(&cfg, &ca_dir)?);
+    if let Some(path) = cfg.allow_file {
         let p = Arc::clone(&proxy);
-        Watcher::new(
+        Watcher::json(
             "egress allow list",
             path,
-            Box::new(move |bytes| {
-                let allow = config::allow_of(bytes).map_err(|e| format!("parsing: {e}"))?;
-                p.policy.set(p.policy.get().with_allow(allow));
+            move |policy: crate::sidecar::pipelock::config::Config| {
+                p.policy.set(p.policy.get().with_allow(policy.allow));
                 Ok(())
-            }),
+            },
         )
         .spawn();
     }

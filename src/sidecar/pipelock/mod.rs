@@ -82,14 +82,10 @@ pub fn watcher(
     path: impl Into<std::path::PathBuf>,
     proxy: Arc<Proxy>,
 ) -> crate::sidecar::reload::Watcher {
-    crate::sidecar::reload::Watcher::new(
+    crate::sidecar::reload::Watcher::json(
         "pipelock configuration",
         path,
-        Box::new(move |bytes| {
-            let cfg: config::Config =
-                serde_json::from_slice(bytes).map_err(|e| format!("parsing: {e}"))?;
-            proxy.reload(&cfg).map_err(|e| e.to_string())
-        }),
+        move |cfg: config::Config| proxy.reload(&cfg).map_err(|e| e.to_string()),
     )
 }
 

@@ -62,14 +62,10 @@ pub async fn run(listen: &str) -> anyhow::Result<()> {
     tracing::info!(listen, bottle = %cfg.bottle, pending = store.list()?.iter().filter(|e| e.decision.is_none()).count(), "supervise listening");
     let cfg = Arc::new(Swap::new(cfg));
     let live = Arc::clone(&cfg);
-    crate::sidecar::reload::Watcher::new(
-        "supervise configuration",
-        path,
-        Box::new(move |bytes| {
-            live.set(serde_json::from_slice(bytes).map_err(|e| format!("parsing: {e}"))?);
-            Ok(())
-        }),
-    )
+    crate::sidecar::reload::Watcher::json("supervise configuration", path, move |cfg| {
+        live.set(cfg);
+        Ok(())
+    })
     .spawn();
     serve(listener, cfg, store).await
 }
