@@ -255,22 +255,13 @@ impl Docker {
                     }
                 }
                 Err(e) if is_transport(&e) => return Err(unreachable(&self.socket, &e)),
-                Err(BollardError::DockerStreamError { error }) => {
-                    log.push(&error);
-                    return Err(EngineError::Build {
-                        tag: spec.tag.clone(),
-                        log: log.text(),
-                    });
-                }
-                Err(BollardError::DockerResponseServerError { message, .. }) => {
-                    log.push(&message);
-                    return Err(EngineError::Build {
-                        tag: spec.tag.clone(),
-                        log: log.text(),
-                    });
-                }
                 Err(e) => {
-                    log.push(&chain(&e));
+                    let why = match e {
+                        BollardError::DockerStreamError { error } => error,
+                        BollardError::DockerResponseServerError { message, .. } => message,
+                        e => chain(&e),
+                    };
+                    log.push(&why);
                     return Err(EngineError::Build {
                         tag: spec.tag.clone(),
                         log: log.text(),
