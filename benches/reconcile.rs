@@ -121,6 +121,8 @@ async fn main() {
         init: true,
         sysctls: Default::default(),
         dns_gateway_of: None,
+        network_of: None,
+        devices: vec![],
     };
     let t = Instant::now();
     docker.run_container(&raw).await.expect("raw run");

@@ -267,6 +267,21 @@ pub fn schedule(plan: &Plan, desired: &DesiredState) -> Vec<Op> {
             }
         }
     }
+    // An image is removed only once every build of this run is done: removing it
+    // prunes its untagged parent layers, which a build running meanwhile may be
+    // using as its cache ("unable to find image sha256:...").
+    let builds: Vec<usize> = make
+        .iter()
+        .filter(|(k, i)| k.kind == ObjectKind::Image && ops[**i].kind == OpKind::Make)
+        .map(|(_, &i)| i)
+        .collect();
+    for &i in remove.values() {
+        if ops[i].key.kind == ObjectKind::Image {
+            ops[i]
+                .preds
+                .extend(builds.iter().copied().filter(|&b| b != i));
+        }
+    }
     ops
 }
 

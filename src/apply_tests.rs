@@ -222,6 +222,48 @@ fn a_stopped_container_is_started() {
 }
 
 #[test]
+fn the_agent_follows_the_container_whose_network_namespace_it_joins() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let d = desired(&manifest("p", &one(1)));
+        converge(&e, &d).await;
+        // Started again, the holder has a new namespace: the agent must join it anew.
+        e.stop("bottle-p-a0-agent-net");
+        let p = plan_now(&e, &d).await;
+        let steps: Vec<_> = p
+            .steps
+            .iter()
+            .map(|s| (s.key.name.as_str(), s.action.verb()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("bottle-p-a0-agent", "recreate"),
+                ("bottle-p-a0-agent-net", "start")
+            ],
+            "{p:#?}"
+        );
+        e.clear_calls();
+        converge(&e, &d).await;
+        let calls = e.mutations();
+        let start = calls
+            .iter()
+            .position(|c| c == "start_container bottle-p-a0-agent-net");
+        let run = calls
+            .iter()
+            .position(|c| c == "run_container bottle-p-a0-agent");
+        assert!(start.is_some() && start < run, "{calls:?}");
+        assert!(plan_now(&e, &d).await.is_empty());
+        // Removed, likewise.
+        e.remove_any("bottle-p-a0-agent-net");
+        let p = plan_now(&e, &d).await;
+        assert_eq!(p.steps.len(), 2, "{p:#?}");
+        converge(&e, &d).await;
+        assert!(plan_now(&e, &d).await.is_empty());
+    });
+}
+
+#[test]
 fn removing_an_agent_deletes_exactly_its_objects_and_spares_others() {
     rt().block_on(async {
         let e = FakeEngine::default();
@@ -516,4 +558,39 @@ fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
         assert!(only_revisions(&r.plan.steps), "{:?}", r.plan.steps);
         assert!(!r.plan.is_empty());
     });
+}
+
+#[test]
+fn an_old_image_is_removed_only_after_every_build_of_the_run() {
+    let step = |name: &str, bottle: &str, node: &str, action| plan::Step {
+        key: ObjectKey::new(ObjectKind::Image, name),
+        bottle: bottle.into(),
+        node: node.into(),
+        action,
+    };
+    let p = plan::Plan {
+        steps: vec![
+            step("bottle-p-a-agent:new", "a", "agent", Action::Create),
+            step("bottle-p-a-agent:old", "a", "agent", Action::Delete),
+            step("bottle-sidecar:new", "", "sidecar-image", Action::Create),
+            step("bottle-sidecar:old", "", "sidecar-image", Action::Delete),
+        ],
+        ..Default::default()
+    };
+    let ops = schedule(&p, &DesiredState::empty("p"));
+    let index = |name: &str, kind| {
+        ops.iter()
+            .position(|o| o.key.name == name && o.kind == kind)
+            .expect("op")
+    };
+    let builds = [
+        index("bottle-p-a-agent:new", OpKind::Make),
+        index("bottle-sidecar:new", OpKind::Make),
+    ];
+    for old in ["bottle-p-a-agent:old", "bottle-sidecar:old"] {
+        let preds = &ops[index(old, OpKind::Remove)].preds;
+        for b in builds {
+            assert!(preds.contains(&b), "{old} may go before {}", ops[b].key);
+        }
+    }
 }

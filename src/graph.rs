@@ -251,6 +251,7 @@ fn bottle_objects(
             NodeKind::Supervise => {
                 objects.extend(supervise::objects(&ctx, declared, grants.of(bottle)))
             }
+            NodeKind::AgentNet => objects.push(nodes::agent_net::object(&ctx)),
             NodeKind::Agent => {
                 objects.extend(
                     nodes::agent::objects(&ctx).map_err(|source| GraphError::Image {

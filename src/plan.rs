@@ -165,8 +165,9 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         };
         actions.insert(key, action);
     }
-    // A (re)created object forces the objects bound to it to be recreated too. Each
-    // round only turns keep/start into recreate, so this ends.
+    // A (re)created object forces the objects bound to it to be recreated too, and so
+    // does a container started again (one that joined its network namespace holds a
+    // stale one). Each round only turns keep/start into recreate, so this ends.
     loop {
         let mut changed = false;
         for (key, d) in &desired.objects {
@@ -179,7 +180,9 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
             let cause = d.binds.iter().find(|b| {
                 matches!(
                     actions.get(b),
-                    Some(Some(Action::Create | Action::Recreate { .. }))
+                    Some(Some(
+                        Action::Create | Action::Recreate { .. } | Action::Start
+                    ))
                 )
             });
             if let Some(b) = cause {

@@ -44,7 +44,10 @@ fn apply_creates_every_node_then_diff_is_clean_and_reapply_is_silent() {
         ("b", Some("supervise")),
         ("c", Some("git-gate")),
     ] {
-        for node in ["agent", "egress", "pipelock"].into_iter().chain(extra) {
+        for node in ["agent", "agent-net", "egress", "pipelock"]
+            .into_iter()
+            .chain(extra)
+        {
             want.push(p.obj(b, node));
         }
     }
@@ -173,7 +176,7 @@ fn removing_an_agent_deletes_exactly_its_objects() {
     );
     assert_eq!(
         other.objects("container").len(),
-        3,
+        4,
         "the other project was touched"
     );
     docker(&["network", "rm", &impostor]);
@@ -276,11 +279,21 @@ fn an_agent_is_hardened_and_on_its_internal_network_only() {
     p.bottle(&["apply", "-f", m.to_str().expect("utf-8")])
         .expect(0);
     let agent = p.obj("x", "agent");
-    let nets = inspect(
-        &agent,
-        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    // No network of its own: it shares agent-net's namespace, which is on
+    // net-internal only.
+    let networks = |c: &str| {
+        inspect(
+            c,
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        )
+    };
+    let holder = p.obj("x", "agent-net");
+    assert_eq!(networks(&agent).trim(), "");
+    assert_eq!(
+        inspect(&agent, "{{.HostConfig.NetworkMode}}"),
+        format!("container:{}", inspect(&holder, "{{.Id}}"))
     );
-    assert_eq!(nets.trim(), p.obj("x", "net-internal"));
+    assert_eq!(networks(&holder).trim(), p.obj("x", "net-internal"));
     assert_eq!(
         inspect(&p.obj("x", "net-internal"), "{{.Internal}}"),
         "true"
@@ -307,18 +320,15 @@ fn an_agent_is_hardened_and_on_its_internal_network_only() {
     ]);
     assert!(key.contains("CERT") && !key.contains("KEY"), "{key}");
     // Sidecars are hardened too.
-    for s in ["egress", "pipelock"] {
+    for s in ["egress", "pipelock", "agent-net"] {
         let c = p.obj("x", s);
         assert_eq!(inspect(&c, "{{json .HostConfig.CapDrop}}"), "[\"ALL\"]");
         assert_eq!(inspect(&c, "{{.HostConfig.ReadonlyRootfs}}"), "true");
         assert_ne!(inspect(&c, "{{.HostConfig.Memory}}"), "0");
-        // pipelock starts as root to take net-internal's gateway, then runs as the
-        // sidecar user with no capability left, like the others.
-        let user = if s == "pipelock" {
-            "0:0"
-        } else {
-            "65534:65534"
-        };
+        // pipelock starts as root to take net-internal's gateway, agent-net to set up
+        // the agent's route; both then run as the sidecar user with no capability
+        // left, like the others.
+        let user = if s != "egress" { "0:0" } else { "65534:65534" };
         assert_eq!(inspect(&c, "{{.Config.User}}"), user);
         let pid = inspect(&c, "{{.State.Pid}}");
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");

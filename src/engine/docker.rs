@@ -35,8 +35,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, Mount as BollardMount, MountTmpfsOptions,
-    MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, Mount as BollardMount,
+    MountTmpfsOptions, MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
@@ -788,16 +789,26 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
             },
         })
         .collect();
-    let (network_mode, networking_config) = match spec.networks.first() {
-        Some(first) => (
+    let (network_mode, networking_config) = match (&spec.network_of, spec.networks.first()) {
+        (Some(holder), _) => (format!("container:{holder}"), None),
+        (None, Some(first)) => (
             first.clone(),
             Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(first.clone(), endpoint(&spec.aliases))])),
             }),
         ),
         // No network at all means no network, not Docker's default bridge.
-        None => ("none".to_owned(), None),
+        (None, None) => ("none".to_owned(), None),
     };
+    let devices: Vec<DeviceMapping> = spec
+        .devices
+        .iter()
+        .map(|d| DeviceMapping {
+            path_on_host: Some(d.clone()),
+            path_in_container: Some(d.clone()),
+            cgroup_permissions: Some("rwm".to_owned()),
+        })
+        .collect();
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: (!spec.cmd.is_empty()).then(|| spec.cmd.clone()),
@@ -819,6 +830,7 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
             init: Some(spec.init),
             network_mode: Some(network_mode),
             sysctls: (!spec.sysctls.is_empty()).then(|| to_map(&spec.sysctls)),
+            devices: (!devices.is_empty()).then_some(devices),
             ..Default::default()
         }),
         networking_config,
@@ -1352,6 +1364,8 @@ mod tests {
             init: true,
             sysctls: Default::default(),
             dns_gateway_of: None,
+            network_of: None,
+            devices: Vec::new(),
         }
     }
 
@@ -1402,6 +1416,8 @@ mod tests {
         let spec = ContainerSpec {
             sysctls: [("net.ipv4.ip_forward".to_owned(), "0".to_owned())].into(),
             dns_gateway_of: Some(nets[0].clone()),
+            network_of: None,
+            devices: Vec::new(),
             ..container_spec(&t, nets.clone(), &volume)
         };
         docker.run_container(&spec).await.expect("run");

@@ -282,6 +282,15 @@ impl Engine for FakeEngine {
                     name: spec.image.clone(),
                 });
             }
+            // Docker joins only a running container's network namespace.
+            if let Some(holder) = &spec.network_of
+                && s.containers.get(holder).map(|c| c.state) != Some(ContainerState::Running)
+            {
+                return Err(EngineError::NotFound {
+                    kind: "running container",
+                    name: holder.clone(),
+                });
+            }
             s.next_id += 1;
             s.containers.insert(
                 spec.name.clone(),

@@ -187,6 +187,12 @@ pub struct ContainerSpec {
     /// DNS server (`--dns`), looked up when the container is created: Docker's embedded
     /// DNS then forwards the names it does not know there, on that network.
     pub dns_gateway_of: Option<String>,
+    /// Join this running container's network namespace (`--network container:NAME`)
+    /// instead of attaching networks: `networks`, `aliases` and `dns_gateway_of` are
+    /// then empty, and the container shares the other's DNS settings.
+    pub network_of: Option<String>,
+    /// Host device nodes given to the container at the same path (`--device`).
+    pub devices: Vec<String>,
 }
 
 /// An image to build from a tar build context.

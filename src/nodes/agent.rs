@@ -1,10 +1,12 @@
 //! The agent node: the agent image (built from the bottle's Dockerfile or the
 //! provider's, tagged with the context hash), the home volume (prompt and skills,
 //! provisioned at creation), the workspace volume (a copy of the host folder, `.git`
-//! included; it survives agent recreation), and the agent container: on net-internal
-//! only, hardened, trusting the bottle's CA (never holding its key). Its DNS server is
-//! net-internal's gateway address, which pipelock holds (`sidecar::pipelock::sink`):
-//! external names are refused there and audited instead of timing out unseen.
+//! included; it survives agent recreation), and the agent container: hardened, trusting
+//! the bottle's CA (never holding its key), with no network of its own. It joins the
+//! network namespace agent-net holds (`nodes::agent_net`): net-internal under the name
+//! `agent`, DNS at pipelock's gateway address, and a default route into a trap, so a
+//! name or an address outside the bottle fails at once and lands in pipelock's audit
+//! log instead of timing out unseen.
 
 use std::path::PathBuf;
 
@@ -176,7 +178,7 @@ fn container(
     let provider = ctx.agent.provider;
     let tag = image.key.name.clone();
     let name = ctx.name(NodeKind::Agent.as_str());
-    let internal = ctx.name(NodeKind::NetInternal.as_str());
+    let holder = ctx.name(NodeKind::AgentNet.as_str());
     let ca_cert = ctx.name("ca-cert");
     let mut env = vec![
         format!("BOTTLE_NAME={}", ctx.bottle),
@@ -231,7 +233,8 @@ fn container(
     let mut binds = vec![
         image.key.clone(),
         home.key.clone(),
-        ObjectKey::new(ObjectKind::Network, internal.clone()),
+        // A namespace cannot be re-joined: a new (or restarted) holder, a new agent.
+        ObjectKey::new(ObjectKind::Container, holder.clone()),
         ObjectKey::new(ObjectKind::Volume, ca_cert),
     ];
     let working_dir = match workspace {
@@ -253,13 +256,12 @@ fn container(
         .field("image", &tag)
         .field("cmd", cmd.join("\0"))
         .secret_field("env", env_digest.iter().map(|(p, s)| (p.as_str(), *s)))
-        .field("networks", &internal)
+        .field("network", format!("container:{holder}"))
         .field("mounts", format!("{mounts:?}"))
         .field("user", AGENT_USER)
         .field("resources", format!("{}/{}/{}", r.cpus, r.memory, r.pids))
         .field("runtime", runtime.as_str())
         .field("provider", provider.as_str())
-        .field("dns", "net-internal gateway")
         .finish();
     let mut labels = ctx.labels(NodeKind::Agent, &hash);
     labels.insert(labels::PROVIDER.into(), provider.as_str().into());
@@ -275,8 +277,8 @@ fn container(
                 cmd,
                 env,
                 user: AGENT_USER.into(),
-                networks: vec![internal.clone()],
-                aliases: vec!["agent".into()],
+                networks: Vec::new(),
+                aliases: Vec::new(),
                 mounts,
                 cap_add: Vec::new(),
                 memory: r.memory as i64,
@@ -286,9 +288,9 @@ fn container(
                 working_dir: Some(working_dir.into()),
                 init: true,
                 sysctls: Default::default(),
-                // Names Docker's DNS does not know are asked of the gateway address,
-                // which pipelock holds: they fail fast and land in its audit log.
-                dns_gateway_of: Some(internal),
+                dns_gateway_of: None,
+                network_of: Some(holder),
+                devices: Vec::new(),
             }),
             runtime,
         ),

@@ -136,6 +136,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
             cap_add: &[],
             starts_as_root: false,
             env: Vec::new(),
+            agent_netns: false,
         },
         vec![
             Mount::Volume {

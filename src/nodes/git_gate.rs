@@ -242,6 +242,7 @@ fn container(
                 ("BOTTLE_GIT_MIRRORS".into(), MIRRORS.into()),
                 ("HOME".into(), "/tmp".into()),
             ],
+            agent_netns: false,
         },
     );
     if let ObjectSpec::Container(spec, _) = &mut obj.spec {

@@ -6,6 +6,7 @@
 //! `graph.rs` turns it into a per-bottle petgraph and orders the objects.
 
 pub mod agent;
+pub mod agent_net;
 pub mod ca;
 pub mod egress;
 pub mod git_gate;
@@ -30,13 +31,15 @@ pub enum NodeKind {
     Egress,
     GitGate,
     Supervise,
+    /// Holds the agent's network namespace.
+    AgentNet,
     Agent,
     /// The sidecar image, shared by every bottle of every project.
     SidecarImage,
 }
 
 impl NodeKind {
-    pub const ALL: [NodeKind; 9] = [
+    pub const ALL: [NodeKind; 10] = [
         NodeKind::NetInternal,
         NodeKind::NetEgress,
         NodeKind::Ca,
@@ -44,6 +47,7 @@ impl NodeKind {
         NodeKind::Egress,
         NodeKind::GitGate,
         NodeKind::Supervise,
+        NodeKind::AgentNet,
         NodeKind::Agent,
         NodeKind::SidecarImage,
     ];
@@ -58,6 +62,7 @@ impl NodeKind {
             NodeKind::Egress => "egress",
             NodeKind::GitGate => "git-gate",
             NodeKind::Supervise => "supervise",
+            NodeKind::AgentNet => "agent-net",
             NodeKind::Agent => "agent",
             NodeKind::SidecarImage => "sidecar-image",
         }
@@ -79,7 +84,9 @@ impl NodeKind {
             Egress => &[NetInternal, Ca, Pipelock, SidecarImage],
             GitGate => &[NetInternal, NetEgress, SidecarImage],
             Supervise => &[NetInternal, SidecarImage],
-            Agent => &[NetInternal, Ca, Pipelock, Egress, GitGate, Supervise],
+            // It reports to pipelock, on pipelock's gateway address.
+            AgentNet => &[NetInternal, Pipelock, SidecarImage],
+            Agent => &[AgentNet, Ca, Pipelock, Egress, GitGate, Supervise],
         }
     }
 

@@ -11,7 +11,8 @@
 //! minted from the bottle CA, so it mounts the CA volume (key included), like egress.
 //!
 //! Our own pipelock starts as root with [`GATEWAY_CAPS`] to hold net-internal's
-//! gateway address (the agent's DNS server and default route), then drops to the
+//! gateway address (the agent's DNS server, and where agent-net reports attempts to
+//! leave without the proxy), then drops to the
 //! sidecar user for good before it reads its config or the CA key; it never routes
 //! (`net.ipv4.ip_forward=0`, as every dual-homed sidecar). See
 //! `sidecar::pipelock::sink`. With `pipelock.image` the foreign image runs as the
@@ -33,15 +34,9 @@ pub const CONFIG_SUFFIX: &str = "pipelock-config";
 /// Where egress mounts pipelock's config volume, to follow its allow list.
 pub const POLICY_MOUNT: &str = "/etc/bottle/policy";
 /// What our own pipelock needs, as root, until it drops them all: add the gateway
-/// address (`NET_ADMIN`), bind DNS on it (`NET_BIND_SERVICE`), open the packet
-/// observer's socket (`NET_RAW`), become the sidecar user (`SETUID`, `SETGID`).
-pub const GATEWAY_CAPS: &[&str] = &[
-    "NET_ADMIN",
-    "NET_BIND_SERVICE",
-    "NET_RAW",
-    "SETUID",
-    "SETGID",
-];
+/// address (`NET_ADMIN`), bind DNS on it (`NET_BIND_SERVICE`), become the sidecar
+/// user (`SETUID`, `SETGID`).
+pub const GATEWAY_CAPS: &[&str] = &["NET_ADMIN", "NET_BIND_SERVICE", "SETUID", "SETGID"];
 
 /// The configuration the sidecar gets, rendered from the bottle's policy.
 pub fn render(ctx: &BottleCtx<'_>) -> Config {
@@ -148,6 +143,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
             cap_add: if own { GATEWAY_CAPS } else { &[] },
             starts_as_root: own,
             env,
+            agent_netns: false,
         },
     );
     if let ObjectSpec::Container(spec, _) = &mut container.spec {

@@ -1,7 +1,8 @@
 //! What every sidecar container shares: the sidecar image running `bottle sidecar
 //! <kind>`, the sidecar user, the hardening, the limits. Each sidecar module states only
 //! how it differs (networks, CA mount, capabilities, environment). A sidecar on both
-//! networks gets `net.ipv4.ip_forward=0`: it proxies, it never routes.
+//! networks gets `net.ipv4.ip_forward=0`: it proxies, it never routes; so does the
+//! one that holds the agent's network namespace.
 
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
 use crate::engine::{ContainerSpec, Mount};
@@ -27,6 +28,10 @@ pub struct SidecarShape {
     pub starts_as_root: bool,
     /// Extra non-secret environment.
     pub env: Vec<(String, String)>,
+    /// Holds the agent's network namespace (`nodes::agent_net`): named `agent` on
+    /// net-internal too, given `/dev/net/tun`, the gateway as DNS server, and no
+    /// forwarding.
+    pub agent_netns: bool,
 }
 
 /// The container object of a sidecar.
@@ -46,7 +51,7 @@ pub fn object_with_mounts(
     let internal = ctx.name(NodeKind::NetInternal.as_str());
     let egress = ctx.name(NodeKind::NetEgress.as_str());
     let mut networks = vec![internal.clone()];
-    let mut binds = vec![ObjectKey::new(ObjectKind::Network, internal)];
+    let mut binds = vec![ObjectKey::new(ObjectKind::Network, internal.clone())];
     if shape.egress_network {
         networks.push(egress.clone());
         binds.push(ObjectKey::new(ObjectKind::Network, egress));
@@ -85,14 +90,23 @@ pub fn object_with_mounts(
     };
     // A sidecar on both networks must never route between them (containers here
     // default to forwarding on).
-    let sysctls: std::collections::BTreeMap<String, String> = if shape.egress_network {
-        [(IP_FORWARD.to_string(), "0".to_string())].into()
-    } else {
-        Default::default()
-    };
+    let sysctls: std::collections::BTreeMap<String, String> =
+        if shape.egress_network || shape.agent_netns {
+            [(IP_FORWARD.to_string(), "0".to_string())].into()
+        } else {
+            Default::default()
+        };
     let limits = Resources::SIDECAR;
-    let hash = SpecHasher::new(ctx.key)
-        .field("image", ctx.sidecar_image)
+    let mut aliases = vec![node.as_str().to_string()];
+    let mut devices = Vec::new();
+    let mut dns_gateway_of = None;
+    if shape.agent_netns {
+        aliases.push(super::agent_net::AGENT_ALIAS.to_string());
+        devices.push(super::agent_net::TUN_DEVICE.to_string());
+        dns_gateway_of = Some(internal.clone());
+    }
+    let mut hash = SpecHasher::new(ctx.key);
+    hash.field("image", ctx.sidecar_image)
         .field("cmd", cmd.join("\0"))
         .field("env", env.join("\0"))
         .field("networks", networks.join(","))
@@ -103,8 +117,13 @@ pub fn object_with_mounts(
         .field(
             "resources",
             format!("{}/{}/{}", limits.cpus, limits.memory, limits.pids),
-        )
-        .finish();
+        );
+    if shape.agent_netns {
+        hash.field("aliases", aliases.join(","))
+            .field("devices", devices.join(","))
+            .field("dns", "net-internal gateway");
+    }
+    let hash = hash.finish();
     DesiredObject {
         key: ObjectKey::new(ObjectKind::Container, name.clone()),
         bottle: ctx.bottle.to_string(),
@@ -118,7 +137,7 @@ pub fn object_with_mounts(
                 env,
                 user,
                 networks,
-                aliases: vec![node.as_str().to_string()],
+                aliases,
                 mounts,
                 cap_add: shape.cap_add.iter().map(|c| c.to_string()).collect(),
                 memory: limits.memory as i64,
@@ -128,7 +147,9 @@ pub fn object_with_mounts(
                 working_dir: None,
                 init: false,
                 sysctls,
-                dns_gateway_of: None,
+                dns_gateway_of,
+                network_of: None,
+                devices,
             }),
             // Sidecars are bottle's own code and need the network: always runc.
             RuntimeChoice::Runc,

@@ -86,6 +86,7 @@ pub fn objects(
             cap_add: &[],
             starts_as_root: false,
             env: Vec::new(),
+            agent_netns: false,
         },
         vec![Mount::Volume {
             name: config.key.name.clone(),

@@ -4,10 +4,13 @@
 //! `BOTTLE_LISTEN` until their issues give them their behaviour. `fake-upstream` (hidden)
 //! is a test double for the end-to-end tests. Sidecars never reach into `cli/`.
 
+pub mod agent_net;
 pub mod certs;
 pub mod egress;
 pub mod git_gate;
+pub mod netlink;
 pub mod pipelock;
+pub mod privs;
 pub mod reload;
 pub mod supervise;
 
@@ -20,6 +23,8 @@ pub enum Kind {
     Egress,
     GitGate,
     Supervise,
+    /// Holds the agent's network namespace (see [`agent_net`]).
+    AgentNet,
     /// A fake TLS upstream for tests (see `egress::testkit`).
     #[value(hide = true)]
     FakeUpstream,
@@ -40,14 +45,29 @@ pub struct SidecarArgs {
     /// pipelock's gateway sink, set up by [`prepare`] before the runtime starts.
     #[arg(skip)]
     pub gateway: Option<pipelock::sink::Gateway>,
+    /// agent-net's trap, set up by [`prepare`] before the runtime starts.
+    #[arg(skip)]
+    pub trap: Option<agent_net::Trap>,
 }
 
-/// What a sidecar must do before the async runtime (and its threads) exist: pipelock
-/// takes net-internal's gateway and drops root (see [`pipelock::sink`]). An error
-/// means the sidecar must not start.
-pub fn prepare(args: &mut SidecarArgs) -> Result<(), pipelock::sink::PrepareError> {
-    if let Kind::Pipelock = args.kind {
-        args.gateway = pipelock::sink::prepare()?;
+/// A sidecar that must not start: its privileged set-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("pipelock: {0}")]
+    Pipelock(#[from] privs::PrivError),
+    #[error("agent-net: {0}")]
+    AgentNet(#[from] agent_net::TrapError),
+}
+
+/// What a sidecar must do before the async runtime (and its threads) exist, as root:
+/// pipelock takes net-internal's gateway (see [`pipelock::sink`]), agent-net sets up
+/// the agent's network (see [`agent_net`]); both then drop root. An error means the
+/// sidecar must not start.
+pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
+    match args.kind {
+        Kind::Pipelock => args.gateway = pipelock::sink::prepare()?,
+        Kind::AgentNet => args.trap = Some(agent_net::prepare()?),
+        _ => {}
     }
     Ok(())
 }
@@ -64,6 +84,13 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         }
         Kind::GitGate => return git_gate::serve(&args.listen).await,
         Kind::Supervise => return supervise::run(&args.listen).await,
+        Kind::AgentNet => {
+            let trap = args
+                .trap
+                .ok_or_else(|| anyhow::anyhow!("agent-net was not prepared"))?;
+            tokio::task::spawn_blocking(move || trap.run()).await??;
+            anyhow::bail!("agent-net: the TUN device closed");
+        }
         Kind::GitGateHook => {
             // Its output goes to the pushing agent: the exit status is the verdict.
             let code = tokio::task::spawn_blocking(git_gate::hook::run).await?;

@@ -3,28 +3,28 @@
 //!
 //! net-internal is created with `inhibit_ipv4` (see `nodes::network`): Docker still
 //! hands every container `default via <first address of the subnet>` but nothing
-//! holds that address. At start, while still root with `NET_ADMIN`,
-//! `NET_BIND_SERVICE` and `NET_RAW` (and before any thread exists), [`prepare`] finds
-//! pipelock's net-internal interface (the one its default route does not leave by:
-//! Docker puts a dual-homed container's default route on the network that is not
-//! internal), adds the gateway address to it over rtnetlink ([`netlink`]), binds UDP
-//! and TCP port 53 there, opens the packet observer's `AF_PACKET` socket ([`packet`]),
-//! and then drops to [`crate::nodes::ca::SIDECAR_UID`] for good (groups, gid, uid:
-//! every capability goes). Only then are the config and the CA key read.
+//! holds that address. At start, while still root with `NET_ADMIN` and
+//! `NET_BIND_SERVICE` (and before any thread exists), [`prepare`] finds pipelock's
+//! net-internal interface (the one its default route does not leave by: Docker puts a
+//! dual-homed container's default route on the network that is not internal), adds
+//! the gateway address to it over rtnetlink ([`netlink`]), binds UDP and TCP port 53
+//! and the report port there, and then drops to [`crate::nodes::ca::SIDECAR_UID`] for
+//! good (`sidecar::privs`). Only then are the config and the CA key read.
 //!
-//! The agent's DNS server is that address (`nodes::agent`, `--dns`): Docker's embedded
-//! DNS answers the bottle's own names and forwards every other name to it, from the
-//! agent's network namespace. [`spawn`] answers those queries REFUSED at once and logs
-//! each as a `deny`/`dns` audit event naming the host. The question is read by a small
-//! bounded parser ([`dns`]).
+//! The agent's DNS server is that address (`nodes::agent_net`, `--dns`): Docker's
+//! embedded DNS answers the bottle's own names and forwards every other name to it,
+//! from the agent's network namespace. [`spawn`] answers those queries REFUSED at once
+//! and logs each as a `deny`/`dns` audit event naming the host. The question is read
+//! by a small bounded parser ([`dns`]).
 //!
-//! The packet observer logs what is routed to the gateway for an outside address (a
-//! TCP SYN, a UDP datagram, an ICMP echo) as `deny`/`direct` (`dns` for port 53). But
-//! on a host where Docker filters bridged traffic (`bridge-nf-call-iptables`, which
-//! Docker turns on), Docker's own rule for `--internal` networks
-//! (`DOCKER-ISOLATION-STAGE-1 ! -d <subnet> -i <bridge> -j DROP`) drops those packets
-//! in the host's bridge before they reach any container: a direct connect then fails
-//! without an audit line. Every line is deduplicated and rate-capped ([`limit`]).
+//! Packets the agent sends to an outside address never reach pipelock: Docker drops
+//! them in the host's bridge (`--internal`), and the agent's default route leads into
+//! agent-net's TUN device anyway (`sidecar::agent_net`). agent-net answers them and
+//! sends a copy of each to the report port ([`REPORT_PORT`]); pipelock reads it with
+//! the same classifier ([`packet::classify`]) and logs a `deny`/`direct` event (`dns`
+//! for port 53). A report is accepted only from the address the packet came from: it
+//! says nothing the agent could not have said by sending the packet itself. Every
+//! line is deduplicated and rate-capped ([`limit`]).
 //!
 //! pipelock never routes what reaches it: the container runs with
 //! `net.ipv4.ip_forward=0` (`nodes::sidecar`).
@@ -34,8 +34,6 @@
 
 pub mod dns;
 pub mod limit;
-pub mod netlink;
-pub mod packet;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
@@ -44,7 +42,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::audit::{Audit, Event};
-use crate::nodes::ca::SIDECAR_UID;
+use crate::sidecar::agent_net::packet;
+use crate::sidecar::netlink;
+use crate::sidecar::privs::{self, PrivError};
 
 /// Set (to `1`) by the node: take the gateway address when started as root.
 pub const ENV: &str = "BOTTLE_PIPELOCK_GATEWAY";
@@ -54,27 +54,17 @@ const MAX_MESSAGE: usize = 4096;
 const MAX_TCP: usize = 32;
 /// Time a TCP client has to send its query.
 const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+/// The UDP port on the gateway address where agent-net reports attempts.
+pub const REPORT_PORT: u16 = 4790;
 
-/// The gateway address, held, with its DNS sockets bound (non-blocking) and, when it
-/// could be opened, the packet observer's socket.
+/// The gateway address, held, with its DNS and report sockets bound (non-blocking).
 #[derive(Debug)]
 pub struct Gateway {
     pub addr: Ipv4Addr,
     pub udp: std::net::UdpSocket,
     pub tcp: std::net::TcpListener,
     pub subnet: packet::Subnet,
-    pub packets: Option<socket2::Socket>,
-}
-
-/// pipelock must not start.
-#[derive(Debug, thiserror::Error)]
-pub enum PrepareError {
-    #[error("pipelock started as root with {0} threads: cannot drop privileges for all")]
-    Threads(String),
-    #[error("dropping privileges to uid {SIDECAR_UID}: {0}")]
-    Drop(std::io::Error),
-    #[error("still privileged after dropping to uid {SIDECAR_UID}")]
-    StillPrivileged,
+    pub reports: std::net::UdpSocket,
 }
 
 /// Why the gateway could not be taken (pipelock then runs without the sink).
@@ -97,26 +87,17 @@ pub enum GatewayError {
 /// process runs as root; otherwise do nothing. Must run before any other thread
 /// exists: the uid and gid calls change the calling thread only. An error means the
 /// privileges could not be dropped: pipelock must not run.
-pub fn prepare() -> Result<Option<Gateway>, PrepareError> {
+pub fn prepare() -> Result<Option<Gateway>, PrivError> {
     if std::env::var_os(ENV).is_none() {
         return Ok(None);
     }
-    let root = rustix::process::getuid().is_root() || rustix::process::geteuid().is_root();
-    if !root {
+    if !privs::is_root() {
         tracing::warn!(
             "pipelock is not root: no gateway sink (names outside the bottle fail unaudited)"
         );
         return Ok(None);
     }
-    match std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim().to_string()))
-        }) {
-        Some(n) if n == "1" => {}
-        other => return Err(PrepareError::Threads(other.unwrap_or_else(|| "?".into()))),
-    }
+    privs::single_threaded()?;
     let gateway = match take_gateway() {
         Ok(g) => {
             tracing::info!(gateway = %g.addr, "pipelock holds net-internal's gateway: DNS sink on port 53");
@@ -127,7 +108,7 @@ pub fn prepare() -> Result<Option<Gateway>, PrepareError> {
             None
         }
     };
-    drop_privileges()?;
+    privs::drop_to_sidecar_user()?;
     Ok(gateway)
 }
 
@@ -148,37 +129,15 @@ fn take_gateway() -> Result<Gateway, GatewayError> {
         net: netlink::network_of(inside),
         prefix: inside.prefix,
     };
-    let packets = packet::open(inside.index, subnet)
-        .inspect_err(|e| tracing::warn!(error = %e, "pipelock runs without its packet observer"))
-        .ok();
+    let reports = std::net::UdpSocket::bind((gw.addr, REPORT_PORT)).map_err(bind_err)?;
+    reports.set_nonblocking(true).map_err(bind_err)?;
     Ok(Gateway {
         addr: gw.addr,
         udp,
         tcp,
         subnet,
-        packets,
+        reports,
     })
-}
-
-/// No supplementary groups, then gid, then uid [`SIDECAR_UID`] (real, effective and
-/// saved): the capabilities go with uid 0.
-fn drop_privileges() -> Result<(), PrepareError> {
-    use rustix::process::{Gid, Uid};
-    let id = SIDECAR_UID as u32;
-    let gid = Gid::from_raw(id);
-    let uid = Uid::from_raw(id);
-    rustix::thread::set_thread_groups(&[]).map_err(|e| PrepareError::Drop(e.into()))?;
-    rustix::thread::set_thread_res_gid(gid, gid, gid).map_err(|e| PrepareError::Drop(e.into()))?;
-    rustix::thread::set_thread_res_uid(uid, uid, uid).map_err(|e| PrepareError::Drop(e.into()))?;
-    let caps = rustix::thread::capabilities(None).map_err(|e| PrepareError::Drop(e.into()))?;
-    if rustix::process::getuid().is_root()
-        || rustix::process::geteuid().is_root()
-        || !caps.effective.is_empty()
-        || !caps.permitted.is_empty()
-    {
-        return Err(PrepareError::StillPrivileged);
-    }
-    Ok(())
 }
 
 /// The audit side of the sink, shared by its tasks.
@@ -307,17 +266,12 @@ fn suppressed(n: u64) -> Event {
     }
 }
 
-/// Serve the sink on `gw`'s sockets until the process ends: DNS on tasks, the
-/// packet observer on a thread of its own (its reads block).
+/// Serve the sink on `gw`'s sockets until the process ends, on tasks.
 pub fn spawn(gw: Gateway, sink: Arc<Sink>) -> std::io::Result<()> {
     let udp = tokio::net::UdpSocket::from_std(gw.udp)?;
     let tcp = tokio::net::TcpListener::from_std(gw.tcp)?;
-    if let Some(sock) = gw.packets {
-        let (subnet, s) = (gw.subnet, sink.clone());
-        std::thread::Builder::new()
-            .name("pipelock-packets".into())
-            .spawn(move || packet::run(sock, subnet, Arc::new(move |a| s.record_attempt(&a))))?;
-    }
+    let reports = tokio::net::UdpSocket::from_std(gw.reports)?;
+    tokio::spawn(serve_reports(reports, gw.subnet, sink.clone()));
     tokio::spawn(serve_udp(udp, sink.clone()));
     tokio::spawn(serve_tcp(tcp, sink.clone()));
     tokio::spawn(async move {
@@ -328,6 +282,27 @@ pub fn spawn(gw: Gateway, sink: Arc<Sink>) -> std::io::Result<()> {
         }
     });
     Ok(())
+}
+
+/// Audit each attempt agent-net reports (a copy of the packet, see [`REPORT_PORT`]):
+/// one that is not an attempt, or that did not come from its own sender, is ignored.
+pub async fn serve_reports(sock: tokio::net::UdpSocket, subnet: packet::Subnet, sink: Arc<Sink>) {
+    let mut buf = vec![0u8; packet::SNAP];
+    loop {
+        let (n, from) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "report sink: receive");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if let Some(a) = packet::classify(&buf[..n], subnet)
+            && IpAddr::V4(a.src) == from.ip()
+        {
+            sink.record_attempt(&a);
+        }
+    }
 }
 
 /// Answer every UDP query REFUSED, and audit it.

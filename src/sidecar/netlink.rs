@@ -1,6 +1,8 @@
-//! Just enough rtnetlink to take net-internal's gateway address: dump the IPv4 routes
-//! and addresses, pick the interface, add one address. Messages are built and read
-//! by hand (pure functions, tested below); the socket is plain `socket2`, no `unsafe`.
+//! Just enough rtnetlink for the two sidecars that set up a network namespace:
+//! pipelock takes net-internal's gateway address (dump the IPv4 routes and addresses,
+//! pick the interface, add one address) and agent-net points the default route at its
+//! TUN device (replace one route). Messages are built and read by hand (pure
+//! functions, tested below); the socket is plain `socket2`, no `unsafe`.
 
 use std::io::Read as _;
 use std::net::Ipv4Addr;
@@ -21,6 +23,7 @@ const RTM_GETROUTE: u16 = 26;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_REPLACE: u16 = 0x100;
 const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_DUMP: u16 = 0x300;
@@ -30,6 +33,9 @@ const RTA_TABLE: u16 = 15;
 const IFA_ADDRESS: u16 = 1;
 const IFA_LOCAL: u16 = 2;
 const RT_TABLE_MAIN: u32 = 254;
+const RTPROT_BOOT: u8 = 3;
+const RT_SCOPE_LINK: u8 = 253;
+const RTN_UNICAST: u8 = 1;
 const EEXIST: i32 = 17;
 
 const NLMSG_HDR: usize = 16;
@@ -99,6 +105,33 @@ pub fn new_addr(seq: u32, a: IfAddr) -> Vec<u8> {
     request(
         RTM_NEWADDR,
         NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        seq,
+        &body,
+    )
+}
+
+/// Make the main table's IPv4 default route go out of interface `oif`, with no
+/// gateway (a point-to-point device), in place of whatever it was.
+pub fn replace_default_route(seq: u32, oif: u32) -> Vec<u8> {
+    let mut body = vec![
+        AF_INET,
+        0,
+        0,
+        0,
+        RT_TABLE_MAIN as u8,
+        RTPROT_BOOT,
+        RT_SCOPE_LINK,
+        RTN_UNICAST,
+    ];
+    body.extend_from_slice(&0u32.to_ne_bytes());
+    for (kind, value) in [(RTA_TABLE, RT_TABLE_MAIN), (RTA_OIF, oif)] {
+        body.extend_from_slice(&8u16.to_ne_bytes());
+        body.extend_from_slice(&kind.to_ne_bytes());
+        body.extend_from_slice(&value.to_ne_bytes());
+    }
+    request(
+        RTM_NEWROUTE,
+        NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
         seq,
         &body,
     )
@@ -291,6 +324,12 @@ impl Route {
         Ok(addrs.iter().filter_map(|p| if_addr(p)).collect())
     }
 
+    /// Sends the default route out of `oif` (see [`replace_default_route`]).
+    pub fn set_default_route(&mut self, oif: u32) -> Result<(), NetlinkError> {
+        self.exchange(|seq| replace_default_route(seq, oif), RTM_NEWROUTE)
+            .map(drop)
+    }
+
     /// Adds `a`; already there is fine.
     pub fn add_addr(&mut self, a: IfAddr) -> Result<(), NetlinkError> {
         match self.exchange(|seq| new_addr(seq, a), RTM_NEWADDR) {
@@ -349,6 +388,21 @@ mod tests {
             .map(|m| m.0)
             .collect();
         assert_eq!(types, [RTM_GETROUTE, RTM_GETADDR]);
+    }
+
+    #[test]
+    fn the_default_route_request_reads_back_as_a_default_route_out_of_its_device() {
+        let m = replace_default_route(4, 9);
+        assert_eq!(m.len() % 4, 0);
+        let msgs = messages(&m).expect("messages");
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0].0, RTM_NEWROUTE);
+        assert_eq!(default_route_oif(msgs[0].1), Some(9));
+        let flags = u16::from_ne_bytes([m[6], m[7]]);
+        assert_eq!(
+            flags,
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+        );
     }
 
     #[test]

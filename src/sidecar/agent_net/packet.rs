@@ -1,31 +1,22 @@
-//! The packet side of the sink: IPv4 packets that arrive on net-internal for an address
-//! outside the subnet were routed to pipelock as the gateway, i.e. an attempt to leave
-//! without the proxy. pipelock never forwards them (`ip_forward=0`); this reads a copy
-//! from an `AF_PACKET` socket (opened while still root, kept after the drop) and says
-//! what the attempt was: a TCP SYN, a UDP datagram (a DNS question is read), an ICMP
-//! echo. Everything else (other TCP segments, fragments, replies) is ignored.
+//! The packets of an attempt to leave the bottle without the proxy: what one is
+//! ([`classify`]), and the answer that makes it fail at once ([`reply`]).
 //!
-//! On a host whose Docker filters bridged traffic (`bridge-nf-call-iptables`, Docker's
-//! default) such packets are dropped in the host's bridge by Docker's rule for
-//! `--internal` networks and never arrive: the observer then sees nothing.
+//! The agent's network namespace routes every address outside net-internal into
+//! agent-net's TUN device (see [`super`]): whatever arrives there is an attempt. An
+//! IPv4 packet from inside the subnet to an address outside it (not multicast or
+//! broadcast) is one: a TCP SYN, a UDP datagram (a DNS question is read), an ICMP
+//! echo. Everything else (other TCP segments, fragments, replies) is ignored. The
+//! same [`classify`] reads the copies agent-net reports to pipelock, which audits
+//! them (`pipelock::sink`).
 
-use std::io::Read as _;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
-use socket2::{Domain, Protocol, SockFilter, Socket, Type};
+use etherparse::{Icmpv4Type, PacketBuilder, icmpv4::DestUnreachableHeader};
 
-use super::dns;
+use crate::sidecar::pipelock::sink::dns;
 
-/// `ETH_P_IP`.
-const ETH_P_IP: u16 = 0x0800;
-/// Bytes of each packet kept: headers and a DNS question.
-const SNAP: u32 = 600;
-const PACKET_OUTGOING: u32 = 4;
-/// Classic BPF ancillary loads (`SKF_AD_OFF + ...`).
-const SKF_AD_OFF: u32 = 0xFFFF_F000;
-const SKF_AD_PKTTYPE: u32 = 4;
-const SKF_AD_IFINDEX: u32 = 8;
+/// Bytes of an attempt reported to pipelock: headers and a DNS question.
+pub const SNAP: usize = 600;
 
 /// What an attempt used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,65 +127,39 @@ pub fn classify(packet: &[u8], subnet: Subnet) -> Option<Attempt> {
     }
 }
 
-/// The classic BPF program, as (code, jt, jf, k), that passes only what [`classify`]
-/// may want: received (not sent) on interface `ifindex`, to an IPv4 address outside
-/// `subnet` and below the multicast range. Keeps [`SNAP`] bytes.
-pub fn program(ifindex: u32, subnet: Subnet) -> [(u16, u8, u8, u32); 10] {
-    const LD_W_ABS: u16 = 0x20;
-    const JEQ_K: u16 = 0x15;
-    const JGE_K: u16 = 0x35;
-    const AND_K: u16 = 0x54;
-    const RET_K: u16 = 0x06;
-    // Jumps are relative to the next instruction; 9 is "drop".
-    [
-        (LD_W_ABS, 0, 0, SKF_AD_OFF + SKF_AD_IFINDEX),
-        (JEQ_K, 0, 7, ifindex),
-        (LD_W_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE),
-        (JEQ_K, 5, 0, PACKET_OUTGOING),
-        // The destination address (network order, loaded as a number).
-        (LD_W_ABS, 0, 0, 16),
-        (JGE_K, 3, 0, 0xE000_0000),
-        (AND_K, 0, 0, subnet.mask()),
-        (JEQ_K, 1, 0, u32::from(subnet.net) & subnet.mask()),
-        (RET_K, 0, 0, SNAP),
-        (RET_K, 0, 0, 0),
-    ]
-}
-
-/// An `AF_PACKET` socket for IPv4 on interface `ifindex`, filtered in the kernel.
-/// Needs `CAP_NET_RAW`: open it before dropping privileges.
-pub fn open(ifindex: u32, subnet: Subnet) -> std::io::Result<Socket> {
-    let sock = Socket::new(
-        Domain::PACKET,
-        Type::DGRAM,
-        Some(Protocol::from(i32::from(ETH_P_IP.to_be()))),
-    )?;
-    let prog: Vec<SockFilter> = program(ifindex, subnet)
-        .iter()
-        .map(|&(code, jt, jf, k)| SockFilter::new(code, jt, jf, k))
-        .collect();
-    sock.attach_filter(&prog)?;
-    Ok(sock)
-}
-
-/// Read packets from `sock` until it fails, handing each attempt to `seen`. Runs on a
-/// thread of its own.
-pub fn run(sock: Socket, subnet: Subnet, seen: Arc<dyn Fn(Attempt) + Send + Sync>) {
-    let mut buf = vec![0u8; SNAP as usize];
-    loop {
-        match (&sock).read(&mut buf) {
-            Ok(n) => {
-                if let Some(a) = classify(&buf[..n], subnet) {
-                    seen(a);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "pipelock's packet observer stopped");
-                return;
-            }
+/// The packet that makes `packet`, an attempt, fail at once, sent back as if from its
+/// destination: a TCP reset for a SYN (the connect is refused), an ICMP "communication
+/// administratively prohibited" for a UDP datagram or an echo request carrying the
+/// start of the original (RFC 792), so the sender's socket learns of it.
+pub fn reply(packet: &[u8], attempt: &Attempt) -> Option<Vec<u8>> {
+    // `classify` has read the header: the transport header follows it.
+    let ihl = usize::from(packet.first()? & 0x0F) * 4;
+    let (src, dst) = (attempt.dst.octets(), attempt.src.octets());
+    let mut out = Vec::with_capacity(96);
+    match attempt.proto {
+        Proto::Tcp => {
+            let h = packet.get(ihl..ihl + 8)?;
+            let port = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+            let seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            PacketBuilder::ipv4(src, dst, 64)
+                .tcp(port(2), port(0), 0, 0)
+                .rst()
+                .ack(seq.wrapping_add(1))
+                .write(&mut out, &[])
+                .ok()?;
+        }
+        Proto::Udp | Proto::Icmp => {
+            // The original IP header and the first 8 bytes of what it carried.
+            let quoted = packet.get(..(ihl + 8).min(packet.len()))?;
+            PacketBuilder::ipv4(src, dst, 64)
+                .icmpv4(Icmpv4Type::DestinationUnreachable(
+                    DestUnreachableHeader::FilterProhibited,
+                ))
+                .write(&mut out, quoted)
+                .ok()?;
         }
     }
+    Some(out)
 }
 
 #[cfg(test)]
@@ -313,44 +278,75 @@ mod tests {
         }
     }
 
-    /// Runs the program on a packet whose ancillary data is `(ifindex, pkttype)`.
-    fn run_bpf(prog: &[(u16, u8, u8, u32)], packet: &[u8], ifindex: u32, pkttype: u32) -> u32 {
-        let (mut a, mut pc) = (0u32, 0usize);
-        loop {
-            let (code, jt, jf, k) = prog[pc];
-            pc += 1;
-            match code {
-                0x20 => {
-                    a = match k {
-                        k if k == SKF_AD_OFF + SKF_AD_IFINDEX => ifindex,
-                        k if k == SKF_AD_OFF + SKF_AD_PKTTYPE => pkttype,
-                        k => {
-                            let k = k as usize;
-                            u32::from_be_bytes(packet[k..k + 4].try_into().expect("4 bytes"))
-                        }
-                    }
-                }
-                0x15 => pc += usize::from(if a == k { jt } else { jf }),
-                0x35 => pc += usize::from(if a >= k { jt } else { jf }),
-                0x54 => a &= k,
-                0x06 => return k,
-                other => panic!("opcode {other:#x}"),
-            }
+    #[test]
+    fn a_syn_is_answered_with_a_reset_from_its_destination() {
+        let syn = ipv4(6, [93, 184, 216, 34], &tcp(443, 0x02));
+        let a = classify(&syn, NET).expect("SYN");
+        let answer = reply(&syn, &a).expect("reply");
+        let p = etherparse::SlicedPacket::from_ip(&answer).expect("parses");
+        let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
+            panic!("not IPv4: {p:?}");
+        };
+        assert_eq!(ip.header().source(), [93, 184, 216, 34]);
+        assert_eq!(ip.header().destination(), AGENT);
+        let Some(etherparse::TransportSlice::Tcp(t)) = &p.transport else {
+            panic!("not TCP: {p:?}");
+        };
+        assert!(t.rst() && t.ack() && !t.syn());
+        assert_eq!((t.source_port(), t.destination_port()), (443, 0xC001));
+        assert_eq!(
+            t.acknowledgment_number(),
+            2,
+            "the SYN's sequence number + 1"
+        );
+        let src = ip.header().source();
+        let dst = ip.header().destination();
+        assert_eq!(
+            t.calc_checksum_ipv4(src, dst).expect("checksum"),
+            t.checksum()
+        );
+    }
+
+    #[test]
+    fn a_datagram_or_a_ping_is_answered_administratively_prohibited_quoting_it() {
+        for sent in [
+            ipv4(
+                17,
+                [8, 8, 8, 8],
+                &udp(53, &dns::tests::query(1, "example.com")),
+            ),
+            ipv4(1, [1, 1, 1, 1], &[8, 0, 0, 0, 0, 1, 0, 1]),
+        ] {
+            let a = classify(&sent, NET).expect("attempt");
+            let answer = reply(&sent, &a).expect("reply");
+            let (ip, rest) = etherparse::Ipv4Header::from_slice(&answer).expect("ip");
+            assert_eq!(ip.source, a.dst.octets());
+            assert_eq!(ip.destination, AGENT);
+            let (icmp, quoted) = etherparse::Icmpv4Header::from_slice(rest).expect("icmp");
+            assert_eq!(
+                icmp.icmp_type,
+                Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FilterProhibited)
+            );
+            assert_eq!(
+                quoted,
+                &sent[..28],
+                "the header and 8 bytes of the original"
+            );
+            assert_eq!(
+                icmp.icmp_type.calc_checksum(quoted),
+                icmp.checksum,
+                "checksum"
+            );
         }
     }
 
     #[test]
-    fn the_kernel_filter_passes_what_classify_wants() {
-        let prog = program(20, NET);
+    fn replies_to_cut_packets_are_none_not_panics() {
         let syn = ipv4(6, [1, 1, 1, 1], &tcp(443, 0x02));
-        assert_eq!(run_bpf(&prog, &syn, 20, 0), SNAP);
-        assert_eq!(run_bpf(&prog, &syn, 21, 0), 0, "another interface");
-        assert_eq!(run_bpf(&prog, &syn, 20, PACKET_OUTGOING), 0, "sent by us");
-        let inside = ipv4(6, [172, 19, 0, 2], &tcp(443, 0x02));
-        assert_eq!(run_bpf(&prog, &inside, 20, 0), 0);
-        let mcast = ipv4(17, [224, 0, 0, 251], &udp(5353, b""));
-        assert_eq!(run_bpf(&prog, &mcast, 20, 0), 0);
-        let bcast = ipv4(17, [255, 255, 255, 255], &udp(67, b""));
-        assert_eq!(run_bpf(&prog, &bcast, 20, 0), 0);
+        let a = classify(&syn, NET).expect("SYN");
+        for cut in 0..syn.len() {
+            let _ = reply(&syn[..cut], &a);
+        }
+        assert_eq!(reply(&syn[..24], &a), None);
     }
 }
