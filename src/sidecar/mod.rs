@@ -1,8 +1,11 @@
 //! The hidden `bottle sidecar <kind>` servers that run inside the sidecar image.
 //!
-//! `egress` is the proxy of [`egress`]; the other kinds serve a health check on
-//! `BOTTLE_LISTEN` until their issues give them their behaviour. `fake-upstream` (hidden)
-//! is a test double for the end-to-end tests. Sidecars never reach into `cli/`.
+//! One module per kind: [`pipelock`] (the firewall), [`egress`] (the credential-injecting
+//! proxy), [`git_gate`], [`supervise`], and [`agent_net`] (holds the agent's network
+//! namespace). Shared pieces: [`certs`], [`reload`] (live config files), and for the
+//! two that set up their network namespace as root, [`netlink`] and [`privs`].
+//! `fake-upstream` and `health` (hidden) are test doubles for the end-to-end tests.
+//! Sidecars never reach into `cli/`.
 
 pub mod agent_net;
 pub mod certs;

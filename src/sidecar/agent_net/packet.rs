@@ -48,7 +48,7 @@ pub struct Attempt {
     pub name: Option<String>,
 }
 
-/// The subnet the observer watches, and the addresses that are pipelock's own.
+/// net-internal's subnet: the addresses inside the bottle.
 #[derive(Clone, Copy, Debug)]
 pub struct Subnet {
     pub net: Ipv4Addr,
