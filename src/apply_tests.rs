@@ -243,6 +243,11 @@ fn the_agent_follows_the_container_whose_network_namespace_it_joins() {
             ],
             "{p:#?}"
         );
+        let reasons = match &p.steps[0].action {
+            Action::Recreate { reasons } => reasons.join(", "),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(reasons, "container bottle-p-a0-agent-net is started again");
         e.clear_calls();
         converge(&e, &d).await;
         let calls = e.mutations();

@@ -186,10 +186,14 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                 )
             });
             if let Some(b) = cause {
+                let how = match actions.get(b) {
+                    Some(Some(Action::Start)) => "is started again",
+                    _ => "is made anew",
+                };
                 actions.insert(
                     key,
                     Some(Action::Recreate {
-                        reasons: vec![format!("{b} is made anew")],
+                        reasons: vec![format!("{b} {how}")],
                     }),
                 );
                 changed = true;

@@ -162,7 +162,7 @@ pub struct ExecArgs {
 pub struct LogsArgs {
     #[command(flatten)]
     pub target: BottleTarget,
-    /// The node: agent, egress, pipelock, git-gate, supervise.
+    /// The node: agent, agent-net, egress, pipelock, git-gate, supervise.
     #[arg(long, default_value = "agent")]
     pub node: String,
     /// Keep streaming.

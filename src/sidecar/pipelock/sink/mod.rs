@@ -245,7 +245,7 @@ pub fn attempt_event(a: &packet::Attempt) -> Event {
         host: a.name.clone().unwrap_or_else(|| a.dst.to_string()),
         port: a.port,
         detail: Some(format!(
-            "{what} from {} to {to} bypassed the proxy: dropped, pipelock does not route; \
+            "{what} from {} to {to} bypassed the proxy: refused at once, nothing is routed; \
              use HTTPS_PROXY, or ask for the host with supervise's egress-block",
             a.src
         )),
