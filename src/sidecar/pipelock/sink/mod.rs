@@ -439,6 +439,54 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_report_is_audited_only_from_the_sender_of_its_packet() {
+        let audit = Arc::new(MemoryAudit::default());
+        let sink = Arc::new(Sink::new(audit.clone()));
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let at = sock.local_addr().expect("addr");
+        let subnet = packet::Subnet {
+            net: Ipv4Addr::new(127, 0, 0, 0),
+            prefix: 8,
+        };
+        tokio::spawn(serve_reports(sock, subnet, sink));
+        let syn = |src: [u8; 4], dst: [u8; 4]| {
+            let mut p = Vec::new();
+            etherparse::PacketBuilder::ipv4(src, dst, 64)
+                .tcp(40000, 443, 1, 1024)
+                .syn()
+                .write(&mut p, &[])
+                .expect("packet");
+            p
+        };
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("c");
+        // Someone else's packet, then one that is not an attempt, then its own.
+        client
+            .send_to(&syn([127, 0, 0, 9], [1, 1, 1, 1]), at)
+            .await
+            .expect("send");
+        client.send_to(b"\x45junk", at).await.expect("send");
+        client
+            .send_to(&syn([127, 0, 0, 1], [93, 184, 216, 34]), at)
+            .await
+            .expect("send");
+        for _ in 0..100 {
+            if !audit.events().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // One task reads the datagrams in order: the first two were read and ignored.
+        let hosts: Vec<(&str, String)> = audit
+            .events()
+            .iter()
+            .map(|e| (e.reason, e.host.clone()))
+            .collect();
+        assert_eq!(hosts, [("direct", "93.184.216.34".to_string())]);
+    }
+
     #[test]
     fn a_direct_attempt_names_its_destination() {
         let a = packet::Attempt {
