@@ -239,15 +239,6 @@ pub fn internal_interface(default_oifs: &[u32], addrs: &[IfAddr]) -> Option<IfAd
     }
 }
 
-/// The network address of the subnet of `a`.
-pub fn network_of(a: IfAddr) -> Ipv4Addr {
-    let mask = match a.prefix {
-        0 => 0,
-        p => u32::MAX << (32 - u32::from(p.min(32))),
-    };
-    Ipv4Addr::from(u32::from(a.addr) & mask)
-}
-
 /// The gateway Docker's IPAM gives the subnet of `a`: its first address. `None` for
 /// subnets too small to have one, or when it is `a` itself.
 pub fn gateway_of(a: IfAddr) -> Option<IfAddr> {

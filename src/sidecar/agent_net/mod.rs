@@ -93,10 +93,7 @@ pub fn prepare() -> Result<Trap, TrapError> {
         .and_then(|s| s.connect((gateway.addr, REPORT_PORT)).map(|()| s))
         .map_err(TrapError::Report)?;
     privs::drop_to_sidecar_user()?;
-    let subnet = packet::Subnet {
-        net: netlink::network_of(inside),
-        prefix: inside.prefix,
-    };
+    let subnet = packet::Subnet::of(inside);
     tracing::info!(device = TUN_NAME, %gateway.addr, "agent-net: the default route leads into the trap");
     Ok(Trap {
         tun,

@@ -56,6 +56,18 @@ pub struct Subnet {
 }
 
 impl Subnet {
+    /// The subnet of an interface's address.
+    pub fn of(a: crate::sidecar::netlink::IfAddr) -> Subnet {
+        let s = Subnet {
+            net: a.addr,
+            prefix: a.prefix,
+        };
+        Subnet {
+            net: Ipv4Addr::from(u32::from(a.addr) & s.mask()),
+            ..s
+        }
+    }
+
     fn mask(self) -> u32 {
         match self.prefix {
             0 => 0,

@@ -125,10 +125,7 @@ fn take_gateway() -> Result<Gateway, GatewayError> {
     udp.set_nonblocking(true).map_err(bind_err)?;
     let tcp = std::net::TcpListener::bind((gw.addr, 53)).map_err(bind_err)?;
     tcp.set_nonblocking(true).map_err(bind_err)?;
-    let subnet = packet::Subnet {
-        net: netlink::network_of(inside),
-        prefix: inside.prefix,
-    };
+    let subnet = packet::Subnet::of(inside);
     let reports = std::net::UdpSocket::bind((gw.addr, REPORT_PORT)).map_err(bind_err)?;
     reports.set_nonblocking(true).map_err(bind_err)?;
     Ok(Gateway {
@@ -289,14 +286,7 @@ pub fn spawn(gw: Gateway, sink: Arc<Sink>) -> std::io::Result<()> {
 pub async fn serve_reports(sock: tokio::net::UdpSocket, subnet: packet::Subnet, sink: Arc<Sink>) {
     let mut buf = vec![0u8; packet::SNAP];
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "report sink: receive");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let (n, from) = recv(&sock, &mut buf, "report sink").await;
         if let Some(a) = packet::classify(&buf[..n], subnet)
             && IpAddr::V4(a.src) == from.ip()
         {
@@ -305,18 +295,28 @@ pub async fn serve_reports(sock: tokio::net::UdpSocket, subnet: packet::Subnet, 
     }
 }
 
+/// The next datagram on `sock`; a failed receive is logged and retried shortly.
+async fn recv(
+    sock: &tokio::net::UdpSocket,
+    buf: &mut [u8],
+    what: &str,
+) -> (usize, std::net::SocketAddr) {
+    loop {
+        match sock.recv_from(buf).await {
+            Ok(r) => return r,
+            Err(e) => {
+                tracing::debug!(error = %e, "{what}: receive");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
 /// Answer every UDP query REFUSED, and audit it.
 pub async fn serve_udp(sock: tokio::net::UdpSocket, sink: Arc<Sink>) {
     let mut buf = vec![0u8; MAX_MESSAGE];
     loop {
-        let (n, from) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!(error = %e, "dns sink: receive");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        let (n, from) = recv(&sock, &mut buf, "dns sink").await;
         let msg = &buf[..n];
         let query = dns::parse_query(msg);
         sink.record("udp", from.ip(), query.as_ref().map_err(|e| *e));
