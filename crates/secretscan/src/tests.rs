@@ -2,6 +2,7 @@
 //! Secret-shaped strings are assembled at run time so this file holds none verbatim.
 
 use super::*;
+use crate::test_support::rnd;
 use proptest::prelude::*;
 
 const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -9,19 +10,6 @@ const UPPER32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const URLSAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
 const DIGITS: &[u8] = b"0123456789";
-
-/// A deterministic pseudo-random string of `n` bytes from `alphabet`.
-pub(crate) fn rnd(seed: u64, n: usize, alphabet: &[u8]) -> String {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            alphabet[(x % alphabet.len() as u64) as usize] as char
-        })
-        .collect()
-}
 
 /// (rule id, text that must be found, texts that must not be found by that rule).
 pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {

@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use bottle::secretscan::{RuleSet, StreamScanner};
+use bottle_secretscan::{RuleSet, StreamScanner};
 use regex::bytes::Regex;
 
 const WORDS: &[&str] = &[

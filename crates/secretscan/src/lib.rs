@@ -17,8 +17,6 @@ mod tests;
 pub use rules::{BUILTIN_TOML, Rule, RuleSet, RulesError, shannon_entropy};
 pub use scanner::{BACK, FORWARD, Finding, LINES_AFTER, StreamScanner};
 
-/// Deterministic secret-shaped strings for other modules' tests.
-#[cfg(test)]
-pub(crate) mod tests_support {
-    pub(crate) use super::tests::rnd;
-}
+/// Deterministic secret-shaped strings for other crates' tests.
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_support;

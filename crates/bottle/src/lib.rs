@@ -16,7 +16,7 @@ pub mod model;
 pub mod nodes;
 pub mod plan;
 pub mod provider;
-pub mod secretscan;
+pub use bottle_secretscan as secretscan;
 pub mod sidecar;
 pub mod supervise;
 pub mod watch;

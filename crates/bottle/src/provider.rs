@@ -14,8 +14,8 @@ impl Provider {
     /// The default Dockerfile, embedded at compile time.
     pub fn dockerfile(self) -> &'static str {
         match self {
-            Provider::Claude => include_str!("../Dockerfile.claude"),
-            Provider::Codex => include_str!("../Dockerfile.codex"),
+            Provider::Claude => include_str!("../../../Dockerfile.claude"),
+            Provider::Codex => include_str!("../../../Dockerfile.codex"),
         }
     }
 

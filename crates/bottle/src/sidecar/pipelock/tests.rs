@@ -278,7 +278,7 @@ async fn connect_tunnels_to_the_vetted_address() {
 pub(super) fn anthropic_key() -> String {
     format!(
         "sk-ant-api03-{}AA",
-        crate::secretscan::tests_support::rnd(
+        bottle_secretscan::test_support::rnd(
             21,
             93,
             b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"

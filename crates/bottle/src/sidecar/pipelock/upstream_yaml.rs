@@ -98,14 +98,14 @@ pub fn render(cfg: &Config, ca_cert: &str, ca_key: &str, port: u16) -> String {
         _ => None,
     };
     match custom {
-        Some(rules) if !rules.rules.is_empty() => {
+        Some(rules) if !rules.rules().is_empty() => {
             out.push_str("  patterns:\n");
-            for r in &rules.rules {
+            for r in rules.rules() {
                 let _ = writeln!(
                     out,
                     "    - name: {}\n      regex: {}\n      severity: high",
                     quote(&r.id),
-                    quote(r.regex.as_str())
+                    quote(r.pattern())
                 );
             }
         }

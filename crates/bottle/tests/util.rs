@@ -116,14 +116,16 @@ impl Run {
     }
 }
 
+/// The repository's root (the workspace), where `target/`, `scripts/` and `examples/` are.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// Path of the static sidecar binary that `scripts/test.sh` builds.
 pub fn sidecar_binary() -> PathBuf {
     let p = std::env::var_os("BOTTLE_SIDECAR_BINARY")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("target/x86_64-unknown-linux-gnu/release/bottle")
-        });
+        .unwrap_or_else(|| repo_root().join("target/x86_64-unknown-linux-gnu/release/bottle"));
     assert!(
         p.exists(),
         "no static sidecar binary at {}: run the tests with scripts/test.sh",

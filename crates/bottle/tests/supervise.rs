@@ -26,7 +26,7 @@ fn dockerfile(extra: &str) -> String {
 
 /// The wheels of `mcp` for the agent's Python, downloaded by `scripts/setup.sh`.
 fn copy_wheels(to: &Path) {
-    let from = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/wheels");
+    let from = crate::util::repo_root().join("target/wheels");
     let entries = std::fs::read_dir(&from).unwrap_or_else(|e| {
         panic!(
             "no MCP SDK wheels at {} ({e}): run the tests with scripts/test.sh",

@@ -262,7 +262,7 @@ fn a_missing_skill_is_a_manifest_error_and_exec_needs_a_running_bottle() {
 #[test]
 fn runtime_auto_picks_gvisor_when_the_engine_has_it() {
     // Register runsc with the engine (idempotent; scripts/setup.sh does the same).
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/runsc.sh");
+    let script = crate::util::repo_root().join("scripts/runsc.sh");
     let ok = Command::new(&script)
         .status()
         .expect("run scripts/runsc.sh");

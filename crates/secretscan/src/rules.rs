@@ -254,6 +254,13 @@ pub struct RuleSet {
 /// The rules shipped with bottle.
 pub const BUILTIN_TOML: &str = include_str!("builtin.toml");
 
+impl Rule {
+    /// The rule's regular expression, as written in its rule file.
+    pub fn pattern(&self) -> &str {
+        self.regex.as_str()
+    }
+}
+
 impl RuleSet {
     /// The built-in rules.
     pub fn builtin() -> RuleSet {
