@@ -13,7 +13,7 @@ pub mod fake;
 use std::collections::BTreeMap;
 
 /// Labels attached to an object.
-pub type Labels = BTreeMap<String, String>;
+pub use bottle_contract::Labels;
 
 /// A failure talking to the engine.
 #[derive(Debug, thiserror::Error)]

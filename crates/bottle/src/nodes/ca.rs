@@ -11,20 +11,12 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use super::{BottleCtx, DesiredObject, NodeKind};
 use crate::engine::VolumeFile;
 use crate::hash::SpecHasher;
+pub use bottle_contract::ca::{
+    AGENT_TRUST_DIR, BUNDLE_FILE, CERT_FILE, KEY_FILE, MOUNT, SIDECAR_UID,
+};
 
-/// UID the sidecars run as; it owns the CA key.
-pub const SIDECAR_UID: u64 = 65534;
-/// Where sidecars and the agent find the CA volume.
-pub const MOUNT: &str = "/etc/bottle/ca";
-pub const CERT_FILE: &str = "ca.crt";
-/// In the agent's certificate volume: the host's trust roots plus the bottle CA. The
-/// volume is also mounted at `/etc/ssl/certs`, so this is the agent's system bundle.
-pub const BUNDLE_FILE: &str = "ca-certificates.crt";
-/// Where the agent sees its system trust store.
-pub const AGENT_TRUST_DIR: &str = "/etc/ssl/certs";
 /// The host bundle the agent's trust store starts from.
 const HOST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-pub const KEY_FILE: &str = "ca.key";
 /// Validity of a bottle CA, in days.
 const VALID_DAYS: i64 = 365;
 

@@ -19,8 +19,7 @@ use crate::hash::SpecHasher;
 use crate::model::{AuthScheme, RouteRole};
 use crate::sidecar::egress::config::{self, AuthConfig, Config, RouteConfig, Scheme};
 
-/// Port it listens on, on net-internal.
-pub const PORT: u16 = 3128;
+pub use bottle_contract::egress::PORT;
 /// The CA bundle the agent trusts: system roots plus the bottle CA (provisioned by the
 /// agent node).
 pub const AGENT_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";

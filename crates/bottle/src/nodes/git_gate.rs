@@ -9,53 +9,13 @@
 //! volume read-only. The agent reaches the gate at `http://git-gate:8418/<name>.git`;
 //! [`agent_gitconfig`] rewrites each upstream URL to it.
 
-use serde::{Deserialize, Serialize};
-
 use super::sidecar::{self, SidecarShape};
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
 use crate::engine::{BuildSpec, Mount, VolumeFile};
 use crate::hash::{SpecHasher, content_hash};
-
-/// Port it listens on, on net-internal.
-pub const PORT: u16 = 8418;
-/// Where the gate sees its config volume.
-pub const CONFIG_MOUNT: &str = "/etc/bottle/git";
-/// The remotes, as JSON ([`GateConfig`]), in the config volume.
-pub const CONFIG_FILE: &str = "gate.json";
-/// Where the gate keeps its bare mirrors (in the container's own layer).
-pub const MIRRORS: &str = "/var/lib/bottle-git";
-/// The `bottle` binary inside the gate image.
-pub const BINARY: &str = "/usr/local/bin/bottle";
-/// The gate's DNS name on net-internal.
-pub const HOST: &str = "git-gate";
-
-/// What the gate knows about its remotes (no secrets: keys are files next to it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateConfig {
-    pub remotes: Vec<GateRemote>,
-}
-
-/// One `git:` entry as the gate sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GateRemote {
-    pub name: String,
-    pub upstream: String,
-    pub allow_force: bool,
-}
-
-impl GateRemote {
-    /// The private key file of this remote, relative to the config directory.
-    pub fn key_file(&self) -> String {
-        format!("{}.key", self.name)
-    }
-
-    /// The known_hosts file of this remote, relative to the config directory.
-    pub fn known_hosts_file(&self) -> String {
-        format!("{}.known_hosts", self.name)
-    }
-}
+pub use bottle_contract::git_gate::{
+    BINARY, CONFIG_FILE, CONFIG_MOUNT, GateConfig, GateRemote, HOST, MIRRORS, PORT,
+};
 
 /// A key file named by the manifest cannot be read.
 #[derive(Debug, thiserror::Error)]

@@ -26,8 +26,7 @@ use crate::model::AuthScheme;
 use crate::sidecar::pipelock::config::{self, Config, DlpConfig, RouteHeader};
 use crate::sidecar::pipelock::{sink, upstream_yaml};
 
-/// Port it listens on, on net-internal.
-pub const PORT: u16 = 8888;
+pub use bottle_contract::pipelock::PORT;
 
 /// Suffix of the config volume's name.
 pub const CONFIG_SUFFIX: &str = "pipelock-config";

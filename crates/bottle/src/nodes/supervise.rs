@@ -18,8 +18,7 @@ use crate::model::BottlePolicy;
 use crate::sidecar::supervise::{CONFIG_FILE, CONFIG_MOUNT, Config, RouteView};
 use crate::supervise::{Grant, STATE_MOUNT};
 
-/// Port it listens on, on net-internal.
-pub const PORT: u16 = 8765;
+pub use bottle_contract::supervise::PORT;
 
 /// The MCP endpoint as the agent reaches it.
 pub fn mcp_url() -> String {

@@ -168,7 +168,7 @@ mod tests {
         std::fs::write(&path, cfg(&["a.test"]).to_json()).unwrap();
         let proxy = Arc::new(
             Proxy::from_config(
-                &Config::load(path.to_str().unwrap()).unwrap(),
+                &crate::sidecar::pipelock::config::load(path.to_str().unwrap()).unwrap(),
                 Arc::new(MapResolve::default()),
                 Arc::new(MemoryAudit::default()),
             )

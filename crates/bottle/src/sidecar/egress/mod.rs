@@ -51,7 +51,7 @@ pub enum StartError {
 
 /// Build the proxy from the loaded config and the CA volume.
 pub fn load(cfg: &config::Config, ca_dir: &Path) -> Result<Proxy, StartError> {
-    let policy = cfg.policy()?;
+    let policy = config::policy(cfg)?;
     let read =
         |p: PathBuf| std::fs::read(&p).map_err(|source| StartError::Read { path: p, source });
     let ca_cert = read(ca_dir.join(crate::nodes::ca::CERT_FILE))?;
@@ -88,7 +88,7 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
     let ca_dir = std::env::var_os("BOTTLE_EGRESS_CA_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(crate::nodes::ca::MOUNT));
-    let cfg = config::Config::load(&config_path)?;
+    let cfg = config::load(&config_path)?;
     let proxy = Arc::new(load(&cfg, &ca_dir)?);
     if let Some(path) = cfg.allow_file {
         let p = Arc::clone(&proxy);

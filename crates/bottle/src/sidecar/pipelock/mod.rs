@@ -95,7 +95,7 @@ pub fn watcher(
 pub async fn run(listen: &str, gateway: Option<sink::Gateway>) -> Result<(), StartError> {
     let path = std::env::var(config::ENV)
         .unwrap_or_else(|_| format!("{}/{}", config::MOUNT, config::FILE));
-    let cfg = config::Config::load(&path)?;
+    let cfg = config::load(&path)?;
     let resolver = Arc::new(ssrf::HickoryResolve::from_system()?);
     let audit: Arc<dyn audit::Audit> = Arc::new(audit::StderrAudit);
     let mut proxy = server::Proxy::from_config(&cfg, resolver, audit.clone())?;

@@ -16,36 +16,12 @@ use rmcp::transport::streamable_http_server::{
     StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
 };
 use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::sidecar::reload::Swap;
 use crate::supervise::{Ask, Verdict};
+pub use bottle_contract::supervise::{CONFIG_FILE, CONFIG_MOUNT, Config, MCP_PATH, RouteView};
 use store::{Entry, Store, StoreError};
-
-/// Where the config volume is mounted, and the file in it.
-pub const CONFIG_MOUNT: &str = "/etc/bottle/supervise";
-pub const CONFIG_FILE: &str = "supervise.json";
-/// The MCP endpoint's path.
-pub const MCP_PATH: &str = "/mcp";
-
-/// What the manifest allows the bottle, as the agent may see it (no credentials).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Config {
-    pub bottle: String,
-    pub allow: Vec<String>,
-    pub routes: Vec<RouteView>,
-}
-
-/// A route without its credential.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct RouteView {
-    pub host: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_prefix: Option<String>,
-    /// egress injects a credential on this route.
-    pub credentialed: bool,
-    pub tls_passthrough: bool,
-}
 
 /// Load the config, open the store, then serve MCP on `listen` until killed.
 pub async fn run(listen: &str) -> anyhow::Result<()> {

@@ -60,11 +60,11 @@ impl Store {
             return Err(ProposalError::TooMany.into());
         }
         let p = Proposal {
-            id: supervise::new_id(),
+            id: new_id(),
             bottle: bottle.to_string(),
             ask,
             reason,
-            created: supervise::now(),
+            created: bottle_contract::supervise::now(),
         };
         let dir = self.root.join(PROPOSALS_DIR);
         let tmp = dir.join(format!(".{}.tmp", p.id));
@@ -134,6 +134,11 @@ impl Store {
             }
         }
     }
+}
+
+/// A new proposal id: `p` and 10 hex digits.
+fn new_id() -> String {
+    format!("p{:010x}", rand::random::<u64>() & 0xff_ffff_ffff)
 }
 
 #[cfg(test)]

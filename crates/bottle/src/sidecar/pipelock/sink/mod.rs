@@ -46,16 +46,14 @@ use crate::sidecar::agent_net::packet;
 use crate::sidecar::netlink;
 use crate::sidecar::privs::{self, PrivError};
 
-/// Set (to `1`) by the node: take the gateway address when started as root.
-pub const ENV: &str = "BOTTLE_PIPELOCK_GATEWAY";
+pub use bottle_contract::pipelock::GATEWAY_ENV as ENV;
 /// DNS messages longer than this are not read.
 const MAX_MESSAGE: usize = 4096;
 /// TCP queries served at once.
 const MAX_TCP: usize = 32;
 /// Time a TCP client has to send its query.
 const TCP_TIMEOUT: Duration = Duration::from_secs(5);
-/// The UDP port on the gateway address where agent-net reports attempts.
-pub const REPORT_PORT: u16 = 4790;
+pub use bottle_contract::pipelock::REPORT_PORT;
 
 /// The gateway address, held, with its DNS and report sockets bound (non-blocking).
 #[derive(Debug)]

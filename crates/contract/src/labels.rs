@@ -1,15 +1,20 @@
 //! The only place that knows label names and Docker object names.
 //!
 //! Every object `bottle` creates carries `bottle.managed=true`, its project, its running
-//! bottle, its node kind and its spec hash (DESIGN.md section 3). Ownership is decided
+//! bottle, its node kind and its spec hash (docs/design.md). Ownership is decided
 //! here and nowhere else: an object is ours to change only when [`is_ours`] says so.
 
-use crate::engine::Labels;
+use crate::Labels;
 
+/// `true` on every object bottle manages.
 pub const MANAGED: &str = "bottle.managed";
+/// The project (manifest) an object belongs to.
 pub const PROJECT: &str = "bottle.project";
+/// The running bottle (agent) an object belongs to.
 pub const BOTTLE: &str = "bottle.bottle";
+/// The node kind of an object (see [`crate::node::NodeKind`]).
 pub const NODE: &str = "bottle.node";
+/// The digest of the object's desired spec; a different one means recreate.
 pub const SPEC_HASH: &str = "bottle.spec-hash";
 /// Per-field digests, `field=digest,...`, so `diff` can name the field that changed.
 pub const SPEC_FIELDS: &str = "bottle.spec-fields";
@@ -22,8 +27,11 @@ pub const RUNTIME: &str = "bottle.runtime";
 /// On grant volumes (approved proposals, see [`crate::supervise`]): the proposal id,
 /// the approval time (unix seconds), and what was granted: a host or a Dockerfile.
 pub const GRANT_ID: &str = "bottle.grant.id";
+/// Approval time of a grant, unix seconds.
 pub const GRANT_AT: &str = "bottle.grant.at";
+/// The host a grant allows.
 pub const GRANT_HOST: &str = "bottle.grant.host";
+/// The Dockerfile a grant allows.
 pub const GRANT_DOCKERFILE: &str = "bottle.grant.dockerfile";
 
 /// Name prefix of every object.

@@ -14,33 +14,77 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Labels;
-use crate::labels;
+use crate::{Labels, labels};
 
 /// Where the state volume is mounted in the supervise container.
 pub const STATE_MOUNT: &str = "/state";
 /// Subdirectories of the state volume.
 pub const PROPOSALS_DIR: &str = "proposals";
+/// Subdirectory of the state volume holding the operator's decisions.
 pub const DECISIONS_DIR: &str = "decisions";
 
 /// Bounds on what an agent may propose: a reason, a Dockerfile, a host name.
 pub const MAX_REASON: usize = 2000;
+/// Bound on a proposed Dockerfile, bytes.
 pub const MAX_DOCKERFILE: usize = 64 * 1024;
+/// Bound on a proposed host name, bytes.
 pub const MAX_HOST: usize = 253;
 /// Proposals a bottle may have pending at once.
 pub const MAX_PENDING: usize = 64;
+
+/// Port it listens on, on net-internal.
+pub const PORT: u16 = 8765;
+
+/// Where the config volume is mounted, and the file in it.
+pub const CONFIG_MOUNT: &str = "/etc/bottle/supervise";
+/// The config file in the config volume.
+pub const CONFIG_FILE: &str = "supervise.json";
+/// The MCP endpoint's path.
+pub const MCP_PATH: &str = "/mcp";
+
+/// What the manifest allows the bottle, as the agent may see it (no credentials).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// The running bottle's name.
+    pub bottle: String,
+    /// The allowed hosts, manifest and granted.
+    pub allow: Vec<String>,
+    /// The routes, without credentials.
+    pub routes: Vec<RouteView>,
+}
+
+/// A route without its credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct RouteView {
+    /// The route's host.
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The route's path prefix.
+    pub path_prefix: Option<String>,
+    /// egress injects a credential on this route.
+    pub credentialed: bool,
+    /// CONNECT to this host is tunnelled untouched.
+    pub tls_passthrough: bool,
+}
 
 /// What an agent asks for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Ask {
     /// A host for the bottle's allowlist.
-    Host { host: String },
+    Host {
+        /// The host name or `*.suffix` pattern.
+        host: String,
+    },
     /// A new Dockerfile for the bottle's agent image.
-    Dockerfile { dockerfile: String },
+    Dockerfile {
+        /// The Dockerfile's text.
+        dockerfile: String,
+    },
 }
 
 impl Ask {
+    /// `host` or `dockerfile`.
     pub fn kind(&self) -> &'static str {
         match self {
             Ask::Host { .. } => "host",
@@ -64,10 +108,14 @@ impl Ask {
 /// A proposal as the sidecar stored it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
+    /// The proposal id: `p` and 10 hex digits.
     pub id: String,
+    /// The running bottle that asked.
     pub bottle: String,
     #[serde(flatten)]
+    /// What is asked for.
     pub ask: Ask,
+    /// Why, in the agent's words (bounded; printed with control characters replaced).
     pub reason: String,
     /// Unix seconds.
     pub created: u64,
@@ -77,12 +125,16 @@ pub struct Proposal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
+    /// The operator approved it: a grant exists.
     Approved,
+    /// The operator refused it.
     Denied,
+    /// An approval the operator took back.
     Revoked,
 }
 
 impl Verdict {
+    /// `approved`, `denied` or `revoked`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Approved => "approved",
@@ -95,9 +147,12 @@ impl Verdict {
 /// A decision as `bottle queue` stored it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
+    /// The proposal decided.
     pub id: String,
+    /// The decision.
     pub verdict: Verdict,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The operator's reason, when given.
     pub reason: Option<String>,
     /// Unix seconds.
     pub at: u64,
@@ -107,16 +162,22 @@ pub struct Decision {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProposalError {
     #[error("the reason is empty: say why the bottle needs this")]
+    /// The reason is empty.
     NoReason,
     #[error("the reason is longer than {MAX_REASON} bytes")]
+    /// The reason is longer than [`MAX_REASON`].
     LongReason,
     #[error("the Dockerfile is empty")]
+    /// The Dockerfile is empty.
     EmptyDockerfile,
     #[error("the Dockerfile is longer than {MAX_DOCKERFILE} bytes")]
+    /// The Dockerfile is longer than [`MAX_DOCKERFILE`].
     LongDockerfile,
     #[error("{0:?} is not a host name (letters, digits, '-', '.', optionally '*.' first)")]
+    /// The host is not a host name pattern.
     BadHost(String),
     #[error("{MAX_PENDING} proposals are already pending; wait for the operator")]
+    /// Too many proposals are pending.
     TooMany,
 }
 
@@ -168,17 +229,12 @@ pub fn normalize_host(host: &str) -> Result<String, ProposalError> {
     if ok { Ok(h) } else { Err(bad()) }
 }
 
-/// A new proposal id: `p` and 10 hex digits.
-pub fn new_id() -> String {
-    format!("p{:010x}", rand::random::<u64>() & 0xff_ffff_ffff)
-}
-
 /// Is `id` shaped like one of ours (so it is safe as a file and volume name)?
 pub fn valid_id(id: &str) -> bool {
     id.len() == 11 && id.starts_with('p') && id[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Unix seconds now.
+/// Unix seconds now: the time stamp proposals, decisions and grants carry.
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -189,8 +245,11 @@ pub fn now() -> u64 {
 /// An approved proposal as the reconciler sees it: read from a grant volume's labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grant {
+    /// The proposal id.
     pub id: String,
+    /// The running bottle it was granted to.
     pub bottle: String,
+    /// What was granted.
     pub ask: Ask,
     /// Unix seconds of the approval: the newest Dockerfile grant wins.
     pub at: u64,
@@ -239,6 +298,7 @@ impl Grant {
 /// The grants of a project, by bottle.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
+    /// The grants of each running bottle.
     pub by_bottle: BTreeMap<String, Vec<Grant>>,
 }
 
@@ -260,10 +320,12 @@ impl Grants {
         g
     }
 
+    /// No grants at all?
     pub fn is_empty(&self) -> bool {
         self.by_bottle.is_empty()
     }
 
+    /// The grants of `bottle` (none when it has none).
     pub fn of(&self, bottle: &str) -> &[Grant] {
         self.by_bottle.get(bottle).map(Vec::as_slice).unwrap_or(&[])
     }
@@ -330,7 +392,7 @@ mod tests {
     #[test]
     fn grants_round_trip_through_labels() {
         let g = Grant {
-            id: new_id(),
+            id: "p0123456789".into(),
             bottle: "dev".into(),
             ask: Ask::Dockerfile {
                 dockerfile: "FROM x\nRUN y\n".into(),
@@ -341,7 +403,7 @@ mod tests {
         l.extend(g.labels());
         assert_eq!(Grant::from_labels(&l), Some(g.clone()));
         let host = Grant {
-            id: new_id(),
+            id: "p0123456789".into(),
             ask: Ask::Host {
                 host: "a.example".into(),
             },
@@ -373,6 +435,6 @@ mod tests {
         let j = serde_json::to_string(&p).unwrap();
         assert!(j.contains("\"kind\":\"host\""), "{j}");
         assert_eq!(serde_json::from_str::<Proposal>(&j).unwrap(), p);
-        assert!(valid_id(&p.id) && !valid_id("p../../etc") && valid_id(&new_id()));
+        assert!(valid_id(&p.id) && !valid_id("p../../etc") && valid_id("p00000000ff"));
     }
 }

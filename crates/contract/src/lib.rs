@@ -1,0 +1,20 @@
+//! The contract between `bottle` on the host and its sidecars: everything both sides must
+//! agree on, in one place. Label keys and object names ([`labels`]), node kinds
+//! ([`node`]), where the CA is ([`ca`]), each sidecar's config file and ports
+//! ([`pipelock`], [`egress`], [`git_gate`], [`supervise`]), the supervise queue's records
+//! ([`supervise`]).
+//!
+//! Nothing here does I/O but [`supervise::now`], the time stamp the queue's records carry.
+
+#![warn(missing_docs)]
+
+pub mod ca;
+pub mod egress;
+pub mod git_gate;
+pub mod labels;
+pub mod node;
+pub mod pipelock;
+pub mod supervise;
+
+/// Labels of a Docker object (or a Kubernetes one): key to value, ordered.
+pub type Labels = std::collections::BTreeMap<String, String>;
