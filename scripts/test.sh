@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-export BOTTLE_SIDECAR_BINARY="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/bottle"
+scripts/build-static.sh --testkit >/dev/null
+release="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release"
+export BOTTLE_SIDECAR_BINARY="$release/bottle"
+export BOTTLE_TESTKIT_BINARY="$release/bottle-testkit"
 # Benchmarks are not tests: `cargo bench` runs them; clippy --all-targets compiles them.
 cargo test --locked --lib --bins --tests -- --include-ignored "$@"

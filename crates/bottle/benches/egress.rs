@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bottle::sidecar::egress::config::{AuthConfig, Config, RouteConfig, Scheme};
-use bottle::sidecar::egress::testkit::{self, Sender, TestPki};
+use bottle_sidecars::egress::config::{AuthConfig, Config, RouteConfig, Scheme};
+use bottle_sidecars::egress::testkit::{self, Sender, TestPki};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -98,8 +98,8 @@ fn start_egress(dir: &Path, upstream_ca: &Path) -> Proc {
     let ca = TestPki::new(&["unused.test"]);
     let ca_dir = dir.join("ca");
     std::fs::create_dir(&ca_dir).expect("ca dir");
-    write(&ca_dir.join(bottle::nodes::ca::CERT_FILE), &ca.ca_pem);
-    write(&ca_dir.join(bottle::nodes::ca::KEY_FILE), &ca.ca_key_pem);
+    write(&ca_dir.join(bottle_contract::ca::CERT_FILE), &ca.ca_pem);
+    write(&ca_dir.join(bottle_contract::ca::KEY_FILE), &ca.ca_key_pem);
     let token_file = dir.join("token");
     write(&token_file, TOKEN);
     let cfg = Config {

@@ -360,16 +360,15 @@ fn an_agent_cannot_reach_the_bridge_or_resolve_names() {
     );
     p.bottle(&["apply", "-f", m.to_str().expect("utf-8")])
         .expect(0);
-    // A listener on the default bridge: the sidecar image serving its health check.
+    // A listener on the default bridge: the test servers' plain listener.
     let target = format!("{}-bridge-target", p.name);
-    let image = inspect(&p.obj("x", "egress"), "{{.Config.Image}}");
+    let image = crate::util::testkit_image();
     docker(&[
         "run",
         "-d",
         "--name",
         &target,
         &image,
-        "sidecar",
         "health",
         "--listen",
         "0.0.0.0:8080",

@@ -254,8 +254,52 @@ pub fn ensure_image(tag: &str, dockerfile: &str) {
     ]);
 }
 
-/// Start an upstream for bottle `bottle` of `p`: a container of the sidecar image on the
-/// bottle's net-egress, answering as each of `aliases`. With `certs` (from
+/// The image of the test servers (`bottle-testkit`, built static by `scripts/test.sh`):
+/// `FROM scratch` with the binary as its entry point, tagged by the binary's digest and
+/// built once per engine.
+pub fn testkit_image() -> String {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        let bin = std::env::var_os("BOTTLE_TESTKIT_BINARY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                repo_root().join("target/x86_64-unknown-linux-gnu/release/bottle-testkit")
+            });
+        let bytes = std::fs::read(&bin).unwrap_or_else(|e| {
+            panic!(
+                "no static test server binary at {}: run the tests with scripts/test.sh ({e})",
+                bin.display()
+            )
+        });
+        use sha2::Digest as _;
+        use std::os::unix::fs::PermissionsExt;
+        let digest = hex::encode(sha2::Sha256::digest(&bytes));
+        let tag = format!("bottle-testkit:{}", &digest[..16]);
+        if docker_try(&["image", "inspect", "--format", "{{.Id}}", &tag])
+            .trim()
+            .is_empty()
+        {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("bottle-testkit"), &bytes).expect("copy binary");
+            std::fs::set_permissions(
+                dir.path().join("bottle-testkit"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .expect("chmod");
+            std::fs::write(
+                dir.path().join("Dockerfile"),
+                "FROM scratch\nCOPY bottle-testkit /bottle-testkit\nENTRYPOINT [\"/bottle-testkit\"]\n",
+            )
+            .expect("write Dockerfile");
+            docker(&["build", "-q", "-t", &tag, dir.path().to_str().expect("utf-8")]);
+        }
+        tag
+    })
+    .clone()
+}
+
+/// Start an upstream for bottle `bottle` of `p`: a container of the test servers' image
+/// ([`testkit_image`]) on the bottle's net-egress, answering as each of `aliases`. With `certs` (from
 /// [`upstream_certs`]) it is the TLS `fake-upstream` on 443, which echoes what it got;
 /// without, the plain-HTTP `health` server on 80. Removed on drop.
 pub fn start_upstream(
@@ -265,7 +309,6 @@ pub fn start_upstream(
     certs: Option<&Path>,
 ) -> Container {
     let upstream = Container(format!("{}-upstream", p.obj(bottle, "t")));
-    let image = inspect(&p.obj(bottle, "pipelock"), "{{.Config.Image}}");
     let mut run: Vec<String> = vec![
         "run".into(),
         "-d".into(),
@@ -298,7 +341,7 @@ pub fn start_upstream(
             "health"
         }
     };
-    run.extend([image, "sidecar".into(), kind.into()]);
+    run.extend([testkit_image(), kind.into()]);
     docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
     upstream
 }

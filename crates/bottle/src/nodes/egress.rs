@@ -17,7 +17,7 @@ use super::{BottleCtx, DesiredObject, NodeKind, ca};
 use crate::engine::{Mount, VolumeFile};
 use crate::hash::SpecHasher;
 use crate::model::{AuthScheme, RouteRole};
-use crate::sidecar::egress::config::{self, AuthConfig, Config, RouteConfig, Scheme};
+use bottle_contract::egress::{self as config, AuthConfig, Config, RouteConfig, Scheme};
 
 pub use bottle_contract::egress::PORT;
 /// The CA bundle the agent trusts: system roots plus the bottle CA (provisioned by the
@@ -88,7 +88,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
         allow: Vec::new(),
         allow_file: Some(
             std::path::Path::new(super::pipelock::POLICY_MOUNT)
-                .join(crate::sidecar::pipelock::config::FILE),
+                .join(bottle_contract::pipelock::FILE),
         ),
         routes,
         upstream_ca_file: upstream_ca

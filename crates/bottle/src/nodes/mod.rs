@@ -14,6 +14,7 @@ pub mod network;
 pub mod pipelock;
 pub mod sidecar;
 pub mod supervise;
+pub mod upstream_yaml;
 
 use std::fmt;
 

@@ -19,12 +19,13 @@
 //! sidecar user without capabilities, and nobody holds the gateway.
 
 use super::sidecar::{self, SidecarShape};
+use super::upstream_yaml;
 use super::{BottleCtx, DesiredObject, NodeKind, ObjectSpec, ca};
 use crate::engine::{Mount, VolumeFile};
 use crate::hash::SpecHasher;
 use crate::model::AuthScheme;
-use crate::sidecar::pipelock::config::{self, Config, DlpConfig, RouteHeader};
-use crate::sidecar::pipelock::{sink, upstream_yaml};
+use bottle_contract::pipelock::GATEWAY_ENV;
+use bottle_contract::pipelock::{self as config, Config, DlpConfig, RouteHeader};
 
 pub use bottle_contract::pipelock::PORT;
 
@@ -130,7 +131,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
         format!("{}/{}", config::MOUNT, config::FILE),
     )];
     if own {
-        env.push((sink::ENV.to_string(), "1".to_string()));
+        env.push((GATEWAY_ENV.to_string(), "1".to_string()));
     }
     let mut container = sidecar::object(
         ctx,
@@ -307,7 +308,7 @@ mod tests {
         };
         assert_eq!(spec.user, "0:0");
         assert_eq!(spec.cap_add, GATEWAY_CAPS);
-        assert!(spec.env.iter().any(|e| e == &format!("{}=1", sink::ENV)));
+        assert!(spec.env.iter().any(|e| e == &format!("{}=1", GATEWAY_ENV)));
         assert_eq!(
             spec.sysctls.get(sidecar::IP_FORWARD).map(String::as_str),
             Some("0")
@@ -324,7 +325,7 @@ mod tests {
             spec.cap_add.is_empty(),
             "a foreign image gets no capability"
         );
-        assert!(!spec.env.iter().any(|e| e.starts_with(sink::ENV)));
+        assert!(!spec.env.iter().any(|e| e.starts_with(GATEWAY_ENV)));
         assert_eq!(
             spec.sysctls.get(sidecar::IP_FORWARD).map(String::as_str),
             Some("0")

@@ -15,8 +15,8 @@ use crate::engine::{Mount, VolumeFile, VolumeSpec};
 use crate::hash::{DigestKey, SpecHasher};
 use crate::labels;
 use crate::model::BottlePolicy;
-use crate::sidecar::supervise::{CONFIG_FILE, CONFIG_MOUNT, Config, RouteView};
 use crate::supervise::{Grant, STATE_MOUNT};
+use bottle_contract::supervise::{CONFIG_FILE, CONFIG_MOUNT, Config, RouteView};
 
 pub use bottle_contract::supervise::PORT;
 
@@ -25,7 +25,7 @@ pub fn mcp_url() -> String {
     format!(
         "http://{}:{PORT}{}",
         NodeKind::Supervise.as_str(),
-        crate::sidecar::supervise::MCP_PATH
+        bottle_contract::supervise::MCP_PATH
     )
 }
 

@@ -1,0 +1,93 @@
+//! The hidden `bottle sidecar <kind>` servers that run inside the sidecar image.
+//!
+//! One module per kind: [`pipelock`] (the firewall), [`egress`] (the credential-injecting
+//! proxy), [`git_gate`], [`supervise`], and [`agent_net`] (holds the agent's network
+//! namespace). Shared pieces: [`certs`], [`reload`] (live config files), and for the
+//! two that set up their network namespace as root, [`netlink`] and [`privs`].
+//! Test doubles (a TLS test PKI and upstream, a map resolver, an in-memory audit sink)
+//! exist only with the `test-util` feature; the end-to-end tests' servers are the
+//! `bottle-testkit` binary, never this crate's shipped kinds.
+//! Sidecars never reach into `cli/`.
+
+pub mod agent_net;
+pub mod certs;
+pub mod egress;
+pub mod git_gate;
+pub mod netlink;
+pub mod pipelock;
+pub mod privs;
+pub mod reload;
+pub mod supervise;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Kind {
+    Pipelock,
+    Egress,
+    GitGate,
+    Supervise,
+    /// Holds the agent's network namespace (see [`agent_net`]).
+    AgentNet,
+    /// The git-gate's `pre-receive` hook, run by `git receive-pack` inside the gate.
+    #[value(hide = true)]
+    GitGateHook,
+}
+
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    pub kind: Kind,
+    /// Address to listen on.
+    #[arg(long, env = "BOTTLE_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: String,
+    /// pipelock's gateway sink, set up by [`prepare`] before the runtime starts.
+    #[arg(skip)]
+    pub gateway: Option<pipelock::sink::Gateway>,
+    /// agent-net's trap, set up by [`prepare`] before the runtime starts.
+    #[arg(skip)]
+    pub trap: Option<agent_net::Trap>,
+}
+
+/// A sidecar that must not start: its privileged set-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("pipelock: {0}")]
+    Pipelock(#[from] privs::PrivError),
+    #[error("agent-net: {0}")]
+    AgentNet(#[from] agent_net::TrapError),
+}
+
+/// What a sidecar must do before the async runtime (and its threads) exist, as root:
+/// pipelock takes net-internal's gateway (see [`pipelock::sink`]), agent-net sets up
+/// the agent's network (see [`agent_net`]); both then drop root. An error means the
+/// sidecar must not start.
+pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
+    match args.kind {
+        Kind::Pipelock => args.gateway = pipelock::sink::prepare()?,
+        Kind::AgentNet => args.trap = Some(agent_net::prepare()?),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Run the sidecar until killed.
+pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
+    match args.kind {
+        Kind::Egress => Ok(egress::run(&args.listen).await?),
+        Kind::Pipelock => Ok(pipelock::run(&args.listen, args.gateway).await?),
+        Kind::GitGate => git_gate::serve(&args.listen).await,
+        Kind::Supervise => supervise::run(&args.listen).await,
+        Kind::AgentNet => {
+            let trap = args
+                .trap
+                .ok_or_else(|| anyhow::anyhow!("agent-net was not prepared"))?;
+            tokio::task::spawn_blocking(move || trap.run()).await??;
+            anyhow::bail!("agent-net: the TUN device closed");
+        }
+        Kind::GitGateHook => {
+            // Its output goes to the pushing agent: the exit status is the verdict.
+            let code = tokio::task::spawn_blocking(git_gate::hook::run).await?;
+            std::process::exit(code);
+        }
+    }
+}

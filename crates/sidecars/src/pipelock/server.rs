@@ -1,0 +1,1138 @@
+//! The forward proxy: CONNECT tunnels and absolute-form plain-HTTP requests, on hyper 1.
+//!
+//! Every request is decided before anything leaves: the host against the allowlist,
+//! then the URL and headers against the DLP rules, then the name is resolved once and
+//! every address vetted by the SSRF guard, and the connection goes to the vetted
+//! address. A body streams through the secret scanner and is released upstream only up
+//! to the scanner's safe offset, so a secret split across chunks never reaches the
+//! upstream: the upload is cut and the client gets a 403.
+//!
+//! With a CA ([`Intercept`]), a CONNECT is intercepted: pipelock reads the client's TLS
+//! ClientHello, refuses a server name (SNI) that is not the CONNECT host, opens verified
+//! TLS to the upstream offering the client's ALPN protocols, then completes the client's
+//! handshake with a leaf minted from the bottle CA for the protocol the upstream chose,
+//! and relays request by request (HTTP/1.1 or HTTP/2), each one checked like plain HTTP
+//! plus: its Host (or `:authority`) must be the CONNECT host. `tls_passthrough` hosts,
+//! and every CONNECT when pipelock has no CA, are tunnelled byte for byte.
+//!
+//! What a config file decides ([`Live`]) is swapped whole on reload; a request uses the
+//! snapshot it started with.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use http_body_util::channel::Channel;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as _, Bytes, Incoming};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
+
+use super::audit::{Audit, Event};
+use super::config::{Config, ConfigError, RouteHeader};
+use super::policy::{Host, Policy, Verdict, normalize};
+use super::ssrf::{Resolve, SsrfError, vet, vet_ip};
+use crate::certs::Authority;
+use bottle_secretscan::{Finding, RuleSet, StreamScanner};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// HTTP/2 flow control inside interception: hyper's defaults (1 MiB windows, 16 KiB
+/// frames) cap a streamed upload through two h2 hops far below the scanner's speed.
+const H2_STREAM_WINDOW: u32 = 8 << 20;
+const H2_CONN_WINDOW: u32 = 16 << 20;
+const H2_MAX_FRAME: u32 = 256 << 10;
+
+/// Body type of every response pipelock gives.
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// The upload was cut because it carried a secret.
+#[derive(Debug, thiserror::Error)]
+#[error("request body blocked by DLP rule {0}")]
+pub struct DlpBlocked(String);
+
+/// What the config file decides: swapped whole when the file changes.
+pub struct Live {
+    pub policy: Policy,
+    /// DLP rules; None when DLP is off.
+    pub rules: Option<Arc<RuleSet>>,
+    /// Normalized hosts whose CONNECT is never intercepted.
+    passthrough: Vec<String>,
+    /// egress's routes (normalized host), for the DLP exemption of the injected header.
+    routes: Vec<RouteHeader>,
+}
+
+impl Live {
+    pub fn from_config(cfg: &Config) -> Result<Live, ConfigError> {
+        let rules = if cfg.dlp.enabled {
+            if let Some(e) = &cfg.dlp.rules_error {
+                return Err(ConfigError::RulesUnavailable(e.clone()));
+            }
+            Some(Arc::new(match &cfg.dlp.rules_toml {
+                Some(t) => RuleSet::from_toml(t)?,
+                None => RuleSet::builtin(),
+            }))
+        } else {
+            None
+        };
+        let name = |raw: &String| match normalize(raw) {
+            Ok(h) => Ok(h.to_string()),
+            Err(e) => Err(ConfigError::Host(raw.clone(), e)),
+        };
+        let passthrough = cfg.passthrough.iter().map(name).collect::<Result<_, _>>()?;
+        let routes = cfg
+            .route_headers
+            .iter()
+            .map(|r| {
+                Ok(RouteHeader {
+                    host: name(&r.host)?,
+                    path_prefix: r.path_prefix.clone(),
+                    header: r.header.as_ref().map(|h| h.to_ascii_lowercase()),
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Live {
+            policy: Policy::from_config(cfg)?,
+            rules,
+            passthrough,
+            routes,
+        })
+    }
+
+    fn is_passthrough(&self, host: &Host) -> bool {
+        let h = host.to_string();
+        self.passthrough.contains(&h)
+    }
+
+    /// The header egress injects on the route a request to `host` + `path` takes, the
+    /// way egress picks it (the longest matching path prefix): exempt from DLP there.
+    pub fn injected_header(&self, host: &Host, path: &str) -> Option<&str> {
+        let h = host.to_string();
+        self.routes
+            .iter()
+            .filter(|r| r.host == h)
+            .filter(|r| {
+                r.path_prefix
+                    .as_deref()
+                    .is_none_or(|p| under_prefix(p, path))
+            })
+            .max_by_key(|r| r.path_prefix.as_deref().map_or(0, str::len))
+            .and_then(|r| r.header.as_deref())
+    }
+}
+
+/// Does `path` lie under `prefix` (`/v1` holds `/v1`, `/v1/x`, `/v1?q`, not `/v10`)?
+fn under_prefix(prefix: &str, path: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    path.strip_prefix(p)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
+}
+
+/// TLS interception: the bottle CA's leaves towards the client, verified TLS upstream.
+pub struct Intercept {
+    pub authority: Authority,
+    /// Roots for upstreams (webpki plus `egress.upstream_ca`); ALPN is set per
+    /// connection to what the client offered.
+    pub client: Arc<ClientConfig>,
+}
+
+/// The proxy: what the config decides, resolver, audit sink, optional interception.
+pub struct Proxy {
+    live: RwLock<Arc<Live>>,
+    pub resolver: Arc<dyn Resolve>,
+    pub audit: Arc<dyn Audit>,
+    pub connect_timeout: Duration,
+    pub tls: Option<Intercept>,
+}
+
+impl Proxy {
+    pub fn from_config(
+        cfg: &Config,
+        resolver: Arc<dyn Resolve>,
+        audit: Arc<dyn Audit>,
+    ) -> Result<Proxy, ConfigError> {
+        Ok(Proxy {
+            live: RwLock::new(Arc::new(Live::from_config(cfg)?)),
+            resolver,
+            audit,
+            connect_timeout: Duration::from_secs(10),
+            tls: None,
+        })
+    }
+
+    /// Intercept CONNECTs with `tls`.
+    pub fn with_tls(mut self, tls: Intercept) -> Proxy {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The current snapshot of the configuration.
+    pub fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Swap in a new configuration; connections in flight keep their snapshot per
+    /// request. An invalid configuration leaves the current one in force.
+    pub fn reload(&self, cfg: &Config) -> Result<(), ConfigError> {
+        let next = Arc::new(Live::from_config(cfg)?);
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = next;
+        Ok(())
+    }
+}
+
+/// Accept connections until the listener fails.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>) -> std::io::Result<()> {
+    loop {
+        let (sock, _) = listener.accept().await?;
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req).await) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(sock), svc)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn empty() -> Body {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+/// Headers that belong to one hop and are never forwarded.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+}
+
+impl Proxy {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        if req.method() == Method::CONNECT {
+            self.connect(req).await
+        } else if req.uri().authority().is_some() {
+            self.forward(req).await
+        } else if req.uri().path() == "/healthz" {
+            text(StatusCode::OK, "ok pipelock\n".into())
+        } else {
+            text(
+                StatusCode::BAD_REQUEST,
+                "pipelock is a forward proxy: send CONNECT or absolute-form http:// requests\n"
+                    .into(),
+            )
+        }
+    }
+
+    fn refuse(
+        &self,
+        mut ev: Event,
+        reason: &'static str,
+        status: StatusCode,
+        msg: String,
+    ) -> Response<Body> {
+        ev.decision = "deny";
+        ev.reason = reason;
+        self.audit.record(ev);
+        text(status, msg)
+    }
+
+    /// Parse and decide the target; on refusal, the response to give.
+    fn decide(
+        &self,
+        live: &Live,
+        ev: &mut Event,
+        auth: Option<&http::uri::Authority>,
+        default_port: Option<u16>,
+    ) -> Result<(Host, u16), Box<Response<Body>>> {
+        let Some(auth) = auth else {
+            return Err(Box::new(self.refuse(
+                ev.clone(),
+                "bad-request",
+                StatusCode::BAD_REQUEST,
+                "pipelock: the request names no host\n".into(),
+            )));
+        };
+        ev.host = auth.host().to_string();
+        let Some(port) = auth.port_u16().or(default_port) else {
+            return Err(Box::new(self.refuse(
+                ev.clone(),
+                "bad-request",
+                StatusCode::BAD_REQUEST,
+                format!("pipelock: CONNECT {} names no port\n", auth),
+            )));
+        };
+        ev.port = port;
+        let host = match normalize(auth.host()) {
+            Ok(h) => h,
+            Err(e) => {
+                ev.detail = Some(e.to_string());
+                return Err(Box::new(self.refuse(
+                    ev.clone(),
+                    "bad-host",
+                    StatusCode::FORBIDDEN,
+                    format!("pipelock: host {:?} refused: {e}\n", auth.host()),
+                )));
+            }
+        };
+        ev.host = host.to_string();
+        self.allowed(live, ev, &host)?;
+        Ok((host, port))
+    }
+
+    /// The allowlist's verdict on `host`, as a refusal when it is not allowed.
+    fn allowed(&self, live: &Live, ev: &Event, host: &Host) -> Result<(), Box<Response<Body>>> {
+        match live.policy.check(host) {
+            Verdict::Allow => Ok(()),
+            Verdict::NotAllowed => Err(Box::new(self.refuse(
+                ev.clone(),
+                "not-allowlisted",
+                StatusCode::FORBIDDEN,
+                format!(
+                    "pipelock: {host} is not on this bottle's egress allowlist, so the request was blocked.\n\
+                     To ask for access, propose it with the supervise tool `egress-block` \
+                     (host: {host}, and why it is needed); the operator approves or denies it.\n"
+                ),
+            ))),
+            Verdict::IpLiteral => Err(Box::new(self.refuse(
+                ev.clone(),
+                "ip-literal",
+                StatusCode::FORBIDDEN,
+                format!(
+                    "pipelock: {host} is an IP address; only allowlisted host names are reachable.\n\
+                     To ask for access, propose it with the supervise tool `egress-block` (host: {host}).\n"
+                ),
+            ))),
+        }
+    }
+
+    /// Resolve, vet, connect to the vetted address.
+    async fn open(
+        &self,
+        live: &Live,
+        ev: &mut Event,
+        host: &Host,
+        port: u16,
+    ) -> Result<TcpStream, Box<Response<Body>>> {
+        let vetted = match host {
+            Host::Ip(ip) => vet_ip(&live.policy, &host.to_string(), *ip).map(|()| *ip),
+            Host::Name(n) => vet(&*self.resolver, &live.policy, n).await,
+        };
+        let ip: IpAddr = match vetted {
+            Ok(ip) => ip,
+            Err(e @ SsrfError::Internal { .. }) => {
+                ev.detail = Some(e.to_string());
+                return Err(Box::new(self.refuse(
+                    ev.clone(),
+                    "ssrf",
+                    StatusCode::FORBIDDEN,
+                    format!("pipelock: refused: {e}; internal addresses are never reached.\n"),
+                )));
+            }
+            Err(e) => {
+                ev.detail = Some(e.to_string());
+                return Err(Box::new(self.refuse(
+                    ev.clone(),
+                    "resolve",
+                    StatusCode::BAD_GATEWAY,
+                    format!("pipelock: {e}\n"),
+                )));
+            }
+        };
+        ev.ip = Some(ip.to_string());
+        match tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect(SocketAddr::new(ip, port)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+            Ok(Err(e)) => {
+                ev.detail = Some(e.to_string());
+                Err(Box::new(self.refuse(
+                    ev.clone(),
+                    "connect",
+                    StatusCode::BAD_GATEWAY,
+                    format!("pipelock: connecting to {}:{port}: {e}\n", ev.host),
+                )))
+            }
+            Err(_) => Err(Box::new(self.refuse(
+                ev.clone(),
+                "connect",
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("pipelock: connecting to {}:{port} timed out\n", ev.host),
+            ))),
+        }
+    }
+
+    async fn connect(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let live = self.live();
+        let mut ev = Event {
+            method: "CONNECT".into(),
+            ..Default::default()
+        };
+        let (host, port) = match self.decide(&live, &mut ev, req.uri().authority(), None) {
+            Ok(t) => t,
+            Err(r) => return *r,
+        };
+        let intercept = self.tls.is_some() && !live.is_passthrough(&host);
+        ev.tls = Some(if intercept { "intercept" } else { "tunnel" });
+        let mut upstream = match self.open(&live, &mut ev, &host, port).await {
+            Ok(s) => s,
+            Err(r) => return *r,
+        };
+        ev.decision = "allow";
+        ev.reason = "allowlist";
+        self.audit.record(ev.clone());
+        tokio::spawn(async move {
+            ev.decision = "close";
+            ev.reason = "done";
+            match hyper::upgrade::on(req).await {
+                Ok(up) if intercept => {
+                    self.clone()
+                        .intercept(TokioIo::new(up), upstream, host, port, &mut ev)
+                        .await
+                }
+                Ok(up) => {
+                    let mut client = TokioIo::new(up);
+                    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                        Ok((up_bytes, down_bytes)) => {
+                            ev.bytes_up = Some(up_bytes);
+                            ev.bytes_down = Some(down_bytes);
+                        }
+                        Err(e) => ev.detail = Some(e.to_string()),
+                    }
+                }
+                Err(e) => ev.detail = Some(format!("upgrade failed: {e}")),
+            }
+            if ev.decision == "close" {
+                self.audit.record(ev);
+            }
+        });
+        Response::new(empty())
+    }
+
+    /// Terminate the client's TLS inside an allowed CONNECT and relay its requests over
+    /// verified TLS to the vetted upstream. A refusal at this level is recorded here
+    /// (and `ev.decision` set to `deny`); the caller records the `close` otherwise.
+    async fn intercept(
+        self: Arc<Self>,
+        client: TokioIo<hyper::upgrade::Upgraded>,
+        upstream: TcpStream,
+        host: Host,
+        port: u16,
+        ev: &mut Event,
+    ) {
+        let Some(tls) = &self.tls else { return };
+        // TLS or not: a TLS record starts with 0x16 (handshake). Plain HTTP inside a
+        // tunnel (egress sends `http://` that way) gets the same checks.
+        let mut client = client;
+        let mut first = [0u8; 1];
+        match tokio::time::timeout(self.connect_timeout, client.read(&mut first)).await {
+            Ok(Ok(1)) => {}
+            Ok(Ok(_)) => return,
+            Ok(Err(e)) => {
+                ev.detail = Some(e.to_string());
+                return;
+            }
+            Err(_) => {
+                ev.detail = Some("the client sent nothing".into());
+                return;
+            }
+        }
+        let client = Prefixed::new(first[0], client);
+        if first[0] != 0x16 {
+            return self.plain_in_tunnel(client, upstream, host, port, ev).await;
+        }
+        let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client).await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                ev.detail = Some(format!("client TLS: {e}"));
+                return;
+            }
+        };
+        let hello = start.client_hello();
+        let sni = hello.server_name().map(str::to_string);
+        // HTTP/1.1 whenever the client speaks it: a streamed body through h2 on both
+        // sides of pipelock is several times slower (flow control on two hops; see
+        // BENCHMARKS.md), and a client's concurrency becomes parallel connections. A
+        // client that offers only h2 gets h2.
+        let protos: Vec<&[u8]> = hello
+            .alpn()
+            .map(|ps| ps.filter(|p| *p == b"h2" || *p == b"http/1.1").collect())
+            .unwrap_or_default();
+        let offered: Vec<Vec<u8>> = if protos.contains(&&b"http/1.1"[..]) {
+            vec![b"http/1.1".to_vec()]
+        } else {
+            protos.into_iter().map(<[u8]>::to_vec).collect()
+        };
+        // The TLS server name must be the CONNECT host (an IP literal has none).
+        let sni_ok = match (&host, sni.as_deref().map(normalize)) {
+            (Host::Ip(_), None) => true,
+            (_, Some(Ok(named))) => named == host,
+            _ => false,
+        };
+        if !sni_ok {
+            ev.detail = Some(format!(
+                "TLS server name {} is not the CONNECT host {host}",
+                sni.as_deref().unwrap_or("(none)")
+            ));
+            self.refuse(
+                ev.clone(),
+                "sni-mismatch",
+                StatusCode::FORBIDDEN,
+                String::new(),
+            );
+            ev.decision = "deny";
+            return;
+        }
+        let name = match &host {
+            Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
+            Host::Name(n) => match ServerName::try_from(n.clone()) {
+                Ok(n) => n,
+                Err(_) => return,
+            },
+        };
+        let mut cfg = (*tls.client).clone();
+        cfg.alpn_protocols = offered;
+        let connecting = TlsConnector::from(Arc::new(cfg)).connect(name, upstream);
+        let up = match tokio::time::timeout(self.connect_timeout, connecting).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                ev.detail = Some(format!("upstream TLS: {e}"));
+                self.refuse(
+                    ev.clone(),
+                    "upstream-tls",
+                    StatusCode::BAD_GATEWAY,
+                    String::new(),
+                );
+                ev.decision = "deny";
+                return;
+            }
+            Err(_) => {
+                ev.detail = Some("upstream TLS handshake timed out".into());
+                self.refuse(
+                    ev.clone(),
+                    "upstream-tls",
+                    StatusCode::GATEWAY_TIMEOUT,
+                    String::new(),
+                );
+                ev.decision = "deny";
+                return;
+            }
+        };
+        let alpn = up.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let server_cfg = match tls
+            .authority
+            .server_config_alpn(&host.to_string(), alpn.as_deref())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                ev.detail = Some(e.to_string());
+                return;
+            }
+        };
+        let client = match start.into_stream(server_cfg).await {
+            Ok(c) => TokioIo::new(c),
+            Err(e) => {
+                ev.detail = Some(format!("client TLS: {e}"));
+                return;
+            }
+        };
+        let up = TokioIo::new(up);
+        let this = self.clone();
+        let result = if alpn.as_deref() == Some(b"h2") {
+            let (sender, conn) =
+                match hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .initial_stream_window_size(H2_STREAM_WINDOW)
+                    .initial_connection_window_size(H2_CONN_WINDOW)
+                    .max_frame_size(H2_MAX_FRAME)
+                    .handshake(up)
+                    .await
+                {
+                    Ok(x) => x,
+                    Err(e) => {
+                        ev.detail = Some(format!("upstream HTTP/2: {e}"));
+                        return;
+                    }
+                };
+            tokio::spawn(conn);
+            let svc = service_fn(move |req| {
+                let this = this.clone();
+                let host = host.clone();
+                let sender = Upstream::H2(sender.clone());
+                async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, "https").await) }
+            });
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .initial_stream_window_size(H2_STREAM_WINDOW)
+                .initial_connection_window_size(H2_CONN_WINDOW)
+                .max_frame_size(H2_MAX_FRAME)
+                .serve_connection(client, svc)
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            this.relay_h1(client, up, host, port, "https").await
+        };
+        if let Err(e) = result {
+            ev.detail = Some(e);
+        }
+    }
+
+    /// Relay HTTP/1.1 from `client` over one `upstream` connection, request by request,
+    /// each checked by [`Self::inner`]; the error says which side failed.
+    async fn relay_h1<C, U>(
+        self: Arc<Self>,
+        client: C,
+        upstream: U,
+        host: Host,
+        port: u16,
+        scheme: &'static str,
+    ) -> Result<(), String>
+    where
+        C: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+        U: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(upstream)
+            .await
+            .map_err(|e| format!("upstream HTTP/1.1: {e}"))?;
+        tokio::spawn(conn.with_upgrades());
+        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let svc = service_fn(move |req| {
+            let this = self.clone();
+            let host = host.clone();
+            let sender = Upstream::H1(sender.clone());
+            async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, scheme).await) }
+        });
+        http1::Builder::new()
+            .serve_connection(client, svc)
+            .with_upgrades()
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Plain HTTP/1.1 inside a CONNECT tunnel: relayed request by request to the vetted
+    /// upstream connection, each checked like intercepted HTTPS.
+    async fn plain_in_tunnel(
+        self: Arc<Self>,
+        client: Prefixed<TokioIo<hyper::upgrade::Upgraded>>,
+        upstream: TcpStream,
+        host: Host,
+        port: u16,
+        ev: &mut Event,
+    ) {
+        if let Err(e) = self
+            .relay_h1(
+                TokioIo::new(client),
+                TokioIo::new(upstream),
+                host,
+                port,
+                "http",
+            )
+            .await
+        {
+            ev.detail = Some(e);
+        }
+    }
+
+    /// One request inside an intercepted tunnel to `host:port`.
+    async fn inner(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        host: Host,
+        port: u16,
+        sender: Upstream,
+        scheme: &'static str,
+    ) -> Response<Body> {
+        let live = self.live();
+        let mut ev = Event {
+            method: req.method().to_string(),
+            host: host.to_string(),
+            port,
+            tls: Some(if scheme == "https" {
+                "intercept"
+            } else {
+                "plain"
+            }),
+            ..Default::default()
+        };
+        // No domain fronting: Host (HTTP/1.1) or :authority (HTTP/2) names the CONNECT
+        // host (and port, when it gives one).
+        let named = match req.uri().authority() {
+            Some(a) => Some(a.as_str().to_string()),
+            None => req
+                .headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
+        if !names_target(named.as_deref(), &host, port) {
+            ev.detail = Some(format!(
+                "Host {} is not the CONNECT host {host}",
+                named.as_deref().unwrap_or("(none)")
+            ));
+            return self.refuse(
+                ev,
+                "host-mismatch",
+                StatusCode::FORBIDDEN,
+                format!(
+                    "pipelock: this connection was opened for {host}; a request for another \
+                     host ({}) is refused.\n",
+                    named.as_deref().unwrap_or("none")
+                ),
+            );
+        }
+        // The allowlist may have changed since the CONNECT.
+        if let Err(r) = self.allowed(&live, &ev, &host) {
+            return *r;
+        }
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let authority = if port == default_port {
+            host.to_string()
+        } else {
+            format!("{host}:{port}")
+        };
+        let url = format!("{scheme}://{authority}{path}");
+        let exempt = live.injected_header(&host, req.uri().path());
+        if let Some(rules) = &live.rules
+            && let Some(f) =
+                most_specific(rules.scan(&url_and_headers(&url, req.headers(), exempt)))
+        {
+            return self.dlp_refusal(ev, &f, "url-headers");
+        }
+        let upgrade =
+            req.version() < http::Version::HTTP_2 && req.headers().contains_key(header::UPGRADE);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(u) = upgrade_to.filter(|_| upgrade) {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, u);
+        }
+        let uri = match &sender {
+            Upstream::H1(_) => path.parse(),
+            Upstream::H2(_) => url.parse(),
+        };
+        let Ok(uri) = uri else {
+            return self.refuse(
+                ev,
+                "bad-request",
+                StatusCode::BAD_REQUEST,
+                "pipelock: bad path\n".into(),
+            );
+        };
+        match &sender {
+            Upstream::H1(_) => {
+                if let Ok(v) = HeaderValue::from_str(&authority) {
+                    parts.headers.insert(header::HOST, v);
+                }
+            }
+            Upstream::H2(_) => {
+                parts.headers.remove(header::HOST);
+            }
+        }
+        let (body, verdict) = self.scan_body(&live, body);
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = uri;
+        *up.headers_mut() = parts.headers;
+        if let Upstream::H2(_) = &sender {
+            *up.version_mut() = http::Version::HTTP_2;
+        }
+        let send = async move {
+            match sender {
+                Upstream::H1(s) => {
+                    let mut s = s.lock().await;
+                    s.ready().await?;
+                    s.send_request(up).await
+                }
+                Upstream::H2(mut s) => s.send_request(up).await,
+            }
+        };
+        let mut resp = self.exchange(ev, &host, send, verdict).await;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+            && let Some(client_upgrade) = client_upgrade
+        {
+            // The upstream's side of the upgrade travels in the response's extensions.
+            let up_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(a), Ok(b)) = tokio::join!(client_upgrade, up_upgrade) {
+                    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                }
+            });
+        }
+        resp
+    }
+
+    /// The body to send upstream: streamed through the scanner when DLP is on.
+    fn scan_body(&self, live: &Live, body: Incoming) -> (Body, Option<oneshot::Receiver<Finding>>) {
+        match &live.rules {
+            _ if body.is_end_stream() => (empty(), None),
+            Some(rules) => {
+                let (b, v) = scanned_body(body, rules.clone());
+                (b, Some(v))
+            }
+            None => (body.map_err(|e| Box::new(e) as BoxError).boxed(), None),
+        }
+    }
+
+    /// Send upstream while watching the DLP verdict on the body; the response to give.
+    async fn exchange(
+        &self,
+        mut ev: Event,
+        host: &Host,
+        send: impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>>,
+        mut verdict: Option<oneshot::Receiver<Finding>>,
+    ) -> Response<Body> {
+        let mut response = std::pin::pin!(send);
+        let outcome = loop {
+            tokio::select! {
+                v = async { verdict.as_mut().expect("guarded").await }, if verdict.is_some() => {
+                    match v {
+                        Ok(f) => break Err(f),
+                        Err(_) => verdict = None,
+                    }
+                }
+                r = &mut response => break Ok(r),
+            }
+        };
+        // The upstream connection is cut mid-body: the client's goes too (HTTP/1.1).
+        let cut = |mut r: Response<Body>| {
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        };
+        match outcome {
+            Err(f) => cut(self.dlp_refusal(ev, &f, "body")),
+            Ok(Err(e)) => {
+                if let Some(f) = verdict.as_mut().and_then(|v| v.try_recv().ok()) {
+                    return cut(self.dlp_refusal(ev, &f, "body"));
+                }
+                ev.detail = Some(e.to_string());
+                self.refuse(
+                    ev,
+                    "upstream",
+                    StatusCode::BAD_GATEWAY,
+                    format!("pipelock: upstream {host}: {e}\n"),
+                )
+            }
+            Ok(Ok(resp)) => {
+                ev.decision = "allow";
+                ev.reason = "allowlist";
+                ev.detail = Some(format!("status {}", resp.status().as_u16()));
+                self.audit.record(ev);
+                let (mut parts, body) = resp.into_parts();
+                if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(&mut parts.headers);
+                }
+                Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
+            }
+        }
+    }
+
+    async fn forward(self: Arc<Self>, req: Request<Incoming>) -> Response<Body> {
+        let live = self.live();
+        let mut ev = Event {
+            method: req.method().to_string(),
+            ..Default::default()
+        };
+        if req.uri().scheme_str() != Some("http") {
+            ev.host = req.uri().host().unwrap_or_default().to_string();
+            return self.refuse(
+                ev,
+                "bad-request",
+                StatusCode::BAD_REQUEST,
+                "pipelock: only http:// URLs are proxied in absolute form; use CONNECT for https\n"
+                    .into(),
+            );
+        }
+        let (host, port) = match self.decide(&live, &mut ev, req.uri().authority(), Some(80)) {
+            Ok(t) => t,
+            Err(r) => return *r,
+        };
+        if let Some(rules) = &live.rules
+            && let Some(f) = most_specific(rules.scan(&url_and_headers(
+                &req.uri().to_string(),
+                req.headers(),
+                None,
+            )))
+        {
+            return self.dlp_refusal(ev, &f, "url-headers");
+        }
+        let stream = match self.open(&live, &mut ev, &host, port).await {
+            Ok(s) => s,
+            Err(r) => return *r,
+        };
+        let (mut parts, body) = req.into_parts();
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        strip_hop_by_hop(&mut parts.headers);
+        if !parts.headers.contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(&authority)
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+        let (body, verdict) = self.scan_body(&live, body);
+        let mut up = Request::new(body);
+        *up.method_mut() = parts.method;
+        *up.uri_mut() = match path.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                return self.refuse(
+                    ev,
+                    "bad-request",
+                    StatusCode::BAD_REQUEST,
+                    "pipelock: bad path\n".into(),
+                );
+            }
+        };
+        *up.headers_mut() = parts.headers;
+        let (mut sender, conn) =
+            match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                Ok(x) => x,
+                Err(e) => {
+                    ev.detail = Some(e.to_string());
+                    return self.refuse(
+                        ev,
+                        "connect",
+                        StatusCode::BAD_GATEWAY,
+                        format!("pipelock: upstream {host}: {e}\n"),
+                    );
+                }
+            };
+        tokio::spawn(conn);
+        self.exchange(ev, &host, sender.send_request(up), verdict)
+            .await
+    }
+
+    fn dlp_refusal(&self, mut ev: Event, f: &Finding, part: &'static str) -> Response<Body> {
+        ev.rule = Some(f.rule_id.clone());
+        ev.offset = Some(f.offset);
+        ev.part = Some(part);
+        let host = ev.host.clone();
+        self.refuse(
+            ev,
+            "dlp",
+            StatusCode::FORBIDDEN,
+            format!(
+                "pipelock: request to {host} blocked: its {part} carries what looks like a secret \
+                 (DLP rule {}). The secret was not sent.\n",
+                f.rule_id
+            ),
+        )
+    }
+}
+
+/// Of several findings, the first of a specific rule over a generic one.
+fn most_specific(findings: Vec<Finding>) -> Option<Finding> {
+    findings
+        .into_iter()
+        .min_by_key(|f| (f.rule_id.starts_with("generic"), f.offset))
+}
+
+/// A stream whose first byte was already read (to tell TLS from plain HTTP).
+struct Prefixed<IO> {
+    first: Option<u8>,
+    inner: IO,
+}
+
+impl<IO> Prefixed<IO> {
+    fn new(first: u8, inner: IO) -> Self {
+        Prefixed {
+            first: Some(first),
+            inner,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(b) = self.first.take() {
+            buf.put_slice(&[b]);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The upstream connection of an intercepted tunnel.
+enum Upstream {
+    H1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Body>>>),
+    H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+/// Does a request's Host / `:authority` name `host` (and `port`, when it has one)?
+fn names_target(named: Option<&str>, host: &Host, port: u16) -> bool {
+    let Some(named) = named else { return false };
+    let Ok(a) = named.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    a.port_u16().is_none_or(|p| p == port) && normalize(a.host()).is_ok_and(|h| h == *host)
+}
+
+/// The URL and the forwarded headers, as one text to scan. `exempt` names the header
+/// whose value egress injected on this route: the route's own credential.
+fn url_and_headers(url: &str, headers: &HeaderMap, exempt: Option<&str>) -> Vec<u8> {
+    let mut out = url.as_bytes().to_vec();
+    out.push(b'\n');
+    for (name, value) in headers {
+        if name == header::PROXY_AUTHORIZATION || Some(name.as_str()) == exempt {
+            continue; // consumed here, never forwarded; or the route's own credential
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// Stream `body` through the scanner: bytes go upstream only once the scanner has
+/// cleared them; a finding aborts the upstream body and is sent on the receiver.
+fn scanned_body(mut body: Incoming, rules: Arc<RuleSet>) -> (Body, oneshot::Receiver<Finding>) {
+    let (mut tx, chan) = Channel::<Bytes, BoxError>::new(4);
+    let (vtx, vrx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut scanner = StreamScanner::new(&rules);
+        // Chunks received but not yet cleared, released by zero-copy splits.
+        let mut held: VecDeque<Bytes> = VecDeque::new();
+        let mut released: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let data = match frame {
+                Err(e) => {
+                    tx.abort(Box::new(e));
+                    return;
+                }
+                Ok(frame) => match frame.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue, // trailers are not forwarded
+                },
+            };
+            if let Some(f) = scanner.push(&data).into_iter().next() {
+                let id = f.rule_id.clone();
+                let _ = vtx.send(f);
+                tx.abort(Box::new(DlpBlocked(id)));
+                return;
+            }
+            held.push_back(data);
+            let mut n = scanner.safe_offset() - released;
+            while n > 0 {
+                let Some(front) = held.front_mut() else { break };
+                let take = n.min(front.len() as u64) as usize;
+                let out = front.split_to(take);
+                if front.is_empty() {
+                    held.pop_front();
+                }
+                n -= take as u64;
+                released += take as u64;
+                if tx.send_data(out).await.is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(f) = scanner.finish().into_iter().next() {
+            let id = f.rule_id.clone();
+            let _ = vtx.send(f);
+            tx.abort(Box::new(DlpBlocked(id)));
+            return;
+        }
+        for rest in held {
+            if tx.send_data(rest).await.is_err() {
+                return;
+            }
+        }
+    });
+    (chan.boxed(), vrx)
+}

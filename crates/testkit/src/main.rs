@@ -1,0 +1,67 @@
+//! `bottle-testkit`: the servers the end-to-end tests start in containers, kept out of
+//! the shipped `bottle` (the binary that runs as every bottle's firewall).
+//!
+//! - `bottle-testkit fake-upstream`: a TLS upstream (certificate and key from
+//!   `BOTTLE_FAKE_CERT` / `BOTTLE_FAKE_KEY`) that echoes what it received;
+//! - `bottle-testkit health`: a plain TCP listener that answers any request `200 ok`.
+//!
+//! Both listen on `--listen ADDR` or `$BOTTLE_LISTEN` (default `0.0.0.0:8080`).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let kind = args.next().unwrap_or_default();
+    let mut listen = std::env::var("BOTTLE_LISTEN").unwrap_or_else(|_| "0.0.0.0:8080".into());
+    while let Some(a) = args.next() {
+        match (a.as_str(), args.next()) {
+            ("--listen", Some(v)) => listen = v,
+            _ => fail(&format!("unexpected argument {a:?}")),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(&format!("starting the runtime: {e}")));
+    let result = rt.block_on(async {
+        match kind.as_str() {
+            "fake-upstream" => bottle_sidecars::egress::testkit::run_fake_upstream(&listen)
+                .await
+                .map_err(|e| format!("fake upstream: {e}")),
+            "health" => health(&listen).await.map_err(|e| format!("health: {e}")),
+            other => Err(format!(
+                "unknown server {other:?}: expected fake-upstream or health"
+            )),
+        }
+    });
+    if let Err(e) = result {
+        fail(&e);
+    }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(2);
+}
+
+/// Answer every connection `200 ok health` after reading (at most 1 KiB of) its request.
+async fn health(listen: &str) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    eprintln!("health listening on {listen}");
+    loop {
+        let (mut sock, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+            let body = "ok health\n";
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        });
+    }
+}
