@@ -9,4 +9,7 @@ release="${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release"
 export BOTTLE_SIDECAR_BINARY="$release/bottle"
 export BOTTLE_TESTKIT_BINARY="$release/bottle-testkit"
 # Benchmarks are not tests: `cargo bench` runs them; clippy --all-targets compiles them.
-cargo test --locked --lib --bins --tests -- --include-ignored "$@"
+# The Docker engine's own tests and the end-to-end tests are behind features, so that a
+# plain `cargo test --workspace` is hermetic; here every one of them runs.
+cargo test --locked --workspace --lib --bins --tests \
+  --features bottle/e2e,bottle-docker/live-tests -- --include-ignored "$@"

@@ -9,13 +9,13 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bottle::apply::{execute, observe, schedule};
-use bottle::engine::docker::Docker;
 use bottle::engine::{ContainerSpec, Engine};
 use bottle::graph::{self, DesiredState};
 use bottle::hash::DigestKey;
 use bottle::images;
 use bottle::nodes::sidecar;
 use bottle::plan::{self, Observed};
+use bottle_docker::Docker;
 
 fn manifest_text(project: &str, n: usize) -> String {
     let mut s = format!(

@@ -14,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bottle::engine::Engine;
-use bottle::engine::docker::{Docker, Event};
 use bottle::hash::DigestKey;
 use bottle::nodes::{NodeKind, ObjectKind, ObjectSpec};
 use futures_util::StreamExt as _;
+use {bottle::engine::Event, bottle_docker::Docker};
 
 fn manifest(project: &str, n: usize) -> String {
     format!(

@@ -6,7 +6,7 @@
 
 pub mod apply;
 pub mod cli;
-pub mod engine;
+pub use bottle_engine as engine;
 pub mod graph;
 pub mod hash;
 pub mod images;

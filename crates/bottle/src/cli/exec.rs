@@ -6,8 +6,8 @@ use futures_util::StreamExt;
 use rustix::termios;
 
 use super::{ExecArgs, connect, find_agent};
-use crate::engine::docker::ExecRequest;
 use crate::model::Provider;
+use bottle_docker::ExecRequest;
 
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     let docker = connect().await?;

@@ -16,12 +16,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::engine::docker::Docker;
 use crate::graph::{self, DesiredState};
 use crate::hash::DigestKey;
 use crate::images;
 use crate::model::Manifest;
 use crate::nodes::sidecar;
+use bottle_docker::Docker;
 
 /// Run AI coding agents in sandboxed Docker bottles, declaratively.
 #[derive(Debug, Parser)]

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 use anyhow::Context as _;
 
 use super::{Output, QueueAction, QueueArgs, connect, digest_key, project_of};
-use crate::engine::docker::Docker;
 use crate::engine::{ContainerInfo, Engine};
 use crate::labels;
 use crate::nodes::NodeKind;
 use crate::supervise::{
     DECISIONS_DIR, Decision, Grant, PROPOSALS_DIR, Proposal, STATE_MOUNT, Verdict, now, valid_id,
 };
+use bottle_docker::Docker;
 
 /// A proposal found in a bottle's state volume, with its decision.
 struct Found {

@@ -13,8 +13,7 @@ use super::{BottleCtx, DesiredObject, NodeKind, ObjectKind, ObjectSpec};
 use crate::engine::NetworkSpec;
 use crate::hash::SpecHasher;
 
-/// The bridge driver option that leaves the host's bridge without an IPv4 address.
-pub const INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
+pub use crate::engine::INHIBIT_IPV4;
 
 /// The network object of `node` (`NetInternal` or `NetEgress`).
 pub fn object(ctx: &BottleCtx<'_>, node: NodeKind) -> DesiredObject {

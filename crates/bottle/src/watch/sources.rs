@@ -11,7 +11,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::backoff::Backoff;
 use super::metrics::Metrics;
 use super::triggers::{Trigger, event_filters, relevant};
-use crate::engine::docker::Docker;
+use bottle_docker::Docker;
 
 /// Watch the directory of `manifest` (editors save by writing a new file and renaming
 /// it over the old one, which a watch on the file itself would miss) and send

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::engine::docker::Event;
+use crate::engine::Event;
 use crate::labels;
 
 /// What asks for a reconcile.

@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Docker;
-use crate::engine::EngineError;
+use bottle_engine::EngineError;
 
 /// A command to run in a container.
 #[derive(Clone, Debug)]

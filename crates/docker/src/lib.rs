@@ -1,4 +1,4 @@
-//! The [`Engine`](super::Engine) on the real Docker engine, through bollard.
+//! The [`Engine`] on the real Docker engine, through bollard.
 //!
 //! [`Docker`] talks to the local daemon over its unix socket (`DOCKER_HOST=unix://…` or
 //! `/var/run/docker.sock`) with a fixed client version, 1.41 (Docker 20.10), and never
@@ -29,7 +29,7 @@ mod files;
 mod session;
 pub use session::ExecRequest;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,8 +48,8 @@ use bollard::query_parameters::{
 use bollard::{ClientVersion, body_full};
 use futures_util::StreamExt;
 
-use super::{
-    BuildSpec, ContainerInfo, ContainerSpec, ContainerState, Engine, EngineError, ImageInfo,
+use bottle_engine::{
+    BuildSpec, ContainerInfo, ContainerSpec, ContainerState, Engine, EngineError, Event, ImageInfo,
     Labels, Mount, NetworkInfo, NetworkSpec, VolumeFile, VolumeInfo, VolumeSpec,
 };
 
@@ -73,21 +73,6 @@ const SEED_LABEL: &str = "bottle.seed";
 
 /// How many lines of build output an [`EngineError::Build`] carries.
 const BUILD_LOG_LINES: usize = 20;
-
-/// An engine event, as [`Docker::events`] reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    /// The object type: `container`, `network`, `volume`, `image`...
-    pub kind: String,
-    /// What happened: `create`, `start`, `die`, `destroy`, `connect`...
-    pub action: String,
-    /// The object's ID (for images, the reference).
-    pub id: String,
-    /// The actor's attributes: `name`, and for containers and volumes their labels.
-    pub attributes: BTreeMap<String, String>,
-    /// When, in nanoseconds since the epoch.
-    pub time_nano: i64,
-}
 
 /// The Docker engine, reached over its local unix socket.
 #[derive(Clone, Debug)]
@@ -847,7 +832,7 @@ const MAX_SEED_BYTES: u64 = 2 << 30;
 /// entry placed in them.
 fn seed_tar(
     files: &[VolumeFile],
-    dirs: &[super::SeedDir],
+    dirs: &[bottle_engine::SeedDir],
     root_owner: (u64, u64),
 ) -> Result<Vec<u8>, String> {
     use std::path::{Component, Path, PathBuf};
@@ -933,7 +918,7 @@ fn append_tree(
     builder: &mut tar::Builder<Vec<u8>>,
     host: &std::path::Path,
     at: &std::path::Path,
-    owner: &super::SeedDir,
+    owner: &bottle_engine::SeedDir,
     budget: &mut u64,
 ) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
@@ -1008,14 +993,17 @@ impl Tail {
     }
 }
 
-#[cfg(test)]
-mod tests {
+// Against the real engine (`$DOCKER_HOST` or the default socket): these fail, not skip,
+// without one; `scripts/test.sh` turns them on with the `live-tests` feature.
+#[cfg(all(test, feature = "live-tests"))]
+mod live_tests {
     //! Against the real engine on this machine: these fail (not skip) without Docker.
     //! Each test names its objects with a random suffix, labels them
     //! `bottle.test=<suffix>`, and a [`Cleanup`] guard removes everything so labelled,
     //! even when an assertion fails.
 
     use super::*;
+    use bottle_engine::INHIBIT_IPV4;
     use std::process::Command;
 
     const IMAGE: &str = "debian:bookworm-slim";
@@ -1381,11 +1369,7 @@ mod tests {
                 internal: i == 0,
                 // The internal one as net-internal is made: no IPv4 on the host side.
                 options: if i == 0 {
-                    [(
-                        crate::nodes::network::INHIBIT_IPV4.to_owned(),
-                        "true".to_owned(),
-                    )]
-                    .into()
+                    [(INHIBIT_IPV4.to_owned(), "true".to_owned())].into()
                 } else {
                     Default::default()
                 },
@@ -1393,11 +1377,7 @@ mod tests {
             docker.create_network(&spec).await.expect("create network");
         }
         let n = inspect("network", &nets[0]);
-        assert_eq!(
-            n["Options"][crate::nodes::network::INHIBIT_IPV4],
-            "true",
-            "{n}"
-        );
+        assert_eq!(n["Options"][INHIBIT_IPV4], "true", "{n}");
         let gateway = n["IPAM"]["Config"][0]["Gateway"]
             .as_str()
             .expect("gateway")
@@ -1749,6 +1729,12 @@ mod tests {
         let runtimes = docker.runtimes().await.expect("info");
         assert!(runtimes.iter().any(|r| r == "runc"), "{runtimes:?}");
     }
+}
+
+/// Hermetic: no daemon needed.
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[tokio::test]
     async fn a_missing_or_dead_socket_is_unreachable() {

@@ -11,7 +11,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use super::Docker;
-use crate::engine::EngineError;
+use bottle_engine::EngineError;
 
 /// The most read back from one directory: proposals are small and bounded in number.
 const MAX_ARCHIVE: usize = 16 << 20;

@@ -2,12 +2,12 @@
 //!
 //! Everything the reconciler needs from Docker goes through [`Engine`]: one list call per
 //! object type, create/remove per object, image build, and the engine's runtimes. There
-//! are two implementations: [`docker::Docker`] on bollard, and [`fake::FakeEngine`] in
+//! are two implementations: `bottle_docker::Docker` on bollard, and [`fake::FakeEngine`] in
 //! memory, so the planner and executor are tested without an engine (as youki's
 //! `Syscall`). Specs passed in here are fully resolved: the engine layer makes no policy
 //! decisions.
 
-pub mod docker;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 
 use std::collections::BTreeMap;
@@ -214,6 +214,24 @@ pub struct Snapshot {
     pub volumes: Vec<VolumeInfo>,
     pub containers: Vec<ContainerInfo>,
     pub images: Vec<ImageInfo>,
+}
+
+/// The bridge driver option that leaves the host's bridge without an IPv4 address.
+pub const INHIBIT_IPV4: &str = "com.docker.network.bridge.inhibit_ipv4";
+
+/// An engine event (a container died, a volume was removed...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// The object type: `container`, `network`, `volume`, `image`...
+    pub kind: String,
+    /// What happened: `create`, `start`, `die`, `destroy`, `connect`...
+    pub action: String,
+    /// The object's ID (for images, the reference).
+    pub id: String,
+    /// The actor's attributes: `name`, and for containers and volumes their labels.
+    pub attributes: BTreeMap<String, String>,
+    /// When, in nanoseconds since the epoch.
+    pub time_nano: i64,
 }
 
 /// The operations `bottle` needs from a container engine.
