@@ -2,7 +2,8 @@
 //! agree on, in one place. Label keys and object names ([`labels`]), node kinds
 //! ([`node`]), where the CA is ([`ca`]), each sidecar's config file and ports
 //! ([`pipelock`], [`egress`], [`git_gate`], [`supervise`]), the supervise queue's records
-//! ([`supervise`]).
+//! ([`supervise`]), and the one host grammar every entry point parses hosts, patterns,
+//! CIDR blocks and route path prefixes with ([`host`]).
 //!
 //! Nothing here does I/O but [`supervise::now`], the time stamp the queue's records carry.
 
@@ -11,6 +12,7 @@
 pub mod ca;
 pub mod egress;
 pub mod git_gate;
+pub mod host;
 pub mod labels;
 pub mod node;
 pub mod pipelock;

@@ -173,9 +173,9 @@ pub enum ProposalError {
     #[error("the Dockerfile is longer than {MAX_DOCKERFILE} bytes")]
     /// The Dockerfile is longer than [`MAX_DOCKERFILE`].
     LongDockerfile,
-    #[error("{0:?} is not a host name (letters, digits, '-', '.', optionally '*.' first)")]
-    /// The host is not a host name pattern.
-    BadHost(String),
+    /// The host is not a host name or `*.suffix` pattern (the error quotes it).
+    #[error(transparent)]
+    BadHost(crate::host::HostError),
     #[error("{MAX_PENDING} proposals are already pending; wait for the operator")]
     /// Too many proposals are pending.
     TooMany,
@@ -207,26 +207,12 @@ pub fn check(ask: Ask, reason: &str) -> Result<(Ask, String), ProposalError> {
     Ok((ask, reason.to_string()))
 }
 
-/// Lowercase, no trailing dot, DNS characters only (an optional `*.` prefix); IP
-/// literals and ports are refused, as in the manifest's `egress.allow`.
+/// A host name or `*.suffix` pattern by the one host grammar ([`crate::host`]): what an
+/// agent may propose is exactly what the manifest's `egress.allow` accepts.
 pub fn normalize_host(host: &str) -> Result<String, ProposalError> {
-    let bad = || ProposalError::BadHost(host.chars().take(MAX_HOST).collect());
-    let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
-    let bare = h.strip_prefix("*.").unwrap_or(&h);
-    let ok = !bare.is_empty()
-        && h.len() <= MAX_HOST
-        && bare.contains('.')
-        && bare.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        && !bare
-            .split('.')
-            .all(|l| l.bytes().all(|b| b.is_ascii_digit()));
-    if ok { Ok(h) } else { Err(bad()) }
+    crate::host::HostPattern::parse(host)
+        .map(|p| p.to_string())
+        .map_err(ProposalError::BadHost)
 }
 
 /// Is `id` shaped like one of ours (so it is safe as a file and volume name)?
@@ -359,8 +345,9 @@ mod tests {
         assert_eq!(normalize_host("*.pypi.org").unwrap(), "*.pypi.org");
         for bad in [
             "",
-            "localhost",
             "10.0.0.1",
+            "a.123",
+            "*.com",
             "a..b",
             "-a.b",
             "a.b:443",

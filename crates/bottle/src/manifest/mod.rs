@@ -11,6 +11,8 @@
 //! `FILE:LINE:COLUMN: FIELD: MESSAGE`.
 
 mod diag;
+#[cfg(test)]
+mod grammar_tests;
 mod raw;
 mod validate;
 

@@ -6,7 +6,7 @@
 //! on, so one run reports everything that is wrong.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+
 use std::path::{Path, PathBuf};
 
 use serde_saphyr::{Location, Spanned};
@@ -644,12 +644,8 @@ impl Ctx<'_> {
                     continue;
                 };
                 match cidr_block(&cidr) {
-                    Some(c) => egress.allow_cidrs.push(c),
-                    None => self.report(
-                        &item.referenced,
-                        &item_field,
-                        format!("`{cidr}` is not a CIDR block (like 10.1.0.0/16 or fd00::/8)"),
-                    ),
+                    Ok(c) => egress.allow_cidrs.push(c),
+                    Err(e) => self.report(&item.referenced, &item_field, e),
                 }
             }
         }
@@ -1072,13 +1068,11 @@ impl Ctx<'_> {
     }
 }
 
-/// `addr/len` with a valid address and prefix length, normalised; else `None`.
-fn cidr_block(text: &str) -> Option<String> {
-    let (addr, len) = text.trim().split_once('/')?;
-    let addr: IpAddr = addr.parse().ok()?;
-    let len: u8 = len.parse().ok()?;
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    (len <= max).then(|| format!("{addr}/{len}"))
+/// A CIDR block by the one host grammar (`bottle_contract::host::Cidr`), canonical.
+fn cidr_block(text: &str) -> Result<String, String> {
+    bottle_contract::host::Cidr::parse(text)
+        .map(|c| c.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// "unknown key `x` (did you mean `y`?)", or the list of valid words.
@@ -1172,43 +1166,17 @@ fn is_header_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
 }
 
-/// Validate and normalise a host name (or `*.suffix` when `wildcard` is allowed).
+/// A host name, or with `wildcard` a host pattern (`*.suffix`), by the one host grammar
+/// (`bottle_contract::host`): what the manifest accepts here is exactly what an agent's
+/// proposal, egress and pipelock accept.
 fn host_name(raw: &str, wildcard: bool) -> Result<String, String> {
-    let lower = raw.trim().to_ascii_lowercase();
-    let name = lower.strip_suffix('.').unwrap_or(&lower);
-    let bare = name.trim_start_matches('[').trim_end_matches(']');
-    if bare.parse::<IpAddr>().is_ok() {
-        return Err(format!(
-            "`{raw}` is an IP address: only host names are allowed"
-        ));
-    }
-    if name == "*" {
-        return Err("a bare `*` would allow every host: list host names or `*.suffix`".to_owned());
-    }
-    let (prefix, domain) = match name.strip_prefix("*.") {
-        Some(rest) if wildcard => ("*.", rest),
-        Some(_) => return Err(format!("`{raw}`: wildcards are not allowed here")),
-        None => ("", name),
-    };
-    let valid = !domain.is_empty()
-        && domain.len() <= 253
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-        && !domain
-            .rsplit('.')
-            .next()
-            .is_some_and(|tld| tld.chars().all(|c| c.is_ascii_digit()));
-    if valid {
-        Ok(format!("{prefix}{domain}"))
+    use bottle_contract::host::{HostName, HostPattern};
+    let parsed = if wildcard {
+        HostPattern::parse(raw).map(|p| p.to_string())
     } else {
-        let hint = if wildcard { " or `*.suffix`" } else { "" };
-        Err(format!("`{raw}` is not a valid host name{hint}"))
-    }
+        HostName::parse(raw).map(|n| n.to_string())
+    };
+    parsed.map_err(|e| e.to_string())
 }
 
 /// Parse a memory size: bytes, or a number with a k/m/g/t suffix (binary units).

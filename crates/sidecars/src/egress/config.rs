@@ -28,6 +28,9 @@ pub enum ConfigError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    /// The route's host is not a host name (the error quotes it).
+    #[error("route host: {0}")]
+    Host(bottle_contract::host::HostError),
     #[error("route {host}: invalid header name {name:?}")]
     HeaderName { host: String, name: String },
     /// The token has bytes a header cannot carry; the token itself is never shown.
@@ -73,7 +76,7 @@ pub fn policy(cfg: &Config) -> Result<Policy, ConfigError> {
     Ok(Policy::new(routes, allow))
 }
 
-/// The allow list of a pipelock config file (lower-cased by [`Policy::new`]).
+/// The allow list of a pipelock config file (parsed by [`Policy::new`]).
 fn allow_of(pipelock_config: &[u8]) -> Result<Vec<String>, serde_json::Error> {
     let cfg: bottle_contract::pipelock::Config = serde_json::from_slice(pipelock_config)?;
     Ok(cfg.allow)

@@ -6,6 +6,7 @@
 
 use std::fmt;
 
+use bottle_contract::host::{Host, HostPattern, path_prefix_matches};
 use http::{HeaderName, HeaderValue};
 
 /// A header to inject. The value is marked sensitive and never printed.
@@ -24,7 +25,7 @@ impl fmt::Debug for Inject {
 /// A credentialed or passthrough upstream.
 #[derive(Clone, Debug)]
 pub struct Route {
-    /// Lowercased host name.
+    /// The host name, as the host grammar writes it (see `bottle_contract::host`).
     pub host: String,
     pub path_prefix: Option<String>,
     pub passthrough: bool,
@@ -63,14 +64,30 @@ pub enum Decision<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     routes: Vec<Route>,
-    allow: Vec<String>,
+    allow: Vec<HostPattern>,
+}
+
+/// `raw` as the host grammar writes it, or None when it is no host at all (which no
+/// route or entry can match: refused).
+fn normal(raw: &str) -> Option<(String, Host)> {
+    let host = Host::parse(raw).ok()?;
+    Some((host.to_string(), host))
 }
 
 impl Policy {
-    /// `allow` is lower-cased here.
+    /// `allow` is parsed here by the host grammar; an entry it refuses matches nothing
+    /// (the manifest and pipelock refuse such an entry before it gets here).
     pub fn new(routes: Vec<Route>, allow: Vec<String>) -> Policy {
-        let allow = allow.iter().map(|h| h.to_ascii_lowercase()).collect();
+        let allow = allow
+            .iter()
+            .filter_map(|h| HostPattern::parse(h).ok())
+            .collect();
         Policy { routes, allow }
+    }
+
+    /// The allow list as parsed (entries the grammar refused are not in it).
+    pub fn allow(&self) -> &[HostPattern] {
+        &self.allow
     }
 
     /// The same routes with another allow list (a reload).
@@ -80,7 +97,9 @@ impl Policy {
 
     /// The decision for a CONNECT to `host`.
     pub fn tunnel(&self, host: &str) -> Tunnel {
-        let host = host.to_ascii_lowercase();
+        let Some((host, parsed)) = normal(host) else {
+            return Tunnel::Deny;
+        };
         let mut routed = false;
         for r in self.routes.iter().filter(|r| r.host == host) {
             if r.passthrough {
@@ -88,7 +107,7 @@ impl Policy {
             }
             routed = true;
         }
-        if routed || self.allowed(&host) {
+        if routed || self.allowed(&parsed) {
             Tunnel::Intercept
         } else {
             Tunnel::Deny
@@ -98,7 +117,9 @@ impl Policy {
     /// The decision for a request to `host` with `path`: the route with the longest
     /// matching prefix, else the allow list.
     pub fn request(&self, host: &str, path: &str) -> Decision<'_> {
-        let host = host.to_ascii_lowercase();
+        let Some((host, parsed)) = normal(host) else {
+            return Decision::Deny;
+        };
         let best = self
             .routes
             .iter()
@@ -106,37 +127,18 @@ impl Policy {
             .filter(|r| {
                 r.path_prefix
                     .as_deref()
-                    .is_none_or(|p| prefix_matches(p, path))
+                    .is_none_or(|p| path_prefix_matches(p, path))
             })
             .max_by_key(|r| r.path_prefix.as_deref().map_or(0, str::len));
         match best {
             Some(r) => Decision::Route(r),
-            None if self.allowed(&host) => Decision::Allow,
+            None if self.allowed(&parsed) => Decision::Allow,
             None => Decision::Deny,
         }
     }
 
-    fn allowed(&self, host: &str) -> bool {
-        self.allow.iter().any(|p| host_matches(p, host))
-    }
-}
-
-/// `pattern` is an exact name or `*.suffix` (which matches subdomains, not the apex).
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => host
-            .strip_suffix(suffix)
-            .is_some_and(|rest| rest.len() > 1 && rest.ends_with('.')),
-        None => pattern == host,
-    }
-}
-
-/// `/v1` matches `/v1`, `/v1/x` and `/v1?q`, not `/v10`.
-fn prefix_matches(prefix: &str, path: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || rest.starts_with('?'),
-        None => false,
+    fn allowed(&self, host: &Host) -> bool {
+        self.allow.iter().any(|p| p.matches_host(host))
     }
 }
 
@@ -155,12 +157,22 @@ mod tests {
 
     #[test]
     fn wildcards_match_subdomains_only() {
-        assert!(host_matches("*.example.org", "a.example.org"));
-        assert!(host_matches("*.example.org", "a.b.example.org"));
-        assert!(!host_matches("*.example.org", "example.org"));
-        assert!(!host_matches("*.example.org", "badexample.org"));
-        assert!(host_matches("pypi.org", "pypi.org"));
-        assert!(!host_matches("pypi.org", "x.pypi.org"));
+        let p = Policy::new(vec![], vec!["*.example.org".into(), "pypi.org".into()]);
+        for (host, allowed) in [
+            ("a.example.org", true),
+            ("a.b.example.org", true),
+            ("example.org", false),
+            ("badexample.org", false),
+            ("pypi.org", true),
+            ("PyPI.org.", true),
+            ("x.pypi.org", false),
+        ] {
+            assert_eq!(
+                matches!(p.request(host, "/"), Decision::Allow),
+                allowed,
+                "{host}"
+            );
+        }
     }
 
     #[test]

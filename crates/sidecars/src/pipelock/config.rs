@@ -22,10 +22,9 @@ pub enum ConfigError {
     RulesUnavailable(String),
     #[error("DLP rules: {0}")]
     Rules(#[from] bottle_secretscan::RulesError),
-    #[error("allow entry {0:?}: {1}")]
-    Host(String, super::policy::HostError),
-    #[error("allow_cidrs entry {0:?} is not a CIDR")]
-    Cidr(String),
+    /// The error quotes the entry.
+    #[error("allow entry: {0}")]
+    Host(bottle_contract::host::HostError),
 }
 
 /// Read and parse the file at `path`.

@@ -1,131 +1,28 @@
 //! The allowlist: which destination hosts pipelock lets through, decided on the
 //! normalized name before any DNS query or connection.
 //!
-//! Names are compared lowercased, without a trailing dot, in their IDNA ASCII form.
-//! An entry is an exact name or `*.suffix`, which matches names below `suffix` (not
-//! `suffix` itself). IP literals never match a name entry: they pass only when an
+//! Entries, CIDRs and the host a request names are all parsed by the one host grammar
+//! (`bottle_contract::host`), the manifest's and the agent's proposals' too: names are
+//! compared lowercased, without a trailing dot, in their IDNA ASCII form; an entry is an
+//! exact name or `*.suffix`, which matches names below `suffix` (not `suffix` itself).
+//! IP literals, in every notation, never match a name entry: they pass only when an
 //! `allow_cidrs` entry holds them.
 
 use std::net::IpAddr;
 
+pub use bottle_contract::host::{Cidr, Host, HostError, HostName, HostPattern};
+
 use super::config::{Config, ConfigError};
 
-/// Why a host name is refused before it is even compared.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum HostError {
-    #[error("empty host name")]
-    Empty,
-    #[error("host name is not valid IDNA: {0}")]
-    Idna(String),
-    #[error("host name has a character outside [a-z0-9.-]")]
-    BadChar,
-    #[error("host name has an empty label")]
-    EmptyLabel,
-    #[error("host name is too long")]
-    TooLong,
-}
-
-/// A destination host, normalized.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Host {
-    Name(String),
-    Ip(IpAddr),
-}
-
-impl std::fmt::Display for Host {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Host::Name(n) => f.write_str(n),
-            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
-            Host::Ip(ip) => write!(f, "{ip}"),
-        }
-    }
-}
-
-/// Normalize a host as written in a request (`Example.COM.`, `[::1]`, `bücher.de`).
+/// Parse a host as written in a request (`Example.COM.`, `[::1]`, `bücher.de`,
+/// `0x7f.1`) by the one host grammar.
 pub fn normalize(raw: &str) -> Result<Host, HostError> {
-    let s = raw.strip_suffix('.').unwrap_or(raw);
-    if s.is_empty() {
-        return Err(HostError::Empty);
-    }
-    let bare = s
-        .strip_prefix('[')
-        .and_then(|x| x.strip_suffix(']'))
-        .unwrap_or(s);
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(Host::Ip(ip));
-    }
-    let ascii = if s.is_ascii() {
-        s.to_ascii_lowercase()
-    } else {
-        idna::domain_to_ascii(s).map_err(|e| HostError::Idna(e.to_string()))?
-    };
-    if ascii.len() > 253 {
-        return Err(HostError::TooLong);
-    }
-    if !ascii
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        return Err(HostError::BadChar);
-    }
-    if ascii.split('.').any(str::is_empty) {
-        return Err(HostError::EmptyLabel);
-    }
-    Ok(Host::Name(ascii))
-}
-
-/// A CIDR block.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn parse(s: &str) -> Option<Cidr> {
-        let (a, p) = s.split_once('/').unwrap_or((s, ""));
-        let addr: IpAddr = a.parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = if p.is_empty() { max } else { p.parse().ok()? };
-        (prefix <= max).then_some(Cidr { addr, prefix })
-    }
-
-    pub const fn v4(a: u8, b: u8, c: u8, d: u8, prefix: u8) -> Cidr {
-        Cidr {
-            addr: IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)),
-            prefix,
-        }
-    }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(n), IpAddr::V4(x)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u32::from(n) & mask == u32::from(x) & mask
-            }
-            (IpAddr::V6(n), IpAddr::V6(x)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
-                u128::from(n) & mask == u128::from(x) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
-enum Entry {
-    Exact(String),
-    /// `*.suffix`, stored as `.suffix`.
-    Below(String),
+    Host::parse(raw)
 }
 
 /// The compiled allowlist.
 pub struct Policy {
-    entries: Vec<Entry>,
+    entries: Vec<HostPattern>,
     pub cidrs: Vec<Cidr>,
 }
 
@@ -143,20 +40,12 @@ impl Policy {
     pub fn from_config(cfg: &Config) -> Result<Policy, ConfigError> {
         let mut entries = Vec::new();
         for raw in cfg.allow.iter().chain(&cfg.routes) {
-            let (wild, name) = match raw.strip_prefix("*.") {
-                Some(rest) => (true, rest),
-                None => (false, raw.as_str()),
-            };
-            match normalize(name).map_err(|e| ConfigError::Host(raw.clone(), e))? {
-                Host::Name(n) if wild => entries.push(Entry::Below(format!(".{n}"))),
-                Host::Name(n) => entries.push(Entry::Exact(n)),
-                Host::Ip(_) => return Err(ConfigError::Cidr(raw.clone())),
-            }
+            entries.push(HostPattern::parse(raw).map_err(ConfigError::Host)?);
         }
         let cidrs = cfg
             .allow_cidrs
             .iter()
-            .map(|c| Cidr::parse(c).ok_or_else(|| ConfigError::Cidr(c.clone())))
+            .map(|c| Cidr::parse(c).map_err(ConfigError::Host))
             .collect::<Result<_, _>>()?;
         Ok(Policy { entries, cidrs })
     }
@@ -171,11 +60,7 @@ impl Policy {
             Host::Ip(ip) if self.cidr_allows(*ip) => Verdict::Allow,
             Host::Ip(_) => Verdict::IpLiteral,
             Host::Name(n) => {
-                let ok = self.entries.iter().any(|e| match e {
-                    Entry::Exact(x) => x == n,
-                    Entry::Below(suffix) => n.ends_with(suffix.as_str()),
-                });
-                if ok {
+                if self.entries.iter().any(|e| e.matches(n)) {
                     Verdict::Allow
                 } else {
                     Verdict::NotAllowed
@@ -230,11 +115,9 @@ mod tests {
 
     #[test]
     fn malformed_names_are_refused() {
-        assert_eq!(normalize(""), Err(HostError::Empty));
-        assert_eq!(normalize("a..b"), Err(HostError::EmptyLabel));
-        assert_eq!(normalize("a_b.com"), Err(HostError::BadChar));
-        assert_eq!(normalize("a b.com"), Err(HostError::BadChar));
-        assert!(normalize(&"a".repeat(300)).is_err());
+        for bad in ["", "a..b", "a_b.com", "a b.com", "a.123", &"a".repeat(300)] {
+            assert!(normalize(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -252,7 +135,7 @@ mod tests {
                 .unwrap()
                 .contains("8.8.8.8".parse().unwrap())
         );
-        assert!(Cidr::parse("10.0.0.0/33").is_none());
-        assert!(Cidr::parse("nope/8").is_none());
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("nope/8").is_err());
     }
 }

@@ -46,6 +46,7 @@ use super::config::{Config, ConfigError, RouteHeader};
 use super::policy::{Host, Policy, Verdict, normalize};
 use super::ssrf::{Resolve, SsrfError, vet, vet_ip};
 use crate::certs::Authority;
+use bottle_contract::host::path_prefix_matches;
 use bottle_secretscan::{Finding, RuleSet, StreamScanner};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -89,7 +90,7 @@ impl Live {
         };
         let name = |raw: &String| match normalize(raw) {
             Ok(h) => Ok(h.to_string()),
-            Err(e) => Err(ConfigError::Host(raw.clone(), e)),
+            Err(e) => Err(ConfigError::Host(e)),
         };
         let passthrough = cfg.passthrough.iter().map(name).collect::<Result<_, _>>()?;
         let routes = cfg
@@ -126,18 +127,11 @@ impl Live {
             .filter(|r| {
                 r.path_prefix
                     .as_deref()
-                    .is_none_or(|p| under_prefix(p, path))
+                    .is_none_or(|p| path_prefix_matches(p, path))
             })
             .max_by_key(|r| r.path_prefix.as_deref().map_or(0, str::len))
             .and_then(|r| r.header.as_deref())
     }
-}
-
-/// Does `path` lie under `prefix` (`/v1` holds `/v1`, `/v1/x`, `/v1?q`, not `/v10`)?
-fn under_prefix(prefix: &str, path: &str) -> bool {
-    let p = prefix.trim_end_matches('/');
-    path.strip_prefix(p)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?']))
 }
 
 /// TLS interception: the bottle CA's leaves towards the client, verified TLS upstream.
@@ -362,7 +356,7 @@ impl Proxy {
     ) -> Result<TcpStream, Box<Response<Body>>> {
         let vetted = match host {
             Host::Ip(ip) => vet_ip(&live.policy, &host.to_string(), *ip).map(|()| *ip),
-            Host::Name(n) => vet(&*self.resolver, &live.policy, n).await,
+            Host::Name(n) => vet(&*self.resolver, &live.policy, n.as_str()).await,
         };
         let ip: IpAddr = match vetted {
             Ok(ip) => ip,
@@ -538,7 +532,7 @@ impl Proxy {
         }
         let name = match &host {
             Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
-            Host::Name(n) => match ServerName::try_from(n.clone()) {
+            Host::Name(n) => match ServerName::try_from(n.as_str().to_owned()) {
                 Ok(n) => n,
                 Err(_) => return,
             },
