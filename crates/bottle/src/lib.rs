@@ -1,22 +1,20 @@
 //! `bottle`: run AI coding agents in sandboxed Docker bottles, declaratively.
 //!
-//! The data flows one way: [`manifest`] text -> validated [`model`] -> per-bottle
-//! [`graph`] of node specs ([`nodes`]) -> [`plan`] against what Docker holds ->
-//! operations run on an [`engine`] by [`apply`].
+//! This crate is the program: the command line ([`cli`]) and what only a running
+//! program on the host does ([`edge`]: the engine's event stream, the manifest watch,
+//! the project lock). The work is done by the crates below it: `bottle_model`
+//! (manifest text -> validated model), `bottle_core` (graph, plan, apply, watch),
+//! `bottle_docker` (the engine), `bottle_sidecars` (the servers in the sidecar image).
 
-pub mod apply;
 pub mod cli;
+pub mod edge;
+
+pub use bottle_contract::{labels, supervise};
+pub use bottle_core::{apply, graph, hash, images, nodes, plan, watch};
 pub use bottle_engine as engine;
-pub mod graph;
-pub mod hash;
-pub mod images;
-pub use bottle_contract::labels;
-pub mod manifest;
-pub mod model;
-pub mod nodes;
-pub mod plan;
-pub mod provider;
-pub use bottle_contract::supervise;
+pub use bottle_model::{self as model, manifest, provider};
 pub use bottle_secretscan as secretscan;
 pub use bottle_sidecars as sidecar;
-pub mod watch;
+
+#[cfg(test)]
+mod grammar_tests;

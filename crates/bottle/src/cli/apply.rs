@@ -72,8 +72,9 @@ async fn run_watch(args: ApplyArgs, project: String) -> anyhow::Result<i32> {
         let _ = stop_tx.send(true);
     });
     // The event stream is lazy: start following it before the first converge.
-    let events = watch::sources::spawn_events(&docker, &project, tx.clone(), Arc::clone(&metrics));
-    let _manifest_watch = watch::sources::watch_manifest(&args.manifest.file, tx.clone())
+    let events =
+        crate::edge::sources::spawn_events(&docker, &project, tx.clone(), Arc::clone(&metrics));
+    let _manifest_watch = crate::edge::sources::watch_manifest(&args.manifest.file, tx.clone())
         .with_context(|| format!("watching {}", args.manifest.file.display()))?;
     let server = match args.metrics {
         Some(addr) => {

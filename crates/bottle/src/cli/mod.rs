@@ -242,11 +242,8 @@ fn project_of(file: Option<&Path>, project: Option<&str>) -> anyhow::Result<Stri
 
 /// Take the project's writer lock (one apply or delete at a time), or fail naming its
 /// holder; with `wait`, wait for it.
-async fn lock_project(
-    project: &str,
-    wait: bool,
-) -> anyhow::Result<crate::watch::lock::ProjectLock> {
-    use crate::watch::lock::{Holder, ProjectLock};
+async fn lock_project(project: &str, wait: bool) -> anyhow::Result<crate::edge::lock::ProjectLock> {
+    use crate::edge::lock::{Holder, ProjectLock};
     let dir = ProjectLock::default_dir()?;
     Ok(ProjectLock::acquire(&dir, project, wait, &Holder::me()).await?)
 }

@@ -1,0 +1,477 @@
+//! The executor: turns a [`Plan`] into operations ordered by the graph and runs them on
+//! an [`Engine`]: creations dependencies-first, removals dependents-first, independent
+//! operations concurrently (bounded). A failed operation stops only what depends on it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::graph::DesiredState;
+use crate::nodes::{NodeKind, ObjectKey, ObjectKind, ObjectSpec};
+use crate::plan::{self, Action, Observed, Plan, Step};
+use bottle_contract::labels;
+use bottle_contract::supervise::Grants;
+use bottle_engine::{Engine, EngineError, Snapshot};
+use bottle_model::RuntimeChoice;
+
+/// Operations run at once, at most.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Read what the project holds: one list call per object type, run together.
+pub async fn observe<E: Engine>(engine: &E, project: &str) -> Result<Snapshot, EngineError> {
+    let ours = labels::project_filter(project);
+    let managed = labels::managed_filter();
+    let (networks, volumes, containers, images) = futures_util::future::join4(
+        engine.list_networks(&ours),
+        engine.list_volumes(&ours),
+        engine.list_containers(&ours),
+        engine.list_images(&managed),
+    )
+    .await;
+    Ok(Snapshot {
+        networks: networks?,
+        volumes: volumes?,
+        containers: containers?,
+        images: images?,
+    })
+}
+
+/// How one reconcile runs.
+#[derive(Clone, Debug)]
+pub struct ReconcileOptions {
+    /// Remove the project's objects that are not desired.
+    pub prune: bool,
+    /// Operations run at once, at most.
+    pub concurrency: usize,
+    /// Bottles whose steps are left out this time (backing off after failures).
+    pub held: BTreeSet<String>,
+}
+
+impl Default for ReconcileOptions {
+    fn default() -> Self {
+        ReconcileOptions {
+            prune: true,
+            concurrency: DEFAULT_CONCURRENCY,
+            held: BTreeSet::new(),
+        }
+    }
+}
+
+/// What one reconcile did.
+#[derive(Clone, Debug)]
+pub struct Reconciled {
+    /// The plan that ran (held bottles' steps removed).
+    pub plan: Plan,
+    /// The steps left out because their bottle is held.
+    pub held: Vec<Step>,
+    pub reports: Vec<OpReport>,
+}
+
+/// One pass of the reconciler, shared by `apply` and `apply --watch`: observe the
+/// project, plan against `desired`, drop what `options` leaves out, and execute.
+/// `on_plan` sees the plan before anything runs; `progress` each operation as it ends.
+pub async fn reconcile_once<E: Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    options: &ReconcileOptions,
+    on_plan: &mut dyn FnMut(&Plan),
+    progress: &mut dyn FnMut(&OpReport),
+) -> Result<Reconciled, ApplyError> {
+    let snap = observe(engine, &desired.project).await?;
+    let (desired, mut p) = plan_observed(desired, &snap)?;
+    let desired = desired.as_ref();
+    if !options.prune {
+        p.steps.retain(|s| s.action != Action::Delete);
+    }
+    let (held, steps): (Vec<Step>, Vec<Step>) = p
+        .steps
+        .into_iter()
+        .partition(|s| options.held.contains(&s.bottle));
+    p.steps = steps;
+    on_plan(&p);
+    let ops = schedule(&p, desired);
+    let reports = execute(engine, desired, ops, options.concurrency, progress).await?;
+    Ok(Reconciled {
+        plan: p,
+        held,
+        reports,
+    })
+}
+
+/// The operator's grants among the project's volumes in `snap`.
+pub fn grants_of(project: &str, snap: &Snapshot) -> Grants {
+    Grants::from_volumes(
+        snap.volumes
+            .iter()
+            .filter(|v| labels::is_ours(&v.labels, project))
+            .map(|v| &v.labels),
+    )
+}
+
+/// The plan from `desired` to what `snap` holds, with the grants found in `snap`
+/// merged into the desired state first (which is returned, as the plan refers to it).
+pub fn plan_observed<'a>(
+    desired: &'a DesiredState,
+    snap: &Snapshot,
+) -> Result<(std::borrow::Cow<'a, DesiredState>, Plan), ApplyError> {
+    let desired = desired.with_grants(&grants_of(&desired.project, snap))?;
+    let p = plan::plan(&desired, &Observed::from_snapshot(&desired.project, snap));
+    Ok((desired, p))
+}
+
+/// What an operation does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OpKind {
+    Remove,
+    Make,
+    Start,
+    /// Only create a live volume's revision marker: the volume itself is being made in
+    /// the same run with these very files, so rewriting them would be a no-op.
+    Mark,
+}
+
+/// One engine operation and the operations it waits for.
+#[derive(Clone, Debug)]
+pub struct Op {
+    pub kind: OpKind,
+    pub key: ObjectKey,
+    pub bottle: String,
+    pub node: String,
+    /// Indexes of the operations that must succeed first.
+    pub preds: Vec<usize>,
+}
+
+/// How an operation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Failed(String),
+    /// Not run because an operation it waits for did not succeed.
+    Skipped {
+        because: String,
+    },
+}
+
+/// A finished operation, for progress and the summary.
+#[derive(Clone, Debug)]
+pub struct OpReport {
+    pub op: Op,
+    pub outcome: Outcome,
+    /// How long the engine took (zero for skipped operations).
+    pub took: std::time::Duration,
+}
+
+/// Why an apply could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(
+        "bottle {bottle} asks for runtime runsc, but the engine offers only: {}; \
+         install gVisor and register it (see README) or set `runtime: auto`",
+        available.join(", ")
+    )]
+    NoRunsc {
+        bottle: String,
+        available: Vec<String>,
+    },
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("merging the approved grants: {0}")]
+    Grants(#[from] crate::graph::GraphError),
+}
+
+/// Order of removal inside one node: containers before volumes and networks, images last.
+fn removal_rank(kind: ObjectKind) -> u8 {
+    match kind {
+        ObjectKind::Container => 0,
+        ObjectKind::Volume => 1,
+        ObjectKind::Network => 2,
+        ObjectKind::Image => 3,
+    }
+}
+
+/// Expand a plan into operations with their ordering edges.
+pub fn schedule(plan: &Plan, desired: &DesiredState) -> Vec<Op> {
+    let mut ops: Vec<Op> = Vec::new();
+    let mut make: BTreeMap<&ObjectKey, usize> = BTreeMap::new();
+    let mut remove: BTreeMap<&ObjectKey, usize> = BTreeMap::new();
+    let push = |ops: &mut Vec<Op>, kind, step: &crate::plan::Step| {
+        ops.push(Op {
+            kind,
+            key: step.key.clone(),
+            bottle: step.bottle.clone(),
+            node: step.node.clone(),
+            preds: Vec::new(),
+        });
+        ops.len() - 1
+    };
+    for step in &plan.steps {
+        match &step.action {
+            // A revision created (not rewritten) is one whose volume is made in this
+            // run with its files: only its marker is recorded (see `plan`).
+            Action::Create => {
+                let revision = desired
+                    .objects
+                    .get(&step.key)
+                    .is_some_and(|d| matches!(d.spec, ObjectSpec::Revision(_)));
+                let kind = if revision { OpKind::Mark } else { OpKind::Make };
+                make.insert(&step.key, push(&mut ops, kind, step));
+            }
+            Action::Rewrite { .. } => {
+                make.insert(&step.key, push(&mut ops, OpKind::Make, step));
+            }
+            Action::Recreate { .. } => {
+                remove.insert(&step.key, push(&mut ops, OpKind::Remove, step));
+                make.insert(&step.key, push(&mut ops, OpKind::Make, step));
+            }
+            Action::Start => {
+                make.insert(&step.key, push(&mut ops, OpKind::Start, step));
+            }
+            Action::Delete => {
+                remove.insert(&step.key, push(&mut ops, OpKind::Remove, step));
+            }
+        }
+    }
+    // Creations: after the object's own removal and after what it needs.
+    for (key, &i) in &make {
+        let mut preds = Vec::new();
+        if let Some(&r) = remove.get(key) {
+            preds.push(r);
+        }
+        if let Some(d) = desired.objects.get(*key) {
+            preds.extend(d.after.iter().filter_map(|a| make.get(a).copied()));
+        }
+        ops[i].preds = preds;
+    }
+    // Removals: dependents first, within a bottle.
+    let removals: Vec<(usize, Option<NodeKind>)> = remove
+        .values()
+        .map(|&i| (i, NodeKind::parse(&ops[i].node)))
+        .collect();
+    for &(a, na) in &removals {
+        for &(b, nb) in &removals {
+            if a == b || ops[a].bottle != ops[b].bottle {
+                continue;
+            }
+            // `a` goes first when its node depends on `b`'s, or, in one node, by rank.
+            // An object with no known node goes first: it may depend on anything.
+            let first = match (na, nb) {
+                (Some(x), Some(y)) if x == y => {
+                    removal_rank(ops[a].key.kind) < removal_rank(ops[b].key.kind)
+                }
+                (Some(x), Some(y)) => x.depends_on(y),
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if first {
+                ops[b].preds.push(a);
+            }
+        }
+    }
+    // An image is removed only once every build of this run is done: removing it
+    // prunes its untagged parent layers, which a build running meanwhile may be
+    // using as its cache ("unable to find image sha256:...").
+    let builds: Vec<usize> = make
+        .iter()
+        .filter(|(k, i)| k.kind == ObjectKind::Image && ops[**i].kind == OpKind::Make)
+        .map(|(_, &i)| i)
+        .collect();
+    for &i in remove.values() {
+        if ops[i].key.kind == ObjectKind::Image {
+            ops[i]
+                .preds
+                .extend(builds.iter().copied().filter(|&b| b != i));
+        }
+    }
+    ops
+}
+
+/// Run `ops` on `engine`. `progress` sees each operation as it ends.
+pub async fn execute<E: Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    ops: Vec<Op>,
+    concurrency: usize,
+    progress: &mut dyn FnMut(&OpReport),
+) -> Result<Vec<OpReport>, ApplyError> {
+    let runtimes = resolve_runtimes(engine, desired, &ops).await?;
+    let n = ops.len();
+    let mut outcome: Vec<Option<Outcome>> = vec![None; n];
+    let mut started = vec![false; n];
+    let mut running = FuturesUnordered::new();
+    let mut reports = Vec::with_capacity(n);
+    loop {
+        // Settle what can no longer run, then start what is ready, in a stable order.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            for i in 0..n {
+                if started[i] {
+                    continue;
+                }
+                let blocker = ops[i].preds.iter().find(|&&p| {
+                    matches!(
+                        outcome[p],
+                        Some(Outcome::Failed(_) | Outcome::Skipped { .. })
+                    )
+                });
+                if let Some(&p) = blocker {
+                    started[i] = true;
+                    let o = Outcome::Skipped {
+                        because: format!("{} {} did not succeed", verb(ops[p].kind), ops[p].key),
+                    };
+                    outcome[i] = Some(o.clone());
+                    let r = OpReport {
+                        op: ops[i].clone(),
+                        outcome: o,
+                        took: Default::default(),
+                    };
+                    progress(&r);
+                    reports.push(r);
+                    progressed = true;
+                }
+            }
+        }
+        for i in 0..n {
+            if running.len() >= concurrency.max(1) {
+                break;
+            }
+            if !started[i]
+                && ops[i]
+                    .preds
+                    .iter()
+                    .all(|&p| outcome[p] == Some(Outcome::Done))
+            {
+                started[i] = true;
+                let op = &ops[i];
+                let runtime = runtimes.get(&op.key).cloned().flatten();
+                running.push(async move {
+                    let t = std::time::Instant::now();
+                    let r = run_op(engine, desired, op, runtime).await;
+                    (i, r, t.elapsed())
+                });
+            }
+        }
+        let Some((i, result, took)) = running.next().await else {
+            break;
+        };
+        let o = match result {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        outcome[i] = Some(o.clone());
+        let r = OpReport {
+            op: ops[i].clone(),
+            outcome: o,
+            took,
+        };
+        progress(&r);
+        reports.push(r);
+    }
+    Ok(reports)
+}
+
+pub fn verb(kind: OpKind) -> &'static str {
+    match kind {
+        OpKind::Remove => "remove",
+        OpKind::Make => "create",
+        OpKind::Start => "start",
+        OpKind::Mark => "record",
+    }
+}
+
+/// Decide each new container's runtime before anything changes, so a bottle that needs
+/// runsc on an engine without it fails with nothing touched.
+async fn resolve_runtimes<E: Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    ops: &[Op],
+) -> Result<BTreeMap<ObjectKey, Option<String>>, ApplyError> {
+    let mut out = BTreeMap::new();
+    let mut available: Option<Vec<String>> = None;
+    for op in ops.iter().filter(|o| o.kind == OpKind::Make) {
+        let Some(d) = desired.objects.get(&op.key) else {
+            continue;
+        };
+        let ObjectSpec::Container(_, choice) = &d.spec else {
+            continue;
+        };
+        let runtime = match choice {
+            RuntimeChoice::Runc => None,
+            RuntimeChoice::Auto | RuntimeChoice::Runsc => {
+                if available.is_none() {
+                    available = Some(engine.runtimes().await?);
+                }
+                let have = available
+                    .as_ref()
+                    .is_some_and(|a| a.iter().any(|r| r == "runsc"));
+                match (choice, have) {
+                    (_, true) => Some("runsc".to_string()),
+                    (RuntimeChoice::Runsc, false) => {
+                        return Err(ApplyError::NoRunsc {
+                            bottle: d.bottle.clone(),
+                            available: available.clone().unwrap_or_default(),
+                        });
+                    }
+                    _ => {
+                        tracing::warn!(
+                            bottle = %d.bottle,
+                            "runtime auto: the engine has no runsc (gVisor); using runc"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        out.insert(op.key.clone(), runtime);
+    }
+    Ok(out)
+}
+
+async fn run_op<E: Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    op: &Op,
+    runtime: Option<String>,
+) -> Result<(), EngineError> {
+    let name = op.key.name.as_str();
+    match op.kind {
+        OpKind::Remove => match op.key.kind {
+            ObjectKind::Container => engine.remove_container(name).await,
+            ObjectKind::Network => engine.remove_network(name).await,
+            ObjectKind::Volume => engine.remove_volume(name).await,
+            ObjectKind::Image => engine.remove_image(name).await,
+        },
+        OpKind::Start => engine.start_container(name).await,
+        OpKind::Mark => match desired.objects.get(&op.key).map(|d| &d.spec) {
+            Some(ObjectSpec::Revision(r)) => engine.create_volume(&r.marker).await,
+            _ => Ok(()),
+        },
+        OpKind::Make => {
+            let Some(d) = desired.objects.get(&op.key) else {
+                return Ok(());
+            };
+            match &d.spec {
+                ObjectSpec::Network(s) => engine.create_network(s).await,
+                ObjectSpec::Volume(s) => engine.create_volume(s).await,
+                ObjectSpec::Revision(r) => {
+                    engine.rewrite_volume(&r.content).await?;
+                    engine.create_volume(&r.marker).await
+                }
+                ObjectSpec::Image(s) => engine.build_image(s).await,
+                ObjectSpec::Container(s, _) => {
+                    let mut spec = (**s).clone();
+                    spec.labels.insert(
+                        labels::RUNTIME.into(),
+                        runtime.clone().unwrap_or_else(|| "runc".into()),
+                    );
+                    spec.runtime = runtime;
+                    engine.run_container(&spec).await
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+pub(crate) mod tests;

@@ -1,0 +1,601 @@
+//! Planner and executor against the in-memory engine: unit tests and properties.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::graph::{self, DesiredState};
+use crate::hash::DigestKey;
+use crate::images::Context;
+use crate::nodes::sidecar;
+use crate::plan::{self, Observed};
+use bottle_engine::fake::FakeEngine;
+use bottle_model::*;
+
+/// One agent of a generated manifest.
+#[derive(Clone, Debug)]
+pub(crate) struct AgentGen {
+    pub(crate) git: bool,
+    pub(crate) supervise: bool,
+    pub(crate) env: u8,
+    pub(crate) runtime_runc: bool,
+}
+
+/// A key file the git-gate node can read (it seeds the gate's config volume).
+fn test_key() -> std::path::PathBuf {
+    let p = std::env::temp_dir().join("bottle-apply-tests-git-key");
+    if !p.exists() {
+        std::fs::write(&p, "not a real key\n").unwrap();
+    }
+    p
+}
+
+pub(crate) fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
+    let mut bottles = BTreeMap::new();
+    let mut ags = BTreeMap::new();
+    for (i, a) in agents.iter().enumerate() {
+        let mut env = BTreeMap::new();
+        env.insert("N".to_string(), EnvValue::Literal(a.env.to_string()));
+        env.insert(
+            "TOKEN".to_string(),
+            EnvValue::FromEnv {
+                var: "T".into(),
+                value: Secret::new(format!("secret-{}", a.env % 2)),
+            },
+        );
+        bottles.insert(
+            format!("p{i}"),
+            BottlePolicy {
+                image: ImageSource::ProviderDefault,
+                runtime: if a.runtime_runc {
+                    RuntimeChoice::Runc
+                } else {
+                    RuntimeChoice::Auto
+                },
+                resources: Resources::default(),
+                env,
+                egress: Egress::default(),
+                git: if a.git {
+                    vec![GitRemote {
+                        name: "origin".into(),
+                        upstream: "ssh://git@h/r.git".into(),
+                        identity_file: test_key(),
+                        known_host_key: "h ssh-ed25519 AAAA".into(),
+                        allow_force: false,
+                    }]
+                } else {
+                    vec![]
+                },
+                supervise: a.supervise,
+            },
+        );
+        ags.insert(
+            format!("a{i}"),
+            Agent {
+                bottle: format!("p{i}"),
+                provider: Provider::Claude,
+                prompt: None,
+                skills: vec![],
+                workspace: None,
+            },
+        );
+    }
+    Manifest {
+        path: "/m/bottles.yaml".into(),
+        project: project.into(),
+        bottles,
+        agents: ags,
+    }
+}
+
+pub(crate) fn desired(m: &Manifest) -> DesiredState {
+    let key = DigestKey::fixed(7);
+    let side = sidecar::image_object(
+        &key,
+        Context {
+            tar: vec![],
+            dockerfile: "Dockerfile".into(),
+            hash: "0123456789abcdef".into(),
+        },
+    );
+    graph::desired(m, &key, &side).unwrap()
+}
+
+async fn converge(engine: &FakeEngine, d: &DesiredState) -> Vec<OpReport> {
+    let snap = observe(engine, &d.project).await.unwrap();
+    let p = plan::plan(d, &Observed::from_snapshot(&d.project, &snap));
+    let ops = schedule(&p, d);
+    execute(engine, d, ops, 3, &mut |_| {}).await.unwrap()
+}
+
+async fn plan_now(engine: &FakeEngine, d: &DesiredState) -> plan::Plan {
+    let snap = observe(engine, &d.project).await.unwrap();
+    plan::plan(d, &Observed::from_snapshot(&d.project, &snap))
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
+pub(crate) fn one(env: u8) -> Vec<AgentGen> {
+    vec![AgentGen {
+        git: false,
+        supervise: false,
+        env,
+        runtime_runc: false,
+    }]
+}
+
+#[test]
+fn converge_then_nothing_to_do() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let d = desired(&manifest("p", &one(1)));
+        let reports = converge(&e, &d).await;
+        assert!(reports.iter().all(|r| r.outcome == Outcome::Done));
+        assert!(plan_now(&e, &d).await.is_empty());
+        e.clear_calls();
+        assert!(schedule(&plan_now(&e, &d).await, &d).is_empty());
+        assert_eq!(e.calls().len(), 4, "a no-op reconcile is one list per type");
+    });
+}
+
+#[test]
+fn env_change_recreates_only_the_agent_and_names_the_field() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        converge(&e, &desired(&manifest("p", &one(1)))).await;
+        let d2 = desired(&manifest("p", &one(3)));
+        let p = plan_now(&e, &d2).await;
+        assert_eq!(p.steps.len(), 1, "{p:#?}");
+        assert_eq!(p.steps[0].key.name, "bottle-p-a0-agent");
+        assert_eq!(
+            p.steps[0].action,
+            Action::Recreate {
+                reasons: vec!["env changed".into()]
+            }
+        );
+    });
+}
+
+#[test]
+fn a_secret_change_is_detected_without_showing_it() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        converge(&e, &desired(&manifest("p", &one(1)))).await;
+        let p = plan_now(&e, &desired(&manifest("p", &one(2)))).await;
+        let text = format!("{p:?}{:?}", e.snapshot());
+        assert!(!text.contains("secret-"), "{text}");
+        assert_eq!(p.steps.len(), 1);
+    });
+}
+
+#[test]
+fn a_removed_sidecar_is_recreated_alone() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let d = desired(&manifest("p", &one(1)));
+        converge(&e, &d).await;
+        e.remove_any("bottle-p-a0-pipelock");
+        let p = plan_now(&e, &d).await;
+        assert_eq!(p.steps.len(), 1, "{p:#?}");
+        assert_eq!(p.steps[0].action, Action::Create);
+        e.clear_calls();
+        converge(&e, &d).await;
+        assert_eq!(e.mutations(), vec!["run_container bottle-p-a0-pipelock"]);
+    });
+}
+
+#[test]
+fn a_removed_network_recreates_what_is_attached() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let d = desired(&manifest("p", &one(1)));
+        converge(&e, &d).await;
+        e.remove_any("bottle-p-a0-agent");
+        e.remove_any("bottle-p-a0-net-egress");
+        let p = plan_now(&e, &d).await;
+        let names: Vec<_> = p.steps.iter().map(|s| s.key.name.as_str()).collect();
+        assert!(names.contains(&"bottle-p-a0-pipelock"), "{names:?}");
+        assert!(
+            !names.contains(&"bottle-p-a0-egress"),
+            "egress is not on net-egress"
+        );
+        converge(&e, &d).await;
+        assert!(plan_now(&e, &d).await.is_empty());
+    });
+}
+
+#[test]
+fn a_stopped_container_is_started() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let d = desired(&manifest("p", &one(1)));
+        converge(&e, &d).await;
+        e.stop("bottle-p-a0-egress");
+        let p = plan_now(&e, &d).await;
+        assert_eq!(p.steps[0].action, Action::Start);
+    });
+}
+
+#[test]
+fn the_agent_follows_the_container_whose_network_namespace_it_joins() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let d = desired(&manifest("p", &one(1)));
+        converge(&e, &d).await;
+        // Started again, the holder has a new namespace: the agent must join it anew.
+        e.stop("bottle-p-a0-agent-net");
+        let p = plan_now(&e, &d).await;
+        let steps: Vec<_> = p
+            .steps
+            .iter()
+            .map(|s| (s.key.name.as_str(), s.action.verb()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                ("bottle-p-a0-agent", "recreate"),
+                ("bottle-p-a0-agent-net", "start")
+            ],
+            "{p:#?}"
+        );
+        let reasons = match &p.steps[0].action {
+            Action::Recreate { reasons } => reasons.join(", "),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(reasons, "container bottle-p-a0-agent-net is started again");
+        e.clear_calls();
+        converge(&e, &d).await;
+        let calls = e.mutations();
+        let start = calls
+            .iter()
+            .position(|c| c == "start_container bottle-p-a0-agent-net");
+        let run = calls
+            .iter()
+            .position(|c| c == "run_container bottle-p-a0-agent");
+        assert!(start.is_some() && start < run, "{calls:?}");
+        assert!(plan_now(&e, &d).await.is_empty());
+        // Removed, likewise.
+        e.remove_any("bottle-p-a0-agent-net");
+        let p = plan_now(&e, &d).await;
+        assert_eq!(p.steps.len(), 2, "{p:#?}");
+        converge(&e, &d).await;
+        assert!(plan_now(&e, &d).await.is_empty());
+    });
+}
+
+#[test]
+fn removing_an_agent_deletes_exactly_its_objects_and_spares_others() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let two = [one(1), one(2)].concat();
+        converge(&e, &desired(&manifest("p", &two))).await;
+        converge(&e, &desired(&manifest("other", &one(1)))).await;
+        e.add_network("bottle-p-a1-net-internal-lookalike", Default::default());
+        let before = e.snapshot();
+        let d = desired(&manifest("p", &one(1)));
+        converge(&e, &d).await;
+        let after = e.snapshot();
+        let gone: Vec<_> = before
+            .containers
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(before.networks.iter().map(|n| n.name.clone()))
+            .chain(before.volumes.iter().map(|n| n.name.clone()))
+            .filter(|n| {
+                !after.containers.iter().any(|c| &c.name == n)
+                    && !after.networks.iter().any(|c| &c.name == n)
+                    && !after.volumes.iter().any(|c| &c.name == n)
+            })
+            .collect();
+        assert!(!gone.is_empty());
+        assert!(
+            gone.iter().all(|n| n.starts_with("bottle-p-a1-")),
+            "{gone:?}"
+        );
+        assert!(
+            after
+                .networks
+                .iter()
+                .any(|n| n.name == "bottle-p-a1-net-internal-lookalike")
+        );
+        assert!(
+            after
+                .containers
+                .iter()
+                .any(|c| c.name == "bottle-other-a0-agent")
+        );
+    });
+}
+
+#[test]
+fn a_failed_node_stops_only_its_dependents() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        e.fail_on("bottle-p-a0-supervise");
+        let ag = vec![
+            AgentGen {
+                git: false,
+                supervise: true,
+                env: 1,
+                runtime_runc: false,
+            },
+            one(1)[0].clone(),
+        ];
+        let d = desired(&manifest("p", &ag));
+        let reports = converge(&e, &d).await;
+        let failed: Vec<_> = reports
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Failed(_)))
+            .map(|r| r.op.key.name.clone())
+            .collect();
+        let skipped: Vec<_> = reports
+            .iter()
+            .filter(|r| matches!(r.outcome, Outcome::Skipped { .. }))
+            .map(|r| r.op.key.name.clone())
+            .collect();
+        assert_eq!(failed, vec!["bottle-p-a0-supervise"]);
+        assert_eq!(skipped, vec!["bottle-p-a0-agent"]);
+        let snap = e.snapshot();
+        assert!(
+            snap.containers
+                .iter()
+                .any(|c| c.name == "bottle-p-a1-agent")
+        );
+        assert!(
+            snap.containers
+                .iter()
+                .any(|c| c.name == "bottle-p-a0-pipelock")
+        );
+    });
+}
+
+#[test]
+fn runsc_required_but_missing_fails_before_any_change() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let mut m = manifest("p", &one(1));
+        if let Some(b) = m.bottles.get_mut("p0") {
+            b.runtime = RuntimeChoice::Runsc;
+        }
+        let d = desired(&m);
+        let snap = observe(&e, "p").await.unwrap();
+        let p = plan::plan(&d, &Observed::from_snapshot("p", &snap));
+        let err = execute(&e, &d, schedule(&p, &d), 2, &mut |_| {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("runsc"), "{err}");
+        assert!(e.mutations().is_empty(), "{:?}", e.mutations());
+    });
+}
+
+fn agent_gen() -> impl Strategy<Value = AgentGen> {
+    (any::<bool>(), any::<bool>(), 0u8..4, any::<bool>()).prop_map(|(git, supervise, env, r)| {
+        AgentGen {
+            git,
+            supervise,
+            env,
+            runtime_runc: r,
+        }
+    })
+}
+
+/// Check that the engine's call log honours every ordering edge of `d`.
+fn assert_order(calls: &[String], d: &DesiredState) {
+    let pos = |verbs: &[&str], name: &str| {
+        calls.iter().rposition(|c| {
+            verbs
+                .iter()
+                .any(|v| c.strip_prefix(v).and_then(|r| r.strip_prefix(' ')) == Some(name))
+        })
+    };
+    let makes = [
+        "create_network",
+        "create_volume",
+        "run_container",
+        "build_image",
+    ];
+    for o in d.objects.values() {
+        let Some(me) = pos(&makes, &o.key.name) else {
+            continue;
+        };
+        for a in &o.after {
+            if let Some(dep) = pos(&makes, &a.name) {
+                assert!(dep < me, "{} created before its dependency {}", o.key, a);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// plan(x, x) is empty: once converged, nothing is left to do.
+    #[test]
+    fn plan_of_converged_state_is_empty(agents in prop::collection::vec(agent_gen(), 1..4)) {
+        rt().block_on(async {
+            let e = FakeEngine::default();
+            let d = desired(&manifest("p", &agents));
+            converge(&e, &d).await;
+            let p = plan_now(&e, &d).await;
+            prop_assert!(p.is_empty(), "{:#?}", p);
+            Ok(())
+        })?;
+    }
+
+    /// From any earlier state, perturbed, one apply reaches the desired state, and every
+    /// operation order respects every edge.
+    #[test]
+    fn execute_reaches_desired_from_anywhere(
+        first in prop::collection::vec(agent_gen(), 0..4),
+        second in prop::collection::vec(agent_gen(), 1..4),
+        kill in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        stop in prop::collection::vec(any::<prop::sample::Index>(), 0..3),
+    ) {
+        rt().block_on(async {
+            let e = FakeEngine::default();
+            if !first.is_empty() {
+                converge(&e, &desired(&manifest("p", &first))).await;
+            }
+            let snap = e.snapshot();
+            let names: Vec<String> = snap.containers.iter().map(|c| c.name.clone())
+                .chain(snap.networks.iter().map(|n| n.name.clone()))
+                .chain(snap.volumes.iter().map(|n| n.name.clone()))
+                .collect();
+            if !names.is_empty() {
+                for k in &kill {
+                    let n: &String = k.get(&names);
+                    // Removing a network under running containers is what `docker network
+                    // rm` refuses; model `docker rm -f` of containers and volumes only.
+                    if !n.contains("-net-") {
+                        e.remove_any(n);
+                    }
+                }
+                for s in &stop {
+                    e.stop(s.get(&names).as_str());
+                }
+            }
+            e.clear_calls();
+            let d = desired(&manifest("p", &second));
+            let reports = converge(&e, &d).await;
+            for r in &reports {
+                prop_assert_eq!(&r.outcome, &Outcome::Done, "{:?}", r.op);
+            }
+            assert_order(&e.calls(), &d);
+            let p = plan_now(&e, &d).await;
+            prop_assert!(p.is_empty(), "{:#?}", p);
+            Ok(())
+        })?;
+    }
+}
+
+#[test]
+fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
+    use bottle_contract::supervise::{Ask, Grant};
+    rt().block_on(async {
+        let engine = FakeEngine::default();
+        let m = manifest(
+            "g",
+            &[AgentGen {
+                git: false,
+                supervise: true,
+                env: 0,
+                runtime_runc: true,
+            }],
+        );
+        let d = desired(&m);
+        let noop = ReconcileOptions::default();
+        let made = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        // A live volume made in this run already holds its files: its marker is planned
+        // as a plain create and only recorded, nothing is written twice.
+        let markers: Vec<&crate::plan::Step> = made
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.key.name.contains("-rev-"))
+            .collect();
+        assert!(!markers.is_empty());
+        assert!(
+            markers.iter().all(|s| s.action == Action::Create),
+            "{markers:?}"
+        );
+        let first = engine.mutations();
+        assert!(
+            !first.iter().any(|c| c.starts_with("rewrite_volume")),
+            "{first:?}"
+        );
+        assert!(
+            first.iter().any(|c| c.contains("pipelock-config-rev-")),
+            "{first:?}"
+        );
+        // `bottle queue approve` makes the grant volume with the graph's constructor.
+        let grant = Grant {
+            id: "p00000000aa".into(),
+            bottle: "a0".into(),
+            ask: Ask::Host {
+                host: "docs.example".into(),
+            },
+            at: 1,
+        };
+        let key = DigestKey::fixed(7);
+        let obj = crate::nodes::supervise::grant_object("g", &key, "img", &grant);
+        let ObjectSpec::Volume(spec) = &obj.spec else {
+            panic!("a grant is a volume")
+        };
+        engine.create_volume(spec).await.unwrap();
+        let before = engine.mutations().len();
+        let r = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        // pipelock's policy gets a new revision (the old marker goes), written into the
+        // live volume in place; pipelock and egress reload it, so no container is touched.
+        let only_revisions = |steps: &[crate::plan::Step]| {
+            steps.iter().all(|s| {
+                s.key.kind == ObjectKind::Volume && s.key.name.contains("-pipelock-config-rev-")
+            })
+        };
+        assert!(only_revisions(&r.plan.steps), "{:?}", r.plan.steps);
+        let verbs: BTreeSet<&str> = r.plan.steps.iter().map(|s| s.action.verb()).collect();
+        assert_eq!(verbs, BTreeSet::from(["rewrite", "delete"]));
+        let rewrites: Vec<String> = engine
+            .mutations()
+            .into_iter()
+            .skip(before)
+            .filter(|c| c.starts_with("rewrite_volume"))
+            .collect();
+        assert_eq!(rewrites, ["rewrite_volume bottle-g-a0-pipelock-config"]);
+        // Converged: the grant is desired, so the next pass does nothing.
+        let again = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        assert!(again.plan.is_empty(), "{:?}", again.plan.steps);
+        // Revoked: the firewall closes again, still without touching the agent.
+        engine.remove_volume(&spec.name).await.unwrap();
+        let r = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        assert!(only_revisions(&r.plan.steps), "{:?}", r.plan.steps);
+        assert!(!r.plan.is_empty());
+    });
+}
+
+#[test]
+fn an_old_image_is_removed_only_after_every_build_of_the_run() {
+    let step = |name: &str, bottle: &str, node: &str, action| plan::Step {
+        key: ObjectKey::new(ObjectKind::Image, name),
+        bottle: bottle.into(),
+        node: node.into(),
+        action,
+    };
+    let p = plan::Plan {
+        steps: vec![
+            step("bottle-p-a-agent:new", "a", "agent", Action::Create),
+            step("bottle-p-a-agent:old", "a", "agent", Action::Delete),
+            step("bottle-sidecar:new", "", "sidecar-image", Action::Create),
+            step("bottle-sidecar:old", "", "sidecar-image", Action::Delete),
+        ],
+        ..Default::default()
+    };
+    let ops = schedule(&p, &DesiredState::empty("p"));
+    let index = |name: &str, kind| {
+        ops.iter()
+            .position(|o| o.key.name == name && o.kind == kind)
+            .expect("op")
+    };
+    let builds = [
+        index("bottle-p-a-agent:new", OpKind::Make),
+        index("bottle-sidecar:new", OpKind::Make),
+    ];
+    for old in ["bottle-p-a-agent:old", "bottle-sidecar:old"] {
+        let preds = &ops[index(old, OpKind::Remove)].preds;
+        for b in builds {
+            assert!(preds.contains(&b), "{old} may go before {}", ops[b].key);
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Build contexts for the images `bottle` builds, as deterministic tars.
+//!
+//! The tar of a context is built with fixed metadata (sorted paths, mtime 0, uid 0), so
+//! its hash changes only when content or modes change; that hash is the image tag, and
+//! an image is rebuilt only when its tag is missing. The sidecar image is `FROM scratch`
+//! with the static `bottle` binary (see README: "The sidecar image").
+
+use std::path::{Path, PathBuf};
+
+use crate::hash::content_hash;
+use bottle_contract::labels;
+use bottle_model::{ImageSource, Provider};
+
+/// Largest build context accepted, to keep memory bounded.
+const MAX_CONTEXT_BYTES: u64 = 512 << 20;
+/// Name of the Dockerfile inside a context when it lives outside the context directory.
+const OUTSIDE_DOCKERFILE: &str = ".bottle.Dockerfile";
+/// The name an approved Dockerfile gets in its build context.
+const GRANTED_DOCKERFILE: &str = ".bottle.granted.Dockerfile";
+
+/// A build context failed to read.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("reading build context {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("build context {path} is larger than {MAX_CONTEXT_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error(
+        "no static sidecar binary: set BOTTLE_SIDECAR_BINARY to a statically linked `bottle` \
+         (see README, \"The sidecar image\"), or run a static `bottle`"
+    )]
+    NoSidecarBinary,
+    #[error("sidecar binary {path} is not statically linked (see README, \"The sidecar image\")")]
+    NotStatic { path: PathBuf },
+}
+
+/// A context ready to build: its tar, the Dockerfile path inside it, its content hash.
+pub struct Context {
+    pub tar: Vec<u8>,
+    pub dockerfile: String,
+    pub hash: String,
+}
+
+/// The build context of an agent image. Files in `exclude` (the manifest itself, key
+/// files it names) are left out: they are not build inputs, and a key must not travel to
+/// the engine in a build context.
+pub fn agent_context(
+    source: &ImageSource,
+    provider: Provider,
+    exclude: &[PathBuf],
+) -> Result<Context, ImageError> {
+    let mut tar = TarBuilder {
+        exclude: exclude.to_vec(),
+        ..TarBuilder::default()
+    };
+    let dockerfile = match source {
+        ImageSource::ProviderDefault => {
+            tar.file("Dockerfile", provider.dockerfile().as_bytes(), 0o644);
+            "Dockerfile".to_string()
+        }
+        ImageSource::Granted {
+            dockerfile,
+            context,
+        } => {
+            if let Some(context) = context {
+                tar.dir(context, context)?;
+            }
+            tar.file(GRANTED_DOCKERFILE, dockerfile.as_bytes(), 0o644);
+            GRANTED_DOCKERFILE.to_string()
+        }
+        ImageSource::Dockerfile {
+            dockerfile,
+            context,
+        } => {
+            tar.dir(context, context)?;
+            match dockerfile.strip_prefix(context) {
+                Ok(rel) => rel.to_string_lossy().into_owned(),
+                Err(_) => {
+                    let text = read(dockerfile)?;
+                    tar.file(OUTSIDE_DOCKERFILE, &text, 0o644);
+                    OUTSIDE_DOCKERFILE.to_string()
+                }
+            }
+        }
+    };
+    Ok(tar.finish(dockerfile))
+}
+
+/// A content digest of a directory tree (paths, modes, contents), for spec hashes of
+/// things copied in at creation (skills). Bounded like a build context.
+pub fn tree_digest(dir: &Path) -> Result<String, ImageError> {
+    let mut tar = TarBuilder::default();
+    tar.dir(dir, dir)?;
+    Ok(tar.finish(String::new()).hash)
+}
+
+/// Tag of a bottle's agent image for a context hash.
+pub fn agent_tag(project: &str, bottle: &str, hash: &str) -> String {
+    format!("{}:{hash}", labels::agent_image_repo(project, bottle))
+}
+
+/// The sidecar image's context: `FROM scratch`, the static binary, a numeric user.
+pub fn sidecar_context(binary: &Path) -> Result<Context, ImageError> {
+    let bytes = read(binary)?;
+    if !is_static_elf(&bytes) {
+        return Err(ImageError::NotStatic {
+            path: binary.to_path_buf(),
+        });
+    }
+    let mut tar = TarBuilder::default();
+    tar.file(
+        "Dockerfile",
+        b"FROM scratch\nCOPY bottle /bottle\nUSER 65534:65534\nENTRYPOINT [\"/bottle\"]\n",
+        0o644,
+    );
+    tar.file("bottle", &bytes, 0o755);
+    Ok(tar.finish("Dockerfile".into()))
+}
+
+/// Tag of the sidecar image for a context hash.
+pub fn sidecar_tag(hash: &str) -> String {
+    format!("{}:{hash}", labels::SIDECAR_IMAGE_REPO)
+}
+
+/// Where the static sidecar binary is: `BOTTLE_SIDECAR_BINARY`, else this very
+/// executable when it is static.
+pub fn find_sidecar_binary() -> Result<PathBuf, ImageError> {
+    if let Some(p) = std::env::var_os("BOTTLE_SIDECAR_BINARY").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    let me = std::env::current_exe().map_err(|_| ImageError::NoSidecarBinary)?;
+    let head = read_head(&me).map_err(|_| ImageError::NoSidecarBinary)?;
+    if is_static_elf(&head) {
+        Ok(me)
+    } else {
+        Err(ImageError::NoSidecarBinary)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
+    std::fs::read(path).map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut f = std::fs::File::open(path)?;
+    let n = f.read(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
+/// A 64-bit ELF with no `PT_INTERP` program header: no dynamic loader needed.
+fn is_static_elf(bytes: &[u8]) -> bool {
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if bytes.get(0..5) != Some(b"\x7fELF\x02") {
+        return false;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    for i in 0..phnum as usize {
+        let off = phoff as usize + i * phentsize as usize;
+        match bytes.get(off..off + 4) {
+            Some(t) if u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3 => return false, // PT_INTERP
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Builds a deterministic tar in memory.
+#[derive(Default)]
+struct TarBuilder {
+    entries: Vec<(String, Vec<u8>, u32)>,
+    size: u64,
+    exclude: Vec<PathBuf>,
+}
+
+impl TarBuilder {
+    fn file(&mut self, path: &str, data: &[u8], mode: u32) {
+        self.size += data.len() as u64;
+        self.entries.push((path.to_string(), data.to_vec(), mode));
+    }
+
+    /// Add every file under `dir`, skipping `.git` and `target`, not following symlinks.
+    fn dir(&mut self, root: &Path, dir: &Path) -> Result<(), ImageError> {
+        use std::os::unix::fs::PermissionsExt;
+        let io = |source| ImageError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let name = e.file_name();
+            if name == ".git" || name == "target" || self.exclude.contains(&path) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).map_err(|source| ImageError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            if meta.is_dir() {
+                self.dir(root, &path)?;
+            } else if meta.is_file() {
+                if self.size + meta.len() > MAX_CONTEXT_BYTES {
+                    return Err(ImageError::TooLarge {
+                        path: root.to_path_buf(),
+                    });
+                }
+                let rel = path.strip_prefix(root).unwrap_or(&path);
+                let data = read(&path)?;
+                let mode = if meta.permissions().mode() & 0o111 != 0 {
+                    0o755
+                } else {
+                    0o644
+                };
+                self.file(&rel.to_string_lossy(), &data, mode);
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, dockerfile: String) -> Context {
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data, mode) in &self.entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(*mode);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            // Paths come from our own tree walk; a failure here means an over-long path.
+            if b.append_data(&mut h, path, data.as_slice()).is_err() {
+                continue;
+            }
+        }
+        let tar = b.into_inner().unwrap_or_default();
+        let hash = content_hash(&tar);
+        Context {
+            tar,
+            dockerfile,
+            hash,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_hash_is_stable_and_content_sensitive() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        std::fs::create_dir(d.path().join(".git")).unwrap();
+        std::fs::write(d.path().join(".git/HEAD"), "x").unwrap();
+        let src = ImageSource::Dockerfile {
+            dockerfile: d.path().join("Dockerfile"),
+            context: d.path().to_path_buf(),
+        };
+        let manifest = d.path().join("bottles.yaml");
+        let ex = [manifest.clone()];
+        let a = agent_context(&src, Provider::Claude, &ex).unwrap();
+        std::fs::write(d.path().join(".git/HEAD"), "y").unwrap();
+        std::fs::write(&manifest, "changed").unwrap();
+        let b = agent_context(&src, Provider::Claude, &ex).unwrap();
+        assert_eq!(
+            a.hash, b.hash,
+            ".git and the manifest are not part of the context"
+        );
+        std::fs::write(d.path().join("extra"), "1").unwrap();
+        let c = agent_context(&src, Provider::Claude, &ex).unwrap();
+        assert_ne!(a.hash, c.hash);
+        assert_eq!(a.dockerfile, "Dockerfile");
+    }
+
+    #[test]
+    fn this_test_binary_is_not_static() {
+        let me = std::env::current_exe().unwrap();
+        assert!(!is_static_elf(&read_head(&me).unwrap()));
+        assert!(!is_static_elf(b"not an elf"));
+    }
+}

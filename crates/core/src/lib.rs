@@ -1,0 +1,15 @@
+//! `bottle-core`: from the validated model to Docker objects, with no I/O of its own
+//! but through the engine traits.
+//!
+//! The data flows one way: the model (`bottle_model`) -> per-bottle [`graph`] of node
+//! specs ([`nodes`]) -> [`plan`] against what the engine holds (pure) -> operations run
+//! on an engine (`bottle_engine::Engine`) by [`apply`]; [`watch`] keeps doing that on
+//! triggers, with backoff and holds. [`hash`] is the only place that hashes specs.
+
+pub mod apply;
+pub mod graph;
+pub mod hash;
+pub mod images;
+pub mod nodes;
+pub mod plan;
+pub mod watch;

@@ -1,0 +1,295 @@
+//! The planner: a pure function from desired and observed state to actions, each with
+//! its reason. No I/O: `plan(desired, observed)` is unit-tested and property-tested
+//! without an engine (kube-runtime's reconciler shape).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::graph::DesiredState;
+use crate::nodes::{NodeKind, ObjectKey, ObjectKind};
+use bottle_contract::labels;
+use bottle_engine::{ContainerState, Labels, Snapshot};
+
+/// One object as Docker holds it, reduced to what the planner compares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedObject {
+    pub key: ObjectKey,
+    pub labels: Labels,
+    /// For containers: running or not.
+    pub running: Option<bool>,
+    /// For containers: attached networks.
+    pub networks: Vec<String>,
+}
+
+impl ObservedObject {
+    pub fn bottle(&self) -> &str {
+        self.labels.get(labels::BOTTLE).map_or("", String::as_str)
+    }
+    pub fn node(&self) -> Option<NodeKind> {
+        self.labels
+            .get(labels::NODE)
+            .and_then(|n| NodeKind::parse(n))
+    }
+    fn hash(&self) -> &str {
+        self.labels
+            .get(labels::SPEC_HASH)
+            .map_or("", String::as_str)
+    }
+}
+
+/// What one project holds in Docker.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    pub objects: BTreeMap<ObjectKey, ObservedObject>,
+}
+
+impl Observed {
+    /// Keep the project's objects and the shared sidecar images from a snapshot.
+    pub fn from_snapshot(project: &str, snap: &Snapshot) -> Observed {
+        let mut objects = BTreeMap::new();
+        let mut put = |kind, name: &str, labels: &Labels, running, networks: Vec<String>| {
+            let key = ObjectKey::new(kind, name);
+            objects.insert(
+                key.clone(),
+                ObservedObject {
+                    key,
+                    labels: labels.clone(),
+                    running,
+                    networks,
+                },
+            );
+        };
+        for n in snap
+            .networks
+            .iter()
+            .filter(|n| labels::is_ours(&n.labels, project))
+        {
+            put(ObjectKind::Network, &n.name, &n.labels, None, Vec::new());
+        }
+        for v in snap
+            .volumes
+            .iter()
+            .filter(|v| labels::is_ours(&v.labels, project))
+        {
+            put(ObjectKind::Volume, &v.name, &v.labels, None, Vec::new());
+        }
+        for c in snap
+            .containers
+            .iter()
+            .filter(|c| labels::is_ours(&c.labels, project))
+        {
+            let running = c.state == ContainerState::Running;
+            put(
+                ObjectKind::Container,
+                &c.name,
+                &c.labels,
+                Some(running),
+                c.networks.clone(),
+            );
+        }
+        for i in &snap.images {
+            let shared = i.labels.get(labels::NODE).map(String::as_str)
+                == Some(NodeKind::SidecarImage.as_str())
+                && i.labels.get(labels::MANAGED).map(String::as_str) == Some("true");
+            if labels::is_ours(&i.labels, project) || shared {
+                put(ObjectKind::Image, &i.tag, &i.labels, None, Vec::new());
+            }
+        }
+        Observed { objects }
+    }
+}
+
+/// What to do with one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// It is missing.
+    Create,
+    /// It exists but differs; the reasons name the fields.
+    Recreate { reasons: Vec<String> },
+    /// It exists as desired but is not running.
+    Start,
+    /// A live volume's new revision: its files are written into `volume` in place,
+    /// and the sidecars reading them reload (see `nodes::BottleCtx::live_volume`).
+    Rewrite { volume: String },
+    /// It is ours but no longer wanted.
+    Delete,
+}
+
+impl Action {
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Recreate { .. } => "recreate",
+            Action::Start => "start",
+            Action::Rewrite { .. } => "rewrite",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// One planned change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub key: ObjectKey,
+    /// Running bottle, empty for shared objects.
+    pub bottle: String,
+    /// Node kind as labelled (`?` when an orphan carries no valid node label).
+    pub node: String,
+    pub action: Action,
+}
+
+/// All changes, plus the objects left alone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    pub unchanged: Vec<ObjectKey>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// Decide what must change for `observed` to become `desired`.
+pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
+    let mut actions: BTreeMap<&ObjectKey, Option<Action>> = BTreeMap::new();
+    for (key, d) in &desired.objects {
+        let action = match observed.objects.get(key) {
+            None => Some(match &d.spec {
+                crate::nodes::ObjectSpec::Revision(r) => Action::Rewrite {
+                    volume: r.content.name.clone(),
+                },
+                _ => Action::Create,
+            }),
+            Some(o) => compare(d, o),
+        };
+        actions.insert(key, action);
+    }
+    // A (re)created object forces the objects bound to it to be recreated too, and so
+    // does a container started again (one that joined its network namespace holds a
+    // stale one). Each round only turns keep/start into recreate, so this ends.
+    loop {
+        let mut changed = false;
+        for (key, d) in &desired.objects {
+            if matches!(
+                actions.get(key),
+                Some(Some(Action::Create | Action::Recreate { .. }))
+            ) {
+                continue;
+            }
+            let cause = d.binds.iter().find(|b| {
+                matches!(
+                    actions.get(b),
+                    Some(Some(
+                        Action::Create | Action::Recreate { .. } | Action::Start
+                    ))
+                )
+            });
+            if let Some(b) = cause {
+                let how = match actions.get(b) {
+                    Some(Some(Action::Start)) => "is started again",
+                    _ => "is made anew",
+                };
+                actions.insert(
+                    key,
+                    Some(Action::Recreate {
+                        reasons: vec![format!("{b} {how}")],
+                    }),
+                );
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    // A revision whose volume is made in this run is only recorded: the volume is
+    // seeded with these very files.
+    let made: BTreeSet<&ObjectKey> = actions
+        .iter()
+        .filter(|(_, a)| matches!(a, Some(Action::Create | Action::Recreate { .. })))
+        .map(|(k, _)| *k)
+        .collect();
+    for action in actions.values_mut() {
+        if let Some(Action::Rewrite { volume }) = action
+            && made.contains(&ObjectKey::new(ObjectKind::Volume, volume.clone()))
+        {
+            *action = Some(Action::Create);
+        }
+    }
+    let mut plan = Plan::default();
+    for (key, action) in actions {
+        let d = &desired.objects[key];
+        match action {
+            Some(action) => plan.steps.push(Step {
+                key: key.clone(),
+                bottle: d.bottle.clone(),
+                node: d.node.as_str().to_string(),
+                action,
+            }),
+            None => plan.unchanged.push(key.clone()),
+        }
+    }
+    for (key, o) in &observed.objects {
+        if desired.objects.contains_key(key) || !labels::is_ours(&o.labels, &desired.project) {
+            continue;
+        }
+        plan.steps.push(Step {
+            key: key.clone(),
+            bottle: o.bottle().to_string(),
+            node: o.node().map_or("?", NodeKind::as_str).to_string(),
+            action: Action::Delete,
+        });
+    }
+    plan.steps
+        .sort_by(|a, b| (&a.bottle, &a.key).cmp(&(&b.bottle, &b.key)));
+    plan
+}
+
+/// Compare one desired object with what Docker holds.
+fn compare(d: &crate::nodes::DesiredObject, o: &ObservedObject) -> Option<Action> {
+    if o.hash() != d.hash.hash {
+        return Some(Action::Recreate {
+            reasons: changed_fields(&d.hash.fields, &o.labels),
+        });
+    }
+    if let crate::nodes::ObjectSpec::Container(spec, _) = &d.spec {
+        let want: BTreeSet<&String> = spec.networks.iter().collect();
+        let have: BTreeSet<&String> = o.networks.iter().collect();
+        if want != have {
+            let mut reasons: Vec<String> = want
+                .difference(&have)
+                .map(|n| format!("not attached to network {n}"))
+                .collect();
+            reasons.extend(
+                have.difference(&want)
+                    .map(|n| format!("attached to network {n}")),
+            );
+            return Some(Action::Recreate { reasons });
+        }
+        if o.running == Some(false) {
+            return Some(Action::Start);
+        }
+    }
+    None
+}
+
+/// The fields whose digests differ, as `field changed`.
+fn changed_fields(want: &BTreeMap<String, String>, have: &Labels) -> Vec<String> {
+    let have: BTreeMap<&str, &str> = have
+        .get(labels::SPEC_FIELDS)
+        .map(|v| labels::parse_fields(v).into_iter().collect())
+        .unwrap_or_default();
+    let mut names: BTreeSet<&str> = want.keys().map(String::as_str).collect();
+    names.extend(have.keys().copied());
+    let reasons: Vec<String> = names
+        .into_iter()
+        .filter(|n| want.get(*n).map(String::as_str) != have.get(n).copied())
+        .map(|n| format!("{n} changed"))
+        .collect();
+    if reasons.is_empty() {
+        vec!["spec changed".to_string()]
+    } else {
+        reasons
+    }
+}

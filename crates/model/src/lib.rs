@@ -1,0 +1,261 @@
+//! `bottle-model`: `bottles.yaml` to the validated model. [`manifest`] reads and checks
+//! the text (every problem located `file:line:column: field: message`); the types at this
+//! crate's root are what the manifest means once every field has been checked;
+//! [`provider`] holds what differs between agent CLIs (Claude Code, Codex).
+//!
+//! Stage two of the two-stage parse (see `manifest/`): nothing here carries spans or
+//! raw YAML; every value is typed, every reference resolved, every path absolute and every
+//! `from_env` value read from the host. The graph (`graph.rs`) and the node specs
+//! (`nodes/`) are built from this model only.
+
+pub mod manifest;
+pub mod provider;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// A whole validated manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Manifest {
+    /// The manifest file, absolute.
+    pub path: PathBuf,
+    /// Project name: `project:` or the manifest directory's name, sanitised.
+    pub project: String,
+    /// Sandbox policies by name.
+    pub bottles: BTreeMap<String, BottlePolicy>,
+    /// Running bottles by agent name; each names a policy in `bottles`.
+    pub agents: BTreeMap<String, Agent>,
+}
+
+/// A sandbox policy (`bottles.<name>`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BottlePolicy {
+    pub image: ImageSource,
+    pub runtime: RuntimeChoice,
+    pub resources: Resources,
+    pub env: BTreeMap<String, EnvValue>,
+    pub egress: Egress,
+    pub git: Vec<GitRemote>,
+    pub supervise: bool,
+}
+
+/// Where the agent image comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageSource {
+    /// The provider's default Dockerfile, embedded in `bottle`.
+    ProviderDefault,
+    /// A Dockerfile of the user's; `context` defaults to the Dockerfile's directory.
+    Dockerfile {
+        dockerfile: PathBuf,
+        context: PathBuf,
+    },
+    /// A Dockerfile the operator approved (`bottle queue approve`), built in the
+    /// context of the bottle's own Dockerfile, or an empty one.
+    Granted {
+        dockerfile: String,
+        context: Option<PathBuf>,
+    },
+}
+
+/// `runtime:`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RuntimeChoice {
+    /// runsc when the engine lists it, else runc with a warning.
+    #[default]
+    Auto,
+    Runc,
+    Runsc,
+}
+
+impl RuntimeChoice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuntimeChoice::Auto => "auto",
+            RuntimeChoice::Runc => "runc",
+            RuntimeChoice::Runsc => "runsc",
+        }
+    }
+}
+
+/// `resources:`; absent fields take the defaults below.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Resources {
+    /// CPUs, may be fractional.
+    pub cpus: f64,
+    /// Memory limit in bytes.
+    pub memory: u64,
+    /// Maximum number of processes.
+    pub pids: i64,
+}
+
+impl Resources {
+    /// Defaults for an agent container.
+    pub const AGENT_DEFAULT: Resources = Resources {
+        cpus: 2.0,
+        memory: 4 << 30,
+        pids: 1024,
+    };
+    /// Limits of every sidecar container.
+    pub const SIDECAR: Resources = Resources {
+        cpus: 0.5,
+        memory: 256 << 20,
+        pids: 256,
+    };
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources::AGENT_DEFAULT
+    }
+}
+
+/// A value that must never be printed: Debug and Display redact it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The secret itself; call sites are the few places allowed to see it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// An environment value for the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvValue {
+    /// Written in the manifest.
+    Literal(String),
+    /// Copied from the host variable `var` when the manifest was validated. Treated as
+    /// sensitive: hashed only as a keyed digest and never printed.
+    FromEnv { var: String, value: Secret },
+}
+
+/// `egress:`.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Egress {
+    /// Hosts allowed without credentials: exact names or `*.suffix` wildcards, lowercased.
+    pub allow: Vec<String>,
+    /// Address blocks pipelock may connect to despite its SSRF guard (`a.b.c.d/n`).
+    pub allow_cidrs: Vec<String>,
+    pub routes: Vec<Route>,
+    pub dlp: Dlp,
+    /// Extra CA (PEM file, absolute) trusted for upstream TLS besides webpki roots.
+    pub upstream_ca: Option<PathBuf>,
+    /// `pipelock.image`: run the upstream pipelock project's image as the firewall, with
+    /// this policy rendered in its own schema, instead of `bottle sidecar pipelock`.
+    pub pipelock_image: Option<String>,
+}
+
+/// A credentialed (or passthrough) upstream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    /// Lowercased host name.
+    pub host: String,
+    /// Optional path prefix, starting with `/`.
+    pub path_prefix: Option<String>,
+    pub auth: Option<RouteAuth>,
+    pub roles: Vec<RouteRole>,
+    pub tls_passthrough: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RouteAuth {
+    pub scheme: AuthScheme,
+    pub token: Secret,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthScheme {
+    Bearer,
+    Basic,
+    /// A named header carries the token verbatim.
+    Header(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteRole {
+    /// The route is the agent's `ANTHROPIC_BASE_URL`.
+    AnthropicBaseUrl,
+    /// The route is the agent's `OPENAI_BASE_URL`.
+    OpenaiBaseUrl,
+}
+
+/// `egress.dlp`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dlp {
+    pub enabled: bool,
+    /// gitleaks-format TOML rules (absolute); built-in rules when absent.
+    pub rules: Option<PathBuf>,
+}
+
+impl Default for Dlp {
+    fn default() -> Self {
+        Dlp {
+            enabled: true,
+            rules: None,
+        }
+    }
+}
+
+/// `git:` entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GitRemote {
+    pub name: String,
+    pub upstream: String,
+    /// Private key file on the host (absolute, `~` expanded).
+    pub identity_file: PathBuf,
+    pub known_host_key: String,
+    pub allow_force: bool,
+}
+
+/// `agents.<name>`: one running bottle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agent {
+    /// The policy it runs under (a key of `Manifest::bottles`).
+    pub bottle: String,
+    pub provider: Provider,
+    pub prompt: Option<String>,
+    pub skills: Vec<Skill>,
+    /// Host directory copied into the bottle (absolute).
+    pub workspace: Option<PathBuf>,
+}
+
+/// A skill: a directory on the host copied into the agent's `~/.claude/skills/<name>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skill {
+    pub name: String,
+    /// `$BOTTLE_SKILLS_DIR/<name>` or `~/.claude/skills/<name>` (absolute; it exists).
+    pub dir: PathBuf,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Provider {
+    #[default]
+    Claude,
+    Codex,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Claude => "claude",
+            Provider::Codex => "codex",
+        }
+    }
+}

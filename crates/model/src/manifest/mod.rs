@@ -1,0 +1,697 @@
+//! Reading `bottles.yaml`: text to the validated [`crate::Manifest`].
+//!
+//! Two stages, like ripgrep's low-level and high-level arguments:
+//! 1. [`raw`]: YAML to a generic tree of nodes that keep their line and column, under a
+//!    strict parse budget;
+//! 2. [`validate`]: a hand-written walk of that tree into the model that collects every
+//!    problem (unknown keys, wrong types, bad values, missing fields, dangling
+//!    references) instead of stopping at the first.
+//!
+//! Problems come back as [`Diagnostics`], printed one per line as
+//! `FILE:LINE:COLUMN: FIELD: MESSAGE`.
+
+mod diag;
+mod raw;
+mod validate;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use diag::{DOCUMENT, Diagnostics, Problem, Snippets};
+
+use crate::Manifest;
+
+/// Manifests larger than this are refused before parsing.
+pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
+
+/// Why a manifest could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("cannot read {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is over [`MAX_MANIFEST_BYTES`].
+    #[error("{} is too large ({size} bytes; a manifest may be at most {limit} bytes)", path.display())]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
+    /// The file was read but is not a valid manifest.
+    #[error(transparent)]
+    Invalid(Diagnostics),
+}
+
+impl miette::Diagnostic for ManifestError {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        match self {
+            ManifestError::Invalid(d) => d.code(),
+            _ => Some(Box::new("bottle::manifest")),
+        }
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        match self {
+            ManifestError::Invalid(d) => d.source_code(),
+            _ => None,
+        }
+    }
+
+    fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn miette::Diagnostic> + 'a>> {
+        match self {
+            ManifestError::Invalid(d) => d.related(),
+            _ => None,
+        }
+    }
+}
+
+/// Read and validate a manifest file. `env` looks up host environment variables (for
+/// `from_env` and `~` expansion).
+pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Manifest, ManifestError> {
+    let io = |source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let limit = MAX_MANIFEST_BYTES as u64;
+    let size = file.metadata().map_err(io)?.len();
+    if size > limit {
+        return Err(too_large(path, size));
+    }
+    // The file may grow between the check and the read: never read past the limit.
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() > MAX_MANIFEST_BYTES {
+        return Err(too_large(path, bytes.len() as u64));
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => parse(&text, path, env),
+        Err(err) => {
+            let bytes = err.as_bytes();
+            let problem = raw::utf8_error(bytes, err.utf8_error());
+            Err(syntax(path, &String::from_utf8_lossy(bytes), problem))
+        }
+    }
+}
+
+/// Same as [`load`], from text already read; `path` is used for messages and to resolve
+/// relative paths (relative to the manifest's directory).
+pub fn parse(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Manifest, ManifestError> {
+    if text.len() > MAX_MANIFEST_BYTES {
+        return Err(too_large(path, text.len() as u64));
+    }
+    let root = raw::parse(text).map_err(|err| syntax(path, text, err))?;
+    let absolute = absolute(path);
+    validate::manifest(&root, &absolute, text, env)
+        .map_err(|problems| ManifestError::Invalid(Diagnostics::new(path, text, problems)))
+}
+
+fn too_large(path: &Path, size: u64) -> ManifestError {
+    ManifestError::TooLarge {
+        path: path.to_path_buf(),
+        size,
+        limit: MAX_MANIFEST_BYTES as u64,
+    }
+}
+
+fn syntax(path: &Path, text: &str, err: raw::SyntaxError) -> ManifestError {
+    let problem = Problem {
+        line: err.line,
+        column: err.column,
+        field: DOCUMENT.to_owned(),
+        message: err.message,
+    };
+    ManifestError::Invalid(Diagnostics::new(path, text, vec![problem]))
+}
+
+/// The manifest path made absolute (canonical when it exists).
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        Agent, AuthScheme, BottlePolicy, Dlp, Egress, EnvValue, GitRemote, ImageSource, Provider,
+        Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
+    };
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    const EXAMPLE: &str = r#"project: demo
+bottles:
+  dev:
+    image: {dockerfile: Dockerfile.test}
+    runtime: auto
+    resources: {cpus: 2, memory: 4g, pids: 512}
+    env:
+      TZ: UTC
+      GH_USER: {from_env: GH_USER}
+    egress:
+      allow: [registry.npmjs.org, pypi.org, "*.pythonhosted.org"]
+      routes:
+        - host: api.anthropic.com
+          auth: {scheme: bearer, token: {from_env: ANTHROPIC_API_KEY}}
+          roles: [anthropic-base-url]
+        - host: chatgpt.com
+          tls_passthrough: true
+      dlp: {enabled: true}
+    supervise: true
+agents:
+  reviewer:
+    bottle: dev
+    provider: claude
+    prompt: |
+      You review pull requests.
+    skills: [code-review]
+    workspace: .
+"#;
+
+    const TOKEN: &str = "sk-ant-very-secret-token-value";
+
+    /// A skills directory holding `code-review`, shared by the tests.
+    fn skills_dir() -> &'static Path {
+        static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+        DIR.get_or_init(|| {
+            let d = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir(d.path().join("code-review")).expect("mkdir");
+            d
+        })
+        .path()
+    }
+
+    fn host_env(name: &str) -> Option<String> {
+        match name {
+            "BOTTLE_SKILLS_DIR" => Some(skills_dir().display().to_string()),
+            "GH_USER" => Some("octocat".to_owned()),
+            "ANTHROPIC_API_KEY" => Some(TOKEN.to_owned()),
+            "HOME" => Some("/nonexistent-home".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// A temporary project directory holding the files the example refers to.
+    fn project_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("Dockerfile.test"), "FROM scratch\n").expect("write");
+        dir
+    }
+
+    fn parse_in(dir: &Path, text: &str) -> Result<Manifest, ManifestError> {
+        parse(text, &dir.join("bottles.yaml"), &host_env)
+    }
+
+    fn problems(result: Result<Manifest, ManifestError>) -> Vec<Problem> {
+        match result {
+            Err(ManifestError::Invalid(d)) => d.problems,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    fn canonical(path: &Path) -> PathBuf {
+        std::fs::canonicalize(path).expect("canonicalize")
+    }
+
+    #[test]
+    fn example_parses_to_the_expected_model() {
+        let dir = project_dir();
+        let root = canonical(dir.path());
+        let manifest = parse_in(dir.path(), EXAMPLE).expect("valid");
+        let dev = BottlePolicy {
+            image: ImageSource::Dockerfile {
+                dockerfile: root.join("Dockerfile.test"),
+                context: root.clone(),
+            },
+            runtime: RuntimeChoice::Auto,
+            resources: Resources {
+                cpus: 2.0,
+                memory: 4 << 30,
+                pids: 512,
+            },
+            env: BTreeMap::from([
+                ("TZ".to_owned(), EnvValue::Literal("UTC".to_owned())),
+                (
+                    "GH_USER".to_owned(),
+                    EnvValue::FromEnv {
+                        var: "GH_USER".to_owned(),
+                        value: Secret::new("octocat"),
+                    },
+                ),
+            ]),
+            egress: Egress {
+                allow_cidrs: vec![],
+                allow: vec![
+                    "registry.npmjs.org".to_owned(),
+                    "pypi.org".to_owned(),
+                    "*.pythonhosted.org".to_owned(),
+                ],
+                routes: vec![
+                    Route {
+                        host: "api.anthropic.com".to_owned(),
+                        path_prefix: None,
+                        auth: Some(RouteAuth {
+                            scheme: AuthScheme::Bearer,
+                            token: Secret::new(TOKEN),
+                        }),
+                        roles: vec![RouteRole::AnthropicBaseUrl],
+                        tls_passthrough: false,
+                    },
+                    Route {
+                        host: "chatgpt.com".to_owned(),
+                        path_prefix: None,
+                        auth: None,
+                        roles: vec![],
+                        tls_passthrough: true,
+                    },
+                ],
+                dlp: Dlp {
+                    enabled: true,
+                    rules: None,
+                },
+                upstream_ca: None,
+                pipelock_image: None,
+            },
+            git: vec![],
+            supervise: true,
+        };
+        let reviewer = Agent {
+            bottle: "dev".to_owned(),
+            provider: Provider::Claude,
+            prompt: Some("You review pull requests.\n".to_owned()),
+            skills: vec![Skill {
+                name: "code-review".to_owned(),
+                dir: canonical(&skills_dir().join("code-review")),
+            }],
+            workspace: Some(root.clone()),
+        };
+        let expected = Manifest {
+            path: root.join("bottles.yaml"),
+            project: "demo".to_owned(),
+            bottles: BTreeMap::from([("dev".to_owned(), dev)]),
+            agents: BTreeMap::from([("reviewer".to_owned(), reviewer)]),
+        };
+        assert_eq!(manifest, expected);
+    }
+
+    #[test]
+    fn load_reads_the_file() {
+        let dir = project_dir();
+        let path = dir.path().join("bottles.yaml");
+        std::fs::write(&path, EXAMPLE).expect("write");
+        let manifest = load(&path, &host_env).expect("valid");
+        assert_eq!(manifest.project, "demo");
+        assert_eq!(manifest.path, canonical(&path));
+        let missing = load(&dir.path().join("nope.yaml"), &host_env);
+        assert!(
+            matches!(missing, Err(ManifestError::Io { .. })),
+            "{missing:?}"
+        );
+    }
+
+    #[test]
+    fn five_mistakes_give_five_located_problems() {
+        let dir = project_dir();
+        let text = "\
+project: demo
+bottles:
+  dev:
+    runtme: auto
+    resources: {cpus: lots}
+    env:
+      TOKEN: {from_env: NOPE_NOT_SET}
+agents:
+  a:
+    bottle: prod
+    provider: gemini
+";
+        let err = parse_in(dir.path(), text).expect_err("invalid");
+        let rendered = err.to_string();
+        let found = problems(Err(err));
+        let summary: Vec<(usize, usize, &str)> = found
+            .iter()
+            .map(|p| (p.line, p.column, p.field.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (4, 5, "bottles.dev.runtme"),
+                (5, 23, "bottles.dev.resources.cpus"),
+                (7, 25, "bottles.dev.env.TOKEN.from_env"),
+                (10, 13, "agents.a.bottle"),
+                (11, 15, "agents.a.provider"),
+            ],
+            "{rendered}"
+        );
+        assert!(
+            found[0].message.contains("did you mean `runtime`"),
+            "{rendered}"
+        );
+        assert!(found[1].message.contains("found a string"), "{rendered}");
+        assert!(found[2].message.contains("NOPE_NOT_SET"), "{rendered}");
+        assert!(found[3].message.contains("`prod`") && found[3].message.contains("`a`"));
+        assert!(found[4].message.contains("gemini"), "{rendered}");
+        let file = dir.path().join("bottles.yaml");
+        let first = format!(
+            "{}:4:5: bottles.dev.runtme: unknown key `runtme`",
+            file.display()
+        );
+        assert!(rendered.starts_with(&first), "{rendered}");
+        assert!(
+            rendered.ends_with(&format!("5 problems in {}", file.display())),
+            "{rendered}"
+        );
+        assert_eq!(rendered.lines().count(), 6);
+    }
+
+    #[test]
+    fn more_mistakes_are_caught() {
+        let dir = project_dir();
+        let text = r#"
+bottles:
+  Dev_1:
+    image: {dockerfile: missing.Dockerfile}
+    resources: {cpus: 0, memory: 8m, pids: 3}
+    env:
+      BOTTLE_X: a
+      http_proxy: b
+      1BAD: c
+    egress:
+      allow: ["*", 10.0.0.1, "*.ok.example", bad_host]
+      routes:
+        - host: api.example.com
+          path_prefix: v1
+          auth: {scheme: header, token: literal-token}
+        - host: x.example.com
+          tls_passthrough: true
+          auth: {scheme: bearer, token: {from_env: ANTHROPIC_API_KEY}}
+        - path_prefix: /x
+      dlp: {enabled: yes, rules: nope.toml}
+    git:
+      - name: origin
+        upstream: https://github.com/acme/app.git
+        identity_file: ~/.ssh/key
+        known_host_key: ""
+      - name: origin
+agents:
+  rev:
+    bottle: dev
+    skills: [../etc]
+    workspace: nowhere
+"#;
+        let found = problems(parse_in(dir.path(), text));
+        let fields: Vec<&str> = found.iter().map(|p| p.field.as_str()).collect();
+        for expected in [
+            "bottles.Dev_1",
+            "bottles.Dev_1.image.dockerfile",
+            "bottles.Dev_1.resources.cpus",
+            "bottles.Dev_1.resources.memory",
+            "bottles.Dev_1.resources.pids",
+            "bottles.Dev_1.env.BOTTLE_X",
+            "bottles.Dev_1.env.http_proxy",
+            "bottles.Dev_1.env.1BAD",
+            "bottles.Dev_1.egress.allow[0]",
+            "bottles.Dev_1.egress.allow[1]",
+            "bottles.Dev_1.egress.allow[3]",
+            "bottles.Dev_1.egress.routes[0].path_prefix",
+            "bottles.Dev_1.egress.routes[0].auth.header",
+            "bottles.Dev_1.egress.routes[0].auth.token",
+            "bottles.Dev_1.egress.routes[1].tls_passthrough",
+            "bottles.Dev_1.egress.routes[2].host",
+            "bottles.Dev_1.egress.dlp.enabled",
+            "bottles.Dev_1.egress.dlp.rules",
+            "bottles.Dev_1.git[0].upstream",
+            "bottles.Dev_1.git[0].identity_file",
+            "bottles.Dev_1.git[0].known_host_key",
+            "bottles.Dev_1.git[1].name",
+            "bottles.Dev_1.git[1].upstream",
+            "agents.rev.bottle",
+            "agents.rev.skills[0]",
+            "agents.rev.workspace",
+        ] {
+            assert!(
+                fields.contains(&expected),
+                "missing {expected} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), 28, "{found:#?}");
+        let token = found
+            .iter()
+            .find(|p| p.field.ends_with("auth.token"))
+            .expect("token problem");
+        assert!(
+            token
+                .message
+                .contains("tokens must come from the environment")
+        );
+        let identity = found
+            .iter()
+            .find(|p| p.field.ends_with("identity_file"))
+            .expect("identity problem");
+        assert!(
+            identity.message.contains("/nonexistent-home/.ssh/key"),
+            "{identity:?}"
+        );
+    }
+
+    #[test]
+    fn a_misspelt_required_key_is_reported_once() {
+        let dir = project_dir();
+        let text = "\
+bottles:
+  b:
+    env: {X: {frm_env: GH_USER}}
+agents:
+  a: {botle: b}
+";
+        let found = problems(parse_in(dir.path(), text));
+        let summary: Vec<(usize, usize, &str, &str)> = found
+            .iter()
+            .map(|p| (p.line, p.column, p.field.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    3,
+                    15,
+                    "bottles.b.env.X.frm_env",
+                    "unknown key `frm_env` (did you mean `from_env`?)"
+                ),
+                (
+                    5,
+                    7,
+                    "agents.a.botle",
+                    "unknown key `botle` (did you mean `bottle`?)"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn project_defaults_to_the_directory_name() {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("My App_2");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let text = "bottles:\n  b: {}\n  c:\nagents: {a: {bottle: c}}\n";
+        let manifest = parse(text, &dir.join("bottles.yaml"), &host_env).expect("valid");
+        assert_eq!(manifest.project, "my-app-2");
+        assert_eq!(manifest.bottles["b"].image, ImageSource::ProviderDefault);
+        assert_eq!(manifest.bottles["b"].resources, Resources::AGENT_DEFAULT);
+        assert_eq!(manifest.bottles["c"], manifest.bottles["b"]);
+
+        let bad = parent.path().join("___");
+        std::fs::create_dir(&bad).expect("mkdir");
+        let found = problems(parse(text, &bad.join("bottles.yaml"), &host_env));
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].field, "project");
+    }
+
+    #[test]
+    fn git_remotes_and_env_literals() {
+        let dir = project_dir();
+        let home = dir.path().join("home");
+        std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+        std::fs::write(home.join(".ssh/key"), "key").expect("write");
+        let home_str = home.to_string_lossy().into_owned();
+        let env = move |name: &str| (name == "HOME").then(|| home_str.clone());
+        let text = r#"
+project: p
+bottles:
+  b:
+    env: {N: 1.50, F: false, Q: "007"}
+    git:
+      - name: origin
+        upstream: ssh://git@github.com/acme/app.git
+        identity_file: ~/.ssh/key
+        known_host_key: "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkV"
+        allow_force: true
+agents: {a: {bottle: b, provider: codex}}
+"#;
+        let m = parse(text, &dir.path().join("bottles.yaml"), &env).expect("valid");
+        let b = &m.bottles["b"];
+        assert_eq!(b.env["N"], EnvValue::Literal("1.50".into()));
+        assert_eq!(b.env["F"], EnvValue::Literal("false".into()));
+        assert_eq!(b.env["Q"], EnvValue::Literal("007".into()));
+        assert_eq!(
+            b.git,
+            vec![GitRemote {
+                name: "origin".into(),
+                upstream: "ssh://git@github.com/acme/app.git".into(),
+                identity_file: canonical(&home.join(".ssh/key")),
+                known_host_key: "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkV".into(),
+                allow_force: true,
+            }]
+        );
+        assert_eq!(m.agents["a"].provider, Provider::Codex);
+    }
+
+    #[test]
+    fn tokens_never_appear_in_debug_output() {
+        let dir = project_dir();
+        let manifest = parse_in(dir.path(), EXAMPLE).expect("valid");
+        let debug = format!("{manifest:?} {manifest:#?}");
+        assert!(!debug.contains(TOKEN), "token leaked");
+        assert!(!debug.contains("octocat"), "from_env value leaked");
+        assert!(debug.contains("<redacted>"));
+    }
+
+    /// Run `f`, insisting it finishes quickly.
+    fn quickly<T>(what: &str, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "{what} took {took:?}");
+        out
+    }
+
+    fn one_document_problem(what: &str, result: Result<Manifest, ManifestError>) -> Problem {
+        let found = problems(result);
+        assert_eq!(found.len(), 1, "{what}: {found:#?}");
+        assert!(found[0].line >= 1 && found[0].column >= 1);
+        found[0].clone()
+    }
+
+    #[test]
+    fn hostile_and_degenerate_inputs_fail_fast() {
+        let dir = project_dir();
+        let path = dir.path().join("bottles.yaml");
+
+        let mut bomb = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for pair in names.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            let refs = vec![format!("*{prev}"); 9].join(",");
+            bomb.push_str(&format!("{next}: &{next} [{refs}]\n"));
+        }
+        one_document_problem(
+            "alias bomb",
+            quickly("alias bomb", || parse_in(dir.path(), &bomb)),
+        );
+
+        let deep_flow = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        one_document_problem(
+            "deep flow",
+            quickly("deep flow", || parse_in(dir.path(), &deep_flow)),
+        );
+        let deep_block: String = (0..1_000)
+            .map(|i| format!("{}a:\n", " ".repeat(i)))
+            .collect();
+        one_document_problem(
+            "deep block",
+            quickly("deep block", || parse_in(dir.path(), &deep_block)),
+        );
+        let deep_seq = "- ".repeat(10_000) + "x\n";
+        one_document_problem(
+            "deep seq",
+            quickly("deep seq", || parse_in(dir.path(), &deep_seq)),
+        );
+
+        let huge = format!("project: demo\n# {}\n", "x".repeat(2 << 20));
+        let err = quickly("2 MiB text", || parse_in(dir.path(), &huge));
+        assert!(
+            matches!(err, Err(ManifestError::TooLarge { .. })),
+            "{err:?}"
+        );
+        std::fs::write(&path, &huge).expect("write");
+        let err = quickly("2 MiB file", || load(&path, &host_env));
+        assert!(
+            matches!(err, Err(ManifestError::TooLarge { .. })),
+            "{err:?}"
+        );
+
+        std::fs::write(&path, b"project: demo\nbottles: \xc3\x28\n").expect("write");
+        let p = one_document_problem("utf-8", load(&path, &host_env));
+        assert_eq!((p.line, p.column), (2, 10));
+        assert!(p.message.contains("UTF-8"));
+
+        let p = one_document_problem("empty", parse_in(dir.path(), ""));
+        assert!(p.message.contains("empty"), "{p:?}");
+        std::fs::write(&path, "").expect("write");
+        one_document_problem("empty file", load(&path, &host_env));
+        one_document_problem("comments only", parse_in(dir.path(), "# nothing\n"));
+
+        let p = one_document_problem("list", parse_in(dir.path(), "- a\n- b\n"));
+        assert!(p.message.contains("found a list"), "{p:?}");
+        one_document_problem("scalar", parse_in(dir.path(), "hello\n"));
+        one_document_problem("two docs", parse_in(dir.path(), "a: 1\n---\nb: 2\n"));
+        one_document_problem(
+            "duplicate key",
+            parse_in(dir.path(), "project: a\nproject: b\n"),
+        );
+        one_document_problem("syntax", parse_in(dir.path(), "bottles: [\n"));
+    }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_env(name: &str) -> Option<String> {
+            name.len().is_multiple_of(2).then(|| "value".to_owned())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn parse_never_panics_on_strings(text in "\\PC*") {
+                let _ = parse(&text, Path::new("/nonexistent/bottles.yaml"), &any_env);
+            }
+
+            #[test]
+            fn parse_never_panics_on_yamlish(text in "[a-z:{}\\[\\],&*!|>'\" \n#.-]{0,200}") {
+                let _ = parse(&text, Path::new("/nonexistent/bottles.yaml"), &any_env);
+            }
+
+            #[test]
+            fn parse_never_panics_on_mutations(
+                edits in proptest::collection::vec((any::<usize>(), any::<char>(), 0u8..3), 1..8)
+            ) {
+                let mut chars: Vec<char> = EXAMPLE.chars().collect();
+                for (at, c, op) in edits {
+                    let i = at % (chars.len() + 1);
+                    match op {
+                        0 => chars.insert(i, c),
+                        1 if i < chars.len() => chars[i] = c,
+                        _ if i < chars.len() => { chars.remove(i); }
+                        _ => {}
+                    }
+                }
+                let text: String = chars.into_iter().collect();
+                let _ = parse(&text, Path::new("/nonexistent/bottles.yaml"), &any_env);
+            }
+        }
+    }
+}
