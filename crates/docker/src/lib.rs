@@ -395,6 +395,40 @@ impl Docker {
     }
 }
 
+impl bottle_engine::Events for Docker {
+    fn events(
+        &self,
+        since: Option<i64>,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> impl futures_util::Stream<Item = Result<Event, EngineError>> + Send + 'static {
+        Docker::events(self, since, filters)
+    }
+
+    async fn ping(&self) -> Result<(), EngineError> {
+        Docker::ping(self).await
+    }
+}
+
+impl bottle_engine::VolumeFiles for Docker {
+    async fn read_dir_files(
+        &self,
+        container: &str,
+        dir: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
+        Docker::read_dir_files(self, container, dir).await
+    }
+
+    async fn write_file(
+        &self,
+        container: &str,
+        dir: &str,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<(), EngineError> {
+        Docker::write_file(self, container, dir, name, contents).await
+    }
+}
+
 impl Engine for Docker {
     async fn list_networks(&self, labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
         let options = ListNetworksOptionsBuilder::default()

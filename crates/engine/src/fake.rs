@@ -16,6 +16,15 @@ struct State {
     fail: BTreeSet<String>,
     runtimes: Vec<String>,
     next_id: u64,
+    /// Files by (container, dir), name -> contents ([`VolumeFiles`]).
+    files: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    /// What each successive [`Events::events`] subscription yields; then it stays
+    /// open with nothing more.
+    scripts: std::collections::VecDeque<Vec<Result<Event, EngineError>>>,
+    /// The `since` of each subscription so far.
+    subscriptions: Vec<Option<i64>>,
+    /// Results of successive [`Events::ping`] calls; `Ok` once they run out.
+    pings: std::collections::VecDeque<Result<(), EngineError>>,
 }
 
 /// The in-memory engine.
@@ -49,6 +58,31 @@ impl FakeEngine {
             Err(p) => p.into_inner(),
         };
         f(&mut s)
+    }
+
+    /// Script the next event subscription: it yields `items`, then (unless the last is
+    /// an error) stays open with nothing more.
+    pub fn script_events(&self, items: Vec<Result<Event, EngineError>>) {
+        self.with(|s| s.scripts.push_back(items));
+    }
+
+    /// Script the results of the next pings.
+    pub fn script_pings(&self, results: Vec<Result<(), EngineError>>) {
+        self.with(|s| s.pings.extend(results));
+    }
+
+    /// The `since` of every event subscription so far.
+    pub fn subscriptions(&self) -> Vec<Option<i64>> {
+        self.with(|s| s.subscriptions.clone())
+    }
+
+    /// The file `dir/name` of `container`, if written.
+    pub fn file(&self, container: &str, dir: &str, name: &str) -> Option<Vec<u8>> {
+        self.with(|s| {
+            s.files
+                .get(&(container.to_string(), dir.to_string()))
+                .and_then(|d| d.get(name).cloned())
+        })
     }
 
     /// Every call so far, as `op name`.
@@ -356,5 +390,73 @@ impl Engine for FakeEngine {
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
         self.call("runtimes", "")?;
         Ok(self.with(|s| s.runtimes.clone()))
+    }
+}
+
+impl Events for FakeEngine {
+    fn events(
+        &self,
+        since: Option<i64>,
+        _filters: &std::collections::HashMap<String, Vec<String>>,
+    ) -> impl futures_util::Stream<Item = Result<Event, EngineError>> + Send + 'static {
+        use futures_util::StreamExt as _;
+        let items = self.with(|s| {
+            s.subscriptions.push(since);
+            s.calls.push("subscribe events".to_string());
+            s.scripts.pop_front().unwrap_or_default()
+        });
+        let tail: futures_util::stream::BoxStream<'static, _> =
+            if items.last().is_some_and(Result::is_err) {
+                futures_util::stream::empty().boxed()
+            } else {
+                futures_util::stream::pending().boxed()
+            };
+        futures_util::stream::iter(items).chain(tail)
+    }
+
+    async fn ping(&self) -> Result<(), EngineError> {
+        self.with(|s| {
+            s.calls.push("ping engine".to_string());
+            s.pings.pop_front().unwrap_or(Ok(()))
+        })
+    }
+}
+
+impl VolumeFiles for FakeEngine {
+    async fn read_dir_files(
+        &self,
+        container: &str,
+        dir: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, EngineError> {
+        self.call("read files", container)?;
+        Ok(self.with(|s| {
+            s.files
+                .get(&(container.to_string(), dir.to_string()))
+                .map(|d| d.iter().map(|(n, b)| (n.clone(), b.clone())).collect())
+                .unwrap_or_default()
+        }))
+    }
+
+    async fn write_file(
+        &self,
+        container: &str,
+        dir: &str,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<(), EngineError> {
+        self.call("write file", container)?;
+        self.with(|s| {
+            if !s.containers.contains_key(container) {
+                return Err(EngineError::NotFound {
+                    kind: "container",
+                    name: container.to_string(),
+                });
+            }
+            s.files
+                .entry((container.to_string(), dir.to_string()))
+                .or_default()
+                .insert(name.to_string(), contents.to_vec());
+            Ok(())
+        })
     }
 }

@@ -270,3 +270,44 @@ pub trait Engine {
     /// Names of the runtimes the engine offers (`docker info`).
     async fn runtimes(&self) -> Result<Vec<String>, EngineError>;
 }
+
+/// The engine's event stream and liveness: what `apply --watch` follows, and how it
+/// knows the engine is back after the stream was lost.
+#[allow(async_fn_in_trait)] // used through generics only
+pub trait Events {
+    /// Engine events from `since` (unix seconds; replayed by the engine) on, matching
+    /// `filters` (for example `{"type": ["container"], "label": ["bottle.managed=true"]}`).
+    /// The stream is lazy (nothing is asked before it is first polled) and ends only on
+    /// an error or when the engine closes it.
+    fn events(
+        &self,
+        since: Option<i64>,
+        filters: &std::collections::HashMap<String, Vec<String>>,
+    ) -> impl futures_util::Stream<Item = Result<Event, EngineError>> + Send + 'static;
+
+    /// Does the engine answer?
+    async fn ping(&self) -> Result<(), EngineError>;
+}
+
+/// Small files in a running container's filesystem: how `bottle queue` reads the
+/// supervise state volume and writes decisions into it, through the engine (nothing on
+/// a bottle's network can reach this path).
+#[allow(async_fn_in_trait)] // used through generics only
+pub trait VolumeFiles {
+    /// The regular files directly in `dir` of `container` (name, contents); an empty
+    /// list when `dir` does not exist.
+    async fn read_dir_files(
+        &self,
+        container: &str,
+        dir: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, EngineError>;
+
+    /// Write `contents` as `dir/name` in `container`; `dir` is created when missing.
+    async fn write_file(
+        &self,
+        container: &str,
+        dir: &str,
+        name: &str,
+        contents: &[u8],
+    ) -> Result<(), EngineError>;
+}

@@ -18,6 +18,7 @@
 //! event stream with reconnect), [`lock`] (one writer per project), [`metrics`].
 
 pub mod backoff;
+pub mod events;
 pub mod metrics;
 pub mod triggers;
 
