@@ -12,4 +12,5 @@ pub mod hash;
 pub mod images;
 pub mod nodes;
 pub mod plan;
+pub mod queue;
 pub mod watch;

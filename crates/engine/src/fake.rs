@@ -102,6 +102,26 @@ impl FakeEngine {
         self.with(|s| s.calls.clear());
     }
 
+    /// Put a running container `name` of `image` with `labels` in place, as if another
+    /// run had made it.
+    pub fn add_container(&self, name: &str, image: &str, labels: Labels) {
+        self.with(|s| {
+            s.next_id += 1;
+            let id = format!("fake{}", s.next_id);
+            s.containers.insert(
+                name.to_string(),
+                ContainerInfo {
+                    name: name.to_string(),
+                    id,
+                    image: image.to_string(),
+                    labels,
+                    state: ContainerState::Running,
+                    networks: Vec::new(),
+                },
+            );
+        });
+    }
+
     /// Make every mutating call on `name` fail.
     pub fn fail_on(&self, name: &str) {
         self.with(|s| s.fail.insert(name.to_string()));
