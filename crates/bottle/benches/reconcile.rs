@@ -34,7 +34,7 @@ fn desired(path: &Path, sidecar_bin: &Path) -> DesiredState {
     let m = bottle::manifest::load(path, &env).expect("manifest");
     let key = DigestKey::fixed(9);
     let side = sidecar::image_object(&key, images::sidecar_context(sidecar_bin).expect("sidecar"));
-    graph::desired(&m, &key, &side).expect("desired")
+    graph::desired(&m, &key, &side, &std::sync::Arc::from(&b""[..])).expect("desired")
 }
 
 async fn apply(docker: &Docker, d: &DesiredState) -> usize {

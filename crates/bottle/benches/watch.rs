@@ -184,7 +184,8 @@ async fn main() {
         &key,
         bottle::images::sidecar_context(&sidecar_bin).expect("sidecar"),
     );
-    let desired = bottle::graph::desired(&model, &key, &side).expect("desired");
+    let desired = bottle::graph::desired(&model, &key, &side, &std::sync::Arc::from(&b""[..]))
+        .expect("desired");
     let mut spec = desired
         .objects
         .values()

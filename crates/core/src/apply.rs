@@ -3,11 +3,12 @@
 //! operations concurrently (bounded). A failed operation stops only what depends on it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::graph::DesiredState;
-use crate::nodes::{NodeKind, ObjectKey, ObjectKind, ObjectSpec};
+use crate::nodes::{NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
 use crate::plan::{self, Action, Observed, Plan, Step};
 use bottle_contract::labels;
 use bottle_contract::supervise::Grants;
@@ -297,6 +298,8 @@ pub async fn execute<E: Engine>(
     let n = ops.len();
     let mut outcome: Vec<Option<Outcome>> = vec![None; n];
     let mut started = vec![false; n];
+    let mints = Mints::default();
+    let mints = &mints;
     let mut running = FuturesUnordered::new();
     let mut reports = Vec::with_capacity(n);
     loop {
@@ -346,7 +349,7 @@ pub async fn execute<E: Engine>(
                 let runtime = runtimes.get(&op.key).cloned().flatten();
                 running.push(async move {
                     let t = std::time::Instant::now();
-                    let r = run_op(engine, desired, op, runtime).await;
+                    let r = run_op(engine, desired, op, runtime, mints).await;
                     (i, r, t.elapsed())
                 });
             }
@@ -427,11 +430,37 @@ async fn resolve_runtimes<E: Engine>(
     Ok(out)
 }
 
+/// The CAs minted in one execution, by bottle: the two volumes of a bottle's CA get one.
+#[derive(Default)]
+struct Mints(std::sync::Mutex<BTreeMap<String, Arc<ca::CaMaterial>>>);
+
+impl Mints {
+    /// The CA of `bottle` in this execution, minted on first use.
+    fn of(&self, bottle: &str, spec: &ca::CaVolume) -> Result<Arc<ca::CaMaterial>, EngineError> {
+        let mut minted = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = minted.get(bottle) {
+            return Ok(Arc::clone(m));
+        }
+        // The one place the clock is read and a key generated: creating a CA volume.
+        let m = ca::generate(bottle, &spec.common_name, time::OffsetDateTime::now_utc()).map_err(
+            |e| EngineError::Api {
+                op: "mint CA",
+                name: spec.volume.name.clone(),
+                message: e.to_string(),
+            },
+        )?;
+        let m = Arc::new(m);
+        minted.insert(bottle.to_string(), Arc::clone(&m));
+        Ok(m)
+    }
+}
+
 async fn run_op<E: Engine>(
     engine: &E,
     desired: &DesiredState,
     op: &Op,
     runtime: Option<String>,
+    mints: &Mints,
 ) -> Result<(), EngineError> {
     let name = op.key.name.as_str();
     match op.kind {
@@ -453,6 +482,10 @@ async fn run_op<E: Engine>(
             match &d.spec {
                 ObjectSpec::Network(s) => engine.create_network(s).await,
                 ObjectSpec::Volume(s) => engine.create_volume(s).await,
+                ObjectSpec::Ca(c) => {
+                    let material = mints.of(&d.bottle, c)?;
+                    engine.create_volume(&c.materialize(&material)).await
+                }
                 ObjectSpec::Revision(r) => {
                     engine.rewrite_volume(&r.content).await?;
                     engine.create_volume(&r.marker).await

@@ -99,7 +99,7 @@ pub(crate) fn desired(m: &Manifest) -> DesiredState {
             hash: "0123456789abcdef".into(),
         },
     );
-    graph::desired(m, &key, &side).unwrap()
+    graph::desired(m, &key, &side, &std::sync::Arc::from(&b"HOST ROOTS"[..])).unwrap()
 }
 
 async fn converge(engine: &FakeEngine, d: &DesiredState) -> Vec<OpReport> {
@@ -411,8 +411,69 @@ fn assert_order(calls: &[String], d: &DesiredState) {
     }
 }
 
+#[test]
+fn the_two_ca_volumes_get_one_ca_minted_when_they_are_made() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let d = desired(&manifest("p", &one(1)));
+        converge(&e, &d).await;
+        let file = |vol: &str, path: &str| {
+            e.volume_files(vol)
+                .into_iter()
+                .find(|f| f.path == path)
+                .map(|f| f.contents)
+        };
+        let bottle = d
+            .objects
+            .values()
+            .find(|o| o.node == NodeKind::Ca)
+            .unwrap()
+            .bottle
+            .clone();
+        let private = bottle_contract::labels::object_name("p", &bottle, "ca");
+        let public = bottle_contract::labels::object_name("p", &bottle, "ca-cert");
+        let cert = file(&private, ca::CERT_FILE).expect("a certificate");
+        assert!(cert.starts_with(b"-----BEGIN CERTIFICATE-----"));
+        assert_eq!(file(&public, ca::CERT_FILE), Some(cert.clone()), "one CA");
+        assert!(file(&private, ca::KEY_FILE).is_some());
+        assert!(
+            file(&public, ca::KEY_FILE).is_none(),
+            "the key never goes where the agent mounts"
+        );
+        let bundle = file(&public, ca::BUNDLE_FILE).unwrap();
+        assert!(bundle.starts_with(b"HOST ROOTS\n") && bundle.ends_with(&cert));
+        // Made again (both: they bind each other), they get a new CA.
+        e.remove_any(&private);
+        converge(&e, &d).await;
+        let again = file(&public, ca::CERT_FILE).unwrap();
+        assert_ne!(again, cert);
+        assert_eq!(file(&private, ca::CERT_FILE), Some(again));
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// The desired state is a function of its inputs: built twice (with and without
+    /// grants) from the same inputs, it is the same, key material included (there is
+    /// none: CAs are minted at execution).
+    #[test]
+    fn desired_state_is_deterministic(agents in prop::collection::vec(agent_gen(), 1..4)) {
+        let m = manifest("p", &agents);
+        let (a, b) = (desired(&m), desired(&m));
+        prop_assert_eq!(format!("{:?}", a.objects), format!("{:?}", b.objects));
+        let mut grants = bottle_contract::supervise::Grants::default();
+        for name in m.agents.keys() {
+            grants.by_bottle.entry(name.clone()).or_default().push(bottle_contract::supervise::Grant {
+                id: "p0000000001".into(),
+                bottle: name.clone(),
+                ask: bottle_contract::supervise::Ask::Host { host: "pypi.org".into() },
+                at: 1,
+            });
+        }
+        let (ga, gb) = (a.with_grants(&grants).unwrap(), b.with_grants(&grants).unwrap());
+        prop_assert_eq!(format!("{:?}", ga.objects), format!("{:?}", gb.objects));
+    }
 
     /// plan(x, x) is empty: once converged, nothing is left to do.
     #[test]

@@ -55,6 +55,7 @@ pub struct Blueprint {
     pub manifest: Manifest,
     pub key: DigestKey,
     pub sidecar_image: DesiredObject,
+    pub host_roots: Arc<[u8]>,
 }
 
 impl DesiredState {
@@ -79,6 +80,7 @@ impl DesiredState {
                 &b.manifest,
                 &b.key,
                 &b.sidecar_image,
+                &b.host_roots,
                 grants,
             )?)),
             _ => Ok(std::borrow::Cow::Borrowed(self)),
@@ -133,13 +135,18 @@ pub fn creation_order(
 }
 
 /// Build the desired state of the manifest alone. `sidecar_image` is the shared
-/// sidecar image object.
+/// sidecar image object; `host_roots` the host's trust roots (PEM, read once by the
+/// caller; empty when the host has none), which the agent's trust store starts from.
+///
+/// A pure function of its arguments: no file is read, no clock consulted and no key
+/// minted here (the CA is minted by the executor when it creates the CA volumes).
 pub fn desired(
     manifest: &Manifest,
     key: &DigestKey,
     sidecar_image: &DesiredObject,
+    host_roots: &Arc<[u8]>,
 ) -> Result<DesiredState, GraphError> {
-    desired_with_grants(manifest, key, sidecar_image, &Grants::default())
+    desired_with_grants(manifest, key, sidecar_image, host_roots, &Grants::default())
 }
 
 /// Build the desired state of the manifest with the operator's grants merged in.
@@ -147,6 +154,7 @@ pub fn desired_with_grants(
     manifest: &Manifest,
     key: &DigestKey,
     sidecar_image: &DesiredObject,
+    host_roots: &Arc<[u8]>,
     grants: &Grants,
 ) -> Result<DesiredState, GraphError> {
     let mut state = DesiredState {
@@ -156,6 +164,7 @@ pub fn desired_with_grants(
             manifest: manifest.clone(),
             key: key.clone(),
             sidecar_image: sidecar_image.clone(),
+            host_roots: Arc::clone(host_roots),
         })),
     };
     state
@@ -178,6 +187,7 @@ pub fn desired_with_grants(
             grants,
             key,
             sidecar_image,
+            host_roots,
         )? {
             state.objects.insert(obj.key.clone(), obj);
         }
@@ -224,6 +234,7 @@ fn bottle_objects(
     grants: &Grants,
     key: &DigestKey,
     sidecar_image: &DesiredObject,
+    host_roots: &Arc<[u8]>,
 ) -> Result<Vec<DesiredObject>, GraphError> {
     let (declared, policy) = policies;
     let project = manifest.project.as_str();
@@ -244,7 +255,7 @@ fn bottle_objects(
             NodeKind::NetInternal | NodeKind::NetEgress => {
                 objects.push(network::object(&ctx, *kind))
             }
-            NodeKind::Ca => objects.extend(ca::objects(&ctx, &ca::generate(project, bottle)?)),
+            NodeKind::Ca => objects.extend(ca::objects(&ctx, host_roots)),
             NodeKind::Pipelock => objects.extend(pipelock::objects(&ctx)),
             NodeKind::Egress => objects.extend(egress::objects(&ctx)?),
             NodeKind::GitGate => objects.extend(git_gate::objects(&ctx)?),

@@ -16,6 +16,8 @@ struct State {
     fail: BTreeSet<String>,
     runtimes: Vec<String>,
     next_id: u64,
+    /// The files each volume was created with, by volume name.
+    volume_files: BTreeMap<String, Vec<VolumeFile>>,
     /// Files by (container, dir), name -> contents ([`VolumeFiles`]).
     files: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
     /// What each successive [`Events::events`] subscription yields; then it stays
@@ -74,6 +76,11 @@ impl FakeEngine {
     /// The `since` of every event subscription so far.
     pub fn subscriptions(&self) -> Vec<Option<i64>> {
         self.with(|s| s.subscriptions.clone())
+    }
+
+    /// The files volume `name` was last created with.
+    pub fn volume_files(&self, name: &str) -> Vec<VolumeFile> {
+        self.with(|s| s.volume_files.get(name).cloned().unwrap_or_default())
     }
 
     /// The file `dir/name` of `container`, if written.
@@ -282,6 +289,7 @@ impl Engine for FakeEngine {
     async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
         self.call("create_volume", &spec.name)?;
         self.with(|s| {
+            s.volume_files.insert(spec.name.clone(), spec.files.clone());
             s.volumes.insert(
                 spec.name.clone(),
                 VolumeInfo {

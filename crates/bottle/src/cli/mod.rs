@@ -248,14 +248,35 @@ async fn lock_project(project: &str, wait: bool) -> anyhow::Result<crate::edge::
     Ok(ProjectLock::acquire(&dir, project, wait, &Holder::me()).await?)
 }
 
-/// The desired state of a manifest: every image context read and hashed, every CA
-/// generated. No Docker call.
+/// The desired state of a manifest: every image context read and hashed (the CAs are
+/// minted only when their volumes are created). No Docker call.
 fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
     let key = digest_key()?;
     let binary = images::find_sidecar_binary()?;
     let context = images::sidecar_context(&binary)?;
     let side = sidecar::image_object(&key, context);
-    Ok(graph::desired(manifest, &key, &side)?)
+    Ok(graph::desired(manifest, &key, &side, &host_roots()?)?)
+}
+
+/// The host's trust roots, which each agent's trust store starts from (Debian's bundle).
+/// A host without the bundle gives none (the agent then trusts only its bottle's CA);
+/// any other failure to read it is an error, never silently an empty bundle.
+fn host_roots() -> anyhow::Result<std::sync::Arc<[u8]>> {
+    const HOST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+    match std::fs::read(HOST_BUNDLE) {
+        Ok(b) => Ok(b.into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            tracing::warn!(
+                path = HOST_BUNDLE,
+                "no host trust roots: agents trust only their bottle's CA"
+            );
+            Ok(std::sync::Arc::from(&[][..]))
+        }
+        Err(e) => {
+            Err(anyhow::Error::new(e)
+                .context(format!("reading the host trust roots {HOST_BUNDLE}")))
+        }
+    }
 }
 
 /// This host's key for digests of secrets, created on first use.

@@ -75,6 +75,8 @@ pub enum ObjectSpec {
     Image(BuildSpec),
     /// The revision marker of a live volume (see [`BottleCtx::live_volume`]).
     Revision(Box<Revision>),
+    /// One of the CA's two volumes, minted by the executor (see [`ca`]).
+    Ca(Box<ca::CaVolume>),
 }
 
 /// A live volume's files at one revision. Making it rewrites `content.files` into the
