@@ -157,15 +157,16 @@ pub fn desired_with_grants(
     host_roots: &Arc<[u8]>,
     grants: &Grants,
 ) -> Result<DesiredState, GraphError> {
+    let blueprint = Arc::new(Blueprint {
+        manifest: manifest.clone(),
+        key: key.clone(),
+        sidecar_image: sidecar_image.clone(),
+        host_roots: Arc::clone(host_roots),
+    });
     let mut state = DesiredState {
         project: manifest.project.clone(),
         objects: BTreeMap::new(),
-        blueprint: Some(Arc::new(Blueprint {
-            manifest: manifest.clone(),
-            key: key.clone(),
-            sidecar_image: sidecar_image.clone(),
-            host_roots: Arc::clone(host_roots),
-        })),
+        blueprint: Some(Arc::clone(&blueprint)),
     };
     state
         .objects
@@ -179,16 +180,7 @@ pub fn desired_with_grants(
                 bottle: agent.bottle.clone(),
             })?;
         let granted = granted_policy(policy, grants, name);
-        for obj in bottle_objects(
-            manifest,
-            name,
-            agent,
-            (policy, &granted),
-            grants,
-            key,
-            sidecar_image,
-            host_roots,
-        )? {
+        for obj in bottle_objects(&blueprint, name, agent, (policy, &granted), grants)? {
             state.objects.insert(obj.key.clone(), obj);
         }
     }
@@ -227,15 +219,18 @@ fn granted_policy(policy: &BottlePolicy, grants: &Grants, bottle: &str) -> Bottl
 /// with grants merged; the supervise node shows the agent the former, everything else
 /// is built from the latter.
 fn bottle_objects(
-    manifest: &Manifest,
+    inputs: &Blueprint,
     bottle: &str,
     agent: &Agent,
     policies: (&BottlePolicy, &BottlePolicy),
     grants: &Grants,
-    key: &DigestKey,
-    sidecar_image: &DesiredObject,
-    host_roots: &Arc<[u8]>,
 ) -> Result<Vec<DesiredObject>, GraphError> {
+    let Blueprint {
+        manifest,
+        key,
+        sidecar_image,
+        host_roots,
+    } = inputs;
     let (declared, policy) = policies;
     let project = manifest.project.as_str();
     let ctx = BottleCtx {
