@@ -22,13 +22,12 @@ pub(crate) struct AgentGen {
     pub(crate) runtime_runc: bool,
 }
 
-/// A key file the git-gate node can read (it seeds the gate's config volume).
-fn test_key() -> std::path::PathBuf {
-    let p = std::env::temp_dir().join("bottle-apply-tests-git-key");
-    if !p.exists() {
-        std::fs::write(&p, "not a real key\n").unwrap();
+/// A key file as the manifest loader reads it (it seeds the gate's config volume).
+fn test_key() -> HostFile {
+    HostFile {
+        path: "/home/u/.ssh/key".into(),
+        contents: b"not a real key\n".to_vec(),
     }
-    p
 }
 
 pub(crate) fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {

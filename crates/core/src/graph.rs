@@ -25,18 +25,12 @@ pub enum GraphError {
     Cycle { bottle: String, nodes: Vec<String> },
     #[error("agent {agent}: no bottle policy named {bottle}")]
     Dangling { agent: String, bottle: String },
-    #[error("bottle {bottle}: {source}")]
+    #[error("bottle {bottle}")]
     Image {
         bottle: String,
         #[source]
         source: ImageError,
     },
-    #[error(transparent)]
-    Ca(#[from] ca::CaError),
-    #[error(transparent)]
-    UpstreamCa(#[from] egress::UpstreamCaError),
-    #[error(transparent)]
-    GitGate(#[from] git_gate::GitGateError),
 }
 
 /// Every object the manifest wants, by key.
@@ -252,8 +246,8 @@ fn bottle_objects(
             }
             NodeKind::Ca => objects.extend(ca::objects(&ctx, host_roots)),
             NodeKind::Pipelock => objects.extend(pipelock::objects(&ctx)),
-            NodeKind::Egress => objects.extend(egress::objects(&ctx)?),
-            NodeKind::GitGate => objects.extend(git_gate::objects(&ctx)?),
+            NodeKind::Egress => objects.extend(egress::objects(&ctx)),
+            NodeKind::GitGate => objects.extend(git_gate::objects(&ctx)),
             NodeKind::Supervise => {
                 objects.extend(supervise::objects(&ctx, declared, grants.of(bottle)))
             }
@@ -323,7 +317,10 @@ mod tests {
                 vec![GitRemote {
                     name: "origin".into(),
                     upstream: "ssh://git@h/r.git".into(),
-                    identity_file: "/k".into(),
+                    identity_file: bottle_model::HostFile {
+                        path: "/k".into(),
+                        contents: b"key".to_vec(),
+                    },
                     known_host_key: "h ssh-ed25519 AAAA".into(),
                     allow_force: false,
                 }]

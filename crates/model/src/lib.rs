@@ -15,6 +15,35 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+/// A host file the manifest names, read once when the manifest is loaded (so a file
+/// that cannot be read is a located manifest error, and nothing later reads it again).
+/// Its contents may be secret (an SSH key): `Debug` shows the path and size only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HostFile {
+    /// Where it was read from (absolute).
+    pub path: PathBuf,
+    /// What it held.
+    pub contents: Vec<u8>,
+}
+
+impl HostFile {
+    /// The contents as text (lossy; the files read this way are PEM or TOML).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.contents).into_owned()
+    }
+}
+
+impl fmt::Debug for HostFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "HostFile({}, {} bytes)",
+            self.path.display(),
+            self.contents.len()
+        )
+    }
+}
+
 /// A whole validated manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Manifest {
@@ -155,8 +184,8 @@ pub struct Egress {
     pub allow_cidrs: Vec<String>,
     pub routes: Vec<Route>,
     pub dlp: Dlp,
-    /// Extra CA (PEM file, absolute) trusted for upstream TLS besides webpki roots.
-    pub upstream_ca: Option<PathBuf>,
+    /// Extra CA (PEM, read at load) trusted for upstream TLS besides webpki roots.
+    pub upstream_ca: Option<HostFile>,
     /// `pipelock.image`: run the upstream pipelock project's image as the firewall, with
     /// this policy rendered in its own schema, instead of `bottle sidecar pipelock`.
     pub pipelock_image: Option<String>,
@@ -200,8 +229,8 @@ pub enum RouteRole {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dlp {
     pub enabled: bool,
-    /// gitleaks-format TOML rules (absolute); built-in rules when absent.
-    pub rules: Option<PathBuf>,
+    /// gitleaks-format TOML rules (read and compiled at load); built-in rules when absent.
+    pub rules: Option<HostFile>,
 }
 
 impl Default for Dlp {
@@ -218,8 +247,9 @@ impl Default for Dlp {
 pub struct GitRemote {
     pub name: String,
     pub upstream: String,
-    /// Private key file on the host (absolute, `~` expanded).
-    pub identity_file: PathBuf,
+    /// Private key file on the host (absolute, `~` expanded), read at load: its path is
+    /// kept out of build contexts, its contents go to git-gate only.
+    pub identity_file: HostFile,
     pub known_host_key: String,
     pub allow_force: bool,
 }

@@ -25,7 +25,7 @@ pub const AGENT_USER: &str = "1000:1000";
 /// Files never sent in a build context: the manifest and the key files it names.
 fn excluded(ctx: &BottleCtx<'_>) -> Vec<PathBuf> {
     std::iter::once(ctx.manifest_path.to_path_buf())
-        .chain(ctx.policy.git.iter().map(|g| g.identity_file.clone()))
+        .chain(ctx.policy.git.iter().map(|g| g.identity_file.path.clone()))
         .collect()
 }
 

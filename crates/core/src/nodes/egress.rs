@@ -29,21 +29,13 @@ pub const PIPELOCK_PROXY: &str = "http://pipelock:8888";
 /// A non-secret stand-in for API keys the agent's tools insist on having.
 pub const PLACEHOLDER_KEY: &str = "bottle-placeholder";
 
-/// Failure to read the extra upstream CA named by `egress.upstream_ca`.
-#[derive(Debug, thiserror::Error)]
-#[error("reading egress.upstream_ca {path}: {source}")]
-pub struct UpstreamCaError {
-    pub path: std::path::PathBuf,
-    pub source: std::io::Error,
-}
-
 /// Name of a route's token file inside the config volume.
 fn token_file(i: usize) -> String {
     format!("token-{i}")
 }
 
 /// The config volume and the egress container.
-pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaError> {
+pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
     let eg = &ctx.policy.egress;
     let mount = |f: &str| std::path::Path::new(config::MOUNT).join(f);
     let mut files = Vec::new();
@@ -75,13 +67,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
             auth,
         });
     }
-    let upstream_ca = match &eg.upstream_ca {
-        None => None,
-        Some(p) => Some(std::fs::read(p).map_err(|source| UpstreamCaError {
-            path: p.clone(),
-            source,
-        })?),
-    };
+    let upstream_ca = eg.upstream_ca.as_ref().map(|f| f.contents.clone());
     let cfg = Config {
         bottle: ctx.bottle.to_string(),
         // From pipelock's policy volume, reloaded when it changes.
@@ -150,7 +136,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, UpstreamCaErro
             },
         ],
     );
-    Ok(vec![volume, container])
+    vec![volume, container]
 }
 
 /// The environment the agent needs to go out through egress: proxy variables (both
@@ -277,8 +263,8 @@ mod tests {
         let p = policy(TOKEN);
         let mut q = policy(TOKEN);
         q.egress.allow.push("late.example".into());
-        let a = with_ctx(&p, |ctx| objects(ctx).unwrap());
-        let b = with_ctx(&q, |ctx| objects(ctx).unwrap());
+        let a = with_ctx(&p, |ctx| objects(ctx));
+        let b = with_ctx(&q, |ctx| objects(ctx));
         assert_eq!(a[0].hash.hash, b[0].hash.hash);
         assert_eq!(a[1].hash.hash, b[1].hash.hash);
         let (v, c) = split(&a);
@@ -301,7 +287,7 @@ mod tests {
     #[test]
     fn token_is_only_in_its_0400_file() {
         let p = policy(TOKEN);
-        let objs = with_ctx(&p, |ctx| objects(ctx).unwrap());
+        let objs = with_ctx(&p, |ctx| objects(ctx));
         let (v, c) = split(&objs);
         assert_eq!(v.name, "bottle-p-b-egress-config");
         let tok = v.files.iter().find(|f| f.path == "token-0").unwrap();
@@ -322,8 +308,8 @@ mod tests {
     #[test]
     fn a_changed_token_changes_the_volume_hash_only_through_the_tokens_field() {
         let (a, b) = (policy(TOKEN), policy("another-token"));
-        let oa = with_ctx(&a, |ctx| objects(ctx).unwrap());
-        let ob = with_ctx(&b, |ctx| objects(ctx).unwrap());
+        let oa = with_ctx(&a, |ctx| objects(ctx));
+        let ob = with_ctx(&b, |ctx| objects(ctx));
         assert_ne!(oa[0].hash.hash, ob[0].hash.hash);
         assert_ne!(oa[0].hash.fields["tokens"], ob[0].hash.fields["tokens"]);
         assert_eq!(oa[0].hash.fields["config"], ob[0].hash.fields["config"]);

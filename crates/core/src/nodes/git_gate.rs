@@ -17,22 +17,13 @@ pub use bottle_contract::git_gate::{
 };
 use bottle_engine::{BuildSpec, Mount, VolumeFile};
 
-/// A key file named by the manifest cannot be read.
-#[derive(Debug, thiserror::Error)]
-#[error("git remote {remote}: reading identity_file {path}: {source}")]
-pub struct GitGateError {
-    remote: String,
-    path: std::path::PathBuf,
-    source: std::io::Error,
-}
-
 /// The gate image, its config volume and its container.
-pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, GitGateError> {
+pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
     let image = image(ctx);
-    let config = config_volume(ctx)?;
+    let config = config_volume(ctx);
     let mirrors = mirrors_volume(ctx);
     let container = container(ctx, &image, &config, &mirrors);
-    Ok(vec![image, config, mirrors, container])
+    vec![image, config, mirrors, container]
 }
 
 /// The gate image's Dockerfile: Debian with git and ssh, and the `bottle` binary copied
@@ -105,7 +96,7 @@ pub fn gate_config(ctx: &BottleCtx<'_>) -> GateConfig {
 
 /// The config volume: `gate.json`, and per remote `<name>.key` (0400, the sidecar
 /// user's) and `<name>.known_hosts`. The keys enter the hash only as keyed digests.
-fn config_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, GitGateError> {
+fn config_volume(ctx: &BottleCtx<'_>) -> DesiredObject {
     let uid = ca::SIDECAR_UID;
     let config = gate_config(ctx);
     let json = serde_json::to_string_pretty(&config).unwrap_or_default();
@@ -119,11 +110,7 @@ fn config_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, GitGateError> {
     let mut keys = Vec::new();
     let mut known_hosts = String::new();
     for (g, remote) in ctx.policy.git.iter().zip(&config.remotes) {
-        let key = std::fs::read(&g.identity_file).map_err(|source| GitGateError {
-            remote: g.name.clone(),
-            path: g.identity_file.clone(),
-            source,
-        })?;
+        let key = g.identity_file.contents.clone();
         let line = format!("{}\n", g.known_host_key.trim());
         known_hosts.push_str(&line);
         files.push(VolumeFile {
@@ -150,13 +137,13 @@ fn config_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, GitGateError> {
             keys.iter().map(|(n, k)| (n.as_str(), Some(k.as_str()))),
         )
         .finish();
-    Ok(ctx.files_volume(
+    ctx.files_volume(
         NodeKind::GitGate,
         "git-gate-config",
         hash,
         files,
         Some((uid, uid)),
-    ))
+    )
 }
 
 /// The mirrors volume (the container's root is read-only). Made anew, empty, when the

@@ -41,12 +41,10 @@ pub const GATEWAY_CAPS: &[&str] = &["NET_ADMIN", "NET_BIND_SERVICE", "SETUID", "
 /// The configuration the sidecar gets, rendered from the bottle's policy.
 pub fn render(ctx: &BottleCtx<'_>) -> Config {
     let egress = &ctx.policy.egress;
-    let (rules_toml, rules_error) = match &egress.dlp.rules {
-        Some(path) if egress.dlp.enabled => match std::fs::read_to_string(path) {
-            Ok(t) => (Some(t), None),
-            Err(e) => (None, Some(format!("{}: {e}", path.display()))),
-        },
-        _ => (None, None),
+    // Read (and compiled) when the manifest was loaded.
+    let rules_toml = match &egress.dlp.rules {
+        Some(file) if egress.dlp.enabled => Some(file.text()),
+        _ => None,
     };
     Config {
         allow: egress.allow.clone(),
@@ -55,7 +53,7 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
         dlp: DlpConfig {
             enabled: egress.dlp.enabled,
             rules_toml,
-            rules_error,
+            rules_error: None,
         },
         passthrough: egress
             .routes
@@ -76,11 +74,7 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
                 }),
             })
             .collect(),
-        // An unreadable file is the egress node's error (it reads the same file).
-        upstream_ca: egress
-            .upstream_ca
-            .as_ref()
-            .and_then(|p| std::fs::read_to_string(p).ok()),
+        upstream_ca: egress.upstream_ca.as_ref().map(|f| f.text()),
     }
 }
 
@@ -234,10 +228,15 @@ mod tests {
         assert_eq!(r.content.name, b[0].key.name);
         let cfg: Config = serde_json::from_slice(&r.content.files[0].contents).unwrap();
         assert_eq!(cfg.allow, ["example.org"]);
+        // The rules file was read when the manifest was loaded (an unreadable one is a
+        // manifest error): its text is what pipelock gets.
         let c = objects_for(Egress {
             dlp: Dlp {
                 enabled: true,
-                rules: Some("/nonexistent/rules.toml".into()),
+                rules: Some(bottle_model::HostFile {
+                    path: "/r/rules.toml".into(),
+                    contents: b"[[rules]]\nid = 'x'\nregex = 'x'\n".to_vec(),
+                }),
             },
             ..Default::default()
         });
@@ -245,10 +244,11 @@ mod tests {
             panic!()
         };
         let cfg: Config = serde_json::from_slice(&v.files[0].contents).unwrap();
-        assert!(
-            cfg.dlp.rules_error.is_some(),
-            "an unreadable rules file fails closed"
+        assert_eq!(
+            cfg.dlp.rules_toml.as_deref(),
+            Some("[[rules]]\nid = 'x'\nregex = 'x'\n")
         );
+        assert!(cfg.dlp.rules_error.is_none());
     }
 
     #[test]

@@ -548,12 +548,42 @@ agents: {a: {bottle: b, provider: codex}}
             vec![GitRemote {
                 name: "origin".into(),
                 upstream: "ssh://git@github.com/acme/app.git".into(),
-                identity_file: canonical(&home.join(".ssh/key")),
+                identity_file: crate::HostFile {
+                    path: canonical(&home.join(".ssh/key")),
+                    contents: b"key".to_vec(),
+                },
                 known_host_key: "github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkV".into(),
                 allow_force: true,
             }]
         );
         assert_eq!(m.agents["a"].provider, Provider::Codex);
+        // The key was read once, now; its contents never show in Debug output.
+        assert!(!format!("{m:?}").contains("key\""), "{m:?}");
+    }
+
+    #[test]
+    fn host_files_are_read_at_load_and_their_failures_are_located() {
+        let dir = project_dir();
+        std::fs::write(dir.path().join("bad.toml"), "[[rules]]\nid = 1\n").expect("write");
+        std::fs::write(dir.path().join("big.pem"), vec![b'a'; (1 << 20) + 1]).expect("write");
+        let text = "bottles:\n  b:\n    image: {dockerfile: Dockerfile.test}\n    egress:\n      dlp: {rules: bad.toml}\n      upstream_ca: big.pem\nagents: {a: {bottle: b}}\n";
+        let found = problems(parse_in(dir.path(), text));
+        let at = |field: &str| {
+            found
+                .iter()
+                .find(|p| p.field == field)
+                .unwrap_or_else(|| panic!("no problem at {field}: {found:?}"))
+        };
+        let rules = at("bottles.b.egress.dlp.rules");
+        assert_eq!(rules.line, 5, "{rules:?}");
+        assert!(
+            rules.message.contains("not a gitleaks rule file"),
+            "{}",
+            rules.message
+        );
+        let ca = at("bottles.b.egress.upstream_ca");
+        assert_eq!(ca.line, 6, "{ca:?}");
+        assert!(ca.message.contains("larger than"), "{}", ca.message);
     }
 
     #[test]

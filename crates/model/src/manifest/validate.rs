@@ -14,8 +14,8 @@ use serde_saphyr::{Location, Spanned};
 use super::diag::{DOCUMENT, Problem};
 use super::raw::{Node, Raw, position};
 use crate::{
-    Agent, AuthScheme, BottlePolicy, Dlp, Egress, EnvValue, GitRemote, ImageSource, Manifest,
-    Provider, Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
+    Agent, AuthScheme, BottlePolicy, Dlp, Egress, EnvValue, GitRemote, HostFile, ImageSource,
+    Manifest, Provider, Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
 };
 
 /// Longest bottle, agent or project name: they become parts of Docker object names.
@@ -251,6 +251,40 @@ impl Ctx<'_> {
                     &var_node.referenced,
                     &var_field,
                     format!("host environment variable `{var}` is not set"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A file relative to the manifest directory, read now (at most [`MAX_HOST_FILE`]
+    /// bytes): a file that cannot be read is a problem at `node`.
+    fn host_file(&mut self, node: &Node, field: &str) -> Option<HostFile> {
+        let raw = self.string(node, field)?;
+        self.read_host_file(node, field, &raw)
+    }
+
+    fn read_host_file(&mut self, node: &Node, field: &str, raw: &str) -> Option<HostFile> {
+        use std::io::Read as _;
+        let path = self.check_path(node, field, raw, false)?;
+        let mut contents = Vec::new();
+        let read = std::fs::File::open(&path)
+            .and_then(|f| f.take(MAX_HOST_FILE as u64 + 1).read_to_end(&mut contents));
+        match read {
+            Ok(n) if n > MAX_HOST_FILE => {
+                self.report(
+                    &node.referenced,
+                    field,
+                    format!("`{}` is larger than {MAX_HOST_FILE} bytes", path.display()),
+                );
+                None
+            }
+            Ok(_) => Some(HostFile { path, contents }),
+            Err(err) => {
+                self.report(
+                    &node.referenced,
+                    field,
+                    format!("file `{}` cannot be read: {err}", path.display()),
                 );
                 None
             }
@@ -671,14 +705,27 @@ impl Ctx<'_> {
                         .get("enabled")
                         .and_then(|n| self.bool(n, &dlp_map.field("enabled")))
                         .unwrap_or(true),
-                    rules: dlp_map
-                        .get("rules")
-                        .and_then(|n| self.existing_path(n, &dlp_map.field("rules"), false)),
+                    rules: dlp_map.get("rules").and_then(|n| {
+                        let field = dlp_map.field("rules");
+                        let file = self.host_file(n, &field)?;
+                        match bottle_secretscan::RuleSet::from_toml(&file.text()) {
+                            Ok(_) => Some(file),
+                            Err(e) => {
+                                let message = format!(
+                                    "`{}` is not a gitleaks rule file: {}",
+                                    file.path.display(),
+                                    error_chain(&e)
+                                );
+                                self.report(&n.referenced, &field, message);
+                                None
+                            }
+                        }
+                    }),
                 };
             }
         }
         if let Some(ca) = map.get("upstream_ca") {
-            egress.upstream_ca = self.existing_path(ca, &map.field("upstream_ca"), false);
+            egress.upstream_ca = self.host_file(ca, &map.field("upstream_ca"));
         }
         egress
     }
@@ -931,7 +978,7 @@ impl Ctx<'_> {
                 } else {
                     raw
                 };
-                self.check_path(n, &f, &expanded, false)
+                self.read_host_file(n, &f, &expanded)
             });
             let known_host_key = self.required(&map, "known_host_key").and_then(|n| {
                 let f = map.field("known_host_key");
@@ -1073,6 +1120,21 @@ fn cidr_block(text: &str) -> Result<String, String> {
     bottle_contract::host::Cidr::parse(text)
         .map(|c| c.to_string())
         .map_err(|e| e.to_string())
+}
+
+/// The largest host file the manifest may name (a rules file, a CA, a key).
+const MAX_HOST_FILE: usize = 1 << 20;
+
+/// An error and its causes, `: `-joined (for a problem's one-line message).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 /// "unknown key `x` (did you mean `y`?)", or the list of valid words.
