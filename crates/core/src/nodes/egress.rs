@@ -263,8 +263,8 @@ mod tests {
         let p = policy(TOKEN);
         let mut q = policy(TOKEN);
         q.egress.allow.push("late.example".into());
-        let a = with_ctx(&p, |ctx| objects(ctx));
-        let b = with_ctx(&q, |ctx| objects(ctx));
+        let a = with_ctx(&p, objects);
+        let b = with_ctx(&q, objects);
         assert_eq!(a[0].hash.hash, b[0].hash.hash);
         assert_eq!(a[1].hash.hash, b[1].hash.hash);
         let (v, c) = split(&a);
@@ -287,7 +287,7 @@ mod tests {
     #[test]
     fn token_is_only_in_its_0400_file() {
         let p = policy(TOKEN);
-        let objs = with_ctx(&p, |ctx| objects(ctx));
+        let objs = with_ctx(&p, objects);
         let (v, c) = split(&objs);
         assert_eq!(v.name, "bottle-p-b-egress-config");
         let tok = v.files.iter().find(|f| f.path == "token-0").unwrap();
@@ -308,8 +308,8 @@ mod tests {
     #[test]
     fn a_changed_token_changes_the_volume_hash_only_through_the_tokens_field() {
         let (a, b) = (policy(TOKEN), policy("another-token"));
-        let oa = with_ctx(&a, |ctx| objects(ctx));
-        let ob = with_ctx(&b, |ctx| objects(ctx));
+        let oa = with_ctx(&a, objects);
+        let ob = with_ctx(&b, objects);
         assert_ne!(oa[0].hash.hash, ob[0].hash.hash);
         assert_ne!(oa[0].hash.fields["tokens"], ob[0].hash.fields["tokens"]);
         assert_eq!(oa[0].hash.fields["config"], ob[0].hash.fields["config"]);
