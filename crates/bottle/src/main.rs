@@ -19,7 +19,7 @@ fn main() {
     if let bottle::cli::Command::Sidecar(args) = &mut cli.command
         && let Err(e) = bottle::sidecar::prepare(args)
     {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", bottle_contract::ErrorChain(&e));
         std::process::exit(2);
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -36,7 +36,7 @@ fn main() {
     let code = match rt.block_on(bottle::cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("{}", bottle::cli::error_line(&e));
             2
         }
     };

@@ -11,6 +11,7 @@
 
 pub mod ca;
 pub mod egress;
+pub mod error;
 pub mod git_gate;
 pub mod host;
 pub mod labels;
@@ -20,3 +21,4 @@ pub mod supervise;
 
 /// Labels of a Docker object (or a Kubernetes one): key to value, ordered.
 pub type Labels = std::collections::BTreeMap<String, String>;
+pub use error::ErrorChain;

@@ -95,3 +95,9 @@ impl fmt::Display for NodeKind {
         f.write_str(self.as_str())
     }
 }
+
+/// How a node kind that may be unknown is shown: its name, or `?` for an object whose
+/// node label is missing or not one of ours.
+pub fn shown(node: Option<NodeKind>) -> &'static str {
+    node.map_or("?", NodeKind::as_str)
+}

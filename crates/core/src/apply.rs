@@ -137,7 +137,8 @@ pub struct Op {
     pub kind: OpKind,
     pub key: ObjectKey,
     pub bottle: String,
-    pub node: String,
+    /// The node kind (None for an orphan without a valid node label).
+    pub node: Option<NodeKind>,
     /// Indexes of the operations that must succeed first.
     pub preds: Vec<usize>,
 }
@@ -146,7 +147,8 @@ pub struct Op {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Done,
-    Failed(String),
+    /// The engine refused it.
+    Failed(EngineError),
     /// Not run because an operation it waits for did not succeed.
     Skipped {
         because: String,
@@ -176,7 +178,7 @@ pub enum ApplyError {
     },
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("merging the approved grants: {0}")]
+    #[error("merging the approved grants")]
     Grants(#[from] crate::graph::GraphError),
 }
 
@@ -200,7 +202,7 @@ pub fn schedule(plan: &Plan, desired: &DesiredState) -> Vec<Op> {
             kind,
             key: step.key.clone(),
             bottle: step.bottle.clone(),
-            node: step.node.clone(),
+            node: step.node,
             preds: Vec::new(),
         });
         ops.len() - 1
@@ -244,10 +246,8 @@ pub fn schedule(plan: &Plan, desired: &DesiredState) -> Vec<Op> {
         ops[i].preds = preds;
     }
     // Removals: dependents first, within a bottle.
-    let removals: Vec<(usize, Option<NodeKind>)> = remove
-        .values()
-        .map(|&i| (i, NodeKind::parse(&ops[i].node)))
-        .collect();
+    let removals: Vec<(usize, Option<NodeKind>)> =
+        remove.values().map(|&i| (i, ops[i].node)).collect();
     for &(a, na) in &removals {
         for &(b, nb) in &removals {
             if a == b || ops[a].bottle != ops[b].bottle {
@@ -359,7 +359,7 @@ pub async fn execute<E: Engine>(
         };
         let o = match result {
             Ok(()) => Outcome::Done,
-            Err(e) => Outcome::Failed(e.to_string()),
+            Err(e) => Outcome::Failed(e),
         };
         outcome[i] = Some(o.clone());
         let r = OpReport {

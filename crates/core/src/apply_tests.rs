@@ -630,7 +630,7 @@ fn an_old_image_is_removed_only_after_every_build_of_the_run() {
     let step = |name: &str, bottle: &str, node: &str, action| plan::Step {
         key: ObjectKey::new(ObjectKind::Image, name),
         bottle: bottle.into(),
-        node: node.into(),
+        node: NodeKind::parse(node),
         action,
     };
     let p = plan::Plan {

@@ -21,7 +21,7 @@ const GRANTED_DOCKERFILE: &str = ".bottle.granted.Dockerfile";
 /// A build context failed to read.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("reading build context {path}: {source}")]
+    #[error("reading build context {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

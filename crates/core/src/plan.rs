@@ -132,8 +132,8 @@ pub struct Step {
     pub key: ObjectKey,
     /// Running bottle, empty for shared objects.
     pub bottle: String,
-    /// Node kind as labelled (`?` when an orphan carries no valid node label).
-    pub node: String,
+    /// Node kind as labelled (None when an orphan carries no valid node label).
+    pub node: Option<NodeKind>,
     pub action: Action,
 }
 
@@ -224,7 +224,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
             Some(action) => plan.steps.push(Step {
                 key: key.clone(),
                 bottle: d.bottle.clone(),
-                node: d.node.as_str().to_string(),
+                node: Some(d.node),
                 action,
             }),
             None => plan.unchanged.push(key.clone()),
@@ -237,7 +237,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
         plan.steps.push(Step {
             key: key.clone(),
             bottle: o.bottle().to_string(),
-            node: o.node().map_or("?", NodeKind::as_str).to_string(),
+            node: o.node(),
             action: Action::Delete,
         });
     }

@@ -739,18 +739,8 @@ fn unreachable(socket: &str, e: &BollardError) -> EngineError {
 }
 
 /// `e` and its sources, joined by `: `.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    bottle_contract::ErrorChain(e).to_string()
 }
 
 /// `{"label": [...]}`, or no filter for no labels.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 pub use bottle_contract::Labels;
 
 /// A failure talking to the engine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     /// The engine cannot be reached at all (socket missing, daemon down).
     #[error("cannot reach the Docker engine: {0}")]

@@ -19,15 +19,15 @@ use serde::Deserialize;
 /// Why a rule file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("rule file is not valid gitleaks TOML: {0}")]
+    #[error("rule file is not valid gitleaks TOML")]
     Toml(#[from] toml::de::Error),
-    #[error("rule {id}: regex does not compile: {source}")]
+    #[error("rule {id}: regex does not compile")]
     Regex {
         id: String,
         #[source]
         source: Box<regex::Error>,
     },
-    #[error("allowlist of {scope}: regex {regex:?} does not compile: {source}")]
+    #[error("allowlist of {scope}: regex {regex:?} does not compile")]
     AllowRegex {
         scope: String,
         regex: String,
@@ -54,7 +54,7 @@ pub enum RulesError {
     DuplicateId(String),
     #[error("the rule file has no rules")]
     Empty,
-    #[error("keyword automaton: {0}")]
+    #[error("keyword automaton")]
     Keywords(#[from] aho_corasick::BuildError),
 }
 

@@ -331,7 +331,9 @@ fn gitleaks_toml_features() {
         ),
         ("title='t'", "no rules"),
     ] {
-        let e = RuleSet::from_toml(bad).unwrap_err().to_string();
+        let e = RuleSet::from_toml(bad).unwrap_err();
+        // The message and its causes, each once (the message does not repeat its source).
+        let e = bottle_contract::ErrorChain(&e).to_string();
         assert!(e.contains(what), "{bad}: {e}");
     }
 }

@@ -32,9 +32,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 pub enum CertError {
     #[error("loading the bottle CA: {0}")]
     Ca(rcgen::Error),
-    #[error("minting a certificate for {host}: {source}")]
+    #[error("minting a certificate for {host}")]
     Mint { host: String, source: rcgen::Error },
-    #[error("building the TLS server configuration for {host}: {source}")]
+    #[error("building the TLS server configuration for {host}")]
     Tls { host: String, source: rustls::Error },
 }
 

@@ -51,9 +51,9 @@ pub struct SidecarArgs {
 /// A sidecar that must not start: its privileged set-up failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    #[error("pipelock: {0}")]
+    #[error("pipelock")]
     Pipelock(#[from] privs::PrivError),
-    #[error("agent-net: {0}")]
+    #[error("agent-net")]
     AgentNet(#[from] agent_net::TrapError),
 }
 

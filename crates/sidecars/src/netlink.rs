@@ -45,7 +45,7 @@ const IFADDRMSG: usize = 8;
 /// A netlink exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum NetlinkError {
-    #[error("netlink: {0}")]
+    #[error("netlink")]
     Io(#[from] std::io::Error),
     #[error("netlink: the kernel answered errno {0}")]
     Kernel(i32),

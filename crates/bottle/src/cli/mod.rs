@@ -212,6 +212,12 @@ pub enum QueueAction {
 pub struct Exit(pub i32);
 
 /// Run a parsed command line; returns the exit status.
+/// The line `bottle` prints for a command's error: `error: ` and the error with each of
+/// its causes once (no error repeats its `#[source]` in its own message).
+pub fn error_line(e: &anyhow::Error) -> String {
+    format!("error: {e:#}")
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Diff(a) => diff::run(a).await,
@@ -351,6 +357,26 @@ async fn connect() -> anyhow::Result<Docker> {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    use super::*;
+
+    /// Three levels (graph -> build context -> io), through `main`'s path: each cause
+    /// is printed once.
+    #[test]
+    fn an_error_prints_each_cause_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = graph::GraphError::Image {
+            bottle: "dev".into(),
+            source: images::ImageError::Io {
+                path: "/nonexistent/ctx".into(),
+                source: io,
+            },
+        };
+        assert_eq!(
+            error_line(&anyhow::Error::new(e)),
+            "error: bottle dev: reading build context /nonexistent/ctx: entity not found"
+        );
+    }
 
     #[test]
     fn the_command_line_is_consistent() {

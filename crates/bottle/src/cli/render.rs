@@ -1,5 +1,6 @@
 //! Text and JSON rendering of plans and apply reports, shared by `diff` and `apply`.
 
+use bottle_contract::node::shown;
 use serde_json::{Value, json};
 
 use crate::apply::{OpReport, Outcome, verb};
@@ -35,7 +36,7 @@ pub fn plan_text(plan: &Plan) -> String {
         out.push_str(&format!(
             "  {sign} {:<8} {:<13} {}{detail}\n",
             s.action.verb(),
-            s.node,
+            shown(s.node),
             s.key
         ));
     }
@@ -49,7 +50,7 @@ pub fn plan_json(plan: &Plan) -> Value {
         .map(|s| {
             let mut v = json!({
                 "bottle": s.bottle,
-                "node": s.node,
+                "node": shown(s.node),
                 "kind": s.key.kind.as_str(),
                 "name": s.key.name,
                 "action": s.action.verb(),
@@ -101,7 +102,7 @@ pub fn grants_json(grants: &Grants) -> Value {
 
 /// A progress line for one finished operation.
 pub fn progress_line(r: &OpReport) -> String {
-    let what = format!("{} {} ({})", verb(r.op.kind), r.op.key, r.op.node);
+    let what = format!("{} {} ({})", verb(r.op.kind), r.op.key, shown(r.op.node));
     match &r.outcome {
         Outcome::Done => format!("  ok      {what} {:.1}s", r.took.as_secs_f64()),
         Outcome::Failed(e) => format!("  FAILED  {what}: {e}"),
@@ -115,7 +116,7 @@ pub fn report_json(reports: &[OpReport]) -> Value {
         .map(|r| {
             let (status, error) = match &r.outcome {
                 Outcome::Done => ("done", None),
-                Outcome::Failed(e) => ("failed", Some(e.clone())),
+                Outcome::Failed(e) => ("failed", Some(e.to_string())),
                 Outcome::Skipped { because } => ("skipped", Some(because.clone())),
             };
             json!({
@@ -123,7 +124,7 @@ pub fn report_json(reports: &[OpReport]) -> Value {
                 "kind": r.op.key.kind.as_str(),
                 "name": r.op.key.name,
                 "bottle": r.op.bottle,
-                "node": r.op.node,
+                "node": shown(r.op.node),
                 "status": status,
                 "error": error,
             })

@@ -87,7 +87,7 @@ pub enum LockError {
     },
     #[error("neither XDG_STATE_HOME nor HOME is set: nowhere to keep the project lock")]
     NoStateDir,
-    #[error("project lock {}: {source}", path.display())]
+    #[error("project lock {}", path.display())]
     Io {
         path: PathBuf,
         #[source]

@@ -276,7 +276,7 @@ async fn pass<E: Engine>(
                 };
                 tracing::info!(
                     bottle = %s.bottle,
-                    node = %s.node,
+                    node = bottle_contract::node::shown(s.node),
                     object = %s.key,
                     action = s.action.verb(),
                     reasons,
@@ -317,7 +317,7 @@ async fn pass<E: Engine>(
         Err(e) => {
             metrics.error();
             let wait = sched.engine_failed(Instant::now(), &mut rng);
-            tracing::error!(error = %e, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
+            tracing::error!(error = %bottle_contract::ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "reconcile failed");
             return;
         }
     };

@@ -45,7 +45,7 @@ pub enum TrapError {
     Netlink(#[from] NetlinkError),
     #[error("agent-net expects one network, net-internal; it has addresses {0:?}")]
     Interfaces(Vec<IfAddr>),
-    #[error("opening the TUN device {TUN_NAME}: {0}")]
+    #[error("opening the TUN device {TUN_NAME}")]
     Tun(#[from] tun::Error),
     #[error("the report socket towards pipelock: {0}")]
     Report(std::io::Error),

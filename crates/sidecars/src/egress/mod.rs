@@ -34,7 +34,7 @@ pub use server::Proxy;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -43,7 +43,7 @@ pub enum StartError {
     Cert(#[from] certs::CertError),
     #[error(transparent)]
     Upstream(#[from] upstream::UpstreamError),
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         addr: String,
         source: std::io::Error,

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bottle_contract::ErrorChain;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode, Version};
@@ -321,26 +322,17 @@ fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// An error and its sources, `: `-joined (the reason of a 502).
+/// An error and its sources, `: `-joined (the reason of a 502). The connector's own
+/// error says the most; lead with it when present.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !parts.iter().any(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        cur = s.source();
-    }
-    // The connector's own error says the most; lead with it when present.
     let mut cur = e.source();
     while let Some(s) = cur {
         if let Some(u) = s.downcast_ref::<UpstreamError>() {
-            return u.to_string();
+            return ErrorChain(u).to_string();
         }
         cur = s.source();
     }
-    parts.join(": ")
+    ErrorChain(e).to_string()
 }
 
 fn empty() -> RespBody {

@@ -75,11 +75,11 @@ impl Resolve for StaticResolve {
 /// Reaching an upstream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("resolving {host}: {source}")]
+    #[error("resolving {host}")]
     Resolve { host: String, source: io::Error },
     #[error("{host} has no address")]
     NoAddress { host: String },
-    #[error("connecting to {host}:{port}: {source}")]
+    #[error("connecting to {host}:{port}")]
     Connect {
         host: String,
         port: u16,
@@ -92,7 +92,7 @@ pub enum UpstreamError {
         port: u16,
         status: String,
     },
-    #[error("talking to upstream proxy {proxy}: {source}")]
+    #[error("talking to upstream proxy {proxy}")]
     ProxyIo { proxy: String, source: io::Error },
     #[error("TLS to {host} failed: {reason}")]
     Tls { host: String, reason: String },

@@ -90,7 +90,7 @@ pub struct ScanReport {
 /// The scan could not run: the push must then be refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ScanError {
-    #[error("running git: {0}")]
+    #[error("running git")]
     Io(#[from] std::io::Error),
     #[error("{what} failed ({status}): {stderr}")]
     Git {

@@ -6,13 +6,13 @@ pub use bottle_contract::pipelock::{Config, DlpConfig, ENV, FILE, MOUNT, RouteHe
 /// Why the configuration cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("parsing {path}: {source}")]
+    #[error("parsing {path}")]
     Parse {
         path: String,
         #[source]
@@ -20,7 +20,7 @@ pub enum ConfigError {
     },
     #[error("DLP rules could not be read when the bottle was applied: {0}")]
     RulesUnavailable(String),
-    #[error("DLP rules: {0}")]
+    #[error("DLP rules")]
     Rules(#[from] bottle_secretscan::RulesError),
     /// The error quotes the entry.
     #[error("allow entry: {0}")]

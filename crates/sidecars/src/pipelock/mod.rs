@@ -33,16 +33,16 @@ pub enum StartError {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Resolver(#[from] ssrf::ResolveError),
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: String,
         source: std::io::Error,
     },
     #[error(transparent)]
     Cert(#[from] CertError),
-    #[error("upstream TLS roots: {0}")]
+    #[error("upstream TLS roots")]
     Roots(#[from] UpstreamError),
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         addr: String,
         source: std::io::Error,
@@ -81,7 +81,11 @@ pub fn watcher(path: impl Into<std::path::PathBuf>, proxy: Arc<Proxy>) -> crate:
     crate::reload::Watcher::json(
         "pipelock configuration",
         path,
-        move |cfg: config::Config| proxy.reload(&cfg).map_err(|e| e.to_string()),
+        move |cfg: config::Config| {
+            proxy
+                .reload(&cfg)
+                .map_err(|e| bottle_contract::ErrorChain(&e).to_string())
+        },
     )
 }
 

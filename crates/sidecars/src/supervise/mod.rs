@@ -157,7 +157,7 @@ fn refused(msg: impl std::fmt::Display) -> CallToolResult {
 }
 
 fn internal(e: StoreError) -> ErrorData {
-    tracing::error!(error = %e, "proposal store");
+    tracing::error!(error = %bottle_contract::ErrorChain(&e), "proposal store");
     ErrorData::internal_error("the proposal store failed; see the supervise log", None)
 }
 

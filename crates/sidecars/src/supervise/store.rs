@@ -16,7 +16,7 @@ const MAX_RECORD: u64 = 256 * 1024;
 pub enum StoreError {
     #[error(transparent)]
     Proposal(#[from] ProposalError),
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
