@@ -65,6 +65,7 @@ pub struct Reconciled {
     pub plan: Plan,
     /// The steps left out because their bottle is held.
     pub held: Vec<Step>,
+    /// Every operation of the run, in the order it ended (skipped ones included).
     pub reports: Vec<OpReport>,
 }
 
@@ -123,8 +124,12 @@ pub fn plan_observed<'a>(
 /// What an operation does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OpKind {
+    /// Remove the object from the engine.
     Remove,
+    /// Create the object from its desired spec: build an image, create a network or
+    /// volume (rewriting a revision's files), or run a container.
     Make,
+    /// Start an existing, stopped container.
     Start,
     /// Only create a live volume's revision marker: the volume itself is being made in
     /// the same run with these very files, so rewriting them would be a no-op.
@@ -134,8 +139,11 @@ pub enum OpKind {
 /// One engine operation and the operations it waits for.
 #[derive(Clone, Debug)]
 pub struct Op {
+    /// What the operation does to the object.
     pub kind: OpKind,
+    /// The object it acts on.
     pub key: ObjectKey,
+    /// The bottle the object belongs to.
     pub bottle: String,
     /// The node kind (None for an orphan without a valid node label).
     pub node: Option<NodeKind>,
@@ -146,11 +154,13 @@ pub struct Op {
 /// How an operation ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// The engine carried it out.
     Done,
     /// The engine refused it.
     Failed(EngineError),
     /// Not run because an operation it waits for did not succeed.
     Skipped {
+        /// The operation waited for that did not succeed, as `verb key did not succeed`.
         because: String,
     },
 }
@@ -158,7 +168,9 @@ pub enum Outcome {
 /// A finished operation, for progress and the summary.
 #[derive(Clone, Debug)]
 pub struct OpReport {
+    /// The operation that ended.
     pub op: Op,
+    /// How it ended.
     pub outcome: Outcome,
     /// How long the engine took (zero for skipped operations).
     pub took: std::time::Duration,
@@ -167,17 +179,24 @@ pub struct OpReport {
 /// Why an apply could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// A bottle asks for `runtime: runsc` and the engine has no `runsc` runtime
+    /// registered; found before any operation runs.
     #[error(
         "bottle {bottle} asks for runtime runsc, but the engine offers only: {}; \
          install gVisor and register it (see README) or set `runtime: auto`",
         available.join(", ")
     )]
     NoRunsc {
+        /// The bottle that asks for `runsc`.
         bottle: String,
+        /// The runtimes the engine offers.
         available: Vec<String>,
     },
+    /// Observing the project or listing the engine's runtimes failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The grants found on the project's volumes could not be merged into the desired
+    /// state.
     #[error("merging the approved grants")]
     Grants(#[from] crate::graph::GraphError),
 }
@@ -373,6 +392,8 @@ pub async fn execute<E: Engine>(
     Ok(reports)
 }
 
+/// The word that names an operation of `kind` in progress lines, logs and reports
+/// (`remove`, `create`, `start`, `record`).
 pub fn verb(kind: OpKind) -> &'static str {
     match kind {
         OpKind::Remove => "remove",

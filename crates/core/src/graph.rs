@@ -21,13 +21,29 @@ use bottle_model::{Agent, BottlePolicy, ImageSource, Manifest};
 /// Why the desired state could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
+    /// The nodes of a bottle depend on each other in a cycle, so they have no creation
+    /// order.
     #[error("bottle {bottle}: dependency cycle through {}", nodes.join(" -> "))]
-    Cycle { bottle: String, nodes: Vec<String> },
+    Cycle {
+        /// The bottle whose node graph has the cycle.
+        bottle: String,
+        /// The nodes on the cycle, by name.
+        nodes: Vec<String>,
+    },
+    /// An agent names a bottle policy the manifest does not define.
     #[error("agent {agent}: no bottle policy named {bottle}")]
-    Dangling { agent: String, bottle: String },
+    Dangling {
+        /// The agent that names the policy.
+        agent: String,
+        /// The policy name it gives.
+        bottle: String,
+    },
+    /// The agent image of a bottle could not be specified.
     #[error("bottle {bottle}")]
     Image {
+        /// The bottle whose image failed.
         bottle: String,
+        /// Why the image spec failed.
         #[source]
         source: ImageError,
     },
@@ -36,7 +52,9 @@ pub enum GraphError {
 /// Every object the manifest wants, by key.
 #[derive(Clone, Debug, Default)]
 pub struct DesiredState {
+    /// The project the objects belong to (its label scopes what the engine lists).
     pub project: String,
+    /// Every desired object, by key.
     pub objects: BTreeMap<ObjectKey, DesiredObject>,
     /// What the state was built from, so the reconciler can rebuild it with the grants it
     /// observes (see [`DesiredState::with_grants`]); `None` for hand-made states.
@@ -46,9 +64,14 @@ pub struct DesiredState {
 /// The inputs of a desired state: the manifest, the digest key, the sidecar image.
 #[derive(Clone, Debug)]
 pub struct Blueprint {
+    /// The validated manifest.
     pub manifest: Manifest,
+    /// The host-local key for digests of secrets.
     pub key: DigestKey,
+    /// The sidecar image object shared by every bottle.
     pub sidecar_image: DesiredObject,
+    /// The host's trust roots (PEM; empty when the host has none), which each agent's
+    /// trust store starts from.
     pub host_roots: Arc<[u8]>,
 }
 

@@ -96,7 +96,9 @@ pub struct SpecHasher<'k> {
 /// The result: the spec hash and the per-field digests.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct SpecHash {
+    /// The spec hash: [`HASH_LEN`] hex characters of the digest over every field digest.
     pub hash: String,
+    /// The short digest of each field, by field name.
     pub fields: BTreeMap<String, String>,
 }
 
@@ -113,6 +115,7 @@ impl SpecHash {
 }
 
 impl<'k> SpecHasher<'k> {
+    /// A hasher with no fields yet, whose secret fields are keyed with `key`.
     pub fn new(key: &'k DigestKey) -> Self {
         SpecHasher {
             key: Some(key),
@@ -149,6 +152,7 @@ impl<'k> SpecHasher<'k> {
         self
     }
 
+    /// The spec hash of the fields added so far, with their digests.
     pub fn finish(&self) -> SpecHash {
         let mut all = Sha256::new();
         for (k, v) in &self.fields {

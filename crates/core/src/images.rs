@@ -21,26 +21,44 @@ const GRANTED_DOCKERFILE: &str = ".bottle.granted.Dockerfile";
 /// A build context failed to read.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// A file or directory of a context (or the sidecar binary) could not be read.
     #[error("reading build context {path}")]
     Io {
+        /// The file or directory that failed.
         path: PathBuf,
+        /// The read error.
         source: std::io::Error,
     },
+    /// The files of a context add up to more than the bound on a build context (512 MiB).
     #[error("build context {path} is larger than {MAX_CONTEXT_BYTES} bytes")]
-    TooLarge { path: PathBuf },
+    TooLarge {
+        /// The context directory.
+        path: PathBuf,
+    },
+    /// `BOTTLE_SIDECAR_BINARY` is unset and this executable is not statically linked (or
+    /// cannot be read), so there is no binary for the sidecar image.
     #[error(
         "no static sidecar binary: set BOTTLE_SIDECAR_BINARY to a statically linked `bottle` \
          (see README, \"The sidecar image\"), or run a static `bottle`"
     )]
     NoSidecarBinary,
+    /// The sidecar binary given is not a statically linked ELF, so it cannot run in a
+    /// `FROM scratch` image.
     #[error("sidecar binary {path} is not statically linked (see README, \"The sidecar image\")")]
-    NotStatic { path: PathBuf },
+    NotStatic {
+        /// The binary given.
+        path: PathBuf,
+    },
 }
 
 /// A context ready to build: its tar, the Dockerfile path inside it, its content hash.
 pub struct Context {
+    /// The deterministic tar of the context's files.
     pub tar: Vec<u8>,
+    /// The path of the Dockerfile inside the tar.
     pub dockerfile: String,
+    /// The content hash of the tar ([`HASH_LEN`](crate::hash::HASH_LEN) hex characters),
+    /// which becomes the image tag.
     pub hash: String,
 }
 

@@ -6,6 +6,8 @@
 //! on an engine (`bottle_engine::Engine`) by [`apply`]; [`watch`] keeps doing that on
 //! triggers, with backoff and holds. [`hash`] is the only place that hashes specs.
 
+#![warn(missing_docs)]
+
 pub mod apply;
 pub mod graph;
 pub mod hash;

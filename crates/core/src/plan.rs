@@ -12,7 +12,9 @@ use bottle_engine::{ContainerState, Labels, Snapshot};
 /// One object as Docker holds it, reduced to what the planner compares.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObservedObject {
+    /// The object's type and name.
     pub key: ObjectKey,
+    /// The object's labels: project, bottle, node, spec hash and per-field digests.
     pub labels: Labels,
     /// For containers: running or not.
     pub running: Option<bool>,
@@ -21,9 +23,13 @@ pub struct ObservedObject {
 }
 
 impl ObservedObject {
+    /// The bottle the object is labelled with; empty when it carries no bottle label.
     pub fn bottle(&self) -> &str {
         self.labels.get(labels::BOTTLE).map_or("", String::as_str)
     }
+
+    /// The node kind the object is labelled with; `None` when the label is missing or
+    /// names no node.
     pub fn node(&self) -> Option<NodeKind> {
         self.labels
             .get(labels::NODE)
@@ -39,6 +45,7 @@ impl ObservedObject {
 /// What one project holds in Docker.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
+    /// The project's objects and the shared sidecar images, by key.
     pub objects: BTreeMap<ObjectKey, ObservedObject>,
 }
 
@@ -104,17 +111,26 @@ pub enum Action {
     /// It is missing.
     Create,
     /// It exists but differs; the reasons name the fields.
-    Recreate { reasons: Vec<String> },
+    Recreate {
+        /// What differs, one phrase each (`env changed`, `not attached to network n`,
+        /// `volume v is made anew`).
+        reasons: Vec<String>,
+    },
     /// It exists as desired but is not running.
     Start,
     /// A live volume's new revision: its files are written into `volume` in place,
     /// and the sidecars reading them reload (see `nodes::BottleCtx::live_volume`).
-    Rewrite { volume: String },
+    Rewrite {
+        /// The name of the live volume whose files are rewritten.
+        volume: String,
+    },
     /// It is ours but no longer wanted.
     Delete,
 }
 
 impl Action {
+    /// The word that names the action in plans and logs (`create`, `recreate`, `start`,
+    /// `rewrite`, `delete`).
     pub fn verb(&self) -> &'static str {
         match self {
             Action::Create => "create",
@@ -129,22 +145,27 @@ impl Action {
 /// One planned change.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
+    /// The object the step changes.
     pub key: ObjectKey,
     /// Running bottle, empty for shared objects.
     pub bottle: String,
     /// Node kind as labelled (None when an orphan carries no valid node label).
     pub node: Option<NodeKind>,
+    /// What is done to the object, and why.
     pub action: Action,
 }
 
 /// All changes, plus the objects left alone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// The changes, sorted by bottle then object key.
     pub steps: Vec<Step>,
+    /// The desired objects Docker already holds as desired.
     pub unchanged: Vec<ObjectKey>,
 }
 
 impl Plan {
+    /// True when nothing needs to change (unchanged objects do not count).
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }

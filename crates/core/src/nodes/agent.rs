@@ -20,6 +20,7 @@ use bottle_model::provider::{HOME, PROMPT_FILE, WORKSPACE};
 
 /// The non-root user the agent runs as (`node` in the provider images).
 pub const AGENT_UID: u64 = 1000;
+/// The agent's user and group as a container `user` value (`uid:gid`, both [`AGENT_UID`]).
 pub const AGENT_USER: &str = "1000:1000";
 
 /// Files never sent in a build context: the manifest and the key files it names.

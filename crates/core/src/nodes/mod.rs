@@ -26,13 +26,19 @@ use bottle_model::{Agent, BottlePolicy, RuntimeChoice};
 /// The type of a Docker object.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ObjectKind {
+    /// An image `bottle` builds (an agent image or the sidecar image).
     Image,
+    /// A network.
     Network,
+    /// A volume.
     Volume,
+    /// A container.
     Container,
 }
 
 impl ObjectKind {
+    /// The lowercase name of the type (`image`, `network`, `volume`, `container`), as
+    /// shown in plans, reports and logs.
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectKind::Image => "image",
@@ -46,11 +52,14 @@ impl ObjectKind {
 /// Identifies one Docker object: its type and name (an image's name is `repo:tag`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
+    /// The type of the object.
     pub kind: ObjectKind,
+    /// The object's Docker name (`repo:tag` for an image).
     pub name: String,
 }
 
 impl ObjectKey {
+    /// The key of the object of type `kind` named `name`.
     pub fn new(kind: ObjectKind, name: impl Into<String>) -> Self {
         ObjectKey {
             kind,
@@ -68,10 +77,13 @@ impl fmt::Display for ObjectKey {
 /// How to create an object.
 #[derive(Clone, Debug)]
 pub enum ObjectSpec {
+    /// A network, created as specified.
     Network(NetworkSpec),
+    /// A volume, created and seeded with its files once.
     Volume(VolumeSpec),
     /// The runtime choice is resolved against the engine by the executor.
     Container(Box<ContainerSpec>, RuntimeChoice),
+    /// An image, built from its context.
     Image(BuildSpec),
     /// The revision marker of a live volume (see [`BottleCtx::live_volume`]).
     Revision(Box<Revision>),
@@ -84,18 +96,25 @@ pub enum ObjectSpec {
 /// and spec hash record that revision; removing it removes only the marker.
 #[derive(Clone, Debug)]
 pub struct Revision {
+    /// The live volume and the files rewritten into it.
     pub content: VolumeSpec,
+    /// The label-only volume that records this revision.
     pub marker: VolumeSpec,
 }
 
 /// One object the manifest wants.
 #[derive(Clone, Debug)]
 pub struct DesiredObject {
+    /// The object's type and name.
     pub key: ObjectKey,
     /// The running bottle it belongs to; empty for the shared sidecar image.
     pub bottle: String,
+    /// The graph node the object belongs to.
     pub node: NodeKind,
+    /// The spec hash and per-field digests of `spec`, carried on the object's labels;
+    /// a different hash on the engine's object means it is recreated.
     pub hash: SpecHash,
+    /// How to create the object.
     pub spec: ObjectSpec,
     /// Objects whose creation forces this one to be recreated too (a container on a
     /// network, the two volumes of one CA).
@@ -106,13 +125,17 @@ pub struct DesiredObject {
 
 /// Everything a node module needs to know about the bottle it builds for.
 pub struct BottleCtx<'a> {
+    /// The project the bottle belongs to, as named in the manifest.
     pub project: &'a str,
     /// The manifest file (absolute).
     pub manifest_path: &'a std::path::Path,
     /// The running bottle's name (the agent's name).
     pub bottle: &'a str,
+    /// The agent the bottle runs.
     pub agent: &'a Agent,
+    /// The bottle policy the agent runs under, with the operator's grants merged in.
     pub policy: &'a BottlePolicy,
+    /// The host-local key for digests of secrets in spec hashes.
     pub key: &'a DigestKey,
     /// `repo:tag` of the sidecar image.
     pub sidecar_image: &'a str,

@@ -14,6 +14,8 @@ pub const IP_FORWARD: &str = "net.ipv4.ip_forward";
 
 /// How one sidecar differs from the others.
 pub struct SidecarShape {
+    /// The sidecar's node; its name is in the container's name, the `bottle sidecar <kind>`
+    /// command and the container's alias on net-internal.
     pub node: NodeKind,
     /// Port it listens on, on net-internal.
     pub port: u16,

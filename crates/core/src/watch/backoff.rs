@@ -15,8 +15,11 @@ use tokio::time::Instant;
 /// random share of up to `jitter` (0..=1) so that retries of many bottles spread out.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Backoff {
+    /// The delay before the first retry.
     pub base: Duration,
+    /// The longest delay, however many attempts failed.
     pub max: Duration,
+    /// The largest share of a delay cut at random, from 0 (none) to 1 (all of it).
     pub jitter: f64,
 }
 
@@ -91,6 +94,7 @@ pub struct Holds {
 }
 
 impl Holds {
+    /// No bottle held; a failing bottle is held for delays drawn from `policy`.
     pub fn new(policy: Backoff) -> Holds {
         Holds {
             policy,

@@ -23,6 +23,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Count a reconcile pass (failed or not) and record `took` as the last duration.
     pub fn reconciled(&self, took: Duration) {
         self.reconciles.fetch_add(1, Ordering::Relaxed);
         self.last_duration_micros.store(
@@ -31,27 +32,34 @@ impl Metrics {
         );
     }
 
+    /// Count a planned step whose action is named `verb` (`create`, `recreate`, ...).
     pub fn action(&self, verb: &str) {
         let mut a = self.actions.lock().unwrap_or_else(|p| p.into_inner());
         *a.entry(verb.to_string()).or_default() += 1;
     }
 
+    /// Count a reconcile that could not run, or an operation that failed or was skipped.
     pub fn error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count `n` operations that succeeded in undoing drift (a reconcile not caused by a
+    /// manifest change).
     pub fn drift_repairs(&self, n: u64) {
         self.drift_repairs.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Count a manifest edit that did not load (the last good state stayed in force).
     pub fn manifest_error(&self) {
         self.manifest_errors.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count a loss of the engine event stream and its resubscription.
     pub fn stream_reconnect(&self) {
         self.stream_reconnects.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Reconcile passes counted so far.
     pub fn reconciles(&self) -> u64 {
         self.reconciles.load(Ordering::Relaxed)
     }

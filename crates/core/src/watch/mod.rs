@@ -46,7 +46,10 @@ pub struct Options {
     pub max_wait: Duration,
     /// Time between full resyncs.
     pub resync: Duration,
+    /// Remove the project's objects that are not desired (see
+    /// [`ReconcileOptions::prune`]).
     pub prune: bool,
+    /// Operations run at once, at most, in each reconcile.
     pub concurrency: usize,
     /// Backoff of failing bottles.
     pub backoff: Backoff,
@@ -96,6 +99,7 @@ impl Scheduler {
         }
     }
 
+    /// Add trigger `t`, seen at `now`, to the pending burst.
     pub fn push(&mut self, t: Trigger, now: Instant) {
         self.debounce.push(t, now);
     }
@@ -143,15 +147,18 @@ impl Scheduler {
         d
     }
 
+    /// The engine answered: its failures are forgotten and no engine retry is pending.
     pub fn engine_ok(&mut self) {
         self.engine_failures = 0;
         self.engine_retry = None;
     }
 
+    /// The per-bottle holds.
     pub fn holds(&self) -> &Holds {
         &self.holds
     }
 
+    /// The per-bottle holds, to record outcomes or clear them.
     pub fn holds_mut(&mut self) -> &mut Holds {
         &mut self.holds
     }

@@ -19,14 +19,20 @@ pub enum Trigger {
     Manifest,
     /// An engine event on one of the project's objects.
     Event {
+        /// The object type the event is about (`container`, `network` or `volume`).
         kind: String,
+        /// What happened to it (`die`, `destroy`, `disconnect`, ...).
         action: String,
+        /// The object's name.
         name: String,
     },
     /// The periodic full resync.
     Resync,
     /// A held bottle's backoff ended.
-    Retry { bottle: String },
+    Retry {
+        /// The bottle whose hold ended.
+        bottle: String,
+    },
     /// The last reconcile could not reach the engine; trying again.
     EngineRetry,
     /// The event stream came back after a loss: events may have been missed.
@@ -136,6 +142,8 @@ pub struct Debouncer {
 }
 
 impl Debouncer {
+    /// A debouncer with nothing pending, waiting `window` of quiet after a burst's last
+    /// trigger and at most `max_wait` after its first.
     pub fn new(window: Duration, max_wait: Duration) -> Debouncer {
         Debouncer {
             window,
@@ -146,6 +154,8 @@ impl Debouncer {
         }
     }
 
+    /// Add trigger `t`, seen at `now`, and move the deadline: to `now` when `t` is urgent,
+    /// else `window` later but no later than `max_wait` after the burst's first trigger.
     pub fn push(&mut self, t: Trigger, now: Instant) {
         let first = *self.first.get_or_insert(now);
         let due = if t.urgent() {
