@@ -12,7 +12,6 @@ use bottle::apply::{execute, observe, schedule};
 use bottle::engine::{ContainerSpec, Engine};
 use bottle::graph::{self, DesiredState};
 use bottle::hash::DigestKey;
-use bottle::images;
 use bottle::nodes::sidecar;
 use bottle::plan::{self, Observed};
 use bottle_docker::Docker;
@@ -33,7 +32,10 @@ fn desired(path: &Path, sidecar_bin: &Path) -> DesiredState {
     let env = |k: &str| std::env::var(k).ok();
     let m = bottle::manifest::load(path, &env).expect("manifest");
     let key = DigestKey::fixed(9);
-    let side = sidecar::image_object(&key, images::sidecar_context(sidecar_bin).expect("sidecar"));
+    let side = sidecar::image_object(
+        &key,
+        bottle::edge::host::sidecar_context(sidecar_bin).expect("sidecar"),
+    );
     graph::desired(&m, &key, &side, &std::sync::Arc::from(&b""[..])).expect("desired")
 }
 

@@ -182,7 +182,7 @@ async fn main() {
     let key = DigestKey::fixed(1);
     let side = bottle::nodes::sidecar::image_object(
         &key,
-        bottle::images::sidecar_context(&sidecar_bin).expect("sidecar"),
+        bottle::edge::host::sidecar_context(&sidecar_bin).expect("sidecar"),
     );
     let desired = bottle::graph::desired(&model, &key, &side, &std::sync::Arc::from(&b""[..]))
         .expect("desired");

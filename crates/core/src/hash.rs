@@ -7,8 +7,6 @@
 //! secret offline.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -18,8 +16,9 @@ const FIELD_DIGEST_LEN: usize = 12;
 /// Hex characters kept of a spec hash or content hash.
 pub const HASH_LEN: usize = 16;
 
-/// The key for digests of secrets: 32 random bytes kept at `$XDG_STATE_HOME/bottle/digest.key`
-/// (mode 0600). Losing it only changes digests: the affected nodes are recreated once.
+/// The key for digests of secrets: 32 random bytes, which the binary keeps at
+/// `$XDG_STATE_HOME/bottle/digest.key` (mode 0600). Losing it only changes digests: the
+/// affected nodes are recreated once.
 #[derive(Clone)]
 pub struct DigestKey([u8; 32]);
 
@@ -35,54 +34,9 @@ impl DigestKey {
         DigestKey([byte; 32])
     }
 
-    /// Where the key lives on this host.
-    pub fn default_path() -> Option<PathBuf> {
-        if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-            return Some(PathBuf::from(dir).join("bottle/digest.key"));
-        }
-        std::env::var_os("HOME")
-            .filter(|d| !d.is_empty())
-            .map(|h| PathBuf::from(h).join(".local/state/bottle/digest.key"))
-    }
-
-    /// Read the key at `path`, creating it (0600) if absent.
-    pub fn load_or_create(path: &Path) -> std::io::Result<Self> {
-        match std::fs::read(path) {
-            Ok(bytes) if bytes.len() == 32 => {
-                let mut k = [0u8; 32];
-                k.copy_from_slice(&bytes);
-                return Ok(DigestKey(k));
-            }
-            Ok(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{} is not a 32-byte key", path.display()),
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let key: [u8; 32] = rand::random();
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&key)?;
-            f.sync_all()?;
-        }
-        // Two processes racing: the first rename wins and both read the winner.
-        if std::fs::hard_link(&tmp, path).is_err() && !path.exists() {
-            std::fs::rename(&tmp, path)?;
-        }
-        let _ = std::fs::remove_file(&tmp);
-        Self::load_or_create(path)
+    /// The key made of `bytes` (the binary keeps it in a file: see `edge::digest_key`).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        DigestKey(bytes)
     }
 }
 
@@ -230,17 +184,5 @@ mod tests {
             .secret_field("env", [("TOKEN", Some("other"))])
             .finish();
         assert_ne!(a.hash, c.hash);
-    }
-
-    #[test]
-    fn key_file_is_created_once_with_mode_0600() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("s/digest.key");
-        let a = DigestKey::load_or_create(&p).unwrap();
-        let b = DigestKey::load_or_create(&p).unwrap();
-        assert_eq!(a.0, b.0);
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
     }
 }

@@ -18,7 +18,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::graph::{self, DesiredState};
 use crate::hash::DigestKey;
-use crate::images;
 use crate::model::Manifest;
 use crate::nodes::sidecar;
 use bottle_docker::Docker;
@@ -258,38 +257,18 @@ async fn lock_project(project: &str, wait: bool) -> anyhow::Result<crate::edge::
 /// minted only when their volumes are created). No Docker call.
 fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
     let key = digest_key()?;
-    let binary = images::find_sidecar_binary()?;
-    let context = images::sidecar_context(&binary)?;
+    let binary = crate::edge::host::find_sidecar_binary()?;
+    let context = crate::edge::host::sidecar_context(&binary)?;
     let side = sidecar::image_object(&key, context);
-    Ok(graph::desired(manifest, &key, &side, &host_roots()?)?)
-}
-
-/// The host's trust roots, which each agent's trust store starts from (Debian's bundle).
-/// A host without the bundle gives none (the agent then trusts only its bottle's CA);
-/// any other failure to read it is an error, never silently an empty bundle.
-fn host_roots() -> anyhow::Result<std::sync::Arc<[u8]>> {
-    const HOST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-    match std::fs::read(HOST_BUNDLE) {
-        Ok(b) => Ok(b.into()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            tracing::warn!(
-                path = HOST_BUNDLE,
-                "no host trust roots: agents trust only their bottle's CA"
-            );
-            Ok(std::sync::Arc::from(&[][..]))
-        }
-        Err(e) => {
-            Err(anyhow::Error::new(e)
-                .context(format!("reading the host trust roots {HOST_BUNDLE}")))
-        }
-    }
+    let roots = crate::edge::host::trust_roots()?;
+    Ok(graph::desired(manifest, &key, &side, &roots)?)
 }
 
 /// This host's key for digests of secrets, created on first use.
 fn digest_key() -> anyhow::Result<DigestKey> {
-    let key_path = DigestKey::default_path()
+    let key_path = crate::edge::digest_key::default_path()
         .context("neither XDG_STATE_HOME nor HOME is set: nowhere to keep the digest key")?;
-    DigestKey::load_or_create(&key_path)
+    crate::edge::digest_key::load_or_create(&key_path)
         .with_context(|| format!("reading digest key {}", key_path.display()))
 }
 
@@ -367,7 +346,7 @@ mod tests {
         let io = std::io::Error::from(std::io::ErrorKind::NotFound);
         let e = graph::GraphError::Image {
             bottle: "dev".into(),
-            source: images::ImageError::Io {
+            source: crate::images::ImageError::Io {
                 path: "/nonexistent/ctx".into(),
                 source: io,
             },

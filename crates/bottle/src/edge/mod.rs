@@ -1,6 +1,9 @@
 //! What only the running program on the host does, beside the command line: follow the
-//! engine's event stream and the manifest file ([`sources`]), and hold the project's
-//! advisory lock ([`lock`]).
+//! engine's event stream and the manifest file ([`sources`]), hold the project's advisory
+//! lock ([`lock`]), keep the digest key ([`digest_key`]), and read what the desired state
+//! takes from the host ([`host`]: the sidecar binary, the trust roots).
 
+pub mod digest_key;
+pub mod host;
 pub mod lock;
 pub mod sources;

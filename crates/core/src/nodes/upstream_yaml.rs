@@ -120,6 +120,10 @@ pub fn render(cfg: &Config, ca_cert: &str, ca_key: &str, port: u16) -> String {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a golden file on disk, rewritten on request"
+)]
 mod tests {
     use super::*;
     use bottle_contract::pipelock::{DlpConfig, RouteHeader};

@@ -14,8 +14,9 @@
 //! - [`run`]: the loop itself. A manifest that no longer loads is reported (with its
 //!   line and column) and the last good desired state stays in force.
 //!
-//! The I/O around it: [`sources`] (inotify on the manifest's directory; the engine
-//! event stream with reconnect), [`lock`] (one writer per project), [`metrics`].
+//! The I/O around it is the binary's (`bottle::edge`: inotify on the manifest's
+//! directory, the project lock); the event-stream follower is [`events`], over the
+//! engine's `Events` trait; [`metrics`] counts.
 
 pub mod backoff;
 pub mod events;
