@@ -170,6 +170,7 @@ fn gitconfig(m: &Path, bottle: &str) -> String {
     let manifest = bottle::manifest::load(m, &env).expect("manifest");
     let agent = &manifest.agents[bottle];
     let key = bottle::hash::DigestKey::fixed(0);
+    let contexts = bottle::images::ContextCache::default();
     let ctx = bottle::nodes::BottleCtx {
         project: &manifest.project,
         manifest_path: &manifest.path,
@@ -178,6 +179,7 @@ fn gitconfig(m: &Path, bottle: &str) -> String {
         policy: &manifest.bottles[&agent.bottle],
         key: &key,
         sidecar_image: "unused",
+        contexts: &contexts,
     };
     bottle::nodes::git_gate::agent_gitconfig(&ctx).expect("a gitconfig")
 }

@@ -93,7 +93,7 @@ pub(crate) fn desired(m: &Manifest) -> DesiredState {
     let side = sidecar::image_object(
         &key,
         Context {
-            tar: vec![],
+            tar: Default::default(),
             dockerfile: "Dockerfile".into(),
             hash: "0123456789abcdef".into(),
         },
@@ -658,4 +658,68 @@ fn an_old_image_is_removed_only_after_every_build_of_the_run() {
             assert!(preds.contains(&b), "{old} may go before {}", ops[b].key);
         }
     }
+}
+
+/// A rebuild with grants (every watch trigger, once a project has one) reuses the build
+/// contexts and skill digests of the state it rebuilds: it reads no file. Shown by
+/// removing the context and the skill before the rebuild.
+#[test]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the test makes a build context on disk to show the rebuild does not read it"
+)]
+fn a_rebuild_with_grants_reads_no_build_context_again() {
+    use bottle_contract::supervise::{Ask, Grant, Grants};
+    let dir = tempfile::tempdir().unwrap();
+    let context = dir.path().join("ctx");
+    let skill = dir.path().join("skill");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::create_dir_all(&skill).unwrap();
+    std::fs::write(context.join("Dockerfile"), "FROM scratch\n").unwrap();
+    std::fs::write(skill.join("SKILL.md"), "a skill\n").unwrap();
+    let mut m = manifest(
+        "g",
+        &[AgentGen {
+            git: false,
+            supervise: true,
+            env: 0,
+            runtime_runc: true,
+        }],
+    );
+    let policy = m.bottles.get_mut("p0").unwrap();
+    policy.image = ImageSource::Dockerfile {
+        dockerfile: context.join("Dockerfile"),
+        context: context.clone(),
+    };
+    m.agents.get_mut("a0").unwrap().skills = vec![Skill {
+        name: "s".into(),
+        dir: skill.clone(),
+    }];
+    let d = desired(&m);
+    let cache = &d.blueprint.as_ref().unwrap().contexts;
+    assert_eq!(cache.len(), (1, 1));
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let mut grants = Grants::default();
+    grants
+        .by_bottle
+        .entry("a0".into())
+        .or_default()
+        .push(Grant {
+            id: "p0000000001".into(),
+            bottle: "a0".into(),
+            ask: Ask::Host {
+                host: "pypi.org".into(),
+            },
+            at: 1,
+        });
+    let granted = d.with_grants(&grants).expect("rebuilt from the cache");
+    assert_ne!(format!("{:?}", granted.objects), format!("{:?}", d.objects));
+    let image = |s: &DesiredState| {
+        s.objects
+            .keys()
+            .find(|k| k.kind == ObjectKind::Image && k.name.contains("-agent:"))
+            .cloned()
+    };
+    assert_eq!(image(&granted), image(&d));
+    assert_eq!(cache.len(), (1, 1));
 }

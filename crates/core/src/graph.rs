@@ -10,7 +10,7 @@ use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::hash::DigestKey;
-use crate::images::ImageError;
+use crate::images::{self, ImageError};
 use crate::nodes::{
     self, BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ca, egress, git_gate, network,
     pipelock, supervise,
@@ -73,6 +73,10 @@ pub struct Blueprint {
     /// The host's trust roots (PEM; empty when the host has none), which each agent's
     /// trust store starts from.
     pub host_roots: Arc<[u8]>,
+    /// Build contexts and skill digests made while building the state, kept so a
+    /// rebuild with grants (every watch trigger, once a project has one) reuses them
+    /// instead of reading and tarring every context again.
+    pub contexts: images::ContextCache,
 }
 
 impl DesiredState {
@@ -93,13 +97,7 @@ impl DesiredState {
         grants: &Grants,
     ) -> Result<std::borrow::Cow<'_, DesiredState>, GraphError> {
         match &self.blueprint {
-            Some(b) if !grants.is_empty() => Ok(std::borrow::Cow::Owned(desired_with_grants(
-                &b.manifest,
-                &b.key,
-                &b.sidecar_image,
-                &b.host_roots,
-                grants,
-            )?)),
+            Some(b) if !grants.is_empty() => Ok(std::borrow::Cow::Owned(build(b, grants)?)),
             _ => Ok(std::borrow::Cow::Borrowed(self)),
         }
     }
@@ -179,11 +177,22 @@ pub fn desired_with_grants(
         key: key.clone(),
         sidecar_image: sidecar_image.clone(),
         host_roots: Arc::clone(host_roots),
+        contexts: images::ContextCache::default(),
     });
+    build(&blueprint, grants)
+}
+
+/// The desired state of `blueprint` with `grants` merged in.
+fn build(blueprint: &Arc<Blueprint>, grants: &Grants) -> Result<DesiredState, GraphError> {
+    let Blueprint {
+        manifest,
+        sidecar_image,
+        ..
+    } = &**blueprint;
     let mut state = DesiredState {
         project: manifest.project.clone(),
         objects: BTreeMap::new(),
-        blueprint: Some(Arc::clone(&blueprint)),
+        blueprint: Some(Arc::clone(blueprint)),
     };
     state
         .objects
@@ -197,7 +206,7 @@ pub fn desired_with_grants(
                 bottle: agent.bottle.clone(),
             })?;
         let granted = granted_policy(policy, grants, name);
-        for obj in bottle_objects(&blueprint, name, agent, (policy, &granted), grants)? {
+        for obj in bottle_objects(blueprint, name, agent, (policy, &granted), grants)? {
             state.objects.insert(obj.key.clone(), obj);
         }
     }
@@ -247,6 +256,7 @@ fn bottle_objects(
         key,
         sidecar_image,
         host_roots,
+        contexts,
     } = inputs;
     let (declared, policy) = policies;
     let project = manifest.project.as_str();
@@ -258,6 +268,7 @@ fn bottle_objects(
         policy,
         key,
         sidecar_image: &sidecar_image.key.name,
+        contexts,
     };
     let g = bottle_graph(policy);
     let order = creation_order(bottle, &g)?;

@@ -5,7 +5,11 @@
 //! an image is rebuilt only when its tag is missing. The sidecar image is `FROM scratch`
 //! with the static `bottle` binary (see README: "The sidecar image").
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
 
 use crate::hash::content_hash;
 use bottle_contract::labels;
@@ -52,9 +56,11 @@ pub enum ImageError {
 }
 
 /// A context ready to build: its tar, the Dockerfile path inside it, its content hash.
+#[derive(Clone)]
 pub struct Context {
-    /// The deterministic tar of the context's files.
-    pub tar: Vec<u8>,
+    /// The deterministic tar of the context's files (shared, so a cached context costs
+    /// no copy).
+    pub tar: Bytes,
     /// The path of the Dockerfile inside the tar.
     pub dockerfile: String,
     /// The content hash of the tar ([`HASH_LEN`](crate::hash::HASH_LEN) hex characters),
@@ -107,6 +113,107 @@ pub fn agent_context(
     Ok(tar.finish(dockerfile))
 }
 
+/// What an agent build context is made from.
+type ContextKey = (ImageSource, Provider, Vec<PathBuf>);
+
+/// The agent build contexts and skill digests made for one desired state, by what they
+/// were made from: a rebuild of the state with grants reuses them rather than reading
+/// and tarring every context again. It lives as long as the manifest it was built from
+/// (a reload starts a new one), which is when contexts are read today.
+#[derive(Default)]
+pub struct ContextCache {
+    agents: Mutex<HashMap<ContextKey, Context>>,
+    trees: Mutex<HashMap<PathBuf, String>>,
+}
+
+impl ContextCache {
+    /// [`agent_context`], made once per source, provider and exclusions.
+    pub fn agent_context(
+        &self,
+        source: &ImageSource,
+        provider: Provider,
+        exclude: &[PathBuf],
+    ) -> Result<Context, ImageError> {
+        let key = (source.clone(), provider, exclude.to_vec());
+        if let Some(c) = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(c.clone());
+        }
+        let made = agent_context(source, provider, exclude)?;
+        self.agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, made.clone());
+        Ok(made)
+    }
+
+    /// [`tree_digest`], made once per directory.
+    pub fn tree_digest(&self, dir: &Path) -> Result<String, ImageError> {
+        if let Some(d) = self
+            .trees
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(dir)
+        {
+            return Ok(d.clone());
+        }
+        let made = tree_digest(dir)?;
+        self.trees
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(dir.to_path_buf(), made.clone());
+        Ok(made)
+    }
+
+    /// How many contexts and tree digests are held.
+    pub fn len(&self) -> (usize, usize) {
+        let agents = self
+            .agents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        let trees = self
+            .trees
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        (agents, trees)
+    }
+}
+
+impl Clone for ContextCache {
+    fn clone(&self) -> Self {
+        ContextCache {
+            agents: Mutex::new(
+                self.agents
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            ),
+            trees: Mutex::new(
+                self.trees
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for ContextCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (agents, trees) = self.len();
+        f.debug_struct("ContextCache")
+            .field("agents", &agents)
+            .field("trees", &trees)
+            .finish()
+    }
+}
+
 /// A content digest of a directory tree (paths, modes, contents), for spec hashes of
 /// things copied in at creation (skills). Bounded like a build context.
 pub fn tree_digest(dir: &Path) -> Result<String, ImageError> {
@@ -145,8 +252,9 @@ pub fn sidecar_tag(hash: &str) -> String {
 
 #[expect(
     clippy::disallowed_methods,
-    reason = "build contexts are still read while the desired state is built; moving them to \
-              bottle-model with streamed, cached digests is the build-context issue's work"
+    reason = "build contexts are read while the first desired state of a manifest is built \
+              (rebuilds reuse them through ContextCache); moving them to bottle-model with \
+              streamed digests is the build-context issue's work"
 )]
 fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
     std::fs::read(path).map_err(|source| ImageError::Io {
@@ -267,7 +375,7 @@ impl TarBuilder {
         let tar = b.into_inner().unwrap_or_default();
         let hash = content_hash(&tar);
         Context {
-            tar,
+            tar: tar.into(),
             dockerfile,
             hash,
         }

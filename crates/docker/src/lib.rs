@@ -227,11 +227,9 @@ impl Docker {
             .forcerm(true)
             .pull("false")
             .build();
-        let mut stream = self.client.build_image(
-            options,
-            None,
-            Some(body_full(spec.context_tar.clone().into())),
-        );
+        let mut stream =
+            self.client
+                .build_image(options, None, Some(body_full(spec.context_tar.clone())));
         let mut log = Tail::default();
         while let Some(item) = stream.next().await {
             match item {
@@ -1570,7 +1568,7 @@ mod live_tests {
         );
     }
 
-    fn context(dockerfile: &str) -> Vec<u8> {
+    fn context(dockerfile: &str) -> bytes::Bytes {
         let mut builder = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
         header.set_size(dockerfile.len() as u64);
@@ -1578,7 +1576,7 @@ mod live_tests {
         builder
             .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
             .expect("tar");
-        builder.into_inner().expect("tar")
+        builder.into_inner().expect("tar").into()
     }
 
     #[tokio::test]

@@ -203,8 +203,9 @@ pub struct BuildSpec {
     pub labels: Labels,
     /// Path of the Dockerfile inside the context.
     pub dockerfile: String,
-    /// The build context as an uncompressed tar.
-    pub context_tar: Vec<u8>,
+    /// The build context as an uncompressed tar (shared: desired states built from one
+    /// manifest hold one copy).
+    pub context_tar: bytes::Bytes,
 }
 
 /// What is observed in one pass: one list call per object type.

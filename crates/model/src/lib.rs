@@ -70,7 +70,7 @@ pub struct BottlePolicy {
 }
 
 /// Where the agent image comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ImageSource {
     /// The provider's default Dockerfile, embedded in `bottle`.
     ProviderDefault,
@@ -274,7 +274,7 @@ pub struct Skill {
     pub dir: PathBuf,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Provider {
     #[default]
     Claude,

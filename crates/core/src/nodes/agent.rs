@@ -47,7 +47,9 @@ fn image(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
         tar,
         dockerfile,
         hash: ctx_hash,
-    } = images::agent_context(&ctx.policy.image, ctx.agent.provider, &excluded(ctx))?;
+    } = ctx
+        .contexts
+        .agent_context(&ctx.policy.image, ctx.agent.provider, &excluded(ctx))?;
     let tag = images::agent_tag(ctx.project, ctx.bottle, &ctx_hash);
     let hash = SpecHasher::new(ctx.key)
         .field("context", &ctx_hash)
@@ -110,7 +112,7 @@ fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
         });
         skills_digest.extend_from_slice(skill.name.as_bytes());
         skills_digest.push(0);
-        skills_digest.extend(images::tree_digest(&skill.dir)?.into_bytes());
+        skills_digest.extend(ctx.contexts.tree_digest(&skill.dir)?.into_bytes());
         skills_digest.push(0);
     }
     let name = ctx.name("home");

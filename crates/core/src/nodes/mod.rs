@@ -139,6 +139,8 @@ pub struct BottleCtx<'a> {
     pub key: &'a DigestKey,
     /// `repo:tag` of the sidecar image.
     pub sidecar_image: &'a str,
+    /// Build contexts and skill digests already made for this desired state.
+    pub contexts: &'a crate::images::ContextCache,
 }
 
 impl BottleCtx<'_> {
@@ -268,6 +270,7 @@ pub(crate) fn with_ctx<T>(policy: &BottlePolicy, f: impl FnOnce(&BottleCtx<'_>) 
         workspace: None,
     };
     let key = DigestKey::fixed(3);
+    let contexts = crate::images::ContextCache::default();
     let ctx = BottleCtx {
         project: "p",
         manifest_path: std::path::Path::new("/m/bottles.yaml"),
@@ -276,6 +279,7 @@ pub(crate) fn with_ctx<T>(policy: &BottlePolicy, f: impl FnOnce(&BottleCtx<'_>) 
         policy,
         key: &key,
         sidecar_image: "bottle-sidecar:x",
+        contexts: &contexts,
     };
     f(&ctx)
 }
