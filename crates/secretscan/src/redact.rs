@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::hostname::{BLOCK, LOG, Limits, MAX_FREE_LABELS, MAX_FREE_LEN, shape};
+use super::hostname::{BLOCK, HostReason, LOG, Limits, encoded_labels, shape};
 
 /// The key of [`keyed_hash`]: random per process (see the module docs).
 fn key() -> &'static [u8; 32] {
@@ -52,19 +52,24 @@ fn placeholder(value: &[u8]) -> String {
 }
 
 /// A host name for a log line: each label shaped like encoded data is replaced by its
-/// hash; a name with more labels or bytes than a wildcard admits keeps its last two
-/// labels and hashes the rest as one.
+/// hash; when the labels left of the last two carry data together (joined, too many,
+/// too long), they are hashed as one.
 pub fn name(host: &str) -> String {
     let labels: Vec<&str> = host.split('.').collect();
-    let long = labels.len() > MAX_FREE_LABELS + 2 || host.len() > MAX_FREE_LEN + 32;
-    if long && labels.len() > 2 {
+    if labels.len() > 2 {
         let cut = labels.len() - 2;
         let head = labels[..cut].join(".");
-        return format!(
-            "{}.{}",
-            placeholder(head.as_bytes()),
-            labels[cut..].join(".")
+        let together = matches!(
+            encoded_labels(&head),
+            Some(r) if !matches!(r, HostReason::Label { .. })
         );
+        if together {
+            return format!(
+                "{}.{}",
+                placeholder(head.as_bytes()),
+                labels[cut..].join(".")
+            );
+        }
     }
     labels
         .iter()
