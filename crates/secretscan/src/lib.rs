@@ -7,13 +7,19 @@
 //! is only tried in a bounded window around one of its keywords (an Aho-Corasick
 //! prefilter), its regex runs on bytes (`regex::bytes`), and the secret must pass the
 //! rule's Shannon-entropy threshold and allowlists. Findings carry the rule id and the
-//! offset, never the secret.
+//! offset and a keyed hash ([`redact`]), never the secret.
+//!
+//! [`hostname`] judges host names for encoded data (a DNS lookup is a channel out), and
+//! [`redact`] writes hosts, paths and messages for logs with such data hashed.
 
+pub mod hostname;
+pub mod redact;
 mod rules;
 mod scanner;
 #[cfg(test)]
 mod tests;
 
+pub use hostname::{HostReason, encoded_labels, encoded_labels_dlp};
 pub use rules::{BUILTIN_TOML, Rule, RuleSet, RulesError, shannon_entropy};
 pub use scanner::{BACK, FORWARD, Finding, LINES_AFTER, StreamScanner};
 

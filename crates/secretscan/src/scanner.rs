@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use aho_corasick::Input;
 
+use super::redact::keyed_hash;
 use super::rules::{Candidate, RuleSet, shannon_entropy};
 
 /// How far back from a keyword hit its window may start.
@@ -29,27 +30,19 @@ pub struct Finding {
     /// Length of the secret in bytes.
     pub len: usize,
     pub rule_id: String,
-    /// A redacted form: at most the first 4 bytes of a long secret, then `***`.
-    pub redacted: String,
+    /// A short keyed hash of the secret ([`crate::redact::keyed_hash`]): lines about the
+    /// same secret can be correlated, the secret cannot be recovered.
+    pub hash: String,
 }
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} at offset {} ({} bytes, {})",
-            self.rule_id, self.offset, self.len, self.redacted
+            "{} at offset {} ({} bytes, hash {})",
+            self.rule_id, self.offset, self.len, self.hash
         )
     }
-}
-
-fn redact(secret: &[u8]) -> String {
-    let keep = (secret.len() / 5).min(4);
-    let prefix: String = secret[..keep]
-        .iter()
-        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
-        .collect();
-    format!("{prefix}***")
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -261,7 +254,7 @@ impl<'r> StreamScanner<'r> {
                     offset: ws + secret.start() as u64,
                     len: bytes.len(),
                     rule_id: rule.id.clone(),
-                    redacted: redact(bytes),
+                    hash: keyed_hash(bytes),
                 }),
             });
         }

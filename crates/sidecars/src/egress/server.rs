@@ -142,6 +142,7 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Response<Resp
             tokio::spawn(async move {
                 let Ok(agent) = on.await else { return };
                 if let Err(e) = intercept(proxy, TokioIo::new(agent), host.clone(), port).await {
+                    let host = bottle_secretscan::redact::name(&host);
                     tracing::debug!(host, error = %e, "intercepted connection ended");
                 }
             });

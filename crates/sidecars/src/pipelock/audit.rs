@@ -1,9 +1,14 @@
 //! The audit log: one JSON line per decision on stderr (`docker logs` of the pipelock
 //! container). An event names the host, the decision, the reason and, for DLP, the
-//! rule id and offset; never a secret, a header value or a body.
+//! rule id, offset and a keyed hash of the secret; never a secret, a header value or a
+//! body. Every writer scrubs an event before it writes it ([`Event::scrubbed`]): labels
+//! of the host and words of the detail that are shaped like encoded data are replaced
+//! by their keyed hash (`bottle_secretscan::redact`), so a name refused for carrying a
+//! secret (`host-label-encoded`), or named in an error, is not written down.
 
 use std::io::Write;
 
+use bottle_secretscan::redact;
 use serde::Serialize;
 
 /// One audit event.
@@ -13,10 +18,13 @@ pub struct Event {
     pub decision: &'static str,
     /// Short machine-readable reason: `allowlist`, `not-allowlisted`, `ip-literal`,
     /// `ssrf`, `dlp`, `resolve`, `connect`, `bad-request`, `sni-mismatch`,
-    /// `host-mismatch`, `upstream-tls`, `upstream`, `done`; from the gateway sink
+    /// `host-mismatch`, `host-label-encoded` (labels of the name, below the allowed
+    /// wildcard, look like encoded data: refused before any DNS lookup), `upstream-tls`,
+    /// `upstream`, `done`; from the gateway sink
     /// (`sink`): `dns` (a name asked of the bottle's DNS that is not the bottle's own:
     /// refused; or a packet to port 53 outside), `direct` (a packet sent past the
-    /// proxy) and `suppressed` (how many such lines were held back).
+    /// proxy), `host-label-encoded` (a DNS query whose name looks like it carries data)
+    /// and `suppressed` (how many such lines were held back).
     pub reason: &'static str,
     /// `CONNECT` or the HTTP method.
     pub method: String,
@@ -31,6 +39,9 @@ pub struct Event {
     /// Where in the scanned part the secret started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// Keyed hash of the secret (`Finding::hash`): correlates lines, reveals nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
     /// For CONNECT and the requests inside it: `intercept` (TLS terminated, requests
     /// checked one by one) or `tunnel` (bytes copied untouched: `tls_passthrough`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -48,7 +59,16 @@ pub struct Event {
     pub bytes_down: Option<u64>,
 }
 
-/// Where events go.
+impl Event {
+    /// The event as it may be written: host and detail redacted.
+    pub fn scrubbed(mut self) -> Event {
+        self.host = redact::name(&self.host);
+        self.detail = self.detail.map(|d| redact::text(&d));
+        self
+    }
+}
+
+/// Where events go. Every writer records [`Event::scrubbed`].
 pub trait Audit: Send + Sync {
     fn record(&self, event: Event);
 }
@@ -72,7 +92,7 @@ impl Audit for StderrAudit {
         let line = Line {
             ts,
             component: "pipelock.audit",
-            event: &event,
+            event: &event.scrubbed(),
         };
         if let Ok(mut text) = serde_json::to_string(&line) {
             text.push('\n');
@@ -96,6 +116,58 @@ impl MemoryAudit {
 #[cfg(any(test, feature = "test-util"))]
 impl Audit for MemoryAudit {
     fn record(&self, event: Event) {
-        self.0.lock().expect("audit lock").push(event);
+        self.0.lock().expect("audit lock").push(event.scrubbed());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "6b6579206f6620313620627974657321";
+
+    fn event() -> Event {
+        Event {
+            decision: "deny",
+            reason: "host-label-encoded",
+            method: "CONNECT".into(),
+            host: format!("{SECRET}.attacker.example"),
+            port: 443,
+            detail: Some(format!(
+                "TLS server name {SECRET}.attacker.example is not it"
+            )),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_memory_writer_records_no_encoded_label() {
+        let audit = MemoryAudit::default();
+        audit.record(event());
+        let events = audit.events();
+        let line = serde_json::to_string(&events[0]).expect("json");
+        assert!(!line.contains(&SECRET[..12]), "{line}");
+        assert!(events[0].host.ends_with(">.attacker.example"), "{line}");
+    }
+
+    #[test]
+    fn the_stderr_line_is_built_from_the_scrubbed_event() {
+        let scrubbed = event().scrubbed();
+        let line = serde_json::to_string(&Line {
+            ts: 0.0,
+            component: "pipelock.audit",
+            event: &scrubbed,
+        })
+        .expect("json");
+        assert!(!line.contains(&SECRET[..12]), "{line}");
+        // Real names stay readable.
+        let plain = Event {
+            host: "registry.npmjs.org".into(),
+            detail: Some("status 200".into()),
+            ..Default::default()
+        }
+        .scrubbed();
+        assert_eq!(plain.host, "registry.npmjs.org");
+        assert_eq!(plain.detail.as_deref(), Some("status 200"));
     }
 }

@@ -18,6 +18,8 @@ pub mod ssrf;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_names;
+#[cfg(test)]
 mod tests_tls;
 
 use std::path::Path;

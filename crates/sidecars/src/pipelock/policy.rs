@@ -55,6 +55,29 @@ impl Policy {
         self.cidrs.iter().any(|c| c.contains(ip))
     }
 
+    /// The labels of an allowed `name` that the agent chose, to be judged for encoded
+    /// data (`bottle_secretscan::hostname`): those below the longest wildcard entry that
+    /// matches. None when an exact entry names it (the operator fixed every label, so
+    /// nothing can vary) or no entry matches.
+    pub fn chosen_labels<'a>(&self, name: &'a HostName) -> Option<&'a str> {
+        if self
+            .entries
+            .iter()
+            .any(|e| matches!(e, HostPattern::Exact(n) if n == name))
+        {
+            return None;
+        }
+        let base = self
+            .entries
+            .iter()
+            .filter(|e| matches!(e, HostPattern::Below(_)) && e.matches(name))
+            .map(|e| e.base().as_str().len())
+            .max()?;
+        // `name` is strictly below the base: it ends with `.base`.
+        name.as_str()
+            .get(..name.as_str().len().checked_sub(base + 1)?)
+    }
+
     pub fn check(&self, host: &Host) -> Verdict {
         match host {
             Host::Ip(ip) if self.cidr_allows(*ip) => Verdict::Allow,
@@ -102,6 +125,20 @@ mod tests {
         assert_eq!(check(&p, "BÜCHER.de"), Verdict::Allow);
         assert_eq!(check(&p, "api.anthropic.com"), Verdict::Allow);
         assert_eq!(check(&p, "example.com"), Verdict::NotAllowed);
+    }
+
+    #[test]
+    fn chosen_labels_are_below_the_longest_wildcard_and_exact_names_have_none() {
+        let p = policy(&["*.example.com", "*.cdn.example.com", "exact.example.com"]);
+        let chosen = |h: &str| {
+            let n = HostName::parse(h).unwrap();
+            p.chosen_labels(&n).map(str::to_string)
+        };
+        assert_eq!(chosen("a.b.example.com").as_deref(), Some("a.b"));
+        assert_eq!(chosen("x.cdn.example.com").as_deref(), Some("x"));
+        assert_eq!(chosen("exact.example.com"), None);
+        assert_eq!(chosen("api.anthropic.com"), None, "a route is exact");
+        assert_eq!(chosen("other.org"), None);
     }
 
     #[test]

@@ -47,7 +47,7 @@ use super::policy::{Host, Policy, Verdict, normalize};
 use super::ssrf::{Resolve, SsrfError, vet, vet_ip};
 use crate::certs::Authority;
 use bottle_contract::host::path_prefix_matches;
-use bottle_secretscan::{Finding, RuleSet, StreamScanner};
+use bottle_secretscan::{Finding, RuleSet, StreamScanner, encoded_labels, encoded_labels_dlp};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// HTTP/2 flow control inside interception: hyper's defaults (1 MiB windows, 16 KiB
@@ -320,10 +320,33 @@ impl Proxy {
         Ok((host, port))
     }
 
-    /// The allowlist's verdict on `host`, as a refusal when it is not allowed.
+    /// The allowlist's verdict on `host`, as a refusal when it is not allowed; then, for
+    /// a name allowed by a wildcard, the labels the agent chose must not look like
+    /// encoded data (the DNS lookup would carry it out). A name on an exact entry is
+    /// exempt: the operator fixed all of it, nothing in it can vary.
     fn allowed(&self, live: &Live, ev: &Event, host: &Host) -> Result<(), Box<Response<Body>>> {
         match live.policy.check(host) {
-            Verdict::Allow => Ok(()),
+            Verdict::Allow => {
+                let chosen = host.name().and_then(|n| live.policy.chosen_labels(n));
+                let why = chosen.and_then(|c| match &live.rules {
+                    Some(rules) => encoded_labels_dlp(c, rules),
+                    None => encoded_labels(c),
+                });
+                let Some(why) = why else { return Ok(()) };
+                let mut ev = ev.clone();
+                ev.detail = Some(format!("host name refused before any DNS lookup: {why}"));
+                Err(Box::new(self.refuse(
+                    ev,
+                    "host-label-encoded",
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "pipelock: the host name was refused: {why}. Names under a wildcard \
+                         entry may not carry encoded data (the DNS lookup alone would send \
+                         it out). If this is a real host, ask for it by its exact name with \
+                         the supervise tool `egress-block`.\n"
+                    ),
+                )))
+            }
             Verdict::NotAllowed => Err(Box::new(self.refuse(
                 ev.clone(),
                 "not-allowlisted",
@@ -927,10 +950,15 @@ impl Proxy {
             .map_or("/", |p| p.as_str())
             .to_string();
         strip_hop_by_hop(&mut parts.headers);
-        if !parts.headers.contains_key(header::HOST)
-            && let Ok(v) = HeaderValue::from_str(&authority)
-        {
-            parts.headers.insert(header::HOST, v);
+        // The target was decided on the URL's authority: the Host sent is that one
+        // (RFC 9112 3.2.2), never another name the agent wrote in the header.
+        match HeaderValue::from_str(&authority) {
+            Ok(v) => {
+                parts.headers.insert(header::HOST, v);
+            }
+            Err(_) => {
+                parts.headers.remove(header::HOST);
+            }
         }
         let (body, verdict) = self.scan_body(&live, body);
         let mut up = Request::new(body);
@@ -968,6 +996,7 @@ impl Proxy {
     fn dlp_refusal(&self, mut ev: Event, f: &Finding, part: &'static str) -> Response<Body> {
         ev.rule = Some(f.rule_id.clone());
         ev.offset = Some(f.offset);
+        ev.hash = Some(f.hash.clone());
         ev.part = Some(part);
         let host = ev.host.clone();
         self.refuse(

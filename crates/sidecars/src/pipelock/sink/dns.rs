@@ -1,5 +1,11 @@
 //! The little DNS the sink speaks: read the question of a query (bounded, never
-//! panicking on garbage) and answer it with REFUSED. Nothing is ever resolved.
+//! panicking on garbage) and answer it with REFUSED. Nothing is ever resolved, so no
+//! name asked here leaves the bottle; [`encoded`] tells the audit which names look like
+//! they carry data (someone inside is trying DNS as a channel), and the audit writer
+//! hashes such labels rather than writing them down.
+
+use bottle_secretscan::HostReason;
+use bottle_secretscan::hostname::encoded_labels;
 
 /// Longest name on the wire (RFC 1035 2.3.4).
 const MAX_NAME: usize = 255;
@@ -124,6 +130,18 @@ fn push_escaped(name: &mut String, b: u8) {
     }
 }
 
+/// Does the name of `q` look like it carries encoded data? The sink knows no
+/// allowlist: the labels left of the last two (where most registrable domains end)
+/// are judged as the part an agent chose.
+pub fn encoded(q: &Query) -> Option<HostReason> {
+    let labels = q.name.matches('.').count() + 1;
+    if labels <= 2 {
+        return encoded_labels(&q.name).filter(|r| matches!(r, HostReason::Label { .. }));
+    }
+    let cut = q.name.rmatch_indices('.').nth(1).map_or(0, |(i, _)| i);
+    encoded_labels(&q.name[..cut])
+}
+
 /// The REFUSED answer to `msg`, whose question is `q`: same id, opcode, RD and
 /// question; no records.
 pub fn refused(msg: &[u8], q: &Query) -> Vec<u8> {
@@ -234,6 +252,28 @@ pub(crate) mod tests {
         let mut half = m[..12].to_vec();
         half.extend_from_slice(&[1, b'a', 0xC0]);
         assert_eq!(parse_query(&half), Err(DnsError::Truncated));
+    }
+
+    #[test]
+    fn names_carrying_data_are_told_apart() {
+        let q = |n: &str| parse_query(&query(1, n)).expect("query");
+        for plain in [
+            "example.com",
+            "registry.npmjs.org",
+            "a.b.c.example.com",
+            "x",
+            ".",
+        ] {
+            assert_eq!(encoded(&q(plain)), None, "{plain}");
+        }
+        for carrying in [
+            "6b6579206f6620313620627974657321.attacker.example",
+            "akiaq7rz.4tx2mbw6nc3p.x.attacker.example",
+            "a.b.c.d.e.attacker.example",
+            "deadbeefdeadbeef00.example",
+        ] {
+            assert!(encoded(&q(carrying)).is_some(), "{carrying}");
+        }
     }
 
     #[test]

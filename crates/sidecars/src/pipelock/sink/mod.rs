@@ -195,15 +195,27 @@ impl Sink {
 
 /// The audit event of one query that reached the sink.
 pub fn dns_event(proto: &str, from: IpAddr, query: Result<&dns::Query, dns::DnsError>) -> Event {
+    let mut reason = "dns";
     let (host, detail) = match query {
         Ok(q) => (
             q.name.clone(),
-            format!(
-                "DNS query (type {}, {proto}, from {from}) for a name outside the bottle: \
+            match dns::encoded(q) {
+                // The host is written with those labels hashed (`Event::scrubbed`).
+                Some(why) => {
+                    reason = "host-label-encoded";
+                    format!(
+                        "DNS query (type {}, {proto}, from {from}) for a name that looks like it \
+                     carries data ({why}): refused, nothing resolves here",
+                        q.qtype
+                    )
+                }
+                None => format!(
+                    "DNS query (type {}, {proto}, from {from}) for a name outside the bottle: \
                  refused, nothing resolves here and nothing leaves without the proxy; \
                  use HTTPS_PROXY, or ask for the host with supervise's egress-block",
-                q.qtype
-            ),
+                    q.qtype
+                ),
+            },
         ),
         Err(e) => (
             String::new(),
@@ -212,7 +224,7 @@ pub fn dns_event(proto: &str, from: IpAddr, query: Result<&dns::Query, dns::DnsE
     };
     Event {
         decision: "deny",
-        reason: "dns",
+        reason,
         method: "DNS".into(),
         host,
         port: 53,
