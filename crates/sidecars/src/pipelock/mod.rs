@@ -5,7 +5,8 @@
 //!
 //! `config` is what the manifest says (rendered by `nodes::pipelock`), `policy` the
 //! allowlist, `ssrf` resolution and address vetting, `server` the proxy, [`watcher`] the
-//! config-file watch (`sidecar::reload`), `audit` the log lines, `sink` the gateway address it holds on
+//! config-file watch (`sidecar::reload`), `audit` the log lines, `websocket` the
+//! frame relay after a WebSocket upgrade, `sink` the gateway address it holds on
 //! net-internal and the DNS queries it refuses and audits there, `upstream_yaml` the
 //! same policy in the upstream pipelock project's schema (for `pipelock.image`).
 
@@ -19,6 +20,7 @@ pub mod ssrf;
 mod tests;
 #[cfg(test)]
 mod tests_tls;
+pub mod websocket;
 
 use std::path::Path;
 use std::sync::Arc;
