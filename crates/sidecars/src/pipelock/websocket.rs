@@ -174,9 +174,12 @@ pub fn offer_known_extensions(headers: &mut HeaderMap) {
     }
 }
 
-/// One extension of a `Sec-WebSocket-Extensions` list: its name and parameters (name,
-/// value without quotes), or None when it does not parse.
-fn parse_extension(text: &str) -> Option<(&str, Vec<(&str, Option<&str>)>)> {
+/// An extension parameter: its name and value (without quotes), if it has one.
+type Param<'a> = (&'a str, Option<&'a str>);
+
+/// One extension of a `Sec-WebSocket-Extensions` list: its name and parameters, or
+/// None when it does not parse.
+fn parse_extension(text: &str) -> Option<(&str, Vec<Param<'_>>)> {
     let token = |s: &str| {
         !s.is_empty()
             && s.bytes()
@@ -237,7 +240,7 @@ fn excerpt(s: &str) -> String {
 
 /// The parameters of an accepted permessage-deflate (RFC 7692 section 7.1): each at
 /// most once, window bits 8 to 15. Any window works for the inflater (it keeps 32 KiB).
-fn deflate_params(params: &[(&str, Option<&str>)]) -> Result<Deflate, HandshakeError> {
+fn deflate_params(params: &[Param<'_>]) -> Result<Deflate, HandshakeError> {
     let mut d = Deflate::default();
     let mut seen = Vec::new();
     for (k, v) in params {
@@ -289,6 +292,10 @@ pub enum Refusal {
     Inflate,
     #[error("a compressed message that inflates past the {0}-byte cap")]
     InflatedTooLarge(usize),
+    #[error(
+        "a compressed message that refers to an earlier one after no context takeover was agreed"
+    )]
+    ContextTakeover,
 }
 
 /// One frame, unmasked. Debug shows the payload's length, not its bytes.
@@ -543,73 +550,100 @@ impl Assembler {
 }
 
 /// A permessage-deflate receiver's inflater: raw DEFLATE, its window kept from one
-/// message to the next unless the sender declared no context takeover.
+/// message to the next, as a receiver that keeps its context decodes. When the sender
+/// declared no context takeover, each message must also inflate alone to the same
+/// bytes: otherwise a receiver that keeps its window anyway would read something else
+/// than pipelock scanned (and this inflater, unlike zlib, reads a reference to before
+/// its window as zeros instead of failing).
 struct Inflater {
     z: Decompress,
-    reset_each: bool,
+    alone: Option<Decompress>,
 }
 
 impl Inflater {
     fn new(no_context_takeover: bool) -> Inflater {
         Inflater {
             z: Decompress::new(false),
-            reset_each: no_context_takeover,
+            alone: no_context_takeover.then(|| Decompress::new(false)),
         }
     }
 
-    /// Inflate one message (its payload plus the stripped tail); more than `cap`
-    /// bytes out, or a stream that does not decode, is refused. The output buffer
-    /// never holds more than `cap + 1` bytes.
+    /// Inflate one message; more than `cap` bytes out, or a stream that does not
+    /// decode, is refused. The output never holds more than `cap` bytes.
     fn inflate(&mut self, payload: &[u8], cap: usize) -> Result<Vec<u8>, Refusal> {
-        let mut out: Vec<u8> =
-            Vec::with_capacity(payload.len().saturating_mul(2).clamp(256, cap + 1));
-        let mut ended = false;
-        'inputs: for (input, is_tail) in [(payload, false), (&DEFLATE_TAIL[..], true)] {
-            let mut pos = 0;
-            loop {
-                if out.len() == out.capacity() {
-                    if out.len() > cap {
-                        return Err(Refusal::InflatedTooLarge(cap));
-                    }
-                    let room = out.len().max(4096).min(cap + 1 - out.len());
-                    out.reserve_exact(room);
-                }
-                let (in0, out0) = (self.z.total_in(), out.len());
-                let status = self
-                    .z
-                    .decompress_vec(&input[pos..], &mut out, FlushDecompress::Sync)
-                    .map_err(|_| Refusal::Inflate)?;
-                let used =
-                    usize::try_from(self.z.total_in() - in0).map_err(|_| Refusal::Inflate)?;
-                pos += used;
-                if out.len() > cap {
-                    return Err(Refusal::InflatedTooLarge(cap));
-                }
-                if status == Status::StreamEnd {
-                    // A final block: nothing may follow it but the tail pipelock adds.
-                    if pos < input.len() && !is_tail {
-                        return Err(Refusal::Inflate);
-                    }
-                    ended = true;
-                    break 'inputs;
-                }
-                let progress = used > 0 || out.len() > out0;
-                if pos == input.len() && out.len() < out.capacity() {
-                    break;
-                }
-                if !progress {
-                    if pos == input.len() {
-                        break;
-                    }
-                    return Err(Refusal::Inflate);
-                }
+        let mut out: Vec<u8> = Vec::new();
+        let ended = drive(&mut self.z, payload, |chunk| {
+            if out.len() + chunk.len() > cap {
+                return Err(Refusal::InflatedTooLarge(cap));
             }
-        }
-        if ended || self.reset_each {
+            if out.capacity() - out.len() < chunk.len() {
+                let more = out.len().max(chunk.len()).max(4096).min(cap - out.len());
+                out.reserve_exact(more);
+            }
+            out.extend_from_slice(chunk);
+            Ok(())
+        })?;
+        if ended {
+            // A final block ends the stream: the next message starts a new one.
             self.z.reset(false);
+        }
+        if let Some(alone) = &mut self.alone {
+            alone.reset(false);
+            let mut at = 0;
+            drive(alone, payload, |chunk| {
+                if out.get(at..at + chunk.len()) != Some(chunk) {
+                    return Err(Refusal::ContextTakeover);
+                }
+                at += chunk.len();
+                Ok(())
+            })
+            .map_err(|_| Refusal::ContextTakeover)?;
+            if at != out.len() {
+                return Err(Refusal::ContextTakeover);
+            }
         }
         Ok(out)
     }
+}
+
+/// Run one message (its payload, then the tail the sender stripped, RFC 7692 7.2.2)
+/// through `z`, handing the output to `sink` in pieces of at most 32 KiB. True when a
+/// final block ended the stream; data after a final block is refused.
+fn drive(
+    z: &mut Decompress,
+    payload: &[u8],
+    mut sink: impl FnMut(&[u8]) -> Result<(), Refusal>,
+) -> Result<bool, Refusal> {
+    let mut scratch = [0u8; 32 << 10];
+    for (input, is_tail) in [(payload, false), (&DEFLATE_TAIL[..], true)] {
+        let mut pos = 0;
+        loop {
+            let (in0, out0) = (z.total_in(), z.total_out());
+            let status = z
+                .decompress(&input[pos..], &mut scratch, FlushDecompress::Sync)
+                .map_err(|_| Refusal::Inflate)?;
+            let used = usize::try_from(z.total_in() - in0).map_err(|_| Refusal::Inflate)?;
+            let made = usize::try_from(z.total_out() - out0).map_err(|_| Refusal::Inflate)?;
+            pos += used;
+            sink(scratch.get(..made).ok_or(Refusal::Inflate)?)?;
+            if status == Status::StreamEnd {
+                if pos < input.len() && !is_tail {
+                    return Err(Refusal::Inflate);
+                }
+                return Ok(true);
+            }
+            if made == scratch.len() {
+                continue; // the output was full: more may be pending
+            }
+            if pos >= input.len() {
+                break;
+            }
+            if used == 0 && made == 0 {
+                return Err(Refusal::Inflate);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// The DLP verdict on one complete client message or control payload (text or binary,
