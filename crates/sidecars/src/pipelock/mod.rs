@@ -1,7 +1,7 @@
 //! `bottle sidecar pipelock`: the bottle's firewall on the way out. A forward proxy
 //! (CONNECT and absolute-form HTTP) on [`bottle_contract::pipelock::PORT`] with a
 //! default-deny allowlist, an SSRF guard, TLS interception with the bottle's CA, DLP on
-//! URLs, headers and streamed bodies, and a JSON audit log on stderr.
+//! URLs, headers, streamed bodies and WebSocket messages, and a JSON audit log on stderr.
 //!
 //! `config` is what the manifest says (rendered by `nodes::pipelock`), `policy` the
 //! allowlist, `ssrf` resolution and address vetting, `server` the proxy, [`watcher`] the

@@ -1073,25 +1073,34 @@ async fn hostile_messages_never_reach_the_upstream() {
     }
 }
 
-/// A hand-rolled upstream that accepts permessage-deflate (or answers `extensions`)
-/// and records its request head and the raw bytes it received after it.
-async fn raw_upstream(extensions: &'static str) -> (u16, Arc<Mutex<(String, Vec<u8>)>>) {
+/// A hand-rolled upstream that answers the upgrade with `extensions` (none when
+/// empty), sends `then`, and records its request head and the raw bytes it received.
+async fn raw_upstream(
+    extensions: &'static str,
+    then: Vec<u8>,
+) -> (u16, Arc<Mutex<(String, Vec<u8>)>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let got: Arc<Mutex<(String, Vec<u8>)>> = Arc::default();
     let g = got.clone();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = l.accept().await {
-            let g = g.clone();
+            let (g, then) = (g.clone(), then.clone());
             tokio::spawn(async move {
                 let h = head(&mut s).await;
                 g.lock().unwrap().0 = h;
+                let ext = if extensions.is_empty() {
+                    String::new()
+                } else {
+                    format!("Sec-WebSocket-Extensions: {extensions}\r\n")
+                };
                 let resp = format!(
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
                      Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
-                     Sec-WebSocket-Extensions: {extensions}\r\n\r\n"
+                     {ext}\r\n"
                 );
-                if s.write_all(resp.as_bytes()).await.is_err() {
+                if s.write_all(resp.as_bytes()).await.is_err() || s.write_all(&then).await.is_err()
+                {
                     return;
                 }
                 let mut buf = vec![0u8; 4096];
@@ -1110,7 +1119,8 @@ async fn raw_upstream(extensions: &'static str) -> (u16, Arc<Mutex<(String, Vec<
 #[tokio::test]
 async fn compressed_messages_are_inflated_and_scanned() {
     let w = world().await;
-    let (port, got) = raw_upstream("permessage-deflate; client_no_context_takeover").await;
+    let (port, got) =
+        raw_upstream("permessage-deflate; client_no_context_takeover", Vec::new()).await;
     let (mut c, h) = Client::open(
         &w,
         port,
@@ -1163,7 +1173,7 @@ async fn compressed_messages_are_inflated_and_scanned() {
 #[tokio::test]
 async fn an_extension_pipelock_cannot_read_is_refused_at_the_handshake() {
     let w = world().await;
-    let (port, _) = raw_upstream("x-custom-compress").await;
+    let (port, _) = raw_upstream("x-custom-compress", Vec::new()).await;
     let (_, h) = Client::open(&w, port, Some("x-custom-compress")).await;
     assert!(h.starts_with("HTTP/1.1 502"), "{h}");
     let deny = w
@@ -1173,6 +1183,46 @@ async fn an_extension_pipelock_cannot_read_is_refused_at_the_handshake() {
         .find(|e| e.decision == "deny")
         .unwrap();
     assert_eq!(deny.reason, "websocket");
+}
+
+/// A hostile upstream is bounded too: a masked frame, RSV bits or a huge length from
+/// it closes the connection (1008 to the client), audited as `websocket-down`.
+#[tokio::test]
+async fn a_hostile_upstream_is_parsed_and_bounded() {
+    for (what, bytes) in [
+        ("masked", cf(true, TEXT, b"masked from a server")),
+        ("rsv1", frame(true, 4, TEXT, None, b"x")),
+        ("huge", long_header(BINARY, u64::MAX >> 1, false)),
+        ("long control", frame(true, 0, PING, None, &[0; 200])),
+    ] {
+        let w = world().await;
+        let mut then = frame(true, 0, TEXT, None, b"welcome");
+        then.extend(bytes);
+        let (port, got) = raw_upstream("", then).await;
+        let (mut c, h) = Client::open(&w, port, None).await;
+        assert!(h.starts_with("HTTP/1.1 101"), "{what}: {h}");
+        let out = c.read(usize::MAX).await;
+        assert_eq!(out.first(), Some(&item("text", b"welcome")), "{what}");
+        let close = out.iter().find(|(k, _)| k == "close").expect("a close");
+        assert_eq!(&close.1[..2], &1008u16.to_be_bytes(), "{what}");
+        assert_eq!(out.len(), 2, "{what}: {out:?}");
+        let deny = w
+            .audit
+            .events()
+            .into_iter()
+            .find(|e| e.decision == "deny")
+            .unwrap();
+        assert_eq!(deny.reason, "websocket", "{what}");
+        assert_eq!(deny.part, Some("websocket-down"), "{what}");
+        // The upstream got a close too.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut out = Vec::new();
+        Pipe::new(Direction::Up, false, None, 1 << 20)
+            .feed(&got.lock().unwrap().1, &mut out)
+            .unwrap();
+        assert_eq!(out.len(), 1, "{what}: {out:?}");
+        assert_eq!(out[0].0, "close");
+    }
 }
 
 /// Another Upgrade (h2c, or anything) is not relayed: the header is dropped, the
