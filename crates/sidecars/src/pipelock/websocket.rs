@@ -18,7 +18,7 @@
 //!
 //! A refusal closes the connection: the client gets a close frame with code 1008
 //! (policy violation) and a reason naming the rule or the fault, the upstream a close
-//! 1008 too, and the audit a `deny` line (reason `dlp` with the rule and offset, or
+//! 1008 that names neither, and the audit a `deny` line (reason `dlp` with the rule and offset, or
 //! `websocket` with the fault) whose `part` names the direction. The offending message
 //! and the frames of an unfinished one are dropped.
 //!
@@ -30,8 +30,9 @@
 //! common peer sends in one frame fits), many times what interactive protocols send
 //! (chat and model streaming events, LSP, notebook kernels), and it bounds what one
 //! connection can make pipelock hold: the message as sent plus its inflated form
-//! towards the upstream, the message as sent from it, each at most the cap, plus a read
-//! buffer of [`READ_CHUNK`].
+//! towards the upstream and the message as sent from it, each at most the cap (up to
+//! twice that for a moment while fragments are copied together), plus a read buffer of
+//! [`READ_CHUNK`] each way.
 //!
 //! Crates: `tungstenite` parses and writes frame headers here ([`FrameHeader::parse`]
 //! validates opcodes and reads 16- and 64-bit lengths from a buffer without consuming a
@@ -773,9 +774,20 @@ impl Relay {
                 format!("pipelock: {r}")
             }
         };
-        let close = close_payload(POLICY_VIOLATION, &reason);
-        close_end(&client_tx, Direction::Down, &close).await;
-        close_end(&up_tx, Direction::Up, &close).await;
+        // The client learns why; the upstream, which may be the attacker's, only that
+        // the connection broke policy.
+        close_end(
+            &client_tx,
+            Direction::Down,
+            &close_payload(POLICY_VIOLATION, &reason),
+        )
+        .await;
+        close_end(
+            &up_tx,
+            Direction::Up,
+            &close_payload(POLICY_VIOLATION, "policy violation"),
+        )
+        .await;
         self.audit.record(ev);
     }
 }

@@ -1054,6 +1054,10 @@ async fn hostile_messages_never_reach_the_upstream() {
             _ => None,
         });
         assert_eq!(close, Some(1008), "{what}: the upstream is closed too");
+        assert!(
+            got.iter().all(|m| !m.to_string().contains("DLP")),
+            "{what}: the upstream is not told the rule"
+        );
         let deny = w
             .audit
             .events()
