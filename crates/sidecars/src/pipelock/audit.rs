@@ -20,7 +20,8 @@ pub struct Event {
     /// `ssrf`, `dlp`, `resolve`, `connect`, `bad-request`, `sni-mismatch`,
     /// `host-mismatch`, `host-label-encoded` (labels of the name, below the allowed
     /// wildcard, look like encoded data: refused before any DNS lookup), `upstream-tls`,
-    /// `upstream`, `done`; from the gateway sink
+    /// `upstream`, `websocket` (a WebSocket handshake or frame pipelock cannot or will not
+    /// relay), `done`; from the gateway sink
     /// (`sink`): `dns` (a name asked of the bottle's DNS that is not the bottle's own:
     /// refused; or a packet to port 53 outside), `direct` (a packet sent past the
     /// proxy), `host-label-encoded` (a DNS query whose name looks like it carries data)
@@ -46,7 +47,9 @@ pub struct Event {
     /// checked one by one) or `tunnel` (bytes copied untouched: `tls_passthrough`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<&'static str>,
-    /// Which part was scanned: `url-headers` or `body`.
+    /// Which part was scanned: `url-headers` or `body`; for a WebSocket, the direction
+    /// of the refused frame (`websocket-up` from the client, `websocket-down`), or
+    /// `websocket` on its `close`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub part: Option<&'static str>,
     /// Human-readable detail without secrets (e.g. the SSRF address class).

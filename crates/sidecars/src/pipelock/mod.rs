@@ -1,11 +1,12 @@
 //! `bottle sidecar pipelock`: the bottle's firewall on the way out. A forward proxy
 //! (CONNECT and absolute-form HTTP) on [`bottle_contract::pipelock::PORT`] with a
 //! default-deny allowlist, an SSRF guard, TLS interception with the bottle's CA, DLP on
-//! URLs, headers and streamed bodies, and a JSON audit log on stderr.
+//! URLs, headers, streamed bodies and WebSocket messages, and a JSON audit log on stderr.
 //!
 //! `config` is what the manifest says (rendered by `nodes::pipelock`), `policy` the
 //! allowlist, `ssrf` resolution and address vetting, `server` the proxy, [`watcher`] the
-//! config-file watch (`sidecar::reload`), `audit` the log lines, `sink` the gateway address it holds on
+//! config-file watch (`sidecar::reload`), `audit` the log lines, `websocket` the
+//! frame relay after a WebSocket upgrade, `sink` the gateway address it holds on
 //! net-internal and the DNS queries it refuses and audits there, `upstream_yaml` the
 //! same policy in the upstream pipelock project's schema (for `pipelock.image`).
 
@@ -21,6 +22,7 @@ mod tests;
 mod tests_names;
 #[cfg(test)]
 mod tests_tls;
+pub mod websocket;
 
 use std::path::Path;
 use std::sync::Arc;

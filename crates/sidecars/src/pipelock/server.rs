@@ -45,6 +45,7 @@ use super::audit::{Audit, Event};
 use super::config::{Config, ConfigError, RouteHeader};
 use super::policy::{Host, Policy, Verdict, normalize};
 use super::ssrf::{Resolve, SsrfError, vet, vet_ip};
+use super::websocket;
 use crate::certs::Authority;
 use bottle_contract::host::path_prefix_matches;
 use bottle_secretscan::{Finding, RuleSet, StreamScanner, encoded_labels, encoded_labels_dlp};
@@ -771,17 +772,20 @@ impl Proxy {
         {
             return self.dlp_refusal(ev, &f, "url-headers");
         }
-        let upgrade =
-            req.version() < http::Version::HTTP_2 && req.headers().contains_key(header::UPGRADE);
+        // Only a WebSocket upgrade is relayed (frame by frame, inspected: `websocket`);
+        // any other Upgrade header is dropped with the hop-by-hop ones.
+        let upgrade = req.version() < http::Version::HTTP_2 && websocket::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let upgrade_to = parts.headers.get(header::UPGRADE).cloned();
         strip_hop_by_hop(&mut parts.headers);
-        if let Some(u) = upgrade_to.filter(|_| upgrade) {
+        if upgrade {
             parts
                 .headers
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            parts.headers.insert(header::UPGRADE, u);
+            parts
+                .headers
+                .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            websocket::offer_known_extensions(&mut parts.headers);
         }
         let uri = match &sender {
             Upstream::H1(_) => path.parse(),
@@ -823,16 +827,38 @@ impl Proxy {
                 Upstream::H2(mut s) => s.send_request(up).await,
             }
         };
+        let mut ws_ev = ev.clone();
         let mut resp = self.exchange(ev, &host, send, verdict).await;
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_upgrade) = client_upgrade
-        {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // Relayed only as a WebSocket whose frames pipelock can read.
+            let relayable = match client_upgrade {
+                Some(c) => websocket::negotiated(resp.headers()).map(|x| (x, c)),
+                None => Err(websocket::HandshakeError::NotWebSocket),
+            };
+            let (extensions, client_upgrade) = match relayable {
+                Ok(x) => x,
+                Err(e) => {
+                    ws_ev.detail = Some(e.to_string());
+                    return self.refuse(
+                        ws_ev,
+                        "websocket",
+                        StatusCode::BAD_GATEWAY,
+                        format!("pipelock: upstream {host}: {e}\n"),
+                    );
+                }
+            };
             // The upstream's side of the upgrade travels in the response's extensions.
             let up_upgrade = hyper::upgrade::on(&mut resp);
+            let relay = websocket::Relay {
+                extensions,
+                rules: live.rules.clone(),
+                audit: self.audit.clone(),
+                event: ws_ev,
+                limits: websocket::Limits::default(),
+            };
             tokio::spawn(async move {
                 if let (Ok(a), Ok(b)) = tokio::join!(client_upgrade, up_upgrade) {
-                    let (mut a, mut b) = (TokioIo::new(a), TokioIo::new(b));
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                    relay.run(TokioIo::new(a), TokioIo::new(b)).await;
                 }
             });
         }
@@ -1013,7 +1039,7 @@ impl Proxy {
 }
 
 /// Of several findings, the first of a specific rule over a generic one.
-fn most_specific(findings: Vec<Finding>) -> Option<Finding> {
+pub(super) fn most_specific(findings: Vec<Finding>) -> Option<Finding> {
     findings
         .into_iter()
         .min_by_key(|f| (f.rule_id.starts_with("generic"), f.offset))
