@@ -9,6 +9,7 @@
 //! rule's Shannon-entropy threshold and allowlists. Findings carry the rule id and the
 //! offset, never the secret.
 
+pub mod injection;
 mod rules;
 mod scanner;
 #[cfg(test)]
