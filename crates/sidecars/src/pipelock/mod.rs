@@ -12,11 +12,14 @@
 pub mod audit;
 pub mod config;
 pub mod policy;
+pub mod responses;
 pub mod server;
 pub mod sink;
 pub mod ssrf;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_responses;
 #[cfg(test)]
 mod tests_tls;
 
