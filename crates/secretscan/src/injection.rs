@@ -33,6 +33,7 @@
 //! input): a location for an audit line, not for slicing.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use base64::Engine as _;
@@ -279,6 +280,10 @@ fn encoded(text: &str, hits: &mut Vec<InjectionHit>) {
         // Whole quanta only, bounded.
         let take = run.len().min(BASE64_MAX) / 4 * 4;
         let Some(run) = run.get(..take) else { continue };
+        // A hex digest decodes to bytes, never to text.
+        if run.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
         let url = run.contains(['-', '_']);
         if url && run.contains(['+', '/']) {
             continue;
@@ -409,8 +414,108 @@ static EXFIL: LazyLock<Vec<Regex>> = LazyLock::new(|| {
 static THIRD_PERSON: LazyLock<Regex> =
     LazyLock::new(|| re(r"\b(?:its|their|his|her|a\s+model's|the\s+model's)\b"));
 
+/// Keywords without which a class's patterns cannot match: one Aho-Corasick pass
+/// decides which pattern sets run at all.
+static GATE: LazyLock<(aho_corasick::AhoCorasick, Vec<Class>)> = LazyLock::new(|| {
+    let words: &[(Class, &[&str])] = &[
+        (
+            Class::IgnoreInstructions,
+            &[
+                "ignore",
+                "disregard",
+                "forget",
+                "neglect",
+                "abandon",
+                "discard",
+                "aside",
+                "follow",
+                "obey",
+                "never",
+                "override",
+                "overwrite",
+                "bypass",
+                "supersede",
+                "instruction",
+                "you are now",
+                " mode",
+            ],
+        ),
+        (
+            Class::RoleImpersonation,
+            &[
+                "<|",
+                "<<",
+                "system",
+                "developer",
+                "assistant",
+                "admin",
+                "</",
+            ],
+        ),
+        (
+            Class::Exfiltration,
+            &[
+                ".ssh",
+                "id_",
+                ".env",
+                ".aws",
+                ".netrc",
+                "credential",
+                ".npmrc",
+                ".pypirc",
+                ".docker",
+                ".kube",
+                "/etc/shadow",
+                "history",
+                "hosts.yml",
+                "secret",
+                "key",
+                "token",
+                "password",
+                "env",
+                "set",
+                "export",
+                "![",
+            ],
+        ),
+        (
+            Class::ToolCallMarkup,
+            &["<function", "<tool", "<invoke", "< ", "<antml", "<|"],
+        ),
+    ];
+    let mut patterns = Vec::new();
+    let mut classes = Vec::new();
+    for (class, list) in words {
+        for w in *list {
+            patterns.push(*w);
+            classes.push(*class);
+        }
+    }
+    let ac = aho_corasick::AhoCorasick::new(patterns).expect("gate keywords build");
+    (ac, classes)
+});
+
+/// Which phrase classes have a keyword in `norm`.
+fn gated(norm: &str) -> BTreeSet<Class> {
+    let (ac, classes) = &*GATE;
+    let mut on = BTreeSet::new();
+    for m in ac.find_overlapping_iter(norm) {
+        if let Some(c) = classes.get(m.pattern().as_usize()) {
+            on.insert(*c);
+            if on.len() == 4 {
+                break;
+            }
+        }
+    }
+    on
+}
+
 fn phrases(norm: &str, hits: &mut Vec<InjectionHit>) {
+    let on = gated(norm);
     let mut add = |class, set: &[Regex]| {
+        if !on.contains(&class) {
+            return;
+        }
         for r in set {
             // Prose about someone else's instructions ("make a model disregard its
             // system prompt") is not addressed to the reader.

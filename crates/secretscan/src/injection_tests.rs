@@ -332,3 +332,27 @@ fn cost_is_linear() {
         );
     }
 }
+
+/// Throughput on a benign HTML-and-JSON mix (run: `cargo test --release -p
+/// bottle-secretscan --lib injection::tests::throughput -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn throughput() {
+    let unit = "<div class=\"row\"><p>To install, run <code>pip install requests</code>; see the \
+                previous section for proxies.</p><a href=\"/docs/v2/api?x=1\" title=\"API reference\">API</a>\
+                <!-- footer --></div>{\"id\":\"3f2b1c9e-8a7d\",\"sha\":\"e83c5163316f89bfbde7d9ab23ca2e25604af290\"}\n";
+    let _ = scan_response("warm up: compile the patterns");
+    for (name, text) in [
+        ("ascii", unit.repeat((4 << 20) / unit.len())),
+        (
+            "utf-8",
+            format!("{unit}Grüße, 日本語 — “quotes”\n").repeat((4 << 20) / (unit.len() + 40)),
+        ),
+    ] {
+        let start = std::time::Instant::now();
+        let hits = scan_response(&text);
+        let secs = start.elapsed().as_secs_f64();
+        assert!(hits.is_empty(), "{hits:?}");
+        println!("{name}: {:.0} MB/s", text.len() as f64 / secs / 1e6);
+    }
+}
