@@ -45,6 +45,36 @@ pub struct Config {
     /// (`egress.upstream_ca`).
     #[serde(default)]
     pub upstream_ca: Option<String>,
+    /// What is done with a response to the agent that carries prompt-injection shapes
+    /// (`egress.responses`); absent: [`Responses::Block`].
+    #[serde(default)]
+    pub responses: Responses,
+}
+
+/// `egress.responses`: what pipelock does with a response body (or SSE event) to the
+/// agent that carries prompt-injection shapes (`bottle_secretscan::injection`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Responses {
+    /// Replace the response with an error to the agent (an SSE stream ends with an
+    /// error event), and audit.
+    #[default]
+    Block,
+    /// Pass it, and audit.
+    Warn,
+    /// Do not scan responses.
+    Off,
+}
+
+impl Responses {
+    /// The manifest's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Responses::Block => "block",
+            Responses::Warn => "warn",
+            Responses::Off => "off",
+        }
+    }
 }
 
 /// One non-passthrough route of egress.
@@ -59,6 +89,10 @@ pub struct RouteHeader {
     /// The header egress sets from the route's token (lowercase); None: no credential.
     #[serde(default)]
     pub header: Option<String>,
+    /// The route is the agent's model API (it has a role): its responses are the
+    /// model's own output, not scanned for prompt injection.
+    #[serde(default)]
+    pub model: bool,
 }
 
 /// DLP on requests: plain HTTP and intercepted HTTPS.

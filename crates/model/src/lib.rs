@@ -189,6 +189,9 @@ pub struct Egress {
     /// `pipelock.image`: run the upstream pipelock project's image as the firewall, with
     /// this policy rendered in its own schema, instead of `bottle sidecar pipelock`.
     pub pipelock_image: Option<String>,
+    /// `egress.responses`: what pipelock does with a response carrying prompt-injection
+    /// shapes (default `block`).
+    pub responses: bottle_contract::pipelock::Responses,
 }
 
 /// A credentialed (or passthrough) upstream.

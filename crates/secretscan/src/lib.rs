@@ -14,6 +14,7 @@
 
 pub mod hostname;
 pub mod redact;
+pub mod injection;
 mod rules;
 mod scanner;
 #[cfg(test)]

@@ -240,6 +240,7 @@ mod tests {
                 dlp: Dlp::default(),
                 upstream_ca: None,
                 pipelock_image: None,
+                responses: Default::default(),
             },
             git: vec![],
             supervise: false,

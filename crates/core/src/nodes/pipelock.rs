@@ -72,9 +72,11 @@ pub fn render(ctx: &BottleCtx<'_>) -> Config {
                     AuthScheme::Bearer | AuthScheme::Basic => "authorization".to_string(),
                     AuthScheme::Header(h) => h.to_ascii_lowercase(),
                 }),
+                model: !r.roles.is_empty(),
             })
             .collect(),
         upstream_ca: egress.upstream_ca.as_ref().map(|f| f.text()),
+        responses: egress.responses,
     }
 }
 
@@ -298,6 +300,71 @@ mod tests {
             ]
         );
         assert!(!cfg.to_json().contains("tok-not-rendered"));
+    }
+
+    #[test]
+    fn responses_policy_renders_with_block_by_default_and_model_routes_marked() {
+        let cfg = crate::nodes::with_ctx(
+            &BottlePolicy {
+                image: ImageSource::ProviderDefault,
+                runtime: RuntimeChoice::Auto,
+                resources: Resources::default(),
+                env: Default::default(),
+                egress: Egress {
+                    routes: vec![
+                        Route {
+                            host: "api.anthropic.com".into(),
+                            path_prefix: None,
+                            auth: None,
+                            roles: vec![RouteRole::AnthropicBaseUrl],
+                            tls_passthrough: false,
+                        },
+                        Route {
+                            host: "api.example".into(),
+                            path_prefix: None,
+                            auth: None,
+                            roles: vec![],
+                            tls_passthrough: false,
+                        },
+                    ],
+                    ..Default::default()
+                },
+                git: vec![],
+                supervise: false,
+            },
+            render,
+        );
+        assert_eq!(cfg.responses, config::Responses::Block);
+        assert!(cfg.to_json().contains("\"responses\": \"block\""));
+        let model: Vec<_> = cfg
+            .route_headers
+            .iter()
+            .map(|r| (r.host.as_str(), r.model))
+            .collect();
+        assert_eq!(model, [("api.anthropic.com", true), ("api.example", false)]);
+        for (mode, word) in [
+            (config::Responses::Warn, "warn"),
+            (config::Responses::Off, "off"),
+        ] {
+            let objs = objects_for(Egress {
+                responses: mode,
+                ..Default::default()
+            });
+            let ObjectSpec::Volume(v) = &objs[0].spec else {
+                panic!()
+            };
+            let cfg: Config = serde_json::from_slice(&v.files[0].contents).unwrap();
+            assert_eq!(cfg.responses, mode);
+            assert_eq!(mode.as_str(), word);
+        }
+        // A policy change is a revision of the live volume: nothing restarts.
+        let a = objects_for(Egress::default());
+        let b = objects_for(Egress {
+            responses: config::Responses::Off,
+            ..Default::default()
+        });
+        assert_eq!(a[2].hash.hash, b[2].hash.hash);
+        assert_ne!(a[1].hash.hash, b[1].hash.hash);
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //!   default DLP patterns on one route, so those routes are not intercepted.
 //! - DLP: `request_body_scanning` with headers, the upstream defaults
 //!   (`include_defaults`), plus the manifest's `dlp.rules` (gitleaks TOML) as patterns.
+//! - `response_scanning` (upstream's default injection patterns) enabled with
+//!   `egress.responses` as its action (`block` or `warn`), disabled for `off`.
 //! - JSON logs on stdout (`bottle logs NAME --node pipelock`), allowed and blocked.
 //!
 //! The YAML is written by hand (strings as JSON strings, which YAML reads the same), so
@@ -19,7 +21,7 @@
 
 use std::fmt::Write as _;
 
-use bottle_contract::pipelock::Config;
+use bottle_contract::pipelock::{Config, Responses};
 use bottle_secretscan::RuleSet;
 
 /// Where the rendered file is mounted in the upstream image's container.
@@ -111,6 +113,16 @@ pub fn render(cfg: &Config, ca_cert: &str, ca_key: &str, port: u16) -> String {
         }
         _ => out.push_str("  patterns: []\n"),
     }
+    // `egress.responses`: upstream scans responses for injection too (its own patterns).
+    let (scan, action) = match cfg.responses {
+        Responses::Block => (true, "block"),
+        Responses::Warn => (true, "warn"),
+        Responses::Off => (false, "warn"),
+    };
+    let _ = writeln!(
+        out,
+        "response_scanning:\n  enabled: {scan}\n  action: {action}\n  include_defaults: true"
+    );
     out.push_str("ssrf:\n");
     list(&mut out, "  ", "ip_allowlist", &cfg.allow_cidrs);
     out.push_str(
@@ -148,8 +160,10 @@ mod tests {
                 host: "api.anthropic.com".into(),
                 path_prefix: None,
                 header: Some("authorization".into()),
+                model: true,
             }],
             upstream_ca: None,
+            responses: Default::default(),
         };
         let got = render(&cfg, "/etc/bottle/ca/ca.crt", "/etc/bottle/ca/ca.key", 8888);
         let path = concat!(

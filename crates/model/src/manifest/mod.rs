@@ -167,6 +167,7 @@ bottles:
         - host: chatgpt.com
           tls_passthrough: true
       dlp: {enabled: true}
+      responses: warn
     supervise: true
 agents:
   reviewer:
@@ -281,6 +282,7 @@ agents:
                 },
                 upstream_ca: None,
                 pipelock_image: None,
+                responses: bottle_contract::pipelock::Responses::Warn,
             },
             git: vec![],
             supervise: true,
@@ -397,6 +399,7 @@ bottles:
           auth: {scheme: bearer, token: {from_env: ANTHROPIC_API_KEY}}
         - path_prefix: /x
       dlp: {enabled: yes, rules: nope.toml}
+      responses: maybe
     git:
       - name: origin
         upstream: https://github.com/acme/app.git
@@ -430,6 +433,7 @@ agents:
             "bottles.Dev_1.egress.routes[2].host",
             "bottles.Dev_1.egress.dlp.enabled",
             "bottles.Dev_1.egress.dlp.rules",
+            "bottles.Dev_1.egress.responses",
             "bottles.Dev_1.git[0].upstream",
             "bottles.Dev_1.git[0].identity_file",
             "bottles.Dev_1.git[0].known_host_key",
@@ -444,7 +448,7 @@ agents:
                 "missing {expected} in {found:#?}"
             );
         }
-        assert_eq!(found.len(), 28, "{found:#?}");
+        assert_eq!(found.len(), 29, "{found:#?}");
         let token = found
             .iter()
             .find(|p| p.field.ends_with("auth.token"))

@@ -643,7 +643,14 @@ impl Ctx<'_> {
 
     fn egress(&mut self, node: &Node, path: &str) -> Egress {
         let mut egress = Egress::default();
-        let keys = ["allow", "allow_cidrs", "routes", "dlp", "upstream_ca"];
+        let keys = [
+            "allow",
+            "allow_cidrs",
+            "routes",
+            "dlp",
+            "upstream_ca",
+            "responses",
+        ];
         let Some(map) = self.map(node, path, &keys) else {
             return egress;
         };
@@ -726,6 +733,17 @@ impl Ctx<'_> {
         }
         if let Some(ca) = map.get("upstream_ca") {
             egress.upstream_ca = self.host_file(ca, &map.field("upstream_ca"));
+        }
+        if let Some(responses) = map.get("responses") {
+            use bottle_contract::pipelock::Responses;
+            let choices = [
+                ("block", Responses::Block),
+                ("warn", Responses::Warn),
+                ("off", Responses::Off),
+            ];
+            egress.responses = self
+                .choice(responses, &map.field("responses"), &choices)
+                .unwrap_or_default();
         }
         egress
     }

@@ -14,14 +14,16 @@ use serde::Serialize;
 /// One audit event.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Event {
-    /// `allow`, `deny` or `close` (a tunnel or request finished).
+    /// `allow`, `deny`, `close` (a tunnel or request finished) or `warn` (a response
+    /// carrying prompt injection passed under `egress.responses: warn`).
     pub decision: &'static str,
     /// Short machine-readable reason: `allowlist`, `not-allowlisted`, `ip-literal`,
     /// `ssrf`, `dlp`, `resolve`, `connect`, `bad-request`, `sni-mismatch`,
     /// `host-mismatch`, `host-label-encoded` (labels of the name, below the allowed
     /// wildcard, look like encoded data: refused before any DNS lookup), `upstream-tls`,
     /// `upstream`, `websocket` (a WebSocket handshake or frame pipelock cannot or will not
-    /// relay), `done`; from the gateway sink
+    /// relay), `done`, `injection` (a response to the agent; `rule` is the class),
+    /// `injection-unscanned` (compressed anyway), `upstream-body`; from the gateway sink
     /// (`sink`): `dns` (a name asked of the bottle's DNS that is not the bottle's own:
     /// refused; or a packet to port 53 outside), `direct` (a packet sent past the
     /// proxy), `host-label-encoded` (a DNS query whose name looks like it carries data)

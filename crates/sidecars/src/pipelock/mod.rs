@@ -13,6 +13,7 @@
 pub mod audit;
 pub mod config;
 pub mod policy;
+pub mod responses;
 pub mod server;
 pub mod sink;
 pub mod ssrf;
@@ -20,6 +21,7 @@ pub mod ssrf;
 mod tests;
 #[cfg(test)]
 mod tests_names;
+mod tests_responses;
 #[cfg(test)]
 mod tests_tls;
 pub mod websocket;

@@ -44,10 +44,12 @@ use tokio_rustls::{LazyConfigAcceptor, TlsConnector};
 use super::audit::{Audit, Event};
 use super::config::{Config, ConfigError, RouteHeader};
 use super::policy::{Host, Policy, Verdict, normalize};
+use super::responses::Inspect;
 use super::ssrf::{Resolve, SsrfError, vet, vet_ip};
 use super::websocket;
 use crate::certs::Authority;
 use bottle_contract::host::path_prefix_matches;
+use bottle_contract::pipelock::Responses;
 use bottle_secretscan::{Finding, RuleSet, StreamScanner, encoded_labels, encoded_labels_dlp};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,6 +76,8 @@ pub struct Live {
     passthrough: Vec<String>,
     /// egress's routes (normalized host), for the DLP exemption of the injected header.
     routes: Vec<RouteHeader>,
+    /// `egress.responses`: what a response carrying prompt injection gets.
+    pub responses: Responses,
 }
 
 impl Live {
@@ -102,6 +106,7 @@ impl Live {
                     host: name(&r.host)?,
                     path_prefix: r.path_prefix.clone(),
                     header: r.header.as_ref().map(|h| h.to_ascii_lowercase()),
+                    model: r.model,
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
@@ -110,6 +115,7 @@ impl Live {
             rules,
             passthrough,
             routes,
+            responses: cfg.responses,
         })
     }
 
@@ -121,6 +127,17 @@ impl Live {
     /// The header egress injects on the route a request to `host` + `path` takes, the
     /// way egress picks it (the longest matching path prefix): exempt from DLP there.
     pub fn injected_header(&self, host: &Host, path: &str) -> Option<&str> {
+        self.route(host, path).and_then(|r| r.header.as_deref())
+    }
+
+    /// Whether a request to `host` + `path` takes a model-API route (its responses are
+    /// the agent's own model's output: not scanned for injection).
+    pub fn model_route(&self, host: &Host, path: &str) -> bool {
+        self.route(host, path).is_some_and(|r| r.model)
+    }
+
+    /// The route a request to `host` + `path` takes, the way egress picks it.
+    fn route(&self, host: &Host, path: &str) -> Option<&RouteHeader> {
         let h = host.to_string();
         self.routes
             .iter()
@@ -131,7 +148,6 @@ impl Live {
                     .is_none_or(|p| path_prefix_matches(p, path))
             })
             .max_by_key(|r| r.path_prefix.as_deref().map_or(0, str::len))
-            .and_then(|r| r.header.as_deref())
     }
 }
 
@@ -787,6 +803,13 @@ impl Proxy {
                 .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             websocket::offer_known_extensions(&mut parts.headers);
         }
+        let inspect = Inspect::prepare(
+            live.responses,
+            live.model_route(&host, parts.uri.path()),
+            &parts.method,
+            &path,
+            &mut parts.headers,
+        );
         let uri = match &sender {
             Upstream::H1(_) => path.parse(),
             Upstream::H2(_) => url.parse(),
@@ -828,7 +851,7 @@ impl Proxy {
             }
         };
         let mut ws_ev = ev.clone();
-        let mut resp = self.exchange(ev, &host, send, verdict).await;
+        let mut resp = self.exchange(ev, &host, send, verdict, inspect).await;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // Relayed only as a WebSocket whose frames pipelock can read.
             let relayable = match client_upgrade {
@@ -884,6 +907,7 @@ impl Proxy {
         host: &Host,
         send: impl std::future::Future<Output = Result<Response<Incoming>, hyper::Error>>,
         mut verdict: Option<oneshot::Receiver<Finding>>,
+        inspect: Inspect,
     ) -> Response<Body> {
         let mut response = std::pin::pin!(send);
         let outcome = loop {
@@ -921,10 +945,15 @@ impl Proxy {
                 ev.decision = "allow";
                 ev.reason = "allowlist";
                 ev.detail = Some(format!("status {}", resp.status().as_u16()));
+                let request = ev.clone();
                 self.audit.record(ev);
                 let (mut parts, body) = resp.into_parts();
                 if parts.status != StatusCode::SWITCHING_PROTOCOLS {
                     strip_hop_by_hop(&mut parts.headers);
+                    // The body to the agent, checked for prompt injection.
+                    return inspect
+                        .apply(self.audit.clone(), request, parts, body)
+                        .await;
                 }
                 Response::from_parts(parts, body.map_err(|e| Box::new(e) as BoxError).boxed())
             }
@@ -976,6 +1005,13 @@ impl Proxy {
             .map_or("/", |p| p.as_str())
             .to_string();
         strip_hop_by_hop(&mut parts.headers);
+        let inspect = Inspect::prepare(
+            live.responses,
+            live.model_route(&host, parts.uri.path()),
+            &parts.method,
+            &path,
+            &mut parts.headers,
+        );
         // The target was decided on the URL's authority: the Host sent is that one
         // (RFC 9112 3.2.2), never another name the agent wrote in the header.
         match HeaderValue::from_str(&authority) {
@@ -1015,7 +1051,7 @@ impl Proxy {
                 }
             };
         tokio::spawn(conn);
-        self.exchange(ev, &host, sender.send_request(up), verdict)
+        self.exchange(ev, &host, sender.send_request(up), verdict, inspect)
             .await
     }
 

@@ -51,8 +51,10 @@ async fn world() -> World {
             host: ROUTE.into(),
             path_prefix: Some("/v1".into()),
             header: Some("authorization".into()),
+            model: false,
         }],
         upstream_ca: Some(up_pki.ca_pem.clone()),
+        responses: Default::default(),
     };
     let resolver = MapResolve::default()
         .with(HOST, &["127.0.0.1"])
