@@ -21,6 +21,7 @@ pub mod ssrf;
 mod tests;
 #[cfg(test)]
 mod tests_names;
+#[cfg(test)]
 mod tests_responses;
 #[cfg(test)]
 mod tests_tls;
