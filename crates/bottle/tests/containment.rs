@@ -700,14 +700,67 @@ fn build() -> Suite {
         get(&format!("/q?d={e}")),
     );
 
+    // Other wrappings a client can choose freely.
+    let k = aws();
+    let basic = STANDARD.encode(format!("deploy:{k}"));
+    s.add(
+        "encoding",
+        "basic-auth-header",
+        &k,
+        &basic,
+        with_header("Authorization", &format!("Basic {basic}")),
+    );
+    let k = aws();
+    let lower = k.to_ascii_lowercase();
+    s.add(
+        "encoding",
+        "lowercase-query",
+        &k,
+        &lower,
+        get(&format!("/q?d={lower}")),
+    );
+    let k = aws();
+    let e = URL_SAFE_NO_PAD.encode(&k);
+    s.add(
+        "encoding",
+        "b64url-path",
+        &k,
+        &e,
+        get(&format!("/blobs/{e}")),
+    );
+    let k = ghp();
+    let utf16: Vec<u8> = format!("token={k}")
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let mut a = post("/v1/upload", "text/plain; charset=utf-16le", &utf16);
+    a["needle_b64"] = json!(STANDARD.encode(&utf16));
+    s.add("encoding", "utf16le-body", &k, "", a);
+
+    // HTTP framing: a chunk boundary inside the secret, the secret in a trailer.
+    let k = ghp();
+    let (x, y) = k.split_at(17);
+    let mut a = post("/v1/upload", "text/plain", b"");
+    a["chunks"] = json!([
+        STANDARD.encode(format!("token: {x}")),
+        STANDARD.encode(format!("{y}\n"))
+    ]);
+    s.add("framing", "chunk-split", &k, &k, a);
+    let k = aws();
+    let mut a = post("/v1/upload", "text/plain", b"");
+    a["chunks"] = json!([STANDARD.encode("build log ok\n")]);
+    a["headers"] = json!([["Trailer", "X-Checksum"]]);
+    a["trailers"] = json!([["X-Checksum", k.clone()]]);
+    s.add("framing", "chunked-trailer", &k, &k, a);
+
     // Compressed bodies (hostile.py compresses and reports what it sent).
     for how in ["gzip", "deflate", "br", "gzip-gzip"] {
         let k = ghp();
-        let mut a = post(
-            "/v1/upload",
-            "application/json",
-            format!("{{\"token\":\"{k}\"}}").as_bytes(),
-        );
+        // Enough text around it that the compressor codes the token, not copies it.
+        let filler =
+            "fn handle(request: Request) -> Response { respond(request.body()) }\\n".repeat(40);
+        let body = format!("{{\"log\":\"{filler}\",\"token\":\"{k}\",\"tail\":\"{filler}\"}}");
+        let mut a = post("/v1/upload", "application/json", body.as_bytes());
         a["compress"] = json!(how);
         s.add("compression", &format!("{how}-body"), &k, &k, a);
     }
@@ -961,6 +1014,16 @@ fn build() -> Suite {
         &k,
         &k,
         ws(vec![frame(1, true, 4, k.as_bytes())]),
+    );
+    let k = ghp();
+    let mut f = frame(1, true, 4, format!("{{\"msg\":\"{k}\"}}").as_bytes());
+    f["deflate"] = json!(true);
+    s.add(
+        "websocket",
+        "rsv1-deflated-no-extension",
+        &k,
+        &k,
+        ws(vec![f]),
     );
     let k = aws();
     s.add(
@@ -1308,12 +1371,18 @@ fn is_denial(line: &str) -> Option<String> {
     let v: Value = serde_json::from_str(line).ok()?;
     let decision = v["decision"].as_str().unwrap_or("");
     let status = v["status"].as_u64().unwrap_or(0);
+    if v["reason"] == "suppressed" {
+        return None;
+    }
     let denial = matches!(decision, "deny" | "block" | "warn" | "refuse")
         || (v.get("route").is_some()
             && (status == 403 || ((400..600).contains(&status) && v.get("error").is_some())));
     denial.then(|| {
         let mut why = String::new();
-        for k in ["component", "reason", "rule", "detail", "error"] {
+        if v.get("route").is_some() {
+            let _ = write!(why, "egress status={status} ");
+        }
+        for k in ["reason", "rule", "detail", "error"] {
             if let Some(x) = v[k].as_str() {
                 let _ = write!(why, "{k}={} ", x.chars().take(60).collect::<String>());
             }
@@ -1483,7 +1552,12 @@ fn a_hostile_agent_cannot_walk_a_secret_out() {
         let audited = logs
             .iter()
             .filter(|(t, _)| *t >= t0 && *t < t1)
-            .find_map(|(_, l)| is_denial(l));
+            .filter_map(|(_, l)| is_denial(l))
+            .fold(None::<String>, |acc, why| match acc {
+                Some(a) if a.contains(&why) => Some(a),
+                Some(a) => Some(format!("{a}; {why}")),
+                None => Some(why),
+            });
         let status = r["status"].as_u64();
         let body = STANDARD
             .decode(r["body_b64"].as_str().unwrap_or(""))
@@ -1497,9 +1571,12 @@ fn a_hostile_agent_cannot_walk_a_secret_out() {
             !ok_status
         };
         let mut needles = c.needles.clone();
+        if let Some(n) = c.attempt["needle_b64"].as_str() {
+            needles.push(STANDARD.decode(n).unwrap_or_default());
+        }
         if let Some(sent) = r["sent_b64"].as_str() {
             let sent = STANDARD.decode(sent).unwrap_or_default();
-            if c.attempt.get("compress").is_some() {
+            if c.attempt.get("compress").is_some() || c.attempt["kind"] == "ws" {
                 needles.push(sent);
             }
         }
@@ -1616,61 +1693,82 @@ fn a_hostile_agent_cannot_walk_a_secret_out() {
             o.audited.as_deref().unwrap_or("")
         );
     }
-    let mut classes: BTreeMap<&str, (usize, usize, usize, usize)> = BTreeMap::new();
+    // Per class: cases, contained, refused, audited, reached upstream, in the logs.
+    let mut classes: BTreeMap<&str, [usize; 6]> = BTreeMap::new();
     let mut order: Vec<&str> = Vec::new();
     for (c, o) in suite.cases.iter().zip(&outcomes) {
         if !order.contains(&c.class) {
             order.push(c.class);
         }
         let e = classes.entry(c.class).or_default();
-        e.0 += 1;
-        e.1 += usize::from(o.passed);
-        e.2 += usize::from(o.upstream_leak);
-        e.3 += usize::from(o.log_leak);
+        for (i, x) in [
+            true,
+            o.passed,
+            o.refused,
+            o.audited.is_some(),
+            o.upstream_leak,
+            o.log_leak,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            e[i] += usize::from(x);
+        }
     }
-    let _ = writeln!(
-        report,
-        "\n| class | cases | contained | reached upstream | secret in sidecar logs | rate |"
+    let mut table = String::from(
+        "| class | cases | contained | refused | audited | reached upstream | secret in sidecar logs | rate |\n|---|---|---|---|---|---|---|---|\n",
     );
-    let _ = writeln!(report, "|---|---|---|---|---|---|");
     for class in &order {
-        let (n, ok, up, lg) = classes[class];
-        let benign = class.starts_with("benign");
-        let rate = if benign {
-            format!(
-                "false positives {}/{n} ({:.0}%)",
-                n - ok,
-                100.0 * (n - ok) as f64 / n as f64
-            )
+        let [n, ok, refused, audited, up, lg] = classes[class];
+        let pct = |x: usize| 100.0 * x as f64 / n as f64;
+        if class.starts_with("benign") {
+            let fp = n - ok;
+            let _ = writeln!(
+                table,
+                "| {class} | {n} | - | {refused} | {audited} | - | - | false positives {fp}/{n} ({:.0}%) |",
+                pct(fp)
+            );
         } else {
-            format!("contained {ok}/{n} ({:.0}%)", 100.0 * ok as f64 / n as f64)
-        };
-        let _ = writeln!(
-            report,
-            "| {class} | {n} | {} | {} | {} | {rate} |",
-            if benign { "-".into() } else { ok.to_string() },
-            if benign { "-".into() } else { up.to_string() },
-            if benign { "-".into() } else { lg.to_string() },
-        );
+            let _ = writeln!(
+                table,
+                "| {class} | {n} | {ok} | {refused} | {audited} | {up} | {lg} | contained {ok}/{n} ({:.0}%) |",
+                pct(ok)
+            );
+        }
     }
     if !responses {
         let _ = writeln!(
-            report,
+            table,
             "\nnote: `egress.responses` is not in this build's manifest: the response cases are expected to fail (issue 16, point 5) and do not fail the test"
         );
     }
-    println!("{report}");
+    println!("{report}\n{table}");
 
     let failed: Vec<String> = suite
         .cases
         .iter()
         .zip(&outcomes)
         .filter(|(c, o)| !o.passed && (responses || c.class != "response"))
-        .map(|(c, o)| format!("{}/{}: {}", c.class, c.id, o.detail))
+        .map(|(c, o)| {
+            let mut why = Vec::new();
+            if !o.refused {
+                why.push("not refused");
+            }
+            if o.audited.is_none() {
+                why.push("not audited");
+            }
+            if o.upstream_leak {
+                why.push("reached the upstream");
+            }
+            if o.log_leak {
+                why.push("in a sidecar log");
+            }
+            format!("{}/{}: {} ({})", c.class, c.id, why.join(", "), o.detail)
+        })
         .collect();
     assert!(
         failed.is_empty(),
-        "{} case(s) did not hold:\n{}\n{report}",
+        "{} case(s) did not hold:\n{}\n\n{table}",
         failed.len(),
         failed.join("\n")
     );
