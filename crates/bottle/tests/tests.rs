@@ -24,3 +24,6 @@ mod supervise;
 
 // Issue 6: `apply --watch` keeps Docker converged (events, manifest edits, one writer).
 mod watch;
+
+// Issue 16: a hostile agent tries every evasion class against egress and pipelock.
+mod containment;

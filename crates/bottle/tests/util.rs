@@ -345,3 +345,94 @@ pub fn start_upstream(
     docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
     upstream
 }
+
+/// Start the recording upstream (`bottle-testkit recorder`) for bottle `bottle` of `p`:
+/// on the bottle's net-egress, answering as each of `aliases`, TLS on 443 with the leaf of
+/// `certs` (from [`upstream_certs`]) and plain HTTP on 80. Every server name, request and
+/// WebSocket frame it sees is a JSON line in its `docker logs` ([`recorded`]). Removed on
+/// drop.
+pub fn start_recorder(p: &Project, bottle: &str, aliases: &[&str], certs: &Path) -> Container {
+    let rec = Container(format!("{}-recorder", p.obj(bottle, "t")));
+    let mut run: Vec<String> = vec![
+        "run".into(),
+        "-d".into(),
+        "--name".into(),
+        rec.0.clone(),
+        "--user".into(),
+        "0:0".into(),
+        "--network".into(),
+        p.obj(bottle, "net-egress"),
+    ];
+    for a in aliases {
+        run.extend(["--network-alias".into(), a.to_string()]);
+    }
+    run.extend([
+        "-v".into(),
+        format!("{}:/certs:ro", certs.display()),
+        "-e".into(),
+        "BOTTLE_FAKE_CERT=/certs/leaf.pem".into(),
+        "-e".into(),
+        "BOTTLE_FAKE_KEY=/certs/leaf.key".into(),
+        testkit_image(),
+        "recorder".into(),
+    ]);
+    docker(&run.iter().map(String::as_str).collect::<Vec<_>>());
+    rec
+}
+
+/// The records a [`start_recorder`] upstream wrote so far, parsed.
+pub fn recorded(rec: &Container) -> Vec<serde_json::Value> {
+    let o = Command::new("docker")
+        .args(["logs", &rec.0])
+        .output()
+        .expect("docker logs");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `docker logs --timestamps NAME` (both streams), each line with the engine's time of
+/// it as seconds since the epoch.
+pub fn timed_logs(name: &str) -> Vec<(f64, String)> {
+    let o = Command::new("docker")
+        .args(["logs", "--timestamps", name])
+        .output()
+        .expect("docker logs");
+    let mut out: Vec<(f64, String)> = [o.stdout, o.stderr]
+        .iter()
+        .flat_map(|b| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .filter_map(|l| {
+                    let (ts, rest) = l.split_once(' ')?;
+                    Some((rfc3339_secs(ts)?, rest.to_string()))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// `2026-05-01T04:50:12.123456789Z` as seconds since the epoch (UTC only, as Docker
+/// writes it).
+pub fn rfc3339_secs(ts: &str) -> Option<f64> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|x| x.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let frac: f64 = format!("0.{frac}").parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60 + ss) as f64 + frac)
+}

@@ -3,13 +3,17 @@
 //!
 //! - `bottle-testkit fake-upstream`: a TLS upstream (certificate and key from
 //!   `BOTTLE_FAKE_CERT` / `BOTTLE_FAKE_KEY`) that echoes what it received;
-//! - `bottle-testkit health`: a plain TCP listener that answers any request `200 ok`.
+//! - `bottle-testkit health`: a plain TCP listener that answers any request `200 ok`;
+//! - `bottle-testkit recorder`: a TLS and plain-HTTP upstream that writes down every
+//!   server name, request and WebSocket frame it sees (see [`recorder`]).
 //!
 //! Both listen on `--listen ADDR` or `$BOTTLE_LISTEN` (default `0.0.0.0:8080`).
 
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+mod recorder;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -32,8 +36,9 @@ fn main() {
                 .await
                 .map_err(|e| format!("fake upstream: {e}")),
             "health" => health(&listen).await.map_err(|e| format!("health: {e}")),
+            "recorder" => recorder::run().await.map_err(|e| format!("recorder: {e}")),
             other => Err(format!(
-                "unknown server {other:?}: expected fake-upstream or health"
+                "unknown server {other:?}: expected fake-upstream, health or recorder"
             )),
         }
     });
