@@ -9,11 +9,15 @@
 //! rule's Shannon-entropy threshold and allowlists. Findings carry the rule id and the
 //! offset, never the secret.
 
+mod normalize;
 mod rules;
 mod scanner;
 #[cfg(test)]
 mod tests;
 
+pub use normalize::{
+    InflateError, Limits, MAX_ENCODINGS, NormalizeError, inflate, is_invisible, text,
+};
 pub use rules::{BUILTIN_TOML, Rule, RuleSet, RulesError, shannon_entropy};
 pub use scanner::{BACK, FORWARD, Finding, LINES_AFTER, StreamScanner};
 

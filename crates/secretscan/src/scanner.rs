@@ -31,6 +31,9 @@ pub struct Finding {
     pub rule_id: String,
     /// A redacted form: at most the first 4 bytes of a long secret, then `***`.
     pub redacted: String,
+    /// The decodings that led to it (`percent>base64`), empty when found in the bytes
+    /// as given. With a `via`, `offset` and `len` are the encoded span in the input.
+    pub via: String,
 }
 
 impl std::fmt::Display for Finding {
@@ -39,7 +42,11 @@ impl std::fmt::Display for Finding {
             f,
             "{} at offset {} ({} bytes, {})",
             self.rule_id, self.offset, self.len, self.redacted
-        )
+        )?;
+        if !self.via.is_empty() {
+            write!(f, " via {}", self.via)?;
+        }
+        Ok(())
     }
 }
 
@@ -262,6 +269,7 @@ impl<'r> StreamScanner<'r> {
                     len: bytes.len(),
                     rule_id: rule.id.clone(),
                     redacted: redact(bytes),
+                    via: String::new(),
                 }),
             });
         }
