@@ -93,60 +93,124 @@ const TEXT_MARGIN: usize = 16;
 /// How a segment of a view maps to its parent.
 #[derive(Clone, Copy, Debug)]
 enum Map {
-    /// Byte for byte.
+    /// Byte for byte (a segment of length 0 marks where an unchanged stretch starts).
     Identity,
-    /// Any part of the output is the whole source span (one escape).
-    Whole,
+    /// Escapes of `src` bytes each decoding to `out` bytes, one after another
+    /// (`%41%4B`: 3 and 1): any part of one is the whole escape.
+    Escapes { src: u16, out: u16 },
     /// Base64 decoded from `src`; the segment starts at decoded byte `phase`.
-    Base64 { phase: usize },
+    Base64 { phase: u32 },
     /// Hex decoded from `src`; the segment starts at decoded byte `phase`.
-    Hex { phase: usize },
+    Hex { phase: u32 },
+    /// The separator between islands: maps to nothing.
+    Gap,
 }
 
+/// One segment of a view. After it, up to the next segment, the view is unchanged
+/// from the parent, continuing from `src + src_len`: only escapes and island starts
+/// cost a segment. Offsets are u32: an input over 4 GiB is refused.
 #[derive(Clone, Copy, Debug)]
 struct Seg {
-    out: usize,
-    len: usize,
-    src: usize,
-    src_len: usize,
+    out: u32,
+    len: u32,
+    src: u32,
+    src_len: u32,
     map: Map,
 }
 
 impl Seg {
-    /// The parent span of this segment's part of the output range `[s, e)`.
-    fn source(&self, s: usize, e: usize) -> (usize, usize) {
-        let a = s.max(self.out) - self.out;
-        let b = e.min(self.out + self.len).max(s.max(self.out)) - self.out;
-        let end = self.src + self.src_len;
-        match self.map {
-            Map::Identity => (self.src + a, self.src + b),
-            Map::Whole => (self.src, end),
-            Map::Base64 { phase } => (
-                (self.src + (phase + a) / 3 * 4).min(end),
-                (self.src + (phase + b).div_ceil(3) * 4).min(end),
-            ),
-            Map::Hex { phase } => (
-                (self.src + 2 * (phase + a)).min(end),
-                (self.src + 2 * (phase + b)).min(end),
-            ),
-        }
+    /// The parent span of this segment's part of `[s, e)` (relative to `out`),
+    /// `None` for a separator.
+    fn source(&self, a: usize, b: usize) -> Option<(usize, usize)> {
+        let (src, end) = (self.src as usize, (self.src + self.src_len) as usize);
+        Some(match self.map {
+            Map::Identity => (src + a, src + b),
+            Map::Escapes { src: us, out: uo } => {
+                let (us, uo) = (usize::from(us), usize::from(uo).max(1));
+                (src + a / uo * us, (src + b.div_ceil(uo) * us).min(end))
+            }
+            Map::Base64 { phase } => {
+                let p = phase as usize;
+                (
+                    (src + (p + a) / 3 * 4).min(end),
+                    (src + (p + b).div_ceil(3) * 4).min(end),
+                )
+            }
+            Map::Hex { phase } => {
+                let p = phase as usize;
+                ((src + 2 * (p + a)).min(end), (src + 2 * (p + b)).min(end))
+            }
+            Map::Gap => return None,
+        })
     }
 }
 
 /// The input as given (depth 0) or one decoded view of its parent.
 struct View<'a> {
     parent: usize,
+    /// Emptied once the view's own views are made.
     data: Cow<'a, [u8]>,
-    /// Sorted by `out`; the separators between islands have none.
+    len: usize,
+    /// Sorted by `out`.
     segs: Vec<Seg>,
     via: String,
     depth: usize,
+}
+
+impl View<'_> {
+    /// The parent span of `[s, e)`, or None when it is all separator.
+    fn source(&self, s: usize, e: usize) -> Option<(usize, usize)> {
+        let e = e.max(s + 1).min(self.len.max(s + 1));
+        let mut i = self
+            .segs
+            .partition_point(|g| g.out as usize <= s)
+            .checked_sub(1)?;
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        let mut add = |span: Option<(usize, usize)>| {
+            if let Some((a, b)) = span {
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+        };
+        while let Some(g) = self.segs.get(i) {
+            let (start, mid) = (g.out as usize, (g.out + g.len) as usize);
+            let next = self.segs.get(i + 1).map_or(self.len, |n| n.out as usize);
+            if start >= e {
+                break;
+            }
+            if s < mid && start < e {
+                add(g.source(s.max(start) - start, e.min(mid) - start));
+            }
+            if !matches!(g.map, Map::Gap) && s < next && mid < e {
+                let tail = (g.src + g.src_len) as usize;
+                add(Some((tail + s.max(mid) - mid, tail + e.min(next) - mid)));
+            }
+            i += 1;
+        }
+        (lo != usize::MAX).then_some((lo, hi.max(lo)))
+    }
+
+    /// Is `[s, e)` unchanged from the parent (inside one stretch after a segment)?
+    fn unchanged(&self, s: usize, e: usize) -> bool {
+        let Some(i) = self
+            .segs
+            .partition_point(|g| g.out as usize <= s)
+            .checked_sub(1)
+        else {
+            return false;
+        };
+        let g = self.segs[i];
+        let next = self.segs.get(i + 1).map_or(self.len, |n| n.out as usize);
+        !matches!(g.map, Map::Gap) && (g.out + g.len) as usize <= s && e <= next
+    }
 }
 
 /// A view under construction, refusing to grow past `limit` bytes.
 struct Builder {
     data: Vec<u8>,
     segs: Vec<Seg>,
+    /// Where the unchanged stretch after the last segment has got to in the parent.
+    tail: Option<usize>,
     limit: usize,
     over: bool,
 }
@@ -156,6 +220,7 @@ impl Builder {
         Builder {
             data: Vec::new(),
             segs: Vec::new(),
+            tail: None,
             limit,
             over: false,
         }
@@ -163,40 +228,81 @@ impl Builder {
 
     fn room(&mut self, n: usize) -> bool {
         let size = self.data.len() + n + (self.segs.len() + 1) * size_of::<Seg>();
-        if size > self.limit {
+        if size > self.limit || size > u32::MAX as usize {
             self.over = true;
         }
         !self.over
     }
 
+    fn seg(&mut self, len: usize, src: usize, src_len: usize, map: Map) {
+        // `room` keeps every offset below u32::MAX; the input is checked by the caller.
+        self.segs.push(Seg {
+            out: self.data.len() as u32,
+            len: len as u32,
+            src: src as u32,
+            src_len: src_len as u32,
+            map,
+        });
+    }
+
     fn sep(&mut self) {
         if !self.data.is_empty() && self.room(SEP.len()) {
+            self.seg(SEP.len(), 0, 0, Map::Gap);
             self.data.extend_from_slice(SEP);
+            self.tail = None;
         }
     }
 
-    fn push(&mut self, bytes: &[u8], src: usize, src_len: usize, map: Map) {
+    /// Bytes copied unchanged from `src` in the parent.
+    fn same(&mut self, bytes: &[u8], src: usize) {
         if bytes.is_empty() || !self.room(bytes.len()) {
             return;
         }
-        let out = self.data.len();
+        if self.tail != Some(src) {
+            self.seg(0, src, 0, Map::Identity);
+        }
         self.data.extend_from_slice(bytes);
-        if let (Map::Identity, Some(last)) = (map, self.segs.last_mut())
-            && matches!(last.map, Map::Identity)
-            && last.out + last.len == out
-            && last.src + last.src_len == src
-        {
-            last.len += bytes.len();
-            last.src_len += src_len;
+        self.tail = Some(src + bytes.len());
+    }
+
+    /// One escape: `src_len` parent bytes at `src` decode to `bytes`.
+    fn escape(&mut self, bytes: &[u8], src: usize, src_len: usize) {
+        if bytes.is_empty() {
+            // A removal: the stretch after it starts anew.
             return;
         }
-        self.segs.push(Seg {
-            out,
-            len: bytes.len(),
-            src,
-            src_len,
-            map,
-        });
+        if !self.room(bytes.len()) {
+            return;
+        }
+        let (us, uo) = (
+            src_len.min(u16::MAX as usize) as u16,
+            bytes.len().min(u16::MAX as usize) as u16,
+        );
+        let out = self.data.len() as u32;
+        if let Some(last) = self.segs.last_mut()
+            && let Map::Escapes { src: ls, out: lo } = last.map
+            && (ls, lo) == (us, uo)
+            && last.out + last.len == out
+            && Some((last.src + last.src_len) as usize) == Some(src)
+            && self.tail == Some(src)
+        {
+            last.len += bytes.len() as u32;
+            last.src_len += src_len as u32;
+        } else {
+            self.seg(bytes.len(), src, src_len, Map::Escapes { src: us, out: uo });
+        }
+        self.data.extend_from_slice(bytes);
+        self.tail = Some(src + src_len);
+    }
+
+    /// Decoded run text: `bytes` from the run at `src` (`src_len` long).
+    fn decoded(&mut self, bytes: &[u8], src: usize, src_len: usize, map: Map) {
+        if bytes.is_empty() || !self.room(bytes.len()) {
+            return;
+        }
+        self.seg(bytes.len(), src, src_len, map);
+        self.data.extend_from_slice(bytes);
+        self.tail = Some(src + src_len);
     }
 
     fn size(&self) -> usize {
@@ -223,6 +329,8 @@ struct Deep<'r, 'a> {
     views: Vec<View<'a>>,
     seen: HashSet<u64>,
     findings: Vec<Finding>,
+    /// Where keywords start in the input as given.
+    hits: Vec<usize>,
     /// Reach of a rule's match around its keyword, in decoded bytes.
     reach: usize,
 }
@@ -232,19 +340,27 @@ impl RuleSet {
     /// Findings are sorted by offset; one in a decoded view gives the encoded span in
     /// `data` and its `via`. Over the budget of `limits` is an error.
     pub fn scan_deep(&self, data: &[u8], limits: &Limits) -> Result<Vec<Finding>, NormalizeError> {
+        let budget = limits.budget(data.len());
+        if data.len() > u32::MAX as usize {
+            return Err(NormalizeError::Budget { budget });
+        }
+        let mut hits = Vec::new();
+        let findings = self.scan_hits(data, Some(&mut hits));
         let mut deep = Deep {
             rules: self,
-            budget: limits.budget(data.len()),
+            budget,
             used: 0,
             views: vec![View {
                 parent: 0,
                 data: Cow::Borrowed(data),
+                len: data.len(),
                 segs: Vec::new(),
                 via: String::new(),
                 depth: 0,
             }],
             seen: HashSet::new(),
-            findings: self.scan(data),
+            findings,
+            hits: hits.into_iter().map(|h| h as usize).collect(),
             reach: BACK + FORWARD + self.max_keyword,
         };
         let mut queue = VecDeque::from([0usize]);
@@ -309,27 +425,11 @@ impl<'a> Deep<'_, 'a> {
     fn to_root(&self, mut v: usize, mut s: usize, mut e: usize) -> (usize, usize) {
         while v != 0 {
             let view = &self.views[v];
-            let first = view.segs.partition_point(|g| g.out + g.len <= s);
-            let (mut lo, mut hi) = (usize::MAX, 0);
-            for g in view.segs[first..]
-                .iter()
-                .take_while(|g| g.out < e.max(s + 1))
-            {
-                let (a, b) = g.source(s, e);
-                lo = lo.min(a);
-                hi = hi.max(b);
-            }
-            if lo == usize::MAX {
-                // Only separator bytes: the whole view's source.
-                lo = view.segs.iter().map(|g| g.src).min().unwrap_or(0);
-                hi = view
-                    .segs
-                    .iter()
-                    .map(|g| g.src + g.src_len)
-                    .max()
-                    .unwrap_or(0);
-            }
-            (s, e, v) = (lo, hi.max(lo), view.parent);
+            // All separator (no rule matches one): the whole source of the view.
+            let (lo, hi) = view
+                .source(s, e)
+                .unwrap_or_else(|| view.source(0, view.len).unwrap_or((0, 0)));
+            (s, e, v) = (lo, hi, view.parent);
         }
         (s, e)
     }
@@ -359,33 +459,9 @@ impl<'a> Deep<'_, 'a> {
                 !e.list.is_empty() && (*k != Kind::Form || e.list.iter().any(|x| x.len == 1))
             })
             .collect();
-        // Keyword hits near weak escapes, in the input as given (deeper views are
+        // Weak escapes count near a keyword of the input as given (deeper views are
         // small islands and decoded whole).
-        let hits = if depth == 0 {
-            let max = Kind::ALL.iter().map(|k| k.shrink()).max().unwrap_or(1) * self.reach;
-            let weak = all
-                .iter()
-                .flat_map(|(_, e)| e.list.iter().filter(|x| !x.strong).map(|x| x.pos));
-            let mut positions: Vec<usize> = weak.collect();
-            positions.sort_unstable();
-            let regions = merge(
-                positions
-                    .iter()
-                    .map(|&p| (p.saturating_sub(max), (p + max).min(data.len()))),
-            );
-            let mut hits = Vec::new();
-            for (a, b) in regions {
-                hits.extend(
-                    self.rules
-                        .keywords
-                        .find_iter(&data[a..b])
-                        .map(|m| a + m.start()),
-                );
-            }
-            hits
-        } else {
-            Vec::new()
-        };
+        let hits = &self.hits;
         for (kind, esc) in &all {
             let islands = if depth == 0 {
                 let margin = kind.shrink() * self.reach;
@@ -393,17 +469,20 @@ impl<'a> Deep<'_, 'a> {
                     let i = hits.partition_point(|&h| h + margin < p);
                     hits.get(i).is_some_and(|&h| h <= p + margin)
                 };
-                merge(
-                    esc.list
-                        .iter()
-                        .filter(|e| e.strong || near(e.pos))
-                        .map(|e| {
-                            (
-                                e.pos.saturating_sub(margin),
-                                (e.pos + e.len + margin).min(data.len()),
-                            )
-                        }),
-                )
+                // Form adds `+` for a space to percent, whose escapes make their own view.
+                let anchor = |e: &&escapes::Esc| {
+                    if *kind == Kind::Form {
+                        e.len == 1 && near(e.pos)
+                    } else {
+                        e.strong || near(e.pos)
+                    }
+                };
+                merge(esc.list.iter().filter(anchor).map(|e| {
+                    (
+                        e.pos.saturating_sub(margin),
+                        (e.pos + e.len + margin).min(data.len()),
+                    )
+                }))
             } else {
                 vec![(0, data.len())]
             };
@@ -420,12 +499,12 @@ impl<'a> Deep<'_, 'a> {
                 }
                 while k < esc.list.len() && esc.list[k].pos + esc.list[k].len <= hi {
                     let e = esc.list[k];
-                    b.push(&data[cursor..e.pos], cursor, e.pos - cursor, Map::Identity);
-                    b.push(esc.decoded(&e), e.pos, e.len, Map::Whole);
+                    b.same(&data[cursor..e.pos], cursor);
+                    b.escape(esc.decoded(&e), e.pos, e.len);
                     cursor = e.pos + e.len;
                     k += 1;
                 }
-                b.push(&data[cursor..hi], cursor, hi - cursor, Map::Identity);
+                b.same(&data[cursor..hi], cursor);
             }
             out.push(self.finish(v, b, kind.name())?);
         }
@@ -443,6 +522,7 @@ impl<'a> Deep<'_, 'a> {
         }
         Ok(View {
             parent: v,
+            len: b.data.len(),
             data: Cow::Owned(b.data),
             segs: b.segs,
             via: self.via(v, name),
@@ -452,11 +532,16 @@ impl<'a> Deep<'_, 'a> {
 
     /// The text inside the base64 and the hex runs of view `v`.
     fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder) {
-        let segs = &self.views[v].segs;
+        let view = &self.views[v];
         let mut b64 = Builder::new(self.remaining());
         let mut hex = Builder::new(self.remaining());
         let mut scratch = Vec::new();
-        let keep = |b: &mut Builder, scratch: &[u8], src: usize, src_len: usize, is_hex: bool| {
+        let keep = |b: &mut Builder,
+                    scratch: &[u8],
+                    base: usize,
+                    src: usize,
+                    src_len: usize,
+                    is_hex: bool| {
             let mut spans = Vec::new();
             runs::texty_regions(scratch, |s, e| {
                 spans.push((
@@ -466,38 +551,38 @@ impl<'a> Deep<'_, 'a> {
             });
             for (s, e) in merge(spans.into_iter()) {
                 b.sep();
+                let phase = (base + s) as u32;
                 let map = if is_hex {
-                    Map::Hex { phase: s }
+                    Map::Hex { phase }
                 } else {
-                    Map::Base64 { phase: s }
+                    Map::Base64 { phase }
                 };
-                b.push(&scratch[s..e], src, src_len, map);
+                b.decoded(&scratch[s..e], src, src_len, map);
             }
         };
         runs::base64_runs(data, runs::BASE64_MIN, |start, len| {
-            // A run wholly inside one unchanged segment was decoded in the parent.
-            if v != 0 {
-                let i = segs.partition_point(|g| g.out + g.len <= start);
-                if segs.get(i).is_some_and(|g| {
-                    matches!(g.map, Map::Identity) && g.out <= start && start + len <= g.out + g.len
-                }) {
-                    return;
-                }
+            // A run wholly inside an unchanged stretch was decoded in the parent.
+            if v != 0 && view.unchanged(start, start + len) {
+                return;
             }
             let run = &data[start..start + len];
             for a in 0..4 {
                 if len - a < runs::BASE64_MIN {
                     break;
                 }
-                scratch.clear();
-                runs::decode_base64(&run[a..], &mut scratch);
-                keep(&mut b64, &scratch, start + a, len - a, false);
+                runs::text_quads(run, a, |qs, qe| {
+                    scratch.clear();
+                    runs::decode_base64(&run[qs..qe], &mut scratch);
+                    // Decoded offsets count from the alignment's first quad.
+                    let base = (qs - a) / 4 * 3;
+                    keep(&mut b64, &scratch, base, start + a, len - a, false);
+                });
             }
             runs::hex_runs(run, runs::HEX_MIN, |hs, hl| {
                 for a in 0..2 {
                     scratch.clear();
                     runs::decode_hex(&run[hs + a..hs + hl], &mut scratch);
-                    keep(&mut hex, &scratch, start + hs + a, hl - a, true);
+                    keep(&mut hex, &scratch, 0, start + hs + a, hl - a, true);
                 }
             });
         });

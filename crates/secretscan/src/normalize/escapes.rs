@@ -140,7 +140,39 @@ pub(super) fn find(kind: Kind, data: &[u8]) -> Escapes {
         Kind::Html => html(data, &mut out),
         Kind::Unicode => unicode(data, &mut out),
     }
+    if kind != Kind::Unicode {
+        base64_context(data, &mut out);
+    }
     out
+}
+
+/// `/`, `+` and `=` are strong only inside something as long as an encoded secret
+/// (`QUtJ%2BQ...`): `https%3A%2F%2Fexample.com%2Fa` is not, and is left to the
+/// keyword test like a space.
+fn base64_context(data: &[u8], out: &mut Escapes) {
+    const RUN: usize = super::runs::BASE64_MIN;
+    // A base64 digit, or the start of an escaped one (`%2B`, `\/`).
+    let class =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'+' | b'/' | b'_' | b'-' | b'\\');
+    for e in &mut out.list {
+        if !e.strong || e.dec_len != 1 || !matches!(out.bytes[e.dec], b'/' | b'+' | b'=') {
+            continue;
+        }
+        let left = data[..e.pos]
+            .iter()
+            .rev()
+            .take(RUN)
+            .take_while(|&&b| class(b))
+            .count();
+        let right = data
+            .get(e.pos + e.len..)
+            .unwrap_or_default()
+            .iter()
+            .take(RUN)
+            .take_while(|&&b| class(b))
+            .count();
+        e.strong = left + e.len + right >= RUN;
+    }
 }
 
 fn percent(data: &[u8], plus: bool, out: &mut Escapes) {

@@ -13,8 +13,6 @@ pub(super) const HEX_MIN: usize = 32;
 /// A decoding is kept when it holds this many printable characters in a row.
 pub(super) const TEXTY_MIN: usize = 16;
 
-use super::unicode::{fold, is_invisible};
-
 const INVALID: u8 = 0xFF;
 
 /// Base64 digit values; `+` and `-` are 62, `/` and `_` are 63 (both alphabets).
@@ -70,21 +68,100 @@ pub(super) fn base64_runs(data: &[u8], min: usize, mut f: impl FnMut(usize, usiz
     }
 }
 
-/// Call `f(start, len)` for every maximal run of hex digits of `min` or more in `run`.
+/// Call `f(start, len)` for every maximal run of hex digits of `min` or more in `run`
+/// (skip-ahead, like [`base64_runs`]).
 pub(super) fn hex_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize)) {
+    let n = run.len();
     let mut i = 0;
-    while i < run.len() {
-        if !run[i].is_ascii_hexdigit() {
-            i += 1;
+    while min > 0 && i + min <= n {
+        let probe = i + min - 1;
+        if !run[probe].is_ascii_hexdigit() {
+            i = probe + 1;
             continue;
         }
-        let start = i;
-        while i < run.len() && run[i].is_ascii_hexdigit() {
-            i += 1;
+        let mut j = probe;
+        while j > i && run[j - 1].is_ascii_hexdigit() {
+            j -= 1;
         }
-        if i - start >= min {
-            f(start, i - start);
+        if j > i {
+            i = j;
+            continue;
         }
+        let mut end = probe + 1;
+        while end < n && run[end].is_ascii_hexdigit() {
+            end += 1;
+        }
+        f(i, end - i);
+        i = end + 1;
+    }
+}
+
+/// Per base64 digit: bit 0 when it can start a quad of three text bytes (`b0 >> 2`
+/// of a tab, a line break or printable ASCII), bit 1 when it can be the second digit
+/// (`b1 >> 4` is 0 or 2..=7), bit 2 when it can be the third (`b2 >> 6` is 0 or 1).
+const QUAD_TEXT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let v = B64[c];
+        if v != INVALID {
+            if v == 2 || v == 3 || (v >= 8 && v < 32) {
+                t[c] |= 1;
+            }
+            let lo = v & 15;
+            if lo == 0 || (lo >= 2 && lo <= 7) {
+                t[c] |= 2;
+            }
+            if v & 3 < 2 {
+                t[c] |= 4;
+            }
+        }
+        c += 1;
+    }
+    t
+};
+
+/// Can the quad at `q` of `run` (4 digits, or the 2-3 that end it) decode to text?
+fn quad_may_be_text(run: &[u8], q: usize) -> bool {
+    let m = |i: usize, bit: u8| {
+        run.get(q + i)
+            .is_none_or(|&c| QUAD_TEXT[c as usize] & bit != 0)
+    };
+    q + 2 <= run.len() && m(0, 1) && m(1, 2) && m(2, 4)
+}
+
+/// Call `f(start, end)`, at alignment `align` of a base64 `run`, for every stretch of
+/// quads that may decode to [`TEXTY_MIN`] bytes of text (five quads in a row pass
+/// [`quad_may_be_text`]), widened by a quad each side. Only every fifth quad is looked
+/// at where no such stretch can be: random data (an image) is skipped, never decoded.
+pub(super) fn text_quads(run: &[u8], align: usize, mut f: impl FnMut(usize, usize)) {
+    // Sixteen bytes of text, wherever they start, cover five whole quads.
+    const NEED: usize = 5;
+    let n = run.len();
+    let mut q = align;
+    loop {
+        let probe = q + 4 * (NEED - 1);
+        if probe + 2 > n {
+            return;
+        }
+        if !quad_may_be_text(run, probe) {
+            q = probe + 4;
+            continue;
+        }
+        let mut j = probe;
+        while j > q && quad_may_be_text(run, j - 4) {
+            j -= 4;
+        }
+        if j > q {
+            q = j;
+            continue;
+        }
+        let mut e = probe + 4;
+        while quad_may_be_text(run, e) {
+            e += 4;
+        }
+        f(q.saturating_sub(4).max(align), (e + 4).min(n));
+        q = e + 4;
     }
 }
 
@@ -123,50 +200,37 @@ pub(super) fn decode_hex(run: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// Call `f(start, end)` for every maximal run of [`TEXTY_MIN`] or more text
-/// characters in `data`: printable ASCII, tab and line breaks, and the non-ASCII
-/// characters NFKC folds or that are invisible (a fullwidth secret). Random bytes
-/// (a wrong alignment, an image) almost never hold one; decoded text always does.
+fn is_text(b: u8) -> bool {
+    (0x20..0x7F).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r')
+}
+
+/// Call `f(start, end)` for every maximal run of [`TEXTY_MIN`] or more bytes of
+/// printable ASCII, tabs and line breaks in `data`. Random bytes (a wrong alignment,
+/// an image) almost never hold one; decoded text always does. Such a run always
+/// covers an aligned 8-byte block of text, so blocks are tested first, without a
+/// branch per byte (random data would mispredict every other one).
 pub(super) fn texty_regions(data: &[u8], mut f: impl FnMut(usize, usize)) {
-    let mut start = 0;
-    let mut i = 0;
-    let mut chars = 0;
-    let mut scratch = Vec::new();
-    while i < data.len() {
-        let b = data[i];
-        let width = if (0x20..0x7F).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r') {
-            1
-        } else if b >= 0xC2 {
-            let w = match b {
-                0xC2..=0xDF => 2,
-                0xE0..=0xEF => 3,
-                _ => 4,
-            };
-            let special = data
-                .get(i..i + w)
-                .and_then(|s| std::str::from_utf8(s).ok())
-                .and_then(|s| s.chars().next())
-                .is_some_and(|c| {
-                    scratch.clear();
-                    is_invisible(c) || fold(c, &mut scratch)
-                });
-            if special { w } else { 0 }
-        } else {
-            0
-        };
-        if width == 0 {
-            if chars >= TEXTY_MIN {
-                f(start, i);
-            }
-            chars = 0;
-            i += 1;
-            start = i;
-        } else {
-            chars += 1;
-            i += width;
+    let n = data.len();
+    let mut done = 0;
+    let mut blk = 0;
+    while blk + 8 <= n {
+        let all = data[blk..blk + 8].iter().fold(true, |a, &b| a & is_text(b));
+        if !all {
+            blk += 8;
+            continue;
         }
-    }
-    if chars >= TEXTY_MIN {
-        f(start, data.len());
+        let mut s = blk;
+        while s > done && is_text(data[s - 1]) {
+            s -= 1;
+        }
+        let mut e = blk + 8;
+        while e < n && is_text(data[e]) {
+            e += 1;
+        }
+        if e - s >= TEXTY_MIN {
+            f(s, e);
+        }
+        done = e;
+        blk = e.div_ceil(8) * 8;
     }
 }
