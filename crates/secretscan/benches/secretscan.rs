@@ -219,7 +219,12 @@ fn traffic_mix(size: usize) -> Vec<u8> {
             out.extend_from_slice(b"GET /search?q=how+to+parse%20json%20in%20rust&page=2&lang=en-US HTTP/1.1\r\nname=Jane+Doe&comment=Hello%2C+world%21&redirect=https%3A%2F%2Fexample.com%2Fa%3Fb%3D1\n");
         }
         secrets += 1;
-        let key = format!("AKIA{:016X}", next()).replace(['0', '1', '8', '9'], "Q");
+        let key: String = std::iter::once("AKIA".to_string())
+            .chain((0..16).map(|_| {
+                let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[(next() % 32) as usize];
+                (c as char).to_string()
+            }))
+            .collect();
         if secrets.is_multiple_of(2) {
             let enc: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
             out.extend_from_slice(format!("x-trace={enc}\n").as_bytes());

@@ -87,6 +87,8 @@ pub enum NormalizeError {
 
 /// Between islands of a view: no rule's pattern crosses a NUL between line breaks.
 const SEP: &[u8] = b"\n\0\n";
+/// A base64-alphabet run this long is a blob (an image), never a keyword's context.
+const BLOB: usize = 256;
 /// Bytes of binary kept on each side of a run of text in a decoded base64/hex run.
 const TEXT_MARGIN: usize = 16;
 
@@ -462,12 +464,22 @@ impl<'a> Deep<'_, 'a> {
         // Weak escapes count near a keyword of the input as given (deeper views are
         // small islands and decoded whole).
         let hits = &self.hits;
+        // Inside a long base64 run (an image) a `+` or `\/` separates nothing: a short
+        // keyword that turns up in it by chance must not make the run a view.
+        let mut blobs = Vec::new();
+        if depth == 0 && !all.is_empty() {
+            runs::base64_runs(data, BLOB, |s, l| blobs.push((s, s + l)));
+        }
+        let in_blob = |p: usize| {
+            let i = blobs.partition_point(|&(_, e)| e <= p);
+            blobs.get(i).is_some_and(|&(s, _)| s <= p)
+        };
         for (kind, esc) in &all {
             let islands = if depth == 0 {
                 let margin = kind.shrink() * self.reach;
                 let near = |p: usize| {
                     let i = hits.partition_point(|&h| h + margin < p);
-                    hits.get(i).is_some_and(|&h| h <= p + margin)
+                    hits.get(i).is_some_and(|&h| h <= p + margin) && !in_blob(p)
                 };
                 // Form adds `+` for a space to percent, whose escapes make their own view.
                 let anchor = |e: &&escapes::Esc| {

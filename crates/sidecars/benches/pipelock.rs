@@ -243,7 +243,7 @@ async fn upload(s: &Setup, path: Path) -> f64 {
     (UPLOAD as f64 / (1 << 20) as f64) / start.elapsed().as_secs_f64()
 }
 
-/// The DLP scanner alone over the same 100 MB, in 256 KiB chunks.
+/// The DLP scanner alone over the same upload, in 256 KiB chunks.
 fn scanner_only() -> f64 {
     let rules = RuleSet::builtin();
     let chunk = text_chunk();
