@@ -2,11 +2,19 @@
 //! against a naive baseline (every rule's regex over the whole buffer, no keyword
 //! prefilter), in the same run. `SECRETSCAN_BENCH_MB` sets the size (default 200).
 //!
+//! Then normalization: `scan` against `scan_deep` (every decoded view) on the same
+//! inputs, cut into 1 MiB requests as pipelock scans them: the code-like text, and a
+//! traffic mix (model API calls in JSON with escaped code, form posts and URLs with
+//! percent-encoding, a base64 image, non-ASCII prose, one encoded secret per request).
+//! `SECRETSCAN_BENCH_PARTS=1` (or `json`, `image`, `form`) times one request's parts
+//! alone instead.
+//!
 //! Run: `cargo bench --bench secretscan`.
 
 use std::time::Instant;
 
-use bottle_secretscan::{RuleSet, StreamScanner};
+use base64::Engine as _;
+use bottle_secretscan::{Limits, RuleSet, StreamScanner};
 use regex::bytes::Regex;
 
 const WORDS: &[&str] = &[
@@ -111,4 +119,149 @@ fn main() {
     );
     println!("  speed-up: {:.1}x", naive_secs / stream_secs);
     assert!(found.len() >= planted, "every planted secret is found");
+
+    if std::env::var("SECRETSCAN_BENCH_PARTS").is_ok() {
+        parts(&rules);
+        return;
+    }
+    let mix = traffic_mix(data.len());
+    for (name, corpus) in [("code-like text", &data), ("traffic mix", &mix)] {
+        deep_vs_raw(&rules, name, corpus);
+    }
+}
+
+/// The fastest of `n` runs of `f` (the machine is shared: the minimum is the cost).
+fn best_of<T>(n: usize, mut f: impl FnMut() -> T) -> (f64, T) {
+    let mut best = f64::MAX;
+    let mut out = None;
+    for _ in 0..n {
+        let t = Instant::now();
+        let r = f();
+        best = best.min(t.elapsed().as_secs_f64());
+        out = Some(r);
+    }
+    (best, out.expect("n > 0"))
+}
+
+/// `scan` and `scan_deep` over the same 1 MiB requests, best of 3.
+fn deep_vs_raw(rules: &RuleSet, name: &str, corpus: &[u8]) {
+    let limits = Limits::default();
+    let (raw_secs, raw) = best_of(3, || {
+        corpus
+            .chunks(1 << 20)
+            .map(|r| rules.scan(r).len())
+            .sum::<usize>()
+    });
+    let (deep_secs, (deep, decoded)) = best_of(3, || {
+        let (mut deep, mut decoded) = (0, 0);
+        for r in corpus.chunks(1 << 20) {
+            let f = rules.scan_deep(r, &limits).expect("within the budget");
+            decoded += f.iter().filter(|f| !f.via.is_empty()).count();
+            deep += f.len();
+        }
+        (deep, decoded)
+    });
+    println!(
+        "normalization on {name}, {} MiB in 1 MiB requests (best of 3):",
+        corpus.len() >> 20
+    );
+    println!(
+        "  scan (bytes as given):          {raw_secs:.2} s, {:.0} MiB/s, {raw} findings",
+        mbps(corpus.len(), raw_secs)
+    );
+    println!(
+        "  scan_deep (every decoded view): {deep_secs:.2} s, {:.0} MiB/s, {deep} findings ({decoded} only decoded), x{:.2} the time",
+        mbps(corpus.len(), deep_secs),
+        deep_secs / raw_secs
+    );
+}
+
+/// Requests an agent sends: JSON model API calls carrying code (escaped newlines and
+/// quotes, some `\uXXXX`), form posts and URLs (percent-encoding, `+`), a base64
+/// screenshot, prose with non-ASCII; each MiB holds one percent- or base64-encoded key.
+fn traffic_mix(size: usize) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let code_line = |n: u64| {
+        let w = |k: u64| WORDS[((n >> (k * 6)) % WORDS.len() as u64) as usize];
+        format!(
+            "    let {} = {}.{}(\\\"{}\\\", {});\\n",
+            w(0),
+            w(1),
+            w(2),
+            w(3),
+            w(4)
+        )
+    };
+    let mut out = Vec::with_capacity(size + (1 << 20));
+    let mut secrets = 0u64;
+    while out.len() < size {
+        let start = out.len();
+        // One request: mostly a model API call.
+        out.extend_from_slice(br#"{"model":"claude-sonnet","max_tokens":4096,"messages":[{"role":"user","content":"Please fix this function:\n```rust\n"#);
+        while out.len() - start < 600 << 10 {
+            out.extend_from_slice(code_line(next()).as_bytes());
+        }
+        out.extend_from_slice(
+            "```\\nMerci, caf\\u00e9 \\u2014 gr\\u00fc\\u00dfe. Grüße, 東京 ".as_bytes(),
+        );
+        out.extend_from_slice(br#""},{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":""#);
+        let img: Vec<u8> = (0..150 << 10).map(|_| next() as u8).collect();
+        out.extend_from_slice(b64.encode(&img).as_bytes());
+        out.extend_from_slice(b"\"}}]}]}\n");
+        while out.len() - start < (1 << 20) - 4096 {
+            out.extend_from_slice(b"GET /search?q=how+to+parse%20json%20in%20rust&page=2&lang=en-US HTTP/1.1\r\nname=Jane+Doe&comment=Hello%2C+world%21&redirect=https%3A%2F%2Fexample.com%2Fa%3Fb%3D1\n");
+        }
+        secrets += 1;
+        let key: String = std::iter::once("AKIA".to_string())
+            .chain((0..16).map(|_| {
+                let c = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[(next() % 32) as usize];
+                (c as char).to_string()
+            }))
+            .collect();
+        if secrets.is_multiple_of(2) {
+            let enc: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+            out.extend_from_slice(format!("x-trace={enc}\n").as_bytes());
+        } else {
+            out.extend_from_slice(format!("blob={}\n", b64.encode(&key)).as_bytes());
+        }
+        out.resize(start + (1 << 20), b' ');
+    }
+    out
+}
+
+/// `scan` against `scan_deep` on each part of one traffic-mix request, best of 10.
+fn parts(rules: &RuleSet) {
+    let mix = traffic_mix(1 << 20);
+    let req = &mix[..1 << 20];
+    let img_start = req.windows(7).position(|w| w == b"\"data\":").unwrap() + 8;
+    let img_end = img_start + req[img_start..].iter().position(|&b| b == b'"').unwrap();
+    let form_start = img_end + 10;
+    let only = std::env::var("SECRETSCAN_BENCH_PARTS").unwrap_or_default();
+    for (name, part) in [
+        ("json", &req[..img_start]),
+        ("image", &req[img_start..img_end]),
+        ("form", &req[form_start..]),
+    ] {
+        if only != "1" && only != name {
+            continue;
+        }
+        let (raw, _) = best_of(10, || rules.scan(part));
+        let (deep, r) = best_of(10, || rules.scan_deep(part, &Limits::default()));
+        if let Err(e) = r {
+            println!("{name}: {e}");
+        }
+        println!(
+            "{name}: {} KiB raw {:.0} MiB/s deep {:.0} MiB/s",
+            part.len() >> 10,
+            mbps(part.len(), raw),
+            mbps(part.len(), deep)
+        );
+    }
 }

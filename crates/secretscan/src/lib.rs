@@ -15,12 +15,16 @@
 pub mod hostname;
 pub mod redact;
 pub mod injection;
+mod normalize;
 mod rules;
 mod scanner;
 #[cfg(test)]
 mod tests;
 
 pub use hostname::{HostReason, encoded_labels, encoded_labels_dlp};
+pub use normalize::{
+    InflateError, Limits, MAX_ENCODINGS, NormalizeError, inflate, is_invisible, text,
+};
 pub use rules::{BUILTIN_TOML, Rule, RuleSet, RulesError, shannon_entropy};
 pub use scanner::{BACK, FORWARD, Finding, LINES_AFTER, StreamScanner};
 

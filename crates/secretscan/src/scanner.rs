@@ -33,6 +33,9 @@ pub struct Finding {
     /// A short keyed hash of the secret ([`crate::redact::keyed_hash`]): lines about the
     /// same secret can be correlated, the secret cannot be recovered.
     pub hash: String,
+    /// The decodings that led to it (`percent>base64`), empty when found in the bytes
+    /// as given. With a `via`, `offset` and `len` are the encoded span in the input.
+    pub via: String,
 }
 
 impl std::fmt::Display for Finding {
@@ -41,7 +44,11 @@ impl std::fmt::Display for Finding {
             f,
             "{} at offset {} ({} bytes, hash {})",
             self.rule_id, self.offset, self.len, self.hash
-        )
+        )?;
+        if !self.via.is_empty() {
+            write!(f, " via {}", self.via)?;
+        }
+        Ok(())
     }
 }
 
@@ -76,6 +83,8 @@ pub struct StreamScanner<'r> {
     reported: BTreeSet<(usize, u64, usize)>,
     findings: Vec<Finding>,
     eof: bool,
+    /// Where keyword hits start, when the caller asked (`scan_deep` uses them).
+    pub(crate) hit_starts: Option<Vec<u64>>,
 }
 
 impl<'r> StreamScanner<'r> {
@@ -91,6 +100,7 @@ impl<'r> StreamScanner<'r> {
             reported: BTreeSet::new(),
             findings: Vec::new(),
             eof: false,
+            hit_starts: None,
         }
     }
 
@@ -152,6 +162,9 @@ impl<'r> StreamScanner<'r> {
             .filter(|h| h.end > self.searched_to)
             .collect();
         new_hits.sort_by_key(|h| (h.start, h.end, h.pattern));
+        if let Some(starts) = &mut self.hit_starts {
+            starts.extend(new_hits.iter().map(|h| h.start));
+        }
         self.pending.extend(new_hits);
         self.searched_to = end;
         let k = self.rules.max_keyword.saturating_sub(1) as u64;
@@ -255,6 +268,7 @@ impl<'r> StreamScanner<'r> {
                     len: bytes.len(),
                     rule_id: rule.id.clone(),
                     hash: keyed_hash(bytes),
+                    via: String::new(),
                 }),
             });
         }
@@ -279,13 +293,24 @@ fn memchr_rev(needle: u8, hay: &[u8]) -> Option<usize> {
 impl RuleSet {
     /// Scan a whole buffer: the same as streaming it in any chunks.
     pub fn scan(&self, data: &[u8]) -> Vec<Finding> {
+        self.scan_hits(data, None)
+    }
+
+    /// [`RuleSet::scan`], also giving where keyword hits start, in order.
+    pub(crate) fn scan_hits(&self, data: &[u8], hits: Option<&mut Vec<u64>>) -> Vec<Finding> {
         let mut s = StreamScanner::new(self);
+        s.hit_starts = hits.as_ref().map(|_| Vec::new());
         let mut out = Vec::new();
         for chunk in data.chunks(1 << 20) {
             out.extend(s.push(chunk));
         }
         out.extend(s.finish());
         out.sort();
+        if let (Some(h), Some(mut got)) = (hits, s.hit_starts.take()) {
+            got.sort_unstable();
+            got.dedup();
+            *h = got;
+        }
         out
     }
 }

@@ -3,9 +3,10 @@
 //! Every request is decided before anything leaves: the host against the allowlist,
 //! then the URL and headers against the DLP rules, then the name is resolved once and
 //! every address vetted by the SSRF guard, and the connection goes to the vetted
-//! address. A body streams through the secret scanner and is released upstream only up
-//! to the scanner's safe offset, so a secret split across chunks never reaches the
-//! upstream: the upload is cut and the client gets a 403.
+//! address. DLP looks at every decoded form (`scan_deep`: percent, base64, hex, JSON
+//! escapes, Unicode ...). With DLP on, a request body is read whole (up to
+//! [`BODY_CAP`]), inflated per its `Content-Encoding`, and scanned before any of it
+//! leaves; a secret, a body over the cap or one that cannot be decoded is refused.
 //!
 //! With a CA ([`Intercept`]), a CONNECT is intercepted: pipelock reads the client's TLS
 //! ClientHello, refuses a server name (SNI) that is not the CONNECT host, opens verified
@@ -18,15 +19,13 @@
 //! What a config file decides ([`Live`]) is swapped whole on reload; a request uses the
 //! snapshot it started with.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use http_body_util::channel::Channel;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
@@ -50,7 +49,9 @@ use super::websocket;
 use crate::certs::Authority;
 use bottle_contract::host::path_prefix_matches;
 use bottle_contract::pipelock::Responses;
-use bottle_secretscan::{Finding, RuleSet, StreamScanner, encoded_labels, encoded_labels_dlp};
+use bottle_secretscan::{
+    Finding, InflateError, Limits, RuleSet, encoded_labels, encoded_labels_dlp, inflate,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// HTTP/2 flow control inside interception: hyper's defaults (1 MiB windows, 16 KiB
@@ -62,10 +63,11 @@ const H2_MAX_FRAME: u32 = 256 << 10;
 /// Body type of every response pipelock gives.
 pub type Body = BoxBody<Bytes, BoxError>;
 
-/// The upload was cut because it carried a secret.
-#[derive(Debug, thiserror::Error)]
-#[error("request body blocked by DLP rule {0}")]
-pub struct DlpBlocked(String);
+/// The largest request body DLP reads (and the largest it inflates to): a body is
+/// scanned whole before any of it is sent. 32 MiB is the largest request the model
+/// APIs take (Anthropic's Messages API: 32 MB, images inline as base64), the biggest
+/// bodies an agent sends in its work; an upload over it is refused, not passed.
+pub const BODY_CAP: usize = 32 << 20;
 
 /// What the config file decides: swapped whole when the file changes.
 pub struct Live {
@@ -783,10 +785,9 @@ impl Proxy {
         let url = format!("{scheme}://{authority}{path}");
         let exempt = live.injected_header(&host, req.uri().path());
         if let Some(rules) = &live.rules
-            && let Some(f) =
-                most_specific(rules.scan(&url_and_headers(&url, req.headers(), exempt)))
+            && let Err(r) = self.dlp_head(&ev, rules, &url_and_headers(&url, req.headers(), exempt))
         {
-            return self.dlp_refusal(ev, &f, "url-headers");
+            return *r;
         }
         // Only a WebSocket upgrade is relayed (frame by frame, inspected: `websocket`);
         // any other Upgrade header is dropped with the hop-by-hop ones.
@@ -832,7 +833,10 @@ impl Proxy {
                 parts.headers.remove(header::HOST);
             }
         }
-        let (body, verdict) = self.scan_body(&live, body);
+        let (body, verdict) = match self.scan_body(&live, &ev, &parts.headers, body).await {
+            Ok(b) => b,
+            Err(r) => return *r,
+        };
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
         *up.uri_mut() = uri;
@@ -888,16 +892,142 @@ impl Proxy {
         resp
     }
 
-    /// The body to send upstream: streamed through the scanner when DLP is on.
-    fn scan_body(&self, live: &Live, body: Incoming) -> (Body, Option<oneshot::Receiver<Finding>>) {
-        match &live.rules {
-            _ if body.is_end_stream() => (empty(), None),
-            Some(rules) => {
-                let (b, v) = scanned_body(body, rules.clone());
-                (b, Some(v))
-            }
-            None => (body.map_err(|e| Box::new(e) as BoxError).boxed(), None),
+    /// DLP on the URL and headers, every decoded form; the refusal, if any.
+    fn dlp_head(
+        &self,
+        ev: &Event,
+        rules: &RuleSet,
+        head: &[u8],
+    ) -> Result<(), Box<Response<Body>>> {
+        match rules.scan_deep(head, &Limits::default()) {
+            Ok(found) => match most_specific(found) {
+                Some(f) => Err(Box::new(self.dlp_refusal(ev.clone(), &f, "url-headers"))),
+                None => Ok(()),
+            },
+            Err(e) => Err(Box::new(self.body_refusal(
+                ev.clone(),
+                "url-headers",
+                BodyRefusal::Limit(e.to_string()),
+            ))),
         }
+    }
+
+    /// The body to send upstream. With DLP on it is read whole (up to [`BODY_CAP`]),
+    /// inflated per `Content-Encoding` and scanned in every decoded form before any
+    /// of it is sent; the verdict receiver is then always None (nothing to race).
+    async fn scan_body(
+        &self,
+        live: &Live,
+        ev: &Event,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> Result<(Body, Option<oneshot::Receiver<Finding>>), Box<Response<Body>>> {
+        let Some(rules) = &live.rules else {
+            return Ok((body.map_err(|e| Box::new(e) as BoxError).boxed(), None));
+        };
+        if body.is_end_stream() {
+            return Ok((empty(), None));
+        }
+        let refuse = |r: BodyRefusal| Err(Box::new(self.body_refusal(ev.clone(), "body", r)));
+        if body.size_hint().lower() > BODY_CAP as u64 {
+            return refuse(BodyRefusal::TooLarge);
+        }
+        let bytes = match Limited::new(body, BODY_CAP).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return refuse(BodyRefusal::TooLarge),
+            Err(e) => return refuse(BodyRefusal::Read(e.to_string())),
+        };
+        let mut coding = String::new();
+        for v in headers.get_all(header::CONTENT_ENCODING) {
+            let Ok(v) = v.to_str() else {
+                return refuse(BodyRefusal::Encoding("(not text)".into()));
+            };
+            if !coding.is_empty() {
+                coding.push(',');
+            }
+            coding.push_str(v);
+        }
+        let (rules, plain) = (rules.clone(), bytes.clone());
+        let verdict = tokio::task::spawn_blocking(move || {
+            let inflated;
+            let data: &[u8] = if coding.trim().is_empty() {
+                &plain
+            } else {
+                inflated = inflate(&coding, &plain, BODY_CAP).map_err(|e| match e {
+                    InflateError::TooLarge { .. } => BodyRefusal::TooLarge,
+                    e @ (InflateError::Unknown(_) | InflateError::TooManyLayers { .. }) => {
+                        BodyRefusal::Encoding(e.to_string())
+                    }
+                    e => BodyRefusal::Corrupt(e.to_string()),
+                })?;
+                &inflated
+            };
+            rules
+                .scan_deep(data, &Limits::default())
+                .map_err(|e| BodyRefusal::Limit(e.to_string()))
+        })
+        .await;
+        match verdict {
+            Ok(Ok(found)) => match most_specific(found) {
+                Some(f) => Err(Box::new(self.dlp_refusal(ev.clone(), &f, "body"))),
+                None => Ok((Full::new(bytes).map_err(|e| match e {}).boxed(), None)),
+            },
+            Ok(Err(r)) => refuse(r),
+            Err(e) => refuse(BodyRefusal::Read(e.to_string())),
+        }
+    }
+
+    /// A request DLP cannot inspect: refused, never passed.
+    fn body_refusal(&self, mut ev: Event, part: &'static str, r: BodyRefusal) -> Response<Body> {
+        let host = ev.host.clone();
+        ev.part = Some(part);
+        let (reason, status, why) = match &r {
+            BodyRefusal::TooLarge => (
+                "dlp-limit",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "its body is (or inflates to) over {} MiB, more than DLP inspects",
+                    BODY_CAP >> 20
+                ),
+            ),
+            BodyRefusal::Limit(_) => (
+                "dlp-limit",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("its {part} holds more encoded content than DLP inspects"),
+            ),
+            BodyRefusal::Encoding(_) => (
+                "dlp-encoding",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "its Content-Encoding is not one DLP can inspect (gzip, deflate, br and zstd are)"
+                    .into(),
+            ),
+            BodyRefusal::Corrupt(_) => (
+                "dlp-encoding",
+                StatusCode::BAD_REQUEST,
+                "its body does not decode as its Content-Encoding says".into(),
+            ),
+            BodyRefusal::Read(_) => (
+                "bad-request",
+                StatusCode::BAD_REQUEST,
+                "its body could not be read".into(),
+            ),
+        };
+        ev.detail = Some(match r {
+            BodyRefusal::TooLarge => format!("body over {BODY_CAP} bytes"),
+            BodyRefusal::Limit(d)
+            | BodyRefusal::Encoding(d)
+            | BodyRefusal::Corrupt(d)
+            | BodyRefusal::Read(d) => d,
+        });
+        let mut resp = self.refuse(
+            ev,
+            reason,
+            status,
+            format!("pipelock: request to {host} refused: {why}. Nothing was sent.\n"),
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
     }
 
     /// Send upstream while watching the DLP verdict on the body; the response to give.
@@ -981,13 +1111,13 @@ impl Proxy {
             Err(r) => return *r,
         };
         if let Some(rules) = &live.rules
-            && let Some(f) = most_specific(rules.scan(&url_and_headers(
-                &req.uri().to_string(),
-                req.headers(),
-                None,
-            )))
+            && let Err(r) = self.dlp_head(
+                &ev,
+                rules,
+                &url_and_headers(&req.uri().to_string(), req.headers(), None),
+            )
         {
-            return self.dlp_refusal(ev, &f, "url-headers");
+            return *r;
         }
         let stream = match self.open(&live, &mut ev, &host, port).await {
             Ok(s) => s,
@@ -1022,7 +1152,10 @@ impl Proxy {
                 parts.headers.remove(header::HOST);
             }
         }
-        let (body, verdict) = self.scan_body(&live, body);
+        let (body, verdict) = match self.scan_body(&live, &ev, &parts.headers, body).await {
+            Ok(b) => b,
+            Err(r) => return *r,
+        };
         let mut up = Request::new(body);
         *up.method_mut() = parts.method;
         *up.uri_mut() = match path.parse() {
@@ -1060,6 +1193,9 @@ impl Proxy {
         ev.offset = Some(f.offset);
         ev.hash = Some(f.hash.clone());
         ev.part = Some(part);
+        if !f.via.is_empty() {
+            ev.detail = Some(format!("found after decoding {}", f.via));
+        }
         let host = ev.host.clone();
         self.refuse(
             ev,
@@ -1164,60 +1300,16 @@ fn url_and_headers(url: &str, headers: &HeaderMap, exempt: Option<&str>) -> Vec<
     out
 }
 
-/// Stream `body` through the scanner: bytes go upstream only once the scanner has
-/// cleared them; a finding aborts the upstream body and is sent on the receiver.
-fn scanned_body(mut body: Incoming, rules: Arc<RuleSet>) -> (Body, oneshot::Receiver<Finding>) {
-    let (mut tx, chan) = Channel::<Bytes, BoxError>::new(4);
-    let (vtx, vrx) = oneshot::channel();
-    tokio::spawn(async move {
-        let mut scanner = StreamScanner::new(&rules);
-        // Chunks received but not yet cleared, released by zero-copy splits.
-        let mut held: VecDeque<Bytes> = VecDeque::new();
-        let mut released: u64 = 0;
-        while let Some(frame) = body.frame().await {
-            let data = match frame {
-                Err(e) => {
-                    tx.abort(Box::new(e));
-                    return;
-                }
-                Ok(frame) => match frame.into_data() {
-                    Ok(d) => d,
-                    Err(_) => continue, // trailers are not forwarded
-                },
-            };
-            if let Some(f) = scanner.push(&data).into_iter().next() {
-                let id = f.rule_id.clone();
-                let _ = vtx.send(f);
-                tx.abort(Box::new(DlpBlocked(id)));
-                return;
-            }
-            held.push_back(data);
-            let mut n = scanner.safe_offset() - released;
-            while n > 0 {
-                let Some(front) = held.front_mut() else { break };
-                let take = n.min(front.len() as u64) as usize;
-                let out = front.split_to(take);
-                if front.is_empty() {
-                    held.pop_front();
-                }
-                n -= take as u64;
-                released += take as u64;
-                if tx.send_data(out).await.is_err() {
-                    return;
-                }
-            }
-        }
-        if let Some(f) = scanner.finish().into_iter().next() {
-            let id = f.rule_id.clone();
-            let _ = vtx.send(f);
-            tx.abort(Box::new(DlpBlocked(id)));
-            return;
-        }
-        for rest in held {
-            if tx.send_data(rest).await.is_err() {
-                return;
-            }
-        }
-    });
-    (chan.boxed(), vrx)
+/// Why a request could not be inspected (never holds request bytes).
+enum BodyRefusal {
+    /// Over [`BODY_CAP`], read or inflated.
+    TooLarge,
+    /// Over the decoding budget of `scan_deep`.
+    Limit(String),
+    /// A `Content-Encoding` DLP does not know.
+    Encoding(String),
+    /// Not valid in its `Content-Encoding`.
+    Corrupt(String),
+    /// The client's body failed.
+    Read(String),
 }

@@ -364,17 +364,20 @@ async fn a_key_split_across_upload_chunks_is_blocked() {
     );
 }
 
-#[tokio::test]
-async fn a_streamed_100_mb_upload_passes() {
-    let h = harness().await;
+/// Stream `total` bytes of code-like text as the body of a POST; the response.
+async fn upload(h: &Harness, total: usize, length: bool) -> String {
     let port = h.up.port();
-    const TOTAL: usize = 100 << 20;
     let line = b"fn handle(request: Request) -> Response { respond(request.body()) }\n";
     let block: Vec<u8> = line.iter().cycle().take(64 << 10).copied().collect();
     let mut s = TcpStream::connect(h.proxy).await.unwrap();
+    let framing = if length {
+        format!("Content-Length: {total}")
+    } else {
+        "Transfer-Encoding: chunked".into()
+    };
     s.write_all(
         format!(
-            "POST http://allowed.test:{port}/big HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: {TOTAL}\r\nConnection: close\r\n\r\n"
+            "POST http://allowed.test:{port}/big HTTP/1.1\r\nHost: allowed.test\r\n{framing}\r\nConnection: close\r\n\r\n"
         )
         .as_bytes(),
     )
@@ -383,18 +386,170 @@ async fn a_streamed_100_mb_upload_passes() {
     let (mut rd, mut wr) = s.into_split();
     let writer = tokio::spawn(async move {
         let mut sent = 0;
-        while sent < TOTAL {
-            wr.write_all(&block).await.unwrap();
-            sent += block.len();
+        while sent < total {
+            let n = block.len().min(total - sent);
+            let ok = if length {
+                wr.write_all(&block[..n]).await
+            } else {
+                wr.write_all(format!("{n:x}\r\n").as_bytes()).await.ok();
+                wr.write_all(&block[..n]).await.ok();
+                wr.write_all(b"\r\n").await
+            };
+            if ok.is_err() {
+                break; // refused: pipelock closed the connection
+            }
+            sent += n;
+        }
+        if !length {
+            let _ = wr.write_all(b"0\r\n\r\n").await;
         }
         wr
     });
     let mut out = Vec::new();
-    rd.read_to_end(&mut out).await.unwrap();
-    let _wr = writer.await.unwrap();
-    let out = String::from_utf8_lossy(&out);
+    let _ = rd.read_to_end(&mut out).await;
+    drop(writer.await);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn an_upload_under_the_cap_passes_and_one_over_it_is_refused() {
+    let h = harness().await;
+    const TOTAL: usize = 20 << 20;
+    let out = upload(&h, TOTAL, true).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with(&format!("got {TOTAL}")), "{out}");
+    // Declared over the cap: refused before reading; streamed over it: refused at it.
+    for length in [true, false] {
+        let out = upload(&h, super::server::BODY_CAP + (1 << 20), length).await;
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+        assert!(out.contains("more than DLP inspects"), "{out}");
+        let e = last(&h.audit);
+        assert_eq!(
+            (e.decision, e.reason, e.part),
+            ("deny", "dlp-limit", Some("body"))
+        );
+    }
+    assert_eq!(
+        h.seen.lock().unwrap().heads.len(),
+        1,
+        "only the first reached upstream"
+    );
+}
+
+/// POST `body` with extra headers; the response.
+async fn post(h: &Harness, extra: &str, body: &[u8]) -> String {
+    let port = h.up.port();
+    let mut req = format!(
+        "POST http://allowed.test:{port}/api HTTP/1.1\r\nHost: allowed.test\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    raw(h.proxy, &req).await
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn encoded_and_compressed_secrets_are_refused() {
+    use base64::Engine as _;
+    let h = harness().await;
+    let key = anthropic_key();
+    let percent: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("key={key}"));
+    let json = format!("{{\"data\": \"{b64}\", \"n\": 1}}");
+    let cases: Vec<(&str, String, Vec<u8>, &str)> = vec![
+        (
+            "percent-encoded body",
+            String::new(),
+            format!("q={percent}").into_bytes(),
+            "percent",
+        ),
+        (
+            "base64 in JSON",
+            "Content-Type: application/json\r\n".into(),
+            json.clone().into_bytes(),
+            "base64",
+        ),
+        (
+            "gzip",
+            "Content-Encoding: gzip\r\n".into(),
+            gzip(format!("token: {key}\n").as_bytes()),
+            "",
+        ),
+        (
+            "gzip of base64",
+            "Content-Encoding: gzip\r\n".into(),
+            gzip(json.as_bytes()),
+            "base64",
+        ),
+    ];
+    for (name, extra, body, via) in cases {
+        let r = post(&h, &extra, &body).await;
+        assert!(
+            r.starts_with("HTTP/1.1 403") && r.contains("anthropic-api-key"),
+            "{name}: {r}"
+        );
+        let e = last(&h.audit);
+        assert_eq!((e.reason, e.part), ("dlp", Some("body")), "{name}");
+        if !via.is_empty() {
+            assert!(
+                e.detail.as_deref().is_some_and(|d| d.contains(via)),
+                "{name}: {e:?}"
+            );
+        }
+    }
+    // In the URL too.
+    let r = raw(
+        h.proxy,
+        &get("allowed.test", h.up.port(), &format!("/?k={percent}"), ""),
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("anthropic-api-key"),
+        "{r}"
+    );
+    // Clean compressed bodies pass, unchanged.
+    let clean = gzip(b"{\"hello\": \"world\"}");
+    let r = post(&h, "Content-Encoding: gzip\r\n", &clean).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(h.seen.lock().unwrap().body, clean);
+    // What cannot be inspected is refused: an unknown coding, a corrupt one, a bomb.
+    let bomb = gzip(&vec![0u8; super::server::BODY_CAP + 1]);
+    for (extra, body, status, reason) in [
+        (
+            "Content-Encoding: compress\r\n",
+            b"x".to_vec(),
+            "415",
+            "dlp-encoding",
+        ),
+        (
+            "Content-Encoding: gzip\r\n",
+            b"not gzip at all".to_vec(),
+            "400",
+            "dlp-encoding",
+        ),
+        ("Content-Encoding: gzip\r\n", bomb, "413", "dlp-limit"),
+    ] {
+        let r = post(&h, extra, &body).await;
+        assert!(r.starts_with(&format!("HTTP/1.1 {status}")), "{extra}: {r}");
+        assert_eq!(last(&h.audit).reason, reason, "{extra}");
+    }
+    let logged = serde_json::to_string(&h.audit.events()).unwrap();
+    assert!(
+        !logged.contains(&key[14..]),
+        "the audit log holds the secret"
+    );
+    assert_eq!(
+        h.seen.lock().unwrap().heads.len(),
+        1,
+        "only the clean body reached upstream"
+    );
 }
 
 #[tokio::test]

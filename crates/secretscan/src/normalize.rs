@@ -1,0 +1,603 @@
+//! Normalize before matching: DLP that an agent cannot walk around by encoding.
+//!
+//! [`RuleSet::scan_deep`] scans the bytes as given and every decoded *view* of them,
+//! layer after layer up to [`Limits::max_depth`]: percent-encoding (and `+` in form
+//! bodies), quoted-printable, backslash escapes of JSON and other string syntaxes
+//! (`\uXXXX`, `\xNN`, `\/` ...), HTML character references, Unicode compatibility
+//! forms and invisible characters, and base64 (standard and URL-safe, padded or not,
+//! at any alignment) and hex runs. So a base64 key inside percent-encoding inside a
+//! JSON string is found (`escape>percent>base64`).
+//!
+//! It stays cheap on ordinary traffic because nothing is decoded blindly:
+//! - escapes are found with `memchr` and only the *islands* around the ones that matter
+//!   are decoded and scanned: an escape whose output can be part of a keyword (a
+//!   letter, a digit, `_-./+=`, a fullwidth letter, a zero-width space inside a token)
+//!   always matters; one that cannot (`\n`, `\"`, `%20`, `+`) only within reach of a
+//!   keyword already in the text, since a rule only matches around its keyword;
+//! - base64 and hex runs are found by a skip-ahead pass over the alphabet, decoded at
+//!   each alignment, and only the text inside a decoding is kept ([`runs`]), so images
+//!   and other binary payloads cost a decode but no scan.
+//!
+//! A finding in a decoded view names the decodings that led to it (`Finding::via`) and
+//! the span of the *encoded* form in the original input (`offset`, `len`). All decoded
+//! views together may hold at most [`Limits::budget`] bytes; more is
+//! [`NormalizeError::Budget`], which a caller treats as a refusal, never as a pass.
+//!
+//! [`text`] is the same Unicode normalization for a scanner of words (the response
+//! scanner); [`inflate`] undoes a `Content-Encoding` with a cap on the output.
+
+mod escapes;
+mod inflate;
+mod runs;
+#[cfg(test)]
+mod tests;
+mod unicode;
+
+use std::borrow::Cow;
+use std::collections::{HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+
+pub use inflate::{InflateError, MAX_ENCODINGS, inflate};
+pub use unicode::{is_invisible, text};
+
+use crate::rules::RuleSet;
+use crate::scanner::{BACK, FORWARD, Finding};
+use escapes::{Escapes, Kind};
+
+/// Bounds on the work [`RuleSet::scan_deep`] does for one input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Decoding layers over the input as given (`percent>base64` is two).
+    pub max_depth: usize,
+    /// Decoded views may hold this many times the input's length ...
+    pub max_expansion: usize,
+    /// ... but never more than this many bytes ...
+    pub max_output: usize,
+    /// ... and at least this many (a short input may nest deep).
+    pub min_output: usize,
+}
+
+impl Default for Limits {
+    /// Four layers; decoded views up to 8x the input, at least 1 MiB, at most 64 MiB.
+    fn default() -> Self {
+        Limits {
+            max_depth: 4,
+            max_expansion: 8,
+            max_output: 64 << 20,
+            min_output: 1 << 20,
+        }
+    }
+}
+
+impl Limits {
+    /// The bytes of decoded views allowed for an input of `len` bytes.
+    pub fn budget(&self, len: usize) -> usize {
+        len.saturating_mul(self.max_expansion)
+            .max(self.min_output)
+            .min(self.max_output.max(self.min_output))
+    }
+}
+
+/// Why an input could not be inspected. Never carries input bytes.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    #[error("the decoded forms of the input exceed the {budget}-byte inspection budget")]
+    Budget { budget: usize },
+}
+
+/// Between islands of a view: no rule's pattern crosses a NUL between line breaks.
+const SEP: &[u8] = b"\n\0\n";
+/// A base64-alphabet run this long is a blob (an image), never a keyword's context.
+const BLOB: usize = 256;
+/// Bytes of binary kept on each side of a run of text in a decoded base64/hex run.
+const TEXT_MARGIN: usize = 16;
+
+/// How a segment of a view maps to its parent.
+#[derive(Clone, Copy, Debug)]
+enum Map {
+    /// Byte for byte (a segment of length 0 marks where an unchanged stretch starts).
+    Identity,
+    /// Escapes of `src` bytes each decoding to `out` bytes, one after another
+    /// (`%41%4B`: 3 and 1): any part of one is the whole escape.
+    Escapes { src: u16, out: u16 },
+    /// Base64 decoded from `src`; the segment starts at decoded byte `phase`.
+    Base64 { phase: u32 },
+    /// Hex decoded from `src`; the segment starts at decoded byte `phase`.
+    Hex { phase: u32 },
+    /// The separator between islands: maps to nothing.
+    Gap,
+}
+
+/// One segment of a view. After it, up to the next segment, the view is unchanged
+/// from the parent, continuing from `src + src_len`: only escapes and island starts
+/// cost a segment. Offsets are u32: an input over 4 GiB is refused.
+#[derive(Clone, Copy, Debug)]
+struct Seg {
+    out: u32,
+    len: u32,
+    src: u32,
+    src_len: u32,
+    map: Map,
+}
+
+impl Seg {
+    /// The parent span of this segment's part of `[s, e)` (relative to `out`),
+    /// `None` for a separator.
+    fn source(&self, a: usize, b: usize) -> Option<(usize, usize)> {
+        let (src, end) = (self.src as usize, (self.src + self.src_len) as usize);
+        Some(match self.map {
+            Map::Identity => (src + a, src + b),
+            Map::Escapes { src: us, out: uo } => {
+                let (us, uo) = (usize::from(us), usize::from(uo).max(1));
+                (src + a / uo * us, (src + b.div_ceil(uo) * us).min(end))
+            }
+            Map::Base64 { phase } => {
+                let p = phase as usize;
+                (
+                    (src + (p + a) / 3 * 4).min(end),
+                    (src + (p + b).div_ceil(3) * 4).min(end),
+                )
+            }
+            Map::Hex { phase } => {
+                let p = phase as usize;
+                ((src + 2 * (p + a)).min(end), (src + 2 * (p + b)).min(end))
+            }
+            Map::Gap => return None,
+        })
+    }
+}
+
+/// The input as given (depth 0) or one decoded view of its parent.
+struct View<'a> {
+    parent: usize,
+    /// Emptied once the view's own views are made.
+    data: Cow<'a, [u8]>,
+    len: usize,
+    /// Sorted by `out`.
+    segs: Vec<Seg>,
+    via: String,
+    depth: usize,
+}
+
+impl View<'_> {
+    /// The parent span of `[s, e)`, or None when it is all separator.
+    fn source(&self, s: usize, e: usize) -> Option<(usize, usize)> {
+        let e = e.max(s + 1).min(self.len.max(s + 1));
+        let mut i = self
+            .segs
+            .partition_point(|g| g.out as usize <= s)
+            .checked_sub(1)?;
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        let mut add = |span: Option<(usize, usize)>| {
+            if let Some((a, b)) = span {
+                lo = lo.min(a);
+                hi = hi.max(b);
+            }
+        };
+        while let Some(g) = self.segs.get(i) {
+            let (start, mid) = (g.out as usize, (g.out + g.len) as usize);
+            let next = self.segs.get(i + 1).map_or(self.len, |n| n.out as usize);
+            if start >= e {
+                break;
+            }
+            if s < mid && start < e {
+                add(g.source(s.max(start) - start, e.min(mid) - start));
+            }
+            if !matches!(g.map, Map::Gap) && s < next && mid < e {
+                let tail = (g.src + g.src_len) as usize;
+                add(Some((tail + s.max(mid) - mid, tail + e.min(next) - mid)));
+            }
+            i += 1;
+        }
+        (lo != usize::MAX).then_some((lo, hi.max(lo)))
+    }
+
+    /// Is `[s, e)` unchanged from the parent (inside one stretch after a segment)?
+    fn unchanged(&self, s: usize, e: usize) -> bool {
+        let Some(i) = self
+            .segs
+            .partition_point(|g| g.out as usize <= s)
+            .checked_sub(1)
+        else {
+            return false;
+        };
+        let g = self.segs[i];
+        let next = self.segs.get(i + 1).map_or(self.len, |n| n.out as usize);
+        !matches!(g.map, Map::Gap) && (g.out + g.len) as usize <= s && e <= next
+    }
+}
+
+/// A view under construction, refusing to grow past `limit` bytes.
+struct Builder {
+    data: Vec<u8>,
+    segs: Vec<Seg>,
+    /// Where the unchanged stretch after the last segment has got to in the parent.
+    tail: Option<usize>,
+    limit: usize,
+    over: bool,
+}
+
+impl Builder {
+    fn new(limit: usize) -> Self {
+        Builder {
+            data: Vec::new(),
+            segs: Vec::new(),
+            tail: None,
+            limit,
+            over: false,
+        }
+    }
+
+    fn room(&mut self, n: usize) -> bool {
+        let size = self.data.len() + n + (self.segs.len() + 1) * size_of::<Seg>();
+        if size > self.limit || size > u32::MAX as usize {
+            self.over = true;
+        }
+        !self.over
+    }
+
+    fn seg(&mut self, len: usize, src: usize, src_len: usize, map: Map) {
+        // `room` keeps every offset below u32::MAX; the input is checked by the caller.
+        self.segs.push(Seg {
+            out: self.data.len() as u32,
+            len: len as u32,
+            src: src as u32,
+            src_len: src_len as u32,
+            map,
+        });
+    }
+
+    fn sep(&mut self) {
+        if !self.data.is_empty() && self.room(SEP.len()) {
+            self.seg(SEP.len(), 0, 0, Map::Gap);
+            self.data.extend_from_slice(SEP);
+            self.tail = None;
+        }
+    }
+
+    /// Bytes copied unchanged from `src` in the parent.
+    fn same(&mut self, bytes: &[u8], src: usize) {
+        if bytes.is_empty() || !self.room(bytes.len()) {
+            return;
+        }
+        if self.tail != Some(src) {
+            self.seg(0, src, 0, Map::Identity);
+        }
+        self.data.extend_from_slice(bytes);
+        self.tail = Some(src + bytes.len());
+    }
+
+    /// One escape: `src_len` parent bytes at `src` decode to `bytes`.
+    fn escape(&mut self, bytes: &[u8], src: usize, src_len: usize) {
+        if bytes.is_empty() {
+            // A removal: the stretch after it starts anew.
+            return;
+        }
+        if !self.room(bytes.len()) {
+            return;
+        }
+        let (us, uo) = (
+            src_len.min(u16::MAX as usize) as u16,
+            bytes.len().min(u16::MAX as usize) as u16,
+        );
+        let out = self.data.len() as u32;
+        if let Some(last) = self.segs.last_mut()
+            && let Map::Escapes { src: ls, out: lo } = last.map
+            && (ls, lo) == (us, uo)
+            && last.out + last.len == out
+            && Some((last.src + last.src_len) as usize) == Some(src)
+            && self.tail == Some(src)
+        {
+            last.len += bytes.len() as u32;
+            last.src_len += src_len as u32;
+        } else {
+            self.seg(bytes.len(), src, src_len, Map::Escapes { src: us, out: uo });
+        }
+        self.data.extend_from_slice(bytes);
+        self.tail = Some(src + src_len);
+    }
+
+    /// Decoded run text: `bytes` from the run at `src` (`src_len` long).
+    fn decoded(&mut self, bytes: &[u8], src: usize, src_len: usize, map: Map) {
+        if bytes.is_empty() || !self.room(bytes.len()) {
+            return;
+        }
+        self.seg(bytes.len(), src, src_len, map);
+        self.data.extend_from_slice(bytes);
+        self.tail = Some(src + src_len);
+    }
+
+    fn size(&self) -> usize {
+        self.data.len() + self.segs.len() * size_of::<Seg>()
+    }
+}
+
+/// Merge intervals given in ascending order of start.
+fn merge(spans: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    for (a, b) in spans {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+struct Deep<'r, 'a> {
+    rules: &'r RuleSet,
+    budget: usize,
+    used: usize,
+    views: Vec<View<'a>>,
+    seen: HashSet<u64>,
+    findings: Vec<Finding>,
+    /// Where keywords start in the input as given.
+    hits: Vec<usize>,
+    /// Reach of a rule's match around its keyword, in decoded bytes.
+    reach: usize,
+}
+
+impl RuleSet {
+    /// Scan `data` as given and every decoded view of it (see the module docs).
+    /// Findings are sorted by offset; one in a decoded view gives the encoded span in
+    /// `data` and its `via`. Over the budget of `limits` is an error.
+    pub fn scan_deep(&self, data: &[u8], limits: &Limits) -> Result<Vec<Finding>, NormalizeError> {
+        let budget = limits.budget(data.len());
+        if data.len() > u32::MAX as usize {
+            return Err(NormalizeError::Budget { budget });
+        }
+        let mut hits = Vec::new();
+        let findings = self.scan_hits(data, Some(&mut hits));
+        let mut deep = Deep {
+            rules: self,
+            budget,
+            used: 0,
+            views: vec![View {
+                parent: 0,
+                data: Cow::Borrowed(data),
+                len: data.len(),
+                segs: Vec::new(),
+                via: String::new(),
+                depth: 0,
+            }],
+            seen: HashSet::new(),
+            findings,
+            hits: hits.into_iter().map(|h| h as usize).collect(),
+            reach: BACK + FORWARD + self.max_keyword,
+        };
+        let mut queue = VecDeque::from([0usize]);
+        while let Some(v) = queue.pop_front() {
+            if deep.views[v].depth >= limits.max_depth {
+                continue;
+            }
+            for child in deep.derive(v)? {
+                if let Some(c) = deep.admit(child)? {
+                    queue.push_back(c);
+                }
+            }
+            deep.views[v].data = Cow::Borrowed(&[]);
+        }
+        let mut out = deep.findings;
+        out.sort_by(|a, b| {
+            (a.offset, a.len, &a.rule_id, a.via.len()).cmp(&(
+                b.offset,
+                b.len,
+                &b.rule_id,
+                b.via.len(),
+            ))
+        });
+        out.dedup_by(|b, a| (a.offset, a.len, &a.rule_id) == (b.offset, b.len, &b.rule_id));
+        Ok(out)
+    }
+}
+
+impl<'a> Deep<'_, 'a> {
+    /// Count, deduplicate and scan a new view; its index when it is to be expanded.
+    fn admit(&mut self, child: View<'a>) -> Result<Option<usize>, NormalizeError> {
+        if child.data.is_empty() {
+            return Ok(None);
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        child.data.hash(&mut h);
+        if !self.seen.insert(h.finish()) {
+            return Ok(None);
+        }
+        self.used += child.data.len() + child.segs.len() * size_of::<Seg>();
+        if self.used > self.budget {
+            return Err(NormalizeError::Budget {
+                budget: self.budget,
+            });
+        }
+        let idx = self.views.len();
+        let found = self.rules.scan(&child.data);
+        self.views.push(child);
+        for f in found {
+            let (s, e) = self.to_root(idx, f.offset as usize, f.offset as usize + f.len);
+            self.findings.push(Finding {
+                offset: s as u64,
+                len: e - s,
+                via: self.views[idx].via.clone(),
+                ..f
+            });
+        }
+        Ok(Some(idx))
+    }
+
+    /// The span in the input of the span `[s, e)` of view `v`.
+    fn to_root(&self, mut v: usize, mut s: usize, mut e: usize) -> (usize, usize) {
+        while v != 0 {
+            let view = &self.views[v];
+            // All separator (no rule matches one): the whole source of the view.
+            let (lo, hi) = view
+                .source(s, e)
+                .unwrap_or_else(|| view.source(0, view.len).unwrap_or((0, 0)));
+            (s, e, v) = (lo, hi, view.parent);
+        }
+        (s, e)
+    }
+
+    fn remaining(&self) -> usize {
+        self.budget.saturating_sub(self.used)
+    }
+
+    fn via(&self, v: usize, name: &str) -> String {
+        let parent = &self.views[v].via;
+        if parent.is_empty() {
+            name.to_string()
+        } else {
+            format!("{parent}>{name}")
+        }
+    }
+
+    /// The decoded views of view `v`.
+    fn derive(&self, v: usize) -> Result<Vec<View<'a>>, NormalizeError> {
+        let data: &[u8] = &self.views[v].data;
+        let depth = self.views[v].depth;
+        let mut out = Vec::new();
+        let all: Vec<(Kind, Escapes)> = Kind::ALL
+            .iter()
+            .map(|&k| (k, escapes::find(k, data)))
+            .filter(|(k, e)| {
+                !e.list.is_empty() && (*k != Kind::Form || e.list.iter().any(|x| x.len == 1))
+            })
+            .collect();
+        // Weak escapes count near a keyword of the input as given (deeper views are
+        // small islands and decoded whole).
+        let hits = &self.hits;
+        // Inside a long base64 run (an image) a `+` or `\/` separates nothing: a short
+        // keyword that turns up in it by chance must not make the run a view.
+        let mut blobs = Vec::new();
+        if depth == 0 && !all.is_empty() {
+            runs::base64_runs(data, BLOB, |s, l| blobs.push((s, s + l)));
+        }
+        let in_blob = |p: usize| {
+            let i = blobs.partition_point(|&(_, e)| e <= p);
+            blobs.get(i).is_some_and(|&(s, _)| s <= p)
+        };
+        for (kind, esc) in &all {
+            let islands = if depth == 0 {
+                let margin = kind.shrink() * self.reach;
+                let near = |p: usize| {
+                    let i = hits.partition_point(|&h| h + margin < p);
+                    hits.get(i).is_some_and(|&h| h <= p + margin) && !in_blob(p)
+                };
+                // Form adds `+` for a space to percent, whose escapes make their own view.
+                let anchor = |e: &&escapes::Esc| {
+                    if *kind == Kind::Form {
+                        e.len == 1 && near(e.pos)
+                    } else {
+                        e.strong || near(e.pos)
+                    }
+                };
+                merge(esc.list.iter().filter(anchor).map(|e| {
+                    (
+                        e.pos.saturating_sub(margin),
+                        (e.pos + e.len + margin).min(data.len()),
+                    )
+                }))
+            } else {
+                vec![(0, data.len())]
+            };
+            if islands.is_empty() {
+                continue;
+            }
+            let mut b = Builder::new(self.remaining());
+            let mut k = 0;
+            for (lo, hi) in islands {
+                b.sep();
+                let mut cursor = lo;
+                while k < esc.list.len() && esc.list[k].pos < lo {
+                    k += 1;
+                }
+                while k < esc.list.len() && esc.list[k].pos + esc.list[k].len <= hi {
+                    let e = esc.list[k];
+                    b.same(&data[cursor..e.pos], cursor);
+                    b.escape(esc.decoded(&e), e.pos, e.len);
+                    cursor = e.pos + e.len;
+                    k += 1;
+                }
+                b.same(&data[cursor..hi], cursor);
+            }
+            out.push(self.finish(v, b, kind.name())?);
+        }
+        let (b64, hex) = self.runs(v, data);
+        out.push(self.finish(v, b64, "base64")?);
+        out.push(self.finish(v, hex, "hex")?);
+        Ok(out)
+    }
+
+    fn finish(&self, v: usize, b: Builder, name: &str) -> Result<View<'a>, NormalizeError> {
+        if b.over || b.size() > self.remaining() {
+            return Err(NormalizeError::Budget {
+                budget: self.budget,
+            });
+        }
+        Ok(View {
+            parent: v,
+            len: b.data.len(),
+            data: Cow::Owned(b.data),
+            segs: b.segs,
+            via: self.via(v, name),
+            depth: self.views[v].depth + 1,
+        })
+    }
+
+    /// The text inside the base64 and the hex runs of view `v`.
+    fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder) {
+        let view = &self.views[v];
+        let mut b64 = Builder::new(self.remaining());
+        let mut hex = Builder::new(self.remaining());
+        let mut scratch = Vec::new();
+        let keep = |b: &mut Builder,
+                    scratch: &[u8],
+                    base: usize,
+                    src: usize,
+                    src_len: usize,
+                    is_hex: bool| {
+            let mut spans = Vec::new();
+            runs::texty_regions(scratch, |s, e| {
+                spans.push((
+                    s.saturating_sub(TEXT_MARGIN),
+                    (e + TEXT_MARGIN).min(scratch.len()),
+                ));
+            });
+            for (s, e) in merge(spans.into_iter()) {
+                b.sep();
+                let phase = (base + s) as u32;
+                let map = if is_hex {
+                    Map::Hex { phase }
+                } else {
+                    Map::Base64 { phase }
+                };
+                b.decoded(&scratch[s..e], src, src_len, map);
+            }
+        };
+        runs::base64_runs(data, runs::BASE64_MIN, |start, len| {
+            // A run wholly inside an unchanged stretch was decoded in the parent.
+            if v != 0 && view.unchanged(start, start + len) {
+                return;
+            }
+            let run = &data[start..start + len];
+            for a in 0..4 {
+                if len - a < runs::BASE64_MIN {
+                    break;
+                }
+                runs::text_quads(run, a, |qs, qe| {
+                    scratch.clear();
+                    runs::decode_base64(&run[qs..qe], &mut scratch);
+                    // Decoded offsets count from the alignment's first quad.
+                    let base = (qs - a) / 4 * 3;
+                    keep(&mut b64, &scratch, base, start + a, len - a, false);
+                });
+            }
+            runs::hex_runs(run, runs::HEX_MIN, |hs, hl| {
+                for a in 0..2 {
+                    scratch.clear();
+                    runs::decode_hex(&run[hs + a..hs + hl], &mut scratch);
+                    keep(&mut hex, &scratch, 0, start + hs + a, hl - a, true);
+                }
+            });
+        });
+        (b64, hex)
+    }
+}

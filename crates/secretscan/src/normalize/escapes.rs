@@ -1,0 +1,492 @@
+//! Finding escapes in a text: `%XX` (and `+` in form bodies), quoted-printable `=XX`
+//! and soft line breaks, backslash escapes (`\uXXXX` with surrogate pairs, `\u{X}`,
+//! `\xNN`, octal, `\n`, `\"`, `\/` ...), HTML character references, and Unicode
+//! characters that NFKC folds or that are invisible.
+//!
+//! Each escape records what it decodes to and whether it is *strong*: whether its
+//! output can form part of a rule keyword (an ASCII letter or digit, `_-./+=`, or a
+//! character that folds to one, or a removal between two such bytes). Only strong
+//! escapes can make a keyword appear; a weak one (a space, a quote, a newline) matters
+//! only near a keyword that is already there, which is how the caller keeps the common
+//! escapes of JSON and URLs from costing a second scan of the whole text.
+
+use memchr::{memchr, memchr2};
+
+use super::unicode::{fold, is_invisible};
+
+/// The escape families, each decoded into a view of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    Percent,
+    /// Percent plus `+` for a space (`application/x-www-form-urlencoded`).
+    Form,
+    QuotedPrintable,
+    Backslash,
+    Html,
+    Unicode,
+}
+
+impl Kind {
+    pub(super) const ALL: [Kind; 6] = [
+        Kind::Percent,
+        Kind::Form,
+        Kind::QuotedPrintable,
+        Kind::Backslash,
+        Kind::Html,
+        Kind::Unicode,
+    ];
+
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kind::Percent => "percent",
+            Kind::Form => "form",
+            Kind::QuotedPrintable => "qp",
+            Kind::Backslash => "escape",
+            Kind::Html => "html",
+            Kind::Unicode => "unicode",
+        }
+    }
+
+    /// The most source bytes one decoded byte can come from (for weak escapes): how
+    /// much farther apart two places can be in the source than in the decoded text.
+    pub(super) fn shrink(self) -> usize {
+        match self {
+            Kind::Percent | Kind::Form | Kind::QuotedPrintable => 3,
+            Kind::Unicode => 4,
+            Kind::Backslash | Kind::Html => 10,
+        }
+    }
+}
+
+/// One escape: `len` source bytes at `pos` decode to `bytes[dec..dec + dec_len]`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Esc {
+    pub pos: usize,
+    pub len: usize,
+    pub dec: usize,
+    pub dec_len: usize,
+    pub strong: bool,
+}
+
+/// The escapes of one kind in a text, in order, not overlapping.
+#[derive(Default, Debug)]
+pub(super) struct Escapes {
+    pub list: Vec<Esc>,
+    pub bytes: Vec<u8>,
+}
+
+impl Escapes {
+    fn push(&mut self, pos: usize, len: usize, dec: &[u8], strong: bool) {
+        self.list.push(Esc {
+            pos,
+            len,
+            dec: self.bytes.len(),
+            dec_len: dec.len(),
+            strong,
+        });
+        self.bytes.extend_from_slice(dec);
+    }
+
+    fn push_char(&mut self, pos: usize, len: usize, c: char) {
+        let mut buf = [0u8; 4];
+        self.push(pos, len, c.encode_utf8(&mut buf).as_bytes(), strong_char(c));
+    }
+
+    pub(super) fn decoded(&self, e: &Esc) -> &[u8] {
+        &self.bytes[e.dec..e.dec + e.dec_len]
+    }
+}
+
+/// Can this byte be part of a rule keyword or of an encoded secret's alphabet?
+pub(super) fn key_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/' | b'+' | b'=')
+}
+
+fn strong_char(c: char) -> bool {
+    if c.is_ascii() {
+        return key_byte(c as u8);
+    }
+    if is_invisible(c) {
+        return true;
+    }
+    let mut out = Vec::new();
+    fold(c, &mut out) && out.iter().copied().any(key_byte)
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// `data[at..at + n]` as a hex number, when all `n` bytes are hex digits.
+fn hex_num(data: &[u8], at: usize, n: usize) -> Option<u32> {
+    let digits = data.get(at..at.checked_add(n)?)?;
+    digits
+        .iter()
+        .try_fold(0u32, |acc, &b| Some(acc << 4 | u32::from(hex_val(b)?)))
+}
+
+pub(super) fn find(kind: Kind, data: &[u8]) -> Escapes {
+    let mut out = Escapes::default();
+    match kind {
+        Kind::Percent => percent(data, false, &mut out),
+        Kind::Form => percent(data, true, &mut out),
+        Kind::QuotedPrintable => quoted_printable(data, &mut out),
+        Kind::Backslash => backslash(data, &mut out),
+        Kind::Html => html(data, &mut out),
+        Kind::Unicode => unicode(data, &mut out),
+    }
+    if kind != Kind::Unicode {
+        base64_context(data, &mut out);
+    }
+    out
+}
+
+/// `/`, `+` and `=` are strong only inside something as long as an encoded secret
+/// (`QUtJ%2BQ...`): `https%3A%2F%2Fexample.com%2Fa` is not, and is left to the
+/// keyword test like a space.
+fn base64_context(data: &[u8], out: &mut Escapes) {
+    const RUN: usize = super::runs::BASE64_MIN;
+    // A base64 digit, or the start of an escaped one (`%2B`, `\/`).
+    let class =
+        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'+' | b'/' | b'_' | b'-' | b'\\');
+    for e in &mut out.list {
+        if !e.strong || e.dec_len != 1 || !matches!(out.bytes[e.dec], b'/' | b'+' | b'=') {
+            continue;
+        }
+        let left = data[..e.pos]
+            .iter()
+            .rev()
+            .take(RUN)
+            .take_while(|&&b| class(b))
+            .count();
+        let right = data
+            .get(e.pos + e.len..)
+            .unwrap_or_default()
+            .iter()
+            .take(RUN)
+            .take_while(|&&b| class(b))
+            .count();
+        e.strong = left + e.len + right >= RUN;
+    }
+}
+
+fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
+    let mut i = 0;
+    while i < data.len() {
+        let hit = if plus {
+            memchr2(b'%', b'+', &data[i..])
+        } else {
+            memchr(b'%', &data[i..])
+        };
+        let Some(off) = hit else { break };
+        let p = i + off;
+        if data[p] == b'+' {
+            out.push(p, 1, b" ", false);
+            i = p + 1;
+        } else if let Some(v) = hex_num(data, p + 1, 2) {
+            let b = v as u8;
+            out.push(p, 3, &[b], key_byte(b));
+            i = p + 3;
+        } else {
+            i = p + 1;
+        }
+    }
+    utf8_groups(out);
+}
+
+fn quoted_printable(data: &[u8], out: &mut Escapes) {
+    let mut i = 0;
+    while let Some(off) = memchr(b'=', &data[i..]) {
+        let p = i + off;
+        let soft = match data.get(p + 1..) {
+            Some([b'\r', b'\n', ..]) => 3,
+            Some([b'\n', ..]) => 2,
+            _ => 0,
+        };
+        if soft > 0 {
+            // A soft line break joins the lines: strong when it splits a token.
+            let joins =
+                p > 0 && key_byte(data[p - 1]) && data.get(p + soft).copied().is_some_and(key_byte);
+            out.push(p, soft, b"", joins);
+            i = p + soft;
+        } else if let Some(v) = hex_num(data, p + 1, 2) {
+            let b = v as u8;
+            out.push(p, 3, &[b], key_byte(b));
+            i = p + 3;
+        } else {
+            i = p + 1;
+        }
+    }
+    // `page=42` is not quoted-printable: without a sign of real QP (a soft break, an
+    // encoded `=`, two escapes in a row) an `=XX` counts as weak.
+    let hallmark = out.list.windows(2).any(|w| w[0].pos + w[0].len == w[1].pos)
+        || out
+            .list
+            .iter()
+            .any(|e| e.dec_len == 0 || out.bytes[e.dec..e.dec + e.dec_len] == *b"=");
+    if !hallmark {
+        for e in &mut out.list {
+            e.strong = false;
+        }
+    }
+    utf8_groups(out);
+}
+
+fn backslash(data: &[u8], out: &mut Escapes) {
+    let mut i = 0;
+    while let Some(off) = memchr(b'\\', &data[i..]) {
+        let p = i + off;
+        let Some(&next) = data.get(p + 1) else { break };
+        let simple = match next {
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            b'b' => Some(0x08),
+            b'f' => Some(0x0c),
+            b'v' => Some(0x0b),
+            b'"' | b'\'' | b'\\' | b'/' => Some(next),
+            _ => None,
+        };
+        let consumed = if let Some(b) = simple {
+            out.push(p, 2, &[b], key_byte(b));
+            2
+        } else if next == b'u' {
+            unicode_escape(data, p, out)
+        } else if next == b'x' {
+            match hex_num(data, p + 2, 2) {
+                Some(v) => {
+                    out.push(p, 4, &[v as u8], key_byte(v as u8));
+                    4
+                }
+                None => 0,
+            }
+        } else if (b'0'..=b'3').contains(&next)
+            && let Some(&[a, b]) = data.get(p + 2..p + 4)
+            && (b'0'..=b'7').contains(&a)
+            && (b'0'..=b'7').contains(&b)
+        {
+            let v = (next - b'0') << 6 | (a - b'0') << 3 | (b - b'0');
+            out.push(p, 4, &[v], key_byte(v));
+            4
+        } else if next == b'0' {
+            out.push(p, 2, &[0], false);
+            2
+        } else {
+            0
+        };
+        i = p + consumed.max(1);
+    }
+    utf8_groups(out);
+}
+
+/// `\uXXXX` (a surrogate pair is two of them) or `\u{X..}` at `p`; bytes consumed.
+fn unicode_escape(data: &[u8], p: usize, out: &mut Escapes) -> usize {
+    if data.get(p + 2) == Some(&b'{') {
+        let digits = data
+            .get(p + 3..)
+            .unwrap_or_default()
+            .iter()
+            .take(7)
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        if (1..=6).contains(&digits)
+            && data.get(p + 3 + digits) == Some(&b'}')
+            && let Some(c) = hex_num(data, p + 3, digits).and_then(char::from_u32)
+        {
+            out.push_char(p, digits + 4, c);
+            return digits + 4;
+        }
+        return 0;
+    }
+    let Some(hi) = hex_num(data, p + 2, 4) else {
+        return 0;
+    };
+    if let Some(c) = char::from_u32(hi) {
+        out.push_char(p, 6, c);
+        return 6;
+    }
+    if (0xD800..0xDC00).contains(&hi)
+        && data.get(p + 6..p + 8) == Some(b"\\u")
+        && let Some(lo) = hex_num(data, p + 8, 4)
+        && (0xDC00..0xE000).contains(&lo)
+        && let Some(c) = char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+    {
+        out.push_char(p, 12, c);
+        return 12;
+    }
+    0
+}
+
+fn html(data: &[u8], out: &mut Escapes) {
+    const NAMED: [(&[u8], &[u8]); 6] = [
+        (b"&amp;", b"&"),
+        (b"&lt;", b"<"),
+        (b"&gt;", b">"),
+        (b"&quot;", b"\""),
+        (b"&apos;", b"'"),
+        (b"&nbsp;", b" "),
+    ];
+    let mut i = 0;
+    while let Some(off) = memchr(b'&', &data[i..]) {
+        let p = i + off;
+        let rest = &data[p..];
+        let mut consumed = 0;
+        if rest.get(1) == Some(&b'#') {
+            let (start, radix, max) = match rest.get(2) {
+                Some(b'x' | b'X') => (3, 16, 6),
+                _ => (2, 10, 7),
+            };
+            let digits = rest
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .take(max + 1)
+                .take_while(|b| {
+                    if radix == 16 {
+                        b.is_ascii_hexdigit()
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                })
+                .count();
+            if (1..=max).contains(&digits)
+                && rest.get(start + digits) == Some(&b';')
+                && let Ok(s) = std::str::from_utf8(&rest[start..start + digits])
+                && let Ok(v) = u32::from_str_radix(s, radix)
+                && let Some(c) = char::from_u32(v).filter(|&c| c != '\0')
+            {
+                out.push_char(p, start + digits + 1, c);
+                consumed = start + digits + 1;
+            }
+        } else if let Some((name, dec)) = NAMED
+            .iter()
+            .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
+        {
+            out.push(p, name.len(), dec, false);
+            consumed = name.len();
+        }
+        i = p + consumed.max(1);
+    }
+}
+
+fn unicode(data: &[u8], out: &mut Escapes) {
+    let mut i = 0;
+    let mut folded = Vec::new();
+    while i < data.len() {
+        // Skip ASCII a word at a time.
+        while i + 8 <= data.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&data[i..i + 8]);
+            if u64::from_ne_bytes(w) & 0x8080_8080_8080_8080 != 0 {
+                break;
+            }
+            i += 8;
+        }
+        while i < data.len() && data[i] < 0x80 {
+            i += 1;
+        }
+        if i >= data.len() {
+            break;
+        }
+        let width = match data[i] {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let Some(c) = data
+            .get(i..i + width)
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.chars().next())
+        else {
+            i += 1;
+            continue;
+        };
+        if is_invisible(c) {
+            out.push(i, width, b"", false);
+        } else {
+            folded.clear();
+            if fold(c, &mut folded) {
+                let strong = folded.iter().copied().any(key_byte);
+                out.push(i, width, &folded, strong);
+            }
+        }
+        i += width;
+    }
+    // A run of invisible characters is strong when it splits a token: `AK<ZWSP>IA`.
+    let mut k = 0;
+    while k < out.list.len() {
+        if out.list[k].dec_len != 0 {
+            k += 1;
+            continue;
+        }
+        let mut end = k + 1;
+        while end < out.list.len()
+            && out.list[end].dec_len == 0
+            && out.list[end].pos == out.list[end - 1].pos + out.list[end - 1].len
+        {
+            end += 1;
+        }
+        let first = out.list[k].pos;
+        let last = out.list[end - 1].pos + out.list[end - 1].len;
+        // The neighbours: an ASCII key byte, or a character folded to one.
+        let before = first > 0
+            && (key_byte(data[first - 1])
+                || k > 0
+                    && out.list[k - 1].strong
+                    && out.list[k - 1].pos + out.list[k - 1].len == first);
+        let after = data.get(last).is_some_and(|&b| key_byte(b))
+            || out.list.get(end).is_some_and(|e| e.strong && e.pos == last);
+        let joins = before && after;
+        for e in &mut out.list[k..end] {
+            e.strong = joins;
+        }
+        k = end;
+    }
+}
+
+/// A UTF-8 character written as several byte escapes (`%EF%BC%A1`, `\xef\xbc\xa1`):
+/// its escapes are as strong as the character.
+fn utf8_groups(out: &mut Escapes) {
+    let mut k = 0;
+    while k < out.list.len() {
+        let e = out.list[k];
+        let lead = if e.dec_len == 1 { out.bytes[e.dec] } else { 0 };
+        let width = match lead {
+            0xC2..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF4 => 4,
+            _ => {
+                k += 1;
+                continue;
+            }
+        };
+        let group = out.list.get(k..k + width).unwrap_or_default();
+        let adjacent = group.len() == width
+            && group.windows(2).all(|w| w[0].pos + w[0].len == w[1].pos)
+            && group.iter().all(|g| g.dec_len == 1);
+        if adjacent {
+            let bytes: Vec<u8> = group.iter().map(|g| out.bytes[g.dec]).collect();
+            if let Some(c) = std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.chars().next())
+            {
+                let strong = strong_char(c);
+                for g in &mut out.list[k..k + width] {
+                    g.strong = strong;
+                }
+                k += width;
+                continue;
+            }
+        }
+        k += 1;
+    }
+}

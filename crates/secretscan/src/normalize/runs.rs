@@ -1,0 +1,236 @@
+//! Encoded runs: maximal runs of the base64 alphabet (standard and URL-safe together)
+//! of at least [`BASE64_MIN`] bytes, and inside them runs of hex digits of at least
+//! [`HEX_MIN`], found with a skip-ahead pass (only every `min`-th byte is looked at
+//! where no run can be); a run is decoded at every alignment (an agent that prefixes
+//! one to three characters shifts the quads). Only the text in a decoding
+//! ([`texty_regions`]) is kept: a wrong alignment or a binary payload (an image) is
+//! dropped unseen.
+
+/// Shortest base64 run decoded: 18 bytes, less than any secret the rules know.
+pub(super) const BASE64_MIN: usize = 24;
+/// Shortest hex run decoded: 16 bytes.
+pub(super) const HEX_MIN: usize = 32;
+/// A decoding is kept when it holds this many printable characters in a row.
+pub(super) const TEXTY_MIN: usize = 16;
+
+const INVALID: u8 = 0xFF;
+
+/// Base64 digit values; `+` and `-` are 62, `/` and `_` are 63 (both alphabets).
+const B64: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let mut i = 0;
+    while i < 26 {
+        t[b'A' as usize + i] = i as u8;
+        t[b'a' as usize + i] = 26 + i as u8;
+        i += 1;
+    }
+    let mut d = 0;
+    while d < 10 {
+        t[b'0' as usize + d] = 52 + d as u8;
+        d += 1;
+    }
+    t[b'+' as usize] = 62;
+    t[b'-' as usize] = 62;
+    t[b'/' as usize] = 63;
+    t[b'_' as usize] = 63;
+    t
+};
+
+fn is_b64(b: u8) -> bool {
+    B64[b as usize] != INVALID
+}
+
+/// Call `f(start, len)` for every maximal base64-alphabet run of `min` bytes or more.
+pub(super) fn base64_runs(data: &[u8], min: usize, mut f: impl FnMut(usize, usize)) {
+    let n = data.len();
+    let mut i = 0;
+    // Invariant: i == 0 or data[i - 1] is outside the alphabet.
+    while min > 0 && i + min <= n {
+        let probe = i + min - 1;
+        if !is_b64(data[probe]) {
+            i = probe + 1;
+            continue;
+        }
+        let mut j = probe;
+        while j > i && is_b64(data[j - 1]) {
+            j -= 1;
+        }
+        if j > i {
+            i = j;
+            continue;
+        }
+        let mut end = probe + 1;
+        while end < n && is_b64(data[end]) {
+            end += 1;
+        }
+        f(i, end - i);
+        i = end + 1;
+    }
+}
+
+/// Call `f(start, len)` for every maximal run of hex digits of `min` or more in `run`
+/// (skip-ahead, like [`base64_runs`]).
+pub(super) fn hex_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize)) {
+    let n = run.len();
+    let mut i = 0;
+    while min > 0 && i + min <= n {
+        let probe = i + min - 1;
+        if !run[probe].is_ascii_hexdigit() {
+            i = probe + 1;
+            continue;
+        }
+        let mut j = probe;
+        while j > i && run[j - 1].is_ascii_hexdigit() {
+            j -= 1;
+        }
+        if j > i {
+            i = j;
+            continue;
+        }
+        let mut end = probe + 1;
+        while end < n && run[end].is_ascii_hexdigit() {
+            end += 1;
+        }
+        f(i, end - i);
+        i = end + 1;
+    }
+}
+
+/// Per base64 digit: bit 0 when it can start a quad of three text bytes (`b0 >> 2`
+/// of a tab, a line break or printable ASCII), bit 1 when it can be the second digit
+/// (`b1 >> 4` is 0 or 2..=7), bit 2 when it can be the third (`b2 >> 6` is 0 or 1).
+const QUAD_TEXT: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut c = 0;
+    while c < 256 {
+        let v = B64[c];
+        if v != INVALID {
+            if v == 2 || v == 3 || (v >= 8 && v < 32) {
+                t[c] |= 1;
+            }
+            let lo = v & 15;
+            if lo == 0 || (lo >= 2 && lo <= 7) {
+                t[c] |= 2;
+            }
+            if v & 3 < 2 {
+                t[c] |= 4;
+            }
+        }
+        c += 1;
+    }
+    t
+};
+
+/// Can the quad at `q` of `run` (4 digits, or the 2-3 that end it) decode to text?
+fn quad_may_be_text(run: &[u8], q: usize) -> bool {
+    let m = |i: usize, bit: u8| {
+        run.get(q + i)
+            .is_none_or(|&c| QUAD_TEXT[c as usize] & bit != 0)
+    };
+    q + 2 <= run.len() && m(0, 1) && m(1, 2) && m(2, 4)
+}
+
+/// Call `f(start, end)`, at alignment `align` of a base64 `run`, for every stretch of
+/// quads that may decode to [`TEXTY_MIN`] bytes of text (five quads in a row pass
+/// [`quad_may_be_text`]), widened by a quad each side. Only every fifth quad is looked
+/// at where no such stretch can be: random data (an image) is skipped, never decoded.
+pub(super) fn text_quads(run: &[u8], align: usize, mut f: impl FnMut(usize, usize)) {
+    // Sixteen bytes of text, wherever they start, cover five whole quads.
+    const NEED: usize = 5;
+    let n = run.len();
+    let mut q = align;
+    loop {
+        let probe = q + 4 * (NEED - 1);
+        if probe + 2 > n {
+            return;
+        }
+        if !quad_may_be_text(run, probe) {
+            q = probe + 4;
+            continue;
+        }
+        let mut j = probe;
+        while j > q && quad_may_be_text(run, j - 4) {
+            j -= 4;
+        }
+        if j > q {
+            q = j;
+            continue;
+        }
+        let mut e = probe + 4;
+        while quad_may_be_text(run, e) {
+            e += 4;
+        }
+        f(q.saturating_sub(4).max(align), (e + 4).min(n));
+        q = e + 4;
+    }
+}
+
+/// Decode base64 leniently (either alphabet, no padding needed, a partial last quad
+/// gives what it holds) into `out`. `run` holds only alphabet bytes.
+pub(super) fn decode_base64(run: &[u8], out: &mut Vec<u8>) {
+    out.reserve(run.len() / 4 * 3 + 3);
+    let mut quads = run.chunks_exact(4);
+    for q in &mut quads {
+        let v = u32::from(B64[q[0] as usize]) << 18
+            | u32::from(B64[q[1] as usize]) << 12
+            | u32::from(B64[q[2] as usize]) << 6
+            | u32::from(B64[q[3] as usize]);
+        out.extend_from_slice(&[(v >> 16) as u8, (v >> 8) as u8, v as u8]);
+    }
+    let rest = quads.remainder();
+    if rest.len() >= 2 {
+        let mut v = 0u32;
+        for (k, &c) in rest.iter().enumerate() {
+            v |= u32::from(B64[c as usize] & 63) << (18 - 6 * k);
+        }
+        out.push((v >> 16) as u8);
+        if rest.len() == 3 {
+            out.push((v >> 8) as u8);
+        }
+    }
+}
+
+/// Decode an even-length run of hex digits into `out`.
+pub(super) fn decode_hex(run: &[u8], out: &mut Vec<u8>) {
+    let even = &run[..run.len() & !1];
+    let start = out.len();
+    out.resize(start + even.len() / 2, 0);
+    if hex::decode_to_slice(even, &mut out[start..]).is_err() {
+        out.truncate(start);
+    }
+}
+
+fn is_text(b: u8) -> bool {
+    (0x20..0x7F).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r')
+}
+
+/// Call `f(start, end)` for every maximal run of [`TEXTY_MIN`] or more bytes of
+/// printable ASCII, tabs and line breaks in `data`. Random bytes (a wrong alignment,
+/// an image) almost never hold one; decoded text always does. Such a run always
+/// covers an aligned 8-byte block of text, so blocks are tested first, without a
+/// branch per byte (random data would mispredict every other one).
+pub(super) fn texty_regions(data: &[u8], mut f: impl FnMut(usize, usize)) {
+    let n = data.len();
+    let mut done = 0;
+    let mut blk = 0;
+    while blk + 8 <= n {
+        let all = data[blk..blk + 8].iter().fold(true, |a, &b| a & is_text(b));
+        if !all {
+            blk += 8;
+            continue;
+        }
+        let mut s = blk;
+        while s > done && is_text(data[s - 1]) {
+            s -= 1;
+        }
+        let mut e = blk + 8;
+        while e < n && is_text(data[e]) {
+            e += 1;
+        }
+        if e - s >= TEXTY_MIN {
+            f(s, e);
+        }
+        done = e;
+        blk = e.div_ceil(8) * 8;
+    }
+}

@@ -1,0 +1,729 @@
+//! Tests of normalization: every encoding of real-format keys is found, nested ones
+//! too, ordinary traffic shapes add nothing, bad input never panics (proptest), and
+//! `inflate` undoes each coding within its cap. Secret-shaped strings are assembled at
+//! run time.
+
+use std::io::Write;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use proptest::prelude::*;
+
+use super::*;
+use crate::test_support::rnd;
+
+const UPPER32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn rules() -> &'static RuleSet {
+    static R: std::sync::OnceLock<RuleSet> = std::sync::OnceLock::new();
+    R.get_or_init(RuleSet::builtin)
+}
+
+fn aws_key() -> String {
+    format!("AKIA{}", rnd(101, 16, UPPER32))
+}
+
+fn gh_token() -> String {
+    format!("ghp_{}", rnd(102, 36, ALNUM))
+}
+
+/// An AWS secret key with `/` and `+` in it, after its keyword.
+fn aws_secret_line() -> String {
+    let mut s = rnd(103, 40, B64).into_bytes();
+    s[7] = b'/';
+    s[19] = b'+';
+    format!(
+        "aws_secret_access_key = {}",
+        String::from_utf8(s).expect("ascii")
+    )
+}
+
+fn percent_all(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// Percent-encode every third byte, and what a URL encoder always would.
+fn percent_some(s: &str) -> String {
+    s.bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            if i % 3 == 1 || !b.is_ascii_alphanumeric() {
+                format!("%{b:02x}")
+            } else {
+                (b as char).to_string()
+            }
+        })
+        .collect()
+}
+
+fn form(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b' ' => "+".to_string(),
+            b if b.is_ascii_alphanumeric() || b == b'_' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn qp(s: &str) -> String {
+    // Every other byte escaped, and a soft line break in the middle.
+    let mut out = String::new();
+    for (i, b) in s.bytes().enumerate() {
+        if i == s.len() / 2 {
+            out.push_str("=\r\n");
+        }
+        if i % 2 == 0 {
+            out.push_str(&format!("={b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    out
+}
+
+fn json_u(s: &str) -> String {
+    s.chars().map(|c| format!("\\u{:04x}", c as u32)).collect()
+}
+
+fn json_u_some(s: &str) -> String {
+    s.chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 4 == 0 {
+                format!("\\u{:04X}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+fn x_escapes(s: &str) -> String {
+    s.bytes().map(|b| format!("\\x{b:02x}")).collect()
+}
+
+fn rust_u(s: &str) -> String {
+    s.chars()
+        .map(|c| format!("\\u{{{:x}}}", c as u32))
+        .collect()
+}
+
+fn octal(s: &str) -> String {
+    s.bytes().map(|b| format!("\\{b:03o}")).collect()
+}
+
+fn html(s: &str) -> String {
+    s.bytes()
+        .enumerate()
+        .map(|(i, b)| {
+            if i % 2 == 0 {
+                format!("&#x{b:x};")
+            } else {
+                format!("&#{b};")
+            }
+        })
+        .collect()
+}
+
+fn zero_width(s: &str) -> String {
+    let marks = [
+        '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{00AD}',
+    ];
+    s.chars()
+        .enumerate()
+        .flat_map(|(i, c)| [c, marks[i % marks.len()]])
+        .collect()
+}
+
+fn fullwidth(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() {
+                char::from_u32(c as u32 - 0x21 + 0xFF01).unwrap_or(c)
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+fn math_bold(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            'A'..='Z' => char::from_u32(0x1D400 + (c as u32 - 'A' as u32)).unwrap_or(c),
+            'a'..='z' => char::from_u32(0x1D41A + (c as u32 - 'a' as u32)).unwrap_or(c),
+            '0'..='9' => char::from_u32(0x1D7CE + (c as u32 - '0' as u32)).unwrap_or(c),
+            _ => c,
+        })
+        .collect()
+}
+
+fn hex_lower(s: &str) -> String {
+    hex::encode(s)
+}
+
+fn hex_upper(s: &str) -> String {
+    hex::encode_upper(s)
+}
+
+type Enc = fn(&str) -> String;
+
+/// Every encoding, with the `via` it must be found through.
+fn encodings() -> Vec<(&'static str, Enc, &'static str)> {
+    vec![
+        ("percent all", percent_all, "percent"),
+        ("percent some", percent_some, "percent"),
+        ("form", form, "form"),
+        ("base64", |s| STANDARD.encode(s), "base64"),
+        ("base64 no pad", |s| STANDARD_NO_PAD.encode(s), "base64"),
+        ("base64 url", |s| URL_SAFE.encode(s), "base64"),
+        ("base64 url no pad", |s| URL_SAFE_NO_PAD.encode(s), "base64"),
+        (
+            "base64 shifted",
+            |s| format!("q{}", STANDARD.encode(s)),
+            "base64",
+        ),
+        (
+            "base64 shifted 2",
+            |s| format!("x9{}", STANDARD.encode(s)),
+            "base64",
+        ),
+        (
+            "base64 shifted 3",
+            |s| format!("abc{}", URL_SAFE.encode(s)),
+            "base64",
+        ),
+        ("hex", hex_lower, "hex"),
+        ("hex upper", hex_upper, "hex"),
+        ("hex shifted", |s| format!("f{}", hex::encode(s)), "hex"),
+        ("quoted-printable", qp, "qp"),
+        ("json \\u", json_u, "escape"),
+        ("json \\u some", json_u_some, "escape"),
+        ("\\x", x_escapes, "escape"),
+        ("\\u{}", rust_u, "escape"),
+        ("octal", octal, "escape"),
+        ("html", html, "html"),
+        ("zero-width", zero_width, "unicode"),
+        ("fullwidth", fullwidth, "unicode"),
+        ("math bold", math_bold, "unicode"),
+    ]
+}
+
+/// `(rule, plain text)` pairs planted in the tests.
+fn secrets() -> Vec<(&'static str, String)> {
+    vec![
+        ("aws-access-key-id", aws_key()),
+        ("github-pat", gh_token()),
+        ("aws-secret-access-key", aws_secret_line()),
+    ]
+}
+
+fn deep(data: &[u8]) -> Vec<Finding> {
+    rules()
+        .scan_deep(data, &Limits::default())
+        .expect("within budget")
+}
+
+#[test]
+fn the_plain_secrets_are_found_raw() {
+    for (rule, s) in secrets() {
+        let f = deep(format!("x {s} y").as_bytes());
+        assert!(
+            f.iter().any(|f| f.rule_id == rule && f.via.is_empty()),
+            "{rule}: {f:?}"
+        );
+    }
+}
+
+#[test]
+fn every_encoding_of_every_secret_is_found_with_its_encoded_span() {
+    let mut missed = Vec::new();
+    let mut tested = std::collections::BTreeSet::new();
+    for (rule, secret) in secrets() {
+        for (name, enc, via) in encodings() {
+            let encoded = enc(&secret);
+            if rules()
+                .scan(encoded.as_bytes())
+                .iter()
+                .any(|f| f.rule_id == rule)
+            {
+                continue; // this encoding leaves this secret as it is (form of a bare key)
+            }
+            tested.insert(name);
+            let prefix = "POST /upload?x=1 {\"data\": \"";
+            let body = format!("{prefix}{encoded}\"}}\n");
+            let found = deep(body.as_bytes());
+            let hit = found.iter().find(|f| f.rule_id == rule);
+            let Some(f) = hit else {
+                missed.push(format!("{rule} as {name}"));
+                continue;
+            };
+            assert!(
+                f.via.split('>').any(|v| v == via),
+                "{rule} {name}: via {}",
+                f.via
+            );
+            let (start, end) = (prefix.len() as u64, (prefix.len() + encoded.len()) as u64);
+            assert!(
+                f.offset >= start.saturating_sub(1)
+                    && f.offset + f.len as u64 <= end + 1
+                    && f.len > 0,
+                "{rule} {name}: span {}+{} outside {start}..{end}",
+                f.offset,
+                f.len
+            );
+        }
+    }
+    assert!(missed.is_empty(), "missed: {missed:?}");
+    assert_eq!(
+        tested.len(),
+        encodings().len(),
+        "every encoding hides some secret"
+    );
+}
+
+#[test]
+fn nested_encodings_are_found() {
+    let key = aws_key();
+    let tok = gh_token();
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            percent_all(&STANDARD.encode(&key)),
+            "aws-access-key-id",
+            "percent>base64",
+        ),
+        (
+            // encodeURIComponent(btoa(..)): `+`, `/` and `=` percent-encoded.
+            percent_some(&STANDARD.encode(format!("{}\n", aws_secret_line()))),
+            "aws-secret-access-key",
+            "percent>base64",
+        ),
+        (
+            STANDARD.encode(hex::encode(&tok)),
+            "github-pat",
+            "base64>hex",
+        ),
+        (json_u(&percent_all(&tok)), "github-pat", "escape>percent"),
+        (
+            json_u_some(&percent_some(&URL_SAFE_NO_PAD.encode(&tok))),
+            "github-pat",
+            "escape>percent>base64",
+        ),
+        (
+            STANDARD.encode(format!("{{\"k\": \"{}\"}}", json_u(&key))),
+            "aws-access-key-id",
+            "base64>escape",
+        ),
+        (
+            STANDARD.encode(STANDARD.encode(STANDARD.encode(&tok))),
+            "github-pat",
+            "base64>base64>base64",
+        ),
+        (
+            zero_width(&percent_some(&tok)),
+            "github-pat",
+            "unicode>percent",
+        ),
+        (
+            format!(
+                "{{\"args\": \"{}\"}}",
+                fullwidth(&tok).replace('_', "\\u005f")
+            ),
+            "github-pat",
+            "",
+        ),
+        (
+            // A JSON document inside a JSON string: the keyword's quotes are escaped.
+            format!(
+                "{{\"arguments\": \"{{\\\"aws_secret_access_key\\\": \\\"{}\\\"}}\"}}",
+                aws_secret_line()
+                    .rsplit(' ')
+                    .next()
+                    .unwrap_or_default()
+                    .replace('/', "\\/")
+            ),
+            "aws-secret-access-key",
+            "escape",
+        ),
+    ];
+    for (data, rule, via) in cases {
+        let found = deep(data.as_bytes());
+        let f = found.iter().find(|f| f.rule_id == rule);
+        assert!(
+            f.is_some(),
+            "{rule} via {via} not found in {data:?}: {found:?}"
+        );
+        if let Some(f) = f
+            && !via.is_empty()
+        {
+            assert_eq!(f.via, via, "{data}");
+        }
+    }
+}
+
+#[test]
+fn a_secret_deep_in_a_large_body_is_found_and_mapped_back() {
+    let filler =
+        "{\"role\": \"user\", \"content\": \"fn main() {\\n    println!(\\\"hi\\\");\\n}\"}\n";
+    let mut body = filler.repeat(2000);
+    let at = body.len();
+    let enc = percent_all(&gh_token());
+    body.push_str(&enc);
+    body.push_str(&filler.repeat(2000));
+    let found = deep(body.as_bytes());
+    let f = found
+        .iter()
+        .find(|f| f.rule_id == "github-pat")
+        .expect("found");
+    assert_eq!(f.via, "percent");
+    assert_eq!((f.offset as usize, f.len), (at, enc.len()));
+}
+
+/// Traffic shapes that must not fire: decoding adds no finding to what the bytes as
+/// given already give (and those give none except a JWT's own rule).
+#[test]
+fn benign_traffic_adds_no_findings() {
+    let png: Vec<u8> = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"
+        .iter()
+        .copied()
+        .chain(rnd(7, 30_000, ALNUM).bytes().map(|b| b.wrapping_mul(37)))
+        .collect();
+    let jwt = format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#),
+        URL_SAFE_NO_PAD
+            .encode(r#"{"sub":"1234567890","name":"John Doe","iat":1516239022,"aud":"api"}"#),
+        URL_SAFE_NO_PAD.encode(rnd(8, 256, ALNUM))
+    );
+    let sha = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+    let shapes: Vec<(&str, String)> = vec![
+        (
+            "uuids",
+            "{\"id\": \"3f2b8c1e-9d4a-4f6b-8e2a-1c5d7b9e0f3a\", \"parent\": \"a1b2c3d4-e5f6-4789-abcd-ef0123456789\"}"
+                .into(),
+        ),
+        ("sha256", format!("sha256:{sha}\n\"integrity\": \"sha256-{}\"", STANDARD.encode(hex::decode(sha).unwrap_or_default()))),
+        ("png", format!("{{\"type\": \"image\", \"data\": \"{}\"}}", STANDARD.encode(&png))),
+        (
+            "npm tarball",
+            "GET https://registry.npmjs.org/@types/node/-/node-20.11.30.tgz HTTP/1.1\nGET https://files.pythonhosted.org/packages/5b/1c/7d3f0a7c4b2e8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f9/requests-2.31.0-py3-none-any.whl#sha256=58cd2187c01e70e6e26505bca751777aa9f2ee0b7f4300988b709f44e013003f".into(),
+        ),
+        (
+            "git smart http",
+            "0032want 3a1f5e9c0b7d2e4f6a8c1b3d5e7f9a0b2c4d6e8f\n0032have 0b2c4d6e8f3a1f5e9c0b7d2e4f6a8c1b3d5e7f9a\n00000009done\n".into(),
+        ),
+        (
+            "model api call",
+            format!(
+                "{{\"model\":\"claude\",\"messages\":[{{\"role\":\"user\",\"content\":\"Fix this:\\n```rust\\nfn main() {{\\n    let url = \\\"https://example.com/a%20b?q=1&r=2\\\";\\n    println!(\\\"{{}}\\\", url);\\n}}\\n```\\nThanks \\u00e9\\u4e2d\\ud83d\\ude00\"}}],\"stream\":true,\"metadata\":{{\"user_id\":\"{}\"}}}}",
+                rnd(9, 64, b"0123456789abcdef")
+            ),
+        ),
+        (
+            "form post",
+            "name=Jane+Doe&comment=Hello%2C+world%21+caf%C3%A9&redirect=https%3A%2F%2Fexample.com%2Fpath%3Fa%3D1&page=42&id=55".into(),
+        ),
+        ("code", "let x =\n    compute(a, b);\nif y == 0x41 { z = \"\\x41\" }\n".repeat(50)),
+        ("non-ascii prose", "Grüße aus Köln — “quoted” text, ½ cup, ﬁne, emoji 👨‍👩‍👧 and ①.\n".repeat(20)),
+        ("jwt", format!("Authorization: Bearer {jwt}\n")),
+        (
+            "mime",
+            format!(
+                "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9 au lait, soft =\r\nbreak and a=3Db.\r\n--b\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+                STANDARD.encode("The quick brown fox jumps over the lazy dog, many times over.")
+            ),
+        ),
+    ];
+    for (name, data) in shapes {
+        let raw = rules().scan(data.as_bytes());
+        let found = deep(data.as_bytes());
+        assert_eq!(found, raw, "{name}: decoding added findings");
+        if name != "jwt" {
+            assert!(raw.is_empty(), "{name}: {raw:?}");
+        }
+    }
+}
+
+#[test]
+fn malformed_and_truncated_escapes_do_not_panic() {
+    let cases: Vec<&[u8]> = vec![
+        b"%",
+        b"%4",
+        b"%G1",
+        b"abc%",
+        b"=",
+        b"=4",
+        b"=\r",
+        b"\\",
+        b"\\u",
+        b"\\u12",
+        b"\\uD800",
+        b"\\uD800\\u0041",
+        b"\\uDC00",
+        b"\\u{}",
+        b"\\u{110000}",
+        b"\\u{1234567}",
+        b"\\x",
+        b"\\x4",
+        b"\\400",
+        b"&#",
+        b"&#;",
+        b"&#x;",
+        b"&#x110000;",
+        b"&#0;",
+        b"&#99999999999;",
+        b"&am",
+        b"\xff\xfe\xfd",
+        b"\xe2\x80",
+        b"\xef\xbc",
+        b"\xf0\x9d\x90",
+        b"\xc3",
+        b"QUtJQVE3UlpO=",
+        b"====",
+        b"A",
+        b"\x00\x00\x00",
+    ];
+    for c in cases {
+        let _ = deep(c);
+        let _ = text(c);
+        let mut long = c.repeat(500);
+        long.extend_from_slice(b"AKIA");
+        let _ = deep(&long);
+    }
+}
+
+#[test]
+fn the_budget_refuses_rather_than_passes() {
+    // Dense strong escapes decode to a view as long as the input; a budget below that
+    // is exceeded.
+    let data = percent_all(&"A".repeat(50_000));
+    let tight = Limits {
+        max_output: 4_000,
+        min_output: 0,
+        ..Limits::default()
+    };
+    assert_eq!(
+        rules().scan_deep(data.as_bytes(), &tight),
+        Err(NormalizeError::Budget { budget: 4_000 })
+    );
+    // Nesting past max_depth is not decoded, and not an error.
+    let mut nested = gh_token();
+    for _ in 0..6 {
+        nested = STANDARD.encode(nested);
+    }
+    let shallow = Limits {
+        max_depth: 2,
+        ..Limits::default()
+    };
+    assert!(
+        rules()
+            .scan_deep(nested.as_bytes(), &shallow)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(Limits::default().budget(10), 1 << 20);
+    assert_eq!(Limits::default().budget(1 << 30), 64 << 20);
+}
+
+#[test]
+fn text_drops_invisibles_and_folds_compatibility_forms() {
+    assert!(matches!(text(b"plain ascii"), Cow::Borrowed("plain ascii")));
+    let s = format!(
+        "{} \u{200B}ignore\u{202E} previous\u{FE0F} ﬁle ①",
+        fullwidth("IGNORE")
+    );
+    assert_eq!(text(s.as_bytes()), "IGNORE ignore previous file 1");
+    assert_eq!(text(b"a\xffb"), "a\u{FFFD}b");
+    assert!(is_invisible('\u{E0041}') && is_invisible('\u{00AD}') && !is_invisible('a'));
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn br(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        w.write_all(data).unwrap();
+    }
+    out
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+}
+
+#[test]
+fn inflate_undoes_each_coding_and_stacks() {
+    let body = format!("{{\"token\": \"{}\"}}", gh_token())
+        .repeat(20)
+        .into_bytes();
+    let cap = 1 << 20;
+    for (ce, enc) in [
+        ("gzip", gzip(&body)),
+        ("x-gzip", gzip(&body)),
+        ("deflate", zlib(&body)),
+        ("deflate", raw_deflate(&body)),
+        ("br", br(&body)),
+        ("zstd", zstd(&body)),
+        ("identity", body.clone()),
+        ("", body.clone()),
+        ("gzip, br", br(&gzip(&body))),
+        ("zstd,gzip , deflate", zlib(&gzip(&zstd(&body)))),
+        ("GZIP", gzip(&body)),
+    ] {
+        assert_eq!(inflate(ce, &enc, cap).unwrap(), body, "{ce}");
+        let found = deep(&inflate(ce, &enc, cap).unwrap());
+        assert!(found.iter().any(|f| f.rule_id == "github-pat"), "{ce}");
+    }
+    // Two gzip members, two zstd frames.
+    let two = [gzip(b"first "), gzip(b"second")].concat();
+    assert_eq!(inflate("gzip", &two, cap).unwrap(), b"first second");
+    let two = [zstd(b"first "), zstd(b"second")].concat();
+    assert_eq!(inflate("zstd", &two, cap).unwrap(), b"first second");
+}
+
+#[test]
+fn inflate_refuses_bombs_unknown_codings_and_garbage() {
+    let zeros = vec![0u8; 8 << 20];
+    for (ce, enc) in [
+        ("gzip", gzip(&zeros)),
+        ("deflate", zlib(&zeros)),
+        ("br", br(&zeros)),
+        ("zstd", zstd(&zeros)),
+        ("gzip, gzip", gzip(&gzip(&zeros))),
+    ] {
+        assert!(enc.len() < 1 << 20, "{ce}: {} bytes", enc.len());
+        assert!(
+            matches!(
+                inflate(ce, &enc, 1 << 20),
+                Err(InflateError::TooLarge { cap: 1048576 })
+            ),
+            "{ce}"
+        );
+    }
+    assert!(
+        matches!(inflate("compress", b"x", 10), Err(InflateError::Unknown(c)) if c == "compress")
+    );
+    assert!(matches!(
+        inflate("gzip, snappy", b"x", 10),
+        Err(InflateError::Unknown(_))
+    ));
+    assert!(matches!(
+        inflate("gzip,gzip,gzip,gzip,gzip", b"x", 10),
+        Err(InflateError::TooManyLayers { .. })
+    ));
+    for ce in ["gzip", "deflate", "br", "zstd"] {
+        assert!(
+            matches!(
+                inflate(ce, b"\x1f\x8b this is not compressed", 1 << 20),
+                Err(InflateError::Corrupt { .. }) | Err(InflateError::TooLarge { .. })
+            ),
+            "{ce}"
+        );
+        let mut truncated = match ce {
+            "gzip" => gzip(&zeros[..4096]),
+            "deflate" => zlib(&zeros[..4096]),
+            "br" => br(&zeros[..4096]),
+            _ => zstd(&zeros[..4096]),
+        };
+        truncated.truncate(truncated.len() / 2);
+        assert!(inflate(ce, &truncated, 1 << 20).is_err(), "{ce} truncated");
+    }
+    let e = inflate("gzip", b"garbage", 10).unwrap_err();
+    assert!(!e.to_string().contains("garbage"));
+}
+
+/// Bytes that reach the escape and run paths often.
+fn escapy() -> impl Strategy<Value = Vec<u8>> {
+    let atoms = prop_oneof![
+        Just(b"%".to_vec()),
+        Just(b"%4".to_vec()),
+        Just(b"%41".to_vec()),
+        Just(b"%2B".to_vec()),
+        Just(b"+".to_vec()),
+        Just(b"=".to_vec()),
+        Just(b"=\r\n".to_vec()),
+        Just(b"=3D".to_vec()),
+        Just(b"\\".to_vec()),
+        Just(b"\\u00".to_vec()),
+        Just(b"\\u0041".to_vec()),
+        Just(b"\\uD83D".to_vec()),
+        Just(b"\\uDE00".to_vec()),
+        Just(b"\\u{1F600}".to_vec()),
+        Just(b"\\x4".to_vec()),
+        Just(b"\\101".to_vec()),
+        Just(b"&#x41;".to_vec()),
+        Just(b"&#65".to_vec()),
+        Just("\u{200B}".as_bytes().to_vec()),
+        Just("\u{FF21}".as_bytes().to_vec()),
+        Just("\u{FDFA}".as_bytes().to_vec()),
+        Just(b"\xef\xbc".to_vec()),
+        Just(b"QUtJQVE3UlpO".to_vec()),
+        Just(b"AKIA".to_vec()),
+        Just(b"ghp_".to_vec()),
+        Just(b"aws_secret_access_key=".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..8),
+        "[A-Za-z0-9+/_-]{0,40}".prop_map(String::into_bytes),
+    ];
+    proptest::collection::vec(atoms, 0..200).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn scan_deep_and_text_never_panic_on_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..4096)) {
+        let tight = Limits { max_output: 1 << 16, min_output: 0, ..Limits::default() };
+        let _ = rules().scan_deep(&data, &tight);
+        let _ = text(&data);
+    }
+
+    #[test]
+    fn scan_deep_never_panics_on_escape_soup(data in escapy()) {
+        match rules().scan_deep(&data, &Limits::default()) {
+            Ok(found) => {
+                for f in found {
+                    prop_assert!(f.offset as usize + f.len <= data.len(), "{f:?} past {}", data.len());
+                }
+            }
+            Err(NormalizeError::Budget { .. }) => {}
+        }
+        let _ = text(&data);
+    }
+
+    #[test]
+    fn inflate_never_panics_and_keeps_its_cap(data in proptest::collection::vec(any::<u8>(), 0..2048), which in 0usize..5) {
+        let ce = ["gzip", "deflate", "br", "zstd", "gzip, br"][which];
+        if let Ok(out) = inflate(ce, &data, 4096) {
+            prop_assert!(out.len() <= 4096);
+        }
+        // A valid stream with garbage mixed in.
+        let mut s = match which { 0 => gzip(&data), 1 => zlib(&data), 2 => br(&data), _ => zstd(&data) };
+        if let Some(b) = s.get_mut(data.len() % 7 + 2) { *b ^= 0x5a; }
+        if let Ok(out) = inflate(ce, &s, 4096) {
+            prop_assert!(out.len() <= 4096);
+        }
+    }
+}
