@@ -38,7 +38,6 @@ use std::sync::LazyLock;
 
 use base64::Engine as _;
 use regex::Regex;
-use unicode_normalization::UnicodeNormalization;
 
 /// The kind of injection a hit is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -182,17 +181,13 @@ fn is_tag(c: char) -> bool {
     ('\u{E0000}'..='\u{E007F}').contains(&c)
 }
 
-/// Lossy text, invisible characters removed, NFKC, lowercased.
-// TODO(lead): swap for `crate::normalize::text` (branch `normalize`) plus lowercase.
+/// Lossy text, invisible characters removed, NFKC ([`crate::text`], the normalization DLP
+/// uses), lowercased.
 fn normalize_text(text: &str) -> Cow<'_, str> {
-    if text.is_ascii() {
-        if text.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Cow::Owned(text.to_ascii_lowercase());
-        }
-        return Cow::Borrowed(text);
+    match crate::text(text.as_bytes()) {
+        Cow::Borrowed(t) if !t.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(t),
+        t => Cow::Owned(t.to_lowercase()),
     }
-    let nfkc: String = text.chars().filter(|c| !is_invisible(*c)).nfkc().collect();
-    Cow::Owned(nfkc.to_lowercase())
 }
 
 /// Runs of invisible characters and of tag characters, on the text as given.

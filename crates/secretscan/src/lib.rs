@@ -13,9 +13,9 @@
 //! [`redact`] writes hosts, paths and messages for logs with such data hashed.
 
 pub mod hostname;
-pub mod redact;
 pub mod injection;
 mod normalize;
+pub mod redact;
 mod rules;
 mod scanner;
 #[cfg(test)]

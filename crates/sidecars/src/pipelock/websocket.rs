@@ -297,6 +297,8 @@ pub enum Refusal {
         "a compressed message that refers to an earlier one after no context takeover was agreed"
     )]
     ContextTakeover,
+    #[error("a message whose decoded forms exceed the DLP scanning budget")]
+    Undecodable,
 }
 
 /// One frame, unmasked. Debug shows the payload's length, not its bytes.
@@ -648,9 +650,13 @@ fn drive(
 }
 
 /// The DLP verdict on one complete client message or control payload (text or binary,
-/// inflated): the one call that decides, so a deeper scanner can replace it here.
-pub fn scan(rules: &RuleSet, message: &[u8]) -> Option<Finding> {
-    super::server::most_specific(rules.scan(message))
+/// inflated), in every decoded form (`RuleSet::scan_deep`, as for request bodies): the
+/// one call that decides. Decoded forms over the budget refuse the message.
+pub fn scan(rules: &RuleSet, message: &[u8]) -> Result<Option<Finding>, Refusal> {
+    rules
+        .scan_deep(message, &bottle_secretscan::Limits::default())
+        .map(super::server::most_specific)
+        .map_err(|_| Refusal::Undecodable)
 }
 
 /// Why a direction stopped the connection.
@@ -889,26 +895,28 @@ where
     let ended = |bytes, error: Option<String>| Ok(End { bytes, error });
     loop {
         while let Some(frame) = parser.next_frame().map_err(Violation::Refused)? {
-            let (opcode, rsv1, mut payload) =
-                match assembler.push(frame).map_err(Violation::Refused)? {
-                    None => continue,
-                    Some(Item::Control(f)) => {
-                        if let Some(rules) = rules
-                            && let Some(found) = scan(rules, &f.payload)
-                        {
-                            return Err(Violation::Dlp(found, f.opcode));
-                        }
-                        (f.opcode, false, f.payload)
+            let (opcode, rsv1, mut payload) = match assembler
+                .push(frame)
+                .map_err(Violation::Refused)?
+            {
+                None => continue,
+                Some(Item::Control(f)) => {
+                    if let Some(rules) = rules
+                        && let Some(found) = scan(rules, &f.payload).map_err(Violation::Refused)?
+                    {
+                        return Err(Violation::Dlp(found, f.opcode));
                     }
-                    Some(Item::Message(m)) => {
-                        if let Some(rules) = rules
-                            && let Some(found) = scan(rules, m.content())
-                        {
-                            return Err(Violation::Dlp(found, m.opcode));
-                        }
-                        (m.opcode, m.compressed, m.payload)
+                    (f.opcode, false, f.payload)
+                }
+                Some(Item::Message(m)) => {
+                    if let Some(rules) = rules
+                        && let Some(found) = scan(rules, m.content()).map_err(Violation::Refused)?
+                    {
+                        return Err(Violation::Dlp(found, m.opcode));
                     }
-                };
+                    (m.opcode, m.compressed, m.payload)
+                }
+            };
             let mut w = dst.lock().await;
             if let Err(e) = write_frame(&mut *w, dir, opcode, rsv1, &mut payload).await {
                 return ended(bytes, Some(format!("{}: {e}", dir.part())));

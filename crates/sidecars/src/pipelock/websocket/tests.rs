@@ -620,11 +620,21 @@ fn github_token() -> String {
 fn scan_finds_a_token_and_passes_benign_text() {
     let rules = RuleSet::builtin();
     let msg = format!("{{\"type\":\"input\",\"data\":\"{}\"}}", github_token());
-    let f = scan(&rules, msg.as_bytes()).expect("a finding");
+    let f = scan(&rules, msg.as_bytes()).unwrap().expect("a finding");
     assert_eq!(f.rule_id, "github-pat");
     assert_eq!(f.offset, 24);
-    assert!(scan(&rules, b"{\"type\":\"input\",\"data\":\"ls -la\"}").is_none());
-    assert!(scan(&rules, b"").is_none());
+    assert!(
+        scan(&rules, b"{\"type\":\"input\",\"data\":\"ls -la\"}")
+            .unwrap()
+            .is_none()
+    );
+    assert!(scan(&rules, b"").unwrap().is_none());
+    // Encoded, it is found all the same: frames are scanned as request bodies are.
+    let encoded = format!("{{\"data\":\"{}\"}}", hex::encode(github_token()));
+    let f = scan(&rules, encoded.as_bytes())
+        .unwrap()
+        .expect("found after decoding");
+    assert_eq!(f.via, "hex");
 }
 
 #[test]
