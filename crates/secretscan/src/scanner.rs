@@ -23,6 +23,11 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use aho_corasick::Input;
 
 use super::rules::{Candidate, RuleSet, is_placeholder, shannon_entropy};
+use super::validators::shapes;
+
+/// How far past a segment its shape gate looks (a value that starts in the segment
+/// shows its shape within this many bytes: 12 words of 8 letters and 3 separators).
+const GATE_MARGIN: u64 = 256;
 
 /// How far back from a keyword hit its window may start.
 pub const BACK: usize = 512;
@@ -305,8 +310,18 @@ impl<'r> StreamScanner<'r> {
             let hi = full.min(end);
             let report_to = start + SEGMENT as u64;
             let seg = &self.buf[(lo - self.base) as usize..(hi - self.base) as usize];
-            if rules.prefilter.as_ref().is_some_and(|p| p.is_match(seg)) {
+            // Shapes of where a match can start (and as far as a value runs on).
+            let gate_end = (report_to + GATE_MARGIN).min(hi);
+            let shapes =
+                shapes(&self.buf[(start - self.base) as usize..(gate_end - self.base) as usize]);
+            {
                 for &ri in &rules.keywordless {
+                    if rules.rules[ri]
+                        .validator
+                        .is_some_and(|v| !v.possible(shapes))
+                    {
+                        continue;
+                    }
                     for caps in rules.rules[ri].regex.captures_iter(seg) {
                         let whole = caps.get(0).expect("group 0 always participates");
                         let at = lo + whole.start() as u64;

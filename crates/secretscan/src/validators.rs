@@ -87,6 +87,177 @@ impl Validator {
     }
 }
 
+// ---------------------------------------------------------------- segment gates
+
+/// Shapes a stretch of bytes holds, found in one linear pass: a keywordless rule's
+/// regex only runs over a segment that holds the shape its validator needs (every
+/// value a validator accepts has it), so text without them costs one pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Shapes {
+    /// Four digits in a row (every card number, grouped or not).
+    pub digits4: bool,
+    /// Two uppercase letters then two digits (an IBAN's start).
+    pub iban: bool,
+    /// 25 letters or digits in a row (WIF keys, addresses, hex keys).
+    pub alnum25: bool,
+    /// Twelve words of 3 to 8 letters that start like words of the BIP-39 English
+    /// list (its words are unique in their first four letters), one to three of
+    /// space, tab, CR, LF or comma between them (a seed phrase).
+    pub words12: bool,
+}
+
+/// Key of a word's first four letters (or three, for a three-letter word), base 27.
+fn prefix_key(letters: &[u8]) -> usize {
+    let mut k = 0usize;
+    for i in 0..4 {
+        k = k * 27
+            + letters
+                .get(i)
+                .map_or(0, |c| usize::from(c.to_ascii_lowercase() - b'a') + 1);
+    }
+    k
+}
+
+/// The four-letter prefixes of the BIP-39 English words, as a bitset.
+fn bip39_prefixes() -> &'static [u64] {
+    static SET: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
+    SET.get_or_init(|| {
+        let mut set = vec![0u64; 27usize.pow(4) / 64 + 1];
+        for w in bip39::Language::English.word_list() {
+            let k = prefix_key(w.as_bytes());
+            set[k / 64] |= 1 << (k % 64);
+        }
+        set
+    })
+}
+
+const C_DIGIT: u8 = 1;
+const C_UPPER: u8 = 2;
+const C_LOWER: u8 = 4;
+const C_SEP: u8 = 8;
+
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = if c.is_ascii_digit() {
+            C_DIGIT
+        } else if c.is_ascii_uppercase() {
+            C_UPPER
+        } else if c.is_ascii_lowercase() {
+            C_LOWER
+        } else if matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b',') {
+            C_SEP
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// The shapes `b` holds (each test stops at its first hit; a test runs only when a
+/// cheaper one before it allows).
+pub(crate) fn shapes(b: &[u8]) -> Shapes {
+    static DIGITS4: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
+    static IBAN: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
+    let digits4 = DIGITS4.get_or_init(|| regex::bytes::Regex::new("(?-u)[0-9]{2}").expect("valid"));
+    let two_digits = digits4.is_match(b);
+    let iban = two_digits
+        && IBAN
+            .get_or_init(|| regex::bytes::Regex::new("(?-u)[A-Z]{2}[0-9]{2}").expect("valid"))
+            .is_match(b);
+    Shapes {
+        digits4: two_digits && digit_run(b, 4),
+        iban,
+        alnum25: alnum_run(b, 25),
+        words12: listed_words(b, 12),
+    }
+}
+
+/// A run of at least `n` ASCII digits.
+fn digit_run(b: &[u8], n: u32) -> bool {
+    let mut run = 0u32;
+    for &c in b {
+        run = if c.is_ascii_digit() { run + 1 } else { 0 };
+        if run >= n {
+            return true;
+        }
+    }
+    false
+}
+
+/// A run of at least `n` ASCII letters and digits (branch-free per byte, checked
+/// per block).
+fn alnum_run(b: &[u8], n: u32) -> bool {
+    let mut run = 0u32;
+    for block in b.chunks(64) {
+        let mut max = 0u32;
+        for &c in block {
+            run = (run + 1) * u32::from(CLASSES[c as usize] & (C_DIGIT | C_UPPER | C_LOWER) != 0);
+            max = max.max(run);
+        }
+        if max >= n {
+            return true;
+        }
+    }
+    false
+}
+
+/// `n` consecutive words that start like BIP-39 words, 3 to 8 letters each, one to
+/// three separators (space, tab, CR, LF, comma) between them.
+fn listed_words(b: &[u8], n: u32) -> bool {
+    let prefixes = bip39_prefixes();
+    let letter = |c: u8| CLASSES[c as usize] & (C_UPPER | C_LOWER) != 0;
+    let mut words = 0u32;
+    let mut i = 0;
+    while i < b.len() {
+        // The gap before a word.
+        let gap_start = i;
+        let mut clean = true;
+        while i < b.len() && !letter(b[i]) {
+            clean &= CLASSES[b[i] as usize] == C_SEP;
+            i += 1;
+        }
+        let gap = i - gap_start;
+        if !clean || gap > 3 || (gap == 0 && gap_start > 0) {
+            words = 0;
+        }
+        // The word.
+        let start = i;
+        while i < b.len() && letter(b[i]) {
+            i += 1;
+        }
+        let len = i - start;
+        if len == 0 {
+            break;
+        }
+        let key = prefix_key(&b[start..start + len.min(4)]);
+        if (3..=8).contains(&len) && prefixes[key / 64] & (1 << (key % 64)) != 0 {
+            words += 1;
+            if words >= n {
+                return true;
+            }
+        } else {
+            words = 0;
+        }
+    }
+    false
+}
+
+impl Validator {
+    /// Does a segment with these shapes possibly hold a value this validator accepts?
+    pub(crate) fn possible(self, s: Shapes) -> bool {
+        match self {
+            Validator::Luhn => s.digits4,
+            Validator::Iban => s.iban,
+            Validator::Wif | Validator::BtcAddress | Validator::Secp256k1Key => s.alnum25,
+            Validator::Bip39 => s.words12,
+        }
+    }
+}
+
 // ---------------------------------------------------------------- payment cards
 
 /// Documented test card numbers (Visa, Mastercard, Amex, Discover, JCB, Diners,
