@@ -160,50 +160,47 @@ const CLASSES: [u8; 256] = {
 /// The shapes `b` holds (each test stops at its first hit; a test runs only when a
 /// cheaper one before it allows).
 pub(crate) fn shapes(b: &[u8]) -> Shapes {
-    static DIGITS4: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
-    static IBAN: std::sync::OnceLock<regex::bytes::Regex> = std::sync::OnceLock::new();
-    let digits4 = DIGITS4.get_or_init(|| regex::bytes::Regex::new("(?-u)[0-9]{2}").expect("valid"));
-    let two_digits = digits4.is_match(b);
-    let iban = two_digits
-        && IBAN
-            .get_or_init(|| regex::bytes::Regex::new("(?-u)[A-Z]{2}[0-9]{2}").expect("valid"))
-            .is_match(b);
+    let upper = |i: usize| b[i].is_ascii_uppercase();
+    // Most text has few digits: a count (vectorized, no branch) spares the digit tests.
+    let digits = b.iter().filter(|c| c.is_ascii_digit()).count() >= 2;
     Shapes {
-        digits4: two_digits && digit_run(b, 4),
-        iban,
-        alnum25: alnum_run(b, 25),
-        words12: listed_words(b, 12),
+        digits4: digits && runs(b, 4, C_DIGIT).next().is_some(),
+        iban: digits
+            && runs(b, 2, C_DIGIT)
+                .any(|r| r.start >= 2 && upper(r.start - 1) && upper(r.start - 2)),
+        alnum25: runs(b, 25, C_DIGIT | C_UPPER | C_LOWER).next().is_some(),
+        words12: runs(b, MIN_PHRASE_BYTES, C_UPPER | C_LOWER | C_SEP)
+            .any(|r| listed_words(&b[r], 12)),
     }
 }
 
-/// A run of at least `n` ASCII digits.
-fn digit_run(b: &[u8], n: u32) -> bool {
-    let mut run = 0u32;
-    for &c in b {
-        run = if c.is_ascii_digit() { run + 1 } else { 0 };
-        if run >= n {
-            return true;
+/// The maximal runs of at least `n` bytes of class `mask`, found by probing the last
+/// byte of each window and scanning back only over bytes of the class (a byte outside
+/// it skips the whole window), so text of short runs costs a fraction of a read.
+fn runs(b: &[u8], n: usize, mask: u8) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let is = move |c: u8| CLASSES[c as usize] & mask != 0;
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while n > 0 && i + n <= b.len() {
+            match b[i..i + n].iter().rposition(|&c| !is(c)) {
+                Some(k) => i += k + 1,
+                None => {
+                    let start = i;
+                    let mut end = i + n;
+                    while end < b.len() && is(b[end]) {
+                        end += 1;
+                    }
+                    i = end + 1;
+                    return Some(start..end);
+                }
+            }
         }
-    }
-    false
+        None
+    })
 }
 
-/// A run of at least `n` ASCII letters and digits (branch-free per byte, checked
-/// per block).
-fn alnum_run(b: &[u8], n: u32) -> bool {
-    let mut run = 0u32;
-    for block in b.chunks(64) {
-        let mut max = 0u32;
-        for &c in block {
-            run = (run + 1) * u32::from(CLASSES[c as usize] & (C_DIGIT | C_UPPER | C_LOWER) != 0);
-            max = max.max(run);
-        }
-        if max >= n {
-            return true;
-        }
-    }
-    false
-}
+/// Twelve words of at least 3 letters and a separator each: the shortest seed phrase.
+const MIN_PHRASE_BYTES: usize = 12 * 3 + 11;
 
 /// `n` consecutive words that start like BIP-39 words, 3 to 8 letters each, one to
 /// three separators (space, tab, CR, LF, comma) between them.
