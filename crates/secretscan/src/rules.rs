@@ -8,13 +8,27 @@
 //! commit allowlists are accepted but mean nothing to a byte stream: an `AND` allowlist
 //! that has them never applies (fail closed).
 //!
-//! Unlike gitleaks, every rule must have `keywords`, and a keyword must occur inside
-//! the rule's match: the scanner only tries a rule in a bounded window around a keyword
-//! hit, which is what lets it stream with a bounded memory.
+//! Unlike gitleaks, a keyword must occur inside the rule's match: the scanner only tries
+//! a rule in a bounded window around a keyword hit, which is what lets it stream with a
+//! bounded memory. A rule without `keywords` must name a `validator` (a checksum, see
+//! [`crate::validators`]): it runs over every fixed-size segment of the stream instead.
+//!
+//! bottle extensions and deviations, so that the agent whose traffic is scanned cannot
+//! choose when a rule looks away:
+//! - `validator = "luhn" | "iban" | "wif" | "btc-address" | "secp256k1-key" | "bip39"`
+//!   on a rule: a match is a finding only if the validator accepts it.
+//! - `stopwords` match the **whole** secret (ASCII case-insensitive), never a substring:
+//!   in gitleaks a stopword anywhere in the secret excuses it, so appending `.example`
+//!   to a real key would hide it. Use them for an explicit list of documentation
+//!   values.
+//! - A secret that is all filler ([`crate::validators::is_filler`]: `xxxx`, `0000`,
+//!   every long part one repeated character) is never a finding, whatever the rules.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
+
+use crate::validators::Validator;
 
 /// Why a rule file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +50,6 @@ pub enum RulesError {
     },
     #[error("rule {id}: has no regex (path-only rules are not supported)")]
     NoRegex { id: String },
-    #[error("rule {id}: has no keywords; every rule needs keywords found inside its match")]
-    NoKeywords { id: String },
     #[error("rule {id}: secretGroup {group} but the regex has only {groups} groups")]
     SecretGroup {
         id: String,
@@ -49,6 +61,16 @@ pub enum RulesError {
         scope: String,
         field: &'static str,
         value: String,
+    },
+    #[error(
+        "rule {id}: has no keywords and no validator; a rule without keywords runs over all traffic and needs a validator"
+    )]
+    NoKeywordsNoValidator { id: String },
+    #[error("rule {id}: validator")]
+    Validator {
+        id: String,
+        #[source]
+        source: crate::validators::UnknownValidator,
     },
     #[error("rule id {0} appears twice")]
     DuplicateId(String),
@@ -93,6 +115,8 @@ struct RawRule {
     #[allow(dead_code)]
     path: Option<String>,
     #[serde(default)]
+    validator: Option<String>,
+    #[serde(default)]
     allowlist: Option<RawAllowlist>,
     #[serde(default)]
     allowlists: Vec<RawAllowlist>,
@@ -134,8 +158,8 @@ pub(crate) struct Allowlist {
     and: bool,
     target: Target,
     regexes: Vec<Regex>,
-    /// Lowercased.
-    stopwords: Vec<String>,
+    /// Whole values, lowercased (ASCII).
+    stopwords: Vec<Vec<u8>>,
     /// An AND allowlist with path or commit conditions can never hold here.
     never: bool,
     /// Global allowlists can be limited to some rule ids.
@@ -147,6 +171,11 @@ pub(crate) struct Candidate<'a> {
     pub secret: &'a [u8],
     pub whole: &'a [u8],
     pub line: &'a [u8],
+}
+
+/// The built-in whole-value judgement every rule gets, before its allowlists: filler.
+pub(crate) fn is_placeholder(secret: &[u8]) -> bool {
+    crate::validators::is_filler(secret)
 }
 
 impl Allowlist {
@@ -190,7 +219,11 @@ impl Allowlist {
             and,
             target,
             regexes,
-            stopwords: raw.stopwords.iter().map(|s| s.to_lowercase()).collect(),
+            stopwords: raw
+                .stopwords
+                .iter()
+                .map(|s| s.as_bytes().to_ascii_lowercase())
+                .collect(),
             never: and && (!raw.paths.is_empty() || !raw.commits.is_empty()),
             target_rules: raw.target_rules,
         })
@@ -214,8 +247,12 @@ impl Allowlist {
             conds.push(self.regexes.iter().any(|r| r.is_match(text)));
         }
         if !self.stopwords.is_empty() {
-            let secret = String::from_utf8_lossy(c.secret).to_lowercase();
-            conds.push(self.stopwords.iter().any(|w| secret.contains(w.as_str())));
+            // The whole secret, never a substring: see the module docs.
+            conds.push(
+                self.stopwords
+                    .iter()
+                    .any(|w| w.eq_ignore_ascii_case(c.secret)),
+            );
         }
         if conds.is_empty() {
             return false;
@@ -237,6 +274,7 @@ pub struct Rule {
     pub(crate) secret_group: usize,
     pub(crate) entropy: Option<f64>,
     pub(crate) allowlists: Vec<Allowlist>,
+    pub(crate) validator: Option<Validator>,
 }
 
 /// A compiled rule set: the rules, the global allowlists, and the keyword automaton.
@@ -249,6 +287,8 @@ pub struct RuleSet {
     pub(crate) keyword_rules: Vec<Vec<usize>>,
     /// Length of the longest keyword.
     pub(crate) max_keyword: usize,
+    /// Rules without keywords (each has a validator), run over every segment.
+    pub(crate) keywordless: Vec<usize>,
 }
 
 /// The rules shipped with bottle.
@@ -280,6 +320,7 @@ impl RuleSet {
         let mut rules = Vec::new();
         let mut patterns: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        let mut keywordless = Vec::new();
         for r in raw.rules {
             if rules.iter().any(|x: &Rule| x.id == r.id) {
                 return Err(RulesError::DuplicateId(r.id));
@@ -287,8 +328,15 @@ impl RuleSet {
             let Some(src) = r.regex else {
                 return Err(RulesError::NoRegex { id: r.id });
             };
-            if r.keywords.is_empty() {
-                return Err(RulesError::NoKeywords { id: r.id });
+            let validator = match &r.validator {
+                None => None,
+                Some(v) => Some(v.parse::<Validator>().map_err(|e| RulesError::Validator {
+                    id: r.id.clone(),
+                    source: e,
+                })?),
+            };
+            if r.keywords.is_empty() && validator.is_none() {
+                return Err(RulesError::NoKeywordsNoValidator { id: r.id });
             }
             let regex = RegexBuilder::new(&src)
                 .size_limit(1 << 22)
@@ -316,6 +364,9 @@ impl RuleSet {
                 allowlists.push(Allowlist::compile(a, &scope)?);
             }
             let idx = rules.len();
+            if r.keywords.is_empty() {
+                keywordless.push(idx);
+            }
             for k in r.keywords {
                 let k = k.to_ascii_lowercase();
                 match patterns.iter().position(|p| *p == k) {
@@ -333,11 +384,16 @@ impl RuleSet {
                 secret_group,
                 entropy: r.entropy,
                 allowlists,
+                validator,
             });
         }
+        // A DFA whatever the number of keywords: the automatic choice falls back to an
+        // NFA past 100 patterns, four times slower; the DFA of a few hundred short
+        // keywords is a few MiB at most.
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
             .build(&patterns)?;
         let max_keyword = patterns.iter().map(String::len).max().unwrap_or(1);
         Ok(RuleSet {
@@ -346,6 +402,7 @@ impl RuleSet {
             keywords,
             keyword_rules,
             max_keyword,
+            keywordless,
         })
     }
 

@@ -7,13 +7,28 @@
 //! Because windows never depend on where chunks begin or end, the findings of a stream
 //! are the same for every chunking; the scanner keeps only the bytes that a pending or
 //! future window can still need (a bounded overlap), so memory is bounded.
+//!
+//! Rules without keywords (validated shapes such as card numbers, see
+//! [`crate::validators`]) run over fixed segments instead: [`SEGMENT`] bytes at fixed
+//! absolute offsets, seen with [`SEGMENT_LEFT`] bytes of context before and
+//! [`SEGMENT_OVERLAP`] after; a segment reports the matches that start in it. Segments
+//! do not depend on chunking either.
+//!
+//! Judging a match: the rule's entropy threshold, then the built-in filler check and
+//! the allowlists (whole-value placeholders), then the rule's validator with the window
+//! as context.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use aho_corasick::Input;
 
 use super::redact::keyed_hash;
-use super::rules::{Candidate, RuleSet, shannon_entropy};
+use super::rules::{Candidate, RuleSet, is_placeholder, shannon_entropy};
+use super::validators::shapes;
+
+/// How far past a segment its shape gate looks (a value that starts in the segment
+/// shows its shape within this many bytes: 12 words of 8 letters and 3 separators).
+const GATE_MARGIN: u64 = 256;
 
 /// How far back from a keyword hit its window may start.
 pub const BACK: usize = 512;
@@ -21,6 +36,15 @@ pub const BACK: usize = 512;
 pub const FORWARD: usize = 4096;
 /// A window ends at this many line breaks after the hit (a PEM header and its body).
 pub const LINES_AFTER: usize = 4;
+
+/// Keywordless rules run over segments of this many bytes.
+pub const SEGMENT: usize = 2048;
+/// Context before a segment (for word boundaries; matches starting there belong to the
+/// segment before).
+pub const SEGMENT_LEFT: usize = 128;
+/// Context after a segment: a keywordless match starting in a segment is found when it
+/// is at most this long.
+pub const SEGMENT_OVERLAP: usize = 1024;
 
 /// A secret found: which rule, where. Never the secret itself.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,6 +73,18 @@ impl std::fmt::Display for Finding {
             write!(f, " via {}", self.via)?;
         }
         Ok(())
+    }
+}
+
+/// The finding of `rule_id` for `secret` at `offset` (the one place a [`Finding`] is
+/// made, for the scanner and [`crate::entropy`]): a keyed hash, never the secret.
+pub(crate) fn finding(offset: u64, rule_id: &str, secret: &[u8]) -> Finding {
+    Finding {
+        offset,
+        len: secret.len(),
+        rule_id: rule_id.to_string(),
+        hash: keyed_hash(secret),
+        via: String::new(),
     }
 }
 
@@ -82,6 +118,8 @@ pub struct StreamScanner<'r> {
     last_window: HashMap<usize, (u64, u64, Vec<Judged>)>,
     reported: BTreeSet<(usize, u64, usize)>,
     findings: Vec<Finding>,
+    /// Absolute start of the next segment the keywordless rules have not run over.
+    next_segment: u64,
     eof: bool,
     /// Where keyword hits start, when the caller asked (`scan_deep` uses them).
     pub(crate) hit_starts: Option<Vec<u64>>,
@@ -99,6 +137,7 @@ impl<'r> StreamScanner<'r> {
             last_window: HashMap::new(),
             reported: BTreeSet::new(),
             findings: Vec::new(),
+            next_segment: 0,
             eof: false,
             hit_starts: None,
         }
@@ -115,6 +154,7 @@ impl<'r> StreamScanner<'r> {
         self.buf.extend_from_slice(chunk);
         self.search();
         self.judge_ready();
+        self.run_segments();
         self.trim();
         std::mem::take(&mut self.findings)
     }
@@ -124,6 +164,7 @@ impl<'r> StreamScanner<'r> {
         self.eof = true;
         self.search();
         self.judge_ready();
+        self.run_segments();
         self.trim();
         std::mem::take(&mut self.findings)
     }
@@ -140,6 +181,11 @@ impl<'r> StreamScanner<'r> {
             .map(|h| h.start)
             .min()
             .map_or(self.search_from, |s| s.min(self.search_from));
+        let oldest = if self.rules.keywordless.is_empty() {
+            oldest
+        } else {
+            oldest.min(self.next_segment)
+        };
         oldest.saturating_sub(BACK as u64)
     }
 
@@ -237,42 +283,68 @@ impl<'r> StreamScanner<'r> {
         }
     }
 
-    /// Run rule `ri` over the window and judge each match (entropy, allowlists).
+    /// Run rule `ri` over the window and judge each match.
     fn run_rule(&self, ri: usize, ws: u64, we: u64) -> Vec<Judged> {
         let rule = &self.rules.rules[ri];
         let window = &self.buf[(ws - self.base) as usize..(we - self.base) as usize];
         let mut out = Vec::new();
         for caps in rule.regex.captures_iter(window) {
             let whole = caps.get(0).expect("group 0 always participates");
-            let secret = caps.get(rule.secret_group).unwrap_or(whole);
-            let bytes = secret.as_bytes();
-            let keep = rule.entropy.is_none_or(|min| shannon_entropy(bytes) > min) && {
-                let line_start = memchr_rev(b'\n', &window[..whole.start()]).map_or(0, |i| i + 1);
-                let line_end = window[whole.end()..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(window.len(), |i| whole.end() + i);
-                let cand = Candidate {
-                    secret: bytes,
-                    whole: whole.as_bytes(),
-                    line: &window[line_start..line_end],
-                };
-                !rule.allowlists.iter().any(|a| a.allows(&rule.id, &cand))
-                    && !self.rules.global.iter().any(|a| a.allows(&rule.id, &cand))
-            };
             out.push(Judged {
                 start: ws + whole.start() as u64,
                 end: ws + whole.end() as u64,
-                finding: keep.then(|| Finding {
-                    offset: ws + secret.start() as u64,
-                    len: bytes.len(),
-                    rule_id: rule.id.clone(),
-                    hash: keyed_hash(bytes),
-                    via: String::new(),
-                }),
+                finding: self.rules.judge_match(ri, window, ws, &caps),
             });
         }
         out
+    }
+
+    /// Run the keywordless rules over every segment that is complete (or, at the end
+    /// of the stream, over what is left).
+    fn run_segments(&mut self) {
+        let rules = self.rules;
+        if rules.keywordless.is_empty() {
+            return;
+        }
+        loop {
+            let start = self.next_segment;
+            let end = self.position();
+            let full = start + (SEGMENT + SEGMENT_OVERLAP) as u64;
+            if start >= end || (full > end && !self.eof) {
+                break;
+            }
+            let lo = start.saturating_sub(SEGMENT_LEFT as u64).max(self.base);
+            let hi = full.min(end);
+            let report_to = start + SEGMENT as u64;
+            let seg = &self.buf[(lo - self.base) as usize..(hi - self.base) as usize];
+            // Shapes of where a match can start (and as far as a value runs on).
+            let gate_end = (report_to + GATE_MARGIN).min(hi);
+            let shapes =
+                shapes(&self.buf[(start - self.base) as usize..(gate_end - self.base) as usize]);
+            {
+                for &ri in &rules.keywordless {
+                    if rules.rules[ri]
+                        .validator
+                        .is_some_and(|v| !v.possible(shapes))
+                    {
+                        continue;
+                    }
+                    for caps in rules.rules[ri].regex.captures_iter(seg) {
+                        let whole = caps.get(0).expect("group 0 always participates");
+                        let at = lo + whole.start() as u64;
+                        if at < start || at >= report_to {
+                            continue;
+                        }
+                        if let Some(f) = rules.judge_match(ri, seg, lo, &caps)
+                            && self.reported.insert((ri, f.offset, f.len))
+                        {
+                            self.findings.push(f);
+                        }
+                    }
+                }
+            }
+            self.next_segment = report_to;
+        }
     }
 
     /// Drop bytes no window can need any more.
@@ -291,6 +363,50 @@ fn memchr_rev(needle: u8, hay: &[u8]) -> Option<usize> {
 }
 
 impl RuleSet {
+    /// Judge one match of rule `ri` in `window` (which starts at absolute `ws`):
+    /// entropy, filler, allowlists, validator. The finding, or None when excused.
+    fn judge_match(
+        &self,
+        ri: usize,
+        window: &[u8],
+        ws: u64,
+        caps: &regex::bytes::Captures<'_>,
+    ) -> Option<Finding> {
+        let rule = &self.rules[ri];
+        let whole = caps.get(0).expect("group 0 always participates");
+        let secret = caps.get(rule.secret_group).unwrap_or(whole);
+        let bytes = secret.as_bytes();
+        if rule
+            .entropy
+            .is_some_and(|min| shannon_entropy(bytes) <= min)
+            || is_placeholder(bytes)
+        {
+            return None;
+        }
+        let line_start = memchr_rev(b'\n', &window[..whole.start()]).map_or(0, |i| i + 1);
+        let line_end = window[whole.end()..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(window.len(), |i| whole.end() + i);
+        let cand = Candidate {
+            secret: bytes,
+            whole: whole.as_bytes(),
+            line: &window[line_start..line_end],
+        };
+        if rule.allowlists.iter().any(|a| a.allows(&rule.id, &cand))
+            || self.global.iter().any(|a| a.allows(&rule.id, &cand))
+        {
+            return None;
+        }
+        if rule
+            .validator
+            .is_some_and(|v| !v.check(window, secret.range()))
+        {
+            return None;
+        }
+        Some(finding(ws + secret.start() as u64, &rule.id, bytes))
+    }
+
     /// Scan a whole buffer: the same as streaming it in any chunks.
     pub fn scan(&self, data: &[u8]) -> Vec<Finding> {
         self.scan_hits(data, None)

@@ -5,11 +5,15 @@ use super::*;
 use crate::test_support::rnd;
 use proptest::prelude::*;
 
-const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-const UPPER32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-const URLSAFE: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
-const DIGITS: &[u8] = b"0123456789";
+pub(crate) const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+pub(crate) const UPPER32: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+pub(crate) const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+pub(crate) const URLSAFE: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+pub(crate) const DIGITS: &[u8] = b"0123456789";
+pub(crate) const HEX: &[u8] = b"0123456789abcdef";
+const LETTERS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const BECH32_UPPER: &[u8] = b"QPZRY9X8GF2TVDW0S3JN54KHCE6MUA7L";
 
 /// (rule id, text that must be found, texts that must not be found by that rule).
 pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {
@@ -19,8 +23,9 @@ pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {
             "aws-access-key-id",
             format!("aws_access_key_id = AKIA{}", rnd(1, 16, UPPER32)),
             vec![
-                format!("key = AKIA{}EXAMPLE", rnd(1, 9, UPPER32)),
                 "AKIAIOSFODNN7EXAMPLE".into(),
+                "aws_access_key_id = akiaiosfodnn7example".into(),
+                format!("AKIA{}", "X".repeat(16)),
                 format!("id = AKIA{}", rnd(1, 12, UPPER32)),
                 "Trip to ASIA and more".into(),
             ],
@@ -49,7 +54,10 @@ pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {
         (
             "github-app-token",
             format!("GH_TOKEN=ghs_{}", rnd(5, 36, ALNUM)),
-            vec![format!("ghs_{}_suffix", rnd(5, 30, ALNUM))],
+            vec![
+                format!("ghs_{}_suffix", rnd(5, 30, ALNUM)),
+                format!("ghu_{}", "0".repeat(36)),
+            ],
         ),
         (
             "github-refresh-token",
@@ -67,6 +75,11 @@ pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {
             vec!["glpat-short".into(), format!("glpat-{}", "x".repeat(20))],
         ),
         (
+            "gitlab-token",
+            format!("CI_DEPLOY=gldt-{}", rnd(40, 20, URLSAFE)),
+            vec!["gldt-short".into(), "glrt-".to_string() + &"0".repeat(20)],
+        ),
+        (
             "slack-token",
             format!(
                 "xoxb-{}-{}-{}",
@@ -77,7 +90,18 @@ pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {
             vec![
                 "xoxb-not-a-token".into(),
                 format!("xoxb-{}", rnd(11, 12, DIGITS)),
+                format!("xoxb-123456789012-1234567890123-{}", "x".repeat(24)),
             ],
+        ),
+        (
+            "slack-app-token",
+            format!(
+                "xapp-1-A{}-{}-{}",
+                rnd(41, 10, UPPER32),
+                rnd(42, 13, DIGITS),
+                rnd(43, 64, HEX)
+            ),
+            vec!["xapp-1-A1-2-3".into()],
         ),
         (
             "slack-webhook-url",
@@ -93,9 +117,28 @@ pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {
             "stripe-live-key",
             format!("STRIPE_KEY=sk_live_{}", rnd(17, 24, ALNUM)),
             vec![
-                format!("STRIPE_KEY=sk_test_{}", rnd(17, 24, ALNUM)),
+                format!("STRIPE_PUBLISHABLE_KEY=pk_live_{}", rnd(17, 24, ALNUM)),
                 "sk_live_short".into(),
+                format!("sk_live_{}", "0".repeat(24)),
             ],
+        ),
+        (
+            "stripe-test-key",
+            format!("Authorization: Bearer rk_test_{}", rnd(44, 99, ALNUM)),
+            vec![
+                format!("pk_test_{}", rnd(44, 99, ALNUM)),
+                "sk_test_xxxxxxxxxxxxxxxxxxxxxxxxxxxx".into(),
+            ],
+        ),
+        (
+            "stripe-webhook-secret",
+            format!("STRIPE_WEBHOOK_SECRET=whsec_{}", rnd(45, 32, ALNUM)),
+            vec!["whsec_...".into()],
+        ),
+        (
+            "sendgrid-api-key",
+            format!("SENDGRID_API_KEY=SG.{}.{}", rnd(46, 22, URLSAFE), rnd(47, 43, URLSAFE)),
+            vec!["msg.send(SG.config)".into(), format!("SG.{}", rnd(46, 22, URLSAFE))],
         ),
         (
             "openai-api-key",
@@ -121,10 +164,82 @@ pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {
             vec![format!("AIza{}", rnd(22, 20, URLSAFE))],
         ),
         (
+            "google-oauth-client-secret",
+            format!("\"client_secret\": \"GOCSPX-{}\"", rnd(48, 28, URLSAFE)),
+            vec!["GOCSPX-short".into()],
+        ),
+        (
+            "huggingface-token",
+            format!("HF_TOKEN=hf_{}", rnd(49, 34, LETTERS)),
+            vec![
+                "self.hf_modelnameforcausallmwithvaluehead = 1".into(),
+                format!("hf_{}", rnd(49, 20, LETTERS)),
+            ],
+        ),
+        (
+            "pypi-upload-token",
+            format!("password = pypi-AgEIcHlwaS5vcmc{}", rnd(50, 150, URLSAFE)),
+            vec!["pypi-AgEIcHlwaS5vcmc".into(), format!("pypi-{}", rnd(50, 150, URLSAFE))],
+        ),
+        (
+            "vault-token",
+            format!("VAULT_TOKEN=hvs.{}", rnd(51, 95, URLSAFE)),
+            vec!["hvs.short".into(), format!("s.{}", rnd(51, 24, ALNUM))],
+        ),
+        (
+            "digitalocean-token",
+            format!("DO_TOKEN=dop_v1_{}", rnd(52, 64, HEX)),
+            vec![format!("dop_v1_{}", rnd(52, 40, HEX))],
+        ),
+        (
+            "databricks-token",
+            format!("DATABRICKS_TOKEN=dapi{}", rnd(53, 32, HEX)),
+            vec!["dapi_version = 2".into(), format!("dapi{}", rnd(53, 20, HEX))],
+        ),
+        (
+            "shopify-token",
+            format!("X-Shopify-Access-Token: shpat_{}", rnd(54, 32, HEX)),
+            vec![format!("shpat_{}", rnd(54, 16, HEX))],
+        ),
+        (
+            "linear-api-key",
+            format!("LINEAR_API_KEY=lin_api_{}", rnd(55, 40, ALNUM)),
+            vec!["lin_api_key".into()],
+        ),
+        (
+            "postman-api-key",
+            format!("x-api-key: PMAK-{}-{}", rnd(56, 24, HEX), rnd(57, 34, HEX)),
+            vec![format!("PMAK-{}", rnd(56, 24, HEX))],
+        ),
+        (
+            "grafana-token",
+            format!("GRAFANA_TOKEN=glsa_{}_{}", rnd(58, 32, ALNUM), rnd(59, 8, HEX)),
+            vec!["glc_short".into()],
+        ),
+        (
+            "age-secret-key",
+            format!("AGE-SECRET-KEY-1{}", rnd(60, 58, BECH32_UPPER)),
+            vec!["AGE-SECRET-KEY-1".into()],
+        ),
+        (
+            "telegram-bot-token",
+            format!("bot{}:AA{}", rnd(61, 10, DIGITS), rnd(62, 33, URLSAFE)),
+            vec!["time 12:AA".into()],
+        ),
+        (
+            "azure-storage-key",
+            format!(
+                "DefaultEndpointsProtocol=https;AccountName=x;AccountKey={}==;",
+                rnd(63, 86, B64)
+            ),
+            vec!["AccountKey=;".into()],
+        ),
+        (
             "private-key",
             format!("-----BEGIN RSA PRIVATE KEY-----\n{pem_body}\n{pem_body}\n"),
             vec![
                 "the header -----BEGIN RSA PRIVATE KEY----- alone, in docs".into(),
+                "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----".into(),
                 format!("-----BEGIN CERTIFICATE-----\n{pem_body}\n"),
                 format!("-----BEGIN PUBLIC KEY-----\n{pem_body}\n"),
             ],
@@ -148,6 +263,54 @@ pub(crate) fn samples() -> Vec<(&'static str, String, Vec<String>)> {
             vec![
                 format!("npm_{}", rnd(26, 20, ALNUM)),
                 "npm_config_cache".into(),
+            ],
+        ),
+        (
+            "ethereum-private-key",
+            format!("PRIVATE_KEY=0x{}", rnd(64, 64, HEX)),
+            vec![
+                // A transaction hash: 64 hex digits, no private-key name.
+                format!("{{\"hash\": \"0x{}\"}}", rnd(64, 64, HEX)),
+                // Above the group order.
+                format!("private_key = \"{}\"", "f".repeat(60) + "ffff"),
+            ],
+        ),
+        (
+            "card-number",
+            format!("card=\"{}\"", crate::tests_dlp::pan("51", 16, 65)),
+            vec![
+                format!("card={}", crate::tests_dlp::bad_luhn(&crate::tests_dlp::pan("51", 16, 65))),
+                format!("order {}", crate::tests_dlp::pan("9", 16, 66)),
+                format!("id: 1{}", rnd(65, 18, DIGITS)),
+            ],
+        ),
+        (
+            "iban",
+            format!("IBAN: {}", crate::tests_dlp::iban("DE", &rnd(66, 18, DIGITS))),
+            vec![
+                crate::tests_dlp::iban("DE", &rnd(66, 18, DIGITS)).replacen("DE", "DX", 1),
+                format!("SHA: DE12{}", rnd(66, 18, DIGITS)),
+            ],
+        ),
+        (
+            "bitcoin-wif-key",
+            format!("wif {}", crate::tests_dlp::wif(67, true)),
+            vec![crate::tests_dlp::corrupt(&crate::tests_dlp::wif(67, true))],
+        ),
+        (
+            "bitcoin-address",
+            format!("send to {}", crate::tests_dlp::p2pkh(68)),
+            vec![
+                crate::tests_dlp::corrupt(&crate::tests_dlp::p2pkh(68)),
+                format!("1{}", rnd(68, 33, ALNUM)),
+            ],
+        ),
+        (
+            "bip39-seed-phrase",
+            format!("my wallet words: {}", crate::tests_dlp::mnemonic(69, 16)),
+            vec![
+                "abandon ability able about above absent absorb abstract absurd abuse access accident.".into(),
+                "please check that every value here looks right before sending these results along".into(),
             ],
         ),
         (
@@ -295,7 +458,7 @@ fn gitleaks_toml_features() {
         keywords = ["acme_"]
         tags = ["x"]
         [[rules.allowlists]]
-        stopwords = ["000000"]
+        stopwords = ["ab0000001234"]
         [[rules]]
         id = "other"
         regex = '''\bZZ[0-9]{6}\b'''
@@ -311,7 +474,9 @@ fn gitleaks_toml_features() {
     let f = rules.scan(b"x acme_live_ab12cd34ef56 y");
     assert_eq!(ids(&f), ["acme"]);
     assert_eq!(f[0].len, 12, "secretGroup defaults to the first group");
+    // A stopword is a whole secret, never a substring of one.
     assert!(rules.scan(b"acme_live_ab0000001234").is_empty());
+    assert_eq!(ids(&rules.scan(b"acme_live_ab0000001235")), ["acme"]);
     // Entropy of 11111111 is 0: below the threshold.
     assert!(rules.scan(b"ZZ111111").is_empty());
     // An AND allowlist with paths never applies to a stream.
@@ -399,5 +564,8 @@ fn corpus_recall_and_false_positives() {
         samples.len(),
         "one secret per positive sample: {f:?}"
     );
-    assert!(f.len() <= samples.len() + 3, "{f:?}");
+    // Beyond one finding per secret, only generic-api-key (a vendor key assigned to an
+    // *_API_KEY variable is both).
+    let specific = f.iter().filter(|x| x.rule_id != "generic-api-key").count();
+    assert_eq!(specific + 1, samples.len(), "{f:?}");
 }
