@@ -32,11 +32,11 @@ mod tests;
 mod tests_dlp;
 pub mod validators;
 
+pub use entropy::high_entropy_tokens;
 pub use hostname::{HostReason, encoded_labels, encoded_labels_dlp};
 pub use normalize::{
     InflateError, Limits, MAX_ENCODINGS, NormalizeError, inflate, is_invisible, text,
 };
-pub use entropy::high_entropy_tokens;
 pub use rules::{BUILTIN_TOML, Rule, RuleSet, RulesError, shannon_entropy};
 pub use scanner::{
     BACK, FORWARD, Finding, LINES_AFTER, SEGMENT, SEGMENT_LEFT, SEGMENT_OVERLAP, StreamScanner,

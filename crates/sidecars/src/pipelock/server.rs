@@ -50,7 +50,8 @@ use crate::certs::Authority;
 use bottle_contract::host::path_prefix_matches;
 use bottle_contract::pipelock::Responses;
 use bottle_secretscan::{
-    Finding, InflateError, Limits, RuleSet, encoded_labels, encoded_labels_dlp, inflate,
+    Finding, InflateError, Limits, RuleSet, encoded_labels, encoded_labels_dlp, entropy,
+    high_entropy_tokens, inflate,
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -785,7 +786,12 @@ impl Proxy {
         let url = format!("{scheme}://{authority}{path}");
         let exempt = live.injected_header(&host, req.uri().path());
         if let Some(rules) = &live.rules
-            && let Err(r) = self.dlp_head(&ev, rules, &url_and_headers(&url, req.headers(), exempt))
+            && let Err(r) = self.dlp_head(
+                &ev,
+                rules,
+                &url,
+                &url_and_headers(&url, req.headers(), exempt),
+            )
         {
             return *r;
         }
@@ -893,22 +899,36 @@ impl Proxy {
     }
 
     /// DLP on the URL and headers, every decoded form; the refusal, if any.
+    /// DLP on a request's head: the rules over the URL and headers in every decoded
+    /// form, then long high-entropy tokens in the URL's path, query and userinfo (host
+    /// labels are judged before any lookup, by `hostname`, with exact entries exempt).
     fn dlp_head(
         &self,
         ev: &Event,
         rules: &RuleSet,
+        url: &str,
         head: &[u8],
     ) -> Result<(), Box<Response<Body>>> {
         match rules.scan_deep(head, &Limits::default()) {
-            Ok(found) => match most_specific(found) {
-                Some(f) => Err(Box::new(self.dlp_refusal(ev.clone(), &f, "url-headers"))),
-                None => Ok(()),
-            },
-            Err(e) => Err(Box::new(self.body_refusal(
-                ev.clone(),
-                "url-headers",
-                BodyRefusal::Limit(e.to_string()),
-            ))),
+            Ok(found) => {
+                if let Some(f) = most_specific(found) {
+                    return Err(Box::new(self.dlp_refusal(ev.clone(), &f, "url-headers")));
+                }
+            }
+            Err(e) => {
+                return Err(Box::new(self.body_refusal(
+                    ev.clone(),
+                    "url-headers",
+                    BodyRefusal::Limit(e.to_string()),
+                )));
+            }
+        }
+        match high_entropy_tokens(url)
+            .into_iter()
+            .find(|f| f.rule_id != entropy::RULE_HOST)
+        {
+            Some(f) => Err(Box::new(self.dlp_refusal(ev.clone(), &f, "url"))),
+            None => Ok(()),
         }
     }
 
@@ -1114,6 +1134,7 @@ impl Proxy {
             && let Err(r) = self.dlp_head(
                 &ev,
                 rules,
+                &req.uri().to_string(),
                 &url_and_headers(&req.uri().to_string(), req.headers(), None),
             )
         {

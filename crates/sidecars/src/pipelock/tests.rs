@@ -514,6 +514,33 @@ async fn encoded_and_compressed_secrets_are_refused() {
         r.starts_with("HTTP/1.1 403") && r.contains("anthropic-api-key"),
         "{r}"
     );
+    // A secret no rule knows, as a long random token in the path or a query value, is
+    // refused by the entropy check; a sha256 download path is not.
+    let token = bottle_secretscan::test_support::rnd(
+        7,
+        40,
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+    );
+    for (path, rule) in [
+        (format!("/upload/{token}"), "high-entropy-path"),
+        (format!("/?q={token}"), "high-entropy-query"),
+    ] {
+        let r = raw(h.proxy, &get("allowed.test", h.up.port(), &path, "")).await;
+        assert!(
+            r.starts_with("HTTP/1.1 403") && r.contains(rule),
+            "{path}: {r}"
+        );
+        let e = last(&h.audit);
+        assert_eq!((e.reason, e.part), ("dlp", Some("url")), "{path}");
+    }
+    let digest = "/files/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/x.tgz";
+    let r = raw(h.proxy, &get("allowed.test", h.up.port(), digest, "")).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        !serde_json::to_string(&h.audit.events())
+            .unwrap()
+            .contains(&token)
+    );
     // Clean compressed bodies pass, unchanged.
     let clean = gzip(b"{\"hello\": \"world\"}");
     let r = post(&h, "Content-Encoding: gzip\r\n", &clean).await;
@@ -547,8 +574,8 @@ async fn encoded_and_compressed_secrets_are_refused() {
     );
     assert_eq!(
         h.seen.lock().unwrap().heads.len(),
-        1,
-        "only the clean body reached upstream"
+        2,
+        "only the digest download and the clean body reached upstream"
     );
 }
 
