@@ -195,12 +195,18 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
         out.contains("\"path\":\"/hello\""),
         "allowed request: {out}"
     );
-    // A streamed 100 MB upload, DLP on.
+    // A 30 MB upload, DLP on, is read whole, scanned in every decoded form and passed;
+    // one over the 32 MiB cap is refused (413), never passed unscanned.
     let big = sh(
-        "yes 'fn handle(request: Request) -> Response { respond(request.body()) }' | head -c 104857600 \
+        "yes 'fn handle(request: Request) -> Response { respond(request.body()) }' | head -c 31457280 \
          | curl -sS -m 300 -X POST -T - https://open.example.test/count",
     );
-    assert_eq!(big.trim(), "104857600", "100 MB upload");
+    assert_eq!(big.trim(), "31457280", "30 MB upload");
+    let over = sh(
+        "yes 'fn handle(request: Request) -> Response { respond(request.body()) }' | head -c 41943040 \
+         | curl -sS -m 300 -o /dev/null -w '%{http_code}' -X POST -T - https://open.example.test/count",
+    );
+    assert!(over.contains("413"), "40 MB upload: {over}");
 
     // A host not on the allowlist; CONNECT to an IP literal; allowed names that
     // resolve to the metadata address, loopback and a private address.

@@ -81,7 +81,16 @@ pub fn name(host: &str) -> String {
 /// `w` redacted, or None when it may be written as it is.
 fn word(w: &[u8], limits: &Limits) -> Option<String> {
     let odd = w.iter().any(|&b| !b.is_ascii_graphic());
-    (odd || shape(w, limits).is_some()).then(|| placeholder(w))
+    (odd || shape(w, limits).is_some() || dlp(w)).then(|| placeholder(w))
+}
+
+/// Whether a built-in DLP rule finds a secret in `w` as given or upper-cased (as the
+/// host-label check reads labels, which DNS folds to lower case): what pipelock refused
+/// for a rule is not written down by a log line that quotes it, whatever its shape.
+fn dlp(w: &[u8]) -> bool {
+    static RULES: std::sync::OnceLock<crate::RuleSet> = std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(crate::RuleSet::builtin);
+    !rules.scan(w).is_empty() || !rules.scan(&w.to_ascii_uppercase()).is_empty()
 }
 
 /// Bytes of a path judged at most; the rest is replaced whole.
@@ -118,9 +127,10 @@ fn segment(seg: &str) -> Option<String> {
         .copied()
         .filter(u8::is_ascii_alphanumeric)
         .collect();
-    let flagged = pieces
-        .chain(std::iter::once(&joined[..]))
-        .any(|p| shape(p, &LOG).is_some());
+    let flagged = dlp(&decoded)
+        || pieces
+            .chain(std::iter::once(&joined[..]))
+            .any(|p| shape(p, &LOG).is_some());
     flagged.then(|| placeholder(seg.as_bytes()))
 }
 
@@ -176,6 +186,20 @@ pub fn text(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_rules_know_is_hashed_whatever_its_shape_or_case() {
+        let key = format!("AKIA{}", "Z7XQ4RW3MBK2LJ5N");
+        let lower = key.to_ascii_lowercase();
+        for line in [
+            text(&format!("refused CONNECT {lower}.exfil.example.test:443")),
+            name(&format!("{lower}.exfil.example.test")),
+            path(&format!("/v1/{key}/x")),
+        ] {
+            assert!(!line.to_ascii_lowercase().contains(&lower), "{line}");
+            assert!(line.contains("<redacted:"), "{line}");
+        }
+    }
     use crate::test_support::rnd;
 
     const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
