@@ -5,8 +5,9 @@
 //! bodies), quoted-printable, backslash escapes of JSON and other string syntaxes
 //! (`\uXXXX`, `\xNN`, `\/` ...), HTML character references, Unicode compatibility
 //! forms and invisible characters, and base64 (standard and URL-safe, padded or not,
-//! at any alignment) and hex runs. So a base64 key inside percent-encoding inside a
-//! JSON string is found (`escape>percent>base64`).
+//! at any alignment), hex and base32 (RFC 4648, one case, padded or not) runs. So a
+//! base64 key inside percent-encoding inside a JSON string is found
+//! (`escape>percent>base64`).
 //!
 //! It stays cheap on ordinary traffic because nothing is decoded blindly:
 //! - escapes are found with `memchr` and only the *islands* around the ones that matter
@@ -14,7 +15,7 @@
 //!   letter, a digit, `_-./+=`, a fullwidth letter, a zero-width space inside a token)
 //!   always matters; one that cannot (`\n`, `\"`, `%20`, `+`) only within reach of a
 //!   keyword already in the text, since a rule only matches around its keyword;
-//! - base64 and hex runs are found by a skip-ahead pass over the alphabet, decoded at
+//! - base64, hex and base32 runs are found by a skip-ahead pass over the alphabet, decoded at
 //!   each alignment, and only the text inside a decoding is kept ([`runs`]), so images
 //!   and other binary payloads cost a decode but no scan.
 //!
@@ -104,6 +105,8 @@ enum Map {
     Base64 { phase: u32 },
     /// Hex decoded from `src`; the segment starts at decoded byte `phase`.
     Hex { phase: u32 },
+    /// Base32 decoded from `src`; the segment starts at decoded byte `phase`.
+    Base32 { phase: u32 },
     /// The separator between islands: maps to nothing.
     Gap,
 }
@@ -141,6 +144,13 @@ impl Seg {
             Map::Hex { phase } => {
                 let p = phase as usize;
                 ((src + 2 * (p + a)).min(end), (src + 2 * (p + b)).min(end))
+            }
+            Map::Base32 { phase } => {
+                let p = phase as usize;
+                (
+                    (src + (p + a) * 8 / 5).min(end),
+                    (src + ((p + b) * 8).div_ceil(5)).min(end),
+                )
             }
             Map::Gap => return None,
         })
@@ -520,9 +530,10 @@ impl<'a> Deep<'_, 'a> {
             }
             out.push(self.finish(v, b, kind.name())?);
         }
-        let (b64, hex) = self.runs(v, data);
+        let (b64, hex, b32) = self.runs(v, data);
         out.push(self.finish(v, b64, "base64")?);
         out.push(self.finish(v, hex, "hex")?);
+        out.push(self.finish(v, b32, "base32")?);
         Ok(out)
     }
 
@@ -542,18 +553,19 @@ impl<'a> Deep<'_, 'a> {
         })
     }
 
-    /// The text inside the base64 and the hex runs of view `v`.
-    fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder) {
+    /// The text inside the base64, the hex and the base32 runs of view `v`.
+    fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder, Builder) {
         let view = &self.views[v];
         let mut b64 = Builder::new(self.remaining());
         let mut hex = Builder::new(self.remaining());
+        let mut b32 = Builder::new(self.remaining());
         let mut scratch = Vec::new();
         let keep = |b: &mut Builder,
                     scratch: &[u8],
                     base: usize,
                     src: usize,
                     src_len: usize,
-                    is_hex: bool| {
+                    map: fn(u32) -> Map| {
             let mut spans = Vec::new();
             runs::texty_regions(scratch, |s, e| {
                 spans.push((
@@ -564,12 +576,7 @@ impl<'a> Deep<'_, 'a> {
             for (s, e) in merge(spans.into_iter()) {
                 b.sep();
                 let phase = (base + s) as u32;
-                let map = if is_hex {
-                    Map::Hex { phase }
-                } else {
-                    Map::Base64 { phase }
-                };
-                b.decoded(&scratch[s..e], src, src_len, map);
+                b.decoded(&scratch[s..e], src, src_len, map(phase));
             }
         };
         runs::base64_runs(data, runs::BASE64_MIN, |start, len| {
@@ -587,17 +594,31 @@ impl<'a> Deep<'_, 'a> {
                     runs::decode_base64(&run[qs..qe], &mut scratch);
                     // Decoded offsets count from the alignment's first quad.
                     let base = (qs - a) / 4 * 3;
-                    keep(&mut b64, &scratch, base, start + a, len - a, false);
+                    keep(&mut b64, &scratch, base, start + a, len - a, |phase| {
+                        Map::Base64 { phase }
+                    });
                 });
             }
             runs::hex_runs(run, runs::HEX_MIN, |hs, hl| {
                 for a in 0..2 {
                     scratch.clear();
                     runs::decode_hex(&run[hs + a..hs + hl], &mut scratch);
-                    keep(&mut hex, &scratch, 0, start + hs + a, hl - a, true);
+                    keep(&mut hex, &scratch, 0, start + hs + a, hl - a, |phase| {
+                        Map::Hex { phase }
+                    });
+                }
+            });
+            // Eight digits make five bytes: a byte starts at one of eight alignments.
+            runs::base32_runs(run, runs::BASE32_MIN, |bs, bl| {
+                for a in 0..8.min(bl) {
+                    scratch.clear();
+                    runs::decode_base32(&run[bs + a..bs + bl], &mut scratch);
+                    keep(&mut b32, &scratch, 0, start + bs + a, bl - a, |phase| {
+                        Map::Base32 { phase }
+                    });
                 }
             });
         });
-        (b64, hex)
+        (b64, hex, b32)
     }
 }

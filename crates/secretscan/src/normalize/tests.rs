@@ -169,6 +169,24 @@ fn hex_upper(s: &str) -> String {
     hex::encode_upper(s)
 }
 
+/// RFC 4648 base32, upper case, no padding.
+fn base32_upper(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut out, mut acc, mut bits) = (String::new(), 0u32, 0u32);
+    for &b in s.as_bytes() {
+        acc = (acc << 8 | u32::from(b)) & 0xFFF;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(A[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(A[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
 type Enc = fn(&str) -> String;
 
 /// Every encoding, with the `via` it must be found through.
@@ -199,6 +217,23 @@ fn encodings() -> Vec<(&'static str, Enc, &'static str)> {
         ("hex", hex_lower, "hex"),
         ("hex upper", hex_upper, "hex"),
         ("hex shifted", |s| format!("f{}", hex::encode(s)), "hex"),
+        ("base32", base32_upper, "base32"),
+        (
+            "base32 lower",
+            |s| base32_upper(s).to_ascii_lowercase(),
+            "base32",
+        ),
+        (
+            "base32 padded, shifted",
+            |s| {
+                let mut e = format!("AB{}", base32_upper(s));
+                while e.len() % 8 != 0 {
+                    e.push('=');
+                }
+                e
+            },
+            "base32",
+        ),
         ("quoted-printable", qp, "qp"),
         ("json \\u", json_u, "escape"),
         ("json \\u some", json_u_some, "escape"),
