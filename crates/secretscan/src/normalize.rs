@@ -7,7 +7,8 @@
 //! forms and invisible characters, and base64 (standard and URL-safe, padded or not,
 //! at any alignment), hex and base32 (RFC 4648, one case, padded or not) runs. So a
 //! base64 key inside percent-encoding inside a JSON string is found
-//! (`escape>percent>base64`).
+//! (`escape>percent>base64`). A lower-case run that holds a keyword of a rule that
+//! matches only upper case (an AWS key id) is also scanned upper-cased (`upper`).
 //!
 //! It stays cheap on ordinary traffic because nothing is decoded blindly:
 //! - escapes are found with `memchr` and only the *islands* around the ones that matter
@@ -90,6 +91,8 @@ pub enum NormalizeError {
 const SEP: &[u8] = b"\n\0\n";
 /// A base64-alphabet run this long is a blob (an image), never a keyword's context.
 const BLOB: usize = 256;
+/// Shortest lower-case run the `upper` view folds: the shortest AWS key id.
+const FOLD_MIN: usize = 20;
 /// Bytes of binary kept on each side of a run of text in a decoded base64/hex run.
 const TEXT_MARGIN: usize = 16;
 
@@ -305,6 +308,21 @@ impl Builder {
         }
         self.data.extend_from_slice(bytes);
         self.tail = Some(src + src_len);
+    }
+
+    /// `bytes` replacing as many parent bytes at `src`, one for one (a case fold).
+    fn replaced(&mut self, bytes: &[u8], src: usize) {
+        if bytes.is_empty() || !self.room(bytes.len()) {
+            return;
+        }
+        self.seg(
+            bytes.len(),
+            src,
+            bytes.len(),
+            Map::Escapes { src: 1, out: 1 },
+        );
+        self.data.extend_from_slice(bytes);
+        self.tail = Some(src + bytes.len());
     }
 
     /// Decoded run text: `bytes` from the run at `src` (`src_len` long).
@@ -530,6 +548,9 @@ impl<'a> Deep<'_, 'a> {
             }
             out.push(self.finish(v, b, kind.name())?);
         }
+        if let Some(b) = self.upper(v, data) {
+            out.push(self.finish(v, b, "upper")?);
+        }
         let (b64, hex, b32) = self.runs(v, data);
         out.push(self.finish(v, b64, "base64")?);
         out.push(self.finish(v, hex, "hex")?);
@@ -551,6 +572,71 @@ impl<'a> Deep<'_, 'a> {
             via: self.via(v, name),
             depth: self.views[v].depth + 1,
         })
+    }
+
+    /// The lower-case runs of view `v` that hold a keyword of a rule matching only
+    /// upper case (an AWS key id: `akia...`), upper-cased. Lower-casing such a secret
+    /// loses nothing, so the agent could send it so; a run is maximal `[a-z0-9]`, at
+    /// least [`FOLD_MIN`] long. In the input as given, only runs at a keyword hit are
+    /// looked at; a deeper view (small islands) is searched whole.
+    fn upper(&self, v: usize, data: &[u8]) -> Option<Builder> {
+        let folds = &self.rules.fold_keywords;
+        if folds.is_empty() {
+            return None;
+        }
+        let class = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let mut spans = Vec::new();
+        let mut push = |s: usize, e: usize| {
+            let run = &data[s..e];
+            if e - s >= FOLD_MIN
+                && run.iter().any(u8::is_ascii_lowercase)
+                && folds
+                    .iter()
+                    .any(|k| memchr::memmem::find(run, k.as_bytes()).is_some())
+            {
+                spans.push((s, e));
+            }
+        };
+        if self.views[v].depth == 0 {
+            let mut done = 0;
+            for &h in &self.hits {
+                if h < done || !data.get(h).copied().is_some_and(class) {
+                    continue;
+                }
+                let mut s = h;
+                while s > done && class(data[s - 1]) {
+                    s -= 1;
+                }
+                let mut e = h;
+                while e < data.len() && class(data[e]) {
+                    e += 1;
+                }
+                push(s, e);
+                done = e;
+            }
+        } else {
+            let mut i = 0;
+            while i < data.len() {
+                if !class(data[i]) {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < data.len() && class(data[i]) {
+                    i += 1;
+                }
+                push(s, i);
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        let mut b = Builder::new(self.remaining());
+        for (s, e) in spans {
+            b.sep();
+            b.replaced(&data[s..e].to_ascii_uppercase(), s);
+        }
+        Some(b)
     }
 
     /// The text inside the base64, the hex and the base32 runs of view `v`.

@@ -762,3 +762,62 @@ proptest! {
         }
     }
 }
+
+/// An AWS key id is upper case and digits only: lower-cased it is the same key, found
+/// through the `upper` view; lower-case text around such keywords is left alone.
+#[test]
+fn a_lower_cased_upper_case_only_key_is_folded_back() {
+    let key = aws_key();
+    let lower = key.to_ascii_lowercase();
+    for data in [
+        format!("GET /q?d={lower} HTTP/1.1\r\n"),
+        format!("{{\"k\": \"x{lower}yz\"}}"),
+        percent_all(&lower),
+        STANDARD.encode(format!("id={lower}\n")),
+    ] {
+        let found = deep(data.as_bytes());
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule_id == "aws-access-key-id" && f.via.contains("upper")),
+            "{data}: {found:?}"
+        );
+    }
+    let f = deep(format!("d={lower}&e=1").as_bytes());
+    assert!(
+        f.iter().any(|f| (f.offset, f.len) == (2, 20)),
+        "span of the run: {f:?}"
+    );
+    // Lower-case text with the keywords in it, and hashes: nothing.
+    for benign in [
+        "the asia pacific region and akia sounds; southeastasia1region2central3 ok",
+        "sha1 3a1f5e9c0b7d2e4f6a8c1b3d5e7f9a0b2c4d6e8f asiaeast2 akiaxx",
+        "https://asia-northeast1-docker.pkg.dev/project/repo/image@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    ] {
+        assert_eq!(deep(benign.as_bytes()), vec![], "{benign}");
+    }
+}
+
+#[test]
+fn only_rules_matching_no_lower_case_are_folded() {
+    use crate::rules::upper_only;
+    assert!(upper_only(
+        "((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})"
+    ));
+    assert!(upper_only(r"\bAKIA[A-Z0-9]{16}\d\s"));
+    for lower in [
+        "(?i)AKIA[A-Z]{16}",
+        "ghp_[0-9A-Za-z]{36}",
+        r"AKIA\w{16}",
+        r"AKIA\S{16}",
+        "AKIA.{16}",
+        "AKIA[^ ]{16}",
+        r"AKIA\p{Lu}",
+    ] {
+        assert!(!upper_only(lower), "{lower}");
+    }
+    assert_eq!(
+        rules().fold_keywords,
+        vec!["akia", "asia", "abia", "acca", "a3t"]
+    );
+}
