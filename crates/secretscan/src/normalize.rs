@@ -7,7 +7,8 @@
 //! forms and invisible characters, and base64 (standard and URL-safe, padded or not,
 //! at any alignment), hex and base32 (RFC 4648, one case, padded or not) runs. So a
 //! base64 key inside percent-encoding inside a JSON string is found
-//! (`escape>percent>base64`). A lower-case run that holds a keyword of a rule that
+//! (`escape>percent>base64`). ASCII text in UTF-16 (either byte order) is scanned
+//! without its zero bytes (`utf16`). A lower-case run that holds a keyword of a rule that
 //! matches only upper case (an AWS key id) is also scanned upper-cased (`upper`).
 //!
 //! It stays cheap on ordinary traffic because nothing is decoded blindly:
@@ -551,6 +552,9 @@ impl<'a> Deep<'_, 'a> {
         if let Some(b) = self.upper(v, data) {
             out.push(self.finish(v, b, "upper")?);
         }
+        if let Some(b) = self.utf16(data) {
+            out.push(self.finish(v, b, "utf16")?);
+        }
         let (b64, hex, b32) = self.runs(v, data);
         out.push(self.finish(v, b64, "base64")?);
         out.push(self.finish(v, hex, "hex")?);
@@ -572,6 +576,33 @@ impl<'a> Deep<'_, 'a> {
             via: self.via(v, name),
             depth: self.views[v].depth + 1,
         })
+    }
+
+    /// The ASCII text in UTF-16 (either byte order) in `data`, with the zero bytes
+    /// dropped. Other code units end a stretch (a fullwidth letter in UTF-16 is not
+    /// decoded).
+    fn utf16(&self, data: &[u8]) -> Option<Builder> {
+        let mut b: Option<Builder> = None;
+        let mut text = Vec::new();
+        runs::utf16_runs(data, |first, units| {
+            let b = b.get_or_insert_with(|| Builder::new(self.remaining()));
+            text.clear();
+            text.extend((0..units).map(|i| data[first + 2 * i]));
+            // Each text byte and its zero: the pair starts at `first` (little-endian,
+            // text first) or one before (big-endian, zero first).
+            let src = if first > 0 && data[first - 1] == 0 {
+                first - 1
+            } else {
+                first
+            };
+            b.sep();
+            if b.room(text.len()) {
+                b.seg(text.len(), src, 2 * units, Map::Escapes { src: 2, out: 1 });
+                b.data.extend_from_slice(&text);
+                b.tail = Some(src + 2 * units);
+            }
+        });
+        b
     }
 
     /// The lower-case runs of view `v` that hold a keyword of a rule matching only

@@ -270,6 +270,35 @@ pub(super) fn decode_hex(run: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// Call `f(first, units)` for every stretch of [`TEXTY_MIN`] or more UTF-16 code units
+/// of ASCII text, little- or big-endian alike: text bytes with a zero byte between each
+/// two (`t\0t\0t` or `\0t\0t`), the text bytes at `first`, `first + 2`, ... Found from
+/// the zero bytes (`memchr`), so text without any costs one fast pass.
+pub(super) fn utf16_runs(data: &[u8], mut f: impl FnMut(usize, usize)) {
+    let n = data.len();
+    let mut done = 0;
+    for z in memchr::memchr_iter(0, data) {
+        if z < done {
+            continue;
+        }
+        // Text before the first zero (little-endian) or only after it (big-endian).
+        let first = if z > done && is_text(data[z - 1]) {
+            z - 1
+        } else {
+            z + 1
+        };
+        let mut next = first;
+        while next < n && is_text(data[next]) && (next == first || data[next - 1] == 0) {
+            next += 2;
+        }
+        let units = (next - first) / 2;
+        if units >= TEXTY_MIN {
+            f(first, units);
+        }
+        done = next.max(z + 1);
+    }
+}
+
 fn is_text(b: u8) -> bool {
     (0x20..0x7F).contains(&b) || matches!(b, b'\t' | b'\n' | b'\r')
 }

@@ -187,6 +187,14 @@ fn base32_upper(s: &str) -> String {
     out
 }
 
+/// UTF-16 code units of `s` as a (Rust) string of their bytes: NUL and ASCII.
+fn utf16(s: &str, be: bool) -> String {
+    s.encode_utf16()
+        .flat_map(|u| if be { u.to_be_bytes() } else { u.to_le_bytes() })
+        .map(char::from)
+        .collect()
+}
+
 type Enc = fn(&str) -> String;
 
 /// Every encoding, with the `via` it must be found through.
@@ -235,6 +243,8 @@ fn encodings() -> Vec<(&'static str, Enc, &'static str)> {
             "base32",
         ),
         ("quoted-printable", qp, "qp"),
+        ("utf-16le", |s| utf16(s, false), "utf16"),
+        ("utf-16be", |s| utf16(s, true), "utf16"),
         ("json \\u", json_u, "escape"),
         ("json \\u some", json_u_some, "escape"),
         ("\\x", x_escapes, "escape"),
@@ -820,4 +830,55 @@ fn only_rules_matching_no_lower_case_are_folded() {
         rules().fold_keywords,
         vec!["akia", "asia", "abia", "acca", "a3t"]
     );
+}
+
+/// UTF-16 text: found in either byte order amid other bytes; binary with zeros in it
+/// (a PNG, a zero-filled buffer, UTF-16 that is not ASCII) makes no view.
+#[test]
+fn utf16_text_is_read_without_its_zero_bytes() {
+    let tok = gh_token();
+    for be in [false, true] {
+        let mut data = b"\x89PNG\0\0\x01junk ".to_vec();
+        data.extend(
+            utf16(&format!("token={tok}\n"), be)
+                .chars()
+                .map(|c| c as u8),
+        );
+        data.extend_from_slice(b"\xff\xfe tail");
+        let found = deep(&data);
+        let f = found
+            .iter()
+            .find(|f| f.rule_id == "github-pat")
+            .unwrap_or_else(|| panic!("be={be}: {found:?}"));
+        assert_eq!(f.via, "utf16");
+        // After the 12-byte prefix and `token=`.
+        let start = 12 + 2 * 6;
+        assert!(
+            f.offset as usize >= start - 1
+                && f.offset as usize + f.len <= start + 2 * tok.len() + 1,
+            "be={be}: span {}+{}",
+            f.offset,
+            f.len
+        );
+    }
+    let mut benign = vec![0u8; 4096];
+    benign.extend(
+        utf16("Grüße aus Köln, 中文, ①", false)
+            .chars()
+            .map(|c| c as u8),
+    );
+    benign.extend(
+        utf16("plain words here, nothing secret.", true)
+            .chars()
+            .map(|c| c as u8),
+    );
+    assert_eq!(deep(&benign), vec![]);
+    // A short stretch makes no view.
+    let mut short = Vec::new();
+    let mut used = None;
+    runs::utf16_runs(&utf16("abc", false).bytes().collect::<Vec<_>>(), |a, b| {
+        used = Some((a, b))
+    });
+    short.push(used);
+    assert_eq!(short, vec![None]);
 }
