@@ -8,7 +8,8 @@
 //! at any alignment), hex and base32 (RFC 4648, one case, padded or not) runs. So a
 //! base64 key inside percent-encoding inside a JSON string is found
 //! (`escape>percent>base64`). ASCII text in UTF-16 (either byte order) is scanned
-//! without its zero bytes (`utf16`). A lower-case run that holds a keyword of a rule that
+//! without its zero bytes (`utf16`); a gzip or zlib stream (the view as a whole, or a
+//! base64 run) is inflated within the budget (`inflate`). A lower-case run that holds a keyword of a rule that
 //! matches only upper case (an AWS key id) is also scanned upper-cased (`upper`).
 //!
 //! It stays cheap on ordinary traffic because nothing is decoded blindly:
@@ -82,7 +83,7 @@ impl Limits {
 }
 
 /// Why an input could not be inspected. Never carries input bytes.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
     #[error("the decoded forms of the input exceed the {budget}-byte inspection budget")]
     Budget { budget: usize },
@@ -111,6 +112,8 @@ enum Map {
     Hex { phase: u32 },
     /// Base32 decoded from `src`; the segment starts at decoded byte `phase`.
     Base32 { phase: u32 },
+    /// Inflated from `src` (or from base64 there): any part is the whole source.
+    Whole,
     /// The separator between islands: maps to nothing.
     Gap,
 }
@@ -156,6 +159,7 @@ impl Seg {
                     (src + ((p + b) * 8).div_ceil(5)).min(end),
                 )
             }
+            Map::Whole => (src, end),
             Map::Gap => return None,
         })
     }
@@ -555,7 +559,10 @@ impl<'a> Deep<'_, 'a> {
         if let Some(b) = self.utf16(data) {
             out.push(self.finish(v, b, "utf16")?);
         }
-        let (b64, hex, b32) = self.runs(v, data);
+        let (b64, hex, b32, streams) = self.runs(v, data);
+        if let Some(b) = self.inflated(data, streams)? {
+            out.push(self.finish(v, b, "inflate")?);
+        }
         out.push(self.finish(v, b64, "base64")?);
         out.push(self.finish(v, hex, "hex")?);
         out.push(self.finish(v, b32, "base32")?);
@@ -576,6 +583,43 @@ impl<'a> Deep<'_, 'a> {
             via: self.via(v, name),
             depth: self.views[v].depth + 1,
         })
+    }
+
+    /// The inflated streams in `data`: `data` itself when it starts with a gzip or zlib
+    /// header (a gzip body inside a gzip body), and every base64 run that decodes to one
+    /// (`H4sI...`, `eJ...`). Inflating costs the budget; a stream that inflates past
+    /// what is left of it refuses the input.
+    fn inflated(
+        &self,
+        data: &[u8],
+        streams: Vec<(usize, usize)>,
+    ) -> Result<Option<Builder>, NormalizeError> {
+        let mut found: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        let mut cap = self.remaining();
+        let over = NormalizeError::Budget {
+            budget: self.budget,
+        };
+        if inflate::compressed(data).is_some() {
+            let out = inflate::inflate_partial(data, cap).map_err(|_| over.clone())?;
+            cap = cap.saturating_sub(out.len());
+            found.push((0, data.len(), out));
+        }
+        for (start, len) in streams {
+            let mut raw = Vec::new();
+            runs::decode_base64(&data[start..start + len], &mut raw);
+            let out = inflate::inflate_partial(&raw, cap).map_err(|_| over.clone())?;
+            cap = cap.saturating_sub(out.len());
+            found.push((start, len, out));
+        }
+        if found.iter().all(|(_, _, out)| out.is_empty()) {
+            return Ok(None);
+        }
+        let mut b = Builder::new(self.remaining());
+        for (src, len, out) in found {
+            b.sep();
+            b.decoded(&out, src, len, Map::Whole);
+        }
+        Ok(Some(b))
     }
 
     /// The ASCII text in UTF-16 (either byte order) in `data`, with the zero bytes
@@ -671,11 +715,14 @@ impl<'a> Deep<'_, 'a> {
     }
 
     /// The text inside the base64, the hex and the base32 runs of view `v`.
-    fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder, Builder) {
+    /// Also the base64 runs that decode to a gzip or zlib header.
+    #[allow(clippy::type_complexity)]
+    fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder, Builder, Vec<(usize, usize)>) {
         let view = &self.views[v];
         let mut b64 = Builder::new(self.remaining());
         let mut hex = Builder::new(self.remaining());
         let mut b32 = Builder::new(self.remaining());
+        let mut streams = Vec::new();
         let mut scratch = Vec::new();
         let keep = |b: &mut Builder,
                     scratch: &[u8],
@@ -702,6 +749,11 @@ impl<'a> Deep<'_, 'a> {
                 return;
             }
             let run = &data[start..start + len];
+            scratch.clear();
+            runs::decode_base64(&run[..4], &mut scratch);
+            if inflate::compressed(&scratch).is_some() {
+                streams.push((start, len));
+            }
             for a in 0..4 {
                 if len - a < runs::BASE64_MIN {
                     break;
@@ -736,6 +788,6 @@ impl<'a> Deep<'_, 'a> {
                 }
             });
         });
-        (b64, hex, b32)
+        (b64, hex, b32, streams)
     }
 }

@@ -882,3 +882,52 @@ fn utf16_text_is_read_without_its_zero_bytes() {
     short.push(used);
     assert_eq!(short, vec![None]);
 }
+
+/// A gzip or zlib stream inside the data (a gzip body inside a gzip body, gzip in
+/// base64 in JSON) is inflated and scanned; a truncated one as far as it goes; a bomb
+/// refuses the input; look-alikes that do not inflate add nothing.
+#[test]
+fn compressed_streams_inside_are_inflated() {
+    let tok = gh_token();
+    let text = format!(
+        "{}token: {tok}\n{}",
+        "fn main() { work(); }\n".repeat(30),
+        "// tail\n".repeat(30)
+    );
+    let gz = gzip(text.as_bytes());
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("gzip", gz.clone(), "inflate"),
+        ("gzip in gzip", gzip(&gz), "inflate>inflate"),
+        ("zlib", zlib(text.as_bytes()), "inflate"),
+        (
+            "gzip in base64 in json",
+            format!("{{\"blob\": \"{}\"}}", STANDARD.encode(&gz)).into_bytes(),
+            "inflate",
+        ),
+        ("truncated gzip", gz[..gz.len() - 12].to_vec(), "inflate"),
+    ];
+    for (name, data, via) in cases {
+        let found = deep(&data);
+        let f = found
+            .iter()
+            .find(|f| f.rule_id == "github-pat")
+            .unwrap_or_else(|| panic!("{name}: {found:?}"));
+        assert_eq!(f.via, via, "{name}");
+    }
+    // A bomb: 64 MiB of zeros in a small gzip, over the budget.
+    let bomb = gzip(&vec![0u8; 64 << 20]);
+    assert!(matches!(
+        rules().scan_deep(&bomb, &Limits::default()),
+        Err(NormalizeError::Budget { .. })
+    ));
+    // Look-alikes: a gzip header then junk, base64 runs starting `H4sI` and `eJ`.
+    let mut fake = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
+    fake.extend(rnd(11, 200, ALNUM).bytes());
+    assert_eq!(deep(&fake), rules().scan(&fake));
+    let words = format!(
+        "H4sI{} eJzz{} x^abc",
+        rnd(12, 60, ALNUM),
+        rnd(13, 60, ALNUM)
+    );
+    assert_eq!(deep(words.as_bytes()), vec![]);
+}
