@@ -657,8 +657,10 @@ fn bip39_phrase(secret: &[u8]) -> bool {
     };
     let lang = bip39::Language::English;
     let words: Vec<String> = text
-        // Words are letters: anything else (a space, `+` or `&` in a query) ends one.
-        .split(|c: char| !c.is_ascii_alphabetic())
+        // `+`, `&` and `=`: a phrase in a query string (`?w=abandon+ability+...&x=1`).
+        .split(|c: char| {
+            c.is_ascii_whitespace() || matches!(c, ',' | ';' | '"' | '\'' | '+' | '&' | '=')
+        })
         .filter(|w| !w.is_empty())
         .take(96)
         .map(str::to_ascii_lowercase)
