@@ -5,8 +5,12 @@
 //! bodies), quoted-printable, backslash escapes of JSON and other string syntaxes
 //! (`\uXXXX`, `\xNN`, `\/` ...), HTML character references, Unicode compatibility
 //! forms and invisible characters, and base64 (standard and URL-safe, padded or not,
-//! at any alignment) and hex runs. So a base64 key inside percent-encoding inside a
-//! JSON string is found (`escape>percent>base64`).
+//! at any alignment), hex and base32 (RFC 4648, one case, padded or not) runs. So a
+//! base64 key inside percent-encoding inside a JSON string is found
+//! (`escape>percent>base64`). ASCII text in UTF-16 (either byte order) is scanned
+//! without its zero bytes (`utf16`); a gzip or zlib stream (the view as a whole, or a
+//! base64 run) is inflated within the budget (`inflate`). A lower-case run that holds a keyword of a rule that
+//! matches only upper case (an AWS key id) is also scanned upper-cased (`upper`).
 //!
 //! It stays cheap on ordinary traffic because nothing is decoded blindly:
 //! - escapes are found with `memchr` and only the *islands* around the ones that matter
@@ -14,7 +18,7 @@
 //!   letter, a digit, `_-./+=`, a fullwidth letter, a zero-width space inside a token)
 //!   always matters; one that cannot (`\n`, `\"`, `%20`, `+`) only within reach of a
 //!   keyword already in the text, since a rule only matches around its keyword;
-//! - base64 and hex runs are found by a skip-ahead pass over the alphabet, decoded at
+//! - base64, hex and base32 runs are found by a skip-ahead pass over the alphabet, decoded at
 //!   each alignment, and only the text inside a decoding is kept ([`runs`]), so images
 //!   and other binary payloads cost a decode but no scan.
 //!
@@ -79,7 +83,7 @@ impl Limits {
 }
 
 /// Why an input could not be inspected. Never carries input bytes.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NormalizeError {
     #[error("the decoded forms of the input exceed the {budget}-byte inspection budget")]
     Budget { budget: usize },
@@ -89,6 +93,8 @@ pub enum NormalizeError {
 const SEP: &[u8] = b"\n\0\n";
 /// A base64-alphabet run this long is a blob (an image), never a keyword's context.
 const BLOB: usize = 256;
+/// Shortest lower-case run the `upper` view folds: the shortest AWS key id.
+const FOLD_MIN: usize = 20;
 /// Bytes of binary kept on each side of a run of text in a decoded base64/hex run.
 const TEXT_MARGIN: usize = 16;
 
@@ -104,6 +110,10 @@ enum Map {
     Base64 { phase: u32 },
     /// Hex decoded from `src`; the segment starts at decoded byte `phase`.
     Hex { phase: u32 },
+    /// Base32 decoded from `src`; the segment starts at decoded byte `phase`.
+    Base32 { phase: u32 },
+    /// Inflated from `src` (or from base64 there): any part is the whole source.
+    Whole,
     /// The separator between islands: maps to nothing.
     Gap,
 }
@@ -142,6 +152,14 @@ impl Seg {
                 let p = phase as usize;
                 ((src + 2 * (p + a)).min(end), (src + 2 * (p + b)).min(end))
             }
+            Map::Base32 { phase } => {
+                let p = phase as usize;
+                (
+                    (src + (p + a) * 8 / 5).min(end),
+                    (src + ((p + b) * 8).div_ceil(5)).min(end),
+                )
+            }
+            Map::Whole => (src, end),
             Map::Gap => return None,
         })
     }
@@ -295,6 +313,21 @@ impl Builder {
         }
         self.data.extend_from_slice(bytes);
         self.tail = Some(src + src_len);
+    }
+
+    /// `bytes` replacing as many parent bytes at `src`, one for one (a case fold).
+    fn replaced(&mut self, bytes: &[u8], src: usize) {
+        if bytes.is_empty() || !self.room(bytes.len()) {
+            return;
+        }
+        self.seg(
+            bytes.len(),
+            src,
+            bytes.len(),
+            Map::Escapes { src: 1, out: 1 },
+        );
+        self.data.extend_from_slice(bytes);
+        self.tail = Some(src + bytes.len());
     }
 
     /// Decoded run text: `bytes` from the run at `src` (`src_len` long).
@@ -520,9 +553,19 @@ impl<'a> Deep<'_, 'a> {
             }
             out.push(self.finish(v, b, kind.name())?);
         }
-        let (b64, hex) = self.runs(v, data);
+        if let Some(b) = self.upper(v, data) {
+            out.push(self.finish(v, b, "upper")?);
+        }
+        if let Some(b) = self.utf16(data) {
+            out.push(self.finish(v, b, "utf16")?);
+        }
+        let (b64, hex, b32, streams) = self.runs(v, data);
+        if let Some(b) = self.inflated(data, streams)? {
+            out.push(self.finish(v, b, "inflate")?);
+        }
         out.push(self.finish(v, b64, "base64")?);
         out.push(self.finish(v, hex, "hex")?);
+        out.push(self.finish(v, b32, "base32")?);
         Ok(out)
     }
 
@@ -542,18 +585,151 @@ impl<'a> Deep<'_, 'a> {
         })
     }
 
-    /// The text inside the base64 and the hex runs of view `v`.
-    fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder) {
+    /// The inflated streams in `data`: `data` itself when it starts with a gzip or zlib
+    /// header (a gzip body inside a gzip body), and every base64 run that decodes to one
+    /// (`H4sI...`, `eJ...`). Inflating costs the budget; a stream that inflates past
+    /// what is left of it refuses the input.
+    fn inflated(
+        &self,
+        data: &[u8],
+        streams: Vec<(usize, usize)>,
+    ) -> Result<Option<Builder>, NormalizeError> {
+        let mut found: Vec<(usize, usize, Vec<u8>)> = Vec::new();
+        let mut cap = self.remaining();
+        let over = NormalizeError::Budget {
+            budget: self.budget,
+        };
+        if inflate::compressed(data).is_some() {
+            let out = inflate::inflate_partial(data, cap).map_err(|_| over.clone())?;
+            cap = cap.saturating_sub(out.len());
+            found.push((0, data.len(), out));
+        }
+        for (start, len) in streams {
+            let mut raw = Vec::new();
+            runs::decode_base64(&data[start..start + len], &mut raw);
+            let out = inflate::inflate_partial(&raw, cap).map_err(|_| over.clone())?;
+            cap = cap.saturating_sub(out.len());
+            found.push((start, len, out));
+        }
+        if found.iter().all(|(_, _, out)| out.is_empty()) {
+            return Ok(None);
+        }
+        let mut b = Builder::new(self.remaining());
+        for (src, len, out) in found {
+            b.sep();
+            b.decoded(&out, src, len, Map::Whole);
+        }
+        Ok(Some(b))
+    }
+
+    /// The ASCII text in UTF-16 (either byte order) in `data`, with the zero bytes
+    /// dropped. Other code units end a stretch (a fullwidth letter in UTF-16 is not
+    /// decoded).
+    fn utf16(&self, data: &[u8]) -> Option<Builder> {
+        let mut b: Option<Builder> = None;
+        let mut text = Vec::new();
+        runs::utf16_runs(data, |first, units| {
+            let b = b.get_or_insert_with(|| Builder::new(self.remaining()));
+            text.clear();
+            text.extend((0..units).map(|i| data[first + 2 * i]));
+            // Each text byte and its zero: the pair starts at `first` (little-endian,
+            // text first) or one before (big-endian, zero first).
+            let src = if first > 0 && data[first - 1] == 0 {
+                first - 1
+            } else {
+                first
+            };
+            b.sep();
+            if b.room(text.len()) {
+                b.seg(text.len(), src, 2 * units, Map::Escapes { src: 2, out: 1 });
+                b.data.extend_from_slice(&text);
+                b.tail = Some(src + 2 * units);
+            }
+        });
+        b
+    }
+
+    /// The lower-case runs of view `v` that hold a keyword of a rule matching only
+    /// upper case (an AWS key id: `akia...`), upper-cased. Lower-casing such a secret
+    /// loses nothing, so the agent could send it so; a run is maximal `[a-z0-9]`, at
+    /// least [`FOLD_MIN`] long. In the input as given, only runs at a keyword hit are
+    /// looked at; a deeper view (small islands) is searched whole.
+    fn upper(&self, v: usize, data: &[u8]) -> Option<Builder> {
+        let folds = &self.rules.fold_keywords;
+        if folds.is_empty() {
+            return None;
+        }
+        let class = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let mut spans = Vec::new();
+        let mut push = |s: usize, e: usize| {
+            let run = &data[s..e];
+            if e - s >= FOLD_MIN
+                && run.iter().any(u8::is_ascii_lowercase)
+                && folds
+                    .iter()
+                    .any(|k| memchr::memmem::find(run, k.as_bytes()).is_some())
+            {
+                spans.push((s, e));
+            }
+        };
+        if self.views[v].depth == 0 {
+            let mut done = 0;
+            for &h in &self.hits {
+                if h < done || !data.get(h).copied().is_some_and(class) {
+                    continue;
+                }
+                let mut s = h;
+                while s > done && class(data[s - 1]) {
+                    s -= 1;
+                }
+                let mut e = h;
+                while e < data.len() && class(data[e]) {
+                    e += 1;
+                }
+                push(s, e);
+                done = e;
+            }
+        } else {
+            let mut i = 0;
+            while i < data.len() {
+                if !class(data[i]) {
+                    i += 1;
+                    continue;
+                }
+                let s = i;
+                while i < data.len() && class(data[i]) {
+                    i += 1;
+                }
+                push(s, i);
+            }
+        }
+        if spans.is_empty() {
+            return None;
+        }
+        let mut b = Builder::new(self.remaining());
+        for (s, e) in spans {
+            b.sep();
+            b.replaced(&data[s..e].to_ascii_uppercase(), s);
+        }
+        Some(b)
+    }
+
+    /// The text inside the base64, the hex and the base32 runs of view `v`.
+    /// Also the base64 runs that decode to a gzip or zlib header.
+    #[allow(clippy::type_complexity)]
+    fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder, Builder, Vec<(usize, usize)>) {
         let view = &self.views[v];
         let mut b64 = Builder::new(self.remaining());
         let mut hex = Builder::new(self.remaining());
+        let mut b32 = Builder::new(self.remaining());
+        let mut streams = Vec::new();
         let mut scratch = Vec::new();
         let keep = |b: &mut Builder,
                     scratch: &[u8],
                     base: usize,
                     src: usize,
                     src_len: usize,
-                    is_hex: bool| {
+                    map: fn(u32) -> Map| {
             let mut spans = Vec::new();
             runs::texty_regions(scratch, |s, e| {
                 spans.push((
@@ -564,12 +740,7 @@ impl<'a> Deep<'_, 'a> {
             for (s, e) in merge(spans.into_iter()) {
                 b.sep();
                 let phase = (base + s) as u32;
-                let map = if is_hex {
-                    Map::Hex { phase }
-                } else {
-                    Map::Base64 { phase }
-                };
-                b.decoded(&scratch[s..e], src, src_len, map);
+                b.decoded(&scratch[s..e], src, src_len, map(phase));
             }
         };
         runs::base64_runs(data, runs::BASE64_MIN, |start, len| {
@@ -578,6 +749,11 @@ impl<'a> Deep<'_, 'a> {
                 return;
             }
             let run = &data[start..start + len];
+            scratch.clear();
+            runs::decode_base64(&run[..4], &mut scratch);
+            if inflate::compressed(&scratch).is_some() {
+                streams.push((start, len));
+            }
             for a in 0..4 {
                 if len - a < runs::BASE64_MIN {
                     break;
@@ -587,17 +763,31 @@ impl<'a> Deep<'_, 'a> {
                     runs::decode_base64(&run[qs..qe], &mut scratch);
                     // Decoded offsets count from the alignment's first quad.
                     let base = (qs - a) / 4 * 3;
-                    keep(&mut b64, &scratch, base, start + a, len - a, false);
+                    keep(&mut b64, &scratch, base, start + a, len - a, |phase| {
+                        Map::Base64 { phase }
+                    });
                 });
             }
             runs::hex_runs(run, runs::HEX_MIN, |hs, hl| {
                 for a in 0..2 {
                     scratch.clear();
                     runs::decode_hex(&run[hs + a..hs + hl], &mut scratch);
-                    keep(&mut hex, &scratch, 0, start + hs + a, hl - a, true);
+                    keep(&mut hex, &scratch, 0, start + hs + a, hl - a, |phase| {
+                        Map::Hex { phase }
+                    });
+                }
+            });
+            // Eight digits make five bytes: a byte starts at one of eight alignments.
+            runs::base32_runs(run, runs::BASE32_MIN, |bs, bl| {
+                for a in 0..8.min(bl) {
+                    scratch.clear();
+                    runs::decode_base32(&run[bs + a..bs + bl], &mut scratch);
+                    keep(&mut b32, &scratch, 0, start + bs + a, bl - a, |phase| {
+                        Map::Base32 { phase }
+                    });
                 }
             });
         });
-        (b64, hex)
+        (b64, hex, b32, streams)
     }
 }

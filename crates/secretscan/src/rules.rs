@@ -289,6 +289,31 @@ pub struct RuleSet {
     pub(crate) max_keyword: usize,
     /// Rules without keywords (each has a validator), run over every segment.
     pub(crate) keywordless: Vec<usize>,
+    /// The (lower-case, alphanumeric) keywords of rules that only match upper case
+    /// ([`upper_only`]): lower-casing such a secret loses nothing, so
+    /// [`RuleSet::scan_deep`] upper-cases lower-case runs that hold one of these.
+    pub(crate) fold_keywords: Vec<String>,
+}
+
+/// Does the regex source match no ASCII lower-case letter? Conservative: any
+/// lower-case letter in it (a flag such as `(?i)`, a class `a-z`, `\w`, `\p{..}`), a
+/// negated class or `.` says no. `\b`, `\d`, `\s` and `\B` are allowed.
+pub(crate) fn upper_only(src: &str) -> bool {
+    let mut chars = src.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('b' | 'B' | 'd' | 's') => {}
+                Some(e) if e.is_ascii_alphanumeric() => return false,
+                _ => {}
+            },
+            '.' => return false,
+            '[' if chars.clone().next() == Some('^') => return false,
+            c if c.is_ascii_lowercase() => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// The rules shipped with bottle.
@@ -321,6 +346,7 @@ impl RuleSet {
         let mut patterns: Vec<String> = Vec::new();
         let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
         let mut keywordless = Vec::new();
+        let mut fold_keywords: Vec<String> = Vec::new();
         for r in raw.rules {
             if rules.iter().any(|x: &Rule| x.id == r.id) {
                 return Err(RulesError::DuplicateId(r.id));
@@ -367,8 +393,15 @@ impl RuleSet {
             if r.keywords.is_empty() {
                 keywordless.push(idx);
             }
+            let fold = upper_only(&src);
             for k in r.keywords {
                 let k = k.to_ascii_lowercase();
+                if fold
+                    && k.bytes().all(|b| b.is_ascii_alphanumeric())
+                    && !fold_keywords.contains(&k)
+                {
+                    fold_keywords.push(k.clone());
+                }
                 match patterns.iter().position(|p| *p == k) {
                     Some(p) => keyword_rules[p].push(idx),
                     None => {
@@ -403,6 +436,7 @@ impl RuleSet {
             keyword_rules,
             max_keyword,
             keywordless,
+            fold_keywords,
         })
     }
 

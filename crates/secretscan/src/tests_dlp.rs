@@ -382,6 +382,14 @@ fn seed_phrases() {
         ));
         assert!(found(&m.to_uppercase(), "bip39-seed-phrase"));
         assert!(found(&m.replace(' ', ", "), "bip39-seed-phrase"));
+        // Form-encoded in a query string: `+` for each space, no keyword near it.
+        assert!(
+            found(
+                &format!("GET /q?words={}&x=1", m.replace(' ', "+")),
+                "bip39-seed-phrase"
+            ),
+            "{m}"
+        );
         // Padded with list words before it (shifts the regex's 24-word matches).
         let pad = "abandon ".repeat(seed as usize * 7);
         assert!(
@@ -393,6 +401,12 @@ fn seed_phrases() {
     let m = mnemonic(6, 16);
     let eleven: Vec<&str> = m.split(' ').take(11).collect();
     assert!(!found(&eleven.join(" "), "bip39-seed-phrase"));
+    assert!(!found(&eleven.join("+"), "bip39-seed-phrase"));
+    // A `+`-joined query of ordinary words is no phrase.
+    assert!(!found(
+        "GET /search?q=how+to+make+bread+with+flour+water+salt+and+yeast+at+home+today",
+        "bip39-seed-phrase"
+    ));
 }
 
 // ---------------------------------------------------------------- false positives

@@ -102,7 +102,8 @@ pub(crate) struct Shapes {
     pub alnum25: bool,
     /// Twelve words of 3 to 8 letters that start like words of the BIP-39 English
     /// list (its words are unique in their first four letters), one to three of
-    /// space, tab, CR, LF or comma between them (a seed phrase).
+    /// space, tab, CR, LF, comma or `+` (a space in a query string) between them (a
+    /// seed phrase).
     pub words12: bool,
 }
 
@@ -147,7 +148,7 @@ const CLASSES: [u8; 256] = {
             C_UPPER
         } else if c.is_ascii_lowercase() {
             C_LOWER
-        } else if matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b',') {
+        } else if matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b',' | b'+') {
             C_SEP
         } else {
             0
@@ -203,7 +204,7 @@ fn runs(b: &[u8], n: usize, mask: u8) -> impl Iterator<Item = std::ops::Range<us
 const MIN_PHRASE_BYTES: usize = 12 * 3 + 11;
 
 /// `n` consecutive words that start like BIP-39 words, 3 to 8 letters each, one to
-/// three separators (space, tab, CR, LF, comma) between them.
+/// three separators (space, tab, CR, LF, comma, `+`) between them.
 fn listed_words(b: &[u8], n: u32) -> bool {
     let prefixes = bip39_prefixes();
     let letter = |c: u8| CLASSES[c as usize] & (C_UPPER | C_LOWER) != 0;
@@ -656,7 +657,10 @@ fn bip39_phrase(secret: &[u8]) -> bool {
     };
     let lang = bip39::Language::English;
     let words: Vec<String> = text
-        .split(|c: char| c.is_ascii_whitespace() || c == ',' || c == ';' || c == '"' || c == '\'')
+        // `+`, `&` and `=`: a phrase in a query string (`?w=abandon+ability+...&x=1`).
+        .split(|c: char| {
+            c.is_ascii_whitespace() || matches!(c, ',' | ';' | '"' | '\'' | '+' | '&' | '=')
+        })
         .filter(|w| !w.is_empty())
         .take(96)
         .map(str::to_ascii_lowercase)

@@ -3,6 +3,10 @@
 //! gzip and deflate (zlib, or raw deflate as some clients send it) by flate2 on
 //! miniz_oxide, br by brotli-decompressor, zstd by ruzstd: all pure Rust, so the static
 //! build needs no C library.
+//!
+//! [`compressed`] and [`inflate_partial`] are for data that only *looks* compressed (a
+//! gzip or zlib stream inside a body, or inside base64): normalization inflates it as
+//! far as it is valid.
 
 use std::io::Read;
 
@@ -112,6 +116,38 @@ fn zstd(mut data: &[u8], cap: usize) -> Result<Vec<u8>, InflateError> {
         if out.len() > cap {
             return Err(InflateError::TooLarge { cap });
         }
+    }
+    Ok(out)
+}
+
+/// The stream a decoded view starts with, if any: `"gzip"` (magic `1f 8b`, deflate) or
+/// `"zlib"` (CMF `78`, a valid header check, no preset dictionary).
+pub(super) fn compressed(data: &[u8]) -> Option<&'static str> {
+    match data {
+        [0x1f, 0x8b, 0x08, ..] => Some("gzip"),
+        [0x78, flg, ..] if flg & 0x20 == 0 && (0x7800 | u16::from(*flg)) % 31 == 0 => Some("zlib"),
+        _ => None,
+    }
+}
+
+/// Inflate a stream that [`compressed`] named, as far as it is valid (a truncated or
+/// corrupt stream gives what came before the fault: the agent cannot hide a secret by
+/// breaking the end). More than `cap` bytes is an error.
+pub(super) fn inflate_partial(data: &[u8], cap: usize) -> Result<Vec<u8>, InflateError> {
+    let mut out = Vec::new();
+    let limit = cap as u64 + 1;
+    // An error ends the stream; what was read before it is in `out`.
+    let _ = match compressed(data) {
+        Some("gzip") => flate2::read::MultiGzDecoder::new(data)
+            .take(limit)
+            .read_to_end(&mut out),
+        Some(_) => flate2::read::ZlibDecoder::new(data)
+            .take(limit)
+            .read_to_end(&mut out),
+        None => return Ok(out),
+    };
+    if out.len() > cap {
+        return Err(InflateError::TooLarge { cap });
     }
     Ok(out)
 }

@@ -10,6 +10,8 @@
 pub(super) const BASE64_MIN: usize = 24;
 /// Shortest hex run decoded: 16 bytes.
 pub(super) const HEX_MIN: usize = 32;
+/// Shortest base32 run decoded: 16 bytes, the least a kept decoding holds.
+pub(super) const BASE32_MIN: usize = 26;
 /// A decoding is kept when it holds this many printable characters in a row.
 pub(super) const TEXTY_MIN: usize = 16;
 
@@ -93,6 +95,74 @@ pub(super) fn hex_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize)) 
         }
         f(i, end - i);
         i = end + 1;
+    }
+}
+
+/// Call `f(start, len)` for every maximal run of `min` or more bytes of `run` that
+/// `class` accepts (skip-ahead, like [`base64_runs`]).
+fn class_runs(run: &[u8], min: usize, class: impl Fn(u8) -> bool, mut f: impl FnMut(usize, usize)) {
+    let n = run.len();
+    let mut i = 0;
+    while min > 0 && i + min <= n {
+        let probe = i + min - 1;
+        if !class(run[probe]) {
+            i = probe + 1;
+            continue;
+        }
+        let mut j = probe;
+        while j > i && class(run[j - 1]) {
+            j -= 1;
+        }
+        if j > i {
+            i = j;
+            continue;
+        }
+        let mut end = probe + 1;
+        while end < n && class(run[end]) {
+            end += 1;
+        }
+        f(i, end - i);
+        i = end + 1;
+    }
+}
+
+/// Call `f(start, len)` for every maximal run of `min` or more base32 digits (RFC 4648)
+/// in `run`, all of one case: `[A-Z2-7]` or `[a-z2-7]` (an encoder writes one case, and
+/// a run of mixed-case letters is base64 or prose). Runs of either case may overlap on
+/// their digits.
+pub(super) fn base32_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize)) {
+    class_runs(
+        run,
+        min,
+        |c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c),
+        &mut f,
+    );
+    class_runs(
+        run,
+        min,
+        |c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c),
+        &mut f,
+    );
+}
+
+/// Decode base32 digits (either case, no padding; trailing bits that do not fill a byte
+/// are dropped) into `out`. `run` holds only base32 digits.
+pub(super) fn decode_base32(run: &[u8], out: &mut Vec<u8>) {
+    out.reserve(run.len() * 5 / 8 + 1);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in run {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => return,
+        };
+        acc = (acc << 5 | u32::from(v)) & 0x1FFF;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
     }
 }
 
@@ -197,6 +267,35 @@ pub(super) fn decode_hex(run: &[u8], out: &mut Vec<u8>) {
     out.resize(start + even.len() / 2, 0);
     if hex::decode_to_slice(even, &mut out[start..]).is_err() {
         out.truncate(start);
+    }
+}
+
+/// Call `f(first, units)` for every stretch of [`TEXTY_MIN`] or more UTF-16 code units
+/// of ASCII text, little- or big-endian alike: text bytes with a zero byte between each
+/// two (`t\0t\0t` or `\0t\0t`), the text bytes at `first`, `first + 2`, ... Found from
+/// the zero bytes (`memchr`), so text without any costs one fast pass.
+pub(super) fn utf16_runs(data: &[u8], mut f: impl FnMut(usize, usize)) {
+    let n = data.len();
+    let mut done = 0;
+    for z in memchr::memchr_iter(0, data) {
+        if z < done {
+            continue;
+        }
+        // Text before the first zero (little-endian) or only after it (big-endian).
+        let first = if z > done && is_text(data[z - 1]) {
+            z - 1
+        } else {
+            z + 1
+        };
+        let mut next = first;
+        while next < n && is_text(data[next]) && (next == first || data[next - 1] == 0) {
+            next += 2;
+        }
+        let units = (next - first) / 2;
+        if units >= TEXTY_MIN {
+            f(first, units);
+        }
+        done = next.max(z + 1);
     }
 }
 

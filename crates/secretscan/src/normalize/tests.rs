@@ -169,6 +169,32 @@ fn hex_upper(s: &str) -> String {
     hex::encode_upper(s)
 }
 
+/// RFC 4648 base32, upper case, no padding.
+fn base32_upper(s: &str) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut out, mut acc, mut bits) = (String::new(), 0u32, 0u32);
+    for &b in s.as_bytes() {
+        acc = (acc << 8 | u32::from(b)) & 0xFFF;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(A[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(A[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// UTF-16 code units of `s` as a (Rust) string of their bytes: NUL and ASCII.
+fn utf16(s: &str, be: bool) -> String {
+    s.encode_utf16()
+        .flat_map(|u| if be { u.to_be_bytes() } else { u.to_le_bytes() })
+        .map(char::from)
+        .collect()
+}
+
 type Enc = fn(&str) -> String;
 
 /// Every encoding, with the `via` it must be found through.
@@ -199,7 +225,26 @@ fn encodings() -> Vec<(&'static str, Enc, &'static str)> {
         ("hex", hex_lower, "hex"),
         ("hex upper", hex_upper, "hex"),
         ("hex shifted", |s| format!("f{}", hex::encode(s)), "hex"),
+        ("base32", base32_upper, "base32"),
+        (
+            "base32 lower",
+            |s| base32_upper(s).to_ascii_lowercase(),
+            "base32",
+        ),
+        (
+            "base32 padded, shifted",
+            |s| {
+                let mut e = format!("AB{}", base32_upper(s));
+                while e.len() % 8 != 0 {
+                    e.push('=');
+                }
+                e
+            },
+            "base32",
+        ),
         ("quoted-printable", qp, "qp"),
+        ("utf-16le", |s| utf16(s, false), "utf16"),
+        ("utf-16be", |s| utf16(s, true), "utf16"),
         ("json \\u", json_u, "escape"),
         ("json \\u some", json_u_some, "escape"),
         ("\\x", x_escapes, "escape"),
@@ -726,4 +771,163 @@ proptest! {
             prop_assert!(out.len() <= 4096);
         }
     }
+}
+
+/// An AWS key id is upper case and digits only: lower-cased it is the same key, found
+/// through the `upper` view; lower-case text around such keywords is left alone.
+#[test]
+fn a_lower_cased_upper_case_only_key_is_folded_back() {
+    let key = aws_key();
+    let lower = key.to_ascii_lowercase();
+    for data in [
+        format!("GET /q?d={lower} HTTP/1.1\r\n"),
+        format!("{{\"k\": \"x{lower}yz\"}}"),
+        percent_all(&lower),
+        STANDARD.encode(format!("id={lower}\n")),
+    ] {
+        let found = deep(data.as_bytes());
+        assert!(
+            found
+                .iter()
+                .any(|f| f.rule_id == "aws-access-key-id" && f.via.contains("upper")),
+            "{data}: {found:?}"
+        );
+    }
+    let f = deep(format!("d={lower}&e=1").as_bytes());
+    assert!(
+        f.iter().any(|f| (f.offset, f.len) == (2, 20)),
+        "span of the run: {f:?}"
+    );
+    // Lower-case text with the keywords in it, and hashes: nothing.
+    for benign in [
+        "the asia pacific region and akia sounds; southeastasia1region2central3 ok",
+        "sha1 3a1f5e9c0b7d2e4f6a8c1b3d5e7f9a0b2c4d6e8f asiaeast2 akiaxx",
+        "https://asia-northeast1-docker.pkg.dev/project/repo/image@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    ] {
+        assert_eq!(deep(benign.as_bytes()), vec![], "{benign}");
+    }
+}
+
+#[test]
+fn only_rules_matching_no_lower_case_are_folded() {
+    use crate::rules::upper_only;
+    assert!(upper_only(
+        "((?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})"
+    ));
+    assert!(upper_only(r"\bAKIA[A-Z0-9]{16}\d\s"));
+    for lower in [
+        "(?i)AKIA[A-Z]{16}",
+        "ghp_[0-9A-Za-z]{36}",
+        r"AKIA\w{16}",
+        r"AKIA\S{16}",
+        "AKIA.{16}",
+        "AKIA[^ ]{16}",
+        r"AKIA\p{Lu}",
+    ] {
+        assert!(!upper_only(lower), "{lower}");
+    }
+    assert_eq!(
+        rules().fold_keywords,
+        vec!["akia", "asia", "abia", "acca", "a3t"]
+    );
+}
+
+/// UTF-16 text: found in either byte order amid other bytes; binary with zeros in it
+/// (a PNG, a zero-filled buffer, UTF-16 that is not ASCII) makes no view.
+#[test]
+fn utf16_text_is_read_without_its_zero_bytes() {
+    let tok = gh_token();
+    for be in [false, true] {
+        let mut data = b"\x89PNG\0\0\x01junk ".to_vec();
+        data.extend(
+            utf16(&format!("token={tok}\n"), be)
+                .chars()
+                .map(|c| c as u8),
+        );
+        data.extend_from_slice(b"\xff\xfe tail");
+        let found = deep(&data);
+        let f = found
+            .iter()
+            .find(|f| f.rule_id == "github-pat")
+            .unwrap_or_else(|| panic!("be={be}: {found:?}"));
+        assert_eq!(f.via, "utf16");
+        // After the 12-byte prefix and `token=`.
+        let start = 12 + 2 * 6;
+        assert!(
+            f.offset as usize >= start - 1
+                && f.offset as usize + f.len <= start + 2 * tok.len() + 1,
+            "be={be}: span {}+{}",
+            f.offset,
+            f.len
+        );
+    }
+    let mut benign = vec![0u8; 4096];
+    benign.extend(
+        utf16("Grüße aus Köln, 中文, ①", false)
+            .chars()
+            .map(|c| c as u8),
+    );
+    benign.extend(
+        utf16("plain words here, nothing secret.", true)
+            .chars()
+            .map(|c| c as u8),
+    );
+    assert_eq!(deep(&benign), vec![]);
+    // A short stretch makes no view.
+    let mut short = Vec::new();
+    let mut used = None;
+    runs::utf16_runs(&utf16("abc", false).bytes().collect::<Vec<_>>(), |a, b| {
+        used = Some((a, b))
+    });
+    short.push(used);
+    assert_eq!(short, vec![None]);
+}
+
+/// A gzip or zlib stream inside the data (a gzip body inside a gzip body, gzip in
+/// base64 in JSON) is inflated and scanned; a truncated one as far as it goes; a bomb
+/// refuses the input; look-alikes that do not inflate add nothing.
+#[test]
+fn compressed_streams_inside_are_inflated() {
+    let tok = gh_token();
+    let text = format!(
+        "{}token: {tok}\n{}",
+        "fn main() { work(); }\n".repeat(30),
+        "// tail\n".repeat(30)
+    );
+    let gz = gzip(text.as_bytes());
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("gzip", gz.clone(), "inflate"),
+        ("gzip in gzip", gzip(&gz), "inflate>inflate"),
+        ("zlib", zlib(text.as_bytes()), "inflate"),
+        (
+            "gzip in base64 in json",
+            format!("{{\"blob\": \"{}\"}}", STANDARD.encode(&gz)).into_bytes(),
+            "inflate",
+        ),
+        ("truncated gzip", gz[..gz.len() - 12].to_vec(), "inflate"),
+    ];
+    for (name, data, via) in cases {
+        let found = deep(&data);
+        let f = found
+            .iter()
+            .find(|f| f.rule_id == "github-pat")
+            .unwrap_or_else(|| panic!("{name}: {found:?}"));
+        assert_eq!(f.via, via, "{name}");
+    }
+    // A bomb: 64 MiB of zeros in a small gzip, over the budget.
+    let bomb = gzip(&vec![0u8; 64 << 20]);
+    assert!(matches!(
+        rules().scan_deep(&bomb, &Limits::default()),
+        Err(NormalizeError::Budget { .. })
+    ));
+    // Look-alikes: a gzip header then junk, base64 runs starting `H4sI` and `eJ`.
+    let mut fake = vec![0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff];
+    fake.extend(rnd(11, 200, ALNUM).bytes());
+    assert_eq!(deep(&fake), rules().scan(&fake));
+    let words = format!(
+        "H4sI{} eJzz{} x^abc",
+        rnd(12, 60, ALNUM),
+        rnd(13, 60, ALNUM)
+    );
+    assert_eq!(deep(words.as_bytes()), vec![]);
 }
