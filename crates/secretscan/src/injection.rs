@@ -152,30 +152,9 @@ pub fn scan_response_bytes(bytes: &[u8]) -> Vec<InjectionHit> {
     scan_response(&String::from_utf8_lossy(bytes))
 }
 
-/// Characters that render as nothing: zero-width, joiners, bidi controls, variation
-/// selectors, tag characters, fillers.
-pub fn is_invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00AD}'
-            | '\u{034F}'
-            | '\u{061C}'
-            | '\u{115F}'
-            | '\u{1160}'
-            | '\u{17B4}'
-            | '\u{17B5}'
-            | '\u{180B}'..='\u{180F}'
-            | '\u{200B}'..='\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2060}'..='\u{206F}'
-            | '\u{3164}'
-            | '\u{FE00}'..='\u{FE0F}'
-            | '\u{FEFF}'
-            | '\u{FFA0}'
-            | '\u{1D173}'..='\u{1D17A}'
-            | '\u{E0000}'..='\u{E0FFF}'
-    )
-}
+/// Characters that render as nothing: the one set DLP's normalization drops
+/// ([`crate::is_invisible`], Default_Ignorable_Code_Point).
+pub use crate::is_invisible;
 
 fn is_tag(c: char) -> bool {
     ('\u{E0000}'..='\u{E007F}').contains(&c)
