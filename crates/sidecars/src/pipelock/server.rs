@@ -952,8 +952,22 @@ impl Proxy {
         if body.size_hint().lower() > BODY_CAP as u64 {
             return refuse(BodyRefusal::TooLarge);
         }
-        let bytes = match Limited::new(body, BODY_CAP).collect().await {
-            Ok(c) => c.to_bytes(),
+        let (bytes, trailers) = match Limited::new(body, BODY_CAP).collect().await {
+            Ok(c) => {
+                // Trailers are not forwarded, but what they carry has still left the
+                // agent's hands: scanned like the body, as `name: value` lines.
+                let trailers = c.trailers().map(|t| {
+                    let mut text = Vec::new();
+                    for (name, value) in t {
+                        text.extend_from_slice(name.as_str().as_bytes());
+                        text.extend_from_slice(b": ");
+                        text.extend_from_slice(value.as_bytes());
+                        text.extend_from_slice(b"\r\n");
+                    }
+                    text
+                });
+                (c.to_bytes(), trailers)
+            }
             Err(e) if e.is::<LengthLimitError>() => return refuse(BodyRefusal::TooLarge),
             Err(e) => return refuse(BodyRefusal::Read(e.to_string())),
         };
@@ -969,30 +983,41 @@ impl Proxy {
         }
         let (rules, plain) = (rules.clone(), bytes.clone());
         let verdict = tokio::task::spawn_blocking(move || {
+            if let Some(t) = trailers.filter(|t| !t.is_empty()) {
+                let found = rules
+                    .scan_deep(&t, &Limits::default())
+                    .map_err(|e| (BodyRefusal::Limit(e.to_string()), "trailers"))?;
+                if !found.is_empty() {
+                    return Ok((found, "trailers"));
+                }
+            }
             let inflated;
             let data: &[u8] = if coding.trim().is_empty() {
                 &plain
             } else {
-                inflated = inflate(&coding, &plain, BODY_CAP).map_err(|e| match e {
-                    InflateError::TooLarge { .. } => BodyRefusal::TooLarge,
-                    e @ (InflateError::Unknown(_) | InflateError::TooManyLayers { .. }) => {
-                        BodyRefusal::Encoding(e.to_string())
-                    }
-                    e => BodyRefusal::Corrupt(e.to_string()),
-                })?;
+                inflated = inflate(&coding, &plain, BODY_CAP)
+                    .map_err(|e| match e {
+                        InflateError::TooLarge { .. } => BodyRefusal::TooLarge,
+                        e @ (InflateError::Unknown(_) | InflateError::TooManyLayers { .. }) => {
+                            BodyRefusal::Encoding(e.to_string())
+                        }
+                        e => BodyRefusal::Corrupt(e.to_string()),
+                    })
+                    .map_err(|r| (r, "body"))?;
                 &inflated
             };
             rules
                 .scan_deep(data, &Limits::default())
-                .map_err(|e| BodyRefusal::Limit(e.to_string()))
+                .map(|found| (found, "body"))
+                .map_err(|e| (BodyRefusal::Limit(e.to_string()), "body"))
         })
         .await;
         match verdict {
-            Ok(Ok(found)) => match most_specific(found) {
-                Some(f) => Err(Box::new(self.dlp_refusal(ev.clone(), &f, "body"))),
+            Ok(Ok((found, part))) => match most_specific(found) {
+                Some(f) => Err(Box::new(self.dlp_refusal(ev.clone(), &f, part))),
                 None => Ok((Full::new(bytes).map_err(|e| match e {}).boxed(), None)),
             },
-            Ok(Err(r)) => refuse(r),
+            Ok(Err((r, part))) => Err(Box::new(self.body_refusal(ev.clone(), part, r))),
             Err(e) => refuse(BodyRefusal::Read(e.to_string())),
         }
     }

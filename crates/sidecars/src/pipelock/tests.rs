@@ -364,6 +364,48 @@ async fn a_key_split_across_upload_chunks_is_blocked() {
     );
 }
 
+/// A chunked upload whose trailer carries a key: refused and audited as a DLP finding
+/// in the trailers; the same upload with a harmless trailer passes.
+#[tokio::test]
+async fn a_key_in_a_chunked_trailer_is_refused() {
+    let h = harness().await;
+    let port = h.up.port();
+    let key = anthropic_key();
+    let send = |trailer: String| async move {
+        let mut s = TcpStream::connect(h.proxy).await.unwrap();
+        let req = format!(
+            "POST http://allowed.test:{port}/upload HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\nConnection: close\r\n\r\nd\r\nbuild log ok\n\r\n0\r\nX-Checksum: {trailer}\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let out = send("sha256-2f1a9c".into()).await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let out = send(key.clone()).await;
+    assert!(
+        out.starts_with("HTTP/1.1 403") && out.contains("anthropic-api-key"),
+        "{out}"
+    );
+    assert!(!out.contains(&key[10..]));
+    let e = last(&h.audit);
+    assert_eq!(
+        (e.reason, e.rule.as_deref(), e.part),
+        ("dlp", Some("anthropic-api-key"), Some("trailers"))
+    );
+    let logged = serde_json::to_string(&h.audit.events()).unwrap();
+    assert!(
+        !logged.contains(&key[14..]),
+        "the audit log holds the secret"
+    );
+    assert_eq!(
+        h.seen.lock().unwrap().heads.len(),
+        1,
+        "only the harmless upload reached upstream"
+    );
+}
+
 /// Stream `total` bytes of code-like text as the body of a POST; the response.
 async fn upload(h: &Harness, total: usize, length: bool) -> String {
     let port = h.up.port();
