@@ -236,12 +236,19 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
     crate::manifest::load(path, &env).map_err(anyhow::Error::new)
 }
 
-/// The project named by `-f` or `-p`.
+/// What a manifest names, for the commands that need no secrets (`delete`, `get`,
+/// `logs`, `exec`, `audit`, `queue`): nothing of the host is read, so an unset
+/// `from_env` variable or a missing skill is not an error; bad YAML still is, located.
+fn load_names(path: &Path) -> anyhow::Result<crate::manifest::Names> {
+    crate::manifest::load_names(path).map_err(anyhow::Error::new)
+}
+
+/// The project named by `-f` or `-p` (the manifest read for its names only).
 fn project_of(file: Option<&Path>, project: Option<&str>) -> anyhow::Result<String> {
     match (file, project) {
         (_, Some(p)) => Ok(p.to_string()),
-        (Some(f), None) => Ok(load_manifest(f)?.project),
-        (None, None) => Ok(load_manifest(Path::new("bottles.yaml"))?.project),
+        (Some(f), None) => Ok(load_names(f)?.project),
+        (None, None) => Ok(load_names(Path::new("bottles.yaml"))?.project),
     }
 }
 
@@ -286,7 +293,7 @@ async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<Ag
     use crate::labels;
     let project = match (&target.project, &target.file) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(f)) => Some(load_manifest(f)?.project),
+        (None, Some(f)) => Some(load_names(f)?.project),
         (None, None) => None,
     };
     let mut filter = labels::managed_filter();
