@@ -724,9 +724,12 @@ agents: {a: {bottle: b, provider: codex}}
 
     fn sanitize(dir: &str) -> String {
         let dir = Path::new("/x").join(dir);
-        parse_names("bottles: {b: {}}\nagents: {a: {bottle: b}}\n", &dir.join("m.yaml"))
-            .expect("valid")
-            .project
+        parse_names(
+            "bottles: {b: {}}\nagents: {a: {bottle: b}}\n",
+            &dir.join("m.yaml"),
+        )
+        .expect("valid")
+        .project
     }
 
     #[test]
