@@ -375,7 +375,7 @@ pub fn merge(streams: Vec<Vec<Decision>>) -> Vec<Decision> {
 pub fn docker_ts(stamp: &str) -> Option<f64> {
     use time::format_description::well_known::Rfc3339;
     let t = time::OffsetDateTime::parse(stamp, &Rfc3339).ok()?;
-    Some(t.unix_timestamp_nanos() as f64 / 1e9)
+    Some(t.unix_timestamp() as f64 + f64::from(t.nanosecond()) / 1e9)
 }
 
 /// Split a Docker log line written with time stamps into the stamp's time and the text.

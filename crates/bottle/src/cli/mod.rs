@@ -3,6 +3,7 @@
 //! and talk to Docker only through [`crate::engine`].
 
 mod apply;
+mod audit;
 mod delete;
 mod diff;
 mod exec;
@@ -46,6 +47,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// The supervise queue: what agents proposed, and the operator's verdicts.
     Queue(QueueArgs),
+    /// Every decision of the bottles' sidecars, as one time-ordered stream.
+    Audit(AuditArgs),
     /// Run a sidecar server (inside the sidecar image).
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -170,6 +173,32 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The bottle (agent) name; every bottle of the project when omitted.
+    pub name: Option<String>,
+    /// The project (default: the one of `bottles.yaml` here; with NAME, any project that
+    /// has it).
+    #[arg(short = 'p', long = "project")]
+    pub project: Option<String>,
+    /// A manifest naming the project (`-f` is `--follow`, as for `logs`).
+    #[arg(long = "file", conflicts_with = "project")]
+    pub file: Option<PathBuf>,
+    /// Only decisions since: a duration back from now (90s, 10m, 2h, 1d), an RFC 3339
+    /// time or seconds since the epoch.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Keep streaming new decisions.
+    #[arg(short = 'f', long = "follow")]
+    pub follow: bool,
+    /// Only refusals.
+    #[arg(long)]
+    pub denied: bool,
+    /// Text lines, or JSON lines.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
 pub struct QueueArgs {
     #[command(subcommand)]
     pub action: QueueAction,
@@ -226,6 +255,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Exec(a) => exec::run(a).await,
         Command::Logs(a) => logs::run(a).await,
         Command::Queue(a) => queue::run(a).await,
+        Command::Audit(a) => audit::run(a).await,
         Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
     }
 }
