@@ -431,3 +431,38 @@ fn delete_leaves_nothing_labelled() {
     // Deleting again is a no-op.
     p.bottle(&["delete", "-f", m]).expect(0);
 }
+
+/// Issue 17: listing and removing bottles needs their names, not their secrets.
+#[test]
+fn get_audit_and_delete_work_without_the_secrets() {
+    let p = Project::new("nosec");
+    let var = format!("BOTTLE_TEST_NOSECRET_{}", p.name.to_uppercase());
+    let m = p.manifest(&format!(
+        "bottles:\n  dev:\n    image: {{dockerfile: Dockerfile}}\n    env: {{TOKEN: {{from_env: {var}}}}}\nagents:\n  x: {{bottle: dev}}\n"
+    ));
+    let m = m.to_str().expect("utf-8 path");
+    p.bottle_env(&["apply", "-f", m], &[(&var, "value")])
+        .expect(0);
+    // Without the variable: diff still refuses, located.
+    let d = p.bottle(&["diff", "-f", m]).expect(2);
+    assert!(
+        d.stderr
+            .contains(&format!("host environment variable `{var}` is not set"))
+            && d.stderr
+                .contains("bottles.yaml:5:29: bottles.dev.env.TOKEN.from_env"),
+        "{}",
+        d.stderr
+    );
+    // get, audit and delete need only the names.
+    let g = p.bottle(&["get", "-f", m, "-o", "json"]).expect(0);
+    assert!(g.stdout.contains("\"bottle\":\"x\""), "{}", g.stdout);
+    p.bottle(&["audit", "--file", m, "-o", "json"]).expect(0);
+    p.bottle(&["delete", "-f", m]).expect(0);
+    for kind in ["container", "network", "volume"] {
+        assert!(
+            p.objects(kind).is_empty(),
+            "{kind}s left: {:?}",
+            p.objects(kind)
+        );
+    }
+}

@@ -5,10 +5,14 @@
 //! ([`supervise`]), and the one host grammar every entry point parses hosts, patterns,
 //! CIDR blocks and route path prefixes with ([`host`]).
 //!
-//! Nothing here does I/O but [`supervise::now`], the time stamp the queue's records carry.
+//! The audit stream's line format and its reader ([`audit`]).
+//!
+//! Nothing here does I/O but [`supervise::now`] and [`audit::Line::now`], the time
+//! stamps the queue's records and the audit lines carry.
 
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod ca;
 pub mod egress;
 pub mod error;

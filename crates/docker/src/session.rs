@@ -112,6 +112,79 @@ impl Docker {
         let _ = self.client.resize_exec(id, opts).await;
     }
 
+    /// A container's log lines (stdout and stderr), each prefixed with the engine's
+    /// RFC 3339 time stamp and a space, from `since` (seconds since the epoch, 0 for
+    /// all); with `follow`, until the container stops. A line longer than `max_line`
+    /// bytes is cut there (the rest of it is dropped), so memory stays bounded.
+    pub fn log_lines(
+        &self,
+        container: &str,
+        follow: bool,
+        since: i32,
+        max_line: usize,
+    ) -> impl Stream<Item = Result<String, EngineError>> + Send + 'static {
+        let opts = LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .timestamps(true)
+            .since(since)
+            .build();
+        let logs = self.client.logs(container, Some(opts));
+        let name = container.to_string();
+        let this = self.clone();
+        futures_util::stream::unfold(
+            (
+                logs,
+                Vec::<u8>::new(),
+                std::collections::VecDeque::new(),
+                false,
+            ),
+            move |(mut logs, mut buf, mut ready, mut done)| {
+                let (this, name) = (this.clone(), name.clone());
+                async move {
+                    loop {
+                        if let Some(line) = ready.pop_front() {
+                            return Some((Ok(line), (logs, buf, ready, done)));
+                        }
+                        if done {
+                            return None;
+                        }
+                        match logs.next().await {
+                            Some(Ok(
+                                LogOutput::StdErr { message }
+                                | LogOutput::StdOut { message }
+                                | LogOutput::Console { message },
+                            )) => {
+                                for &b in message.iter() {
+                                    if b == b'\n' {
+                                        ready.push_back(String::from_utf8_lossy(&buf).into_owned());
+                                        buf.clear();
+                                    } else if buf.len() < max_line {
+                                        buf.push(b);
+                                    }
+                                }
+                            }
+                            Some(Ok(LogOutput::StdIn { .. })) => {}
+                            Some(Err(e)) => {
+                                done = true;
+                                let e = this.error(e, "logs", "container", &name);
+                                return Some((Err(e), (logs, buf, ready, done)));
+                            }
+                            None => {
+                                done = true;
+                                if !buf.is_empty() {
+                                    ready.push_back(String::from_utf8_lossy(&buf).into_owned());
+                                    buf.clear();
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+    }
+
     /// Copy a container's logs to stdout and stderr; with `follow`, until it stops.
     pub async fn stream_logs(&self, container: &str, follow: bool) -> Result<(), EngineError> {
         let opts = LogsOptionsBuilder::new()

@@ -3,6 +3,7 @@
 //! and talk to Docker only through [`crate::engine`].
 
 mod apply;
+mod audit;
 mod delete;
 mod diff;
 mod exec;
@@ -46,6 +47,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// The supervise queue: what agents proposed, and the operator's verdicts.
     Queue(QueueArgs),
+    /// Every decision of the bottles' sidecars, as one time-ordered stream.
+    Audit(AuditArgs),
     /// Run a sidecar server (inside the sidecar image).
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -170,6 +173,32 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The bottle (agent) name; every bottle of the project when omitted.
+    pub name: Option<String>,
+    /// The project (default: the one of `bottles.yaml` here; with NAME, any project that
+    /// has it).
+    #[arg(short = 'p', long = "project")]
+    pub project: Option<String>,
+    /// A manifest naming the project (`-f` is `--follow`, as for `logs`).
+    #[arg(long = "file", conflicts_with = "project")]
+    pub file: Option<PathBuf>,
+    /// Only decisions since: a duration back from now (90s, 10m, 2h, 1d), an RFC 3339
+    /// time or seconds since the epoch.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Keep streaming new decisions.
+    #[arg(short = 'f', long = "follow")]
+    pub follow: bool,
+    /// Only refusals.
+    #[arg(long)]
+    pub denied: bool,
+    /// Text lines, or JSON lines.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+    pub output: Output,
+}
+
+#[derive(Debug, Args)]
 pub struct QueueArgs {
     #[command(subcommand)]
     pub action: QueueAction,
@@ -226,6 +255,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Exec(a) => exec::run(a).await,
         Command::Logs(a) => logs::run(a).await,
         Command::Queue(a) => queue::run(a).await,
+        Command::Audit(a) => audit::run(a).await,
         Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
     }
 }
@@ -236,12 +266,19 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
     crate::manifest::load(path, &env).map_err(anyhow::Error::new)
 }
 
-/// The project named by `-f` or `-p`.
+/// What a manifest names, for the commands that need no secrets (`delete`, `get`,
+/// `logs`, `exec`, `audit`, `queue`): nothing of the host is read, so an unset
+/// `from_env` variable or a missing skill is not an error; bad YAML still is, located.
+fn load_names(path: &Path) -> anyhow::Result<crate::manifest::Names> {
+    crate::manifest::load_names(path).map_err(anyhow::Error::new)
+}
+
+/// The project named by `-f` or `-p` (the manifest read for its names only).
 fn project_of(file: Option<&Path>, project: Option<&str>) -> anyhow::Result<String> {
     match (file, project) {
         (_, Some(p)) => Ok(p.to_string()),
-        (Some(f), None) => Ok(load_manifest(f)?.project),
-        (None, None) => Ok(load_manifest(Path::new("bottles.yaml"))?.project),
+        (Some(f), None) => Ok(load_names(f)?.project),
+        (None, None) => Ok(load_names(Path::new("bottles.yaml"))?.project),
     }
 }
 
@@ -286,7 +323,7 @@ async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<Ag
     use crate::labels;
     let project = match (&target.project, &target.file) {
         (Some(p), _) => Some(p.clone()),
-        (None, Some(f)) => Some(load_manifest(f)?.project),
+        (None, Some(f)) => Some(load_names(f)?.project),
         (None, None) => None,
     };
     let mut filter = labels::managed_filter();

@@ -14,12 +14,14 @@ mod diag;
 mod raw;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use diag::{DOCUMENT, Diagnostics, Problem, Snippets};
 
-use crate::Manifest;
+use crate::{Manifest, Provider};
+use validate::Reads;
 
 /// Manifests larger than this are refused before parsing.
 pub const MAX_MANIFEST_BYTES: usize = 1 << 20;
@@ -69,9 +71,72 @@ impl miette::Diagnostic for ManifestError {
     }
 }
 
+/// What a manifest names, read without touching the host: no `from_env` variable, skill,
+/// identity, rule, CA or Dockerfile is looked up, so a shell that lacks the secrets can
+/// still find, list and remove the project's bottles. It is not a [`Manifest`] and
+/// cannot be turned into one: nothing built from it can reach a desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    /// The manifest file, absolute.
+    pub path: PathBuf,
+    pub project: String,
+    /// The bottle (policy) names.
+    pub bottles: Vec<String>,
+    /// Agent name to its bottle and provider.
+    pub agents: BTreeMap<String, AgentNames>,
+}
+
+/// One agent of [`Names`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentNames {
+    pub bottle: String,
+    pub provider: Provider,
+}
+
+impl Names {
+    /// Keep only names: the placeholders of a names-only walk never leave this module.
+    fn of(m: Manifest) -> Names {
+        Names {
+            path: m.path,
+            project: m.project,
+            bottles: m.bottles.into_keys().collect(),
+            agents: m
+                .agents
+                .into_iter()
+                .map(|(name, a)| {
+                    let names = AgentNames {
+                        bottle: a.bottle,
+                        provider: a.provider,
+                    };
+                    (name, names)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Read and validate a manifest file. `env` looks up host environment variables (for
 /// `from_env` and `~` expansion).
 pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Manifest, ManifestError> {
+    let text = read(path)?;
+    parse_with(&text, path, env, Reads::Host)
+}
+
+/// Read a manifest file for its [`Names`]: the same syntax and structure checks, with
+/// the same located problems, as [`load`], but nothing of the host is read, so an unset
+/// `from_env` variable or a missing skill, identity or rule file is not a problem.
+pub fn load_names(path: &Path) -> Result<Names, ManifestError> {
+    let text = read(path)?;
+    parse_names(&text, path)
+}
+
+/// Same as [`load_names`], from text already read.
+pub fn parse_names(text: &str, path: &Path) -> Result<Names, ManifestError> {
+    parse_with(text, path, &|_| None, Reads::NamesOnly).map(Names::of)
+}
+
+/// The file's text, bounded by [`MAX_MANIFEST_BYTES`]; bad UTF-8 is a located problem.
+fn read(path: &Path) -> Result<String, ManifestError> {
     let io = |source| ManifestError::Io {
         path: path.to_path_buf(),
         source,
@@ -89,7 +154,7 @@ pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Manifes
         return Err(too_large(path, bytes.len() as u64));
     }
     match String::from_utf8(bytes) {
-        Ok(text) => parse(&text, path, env),
+        Ok(text) => Ok(text),
         Err(err) => {
             let bytes = err.as_bytes();
             let problem = raw::utf8_error(bytes, err.utf8_error());
@@ -105,12 +170,21 @@ pub fn parse(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Manifest, ManifestError> {
+    parse_with(text, path, env, Reads::Host)
+}
+
+fn parse_with(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    reads: Reads,
+) -> Result<Manifest, ManifestError> {
     if text.len() > MAX_MANIFEST_BYTES {
         return Err(too_large(path, text.len() as u64));
     }
     let root = raw::parse(text).map_err(|err| syntax(path, text, err))?;
     let absolute = absolute(path);
-    validate::manifest(&root, &absolute, text, env)
+    validate::manifest(&root, &absolute, text, env, reads)
         .map_err(|problems| ManifestError::Invalid(Diagnostics::new(path, text, problems)))
 }
 
@@ -588,6 +662,117 @@ agents: {a: {bottle: b, provider: codex}}
         let ca = at("bottles.b.egress.upstream_ca");
         assert_eq!(ca.line, 6, "{ca:?}");
         assert!(ca.message.contains("larger than"), "{}", ca.message);
+    }
+
+    /// Each host value a manifest may lack: names mode loads it, full mode refuses it with
+    /// the located problem it always gave.
+    #[test]
+    fn names_mode_reads_nothing_of_the_host() {
+        let dir = project_dir();
+        let path = dir.path().join("bottles.yaml");
+        let cases = [
+            (
+                "bottles:\n  b:\n    env: {T: {from_env: NOPE_UNSET}}\nagents: {a: {bottle: b}}\n",
+                (3, 25, "bottles.b.env.T.from_env"),
+                "host environment variable `NOPE_UNSET` is not set",
+            ),
+            (
+                "bottles:\n  b:\n    egress:\n      routes:\n        - host: api.example.com\n          auth: {scheme: bearer, token: {from_env: NOPE_UNSET}}\nagents: {a: {bottle: b}}\n",
+                (6, 52, "bottles.b.egress.routes[0].auth.token.from_env"),
+                "host environment variable `NOPE_UNSET` is not set",
+            ),
+            (
+                "bottles: {b: {}}\nagents:\n  a:\n    bottle: b\n    skills: [no-such-skill]\n",
+                (5, 14, "agents.a.skills[0]"),
+                "skill `no-such-skill` not found",
+            ),
+            (
+                "bottles:\n  b:\n    git:\n      - name: origin\n        upstream: ssh://git@github.com/a/b.git\n        identity_file: ~/.ssh/nope\n        known_host_key: \"github.com ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkV\"\nagents: {a: {bottle: b}}\n",
+                (6, 24, "bottles.b.git[0].identity_file"),
+                "/nonexistent-home/.ssh/nope",
+            ),
+            (
+                "bottles:\n  b:\n    egress:\n      dlp: {rules: missing.toml}\nagents: {a: {bottle: b}}\n",
+                (4, 20, "bottles.b.egress.dlp.rules"),
+                "missing.toml` cannot be read",
+            ),
+            (
+                "bottles:\n  b:\n    image: {dockerfile: Nope.Dockerfile}\nagents:\n  a: {bottle: b, workspace: nowhere}\n",
+                (3, 25, "bottles.b.image.dockerfile"),
+                "Nope.Dockerfile` cannot be read",
+            ),
+        ];
+        for (text, (line, column, field), message) in cases {
+            let found = problems(parse_in(dir.path(), text));
+            let first = &found[0];
+            assert_eq!(
+                (first.line, first.column, first.field.as_str()),
+                (line, column, field),
+                "{found:#?}"
+            );
+            assert!(first.message.contains(message), "{found:#?}");
+            std::fs::write(&path, text).expect("write");
+            let full = load(&path, &host_env).expect_err("full mode refuses");
+            assert!(full.to_string().contains(message), "{full}");
+            let names = load_names(&path).unwrap_or_else(|e| panic!("names mode: {e}"));
+            let project = dir.path().file_name().expect("name").to_string_lossy();
+            assert_eq!(names.project, sanitize(&project), "{text}");
+            assert_eq!(names.bottles, vec!["b".to_owned()]);
+            assert_eq!(names.agents["a"].bottle, "b");
+        }
+    }
+
+    fn sanitize(dir: &str) -> String {
+        let dir = Path::new("/x").join(dir);
+        parse_names(
+            "bottles: {b: {}}\nagents: {a: {bottle: b}}\n",
+            &dir.join("m.yaml"),
+        )
+        .expect("valid")
+        .project
+    }
+
+    #[test]
+    fn names_mode_keeps_every_structural_problem_located() {
+        let dir = project_dir();
+        let path = dir.path().join("bottles.yaml");
+        // Bad YAML: the same one located problem in both modes.
+        std::fs::write(&path, "project: demo\nbottles: [\n").expect("write");
+        let full = problems(load(&path, &host_env));
+        let names = problems(load_names(&path).map(|_| unreachable_manifest()));
+        assert_eq!(names, full);
+        assert_eq!(names.len(), 1);
+        // Structure and names are still checked: unknown keys, bad names, dangling
+        // references, a literal token.
+        let text = "project: Bad_Name\nbottles:\n  b:\n    runtme: auto\n    egress:\n      routes:\n        - host: x.example.com\n          auth: {scheme: bearer, token: literal}\nagents: {a: {bottle: c}}\n";
+        let found = problems(parse_names(text, &path).map(|_| unreachable_manifest()));
+        let fields: Vec<&str> = found.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "project",
+                "bottles.b.runtme",
+                "bottles.b.egress.routes[0].auth.token",
+                "agents.a.bottle"
+            ]
+        );
+        // The example, with every host value missing, gives its names.
+        let names = parse_names(EXAMPLE, &path).expect("valid");
+        assert_eq!(names.project, "demo");
+        assert_eq!(names.bottles, vec!["dev".to_owned()]);
+        assert_eq!(
+            names.agents["reviewer"],
+            AgentNames {
+                bottle: "dev".into(),
+                provider: Provider::Claude
+            }
+        );
+        assert!(parse(EXAMPLE, &path, &|_| None).is_err());
+    }
+
+    /// Lets a names result go through `problems`, which wants a manifest result.
+    fn unreachable_manifest() -> Manifest {
+        panic!("expected problems")
     }
 
     #[test]

@@ -27,12 +27,23 @@ const MAX_CPUS: f64 = 64.0;
 /// Fewest processes a bottle may be limited to.
 const MIN_PIDS: i64 = 16;
 
+/// How much of the host a walk reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Everything: `from_env` values, skills, identity, rule and CA files, paths.
+    Host,
+    /// Nothing outside the text: the structure and names are checked, while host
+    /// values are left as placeholders that only [`super::Names`] may expose.
+    NamesOnly,
+}
+
 /// Validate a parsed document. `path` is the manifest file, absolute.
 pub fn manifest(
     root: &Node,
     path: &Path,
     source: &str,
     env: &dyn Fn(&str) -> Option<String>,
+    reads: Reads,
 ) -> Result<Manifest, Vec<Problem>> {
     let dir = path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let mut cx = Ctx {
@@ -40,6 +51,7 @@ pub fn manifest(
         env,
         dir,
         source,
+        host: reads == Reads::Host,
     };
     let manifest = cx.top(root, path);
     match manifest {
@@ -55,6 +67,8 @@ struct Ctx<'a> {
     /// The manifest's directory: relative paths are resolved against it.
     dir: PathBuf,
     source: &'a str,
+    /// Whether host values are read (env, files); false in [`Reads::NamesOnly`].
+    host: bool,
 }
 
 /// A YAML map being read, with its location and dotted path.
@@ -244,6 +258,9 @@ impl Ctx<'_> {
             );
             return None;
         }
+        if !self.host {
+            return Some((var, String::new()));
+        }
         match (self.env)(&var) {
             Some(value) => Some((var, value)),
             None => {
@@ -267,6 +284,12 @@ impl Ctx<'_> {
     fn read_host_file(&mut self, node: &Node, field: &str, raw: &str) -> Option<HostFile> {
         use std::io::Read as _;
         let path = self.check_path(node, field, raw, false)?;
+        if !self.host {
+            return Some(HostFile {
+                path,
+                contents: Vec::new(),
+            });
+        }
         let mut contents = Vec::new();
         let read = std::fs::File::open(&path)
             .and_then(|f| f.take(MAX_HOST_FILE as u64 + 1).read_to_end(&mut contents));
@@ -309,6 +332,9 @@ impl Ctx<'_> {
             return None;
         }
         let path = self.dir.join(raw);
+        if !self.host {
+            return Some(path);
+        }
         let kind = if want_dir { "directory" } else { "file" };
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_dir() == want_dir => {
@@ -715,6 +741,9 @@ impl Ctx<'_> {
                     rules: dlp_map.get("rules").and_then(|n| {
                         let field = dlp_map.field("rules");
                         let file = self.host_file(n, &field)?;
+                        if !self.host {
+                            return Some(file);
+                        }
                         match bottle_secretscan::RuleSet::from_toml(&file.text()) {
                             Ok(_) => Some(file),
                             Err(e) => {
@@ -887,7 +916,7 @@ impl Ctx<'_> {
             match &n.value {
                 Raw::Map(_) => {
                     let (var, value) = self.env_ref(n, &field)?;
-                    if value.is_empty() {
+                    if value.is_empty() && self.host {
                         self.report(
                             &n.referenced,
                             &field,
@@ -981,7 +1010,7 @@ impl Ctx<'_> {
             let identity_file = self.required(&map, "identity_file").and_then(|n| {
                 let f = map.field("identity_file");
                 let raw = self.string(n, &f)?;
-                let expanded = if raw == "~" || raw.starts_with("~/") {
+                let expanded = if self.host && (raw == "~" || raw.starts_with("~/")) {
                     match (self.env)("HOME") {
                         Some(home) => format!("{home}{}", &raw[1..]),
                         None => {
@@ -1034,6 +1063,9 @@ impl Ctx<'_> {
     /// Where skill `name` lives on the host: `$BOTTLE_SKILLS_DIR/<name>`, else
     /// `$HOME/.claude/skills/<name>`. A missing one is a problem naming it.
     fn skill_dir(&mut self, name: &str, node: &Node, field: &str) -> Option<PathBuf> {
+        if !self.host {
+            return Some(PathBuf::from(name));
+        }
         let root = match ((self.env)("BOTTLE_SKILLS_DIR"), (self.env)("HOME")) {
             (Some(dir), _) if !dir.is_empty() => PathBuf::from(dir),
             (_, Some(home)) if !home.is_empty() => Path::new(&home).join(".claude/skills"),

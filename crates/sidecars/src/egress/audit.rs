@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bottle_contract::audit::{EGRESS_COMPONENT, Line};
 use bottle_secretscan::redact;
 use serde::Serialize;
 
@@ -47,9 +48,9 @@ impl Record {
         }
     }
 
-    /// The JSON line of [`Record::scrubbed`].
+    /// The JSON line of [`Record::scrubbed`], in the audit envelope (time, component).
     fn line(&self) -> Option<String> {
-        serde_json::to_string(&self.scrubbed()).ok()
+        Line::now(EGRESS_COMPONENT, &self.scrubbed()).to_json()
     }
 }
 
@@ -168,5 +169,11 @@ mod tests {
             serde_json::from_str(&plain.line().expect("line")).expect("json");
         assert_eq!(v["host"], "api.anthropic.com");
         assert_eq!(v["path"], "/v1/messages");
+        assert_eq!(v["component"], EGRESS_COMPONENT);
+        // `bottle audit` reads it back.
+        let line = plain.line().expect("line");
+        let read = bottle_contract::audit::parse("egress", &line, None).expect("decision");
+        assert_eq!(read.host, "api.anthropic.com");
+        assert!(read.ts > 0.0);
     }
 }

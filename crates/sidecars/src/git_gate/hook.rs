@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use super::{config_dir, load_config, ssh_command};
+use bottle_contract::audit::PushEvent;
 use bottle_contract::git_gate::GateRemote;
 use bottle_secretscan::RuleSet;
 
@@ -39,18 +40,35 @@ fn is_zero(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b == b'0')
 }
 
-/// Run the hook; returns the exit status (0 accepts the push).
+/// Run the hook; returns the exit status (0 accepts the push). Each verdict is also
+/// left for the gate's audit stream ([`super::audit_push`]).
 pub fn run() -> i32 {
-    match check_and_forward() {
-        Ok(()) => 0,
+    let mut audit = PushEvent {
+        decision: "deny".into(),
+        reason: "config".into(),
+        remote: String::new(),
+        host: String::new(),
+        refs: 0,
+        detail: String::new(),
+    };
+    let code = match check_and_forward(&mut audit) {
+        Ok(()) => {
+            audit.decision = "allow".into();
+            audit.reason = "forwarded".into();
+            0
+        }
         Err(msg) => {
             eprintln!("git-gate: push rejected: {msg}");
             1
         }
-    }
+    };
+    super::audit_push(&audit);
+    code
 }
 
-fn check_and_forward() -> Result<(), String> {
+/// Check the push and forward it; `audit` is filled as it goes (remote, refs, and the
+/// reason of a refusal: `policy`, `secret`, `scan-failed` or `upstream`).
+fn check_and_forward(audit: &mut PushEvent) -> Result<(), String> {
     let git_dir = PathBuf::from(".");
     let cwd = std::env::current_dir().map_err(|e| format!("no working directory: {e}"))?;
     let name = cwd
@@ -66,6 +84,8 @@ fn check_and_forward() -> Result<(), String> {
         .iter()
         .find(|r| r.name == name)
         .ok_or_else(|| format!("no remote named {name} is configured"))?;
+    audit.remote = remote.name.clone();
+    audit.host = PushEvent::host_of(&remote.upstream);
     let mut updates = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("reading the ref updates: {e}"))?;
@@ -78,8 +98,18 @@ fn check_and_forward() -> Result<(), String> {
             });
         }
     }
+    audit.refs = updates.len();
+    audit.reason = "policy".into();
     let forced = check_policy(&git_dir, remote, &updates)?;
-    scan(&git_dir, &updates)?;
+    audit.reason = "scan-failed".into();
+    scan(&git_dir, &updates).map_err(|(msg, rules)| {
+        if !rules.is_empty() {
+            audit.reason = "secret".into();
+            audit.detail = format!("rules {}", rules.join(","));
+        }
+        msg
+    })?;
+    audit.reason = "upstream".into();
     forward(&git_dir, &dir, remote, &updates, &forced)
 }
 
@@ -132,7 +162,9 @@ fn check_policy(
 }
 
 /// Scan every commit and annotated tag the push brings that the upstream does not have.
-fn scan(git_dir: &Path, updates: &[Update]) -> Result<(), String> {
+/// A refusal carries the message and the ids of the rules that fired (none when the
+/// scan itself failed).
+fn scan(git_dir: &Path, updates: &[Update]) -> Result<(), (String, Vec<String>)> {
     let rules = RuleSet::builtin();
     let tips: Vec<String> = updates
         .iter()
@@ -143,7 +175,7 @@ fn scan(git_dir: &Path, updates: &[Update]) -> Result<(), String> {
     // accepts it: read there first, in pack order.
     let quarantine = std::env::var_os("GIT_QUARANTINE_PATH").map(PathBuf::from);
     let report = super::scan::scan_push(&rules, git_dir, &tips, &["--all"], quarantine.as_deref())
-        .map_err(|e| format!("the secret scan failed: {e}"))?;
+        .map_err(|e| (format!("the secret scan failed: {e}"), Vec::new()))?;
     if report.findings.is_empty() {
         return Ok(());
     }
@@ -161,7 +193,11 @@ fn scan(git_dir: &Path, updates: &[Update]) -> Result<(), String> {
             report.findings.len() - MAX_LISTED
         ));
     }
-    Err(msg)
+    let mut rules: Vec<String> = report.findings.iter().map(|f| f.rule_id.clone()).collect();
+    rules.sort();
+    rules.dedup();
+    rules.truncate(16);
+    Err((msg, rules))
 }
 
 /// Push the accepted updates to the upstream; its output reaches the agent.

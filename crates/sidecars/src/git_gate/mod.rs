@@ -47,6 +47,68 @@ fn mirrors_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from(MIRRORS), PathBuf::from)
 }
 
+/// Where the hook leaves its push verdicts for the server to write to the gate's stderr
+/// (the hook's own stderr goes to the pushing client): one small file each.
+fn audit_dir() -> PathBuf {
+    mirrors_dir().join(".audit")
+}
+
+/// Push verdict files drained at most per request, and their largest size.
+const AUDIT_FILES: usize = 64;
+const AUDIT_FILE_BYTES: u64 = 4096;
+
+/// Leave a push verdict for [`drain_audit`] (the hook). Best effort: a verdict that
+/// cannot be written is lost, the push's outcome is not changed.
+pub fn audit_push(event: &bottle_contract::audit::PushEvent) {
+    audit_push_in(&audit_dir(), event);
+}
+
+fn audit_push_in(dir: &Path, event: &bottle_contract::audit::PushEvent) {
+    use bottle_contract::audit::{GIT_GATE_COMPONENT, Line};
+    let Some(line) = Line::now(GIT_GATE_COMPONENT, event).to_json() else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(dir);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let path = dir.join(format!("{nanos}-{}.json", std::process::id()));
+    let _ = std::fs::write(path, line);
+}
+
+/// Write the verdicts the hook left to stderr, oldest first, each once (a file is
+/// renamed before it is read, so two drains never both take it).
+fn drain_audit() {
+    drain_audit_in(&audit_dir(), &mut std::io::stderr().lock());
+}
+
+fn drain_audit_in(dir: &Path, out: &mut dyn std::io::Write) {
+    use std::io::Read as _;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".json"))
+        .take(AUDIT_FILES)
+        .collect();
+    names.sort();
+    for name in names {
+        let from = dir.join(&name);
+        let taken = dir.join(format!("{name}.taken"));
+        if std::fs::rename(&from, &taken).is_err() {
+            continue;
+        }
+        let mut line = String::new();
+        let read = std::fs::File::open(&taken)
+            .and_then(|f| f.take(AUDIT_FILE_BYTES).read_to_string(&mut line));
+        let _ = std::fs::remove_file(&taken);
+        if read.is_ok() && !line.contains('\n') {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
 /// Read `gate.json` from the config directory.
 pub fn load_config(dir: &Path) -> anyhow::Result<GateConfig> {
     let path = dir.join(CONFIG_FILE);
@@ -394,6 +456,8 @@ async fn cgi(
         let _ = (&mut stderr).take(64 << 10).read_to_end(&mut err).await;
         let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
         let status = child.wait().await;
+        // The hook has run (it runs inside receive-pack): its verdict goes out now.
+        drain_audit();
         if !err.is_empty() || !matches!(&status, Ok(s) if s.success()) {
             tracing::warn!(status = ?status, stderr = %String::from_utf8_lossy(&err).trim(), "http-backend");
         }
@@ -442,4 +506,42 @@ async fn cgi(
     builder
         .body(BodyExt::boxed(StreamBody::new(stream)))
         .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use super::*;
+    use bottle_contract::audit::{PushEvent, Source, Verdict, parse};
+
+    #[test]
+    fn a_push_verdict_left_by_the_hook_is_written_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let audit = dir.path().join(".audit");
+        let event = PushEvent {
+            decision: "deny".into(),
+            reason: "secret".into(),
+            remote: "origin".into(),
+            host: PushEvent::host_of("git@github.com:acme/app.git"),
+            refs: 2,
+            detail: "rules github-pat".into(),
+        };
+        audit_push_in(&audit, &event);
+        // A file that is not a verdict, and an oversized one, are not written out whole.
+        std::fs::write(audit.join("junk.txt"), "x").expect("write");
+        let mut out = Vec::new();
+        drain_audit_in(&audit, &mut out);
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let d = parse("git-gate", text.trim(), None).expect("decision");
+        assert_eq!(
+            (d.source, d.verdict, d.reason.as_str(), d.host.as_str()),
+            (Source::GitGate, Verdict::Deny, "secret", "github.com")
+        );
+        let mut again = Vec::new();
+        drain_audit_in(&audit, &mut again);
+        assert!(again.is_empty());
+        // No directory yet: nothing, no error.
+        drain_audit_in(&dir.path().join("none"), &mut again);
+        assert!(again.is_empty());
+    }
 }

@@ -8,6 +8,7 @@
 
 use std::io::Write;
 
+use bottle_contract::audit::{Line, PIPELOCK_COMPONENT};
 use bottle_secretscan::redact;
 use serde::Serialize;
 
@@ -81,25 +82,11 @@ pub trait Audit: Send + Sync {
 /// JSON lines on stderr.
 pub struct StderrAudit;
 
-#[derive(Serialize)]
-struct Line<'a> {
-    ts: f64,
-    component: &'static str,
-    #[serde(flatten)]
-    event: &'a Event,
-}
-
 impl Audit for StderrAudit {
     fn record(&self, event: Event) {
-        let ts = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let line = Line {
-            ts,
-            component: "pipelock.audit",
-            event: &event.scrubbed(),
-        };
-        if let Ok(mut text) = serde_json::to_string(&line) {
+        let event = event.scrubbed();
+        let line = Line::now(PIPELOCK_COMPONENT, &event);
+        if let Some(mut text) = line.to_json() {
             text.push('\n');
             let _ = std::io::stderr().lock().write_all(text.as_bytes());
         }
@@ -158,12 +145,17 @@ mod tests {
     #[test]
     fn the_stderr_line_is_built_from_the_scrubbed_event() {
         let scrubbed = event().scrubbed();
-        let line = serde_json::to_string(&Line {
+        let line = Line {
             ts: 0.0,
-            component: "pipelock.audit",
+            component: PIPELOCK_COMPONENT,
             event: &scrubbed,
-        })
+        }
+        .to_json()
         .expect("json");
+        // `bottle audit` reads it back.
+        let read = bottle_contract::audit::parse("pipelock", &line, None).expect("decision");
+        assert_eq!(read.reason, "host-label-encoded");
+        assert!(!read.host.contains(&SECRET[..12]), "{read:?}");
         assert!(!line.contains(&SECRET[..12]), "{line}");
         // Real names stay readable.
         let plain = Event {
