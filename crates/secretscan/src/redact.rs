@@ -87,10 +87,21 @@ fn word(w: &[u8], limits: &Limits) -> Option<String> {
 /// Whether a built-in DLP rule finds a secret in `w` as given or upper-cased (as the
 /// host-label check reads labels, which DNS folds to lower case): what pipelock refused
 /// for a rule is not written down by a log line that quotes it, whatever its shape.
+/// Every audit line passes here, word by word, so the rules run only on words long
+/// enough to hold a secret, and a second time upper-cased only when the word has no
+/// upper case of its own (the folding DNS does).
 fn dlp(w: &[u8]) -> bool {
+    /// Shorter than the shortest secret a built-in rule reports (a 14-digit card).
+    const MIN_SECRET: usize = 12;
     static RULES: std::sync::OnceLock<crate::RuleSet> = std::sync::OnceLock::new();
+    if w.len() < MIN_SECRET {
+        return false;
+    }
     let rules = RULES.get_or_init(crate::RuleSet::builtin);
-    !rules.scan(w).is_empty() || !rules.scan(&w.to_ascii_uppercase()).is_empty()
+    !rules.scan(w).is_empty()
+        || (w.iter().any(u8::is_ascii_lowercase)
+            && !w.iter().any(u8::is_ascii_uppercase)
+            && !rules.scan(&w.to_ascii_uppercase()).is_empty())
 }
 
 /// Bytes of a path judged at most; the rest is replaced whole.
