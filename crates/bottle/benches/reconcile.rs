@@ -125,6 +125,7 @@ async fn main() {
         dns_gateway_of: None,
         network_of: None,
         devices: vec![],
+        probe: None,
     };
     let t = Instant::now();
     docker.run_container(&raw).await.expect("raw run");

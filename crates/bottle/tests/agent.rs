@@ -157,6 +157,9 @@ fn workspace_prompt_and_skills_are_provisioned_and_exec_passes_status() {
         "-rev-agent:",
         "-rev-workspace",
         "running",
+        "-rev-pipelock  ready",
+        "-rev-egress  ready",
+        "-rev-agent-net  ready",
     ] {
         assert!(
             get.stdout.contains(want),

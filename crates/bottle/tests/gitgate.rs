@@ -215,7 +215,16 @@ agents:
     ));
     let ms = m.to_str().expect("utf-8");
     // The gate starts before its upstream exists: it retries.
-    p.bottle(&["apply", "-f", ms]).expect(0);
+    let applied = p.bottle(&["apply", "-f", ms]).expect(0);
+    // The upstream does not exist yet: apply returns once the gate has tried, naming it.
+    assert!(
+        applied.stderr.contains("ready")
+            && applied
+                .stderr
+                .contains("upstream unreachable, retried: origin"),
+        "{}",
+        applied.stderr
+    );
     let upstream = Upstream {
         name: format!("{}-upstream", p.obj("dev", "test")),
     };

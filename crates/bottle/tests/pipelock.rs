@@ -346,18 +346,17 @@ fn a_hostile_agent_gets_nothing_past_pipelock() {
         diff.contains("rewrite") && diff.contains("pipelock-config") && !diff.contains("container"),
         "{diff}"
     );
-    p.bottle(&["apply", "-f", m]).expect(0);
-    let mut reloaded = false;
-    for _ in 0..20 {
-        if late().contains("200") {
-            reloaded = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
+    // apply returns when both readers have the new allowlist in force: no poll to wait.
+    let applied = p.bottle(&["apply", "-f", m]).expect(0);
     assert!(
-        reloaded,
-        "the changed allowlist did not reach egress and pipelock"
+        applied.stderr.matches("  ready ").count() == 2,
+        "egress and pipelock acknowledge the new config: {}",
+        applied.stderr
+    );
+    let now = late();
+    assert!(
+        now.contains("200"),
+        "the changed allowlist was not in force when apply returned: {now}"
     );
     let after: Vec<String> = ["agent", "egress", "pipelock"].map(started).into();
     assert_eq!(before, after, "a container restarted");

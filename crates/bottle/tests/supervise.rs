@@ -75,17 +75,6 @@ fn status(agent: &str, id: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).expect("json status")
 }
 
-/// Retry `f` for up to ~20 s until it returns true.
-fn eventually(mut f: impl FnMut() -> bool) -> bool {
-    for _ in 0..40 {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    false
-}
-
 #[test]
 fn the_agent_proposes_and_the_operator_decides() {
     let p = Project::new("sup");
@@ -168,8 +157,9 @@ agents:
         diff.stdout
     );
     p.bottle(&["apply", "-f", m]).expect(0);
+    // In force when apply returns: no retry.
     assert!(
-        eventually(|| fetch().1.contains("ok health")),
+        fetch().1.contains("ok health"),
         "the approved host is not reachable: {}",
         fetch().1
     );
@@ -214,12 +204,10 @@ agents:
     docker(&["rm", "-f", &p.obj("a", "supervise")]);
     p.bottle(&["apply", "-f", m]).expect(0);
     assert!(
-        eventually(
-            || exec(&agent, "curl -s -m 2 http://supervise:8765/healthz")
-                .1
-                .contains("ok supervise")
-        ),
-        "supervise did not come back"
+        exec(&agent, "curl -s -m 2 http://supervise:8765/healthz")
+            .1
+            .contains("ok supervise"),
+        "supervise was not serving when apply returned"
     );
     assert_eq!(status(&agent, &cap_id)["status"], "pending");
     let listed = p.bottle(&["queue", "list", "-f", m]).expect(0).stdout;
@@ -239,7 +227,7 @@ agents:
     assert!(ok && out.contains("jq-") && out.contains("kept"), "{out}");
     // The host grant still holds in the new agent.
     assert!(
-        eventually(|| fetch().1.contains("ok health")),
+        fetch().1.contains("ok health"),
         "the granted host is not reachable from the new agent: {}\n{}",
         fetch().1,
         p.bottle(&["logs", "a", "-p", &p.name, "--node", "egress"])
@@ -250,7 +238,7 @@ agents:
     p.bottle(&["queue", "revoke", &host_id, "-f", m]).expect(0);
     p.bottle(&["apply", "-f", m]).expect(0);
     assert!(
-        eventually(|| !fetch().1.contains("ok health")),
+        !fetch().1.contains("ok health"),
         "revoked host still reachable"
     );
 }

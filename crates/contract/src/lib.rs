@@ -5,7 +5,8 @@
 //! ([`supervise`]), and the one host grammar every entry point parses hosts, patterns,
 //! CIDR blocks and route path prefixes with ([`host`]).
 //!
-//! The audit stream's line format and its reader ([`audit`]).
+//! The audit stream's line format and its reader ([`audit`]); a sidecar's readiness and
+//! the digests of the live config it has in force ([`status`]).
 //!
 //! Nothing here does I/O but [`supervise::now`] and [`audit::Line::now`], the time
 //! stamps the queue's records and the audit lines carry.
@@ -21,6 +22,7 @@ pub mod host;
 pub mod labels;
 pub mod node;
 pub mod pipelock;
+pub mod status;
 pub mod supervise;
 
 /// Labels of a Docker object (or a Kubernetes one): key to value, ordered.

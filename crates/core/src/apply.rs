@@ -67,6 +67,8 @@ pub struct Reconciled {
     pub held: Vec<Step>,
     /// Every operation of the run, in the order it ended (skipped ones included).
     pub reports: Vec<OpReport>,
+    /// What to wait for before the run's changes are in force ([`crate::ready`]).
+    pub expects: Vec<crate::ready::Expect>,
 }
 
 /// One pass of the reconciler, shared by `apply` and `apply --watch`: observe the
@@ -93,10 +95,12 @@ pub async fn reconcile_once<E: Engine>(
     on_plan(&p);
     let ops = schedule(&p, desired);
     let reports = execute(engine, desired, ops, options.concurrency, progress).await?;
+    let expects = crate::ready::expectations(desired, &reports);
     Ok(Reconciled {
         plan: p,
         held,
         reports,
+        expects,
     })
 }
 

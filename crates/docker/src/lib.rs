@@ -427,6 +427,22 @@ impl bottle_engine::VolumeFiles for Docker {
     }
 }
 
+impl bottle_engine::Exec for Docker {
+    async fn exec(
+        &self,
+        container: &str,
+        cmd: &[String],
+        user: Option<&str>,
+        stdin: &[u8],
+    ) -> Result<bottle_engine::ExecOutput, EngineError> {
+        Docker::exec_captured(self, container, cmd, user, stdin).await
+    }
+
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), EngineError> {
+        Docker::signal(self, container, signal).await
+    }
+}
+
 impl Engine for Docker {
     async fn list_networks(&self, labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
         let options = ListNetworksOptionsBuilder::default()
@@ -1376,6 +1392,7 @@ mod live_tests {
             dns_gateway_of: None,
             network_of: None,
             devices: Vec::new(),
+            probe: None,
         }
     }
 
@@ -1420,6 +1437,7 @@ mod live_tests {
             dns_gateway_of: Some(nets[0].clone()),
             network_of: None,
             devices: Vec::new(),
+            probe: None,
             ..container_spec(&t, nets.clone(), &volume)
         };
         docker.run_container(&spec).await.expect("run");

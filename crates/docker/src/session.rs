@@ -1,5 +1,5 @@
-//! Interactive sessions on the real engine: `exec` with attached streams (a TTY or
-//! plain pipes) and `logs`. These are CLI features, not reconciler operations, so they
+//! Sessions on the real engine: `exec` with attached streams (a TTY or plain pipes),
+//! `exec` with its output captured (the readiness probe, `verify`), signals, and `logs`. These are CLI features, not reconciler operations, so they
 //! live beside the [`Engine`](crate::engine::Engine) implementation rather than in it.
 
 use bollard::container::LogOutput;
@@ -10,7 +10,13 @@ use futures_util::{Stream, StreamExt};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Docker;
-use bottle_engine::EngineError;
+
+/// What an attached exec session prints.
+type ExecStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+/// An attached exec session's standard input.
+type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+use bottle_engine::{EngineError, ExecOutput, MAX_EXEC_OUTPUT};
 
 /// A command to run in a container.
 #[derive(Clone, Debug)]
@@ -39,33 +45,7 @@ impl Docker {
             working_dir: req.working_dir.clone(),
             ..Default::default()
         };
-        let created = self
-            .client
-            .create_exec(&req.container, config)
-            .await
-            .map_err(|e| self.error(e, "exec", "container", &req.container))?;
-        let id = created.id;
-        let start = StartExecOptions {
-            detach: false,
-            tty: req.tty,
-            output_capacity: None,
-        };
-        let started = self
-            .client
-            .start_exec(&id, Some(start))
-            .await
-            .map_err(|e| self.error(e, "start exec", "container", &req.container))?;
-        let StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = started
-        else {
-            return Err(EngineError::Api {
-                op: "exec",
-                name: req.container.clone(),
-                message: "the engine did not attach the session".into(),
-            });
-        };
+        let (id, mut output, mut input) = self.start_session(&req.container, config).await?;
         if let Some((w, h)) = size {
             self.resize(&id, w, h).await;
         }
@@ -101,6 +81,104 @@ impl Docker {
             .await
             .map_err(|e| self.error(e, "inspect exec", "container", &req.container))?;
         Ok(done.exit_code.unwrap_or(-1))
+    }
+
+    /// Run `cmd` in `container` with `stdin` as its input, no TTY, and capture what it
+    /// prints (each stream cut at [`MAX_EXEC_OUTPUT`] bytes); its exit status.
+    pub async fn exec_captured(
+        &self,
+        container: &str,
+        cmd: &[String],
+        user: Option<&str>,
+        stdin: &[u8],
+    ) -> Result<ExecOutput, EngineError> {
+        let config = ExecConfig {
+            attach_stdin: Some(!stdin.is_empty()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(cmd.to_vec()),
+            user: user.map(str::to_string),
+            ..Default::default()
+        };
+        let (id, mut output, mut input) = self.start_session(container, config).await?;
+        if !stdin.is_empty() {
+            let data = stdin.to_vec();
+            tokio::spawn(async move {
+                let _ = input.write_all(&data).await;
+                let _ = input.shutdown().await;
+            });
+        } else {
+            drop(input);
+        }
+        let mut out = ExecOutput::default();
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let keep = |buf: &mut Vec<u8>, b: &[u8]| {
+            let room = MAX_EXEC_OUTPUT.saturating_sub(buf.len());
+            buf.extend_from_slice(&b[..b.len().min(room)]);
+        };
+        while let Some(chunk) = output.next().await {
+            match chunk.map_err(|e| self.error(e, "exec stream", "container", container))? {
+                LogOutput::StdErr { message } => keep(&mut stderr, &message),
+                LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                    keep(&mut stdout, &message)
+                }
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        let done = self
+            .client
+            .inspect_exec(&id)
+            .await
+            .map_err(|e| self.error(e, "inspect exec", "container", container))?;
+        out.code = done.exit_code.unwrap_or(-1);
+        out.stdout = String::from_utf8_lossy(&stdout).into_owned();
+        out.stderr = String::from_utf8_lossy(&stderr).into_owned();
+        Ok(out)
+    }
+
+    /// Create and start an attached exec session in `container`: its id and streams.
+    async fn start_session(
+        &self,
+        container: &str,
+        config: ExecConfig,
+    ) -> Result<(String, ExecStream, ExecInput), EngineError> {
+        let tty = config.tty.unwrap_or(false);
+        let created = self
+            .client
+            .create_exec(container, config)
+            .await
+            .map_err(|e| self.error(e, "exec", "container", container))?;
+        let start = StartExecOptions {
+            detach: false,
+            tty,
+            output_capacity: None,
+        };
+        match self
+            .client
+            .start_exec(&created.id, Some(start))
+            .await
+            .map_err(|e| self.error(e, "start exec", "container", container))?
+        {
+            StartExecResults::Attached { output, input } => Ok((created.id, output, input)),
+            StartExecResults::Detached => Err(EngineError::Api {
+                op: "exec",
+                name: container.to_string(),
+                message: "the engine did not attach the session".into(),
+            }),
+        }
+    }
+
+    /// Send `signal` to `container`'s main process.
+    pub async fn signal(&self, container: &str, signal: &str) -> Result<(), EngineError> {
+        let opts = bollard::query_parameters::KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
+        self.client
+            .kill_container(container, Some(opts))
+            .await
+            .map_err(|e| self.error(e, "signal", "container", container))
     }
 
     async fn resize(&self, id: &str, w: u16, h: u16) {

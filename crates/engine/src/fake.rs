@@ -27,6 +27,8 @@ struct State {
     subscriptions: Vec<Option<i64>>,
     /// Results of successive [`Events::ping`] calls; `Ok` once they run out.
     pings: std::collections::VecDeque<Result<(), EngineError>>,
+    /// What successive [`Exec::exec`] calls in a container print; the last one stays.
+    execs: BTreeMap<String, std::collections::VecDeque<ExecOutput>>,
 }
 
 /// The in-memory engine.
@@ -73,6 +75,17 @@ impl FakeEngine {
         self.with(|s| s.pings.extend(results));
     }
 
+    /// Script what the next [`Exec::exec`] calls in `container` return, in turn; the
+    /// last one is returned from then on. Unscripted, an exec exits 0 printing nothing.
+    pub fn script_exec(&self, container: &str, outputs: Vec<ExecOutput>) {
+        self.with(|s| {
+            s.execs
+                .entry(container.to_string())
+                .or_default()
+                .extend(outputs)
+        });
+    }
+
     /// The `since` of every event subscription so far.
     pub fn subscriptions(&self) -> Vec<Option<i64>> {
         self.with(|s| s.subscriptions.clone())
@@ -101,7 +114,9 @@ impl FakeEngine {
     pub fn mutations(&self) -> Vec<String> {
         self.calls()
             .into_iter()
-            .filter(|c| !c.starts_with("list") && !c.starts_with("runtimes"))
+            .filter(|c| {
+                !c.starts_with("list") && !c.starts_with("runtimes") && !c.starts_with("exec ")
+            })
             .collect()
     }
 
@@ -485,6 +500,47 @@ impl VolumeFiles for FakeEngine {
                 .or_default()
                 .insert(name.to_string(), contents.to_vec());
             Ok(())
+        })
+    }
+}
+
+impl Exec for FakeEngine {
+    async fn exec(
+        &self,
+        container: &str,
+        cmd: &[String],
+        user: Option<&str>,
+        _stdin: &[u8],
+    ) -> Result<ExecOutput, EngineError> {
+        let user = user.map(|u| format!(" as {u}")).unwrap_or_default();
+        self.call("exec", &format!("{container}{user}: {}", cmd.join(" ")))?;
+        self.with(|s| {
+            match s.containers.get(container) {
+                Some(c) if c.state == ContainerState::Running => {}
+                _ => {
+                    return Err(EngineError::NotFound {
+                        kind: "running container",
+                        name: container.to_string(),
+                    });
+                }
+            }
+            let q = s.execs.entry(container.to_string()).or_default();
+            Ok(if q.len() > 1 {
+                q.pop_front().unwrap_or_default()
+            } else {
+                q.front().cloned().unwrap_or_default()
+            })
+        })
+    }
+
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), EngineError> {
+        self.call(&format!("signal {signal}"), container)?;
+        self.with(|s| match s.containers.get(container) {
+            Some(c) if c.state == ContainerState::Running => Ok(()),
+            _ => Err(EngineError::NotFound {
+                kind: "running container",
+                name: container.to_string(),
+            }),
         })
     }
 }

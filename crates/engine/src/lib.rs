@@ -193,6 +193,11 @@ pub struct ContainerSpec {
     pub network_of: Option<String>,
     /// Host device nodes given to the container at the same path (`--device`).
     pub devices: Vec<String>,
+    /// The command that reports the container's readiness, run through [`Exec`]: exit 0
+    /// when it serves, its status (`bottle_contract::status`) on stdout. `None` when
+    /// the container says nothing (the agent, a foreign image): running is ready. Not
+    /// given to the engine at creation.
+    pub probe: Option<Vec<String>>,
 }
 
 /// An image to build from a tar build context.
@@ -311,4 +316,39 @@ pub trait VolumeFiles {
         name: &str,
         contents: &[u8],
     ) -> Result<(), EngineError>;
+}
+
+/// What a command run in a container printed (each stream cut at [`MAX_EXEC_OUTPUT`]
+/// bytes) and how it exited.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The exit status; -1 when the engine did not report one.
+    pub code: i64,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The most kept of each stream of an [`Exec::exec`]: the rest is read and dropped.
+pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
+
+/// Commands run in a running container with their output captured, and signals: how
+/// the host reads a sidecar's readiness (`bottle sidecar probe`), nudges a sidecar to
+/// reload a rewritten config volume (SIGHUP), and how `bottle verify` checks a bottle
+/// from inside its agent. Through the engine's API only: nothing on a bottle's network
+/// reaches these paths.
+#[allow(async_fn_in_trait)] // used through generics only
+pub trait Exec {
+    /// Run `cmd` in `container` (as `user`, or the container's user), no TTY, with
+    /// `stdin` as its standard input; wait for it to end.
+    async fn exec(
+        &self,
+        container: &str,
+        cmd: &[String],
+        user: Option<&str>,
+        stdin: &[u8],
+    ) -> Result<ExecOutput, EngineError>;
+
+    /// Send `signal` (`HUP`, `TERM`...) to the container's main process. A stopped or
+    /// missing container is an error.
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), EngineError>;
 }

@@ -2,7 +2,8 @@
 //!
 //! One module per kind: [`pipelock`] (the firewall), [`egress`] (the credential-injecting
 //! proxy), [`git_gate`], [`supervise`], and [`agent_net`] (holds the agent's network
-//! namespace). Shared pieces: [`certs`], [`reload`] (live config files), and for the
+//! namespace). Shared pieces: [`certs`], [`reload`] (live config files), [`status`]
+//! (readiness, read by the host through `bottle sidecar probe`), and for the
 //! two that set up their network namespace as root, [`netlink`] and [`privs`].
 //! Test doubles (a TLS test PKI and upstream, a map resolver, an in-memory audit sink)
 //! exist only with the `test-util` feature; the end-to-end tests' servers are the
@@ -17,6 +18,7 @@ pub mod netlink;
 pub mod pipelock;
 pub mod privs;
 pub mod reload;
+pub mod status;
 pub mod supervise;
 
 use clap::{Args, ValueEnum};
@@ -32,6 +34,8 @@ pub enum Kind {
     /// The git-gate's `pre-receive` hook, run by `git receive-pack` inside the gate.
     #[value(hide = true)]
     GitGateHook,
+    /// Print this container's sidecar status; exit 0 when it serves (see [`status`]).
+    Probe,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +76,9 @@ pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
 
 /// Run the sidecar until killed.
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
+    if !matches!(args.kind, Kind::Probe | Kind::GitGateHook) {
+        status::listen_for_nudges();
+    }
     match args.kind {
         Kind::Egress => Ok(egress::run(&args.listen).await?),
         Kind::Pipelock => Ok(pipelock::run(&args.listen, args.gateway).await?),
@@ -81,6 +88,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
             let trap = args
                 .trap
                 .ok_or_else(|| anyhow::anyhow!("agent-net was not prepared"))?;
+            status::ready("the trap is in place");
             tokio::task::spawn_blocking(move || trap.run()).await??;
             anyhow::bail!("agent-net: the TUN device closed");
         }
@@ -89,5 +97,6 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
             let code = tokio::task::spawn_blocking(git_gate::hook::run).await?;
             std::process::exit(code);
         }
+        Kind::Probe => std::process::exit(status::probe()),
     }
 }

@@ -7,7 +7,10 @@
 //! moment (being rewritten) changes nothing.
 //!
 //! Polling, not inotify: a Docker volume is changed from outside the container's mount
-//! namespace, and a poll of one small file costs nothing.
+//! namespace, and a poll of one small file costs nothing. The host does not wait for the
+//! poll: after a rewrite it sends SIGHUP through the engine, which makes every watcher
+//! look at once, and waits until the sidecar's status reports the new contents' digest
+//! as loaded (`crate::status`, `bottle_contract::status`).
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -79,18 +82,29 @@ impl Watcher {
         }
         self.seen = Some(d);
         match (self.apply)(&bytes) {
-            Ok(()) => Outcome::Reloaded,
-            Err(e) => Outcome::Rejected(e),
+            Ok(()) => {
+                crate::status::loaded(&self.path, &bytes);
+                Outcome::Reloaded
+            }
+            Err(e) => {
+                crate::status::rejected(&self.path, &bytes, &e);
+                Outcome::Rejected(e)
+            }
         }
     }
 
-    /// Poll every `every` forever, logging each reload or rejection.
+    /// Poll every `every` forever, and at once on each nudge (SIGHUP, see
+    /// [`crate::status::listen_for_nudges`]), logging each reload or rejection.
     pub async fn run(mut self, every: Duration) {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut nudged = crate::status::nudged();
         let mut first = true;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                Ok(()) = nudged.changed() => {}
+            }
             let outcome = self.check();
             match outcome {
                 Outcome::Unchanged => {}
@@ -112,8 +126,12 @@ impl Watcher {
         }
     }
 
-    /// Run [`run`](Self::run) at [`INTERVAL`] on the current runtime.
-    pub fn spawn(self) {
+    /// Look once now (so the status names the contents in force before the sidecar
+    /// says it is ready), then [`run`](Self::run) at [`INTERVAL`] on the current runtime.
+    pub fn spawn(mut self) {
+        if let Outcome::Rejected(why) = self.check() {
+            tracing::warn!(path = %self.path.display(), why, "{} was rejected", self.what);
+        }
         tokio::spawn(self.run(INTERVAL));
     }
 }

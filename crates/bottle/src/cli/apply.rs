@@ -1,7 +1,8 @@
 //! `bottle apply`: converge Docker to the manifest. Progress per operation on stderr,
 //! the summary on stdout. With `--watch`, keep converging (see [`crate::watch`]).
 //! Both take the project's writer lock and run the same pass,
-//! [`crate::apply::reconcile_once`].
+//! [`crate::apply::reconcile_once`], then wait until what it changed is in force
+//! ([`crate::ready`]), up to `--timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use anyhow::Context as _;
 
 use super::{ApplyArgs, Output, connect, desired_state, load_manifest, lock_project, render};
 use crate::apply::{Outcome, ReconcileOptions, reconcile_once};
+use crate::ready;
 use crate::watch::{self, Metrics};
 
 pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
@@ -43,11 +45,28 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
         .reports
         .iter()
         .any(|r| !matches!(r.outcome, Outcome::Done));
+    // Return only when what changed is in force: every sidecar made or started serves,
+    // every rewritten live config is loaded by each sidecar that reads it.
+    let settled = ready::settle(&docker, r.expects, args.timeout, &mut |s| {
+        eprintln!("{}", render::ready_line(s))
+    })
+    .await;
+    let not_ready = settled.iter().filter(|s| !s.outcome.is_ready()).count();
     match args.manifest.output {
-        Output::Json => println!("{}", render::report_json(&r.reports)),
+        Output::Json => {
+            let mut v = render::report_json(&r.reports);
+            v["readiness"] = render::ready_json(&settled);
+            println!("{v}")
+        }
         Output::Text => println!("{}", render::summary(&r.reports)),
     }
-    Ok(if failed { 2 } else { 0 })
+    if not_ready > 0 {
+        eprintln!(
+            "error: {not_ready} container(s) not ready within {}s (--timeout); the rest of the project is converged",
+            args.timeout.as_secs()
+        );
+    }
+    Ok(if failed || not_ready > 0 { 2 } else { 0 })
 }
 
 /// `apply --watch`: triggers from the manifest's directory, the engine's events and

@@ -1,5 +1,6 @@
 //! `bottle get`: per bottle, its provider, image, runtime and workspace volume, and the
-//! state of every node.
+//! state of every node; for each running sidecar, its readiness as its probe reports it
+//! (`bottle_contract::status`, run through the engine).
 
 use std::collections::BTreeMap;
 
@@ -7,9 +8,11 @@ use serde_json::{Value, json};
 
 use super::{GetArgs, Output, connect, project_of};
 use crate::apply::observe;
+use crate::engine::Exec;
 use crate::labels;
-use crate::nodes::ObjectKind;
+use crate::nodes::{NodeKind, ObjectKind, sidecar};
 use crate::plan::Observed;
+use bottle_contract::status::Status;
 
 #[derive(Default)]
 struct BottleView {
@@ -17,8 +20,35 @@ struct BottleView {
     image: String,
     runtime: String,
     workspace: Option<String>,
-    /// (node, object, state)
-    nodes: Vec<(String, String, String)>,
+    /// (node, object, state, readiness of a running sidecar)
+    nodes: Vec<(String, String, String, Option<Ready>)>,
+}
+
+/// A running sidecar's readiness as its probe reported it.
+struct Ready {
+    ready: bool,
+    detail: String,
+}
+
+/// Probe running container `name` of `node` (`None` when such a node has no probe).
+async fn probe<E: Exec>(engine: &E, name: &str, node: Option<NodeKind>) -> Option<Ready> {
+    let cmd = sidecar::probe(node?)?;
+    Some(match engine.exec(name, &cmd, None, &[]).await {
+        Ok(out) => match Status::parse(&out.stdout) {
+            Some(s) => Ready {
+                ready: s.ready && out.code == 0,
+                detail: s.detail,
+            },
+            None => Ready {
+                ready: false,
+                detail: format!("the probe exited {} printing no status", out.code),
+            },
+        },
+        Err(e) => Ready {
+            ready: false,
+            detail: bottle_contract::ErrorChain(&e).to_string(),
+        },
+    })
 }
 
 pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
@@ -27,6 +57,8 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
     let snap = observe(&docker, &project).await?;
     let observed = Observed::from_snapshot(&project, &snap);
     let mut bottles: BTreeMap<String, BottleView> = BTreeMap::new();
+    // Running containers to probe: (bottle, index in its nodes, name, node).
+    let mut to_probe = Vec::new();
     for o in observed.objects.values() {
         if o.bottle().is_empty() {
             continue;
@@ -43,8 +75,26 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
         {
             view.workspace = Some(o.key.name.clone());
         }
+        if o.key.kind == ObjectKind::Container && o.running == Some(true) {
+            to_probe.push((
+                o.bottle().to_string(),
+                view.nodes.len(),
+                o.key.name.clone(),
+                o.node(),
+            ));
+        }
         view.nodes
-            .push((node, o.key.to_string(), state.to_string()));
+            .push((node, o.key.to_string(), state.to_string(), None));
+    }
+    let probed = futures_util::future::join_all(to_probe.into_iter().map(|(b, i, name, node)| {
+        let docker = &docker;
+        async move { (b, i, probe(docker, &name, node).await) }
+    }))
+    .await;
+    for (b, i, ready) in probed {
+        if let Some(view) = bottles.get_mut(&b) {
+            view.nodes[i].3 = ready;
+        }
     }
     for c in &snap.containers {
         let is_agent = c.labels.get(labels::NODE).map(String::as_str) == Some("agent");
@@ -64,7 +114,14 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
                     let nodes: Vec<Value> = view
                         .nodes
                         .iter()
-                        .map(|(n, o, s)| json!({"node": n, "object": o, "state": s}))
+                        .map(|(n, o, s, r)| {
+                            let mut v = json!({"node": n, "object": o, "state": s});
+                            if let Some(r) = r {
+                                v["ready"] = json!(r.ready);
+                                v["detail"] = json!(r.detail);
+                            }
+                            v
+                        })
                         .collect();
                     json!({
                         "bottle": b,
@@ -90,8 +147,13 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
                     or_dash(&view.image)
                 );
                 println!("  workspace {}", view.workspace.as_deref().unwrap_or("-"));
-                for (n, o, s) in &view.nodes {
-                    println!("  {n:<13} {s:<8} {o}");
+                for (n, o, s, r) in &view.nodes {
+                    let ready = match r {
+                        Some(r) if r.ready => "  ready".to_string(),
+                        Some(r) => format!("  NOT READY ({})", r.detail),
+                        None => String::new(),
+                    };
+                    println!("  {n:<13} {s:<8} {o}{ready}");
                 }
             }
         }

@@ -98,6 +98,33 @@ pub struct ApplyArgs {
     /// When another apply or delete holds the project, wait for it instead of failing.
     #[arg(long)]
     pub wait_lock: bool,
+    /// How long to wait for what changed to be in force (sidecars serving, live config
+    /// loaded): `90s`, `5m`...; past it, apply names what is not ready and exits 2.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// A duration as `500ms`, `90s`, `10m`, `2h`, `1d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let millis: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => 0,
+    };
+    match num.parse::<u64>() {
+        Ok(n) if millis > 0 && n <= 366 * 86_400_000 / millis => {
+            Ok(std::time::Duration::from_millis(n * millis))
+        }
+        _ => Err(format!(
+            "{s:?}: expected a duration such as 500ms, 90s, 10m, 2h or 1d"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]

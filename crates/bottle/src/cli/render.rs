@@ -1,10 +1,12 @@
-//! Text and JSON rendering of plans and apply reports, shared by `diff` and `apply`.
+//! Text and JSON rendering of plans, apply reports and readiness, shared by `diff`,
+//! `apply` and `get`.
 
 use bottle_contract::node::shown;
 use serde_json::{Value, json};
 
 use crate::apply::{OpReport, Outcome, verb};
 use crate::plan::{Action, Plan};
+use crate::ready::{Readiness, Settled};
 use crate::supervise::Grants;
 
 /// One line per planned change, grouped by bottle.
@@ -146,4 +148,42 @@ pub fn summary(reports: &[OpReport]) -> String {
         count(&|r| matches!(r.outcome, Outcome::Failed(_))),
         count(&|r| matches!(r.outcome, Outcome::Skipped { .. })),
     )
+}
+
+/// One line per container waited for, as its wait ends.
+pub fn ready_line(s: &Settled) -> String {
+    let what = format!("{} ({}, bottle {})", s.container, s.node.as_str(), s.bottle);
+    let took = s.took.as_secs_f64();
+    match &s.outcome {
+        Readiness::Ready(detail) => format!("  ready   {what} {took:.1}s: {detail}"),
+        Readiness::Refused { path, why } => {
+            format!("  REFUSED {what}: the new {path} was not loaded: {why}")
+        }
+        Readiness::NotReady(last) => {
+            format!("  NOT READY {what} after {took:.0}s; it last said: {last}")
+        }
+    }
+}
+
+/// Readiness as JSON: one entry per container waited for.
+pub fn ready_json(settled: &[Settled]) -> Value {
+    let rows: Vec<Value> = settled
+        .iter()
+        .map(|s| {
+            let (status, detail) = match &s.outcome {
+                Readiness::Ready(d) => ("ready", d.clone()),
+                Readiness::Refused { path, why } => ("refused", format!("{path}: {why}")),
+                Readiness::NotReady(d) => ("not-ready", d.clone()),
+            };
+            json!({
+                "bottle": s.bottle,
+                "node": s.node.as_str(),
+                "container": s.container,
+                "status": status,
+                "detail": detail,
+                "seconds": s.took.as_secs_f64(),
+            })
+        })
+        .collect();
+    Value::Array(rows)
 }

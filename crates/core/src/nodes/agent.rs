@@ -294,6 +294,7 @@ fn container(
                 dns_gateway_of: None,
                 network_of: Some(holder),
                 devices: Vec::new(),
+                probe: None,
             }),
             runtime,
         ),

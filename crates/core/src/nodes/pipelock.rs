@@ -157,6 +157,8 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Vec<DesiredObject> {
                 .finish();
             spec.image = image.to_string();
             spec.cmd = cmd;
+            // Nothing of ours runs in a foreign image: running is ready.
+            spec.probe = None;
             spec.labels = ctx.labels(NodeKind::Pipelock, &container.hash);
         }
     }

@@ -9,6 +9,23 @@ use crate::hash::SpecHasher;
 use bottle_engine::{ContainerSpec, Mount};
 use bottle_model::{Resources, RuntimeChoice};
 
+/// Where the sidecar image keeps `bottle` (its entrypoint).
+pub const SIDECAR_BINARY: &str = "/bottle";
+
+/// The readiness probe of a container of `node` running our binary: the sidecars'
+/// `bottle sidecar probe` (`bottle_contract::status`); `None` for the agent, which
+/// reports nothing (running is ready).
+pub fn probe(node: NodeKind) -> Option<Vec<String>> {
+    let binary = match node {
+        NodeKind::GitGate => bottle_contract::git_gate::BINARY,
+        NodeKind::Pipelock | NodeKind::Egress | NodeKind::Supervise | NodeKind::AgentNet => {
+            SIDECAR_BINARY
+        }
+        _ => return None,
+    };
+    Some(bottle_contract::status::probe_cmd(binary))
+}
+
 /// The sysctl that makes a container a router; off on the dual-homed sidecars.
 pub const IP_FORWARD: &str = "net.ipv4.ip_forward";
 
@@ -152,6 +169,7 @@ pub fn object_with_mounts(
                 dns_gateway_of,
                 network_of: None,
                 devices,
+                probe: probe(node),
             }),
             // Sidecars are bottle's own code and need the network: always runc.
             RuntimeChoice::Runc,

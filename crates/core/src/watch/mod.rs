@@ -32,7 +32,8 @@ use tokio::time::Instant;
 use crate::apply::{Outcome, ReconcileOptions, reconcile_once, verb};
 use crate::graph::DesiredState;
 use crate::plan::Action;
-use bottle_engine::Engine;
+use bottle_engine::{Engine, Exec};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 pub use backoff::{Backoff, BottleOutcome, Holds};
 pub use metrics::Metrics;
@@ -56,6 +57,8 @@ pub struct Options {
     pub backoff: Backoff,
     /// Backoff of retries when the engine cannot be reached.
     pub engine_backoff: Backoff,
+    /// How long each bottle's sidecars get to be ready after a pass changed them.
+    pub ready_timeout: Duration,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
             concurrency: crate::apply::DEFAULT_CONCURRENCY,
             backoff: Backoff::BOTTLES,
             engine_backoff: Backoff::ENGINE,
+            ready_timeout: crate::ready::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -180,7 +184,7 @@ pub type Load<'a> = dyn FnMut() -> anyhow::Result<DesiredState> + 'a;
 /// Converge, then keep converging until `shutdown` turns true (or its sender goes).
 /// A reconcile in flight is always finished first. The first load must succeed: there
 /// is no last good state to keep yet.
-pub async fn run<E: Engine>(
+pub async fn run<E: Engine + Exec>(
     engine: &E,
     load: &mut Load<'_>,
     opts: &Options,
@@ -191,17 +195,34 @@ pub async fn run<E: Engine>(
     let mut desired = load()?;
     let mut sched = Scheduler::new(opts, Instant::now());
     let mut triggers_open = true;
+    // Each bottle's wait for what a pass changed in it, side by side: a slow bottle
+    // delays neither the others' nor the next pass.
+    let mut waits = FuturesUnordered::new();
     loop {
         if *shutdown.borrow() {
             break;
         }
         if let Some(batch) = sched.poll(Instant::now()) {
-            pass(engine, load, &mut desired, opts, &mut sched, batch, metrics).await;
+            let expects = pass(engine, load, &mut desired, opts, &mut sched, batch, metrics).await;
+            let mut by_bottle: BTreeMap<String, Vec<crate::ready::Expect>> = BTreeMap::new();
+            for e in expects {
+                by_bottle.entry(e.bottle.clone()).or_default().push(e);
+            }
+            for (bottle, expects) in by_bottle {
+                let timeout = opts.ready_timeout;
+                waits.push(async move {
+                    let settled = crate::ready::settle(engine, expects, timeout, &mut |_| {}).await;
+                    (bottle, settled)
+                });
+            }
             sched.reconciled(Instant::now());
             continue;
         }
         let wake = sched.next_wakeup();
         tokio::select! {
+            Some((bottle, settled)) = waits.next(), if !waits.is_empty() => {
+                log_readiness(&bottle, &settled, metrics);
+            }
             changed = shutdown.changed() => {
                 if changed.is_err() {
                     break;
@@ -221,8 +242,34 @@ pub async fn run<E: Engine>(
     Ok(())
 }
 
+/// How a bottle's wait ended, in the log.
+fn log_readiness(bottle: &str, settled: &[crate::ready::Settled], metrics: &Metrics) {
+    use crate::ready::Readiness;
+    let took = settled.iter().map(|s| s.took).max().unwrap_or_default();
+    let mut ready = true;
+    for s in settled {
+        match &s.outcome {
+            Readiness::Ready(_) => {}
+            Readiness::Refused { path, why } => {
+                ready = false;
+                tracing::warn!(%bottle, node = s.node.as_str(), path, why, "the new config was refused; the previous one stays in force");
+            }
+            Readiness::NotReady(last) => {
+                ready = false;
+                tracing::warn!(%bottle, node = s.node.as_str(), last, took_ms = s.took.as_millis() as u64, "not ready in time");
+            }
+        }
+    }
+    if ready {
+        tracing::info!(%bottle, took_ms = took.as_millis() as u64, "ready: the changes are in force");
+    } else {
+        metrics.error();
+    }
+}
+
 /// One reconcile for `batch`: reload the manifest when it changed, then reconcile with
-/// the held bottles left out, and record per bottle how it went.
+/// the held bottles left out, and record per bottle how it went. Returns what to wait
+/// for before its changes are in force.
 async fn pass<E: Engine>(
     engine: &E,
     load: &mut Load<'_>,
@@ -231,7 +278,7 @@ async fn pass<E: Engine>(
     sched: &mut Scheduler,
     batch: Vec<Trigger>,
     metrics: &Metrics,
-) {
+) -> Vec<crate::ready::Expect> {
     let started = Instant::now();
     let trigger = batch
         .iter()
@@ -259,7 +306,7 @@ async fn pass<E: Engine>(
                     "manifest not applied; the last good desired state stays in force:\n{e:#}"
                 );
                 if batch.iter().all(|t| *t == Trigger::Manifest) {
-                    return;
+                    return Vec::new();
                 }
             }
         }
@@ -326,7 +373,7 @@ async fn pass<E: Engine>(
             metrics.error();
             let wait = sched.engine_failed(Instant::now(), &mut rng);
             tracing::error!(error = %bottle_contract::ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "reconcile failed");
-            return;
+            return Vec::new();
         }
     };
     for s in &r.plan.steps {
@@ -391,6 +438,7 @@ async fn pass<E: Engine>(
         "{}",
         if r.plan.is_empty() { "in sync" } else { "reconciled" }
     );
+    r.expects
 }
 
 #[cfg(test)]

@@ -110,6 +110,7 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
             source,
         })?;
     tracing::info!(listen, "egress proxy listening");
+    crate::status::ready("serving with its routes loaded");
     server::serve(listener, proxy)
         .await
         .map_err(|source| StartError::Listen {

@@ -134,6 +134,8 @@ struct Repo {
     path: PathBuf,
     /// `None` once the mirror is ready; else why it is not.
     unavailable: Mutex<Option<String>>,
+    /// The first clone (or refresh) attempt has ended, either way.
+    tried: std::sync::atomic::AtomicBool,
     /// One refresh at a time.
     fetch: tokio::sync::Mutex<()>,
 }
@@ -158,6 +160,7 @@ pub async fn serve(listen: &str) -> anyhow::Result<()> {
                 path: root.join(format!("{}.git", remote.name)),
                 remote,
                 unavailable: Mutex::new(Some("the mirror is being cloned".into())),
+                tried: std::sync::atomic::AtomicBool::new(false),
                 fetch: tokio::sync::Mutex::new(()),
             });
             (repo.remote.name.clone(), repo)
@@ -168,11 +171,12 @@ pub async fn serve(listen: &str) -> anyhow::Result<()> {
         root,
         repos,
     });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(kind = "git-gate", listen, "sidecar listening");
+    report(&gate);
     for repo in gate.repos.values() {
         tokio::spawn(init_mirror(gate.clone(), repo.clone()));
     }
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(kind = "git-gate", listen, "sidecar listening");
     loop {
         let (sock, peer) = listener.accept().await?;
         let gate = gate.clone();
@@ -191,6 +195,38 @@ pub async fn serve(listen: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Write the gate's status: ready once every mirror's first clone attempt has ended,
+/// naming each upstream that could not be reached (it is retried meanwhile).
+fn report(gate: &Gate) {
+    let mut names: Vec<&String> = gate.repos.keys().collect();
+    names.sort();
+    let mut pending = Vec::new();
+    let mut unreachable = Vec::new();
+    for name in names {
+        let repo = &gate.repos[name];
+        let why = repo
+            .unavailable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !repo.tried.load(std::sync::atomic::Ordering::SeqCst) {
+            pending.push(name.as_str());
+        } else if let Some(why) = why {
+            unreachable.push(format!("{name} ({}): {why}", repo.remote.upstream));
+        }
+    }
+    if !pending.is_empty() {
+        crate::status::waiting(format!("cloning the mirror of {}", pending.join(", ")));
+    } else if unreachable.is_empty() {
+        crate::status::ready(format!("serving {} mirror(s)", gate.repos.len()));
+    } else {
+        crate::status::ready(format!(
+            "serving; upstream unreachable, retried: {}",
+            unreachable.join("; ")
+        ));
+    }
+}
+
 /// Clone the mirror (or reuse one from an earlier start), retrying with backoff.
 async fn init_mirror(gate: Arc<Gate>, repo: Arc<Repo>) {
     let mut delay = Duration::from_secs(1);
@@ -203,12 +239,16 @@ async fn init_mirror(gate: Arc<Gate>, repo: Arc<Repo>) {
         match result {
             Ok(()) => {
                 *repo.unavailable.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                repo.tried.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!(remote = %repo.remote.name, upstream = %repo.remote.upstream, "mirror ready");
+                report(&gate);
                 return;
             }
             Err(e) => {
                 tracing::warn!(remote = %repo.remote.name, upstream = %repo.remote.upstream, error = %e, retry_in = ?delay, "upstream unavailable");
                 *repo.unavailable.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                repo.tried.store(true, std::sync::atomic::Ordering::SeqCst);
+                report(&gate);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(MAX_BACKOFF);
             }

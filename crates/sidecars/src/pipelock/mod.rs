@@ -128,12 +128,15 @@ pub async fn run(listen: &str, gateway: Option<sink::Gateway>) -> Result<(), Sta
         "pipelock listening"
     );
     watcher(&path, proxy.clone()).spawn();
+    let mut serving = String::from("serving with its policy loaded");
     if let Some(gw) = gateway {
         let addr = gw.addr;
         if let Err(e) = sink::spawn(gw, Arc::new(sink::Sink::new(audit))) {
             tracing::warn!(gateway = %addr, error = %e, "pipelock runs without the gateway sink");
+            serving.push_str(&format!("; without the gateway sink on {addr}: {e}"));
         }
     }
+    crate::status::ready(serving);
     server::serve(listener, proxy)
         .await
         .map_err(|source| StartError::Listen {

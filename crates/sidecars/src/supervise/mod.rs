@@ -43,6 +43,7 @@ pub async fn run(listen: &str) -> anyhow::Result<()> {
         Ok(())
     })
     .spawn();
+    crate::status::ready("serving MCP");
     serve(listener, cfg, store).await
 }
 
