@@ -73,9 +73,30 @@ pub fn name(host: &str) -> String {
     }
     labels
         .iter()
-        .map(|l| word(l.as_bytes(), &BLOCK).unwrap_or_else(|| (*l).to_string()))
+        .map(|l| {
+            word(l.as_bytes(), &BLOCK)
+                .or_else(|| decodes_to_secret(l.as_bytes()).then(|| placeholder(l.as_bytes())))
+                .unwrap_or_else(|| (*l).to_string())
+        })
         .collect::<Vec<_>>()
         .join(".")
+}
+
+/// Whether a host label, decoded the ways `scan_deep` decodes (base32, hex, base64...,
+/// as given and upper-cased), holds what a built-in rule finds. The shape thresholds
+/// are a heuristic a random key's encoding can slip under; a name's labels are few and
+/// short, so the deep scan costs little here (it is not run on free text).
+fn decodes_to_secret(label: &[u8]) -> bool {
+    /// The shortest encoding of the shortest secret a rule reports (12 bytes, hex).
+    const MIN_ENCODED: usize = 16;
+    static RULES: std::sync::OnceLock<crate::RuleSet> = std::sync::OnceLock::new();
+    if label.len() < MIN_ENCODED {
+        return false;
+    }
+    let rules = RULES.get_or_init(crate::RuleSet::builtin);
+    let limits = crate::Limits::default();
+    let found = |b: &[u8]| rules.scan_deep(b, &limits).map_or(true, |f| !f.is_empty());
+    found(label) || found(&label.to_ascii_uppercase())
 }
 
 /// `w` redacted, or None when it may be written as it is.
@@ -231,6 +252,37 @@ mod tests {
             keyed_hash_with(b"Jefe", b"what do ya want for nothing?"),
             "5bdcc146"
         );
+    }
+
+    /// Lower-case base32 as a DNS label carries it (RFC 4648 alphabet, folded).
+    fn base32_lower(b: &[u8]) -> String {
+        const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+        let (mut out, mut buf, mut bits) = (String::new(), 0u32, 0u32);
+        for &x in b {
+            buf = (buf << 8) | u32::from(x);
+            bits += 8;
+            while bits >= 5 {
+                out.push(A[((buf >> (bits - 5)) & 31) as usize] as char);
+                bits -= 5;
+            }
+            buf &= (1 << bits) - 1;
+        }
+        if bits > 0 {
+            out.push(A[((buf << (5 - bits)) & 31) as usize] as char);
+        }
+        out
+    }
+
+    #[test]
+    fn an_encoded_key_in_a_label_is_hashed_even_when_its_shape_passes() {
+        // The containment suite's `base32-label-dns` case with many random keys: the
+        // shape heuristic lets some through; the decoded DLP check must not.
+        for seed in 0..300 {
+            let key = format!("AKIA{}", rnd(seed, 16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
+            let label = base32_lower(key.as_bytes());
+            let r = name(&format!("{label}.exfil.example.test"));
+            assert!(!r.contains(&label), "{key} leaks as {r}");
+        }
     }
 
     #[test]
