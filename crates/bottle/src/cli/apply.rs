@@ -47,7 +47,8 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
         .any(|r| !matches!(r.outcome, Outcome::Done));
     // Return only when what changed is in force: every sidecar made or started serves,
     // every rewritten live config is loaded by each sidecar that reads it.
-    let settled = ready::settle(&docker, r.expects, args.timeout, &mut |s| {
+    let expects = if args.no_wait { Vec::new() } else { r.expects };
+    let settled = ready::settle(&docker, expects, args.timeout, &mut |s| {
         eprintln!("{}", render::ready_line(s))
     })
     .await;

@@ -102,6 +102,10 @@ pub struct ApplyArgs {
     /// loaded): `90s`, `5m`...; past it, apply names what is not ready and exits 2.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub timeout: std::time::Duration,
+    /// Return once the engine has carried out the operations, without waiting for the
+    /// sidecars to serve or to load changed config (they poll it about once a second).
+    #[arg(long, conflicts_with = "timeout")]
+    pub no_wait: bool,
 }
 
 /// A duration as `500ms`, `90s`, `10m`, `2h`, `1d`, or plain seconds.

@@ -313,3 +313,59 @@ fn the_scheduler_wakes_for_the_earliest_of_its_timers() {
     s.reconciled(now + d);
     assert_eq!(s.poll(now + d + opts.resync), Some(vec![Trigger::Resync]));
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_bottle_is_waited_for_on_its_own_and_the_loop_goes_on() {
+    let e = FakeEngine::default();
+    // a1's sidecars serve at once; a0's never say so.
+    let serving = bottle_engine::ExecOutput {
+        code: 0,
+        stdout: r#"{"ready":true,"detail":"serving"}"#.into(),
+        stderr: String::new(),
+    };
+    for node in ["pipelock", "egress", "agent-net"] {
+        e.script_exec(&format!("bottle-p-a1-{node}"), vec![serving.clone()]);
+    }
+    let d = desired(&manifest("p", &two()));
+    let mut load = || Ok(d.clone());
+    let m = Metrics::default();
+    let opts = Options {
+        resync: sec(3600.0),
+        ready_timeout: sec(30.0),
+        ..Options::default()
+    };
+    let probes = |c: &str| {
+        e.calls()
+            .iter()
+            .filter(|x| x.starts_with(&format!("exec {c}:")))
+            .count()
+    };
+    with_watch(&e, &mut load, opts, &m, |h| async {
+        tokio::time::sleep(sec(2.0)).await;
+        assert_eq!(
+            probes("bottle-p-a1-pipelock"),
+            1,
+            "ready at the first probe"
+        );
+        let waiting = probes("bottle-p-a0-pipelock");
+        assert!(waiting > 3, "a0 is still probed: {waiting}");
+        // The loop is not blocked by a0's wait: a1's stopped agent is repaired at once.
+        e.stop("bottle-p-a1-agent");
+        h.tx.send(die("bottle-p-a1-agent")).unwrap();
+        tokio::time::sleep(sec(0.3)).await;
+        assert!(running(&e, "bottle-p-a1-agent"));
+        tokio::time::sleep(sec(5.0)).await;
+        assert!(
+            probes("bottle-p-a0-pipelock") > waiting,
+            "a0's wait goes on"
+        );
+        assert_eq!(probes("bottle-p-a1-pipelock"), 1);
+        // Past the deadline a0's wait ends (logged as not ready): no more probes.
+        tokio::time::sleep(sec(30.0)).await;
+        let done = probes("bottle-p-a0-pipelock");
+        tokio::time::sleep(sec(5.0)).await;
+        assert_eq!(probes("bottle-p-a0-pipelock"), done);
+        h
+    })
+    .await;
+}
