@@ -158,8 +158,9 @@ pub enum Mount {
 }
 
 /// A container to create and start. The first network is attached at create time; the
-/// others are connected before start (API 1.41 takes one network at create).
-#[derive(Clone, Debug, PartialEq)]
+/// others are connected before start (API 1.41 takes one network at create). Its
+/// `Debug` shows the environment's names only: values may be secrets.
+#[derive(Clone, PartialEq)]
 pub struct ContainerSpec {
     pub name: String,
     pub image: String,
@@ -198,6 +199,77 @@ pub struct ContainerSpec {
     /// the container says nothing (the agent, a foreign image): running is ready. Not
     /// given to the engine at creation.
     pub probe: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<&str> = self
+            .env
+            .iter()
+            .map(|kv| kv.split_once('=').map_or(kv.as_str(), |(k, _)| k))
+            .collect();
+        f.debug_struct("ContainerSpec")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("labels", &self.labels)
+            .field("cmd", &self.cmd)
+            .field("env (names only)", &env)
+            .field("user", &self.user)
+            .field("networks", &self.networks)
+            .field("aliases", &self.aliases)
+            .field("mounts", &self.mounts)
+            .field("cap_add", &self.cap_add)
+            .field("memory", &self.memory)
+            .field("nano_cpus", &self.nano_cpus)
+            .field("pids", &self.pids)
+            .field("runtime", &self.runtime)
+            .field("working_dir", &self.working_dir)
+            .field("init", &self.init)
+            .field("sysctls", &self.sysctls)
+            .field("dns_gateway_of", &self.dns_gateway_of)
+            .field("network_of", &self.network_of)
+            .field("devices", &self.devices)
+            .field("probe", &self.probe)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_specs_debug_names_its_environment_without_values() {
+        let spec = ContainerSpec {
+            name: "c".into(),
+            image: "i".into(),
+            labels: Labels::new(),
+            cmd: vec![],
+            env: vec!["TOKEN=s3cr3t-value".into(), "PLAIN".into()],
+            user: "1000".into(),
+            networks: vec![],
+            aliases: vec![],
+            mounts: vec![],
+            cap_add: vec![],
+            memory: 0,
+            nano_cpus: 0,
+            pids: 0,
+            runtime: None,
+            working_dir: None,
+            init: false,
+            sysctls: BTreeMap::new(),
+            dns_gateway_of: None,
+            network_of: None,
+            devices: vec![],
+            probe: None,
+        };
+        let shown = format!("{spec:?}");
+        assert!(
+            shown.contains("TOKEN") && shown.contains("PLAIN"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+    }
 }
 
 /// An image to build from a tar build context.
