@@ -32,17 +32,10 @@ use crate::util::*;
 /// every run, but they do not fail the test (the host-label one is a heuristic that
 /// holds for most random secrets, so it may also hold on a run). Issue 16 stays open
 /// while this list is not empty; a fix removes its line.
-const KNOWN_GAPS: &[(&str, &str)] = &[
-    (
-        "framing/chunked-trailer",
-        "egress drops request trailers before pipelock (which now scans them) sees them: \
-         nothing leaves, but the attempt is neither refused nor audited",
-    ),
-    (
-        "host-label/base32-label-connect",
-        "the label heuristic misses letter-heavy base32 (about 1 in 20 random secrets)",
-    ),
-];
+const KNOWN_GAPS: &[(&str, &str)] = &[(
+    "host-label/base32-label-connect",
+    "the label heuristic misses letter-heavy base32 (about 1 in 20 random secrets)",
+)];
 
 const CLIENT_IMAGE: &str = "bottle-test-containment-client:1";
 const CLIENT_DOCKERFILE: &str = "FROM debian:bookworm-slim\nRUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates python3 python3-brotli && rm -rf /var/lib/apt/lists/*\n";

@@ -2,7 +2,7 @@
 //!
 //! One module per kind: [`pipelock`] (the firewall), [`egress`] (the credential-injecting
 //! proxy), [`git_gate`], [`supervise`], and [`agent_net`] (holds the agent's network
-//! namespace). Shared pieces: [`certs`], [`reload`] (live config files), [`status`]
+//! namespace). Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
 //! (readiness, read by the host through `bottle sidecar probe`), and for the
 //! two that set up their network namespace as root, [`netlink`] and [`privs`].
 //! Test doubles (a TLS test PKI and upstream, a map resolver, an in-memory audit sink)
@@ -14,6 +14,7 @@ pub mod agent_net;
 pub mod certs;
 pub mod egress;
 pub mod git_gate;
+pub mod hop;
 pub mod netlink;
 pub mod pipelock;
 pub mod privs;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bottle_contract::ErrorChain;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -224,7 +224,14 @@ async fn forward(
     let upgrade = req.version() < Version::HTTP_2 && req.headers().contains_key(header::UPGRADE);
     let agent_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // Trailers go on to pipelock, which scans them (`Trailer` declares them to hyper).
+    crate::hop::strip(
+        &mut parts.headers,
+        crate::hop::Keep {
+            upgrade,
+            trailers: true,
+        },
+    );
     parts.headers.remove(header::HOST);
     // On a route the agent's own credentials never pass; the route's replaces them.
     if let Some(inject) = inject {
@@ -280,47 +287,9 @@ async fn forward(
         });
         return resp.map(|_| empty());
     }
-    strip_hop_by_hop(resp.headers_mut(), false);
+    crate::hop::strip(resp.headers_mut(), crate::hop::Keep::default());
     let down = pending.down.clone();
     resp.map(|b| Counted::new(b, down, Some(pending)).boxed())
-}
-
-/// Remove connection-specific headers (RFC 9110 7.6.1); keep `Connection: upgrade` and
-/// `Upgrade` when splicing an upgrade.
-fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-        .collect();
-    for n in listed {
-        h.remove(n);
-    }
-    for n in [
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "trailer",
-        "transfer-encoding",
-    ] {
-        h.remove(n);
-    }
-    if h.get(header::TE).is_some_and(|v| v != "trailers") {
-        h.remove(header::TE);
-    }
-    if keep_upgrade {
-        h.insert(
-            header::CONNECTION,
-            http::HeaderValue::from_static("upgrade"),
-        );
-    } else {
-        h.remove(header::CONNECTION);
-        h.remove(header::UPGRADE);
-    }
 }
 
 /// An error and its sources, `: `-joined (the reason of a 502). The connector's own

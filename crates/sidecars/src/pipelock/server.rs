@@ -27,7 +27,7 @@ use std::time::Duration;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full, LengthLimitError, Limited};
 use hyper::body::{Body as _, Bytes, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -236,35 +236,6 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 
 fn empty() -> Body {
     Empty::new().map_err(|e| match e {}).boxed()
-}
-
-/// Headers that belong to one hop and are never forwarded.
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
 }
 
 impl Proxy {
@@ -800,7 +771,7 @@ impl Proxy {
         let upgrade = req.version() < http::Version::HTTP_2 && websocket::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
+        crate::hop::strip(&mut parts.headers, crate::hop::Keep::default());
         if upgrade {
             parts
                 .headers
@@ -1124,7 +1095,7 @@ impl Proxy {
                 self.audit.record(ev);
                 let (mut parts, body) = resp.into_parts();
                 if parts.status != StatusCode::SWITCHING_PROTOCOLS {
-                    strip_hop_by_hop(&mut parts.headers);
+                    crate::hop::strip(&mut parts.headers, crate::hop::Keep::default());
                     // The body to the agent, checked for prompt injection.
                     return inspect
                         .apply(self.audit.clone(), request, parts, body)
@@ -1180,7 +1151,7 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        strip_hop_by_hop(&mut parts.headers);
+        crate::hop::strip(&mut parts.headers, crate::hop::Keep::default());
         let inspect = Inspect::prepare(
             live.responses,
             live.model_route(&host, parts.uri.path()),
