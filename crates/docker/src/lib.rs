@@ -1764,6 +1764,92 @@ mod live_tests {
     }
 
     #[tokio::test]
+    async fn exec_captures_output_status_and_stdin_bounded_and_signals_arrive() {
+        use bottle_engine::Exec as _;
+        let t = Cleanup::new();
+        let docker = connect();
+        let volume = t.name("vol");
+        docker
+            .create_volume(&VolumeSpec {
+                name: volume.clone(),
+                labels: t.labels(),
+                files: Vec::new(),
+                seed_dirs: Vec::new(),
+                owner: None,
+                seed_image: IMAGE.to_owned(),
+            })
+            .await
+            .expect("create volume");
+        // PID 1 writes a mark on SIGHUP, as a sidecar's reload nudge does.
+        let spec = ContainerSpec {
+            init: false,
+            user: "0:0".to_owned(),
+            cmd: vec![
+                "bash".to_owned(),
+                "-c".to_owned(),
+                "trap 'echo hup > /tmp/hup' HUP; while :; do sleep 0.1; done".to_owned(),
+            ],
+            ..container_spec(&t, Vec::new(), &volume)
+        };
+        docker.run_container(&spec).await.expect("run");
+        let sh = |script: &str| vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()];
+
+        let out = docker
+            .exec(&spec.name, &sh("echo out; echo err >&2; exit 3"), None, &[])
+            .await
+            .expect("exec");
+        assert_eq!(
+            (out.code, out.stdout.as_str(), out.stderr.as_str()),
+            (3, "out\n", "err\n")
+        );
+
+        let out = docker
+            .exec(&spec.name, &sh("id -u; cat"), Some("1000"), b"from stdin")
+            .await
+            .expect("exec as a user, with stdin");
+        assert_eq!(out.stdout, "1000\nfrom stdin", "{out:?}");
+
+        // A flood is cut at the bound, and the command still ends.
+        let out = docker
+            .exec(
+                &spec.name,
+                &sh("head -c 3000000 /dev/zero | tr '\\0' x"),
+                None,
+                &[],
+            )
+            .await
+            .expect("exec flood");
+        assert_eq!(out.code, 0);
+        assert_eq!(out.stdout.len(), bottle_engine::MAX_EXEC_OUTPUT);
+
+        docker.signal(&spec.name, "HUP").await.expect("signal");
+        let mut seen = String::new();
+        for _ in 0..50 {
+            seen = docker
+                .exec(&spec.name, &sh("cat /tmp/hup 2>/dev/null"), None, &[])
+                .await
+                .expect("exec")
+                .stdout;
+            if seen.contains("hup") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, "hup\n");
+
+        let missing = docker.exec(&t.name("nobody"), &sh("true"), None, &[]).await;
+        assert!(
+            matches!(missing, Err(EngineError::NotFound { .. })),
+            "{missing:?}"
+        );
+        let missing = docker.signal(&t.name("nobody"), "HUP").await;
+        assert!(
+            matches!(missing, Err(EngineError::NotFound { .. })),
+            "{missing:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn runtimes_include_runc() {
         let docker = connect();
         let runtimes = docker.runtimes().await.expect("info");
