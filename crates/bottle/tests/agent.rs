@@ -154,7 +154,7 @@ fn workspace_prompt_and_skills_are_provisioned_and_exec_passes_status() {
     for want in [
         "provider claude",
         "runtime runc",
-        "-rev-agent:",
+        "-agent:",
         "-rev-workspace",
         "running",
         "-rev-pipelock  ready",

@@ -81,9 +81,10 @@ pub fn is_grant_volume(name: &str, project: &str) -> bool {
         .is_some_and(|(_, id)| crate::supervise::valid_id(id))
 }
 
-/// Repository of a bottle's agent image; the tag is the build context's hash.
-pub fn agent_image_repo(project: &str, bottle: &str) -> String {
-    format!("{PREFIX}-{project}-{bottle}-agent")
+/// Repository of a project's agent images; the tag is the build context's hash, so
+/// agents whose context and Dockerfile are the same share one image.
+pub fn agent_image_repo(project: &str) -> String {
+    format!("{PREFIX}-{project}-agent")
 }
 
 /// Repository of the sidecar image shared by every project; the tag is the binary's hash.

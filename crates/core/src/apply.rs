@@ -299,11 +299,20 @@ pub fn schedule(plan: &Plan, desired: &DesiredState) -> Vec<Op> {
         .filter(|(k, i)| k.kind == ObjectKind::Image && ops[**i].kind == OpKind::Make)
         .map(|(_, &i)| i)
         .collect();
+    // An image may be shared by the bottles of a project (agents with one context): it
+    // goes after every container removal of the run, whichever bottle, as an image in
+    // use is left in place by the engine.
+    let container_removals: Vec<usize> = remove
+        .values()
+        .copied()
+        .filter(|&i| ops[i].key.kind == ObjectKind::Container)
+        .collect();
     for &i in remove.values() {
         if ops[i].key.kind == ObjectKind::Image {
             ops[i]
                 .preds
                 .extend(builds.iter().copied().filter(|&b| b != i));
+            ops[i].preds.extend(container_removals.iter().copied());
         }
     }
     ops

@@ -723,3 +723,40 @@ fn a_rebuild_with_grants_reads_no_build_context_again() {
     assert_eq!(image(&granted), image(&d));
     assert_eq!(cache.len(), (1, 1));
 }
+
+#[test]
+fn agents_with_one_context_share_one_image_kept_while_any_wants_it() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let agent_images = |e: &FakeEngine| {
+            let mut tags: Vec<String> = e
+                .snapshot()
+                .images
+                .iter()
+                .filter(|i| i.tag.contains("-agent:"))
+                .map(|i| i.tag.clone())
+                .collect();
+            tags.sort();
+            tags
+        };
+        // Three agents on the provider's default Dockerfile: one context, one build.
+        let three = [one(1), one(2), one(3)].concat();
+        converge(&e, &desired(&manifest("p", &three))).await;
+        let images = agent_images(&e);
+        assert_eq!(images.len(), 1, "{images:?}");
+        assert!(images[0].starts_with("bottle-p-agent:"), "{images:?}");
+        let builds = e
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("build_image"))
+            .filter(|c| c.contains("-agent:"))
+            .count();
+        assert_eq!(builds, 1);
+        // Removing two of them keeps the image the third still runs on.
+        converge(&e, &desired(&manifest("p", &one(1)))).await;
+        assert_eq!(agent_images(&e), images);
+        // With none left, it is garbage-collected.
+        converge(&e, &DesiredState::empty("p")).await;
+        assert!(agent_images(&e).is_empty());
+    });
+}

@@ -222,9 +222,10 @@ pub fn tree_digest(dir: &Path) -> Result<String, ImageError> {
     Ok(tar.finish(String::new()).hash)
 }
 
-/// Tag of a bottle's agent image for a context hash.
-pub fn agent_tag(project: &str, bottle: &str, hash: &str) -> String {
-    format!("{}:{hash}", labels::agent_image_repo(project, bottle))
+/// Tag of a project's agent image for a context hash (shared by every agent whose
+/// context is the same).
+pub fn agent_tag(project: &str, hash: &str) -> String {
+    format!("{}:{hash}", labels::agent_image_repo(project))
 }
 
 /// The sidecar image's context: `FROM scratch`, the static binary (`bytes`, read from

@@ -50,16 +50,19 @@ fn image(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
     } = ctx
         .contexts
         .agent_context(&ctx.policy.image, ctx.agent.provider, &excluded(ctx))?;
-    let tag = images::agent_tag(ctx.project, ctx.bottle, &ctx_hash);
+    let tag = images::agent_tag(ctx.project, &ctx_hash);
     let hash = SpecHasher::new(ctx.key)
         .field("context", &ctx_hash)
         .finish();
-    Ok(ctx.object(
+    let mut obj = ctx.object(
         NodeKind::Agent,
         ObjectKind::Image,
         tag.clone(),
         hash,
-        |labels| {
+        |mut labels| {
+            // The project's, not one bottle's: agents with the same context share it,
+            // and it is garbage-collected only when no agent of the project wants it.
+            labels.remove(bottle_contract::labels::BOTTLE);
             ObjectSpec::Image(BuildSpec {
                 tag,
                 labels,
@@ -67,7 +70,9 @@ fn image(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
                 context_tar: tar,
             })
         },
-    ))
+    );
+    obj.bottle = String::new();
+    Ok(obj)
 }
 
 /// The home volume: the prompt file and the skills, owned by the agent user. Its hash
