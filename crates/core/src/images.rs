@@ -39,6 +39,14 @@ pub enum ImageError {
         /// The context directory.
         path: PathBuf,
     },
+    /// A context's `.dockerignore` has a line Docker would refuse.
+    #[error("{path}:{}: {}", source.line, source.message)]
+    Ignore {
+        /// The `.dockerignore` file.
+        path: PathBuf,
+        /// The line and what is wrong with it.
+        source: crate::dockerignore::IgnoreError,
+    },
     /// `BOTTLE_SIDECAR_BINARY` is unset and this executable is not statically linked (or
     /// cannot be read), so there is no binary for the sidecar image.
     #[error(
@@ -90,7 +98,7 @@ pub fn agent_context(
             context,
         } => {
             if let Some(context) = context {
-                tar.dir(context, context)?;
+                tar.context(context, None)?;
             }
             tar.file(GRANTED_DOCKERFILE, dockerfile.as_bytes(), 0o644);
             GRANTED_DOCKERFILE.to_string()
@@ -99,7 +107,11 @@ pub fn agent_context(
             dockerfile,
             context,
         } => {
-            tar.dir(context, context)?;
+            let inside = dockerfile
+                .strip_prefix(context)
+                .ok()
+                .map(|rel| rel.to_string_lossy().into_owned());
+            tar.context(context, inside.as_deref())?;
             match dockerfile.strip_prefix(context) {
                 Ok(rel) => rel.to_string_lossy().into_owned(),
                 Err(_) => {
@@ -301,15 +313,59 @@ struct TarBuilder {
     entries: Vec<(String, Vec<u8>, u32)>,
     size: u64,
     exclude: Vec<PathBuf>,
+    /// The context's `.dockerignore`, while its directory is walked.
+    ignore: Option<crate::dockerignore::Ignore>,
+    /// Paths (relative to the context root) sent whatever `.dockerignore` says, as
+    /// Docker sends them: the Dockerfile and `.dockerignore` itself.
+    always: Vec<String>,
 }
 
 impl TarBuilder {
+    /// Add a build context directory: with a `.dockerignore` at its root, what Docker
+    /// would send (the Dockerfile at `dockerfile` inside it always); without one, every
+    /// file but `.git` and `target`. The size bound counts what is sent.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "build contexts are still read while the desired state is built"
+    )]
+    fn context(&mut self, root: &Path, dockerfile: Option<&str>) -> Result<(), ImageError> {
+        let path = root.join(".dockerignore");
+        self.ignore = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(
+                crate::dockerignore::Ignore::parse(&text)
+                    .map_err(|source| ImageError::Ignore { path, source })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(ImageError::Io { path, source }),
+        };
+        self.always = [Some(".dockerignore"), dockerfile]
+            .into_iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        let r = self.dir(root, root);
+        self.ignore = None;
+        r
+    }
+
+    /// Whether the entry at `rel` (a directory when `dir`) is left out of the walk.
+    fn skipped(&self, rel: &str, name: &std::ffi::OsStr, dir: bool) -> bool {
+        match &self.ignore {
+            None => name == ".git" || name == "target",
+            Some(_) if self.always.iter().any(|a| a == rel) => false,
+            // An excluded directory is still walked when a later `!` may bring back
+            // something inside it.
+            Some(ig) => ig.excludes(rel) && !(dir && ig.has_exceptions()),
+        }
+    }
+
     fn file(&mut self, path: &str, data: &[u8], mode: u32) {
         self.size += data.len() as u64;
         self.entries.push((path.to_string(), data.to_vec(), mode));
     }
 
-    /// Add every file under `dir`, skipping `.git` and `target`, not following symlinks.
+    /// Add every file under `dir` that [`skipped`](Self::skipped) keeps, not following
+    /// symlinks.
     #[expect(
         clippy::disallowed_methods,
         reason = "build contexts are still read while the desired state is built; moving them to \
@@ -329,29 +385,42 @@ impl TarBuilder {
         for e in entries {
             let path = e.path();
             let name = e.file_name();
-            if name == ".git" || name == "target" || self.exclude.contains(&path) {
+            if self.exclude.contains(&path) {
                 continue;
             }
             let meta = std::fs::symlink_metadata(&path).map_err(|source| ImageError::Io {
                 path: path.clone(),
                 source,
             })?;
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
+            if self.skipped(&rel, &name, meta.is_dir()) {
+                continue;
+            }
             if meta.is_dir() {
                 self.dir(root, &path)?;
             } else if meta.is_file() {
+                // A file of a walked-but-excluded directory (see `skipped`).
+                if self.ignore.as_ref().is_some_and(|ig| ig.excludes(&rel))
+                    && !self.always.contains(&rel)
+                {
+                    continue;
+                }
                 if self.size + meta.len() > MAX_CONTEXT_BYTES {
                     return Err(ImageError::TooLarge {
                         path: root.to_path_buf(),
                     });
                 }
-                let rel = path.strip_prefix(root).unwrap_or(&path);
                 let data = read(&path)?;
                 let mode = if meta.permissions().mode() & 0o111 != 0 {
                     0o755
                 } else {
                     0o644
                 };
-                self.file(&rel.to_string_lossy(), &data, mode);
+                self.file(&rel, &data, mode);
             }
         }
         Ok(())
@@ -415,6 +484,65 @@ mod tests {
         let c = agent_context(&src, Provider::Claude, &ex).unwrap();
         assert_ne!(a.hash, c.hash);
         assert_eq!(a.dockerfile, "Dockerfile");
+    }
+
+    #[test]
+    fn a_dockerignore_leaves_out_what_docker_would_and_its_files_change_nothing() {
+        let d = tempfile::tempdir().unwrap();
+        let w = |p: &str, c: &str| {
+            let p = d.path().join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, c).unwrap();
+        };
+        w("Dockerfile", "FROM scratch\n");
+        w(
+            ".dockerignore",
+            "node_modules\n*.log\n!keep.log\nDockerfile\n",
+        );
+        w("node_modules/big/index.js", "x");
+        w("app.log", "log");
+        w("keep.log", "kept");
+        w("src/main.rs", "fn main() {}");
+        w(".git/HEAD", "sent: .dockerignore does not name it");
+        let src = ImageSource::Dockerfile {
+            dockerfile: d.path().join("Dockerfile"),
+            context: d.path().to_path_buf(),
+        };
+        let paths = |c: &Context| {
+            let mut a = tar::Archive::new(&c.tar[..]);
+            let mut v: Vec<String> = a
+                .entries()
+                .unwrap()
+                .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let a = agent_context(&src, Provider::Claude, &[]).unwrap();
+        assert_eq!(
+            paths(&a),
+            [
+                ".dockerignore",
+                ".git/HEAD",
+                "Dockerfile",
+                "keep.log",
+                "src/main.rs"
+            ],
+            "the Dockerfile and .dockerignore are sent even when listed"
+        );
+        w("node_modules/big/index.js", "changed");
+        w("app.log", "changed");
+        let b = agent_context(&src, Provider::Claude, &[]).unwrap();
+        assert_eq!(a.hash, b.hash, "ignored files are no build input");
+        w(".dockerignore", "ok\n!\n");
+        let Err(err) = agent_context(&src, Provider::Claude, &[]) else {
+            panic!("a bad .dockerignore line is an error")
+        };
+        let err = err.to_string();
+        assert!(
+            err.ends_with(".dockerignore:2: an exception (`!`) with no pattern"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod dockerignore;
 pub mod graph;
 pub mod hash;
 pub mod images;
