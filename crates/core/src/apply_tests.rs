@@ -93,7 +93,7 @@ pub(crate) fn desired(m: &Manifest) -> DesiredState {
     let side = sidecar::image_object(
         &key,
         Context {
-            tar: Default::default(),
+            files: Default::default(),
             dockerfile: "Dockerfile".into(),
             hash: "0123456789abcdef".into(),
         },

@@ -1,15 +1,24 @@
-//! Build contexts for the images `bottle` builds, as deterministic tars.
+//! Build contexts for the images `bottle` builds: the list of files (held, or on the
+//! host) that a build streams as a deterministic tar, and its content hash.
 //!
-//! The tar of a context is built with fixed metadata (sorted paths, mtime 0, uid 0), so
-//! its hash changes only when content or modes change; that hash is the image tag, and
-//! an image is rebuilt only when its tag is missing. The sidecar image is `FROM scratch`
-//! with the static `bottle` binary (see README: "The sidecar image").
+//! The hash covers each file's path, mode and content digest, so it changes only when
+//! content or modes change; it is the image tag, and an image is rebuilt only when its
+//! tag is missing. A host file's digest is looked up by its path, size, mtime, ctime and
+//! inode ([`load_digests`] keeps them across runs), so a plan that builds nothing reads
+//! no file content and holds no tar: the tar is written only while a build streams it
+//! (`bottle_engine::ContextFiles::write_tar`). The sidecar image is `FROM scratch` with
+//! the static `bottle` binary (see README: "The sidecar image").
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+
+use bottle_engine::{ContextEntry, ContextFiles, EntryData};
 
 use crate::hash::content_hash;
 use bottle_contract::labels;
@@ -63,12 +72,11 @@ pub enum ImageError {
     },
 }
 
-/// A context ready to build: its tar, the Dockerfile path inside it, its content hash.
+/// A context ready to build: its files, the Dockerfile path inside it, its content hash.
 #[derive(Clone)]
 pub struct Context {
-    /// The deterministic tar of the context's files (shared, so a cached context costs
-    /// no copy).
-    pub tar: Bytes,
+    /// The context's files in tar order (shared, so a cached context costs no copy).
+    pub files: Arc<ContextFiles>,
     /// The path of the Dockerfile inside the tar.
     pub dockerfile: String,
     /// The content hash of the tar ([`HASH_LEN`](crate::hash::HASH_LEN) hex characters),
@@ -307,10 +315,10 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
     true
 }
 
-/// Builds a deterministic tar in memory.
+/// Collects a context's entries and their content digests.
 #[derive(Default)]
 struct TarBuilder {
-    entries: Vec<(String, Vec<u8>, u32)>,
+    entries: Vec<(ContextEntry, [u8; 32])>,
     size: u64,
     exclude: Vec<PathBuf>,
     /// The context's `.dockerignore`, while its directory is walked.
@@ -321,6 +329,20 @@ struct TarBuilder {
 }
 
 impl TarBuilder {
+    /// A file whose bytes bottle holds (a Dockerfile it made, the sidecar binary).
+    fn file(&mut self, path: &str, data: &[u8], mode: u32) {
+        self.size += data.len() as u64;
+        let digest = Sha256::digest(data).into();
+        self.entries.push((
+            ContextEntry {
+                path: path.to_string(),
+                mode,
+                data: EntryData::Inline(Bytes::copy_from_slice(data)),
+            },
+            digest,
+        ));
+    }
+
     /// Add a build context directory: with a `.dockerignore` at its root, what Docker
     /// would send (the Dockerfile at `dockerfile` inside it always); without one, every
     /// file but `.git` and `target`. The size bound counts what is sent.
@@ -357,11 +379,6 @@ impl TarBuilder {
             // something inside it.
             Some(ig) => ig.excludes(rel) && !(dir && ig.has_exceptions()),
         }
-    }
-
-    fn file(&mut self, path: &str, data: &[u8], mode: u32) {
-        self.size += data.len() as u64;
-        self.entries.push((path.to_string(), data.to_vec(), mode));
     }
 
     /// Add every file under `dir` that [`skipped`](Self::skipped) keeps, not following
@@ -414,42 +431,170 @@ impl TarBuilder {
                         path: root.to_path_buf(),
                     });
                 }
-                let data = read(&path)?;
+                let digest = host_digest(&path, &meta)?;
                 let mode = if meta.permissions().mode() & 0o111 != 0 {
                     0o755
                 } else {
                     0o644
                 };
-                self.file(&rel, &data, mode);
+                self.size += meta.len();
+                self.entries.push((
+                    ContextEntry {
+                        path: rel,
+                        mode,
+                        data: EntryData::Host {
+                            path: path.clone(),
+                            size: meta.len(),
+                        },
+                    },
+                    digest,
+                ));
             }
         }
         Ok(())
     }
 
+    /// The entries in path order and the context's hash over (path, mode, size,
+    /// content digest) of each.
     fn finish(mut self, dockerfile: String) -> Context {
-        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut b = tar::Builder::new(Vec::new());
-        for (path, data, mode) in &self.entries {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(*mode);
-            h.set_mtime(0);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_entry_type(tar::EntryType::Regular);
-            // Paths come from our own tree walk; a failure here means an over-long path.
-            if b.append_data(&mut h, path, data.as_slice()).is_err() {
-                continue;
-            }
+        self.entries.sort_by(|a, b| a.0.path.cmp(&b.0.path));
+        let mut h = Sha256::new();
+        for (e, digest) in &self.entries {
+            let size = match &e.data {
+                EntryData::Inline(b) => b.len() as u64,
+                EntryData::Host { size, .. } => *size,
+            };
+            h.update(e.path.as_bytes());
+            h.update([0]);
+            h.update(e.mode.to_le_bytes());
+            h.update(size.to_le_bytes());
+            h.update(digest);
         }
-        let tar = b.into_inner().unwrap_or_default();
-        let hash = content_hash(&tar);
+        let hash = content_hash(&h.finalize());
         Context {
-            tar: tar.into(),
+            files: Arc::new(ContextFiles {
+                entries: self.entries.into_iter().map(|(e, _)| e).collect(),
+            }),
             dockerfile,
             hash,
         }
     }
+}
+
+/// A host file's content digest by what `stat` says of it: path, size, mtime, ctime,
+/// inode. Read (streamed, 64 KiB at a time) only when none of that is known.
+type StatKey = String;
+
+fn digests() -> &'static Mutex<HashMap<StatKey, [u8; 32]>> {
+    static D: std::sync::OnceLock<Mutex<HashMap<StatKey, [u8; 32]>>> = std::sync::OnceLock::new();
+    D.get_or_init(Default::default)
+}
+
+/// Host files read for their digest in this process, for tests.
+#[cfg(test)]
+fn read_log() -> &'static Mutex<Vec<PathBuf>> {
+    static L: std::sync::OnceLock<Mutex<Vec<PathBuf>>> = std::sync::OnceLock::new();
+    L.get_or_init(Default::default)
+}
+
+fn stat_key(path: &Path, meta: &std::fs::Metadata) -> StatKey {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}:{}:{}.{}:{}.{}:{}",
+        meta.dev(),
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+        meta.len()
+    ) + "\0"
+        + &path.to_string_lossy()
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "build contexts are still read while the desired state is built"
+)]
+fn host_digest(path: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32], ImageError> {
+    use std::io::Read as _;
+    let key = stat_key(path, meta);
+    if let Some(d) = digests()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return Ok(*d);
+    }
+    let io = |source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    #[cfg(test)]
+    read_log()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(path.to_path_buf());
+    let d: [u8; 32] = h.finalize().into();
+    digests()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, d);
+    Ok(d)
+}
+
+/// The most digests kept across runs.
+const MAX_DIGESTS: usize = 500_000;
+
+/// Load the digests an earlier run saved at `path` (a missing or damaged file is an
+/// empty cache: it only costs reads).
+#[expect(clippy::disallowed_methods, reason = "the digest cache is a host file")]
+pub fn load_digests(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let mut map = digests().lock().unwrap_or_else(PoisonError::into_inner);
+    for line in text.lines().take(MAX_DIGESTS) {
+        let Some((hex_digest, key)) = line.split_once(' ') else {
+            continue;
+        };
+        let mut d = [0u8; 32];
+        if hex::decode_to_slice(hex_digest, &mut d).is_ok() {
+            map.entry(key.replace("\\n", "\n").replace("\\0", "\0"))
+                .or_insert(d);
+        }
+    }
+}
+
+/// Save the digests known to this process at `path` (atomically: a temporary file
+/// renamed over it).
+#[expect(clippy::disallowed_methods, reason = "the digest cache is a host file")]
+pub fn save_digests(path: &Path) -> std::io::Result<()> {
+    let map = digests().lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = String::new();
+    for (key, d) in map.iter().take(MAX_DIGESTS) {
+        out.push_str(&hex::encode(d));
+        out.push(' ');
+        out.push_str(&key.replace('\n', "\\n").replace('\0', "\\0"));
+        out.push('\n');
+    }
+    drop(map);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, out)?;
+    std::fs::rename(tmp, path)
 }
 
 #[cfg(test)]
@@ -509,7 +654,8 @@ mod tests {
             context: d.path().to_path_buf(),
         };
         let paths = |c: &Context| {
-            let mut a = tar::Archive::new(&c.tar[..]);
+            let tar = c.files.to_tar().unwrap();
+            let mut a = tar::Archive::new(&tar[..]);
             let mut v: Vec<String> = a
                 .entries()
                 .unwrap()
@@ -543,6 +689,47 @@ mod tests {
             err.ends_with(".dockerignore:2: an exception (`!`) with no pattern"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_second_digest_reads_no_content_and_the_cache_survives_a_restart() {
+        let d = tempfile::tempdir().unwrap();
+        let ctx = d.path().join("ctx");
+        std::fs::create_dir(&ctx).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY big /\n").unwrap();
+        std::fs::write(ctx.join("big"), vec![7u8; 3 << 20]).unwrap();
+        let src = ImageSource::Dockerfile {
+            dockerfile: ctx.join("Dockerfile"),
+            context: ctx.clone(),
+        };
+        let reads = || {
+            read_log()
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|p| p.starts_with(&ctx))
+                .count()
+        };
+        let a = agent_context(&src, Provider::Claude, &[]).unwrap();
+        assert_eq!(reads(), 2, "the first digest reads each file once");
+        let b = agent_context(&src, Provider::Claude, &[]).unwrap();
+        assert_eq!((reads(), &a.hash), (2, &b.hash), "a no-op reads no content");
+        // What the build streams is the files as they are, in a deterministic tar.
+        assert_eq!(a.files.to_tar().unwrap(), b.files.to_tar().unwrap());
+
+        // Saved and loaded again: a new process would read nothing either.
+        let cache = d.path().join("cache/digests");
+        save_digests(&cache).unwrap();
+        digests().lock().unwrap().clear();
+        load_digests(&cache);
+        let c = agent_context(&src, Provider::Claude, &[]).unwrap();
+        assert_eq!((reads(), &c.hash), (2, &a.hash));
+
+        // A change is seen (size and mtime differ): that file alone is read again.
+        std::fs::write(ctx.join("big"), vec![8u8; 3 << 20]).unwrap();
+        let e = agent_context(&src, Provider::Claude, &[]).unwrap();
+        assert_eq!(reads(), 3);
+        assert_ne!(e.hash, a.hash);
     }
 
     #[test]

@@ -227,9 +227,13 @@ impl Docker {
             .forcerm(true)
             .pull("false")
             .build();
-        let mut stream =
-            self.client
-                .build_image(options, None, Some(body_full(spec.context_tar.clone())));
+        let body = match &spec.context {
+            bottle_engine::BuildContext::Tar(tar) => body_full(tar.clone()),
+            bottle_engine::BuildContext::Files(files) => {
+                bollard::body_try_stream(stream_context(files.clone()))
+            }
+        };
+        let mut stream = self.client.build_image(options, None, Some(body));
         let mut log = Tail::default();
         while let Some(item) = stream.next().await {
             match item {
@@ -391,6 +395,56 @@ impl Docker {
             e => self.error(e, op, "container", &spec.name),
         }
     }
+}
+
+/// A build context's tar, written on a blocking thread as the engine reads it: at most
+/// a few chunks are in memory, whatever the context's size.
+fn stream_context(
+    files: std::sync::Arc<bottle_engine::ContextFiles>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    const CHUNK: usize = 256 << 10;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    struct Chunks {
+        tx: tokio::sync::mpsc::Sender<Result<bytes::Bytes, std::io::Error>>,
+        buf: Vec<u8>,
+    }
+    impl Chunks {
+        fn send(&mut self) -> std::io::Result<()> {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.tx
+                .blocking_send(Ok(chunk.into()))
+                .map_err(|_| std::io::Error::other("the engine stopped reading the context"))
+        }
+    }
+    impl std::io::Write for Chunks {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            self.buf.extend_from_slice(data);
+            if self.buf.len() >= CHUNK {
+                self.send()?;
+            }
+            Ok(data.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            if self.buf.is_empty() {
+                Ok(())
+            } else {
+                self.send()
+            }
+        }
+    }
+    tokio::task::spawn_blocking(move || {
+        let mut w = Chunks {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
+        if let Err(e) = files.write_tar(&mut w) {
+            // The build fails with this error rather than with a cut tar.
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 impl bottle_engine::Events for Docker {
@@ -1586,7 +1640,7 @@ mod live_tests {
         );
     }
 
-    fn context(dockerfile: &str) -> bytes::Bytes {
+    fn context(dockerfile: &str) -> bottle_engine::BuildContext {
         let mut builder = tar::Builder::new(Vec::new());
         let mut header = tar::Header::new_gnu();
         header.set_size(dockerfile.len() as u64);
@@ -1594,7 +1648,29 @@ mod live_tests {
         builder
             .append_data(&mut header, "Dockerfile", dockerfile.as_bytes())
             .expect("tar");
-        builder.into_inner().expect("tar").into()
+        bottle_engine::BuildContext::Tar(builder.into_inner().expect("tar").into())
+    }
+
+    /// A context streamed from a host file (`/etc/os-release`, copied into the image)
+    /// beside a held Dockerfile.
+    fn streamed(dockerfile: &str) -> bottle_engine::BuildContext {
+        use bottle_engine::{ContextEntry, ContextFiles, EntryData};
+        let host = std::path::PathBuf::from("/etc/os-release");
+        let size = std::fs::metadata(&host).expect("os-release").len();
+        bottle_engine::BuildContext::Files(std::sync::Arc::new(ContextFiles {
+            entries: vec![
+                ContextEntry {
+                    path: "Dockerfile".into(),
+                    mode: 0o644,
+                    data: EntryData::Inline(bytes::Bytes::from(dockerfile.to_owned())),
+                },
+                ContextEntry {
+                    path: "os-release".into(),
+                    mode: 0o644,
+                    data: EntryData::Host { path: host, size },
+                },
+            ],
+        }))
     }
 
     #[tokio::test]
@@ -1606,7 +1682,9 @@ mod live_tests {
             tag: tag.clone(),
             labels: t.labels(),
             dockerfile: "Dockerfile".to_owned(),
-            context_tar: context("FROM debian:bookworm-slim\nLABEL org.example.kind=test\n"),
+            context: streamed(
+                "FROM debian:bookworm-slim\nCOPY os-release /streamed\nLABEL org.example.kind=test\n",
+            ),
         };
         docker.build_image(&spec).await.expect("build");
 
@@ -1642,7 +1720,7 @@ mod live_tests {
             tag: tag.clone(),
             labels: t.labels(),
             dockerfile: "Dockerfile".to_owned(),
-            context_tar: context("FROM debian:bookworm-slim\nRUN echo marker-line && exit 3\n"),
+            context: context("FROM debian:bookworm-slim\nRUN echo marker-line && exit 3\n"),
         };
         let err = docker.build_image(&spec).await.expect_err("build fails");
         let EngineError::Build { tag: t2, log } = &err else {

@@ -280,9 +280,87 @@ pub struct BuildSpec {
     pub labels: Labels,
     /// Path of the Dockerfile inside the context.
     pub dockerfile: String,
-    /// The build context as an uncompressed tar (shared: desired states built from one
-    /// manifest hold one copy).
-    pub context_tar: bytes::Bytes,
+    /// The build context.
+    pub context: BuildContext,
+}
+
+/// What an image is built from: a tar made in memory (small contexts: the sidecar
+/// image, the git-gate), or files on the host, tarred while the build streams them, so a
+/// plan that builds nothing reads no file and holds no tar.
+#[derive(Clone, Debug)]
+pub enum BuildContext {
+    /// An uncompressed tar (shared: desired states built from one manifest hold one copy).
+    Tar(bytes::Bytes),
+    /// Entries in tar order, read when the build runs.
+    Files(std::sync::Arc<ContextFiles>),
+}
+
+/// The entries of a build context, in the order they go into the tar.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ContextFiles {
+    pub entries: Vec<ContextEntry>,
+}
+
+/// One file of a build context.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ContextEntry {
+    /// Its path in the tar (relative, `/`-separated).
+    pub path: String,
+    /// 0o644 or 0o755.
+    pub mode: u32,
+    pub data: EntryData,
+}
+
+/// Where a context file's bytes come from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EntryData {
+    /// Held (a Dockerfile made by bottle).
+    Inline(bytes::Bytes),
+    /// A host file of `size` bytes, read when the tar is written.
+    Host { path: std::path::PathBuf, size: u64 },
+}
+
+impl ContextFiles {
+    /// Write the deterministic tar of the entries (mtime 0, uid and gid 0, in entry
+    /// order) to `w`, reading host files as it goes. A host file whose size is no longer
+    /// the one recorded is an error: its digest, the image's tag, would lie.
+    pub fn write_tar(&self, w: impl std::io::Write) -> std::io::Result<()> {
+        use std::io::Read as _;
+        let mut b = tar::Builder::new(w);
+        for e in &self.entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(e.mode);
+            h.set_mtime(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_entry_type(tar::EntryType::Regular);
+            match &e.data {
+                EntryData::Inline(bytes) => {
+                    h.set_size(bytes.len() as u64);
+                    b.append_data(&mut h, &e.path, &bytes[..])?;
+                }
+                EntryData::Host { path, size } => {
+                    let f = std::fs::File::open(path)?;
+                    if f.metadata()?.len() != *size {
+                        return Err(std::io::Error::other(format!(
+                            "{} changed while the build ran; apply again",
+                            path.display()
+                        )));
+                    }
+                    h.set_size(*size);
+                    b.append_data(&mut h, &e.path, f.take(*size))?;
+                }
+            }
+        }
+        b.into_inner()?.flush()
+    }
+
+    /// The whole tar in memory (tests, and engines that cannot stream).
+    pub fn to_tar(&self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_tar(&mut out)?;
+        Ok(out)
+    }
 }
 
 /// What is observed in one pass: one list call per object type.

@@ -316,16 +316,22 @@ fn cost_is_linear() {
     for s in shapes {
         let small = s.repeat((16 << 10) / s.len());
         let big = small.repeat(8);
+        // The fastest of five runs each: a shared, loaded machine only ever adds time,
+        // so the minimum is the cost. Linear is 8x, quadratic 64x.
         let t = |x: &str| {
-            let start = std::time::Instant::now();
-            let _ = scan_response(x);
-            start.elapsed()
+            (0..5)
+                .map(|_| {
+                    let start = std::time::Instant::now();
+                    let _ = scan_response(x);
+                    start.elapsed()
+                })
+                .min()
+                .unwrap_or_default()
         };
-        let _ = t(&small);
         let a = t(&small).max(std::time::Duration::from_micros(200));
         let b = t(&big);
         assert!(
-            b < a * 40,
+            b < a * 32,
             "{s:?}: {} bytes in {a:?}, {} bytes in {b:?}",
             small.len(),
             big.len()

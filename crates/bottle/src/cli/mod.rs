@@ -329,7 +329,18 @@ fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
     let context = crate::edge::host::sidecar_context(&binary)?;
     let side = sidecar::image_object(&key, context);
     let roots = crate::edge::host::trust_roots()?;
-    Ok(graph::desired(manifest, &key, &side, &roots)?)
+    // Build context digests by file metadata, kept across runs: a no-op reads no content.
+    let digests = crate::edge::cache_path("context-digests");
+    if let Some(p) = &digests {
+        crate::images::load_digests(p);
+    }
+    let desired = graph::desired(manifest, &key, &side, &roots)?;
+    if let Some(p) = &digests
+        && let Err(e) = crate::images::save_digests(p)
+    {
+        tracing::debug!(path = %p.display(), error = %e, "the context digest cache was not saved");
+    }
+    Ok(desired)
 }
 
 /// This host's key for digests of secrets, created on first use.

@@ -9,12 +9,7 @@ use bottle_core::hash::DigestKey;
 
 /// Where the key lives on this host.
 pub fn default_path() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return Some(PathBuf::from(dir).join("bottle/digest.key"));
-    }
-    std::env::var_os("HOME")
-        .filter(|d| !d.is_empty())
-        .map(|h| PathBuf::from(h).join(".local/state/bottle/digest.key"))
+    super::state_path("digest.key")
 }
 
 /// Read the key at `path`, creating it (0600) if absent.

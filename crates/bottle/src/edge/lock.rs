@@ -105,13 +105,7 @@ pub struct ProjectLock {
 impl ProjectLock {
     /// The directory of lock files on this host.
     pub fn default_dir() -> Result<PathBuf, LockError> {
-        if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-            return Ok(PathBuf::from(dir).join("bottle/locks"));
-        }
-        std::env::var_os("HOME")
-            .filter(|d| !d.is_empty())
-            .map(|h| PathBuf::from(h).join(".local/state/bottle/locks"))
-            .ok_or(LockError::NoStateDir)
+        super::state_path("locks").ok_or(LockError::NoStateDir)
     }
 
     /// Take the lock of `project` in `dir` now, or fail naming the holder.

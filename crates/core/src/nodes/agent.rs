@@ -44,7 +44,7 @@ pub fn objects(ctx: &BottleCtx<'_>) -> Result<Vec<DesiredObject>, ImageError> {
 
 fn image(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
     let Context {
-        tar,
+        files,
         dockerfile,
         hash: ctx_hash,
     } = ctx
@@ -67,7 +67,7 @@ fn image(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
                 tag,
                 labels,
                 dockerfile,
-                context_tar: tar,
+                context: bottle_engine::BuildContext::Files(files),
             })
         },
     );

@@ -69,7 +69,7 @@ fn image(ctx: &BottleCtx<'_>) -> DesiredObject {
             tag,
             labels: ctx.labels(NodeKind::GitGate, &hash),
             dockerfile: "Dockerfile".into(),
-            context_tar: tar.into(),
+            context: bottle_engine::BuildContext::Tar(tar.into()),
         }),
         hash,
         binds: Vec::new(),

@@ -197,7 +197,7 @@ pub fn image_object(
             tag,
             labels: bottle_contract::labels::sidecar_image_labels(&hash.hash),
             dockerfile: context.dockerfile,
-            context_tar: context.tar,
+            context: bottle_engine::BuildContext::Files(context.files),
         }),
         hash,
         binds: Vec::new(),
