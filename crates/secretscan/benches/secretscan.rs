@@ -264,4 +264,28 @@ fn parts(rules: &RuleSet) {
             mbps(part.len(), deep)
         );
     }
+
+    // The injection detector on inputs that would make a careless scanner quadratic:
+    // 8x the input should cost about 8x (quadratic: 64x). Fastest of five runs each.
+    println!("injection scan, 128 KiB vs 1 MiB of one shape (linear is 8x):");
+    for shape in bottle_secretscan::injection::PATHOLOGICAL_SHAPES {
+        let small = shape.repeat((128 << 10) / shape.len());
+        let big = small.repeat(8);
+        let time = |x: &str| {
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    let _ = bottle_secretscan::injection::scan_response(x);
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
+        };
+        let (a, b) = (time(&small), time(&big));
+        println!(
+            "  {shape:?}: {:.2} ms -> {:.2} ms, {:.1}x",
+            a * 1e3,
+            b * 1e3,
+            b / a
+        );
+    }
 }

@@ -132,6 +132,21 @@ pub const BASE64_MAX: usize = 16 << 10;
 /// to this many bytes.
 pub const HIDDEN_MAX: usize = 4 << 10;
 
+/// Inputs that would make a careless scanner quadratic (unterminated comments,
+/// attribute starts, long base64, keyword floods), repeated to any length by the tests
+/// and the `secretscan` benchmark.
+pub const PATHOLOGICAL_SHAPES: [&str; 9] = [
+    "<!--",
+    "alt=\"",
+    "<p hidden>",
+    "ignore ignore previous ",
+    "QUJDRE",
+    "send ~/.ssh ",
+    "\u{200B}a",
+    "<|im_start|>",
+    "ｉｇｎｏｒｅ ",
+];
+
 /// Scan `text` for prompt-injection shapes. Linear in `text`; never panics.
 pub fn scan_response(text: &str) -> Vec<InjectionHit> {
     let mut hits = Vec::new();
