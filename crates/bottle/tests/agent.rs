@@ -1,5 +1,5 @@
 //! Issue 3 acceptance: the agent inside (workspace, prompt, skills, exec, logs, get,
-//! gVisor).
+//! gVisor); issue 17: a gVisor whose `ls` fails is not given to an `auto` agent.
 
 use std::process::Command;
 
@@ -262,21 +262,73 @@ fn a_missing_skill_is_a_manifest_error_and_exec_needs_a_running_bottle() {
     assert!(out.stderr.contains("bottle apply"), "{}", out.stderr);
 }
 
-#[test]
-fn runtime_auto_picks_gvisor_when_the_engine_has_it() {
-    // Register runsc with the engine (idempotent; scripts/setup.sh does the same).
+/// Register runsc with the engine (idempotent; scripts/setup.sh does the same), and say
+/// whether `ls` works under it, asked directly of the engine.
+fn runsc_registered_and_working() -> bool {
     let script = crate::util::repo_root().join("scripts/runsc.sh");
     let ok = Command::new(&script)
         .status()
         .expect("run scripts/runsc.sh");
     assert!(ok.success(), "registering runsc failed");
     assert!(docker(&["info", "--format", "{{json .Runtimes}}"]).contains("runsc"));
+    Command::new("docker")
+        .args(["run", "--rm", "--runtime", "runsc", "debian:bookworm-slim"])
+        .args(["ls", "-d", "/"])
+        .output()
+        .expect("run docker")
+        .status
+        .success()
+}
 
+#[test]
+fn runtime_auto_avoids_a_broken_gvisor_and_runtime_runsc_keeps_it_with_a_warning() {
+    // On this machine (Debian's runsc 0.0~20221219) `ls` fails under gVisor: statx
+    // with AT_NO_AUTOMOUNT is refused with EINVAL. A fresh cache: bottle probes.
+    let works = runsc_registered_and_working();
     let p = Project::new("gv");
-    let m = p.manifest("bottles:\n  dev: {image: {dockerfile: Dockerfile}, runtime: auto}\nagents:\n  x: {bottle: dev}\n");
-    p.bottle(&["apply", "-f", m.to_str().expect("utf-8")])
-        .expect(0);
+    let cache = p.path("cache");
+    let env = [("XDG_CACHE_HOME", cache.to_str().expect("utf-8"))];
+    let body = |rt: &str| {
+        format!(
+            "bottles:\n  dev: {{image: {{dockerfile: Dockerfile}}, runtime: {rt}}}\nagents:\n  x: {{bottle: dev}}\n"
+        )
+    };
+    let m = p.manifest(&body("auto"));
+    let m = m.to_str().expect("utf-8");
+    let out = p.bottle_env(&["apply", "-f", m], &env).expect(0);
     let agent = p.obj("x", "agent");
+    if works {
+        assert_eq!(inspect(&agent, "{{.HostConfig.Runtime}}"), "runsc");
+        assert!(!out.stderr.contains("warning: bottle x"), "{}", out.stderr);
+    } else {
+        assert_eq!(inspect(&agent, "{{.HostConfig.Runtime}}"), "runc");
+        assert!(
+            out.stderr
+                .contains("warning: bottle x: runtime auto: using runc")
+                && out.stderr.contains("AT_NO_AUTOMOUNT")
+                && out.stderr.contains("a newer runsc"),
+            "{}",
+            out.stderr
+        );
+    }
+    // Whatever the engine's gVisor, the agent's `ls` works.
+    assert_eq!(docker(&["exec", &agent, "ls", "-d", "/"]).trim(), "/");
+
+    // `runtime: runsc` keeps gVisor, broken or not; diff and apply say so.
+    p.manifest(&body("runsc"));
+    let diff = p.bottle_env(&["diff", "-f", m], &env).expect(1);
+    let apply = p.bottle_env(&["apply", "-f", m], &env).expect(0);
+    let again = p.bottle_env(&["diff", "-f", m], &env).expect(0);
+    if !works {
+        for out in [&diff, &apply, &again] {
+            assert!(
+                out.stderr.contains("warning: bottle x: runtime runsc")
+                    && out.stderr.contains("a newer runsc"),
+                "{}",
+                out.stderr
+            );
+        }
+    }
     assert_eq!(inspect(&agent, "{{.HostConfig.Runtime}}"), "runsc");
     let dmesg = docker(&["exec", &agent, "dmesg"]);
     assert!(dmesg.contains("gVisor"), "{dmesg}");
@@ -289,6 +341,47 @@ fn runtime_auto_picks_gvisor_when_the_engine_has_it() {
         "timeout 5 bash -c 'echo > /dev/tcp/1.1.1.1/53' && echo REACHED || echo BLOCKED",
     ]);
     assert!(out.contains("BLOCKED"), "{out}");
-    let get = p.bottle(&["get", "-p", &p.name]).expect(0);
+    let get = p.bottle_env(&["get", "-p", &p.name], &env).expect(0);
     assert!(get.stdout.contains("runtime runsc"), "{}", get.stdout);
+}
+
+#[test]
+fn the_runsc_verdict_is_probed_once_and_cached() {
+    runsc_registered_and_working();
+    let p = Project::new("gc");
+    let cache = p.path("cache");
+    let env = [("XDG_CACHE_HOME", cache.to_str().expect("utf-8"))];
+    let m = p.manifest(
+        "bottles:\n  dev: {image: {dockerfile: Dockerfile}}\nagents:\n  x: {bottle: dev}\n",
+    );
+    let m = m.to_str().expect("utf-8");
+    p.bottle_env(&["diff", "-f", m], &env).expect(1);
+    let file = cache.join("bottle/runsc-probe.json");
+    let text = std::fs::read_to_string(&file).expect("the verdict is cached");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let entry = &mut v["entries"][0];
+    assert!(
+        entry["key"]["engine"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{text}"
+    );
+    assert!(entry["verdict"].is_string(), "{text}");
+    // A verdict only the cache knows: the next run must take it from there, not probe.
+    entry["verdict"] = "broken".into();
+    entry["defect"] = "CACHED-MARKER".into();
+    std::fs::write(&file, v.to_string()).expect("write cache");
+    let out = p.bottle_env(&["diff", "-f", m], &env).expect(1);
+    assert!(out.stderr.contains("CACHED-MARKER"), "{}", out.stderr);
+    assert!(
+        std::fs::read_to_string(&file)
+            .expect("cache")
+            .contains("CACHED-MARKER"),
+        "the cache was probed over"
+    );
+    // Deleting the file forgets the verdict: the next run probes again.
+    std::fs::remove_file(&file).expect("rm");
+    let out = p.bottle_env(&["diff", "-f", m], &env).expect(1);
+    assert!(!out.stderr.contains("CACHED-MARKER"), "{}", out.stderr);
+    assert!(file.exists());
 }

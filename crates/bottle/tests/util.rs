@@ -142,6 +142,10 @@ pub fn bottle_in(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env(
             "XDG_STATE_HOME",
             std::env::temp_dir().join("bottle-test-state"),
+        )
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("bottle-test-cache"),
         );
     for (k, v) in env {
         c.env(k, v);

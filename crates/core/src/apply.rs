@@ -10,6 +10,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use crate::graph::DesiredState;
 use crate::nodes::{NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
 use crate::plan::{self, Action, Observed, Plan, Step};
+use crate::runtime::{RuntimeFacts, resolve};
 use bottle_contract::labels;
 use bottle_contract::supervise::Grants;
 use bottle_engine::{Engine, EngineError, Snapshot};
@@ -120,6 +121,7 @@ pub fn plan_observed<'a>(
     desired: &'a DesiredState,
     snap: &Snapshot,
 ) -> Result<(std::borrow::Cow<'a, DesiredState>, Plan), ApplyError> {
+    crate::runtime::check(desired)?;
     let desired = desired.with_grants(&grants_of(&desired.project, snap))?;
     let p = plan::plan(&desired, &Observed::from_snapshot(&desired.project, snap));
     Ok((desired, p))
@@ -417,14 +419,17 @@ pub fn verb(kind: OpKind) -> &'static str {
 }
 
 /// Decide each new container's runtime before anything changes, so a bottle that needs
-/// runsc on an engine without it fails with nothing touched.
+/// runsc on an engine without it fails with nothing touched. The decision is
+/// [`crate::runtime::resolve`]'s, from the facts attached to `desired` (whose warnings
+/// the binary prints), else from the engine's runtimes, a listed runsc presumed usable
+/// (warnings logged here).
 async fn resolve_runtimes<E: Engine>(
     engine: &E,
     desired: &DesiredState,
     ops: &[Op],
 ) -> Result<BTreeMap<ObjectKey, Option<String>>, ApplyError> {
     let mut out = BTreeMap::new();
-    let mut available: Option<Vec<String>> = None;
+    let mut asked: Option<RuntimeFacts> = None;
     for op in ops.iter().filter(|o| o.kind == OpKind::Make) {
         let Some(d) = desired.objects.get(&op.key) else {
             continue;
@@ -432,34 +437,23 @@ async fn resolve_runtimes<E: Engine>(
         let ObjectSpec::Container(_, choice) = &d.spec else {
             continue;
         };
-        let runtime = match choice {
-            RuntimeChoice::Runc => None,
-            RuntimeChoice::Auto | RuntimeChoice::Runsc => {
-                if available.is_none() {
-                    available = Some(engine.runtimes().await?);
+        let r = match (choice, desired.runtimes.as_deref()) {
+            (RuntimeChoice::Runc, _) => None,
+            (_, Some(facts)) => resolve(&d.bottle, *choice, facts)?.runtime,
+            (_, None) => {
+                let facts = match asked.take() {
+                    Some(f) => f,
+                    None => RuntimeFacts::unprobed(engine.runtimes().await?),
+                };
+                let r = resolve(&d.bottle, *choice, &facts)?;
+                asked = Some(facts);
+                if let Some(w) = &r.warning {
+                    tracing::warn!("{w}");
                 }
-                let have = available
-                    .as_ref()
-                    .is_some_and(|a| a.iter().any(|r| r == "runsc"));
-                match (choice, have) {
-                    (_, true) => Some("runsc".to_string()),
-                    (RuntimeChoice::Runsc, false) => {
-                        return Err(ApplyError::NoRunsc {
-                            bottle: d.bottle.clone(),
-                            available: available.clone().unwrap_or_default(),
-                        });
-                    }
-                    _ => {
-                        tracing::warn!(
-                            bottle = %d.bottle,
-                            "runtime auto: the engine has no runsc (gVisor); using runc"
-                        );
-                        None
-                    }
-                }
+                r.runtime
             }
         };
-        out.insert(op.key.clone(), runtime);
+        out.insert(op.key.clone(), r);
     }
     Ok(out)
 }

@@ -372,6 +372,133 @@ fn runsc_required_but_missing_fails_before_any_change() {
     });
 }
 
+/// `desired` with the engine's runtime facts attached, as the binary attaches them.
+fn with_facts(mut d: DesiredState, runsc: crate::runtime::Runsc) -> DesiredState {
+    d.runtimes = Some(Arc::new(crate::runtime::RuntimeFacts {
+        available: vec!["runc".into(), "runsc".into()],
+        runsc,
+    }));
+    d
+}
+
+fn broken_runsc() -> crate::runtime::Runsc {
+    crate::runtime::verdict(&bottle_engine::ExecOutput {
+        code: 2,
+        stdout: String::new(),
+        stderr: "ls: cannot access '/': Invalid argument\n".into(),
+    })
+}
+
+fn runtime_label(e: &FakeEngine, name: &str) -> Option<String> {
+    e.snapshot()
+        .containers
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.labels.get(labels::RUNTIME).cloned())
+}
+
+#[test]
+fn auto_with_a_broken_runsc_runs_the_agent_under_runc_and_says_why() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        e.set_runtimes(&["runc", "runsc"]);
+        let d = with_facts(desired(&manifest("p", &one(1))), broken_runsc());
+        let w = crate::runtime::warnings(&d);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("bottle a0") && w[0].contains("a newer runsc"),
+            "{w:?}"
+        );
+        converge(&e, &d).await;
+        assert_eq!(
+            runtime_label(&e, "bottle-p-a0-agent").as_deref(),
+            Some("runc")
+        );
+        // The facts came with the state: the engine was not asked again.
+        assert!(!e.calls().iter().any(|c| c.starts_with("runtimes")));
+        assert!(plan_now(&e, &d).await.is_empty());
+    });
+}
+
+#[test]
+fn runsc_with_a_broken_runsc_keeps_runsc_and_warns() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        e.set_runtimes(&["runc", "runsc"]);
+        let mut m = manifest("p", &one(1));
+        if let Some(b) = m.bottles.get_mut("p0") {
+            b.runtime = RuntimeChoice::Runsc;
+        }
+        let d = with_facts(desired(&m), broken_runsc());
+        let w = crate::runtime::warnings(&d);
+        assert!(w.len() == 1 && w[0].contains("runtime runsc"), "{w:?}");
+        converge(&e, &d).await;
+        assert_eq!(
+            runtime_label(&e, "bottle-p-a0-agent").as_deref(),
+            Some("runsc")
+        );
+        // Sidecars stay on runc whatever the agent gets.
+        assert_eq!(
+            runtime_label(&e, "bottle-p-a0-egress").as_deref(),
+            Some("runc")
+        );
+    });
+}
+
+#[test]
+fn a_new_verdict_recreates_the_agent_once_and_the_same_one_changes_nothing() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        e.set_runtimes(&["runc", "runsc"]);
+        let m = manifest("p", &one(1));
+        let usable = with_facts(desired(&m), crate::runtime::Runsc::Usable);
+        converge(&e, &usable).await;
+        assert_eq!(
+            runtime_label(&e, "bottle-p-a0-agent").as_deref(),
+            Some("runsc")
+        );
+        assert!(plan_now(&e, &usable).await.is_empty());
+        let broken = with_facts(desired(&m), broken_runsc());
+        let p = plan_now(&e, &broken).await;
+        let steps: Vec<_> = p
+            .steps
+            .iter()
+            .map(|s| (s.key.name.as_str(), &s.action))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![(
+                "bottle-p-a0-agent",
+                &plan::Action::Recreate {
+                    reasons: vec!["runtime runsc, now runc".into()]
+                }
+            )]
+        );
+        converge(&e, &broken).await;
+        assert_eq!(
+            runtime_label(&e, "bottle-p-a0-agent").as_deref(),
+            Some("runc")
+        );
+        assert!(plan_now(&e, &broken).await.is_empty());
+        // Without facts (a hand-made state) the recorded runtime is not second-guessed.
+        assert!(plan_now(&e, &desired(&m)).await.is_empty());
+    });
+}
+
+#[test]
+fn runsc_required_with_facts_saying_absent_fails_at_planning() {
+    let mut m = manifest("p", &one(1));
+    if let Some(b) = m.bottles.get_mut("p0") {
+        b.runtime = RuntimeChoice::Runsc;
+    }
+    let mut d = desired(&m);
+    d.runtimes = Some(Arc::new(crate::runtime::RuntimeFacts::unprobed(vec![
+        "runc".into(),
+    ])));
+    let err = plan_observed(&d, &Snapshot::default()).unwrap_err();
+    assert!(matches!(err, ApplyError::NoRunsc { .. }), "{err}");
+}
+
 fn agent_gen() -> impl Strategy<Value = AgentGen> {
     (any::<bool>(), any::<bool>(), 0u8..4, any::<bool>()).prop_map(|(git, supervise, env, r)| {
         AgentGen {

@@ -59,6 +59,10 @@ pub struct DesiredState {
     /// What the state was built from, so the reconciler can rebuild it with the grants it
     /// observes (see [`DesiredState::with_grants`]); `None` for hand-made states.
     pub blueprint: Option<Arc<Blueprint>>,
+    /// The engine's runtimes and the verdict on its runsc, gathered by the binary; they
+    /// decide each container's runtime ([`crate::runtime`]). `None`: the executor asks
+    /// the engine for its runtimes and presumes a listed runsc usable.
+    pub runtimes: Option<Arc<crate::runtime::RuntimeFacts>>,
 }
 
 /// The inputs of a desired state: the manifest, the digest key, the sidecar image.
@@ -97,7 +101,11 @@ impl DesiredState {
         grants: &Grants,
     ) -> Result<std::borrow::Cow<'_, DesiredState>, GraphError> {
         match &self.blueprint {
-            Some(b) if !grants.is_empty() => Ok(std::borrow::Cow::Owned(build(b, grants)?)),
+            Some(b) if !grants.is_empty() => {
+                let mut state = build(b, grants)?;
+                state.runtimes = self.runtimes.clone();
+                Ok(std::borrow::Cow::Owned(state))
+            }
             _ => Ok(std::borrow::Cow::Borrowed(self)),
         }
     }
@@ -193,6 +201,7 @@ fn build(blueprint: &Arc<Blueprint>, grants: &Grants) -> Result<DesiredState, Gr
         project: manifest.project.clone(),
         objects: BTreeMap::new(),
         blueprint: Some(Arc::clone(blueprint)),
+        runtimes: None,
     };
     state
         .objects

@@ -182,7 +182,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                 },
                 _ => Action::Create,
             }),
-            Some(o) => compare(d, o),
+            Some(o) => compare(d, o, desired.runtimes.as_deref()),
         };
         actions.insert(key, action);
     }
@@ -267,14 +267,20 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
     plan
 }
 
-/// Compare one desired object with what Docker holds.
-fn compare(d: &crate::nodes::DesiredObject, o: &ObservedObject) -> Option<Action> {
+/// Compare one desired object with what Docker holds. With the engine's runtime facts,
+/// a container whose recorded runtime is not the one it resolves to now is recreated
+/// (the resolved runtime is part of its identity, `crate::runtime`).
+fn compare(
+    d: &crate::nodes::DesiredObject,
+    o: &ObservedObject,
+    runtimes: Option<&crate::runtime::RuntimeFacts>,
+) -> Option<Action> {
     if o.hash() != d.hash.hash {
         return Some(Action::Recreate {
             reasons: changed_fields(&d.hash.fields, &o.labels),
         });
     }
-    if let crate::nodes::ObjectSpec::Container(spec, _) = &d.spec {
+    if let crate::nodes::ObjectSpec::Container(spec, choice) = &d.spec {
         let want: BTreeSet<&String> = spec.networks.iter().collect();
         let have: BTreeSet<&String> = o.networks.iter().collect();
         if want != have {
@@ -287,6 +293,14 @@ fn compare(d: &crate::nodes::DesiredObject, o: &ObservedObject) -> Option<Action
                     .map(|n| format!("attached to network {n}")),
             );
             return Some(Action::Recreate { reasons });
+        }
+        if let (Some(facts), Some(have)) = (runtimes, o.labels.get(labels::RUNTIME))
+            && let Ok(r) = crate::runtime::resolve(&d.bottle, *choice, facts)
+            && r.label() != have
+        {
+            return Some(Action::Recreate {
+                reasons: vec![format!("runtime {have}, now {}", r.label())],
+            });
         }
         if o.running == Some(false) {
             return Some(Action::Start);

@@ -26,6 +26,7 @@
 //! - Container env values and seeded file contents are never logged.
 
 mod files;
+mod probe;
 mod session;
 pub use session::ExecRequest;
 

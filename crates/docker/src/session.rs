@@ -111,30 +111,16 @@ impl Docker {
         } else {
             drop(input);
         }
-        let mut out = ExecOutput::default();
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let keep = |buf: &mut Vec<u8>, b: &[u8]| {
-            let room = MAX_EXEC_OUTPUT.saturating_sub(buf.len());
-            buf.extend_from_slice(&b[..b.len().min(room)]);
-        };
-        while let Some(chunk) = output.next().await {
-            match chunk.map_err(|e| self.error(e, "exec stream", "container", container))? {
-                LogOutput::StdErr { message } => keep(&mut stderr, &message),
-                LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                    keep(&mut stdout, &message)
-                }
-                LogOutput::StdIn { .. } => {}
-            }
-        }
+        let mut out = capture(&mut output, |e| {
+            self.error(e, "exec stream", "container", container)
+        })
+        .await?;
         let done = self
             .client
             .inspect_exec(&id)
             .await
             .map_err(|e| self.error(e, "inspect exec", "container", container))?;
         out.code = done.exit_code.unwrap_or(-1);
-        out.stdout = String::from_utf8_lossy(&stdout).into_owned();
-        out.stderr = String::from_utf8_lossy(&stderr).into_owned();
         Ok(out)
     }
 
@@ -285,6 +271,33 @@ impl Docker {
         }
         Ok(())
     }
+}
+
+/// Read `output` to its end: stdout and stderr, each cut at [`MAX_EXEC_OUTPUT`] bytes
+/// (the rest read and dropped); the exit status is left at -1 for the caller.
+pub(crate) async fn capture(
+    output: &mut (impl Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin),
+    fail: impl Fn(bollard::errors::Error) -> EngineError,
+) -> Result<ExecOutput, EngineError> {
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let keep = |buf: &mut Vec<u8>, b: &[u8]| {
+        let room = MAX_EXEC_OUTPUT.saturating_sub(buf.len());
+        buf.extend_from_slice(&b[..b.len().min(room)]);
+    };
+    while let Some(chunk) = output.next().await {
+        match chunk.map_err(&fail)? {
+            LogOutput::StdErr { message } => keep(&mut stderr, &message),
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                keep(&mut stdout, &message)
+            }
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+    Ok(ExecOutput {
+        code: -1,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
 }
 
 async fn write(out: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {

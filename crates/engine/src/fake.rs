@@ -29,6 +29,10 @@ struct State {
     pings: std::collections::VecDeque<Result<(), EngineError>>,
     /// What successive [`Exec::exec`] calls in a container print; the last one stays.
     execs: BTreeMap<String, std::collections::VecDeque<ExecOutput>>,
+    /// What [`RuntimeProbe::probe_runtime`] returns; exit 0 printing nothing unscripted.
+    probe: Option<Result<ExecOutput, EngineError>>,
+    /// Runtime paths and arguments by name ([`RuntimeProbe::runtime_info`]).
+    runtime_entries: BTreeMap<String, RuntimeEntry>,
 }
 
 /// The in-memory engine.
@@ -156,6 +160,29 @@ impl FakeEngine {
 
     pub fn set_runtimes(&self, runtimes: &[&str]) {
         self.with(|s| s.runtimes = runtimes.iter().map(|r| r.to_string()).collect());
+    }
+
+    /// Register `name` at `path` with `args`, as `docker info` shows it (it joins
+    /// [`Engine::runtimes`] too).
+    pub fn set_runtime_entry(&self, name: &str, path: &str, args: &[&str]) {
+        self.with(|s| {
+            if !s.runtimes.iter().any(|r| r == name) {
+                s.runtimes.push(name.to_string());
+            }
+            s.runtime_entries.insert(
+                name.to_string(),
+                RuntimeEntry {
+                    name: name.to_string(),
+                    path: path.to_string(),
+                    args: args.iter().map(|a| a.to_string()).collect(),
+                },
+            );
+        });
+    }
+
+    /// Script what every [`RuntimeProbe::probe_runtime`] returns from now on.
+    pub fn script_probe(&self, result: Result<ExecOutput, EngineError>) {
+        self.with(|s| s.probe = Some(result));
     }
 
     /// Simulate `docker stop`.
@@ -433,6 +460,36 @@ impl Engine for FakeEngine {
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
         self.call("runtimes", "")?;
         Ok(self.with(|s| s.runtimes.clone()))
+    }
+}
+
+impl RuntimeProbe for FakeEngine {
+    async fn runtime_info(&self) -> Result<RuntimeInfo, EngineError> {
+        self.call("runtimes", "")?;
+        Ok(self.with(|s| RuntimeInfo {
+            engine_id: "FAKE:ENGINE".to_string(),
+            runtimes: s
+                .runtimes
+                .iter()
+                .map(|r| {
+                    s.runtime_entries.get(r).cloned().unwrap_or(RuntimeEntry {
+                        name: r.clone(),
+                        path: r.clone(),
+                        args: Vec::new(),
+                    })
+                })
+                .collect(),
+        }))
+    }
+
+    async fn probe_runtime(
+        &self,
+        runtime: &str,
+        image: &str,
+        cmd: &[String],
+    ) -> Result<ExecOutput, EngineError> {
+        self.call("probe", &format!("{runtime} {image}: {}", cmd.join(" ")))?;
+        self.with(|s| s.probe.clone().unwrap_or(Ok(ExecOutput::default())))
     }
 }
 

@@ -468,6 +468,44 @@ pub trait VolumeFiles {
     ) -> Result<(), EngineError>;
 }
 
+/// A runtime the engine has registered (`docker info`'s `Runtimes`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeEntry {
+    /// The name containers ask for (`runc`, `runsc`).
+    pub name: String,
+    /// The binary's path on the engine's host.
+    pub path: String,
+    /// The arguments the engine passes it (`runtimeArgs`).
+    pub args: Vec<String>,
+}
+
+/// What the engine says of itself and its runtimes: what a probe verdict is cached by.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeInfo {
+    /// The engine's ID (`docker info`'s `ID`), stable across restarts.
+    pub engine_id: String,
+    /// Every registered runtime, by name.
+    pub runtimes: Vec<RuntimeEntry>,
+}
+
+/// Trying a runtime before an agent gets it: the engine's runtimes, and one throwaway
+/// container under one of them (no network, no capability, removed afterwards).
+#[allow(async_fn_in_trait)] // used through generics only
+pub trait RuntimeProbe {
+    /// The engine's ID and its registered runtimes.
+    async fn runtime_info(&self) -> Result<RuntimeInfo, EngineError>;
+
+    /// Run `cmd` in a new container of `image` under `runtime`, wait for it to end,
+    /// and remove it: what it printed (each stream cut at [`MAX_EXEC_OUTPUT`] bytes)
+    /// and its exit status.
+    async fn probe_runtime(
+        &self,
+        runtime: &str,
+        image: &str,
+        cmd: &[String],
+    ) -> Result<ExecOutput, EngineError>;
+}
+
 /// What a command run in a container printed (each stream cut at [`MAX_EXEC_OUTPUT`]
 /// bytes) and how it exited.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{ApplyArgs, Output, connect, desired_state, load_manifest, lock_project, render};
+use super::{
+    ApplyArgs, Output, connect, desired_state, load_manifest, lock_project, render, runtime_facts,
+    with_runtime_facts,
+};
 use crate::apply::{Outcome, ReconcileOptions, reconcile_once};
 use crate::ready;
 use crate::watch::{self, Metrics};
@@ -22,6 +25,7 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     }
     let desired = desired_state(&manifest)?;
     let docker = connect().await?;
+    let desired = with_runtime_facts(&docker, desired).await?;
     let options = ReconcileOptions {
         prune: args.prune,
         concurrency: args.concurrency,
@@ -76,6 +80,8 @@ async fn run_watch(args: ApplyArgs, project: String) -> anyhow::Result<i32> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let docker = connect().await?;
+    // Gathered once: a verdict is cached per runsc build anyway.
+    let facts = runtime_facts(&docker).await?;
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -124,7 +130,12 @@ async fn run_watch(args: ApplyArgs, project: String) -> anyhow::Result<i32> {
                 m.project
             );
         }
-        desired_state(&m)
+        let mut desired = desired_state(&m)?;
+        desired.runtimes = Some(Arc::clone(&facts));
+        for w in bottle_core::runtime::warnings(&desired) {
+            tracing::warn!("{w}");
+        }
+        Ok(desired)
     };
     tracing::info!(%project, manifest = %file.display(), resync_secs = opts.resync.as_secs(), "watching");
     let result = watch::run(&docker, &mut load, &opts, rx, stop_rx, &metrics).await;

@@ -1,14 +1,18 @@
 //! `bottle diff`: what `apply` would do, per object, with the fields that changed; and
 //! the operator's grants (`bottle queue approve`) as their own layer on top of the
-//! manifest.
+//! manifest. A bottle whose gVisor runtime is missing or broken is warned about on
+//! stderr (`bottle_core::runtime`).
 
-use super::{ManifestArgs, Output, connect, desired_state, load_manifest, render};
+use super::{
+    ManifestArgs, Output, connect, desired_state, load_manifest, render, with_runtime_facts,
+};
 use crate::apply::{grants_of, observe, plan_observed};
 
 pub async fn run(args: ManifestArgs) -> anyhow::Result<i32> {
     let manifest = load_manifest(&args.file)?;
     let desired = desired_state(&manifest)?;
     let docker = connect().await?;
+    let desired = with_runtime_facts(&docker, desired).await?;
     let snap = observe(&docker, &desired.project).await?;
     let grants = grants_of(&desired.project, &snap);
     let (_, p) = plan_observed(&desired, &snap)?;

@@ -13,14 +13,16 @@ mod queue;
 mod render;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::graph::{self, DesiredState};
 use crate::hash::DigestKey;
-use crate::model::Manifest;
+use crate::model::{Manifest, RuntimeChoice};
 use crate::nodes::sidecar;
+use bottle_core::runtime::RuntimeFacts;
 use bottle_docker::Docker;
 
 /// Run AI coding agents in sandboxed Docker bottles, declaratively.
@@ -410,6 +412,34 @@ async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<Ag
 /// first list call, so a no-op reconcile costs only its four list calls.
 async fn connect() -> anyhow::Result<Docker> {
     Ok(Docker::connect()?)
+}
+
+/// The engine's runtimes and the verdict on its runsc (probed once per engine and runsc
+/// build, then cached: [`crate::edge::runsc`]).
+async fn runtime_facts(docker: &Docker) -> anyhow::Result<Arc<RuntimeFacts>> {
+    let cache = crate::edge::runsc::default_path();
+    let facts = crate::edge::runsc::facts(docker, cache.as_deref())
+        .await
+        .context("checking the engine's runsc (gVisor)")?;
+    Ok(Arc::new(facts))
+}
+
+/// `desired` with the engine's runtime facts attached, when a container of it asks for
+/// gVisor (`runtime: auto` or `runsc`); each bottle's runtime warning printed on stderr.
+async fn with_runtime_facts(
+    docker: &Docker,
+    mut desired: DesiredState,
+) -> anyhow::Result<DesiredState> {
+    let wants_gvisor = desired.objects.values().any(|d| {
+        matches!(&d.spec, crate::nodes::ObjectSpec::Container(_, c) if *c != RuntimeChoice::Runc)
+    });
+    if wants_gvisor {
+        desired.runtimes = Some(runtime_facts(docker).await?);
+        for w in bottle_core::runtime::warnings(&desired) {
+            eprintln!("warning: {w}");
+        }
+    }
+    Ok(desired)
 }
 
 #[cfg(test)]
