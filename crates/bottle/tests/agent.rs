@@ -286,7 +286,9 @@ fn runtime_auto_avoids_a_broken_gvisor_and_runtime_runsc_keeps_it_with_a_warning
     // with AT_NO_AUTOMOUNT is refused with EINVAL. A fresh cache: bottle probes.
     let works = runsc_registered_and_working();
     let p = Project::new("gv");
-    let cache = p.path("cache");
+    // Outside the project: the project directory is the agent's build context.
+    let cache_dir = tempfile::tempdir().expect("temp dir");
+    let cache = cache_dir.path().join("cache");
     let env = [("XDG_CACHE_HOME", cache.to_str().expect("utf-8"))];
     let body = |rt: &str| {
         format!(
@@ -349,7 +351,9 @@ fn runtime_auto_avoids_a_broken_gvisor_and_runtime_runsc_keeps_it_with_a_warning
 fn the_runsc_verdict_is_probed_once_and_cached() {
     runsc_registered_and_working();
     let p = Project::new("gc");
-    let cache = p.path("cache");
+    // Outside the project: the project directory is the agent's build context.
+    let cache_dir = tempfile::tempdir().expect("temp dir");
+    let cache = cache_dir.path().join("cache");
     let env = [("XDG_CACHE_HOME", cache.to_str().expect("utf-8"))];
     let m = p.manifest(
         "bottles:\n  dev: {image: {dockerfile: Dockerfile}}\nagents:\n  x: {bottle: dev}\n",

@@ -322,8 +322,9 @@ pub enum EntryData {
 
 impl ContextFiles {
     /// Write the deterministic tar of the entries (mtime 0, uid and gid 0, in entry
-    /// order) to `w`, reading host files as it goes. A host file whose size is no longer
-    /// the one recorded is an error: its digest, the image's tag, would lie.
+    /// order) to `w`, reading host files as it goes. A host file is sent as it is now,
+    /// as Docker would send it: when it changed since it was hashed, the tag is stale
+    /// until the next plan, which sees the change and builds again.
     pub fn write_tar(&self, w: impl std::io::Write) -> std::io::Result<()> {
         use std::io::Read as _;
         let mut b = tar::Builder::new(w);
@@ -339,16 +340,11 @@ impl ContextFiles {
                     h.set_size(bytes.len() as u64);
                     b.append_data(&mut h, &e.path, &bytes[..])?;
                 }
-                EntryData::Host { path, size } => {
+                EntryData::Host { path, .. } => {
                     let f = std::fs::File::open(path)?;
-                    if f.metadata()?.len() != *size {
-                        return Err(std::io::Error::other(format!(
-                            "{} changed while the build ran; apply again",
-                            path.display()
-                        )));
-                    }
-                    h.set_size(*size);
-                    b.append_data(&mut h, &e.path, f.take(*size))?;
+                    let size = f.metadata()?.len();
+                    h.set_size(size);
+                    b.append_data(&mut h, &e.path, f.take(size))?;
                 }
             }
         }
