@@ -254,7 +254,13 @@ pub enum QueueAction {
     /// One proposal in full (a proposed Dockerfile included).
     Show { id: String },
     /// Grant a pending proposal: the next reconcile merges it into the desired state.
-    Approve { id: String },
+    Approve {
+        id: String,
+        /// Time-box the grant (`90s`, `10m`, `2h`, `1d`, `1h30m`): at its end every
+        /// `apply` leaves it out again (`--watch` on time), and it shows as expired.
+        #[arg(long = "for", value_parser = parse_grant_duration)]
+        for_: Option<u64>,
+    },
     /// Refuse a pending proposal; the agent sees the reason through proposal-status.
     Deny {
         id: String,
@@ -263,6 +269,10 @@ pub enum QueueAction {
     },
     /// Withdraw an approved grant.
     Revoke { id: String },
+}
+
+fn parse_grant_duration(s: &str) -> Result<u64, String> {
+    bottle_contract::supervise::parse_duration(s)
 }
 
 /// A command's failure with the exit status it maps to.
