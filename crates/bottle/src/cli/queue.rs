@@ -83,7 +83,7 @@ fn clean(s: &str) -> String {
     clean_to(s, 200)
 }
 
-fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
