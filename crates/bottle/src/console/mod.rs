@@ -10,8 +10,8 @@
 //! - state changes are POST only, with the token and an `Origin` (or `Sec-Fetch-Site`)
 //!   of the page itself;
 //! - every response carries a strict Content-Security-Policy (scripts and styles from
-//!   the page's own origin only, no inline script), `nosniff`, no referrer (the URL
-//!   holds the token), no caching, no framing;
+//!   the page's own origin only, no inline script), `nosniff`, a referrer only to the
+//!   page itself (the URL holds the token), no caching, no framing;
 //! - agent-written text reaches the page only through maud's escaping (HTML) or the
 //!   script's `textContent` (the audit rows): it is always text, never markup.
 //!
@@ -196,9 +196,11 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    // Not `no-referrer`: under it a browser sends `Origin: null` with the page's own
+    // form posts. `same-origin` keeps the URL (and its token) from any other origin.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -404,8 +406,10 @@ async fn refresh(app: Arc<App>, tx: watch::Sender<String>) {
 
 async fn gather(app: &App) -> anyhow::Result<String> {
     let now = now();
-    let (bottles, grants) = getcmd::bottles(&app.docker, &app.project, now).await?;
+    // The queue first: an approval's grant volume is made before its verdict is
+    // written, so every approval read here has its grant in the list read after.
     let found = queue::read(&app.docker, &app.project).await?;
+    let (bottles, grants) = getcmd::bottles(&app.docker, &app.project, now).await?;
     let current = current_dockerfiles(app, &grants);
     Ok(page::state(&page::StateView {
         token: &app.token,

@@ -51,7 +51,7 @@ async fn the_page_needs_its_token_and_its_own_host() {
         .to_str()
         .unwrap();
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
-    assert_eq!(ok.headers()[header::REFERRER_POLICY], "no-referrer");
+    assert_eq!(ok.headers()[header::REFERRER_POLICY], "same-origin");
     for uri in [
         "/".to_string(),
         "/?token=".to_string(),
