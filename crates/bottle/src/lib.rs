@@ -7,6 +7,7 @@
 //! `bottle_docker` (the engine), `bottle_sidecars` (the servers in the sidecar image).
 
 pub mod cli;
+pub mod console;
 pub mod edge;
 
 pub use bottle_contract::{labels, supervise};

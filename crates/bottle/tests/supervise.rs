@@ -9,9 +9,9 @@ use std::path::Path;
 
 use crate::util::*;
 
-const URL: &str = "http://supervise:8765/mcp";
+pub(crate) const URL: &str = "http://supervise:8765/mcp";
 /// A plain-HTTP upstream on net-egress (the sidecar image's health server).
-const DOCS: &str = "docs.example.test";
+pub(crate) const DOCS: &str = "docs.example.test";
 
 fn dockerfile(extra: &str) -> String {
     format!(
@@ -40,7 +40,19 @@ fn copy_wheels(to: &Path) {
     }
 }
 
-fn exec(container: &str, script: &str) -> (bool, String) {
+/// The agent image's build context in `p`: the MCP SDK's wheels, the client script and
+/// the Dockerfile.
+pub(crate) fn agent_build_context(p: &Project) {
+    copy_wheels(&p.path("wheels"));
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_call.py"),
+        p.path("mcp_call.py"),
+    )
+    .expect("client script");
+    std::fs::write(p.path("Dockerfile"), dockerfile("")).expect("Dockerfile");
+}
+
+pub(crate) fn exec(container: &str, script: &str) -> (bool, String) {
     let out = std::process::Command::new("docker")
         .args(["exec", container, "sh", "-c", script])
         .output()
@@ -56,7 +68,7 @@ fn exec(container: &str, script: &str) -> (bool, String) {
 }
 
 /// Call a supervise tool from inside the agent; the tool's text result.
-fn call(agent: &str, tool: &str, args: &str) -> String {
+pub(crate) fn call(agent: &str, tool: &str, args: &str) -> String {
     let (ok, out) = exec(
         agent,
         &format!("python3 /usr/local/bin/mcp_call.py {URL} call {tool} '{args}'"),
@@ -65,7 +77,7 @@ fn call(agent: &str, tool: &str, args: &str) -> String {
     out
 }
 
-fn proposal_id(out: &str) -> String {
+pub(crate) fn proposal_id(out: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json result");
     v["id"].as_str().expect("id").to_string()
 }
@@ -78,13 +90,7 @@ fn status(agent: &str, id: &str) -> serde_json::Value {
 #[test]
 fn the_agent_proposes_and_the_operator_decides() {
     let p = Project::new("sup");
-    copy_wheels(&p.path("wheels"));
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_call.py"),
-        p.path("mcp_call.py"),
-    )
-    .expect("client script");
-    std::fs::write(p.path("Dockerfile"), dockerfile("")).expect("Dockerfile");
+    agent_build_context(&p);
     std::fs::create_dir(p.path("ws")).expect("workspace");
     std::fs::write(p.path("ws/README"), "hello\n").expect("workspace file");
     let m = p.manifest(

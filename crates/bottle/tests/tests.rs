@@ -27,3 +27,6 @@ mod watch;
 
 // Issue 16: a hostile agent tries every evasion class against egress and pipelock.
 mod containment;
+
+// Issue 20: the operator's console in a real browser (headless Chromium, WebDriver).
+mod console;

@@ -29,13 +29,18 @@ fn manifest_body(agents: &[&str]) -> String {
 }
 
 /// A running `bottle apply --watch`; SIGTERMed (then killed) on drop.
-struct Watcher {
+pub(crate) struct Watcher {
     child: Child,
     log: PathBuf,
 }
 
 impl Watcher {
-    fn start(p: &Project, manifest: &Path, extra: &[&str], env: &[(&str, &str)]) -> Watcher {
+    pub(crate) fn start(
+        p: &Project,
+        manifest: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Watcher {
         let log = std::env::temp_dir().join(format!(
             "bottle-watch-{}-{}.log",
             p.name,
@@ -68,7 +73,7 @@ impl Watcher {
         self.child.id()
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 

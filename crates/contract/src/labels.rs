@@ -33,6 +33,8 @@ pub const GRANT_AT: &str = "bottle.grant.at";
 pub const GRANT_HOST: &str = "bottle.grant.host";
 /// The Dockerfile a grant allows.
 pub const GRANT_DOCKERFILE: &str = "bottle.grant.dockerfile";
+/// When a time-boxed grant ends, unix seconds (absent: until revoked).
+pub const GRANT_UNTIL: &str = "bottle.grant.until";
 
 /// Name prefix of every object.
 pub const PREFIX: &str = "bottle";

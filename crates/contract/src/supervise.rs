@@ -156,6 +156,9 @@ pub struct Decision {
     pub reason: Option<String>,
     /// Unix seconds.
     pub at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// For a time-boxed approval: when the grant ends, unix seconds.
+    pub until: Option<u64>,
 }
 
 /// Why an agent's proposal was refused before it was stored.
@@ -222,10 +225,75 @@ pub fn valid_id(id: &str) -> bool {
 
 /// Unix seconds now: the time stamp proposals, decisions and grants carry.
 pub fn now() -> u64 {
+    unix_now().as_secs()
+}
+
+/// The time since the epoch now, to the nanosecond (a watch schedules a grant's expiry
+/// with it; [`now`] is its whole seconds).
+pub fn unix_now() -> std::time::Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+        .unwrap_or_default()
+}
+
+/// The longest time box a grant may have (a year), so `at + for` cannot overflow and a
+/// typo does not grant for ever.
+pub const MAX_GRANT_SECS: u64 = 366 * 86_400;
+
+/// `--for` and the console's duration: `90s`, `10m`, `2h`, `1d`, or several run
+/// together (`1h30m`), from 1 s up to [`MAX_GRANT_SECS`].
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?}: expected a duration such as 90s, 10m, 2h, 1d or 1h30m");
+    let t = s.trim();
+    if t.is_empty() || t.len() > 32 {
+        return Err(bad());
+    }
+    let mut total: u64 = 0;
+    let mut num: Option<u64> = None;
+    for c in t.chars() {
+        if let Some(d) = c.to_digit(10) {
+            num = Some(
+                num.unwrap_or(0)
+                    .checked_mul(10)
+                    .and_then(|n| n.checked_add(u64::from(d)))
+                    .ok_or_else(bad)?,
+            );
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(bad()),
+        };
+        let n = num.take().ok_or_else(bad)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+    }
+    if num.is_some() || total == 0 {
+        return Err(bad());
+    }
+    if total > MAX_GRANT_SECS {
+        return Err(format!("{s:?}: longer than a grant may last (366 days)"));
+    }
+    Ok(total)
+}
+
+/// Time left, for people: `1h59m`, `4m10s`, `35s`; `expired` at or past the end.
+pub fn time_left(until: u64, now: u64) -> String {
+    let Some(left) = until.checked_sub(now).filter(|&l| l > 0) else {
+        return "expired".into();
+    };
+    let (d, h, m, s) = (left / 86_400, left / 3600 % 24, left / 60 % 60, left % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m{s}s"),
+        (0, _, _) => format!("{h}h{m}m"),
+        _ => format!("{d}d{h}h"),
+    }
 }
 
 /// An approved proposal as the reconciler sees it: read from a grant volume's labels.
@@ -239,14 +307,34 @@ pub struct Grant {
     pub ask: Ask,
     /// Unix seconds of the approval: the newest Dockerfile grant wins.
     pub at: u64,
+    /// Unix seconds when a time-boxed grant ends (`None`: until revoked). From then on
+    /// it is expired: no longer merged into the desired state, still shown (and its
+    /// volume kept) until revoked.
+    pub until: Option<u64>,
 }
 
 impl Grant {
+    /// Has it expired at `now` (unix seconds)?
+    pub fn expired(&self, now: u64) -> bool {
+        self.until.is_some_and(|u| u <= now)
+    }
+
+    /// `until revoked`, the time left (`1h59m`) or `expired`.
+    pub fn left(&self, now: u64) -> String {
+        match self.until {
+            None => "until revoked".into(),
+            Some(u) => time_left(u, now),
+        }
+    }
+
     /// The labels a grant volume carries besides the object labels.
     pub fn labels(&self) -> Labels {
         let mut l = Labels::new();
         l.insert(labels::GRANT_ID.into(), self.id.clone());
         l.insert(labels::GRANT_AT.into(), self.at.to_string());
+        if let Some(u) = self.until {
+            l.insert(labels::GRANT_UNTIL.into(), u.to_string());
+        }
         match &self.ask {
             Ask::Host { host } => l.insert(labels::GRANT_HOST.into(), host.clone()),
             Ask::Dockerfile { dockerfile } => {
@@ -272,48 +360,97 @@ impl Grant {
             },
             _ => return None,
         };
+        let at: u64 = l.get(labels::GRANT_AT)?.parse().ok()?;
+        // A time box must end after the approval, within the longest one allowed.
+        let until = match l.get(labels::GRANT_UNTIL) {
+            None => None,
+            Some(u) => {
+                let u: u64 = u.parse().ok()?;
+                if u <= at || u - at > MAX_GRANT_SECS {
+                    return None;
+                }
+                Some(u)
+            }
+        };
         Some(Grant {
             id: id.clone(),
             bottle: l.get(labels::BOTTLE)?.clone(),
             ask,
-            at: l.get(labels::GRANT_AT)?.parse().ok()?,
+            at,
+            until,
         })
     }
 }
 
-/// The grants of a project, by bottle.
+/// The grants of a project, by bottle, as of one instant: those in force, and the
+/// time-boxed ones that have expired (kept apart: shown, their volumes kept, never
+/// merged into the desired state).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Grants {
-    /// The grants of each running bottle.
+    /// The grants in force of each running bottle.
     pub by_bottle: BTreeMap<String, Vec<Grant>>,
+    /// The expired grants of each running bottle.
+    pub expired: BTreeMap<String, Vec<Grant>>,
 }
 
 impl Grants {
-    /// Collect the grants among a project's volumes.
-    pub fn from_volumes<'a>(volumes: impl IntoIterator<Item = &'a Labels>) -> Grants {
+    /// Collect the grants among a project's volumes as of `now` (unix seconds).
+    pub fn from_volumes<'a>(volumes: impl IntoIterator<Item = &'a Labels>, now: u64) -> Grants {
         let mut g = Grants::default();
         for l in volumes {
             if let Some(grant) = Grant::from_labels(l) {
-                g.by_bottle
-                    .entry(grant.bottle.clone())
-                    .or_default()
-                    .push(grant);
+                let map = if grant.expired(now) {
+                    &mut g.expired
+                } else {
+                    &mut g.by_bottle
+                };
+                map.entry(grant.bottle.clone()).or_default().push(grant);
             }
         }
-        for v in g.by_bottle.values_mut() {
+        for v in g.by_bottle.values_mut().chain(g.expired.values_mut()) {
             v.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
         }
         g
     }
 
-    /// No grants at all?
+    /// No grants at all, in force or expired?
     pub fn is_empty(&self) -> bool {
-        self.by_bottle.is_empty()
+        self.by_bottle.is_empty() && self.expired.is_empty()
     }
 
-    /// The grants of `bottle` (none when it has none).
+    /// The grants in force of `bottle` (none when it has none).
     pub fn of(&self, bottle: &str) -> &[Grant] {
         self.by_bottle.get(bottle).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Every grant of `bottle`, in force then expired: the grant volumes to keep.
+    pub fn all_of(&self, bottle: &str) -> impl Iterator<Item = &Grant> {
+        self.of(bottle)
+            .iter()
+            .chain(self.expired.get(bottle).into_iter().flatten())
+    }
+
+    /// Every grant, each with whether it has expired, by bottle.
+    pub fn listed(&self) -> Vec<(&Grant, bool)> {
+        let mut v: Vec<(&Grant, bool)> = self
+            .by_bottle
+            .values()
+            .flatten()
+            .map(|g| (g, false))
+            .chain(self.expired.values().flatten().map(|g| (g, true)))
+            .collect();
+        v.sort_by(|a, b| (&a.0.bottle, a.0.at, &a.0.id).cmp(&(&b.0.bottle, b.0.at, &b.0.id)));
+        v
+    }
+
+    /// The earliest end among the time-boxed grants in force: when the next reconcile
+    /// must drop one.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.by_bottle
+            .values()
+            .flatten()
+            .filter_map(|g| g.until)
+            .min()
     }
 
     /// Hosts granted to `bottle`.
@@ -385,6 +522,7 @@ mod tests {
                 dockerfile: "FROM x\nRUN y\n".into(),
             },
             at: 7,
+            until: None,
         };
         let mut l = labels::object_labels("p", "dev", "supervise", "h", "");
         l.extend(g.labels());
@@ -395,17 +533,82 @@ mod tests {
                 host: "a.example".into(),
             },
             at: 9,
+            until: None,
             ..g.clone()
         };
         let mut l2 = labels::object_labels("p", "dev", "supervise", "h", "");
         l2.extend(host.labels());
-        let grants = Grants::from_volumes([&l2, &l]);
+        let grants = Grants::from_volumes([&l2, &l], 0);
         assert_eq!(grants.hosts("dev"), vec!["a.example".to_string()]);
         assert_eq!(grants.dockerfile("dev"), Some(&g));
         assert!(grants.of("other").is_empty());
         // A forged label with a bad id or host is no grant.
         l2.insert(labels::GRANT_HOST.into(), "10.0.0.1".into());
         assert!(Grant::from_labels(&l2).is_none());
+    }
+
+    #[test]
+    fn a_time_boxed_grant_expires_and_is_kept_apart() {
+        let g = Grant {
+            id: "p0123456789".into(),
+            bottle: "dev".into(),
+            ask: Ask::Host {
+                host: "a.example".into(),
+            },
+            at: 100,
+            until: Some(200),
+        };
+        let mut l = labels::object_labels("p", "dev", "supervise", "h", "");
+        l.extend(g.labels());
+        assert_eq!(l.get(labels::GRANT_UNTIL).map(String::as_str), Some("200"));
+        assert_eq!(Grant::from_labels(&l), Some(g.clone()));
+        let before = Grants::from_volumes([&l], 199);
+        assert_eq!(before.hosts("dev"), vec!["a.example".to_string()]);
+        assert_eq!(before.next_expiry(), Some(200));
+        assert_eq!(g.left(199), "1s");
+        let after = Grants::from_volumes([&l], 200);
+        assert!(after.hosts("dev").is_empty() && !after.is_empty());
+        assert_eq!(after.all_of("dev").count(), 1);
+        assert_eq!(after.listed(), vec![(&g, true)]);
+        assert_eq!(after.next_expiry(), None);
+        assert_eq!(g.left(200), "expired");
+        // An end not after the approval, too far, or not a number: no grant.
+        for bad in [
+            "100",
+            "50",
+            "x",
+            "",
+            &(100 + MAX_GRANT_SECS + 1).to_string(),
+        ] {
+            l.insert(labels::GRANT_UNTIL.into(), bad.to_string());
+            assert!(Grant::from_labels(&l).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn durations_and_time_left() {
+        assert_eq!(parse_duration("90s"), Ok(90));
+        assert_eq!(parse_duration("2h"), Ok(7200));
+        assert_eq!(parse_duration("1h30m"), Ok(5400));
+        assert_eq!(parse_duration("1d"), Ok(86_400));
+        for bad in [
+            "",
+            "0s",
+            "2",
+            "h",
+            "2x",
+            "-1h",
+            "1.5h",
+            "400d",
+            "99999999999999999999s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(time_left(7200, 1), "1h59m");
+        assert_eq!(time_left(300, 50), "4m10s");
+        assert_eq!(time_left(10, 0), "10s");
+        assert_eq!(time_left(200_000, 0), "2d7h");
+        assert_eq!(time_left(5, 9), "expired");
     }
 
     #[test]

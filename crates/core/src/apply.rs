@@ -47,6 +47,9 @@ pub struct ReconcileOptions {
     pub concurrency: usize,
     /// Bottles whose steps are left out this time (backing off after failures).
     pub held: BTreeSet<String>,
+    /// Unix seconds now: time-boxed grants that end at or before it are left out of
+    /// the desired state (time is data: the caller reads the clock).
+    pub now: u64,
 }
 
 impl Default for ReconcileOptions {
@@ -55,6 +58,7 @@ impl Default for ReconcileOptions {
             prune: true,
             concurrency: DEFAULT_CONCURRENCY,
             held: BTreeSet::new(),
+            now: 0,
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct Reconciled {
     pub reports: Vec<OpReport>,
     /// What to wait for before the run's changes are in force ([`crate::ready`]).
     pub expects: Vec<crate::ready::Expect>,
+    /// When the first time-boxed grant in force ends (unix seconds): a watch reconciles
+    /// again then, so the grant stops counting on time.
+    pub next_expiry: Option<u64>,
 }
 
 /// One pass of the reconciler, shared by `apply` and `apply --watch`: observe the
@@ -83,7 +90,8 @@ pub async fn reconcile_once<E: Engine>(
     progress: &mut dyn FnMut(&OpReport),
 ) -> Result<Reconciled, ApplyError> {
     let snap = observe(engine, &desired.project).await?;
-    let (desired, mut p) = plan_observed(desired, &snap)?;
+    let (desired, mut p) = plan_observed(desired, &snap, options.now)?;
+    let next_expiry = grants_of(&desired.project, &snap, options.now).next_expiry();
     let desired = desired.as_ref();
     if !options.prune {
         p.steps.retain(|s| s.action != Action::Delete);
@@ -102,27 +110,32 @@ pub async fn reconcile_once<E: Engine>(
         held,
         reports,
         expects,
+        next_expiry,
     })
 }
 
-/// The operator's grants among the project's volumes in `snap`.
-pub fn grants_of(project: &str, snap: &Snapshot) -> Grants {
+/// The operator's grants among the project's volumes in `snap`, as of `now` (unix
+/// seconds): in force, or expired.
+pub fn grants_of(project: &str, snap: &Snapshot, now: u64) -> Grants {
     Grants::from_volumes(
         snap.volumes
             .iter()
             .filter(|v| labels::is_ours(&v.labels, project))
             .map(|v| &v.labels),
+        now,
     )
 }
 
-/// The plan from `desired` to what `snap` holds, with the grants found in `snap`
-/// merged into the desired state first (which is returned, as the plan refers to it).
+/// The plan from `desired` to what `snap` holds, with the grants found in `snap` that
+/// are in force at `now` merged into the desired state first (which is returned, as
+/// the plan refers to it).
 pub fn plan_observed<'a>(
     desired: &'a DesiredState,
     snap: &Snapshot,
+    now: u64,
 ) -> Result<(std::borrow::Cow<'a, DesiredState>, Plan), ApplyError> {
     crate::runtime::check(desired)?;
-    let desired = desired.with_grants(&grants_of(&desired.project, snap))?;
+    let desired = desired.with_grants(&grants_of(&desired.project, snap, now))?;
     let p = plan::plan(&desired, &Observed::from_snapshot(&desired.project, snap));
     Ok((desired, p))
 }

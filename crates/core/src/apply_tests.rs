@@ -495,7 +495,7 @@ fn runsc_required_with_facts_saying_absent_fails_at_planning() {
     d.runtimes = Some(Arc::new(crate::runtime::RuntimeFacts::unprobed(vec![
         "runc".into(),
     ])));
-    let err = plan_observed(&d, &Snapshot::default()).unwrap_err();
+    let err = plan_observed(&d, &Snapshot::default(), 0).unwrap_err();
     assert!(matches!(err, ApplyError::NoRunsc { .. }), "{err}");
 }
 
@@ -595,6 +595,7 @@ proptest! {
                 bottle: name.clone(),
                 ask: bottle_contract::supervise::Ask::Host { host: "pypi.org".into() },
                 at: 1,
+                until: None,
             });
         }
         let (ga, gb) = (a.with_grants(&grants).unwrap(), b.with_grants(&grants).unwrap());
@@ -660,21 +661,25 @@ proptest! {
     }
 }
 
+/// The desired state of project `p`: one agent with `supervise: true`.
+fn supervised(p: &str) -> DesiredState {
+    desired(&manifest(
+        p,
+        &[AgentGen {
+            git: false,
+            supervise: true,
+            env: 0,
+            runtime_runc: true,
+        }],
+    ))
+}
+
 #[test]
 fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
     use bottle_contract::supervise::{Ask, Grant};
     rt().block_on(async {
         let engine = FakeEngine::default();
-        let m = manifest(
-            "g",
-            &[AgentGen {
-                git: false,
-                supervise: true,
-                env: 0,
-                runtime_runc: true,
-            }],
-        );
-        let d = desired(&m);
+        let d = supervised("g");
         let noop = ReconcileOptions::default();
         let made = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
             .await
@@ -709,6 +714,7 @@ fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
                 host: "docs.example".into(),
             },
             at: 1,
+            until: None,
         };
         let key = DigestKey::fixed(7);
         let obj = crate::nodes::supervise::grant_object("g", &key, "img", &grant);
@@ -749,6 +755,68 @@ fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
             .unwrap();
         assert!(only_revisions(&r.plan.steps), "{:?}", r.plan.steps);
         assert!(!r.plan.is_empty());
+    });
+}
+
+#[test]
+fn a_time_boxed_grant_stops_counting_at_its_end_and_its_volume_stays() {
+    use bottle_contract::supervise::{Ask, Grant};
+    rt().block_on(async {
+        let engine = FakeEngine::default();
+        let d = supervised("t");
+        let at = |now| ReconcileOptions {
+            now,
+            ..ReconcileOptions::default()
+        };
+        reconcile_once(&engine, &d, &at(100), &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        let grant = Grant {
+            id: "p00000000bb".into(),
+            bottle: "a0".into(),
+            ask: Ask::Host {
+                host: "docs.example".into(),
+            },
+            at: 100,
+            until: Some(160),
+        };
+        let obj = crate::nodes::supervise::grant_object("t", &DigestKey::fixed(7), "img", &grant);
+        let ObjectSpec::Volume(spec) = &obj.spec else {
+            panic!("a grant is a volume")
+        };
+        engine.create_volume(spec).await.unwrap();
+        let r = reconcile_once(&engine, &d, &at(101), &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(r.next_expiry, Some(160), "the watch wakes at the end");
+        assert!(
+            r.plan.steps.iter().any(|s| s.action
+                == Action::Rewrite {
+                    volume: "bottle-t-a0-pipelock-config".into()
+                }),
+            "{:?}",
+            r.plan.steps
+        );
+        let same = reconcile_once(&engine, &d, &at(159), &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        assert!(same.plan.is_empty(), "{:?}", same.plan.steps);
+        // At its end the policy is rewritten without the host; the grant volume is kept
+        // (shown as expired), and nothing more is scheduled.
+        let r = reconcile_once(&engine, &d, &at(160), &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        assert_eq!(r.next_expiry, None);
+        assert!(!r.plan.is_empty());
+        assert!(
+            r.plan.steps.iter().all(|s| s.key.name != spec.name),
+            "{:?}",
+            r.plan.steps
+        );
+        let again = reconcile_once(&engine, &d, &at(10_000), &mut |_| {}, &mut |_| {})
+            .await
+            .unwrap();
+        assert!(again.plan.is_empty(), "{:?}", again.plan.steps);
     });
 }
 
@@ -838,6 +906,7 @@ fn a_rebuild_with_grants_reads_no_build_context_again() {
                 host: "pypi.org".into(),
             },
             at: 1,
+            until: None,
         });
     let granted = d.with_grants(&grants).expect("rebuilt from the cache");
     assert_ne!(format!("{:?}", granted.objects), format!("{:?}", d.objects));

@@ -224,6 +224,7 @@ fn build(blueprint: &Arc<Blueprint>, grants: &Grants) -> Result<DesiredState, Gr
 
 /// `policy` with the grants of `bottle` merged in. Grants count only while the bottle
 /// has `supervise: true`: turning supervise off withdraws them (and GC removes them).
+/// Expired grants are not merged (their volumes stay wanted, see `bottle_objects`).
 fn granted_policy(policy: &BottlePolicy, grants: &Grants, bottle: &str) -> BottlePolicy {
     let mut p = policy.clone();
     if !policy.supervise {
@@ -292,7 +293,7 @@ fn bottle_objects(
             NodeKind::Egress => objects.extend(egress::objects(&ctx)),
             NodeKind::GitGate => objects.extend(git_gate::objects(&ctx)),
             NodeKind::Supervise => {
-                objects.extend(supervise::objects(&ctx, declared, grants.of(bottle)))
+                objects.extend(supervise::objects(&ctx, declared, grants.all_of(bottle)))
             }
             NodeKind::AgentNet => objects.push(nodes::agent_net::object(&ctx)),
             NodeKind::Agent => {

@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use bottle_contract::labels;
 use bottle_contract::node::NodeKind;
 use bottle_contract::supervise::{
-    DECISIONS_DIR, Decision, Grant, PROPOSALS_DIR, Proposal, STATE_MOUNT, Verdict, valid_id,
+    DECISIONS_DIR, Decision, Grant, MAX_GRANT_SECS, PROPOSALS_DIR, Proposal, STATE_MOUNT, Verdict,
+    time_left, valid_id,
 };
 use bottle_engine::{ContainerInfo, Engine, EngineError, VolumeFiles};
 
@@ -37,6 +38,24 @@ impl Found {
             .as_ref()
             .map(|d| d.verdict.as_str())
             .unwrap_or("pending")
+    }
+
+    /// As [`Found::status`], but `expired` for a time-boxed approval past its end at
+    /// `now` (unix seconds).
+    pub fn status_at(&self, now: u64) -> &'static str {
+        match &self.decision {
+            Some(d) if d.verdict == Verdict::Approved && d.until.is_some_and(|u| u <= now) => {
+                "expired"
+            }
+            _ => self.status(),
+        }
+    }
+
+    /// For a time-boxed approval, the time left at `now` (`1h59m`, `expired`).
+    pub fn left(&self, now: u64) -> Option<String> {
+        let d = self.decision.as_ref()?;
+        let u = d.until.filter(|_| d.verdict == Verdict::Approved)?;
+        Some(time_left(u, now))
     }
 
     /// The bottle it belongs to: the label of the container that holds it, not what
@@ -80,6 +99,9 @@ pub enum QueueError {
         /// Its status.
         status: &'static str,
     },
+    /// A time box of zero or longer than a grant may last.
+    #[error("a grant lasts from 1 s to {MAX_GRANT_SECS} s, not {0} s")]
+    BadDuration(u64),
     /// The engine refused an operation (`what` says which).
     #[error("{what}")]
     Engine {
@@ -178,20 +200,29 @@ fn pending(f: &Found) -> Result<(), QueueError> {
     }
 }
 
-/// Approve a pending proposal: make its grant volume, then record the verdict.
+/// Approve a pending proposal: make its grant volume, then record the verdict. With
+/// `for_secs` the grant is time-boxed: it ends at `now + for_secs` (recorded in the
+/// grant's labels and in the decision).
 pub async fn approve<E: Engine + VolumeFiles>(
     engine_: &E,
     project: &str,
     key: &DigestKey,
     f: &Found,
     now: u64,
+    for_secs: Option<u64>,
 ) -> Result<Grant, QueueError> {
     pending(f)?;
+    if let Some(s) = for_secs
+        && (s == 0 || s > MAX_GRANT_SECS)
+    {
+        return Err(QueueError::BadDuration(s));
+    }
     let grant = Grant {
         id: f.proposal.id.clone(),
         bottle: f.bottle().to_string(),
         ask: f.proposal.ask.clone(),
         at: now,
+        until: for_secs.map(|s| now + s),
     };
     let obj = crate::nodes::supervise::grant_object(project, key, &f.container.image, &grant);
     if let ObjectSpec::Volume(spec) = &obj.spec {
@@ -200,7 +231,7 @@ pub async fn approve<E: Engine + VolumeFiles>(
             .await
             .map_err(engine("recording the grant"))?;
     }
-    decide(engine_, f, Verdict::Approved, None, now).await?;
+    decide(engine_, f, Verdict::Approved, None, now, grant.until).await?;
     Ok(grant)
 }
 
@@ -212,7 +243,7 @@ pub async fn deny<E: Engine + VolumeFiles>(
     now: u64,
 ) -> Result<(), QueueError> {
     pending(f)?;
-    decide(engine_, f, Verdict::Denied, reason, now).await
+    decide(engine_, f, Verdict::Denied, reason, now, None).await
 }
 
 /// Revoke an approved proposal: remove its grant volume, then record the verdict.
@@ -233,7 +264,7 @@ pub async fn revoke<E: Engine + VolumeFiles>(
         .remove_volume(&vol)
         .await
         .map_err(engine("removing the grant"))?;
-    decide(engine_, f, Verdict::Revoked, None, now).await
+    decide(engine_, f, Verdict::Revoked, None, now, None).await
 }
 
 async fn decide<E: VolumeFiles>(
@@ -242,12 +273,14 @@ async fn decide<E: VolumeFiles>(
     verdict: Verdict,
     reason: Option<String>,
     now: u64,
+    until: Option<u64>,
 ) -> Result<(), QueueError> {
     let d = Decision {
         id: f.proposal.id.clone(),
         verdict,
         reason,
         at: now,
+        until,
     };
     let json = serde_json::to_vec_pretty(&d).expect("a decision serializes");
     engine_
@@ -334,7 +367,7 @@ mod tests {
 
     async fn grants(e: &FakeEngine) -> Grants {
         let vols = e.list_volumes(&labels::project_filter("p")).await.unwrap();
-        Grants::from_volumes(vols.iter().map(|v| &v.labels))
+        Grants::from_volumes(vols.iter().map(|v| &v.labels), 0)
     }
 
     #[tokio::test]
@@ -351,7 +384,7 @@ mod tests {
         );
         assert_eq!(found[0].status(), "pending");
         let f = find(&found, "p0000000001", "p").unwrap();
-        let g = approve(&e, "p", &DigestKey::fixed(1), f, 100)
+        let g = approve(&e, "p", &DigestKey::fixed(1), f, 100, None)
             .await
             .unwrap();
         assert_eq!((g.bottle.as_str(), g.at), ("dev", 100));
@@ -366,7 +399,7 @@ mod tests {
         let f = find(&found, "p0000000001", "p").unwrap();
         assert_eq!(f.status(), "approved");
         let before = e.mutations();
-        let again = approve(&e, "p", &DigestKey::fixed(1), f, 200).await;
+        let again = approve(&e, "p", &DigestKey::fixed(1), f, 200, None).await;
         assert!(matches!(
             again,
             Err(QueueError::Decided {
@@ -379,6 +412,34 @@ mod tests {
             Err(QueueError::Decided { .. })
         ));
         assert_eq!(e.mutations(), before);
+    }
+
+    #[tokio::test]
+    async fn a_time_boxed_approval_records_its_end_in_grant_and_decision() {
+        let e = engine();
+        let found = read(&e, "p").await.unwrap();
+        let f = find(&found, "p0000000001", "p").unwrap();
+        let bad = approve(&e, "p", &DigestKey::fixed(1), f, 100, Some(0)).await;
+        assert!(matches!(bad, Err(QueueError::BadDuration(0))));
+        let g = approve(&e, "p", &DigestKey::fixed(1), f, 100, Some(7200))
+            .await
+            .unwrap();
+        assert_eq!(g.until, Some(7300));
+        assert_eq!(verdict(&e, "p0000000001").unwrap().until, Some(7300));
+        let vols = e.list_volumes(&labels::project_filter("p")).await.unwrap();
+        let at = |now| Grants::from_volumes(vols.iter().map(|v| &v.labels), now);
+        assert_eq!(at(7299).of("dev").len(), 1);
+        assert!(at(7300).of("dev").is_empty());
+        assert_eq!(at(7300).all_of("dev").count(), 1, "expired, not gone");
+        let found = read(&e, "p").await.unwrap();
+        let f = find(&found, "p0000000001", "p").unwrap();
+        assert_eq!(f.status_at(7299), "approved");
+        assert_eq!(f.left(7299).as_deref(), Some("1s"));
+        assert_eq!(f.status_at(7300), "expired");
+        assert_eq!(f.left(7300).as_deref(), Some("expired"));
+        // An expired grant can still be revoked (its volume goes).
+        revoke(&e, "p", f, 7400).await.unwrap();
+        assert!(grants(&e).await.is_empty());
     }
 
     #[tokio::test]
@@ -397,7 +458,7 @@ mod tests {
             ),
             "{err}"
         );
-        approve(&e, "p", &DigestKey::fixed(1), host, 2)
+        approve(&e, "p", &DigestKey::fixed(1), host, 2, None)
             .await
             .unwrap();
 
@@ -456,7 +517,7 @@ mod tests {
         let found = read(&e, "p").await.unwrap();
         let f = find(&found, "p0000000001", "p").unwrap();
         e.fail_on(&labels::grant_volume("p", "dev", "p0000000001"));
-        let err = approve(&e, "p", &DigestKey::fixed(1), f, 1)
+        let err = approve(&e, "p", &DigestKey::fixed(1), f, 1, None)
             .await
             .unwrap_err();
         assert_eq!(err.to_string(), "recording the grant");

@@ -577,6 +577,7 @@ impl Engine for Docker {
                     labels: c.labels.unwrap_or_default().into_iter().collect(),
                     state,
                     networks,
+                    created: c.created.and_then(|t| u64::try_from(t).ok()).unwrap_or(0),
                 }
             })
             .collect())

@@ -143,6 +143,7 @@ impl FakeEngine {
                     labels,
                     state: ContainerState::Running,
                     networks: Vec::new(),
+                    created: 0,
                 },
             );
         });
@@ -405,6 +406,7 @@ impl Engine for FakeEngine {
                     labels: spec.labels.clone(),
                     state: ContainerState::Running,
                     networks: spec.networks.clone(),
+                    created: 0,
                 },
             );
             Ok(())

@@ -82,6 +82,8 @@ pub struct ContainerInfo {
     pub state: ContainerState,
     /// Names of the networks it is attached to.
     pub networks: Vec<String>,
+    /// When it was created, unix seconds (0 when the engine did not say).
+    pub created: u64,
 }
 
 /// A network to create.

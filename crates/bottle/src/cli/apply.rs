@@ -29,6 +29,7 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     let options = ReconcileOptions {
         prune: args.prune,
         concurrency: args.concurrency,
+        now: bottle_contract::supervise::now(),
         ..ReconcileOptions::default()
     };
     let r = reconcile_once(

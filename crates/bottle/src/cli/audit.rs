@@ -15,10 +15,10 @@ use bottle_docker::Docker;
 const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
 
 /// One sidecar container to read.
-struct Source {
-    container: String,
-    bottle: String,
-    node: String,
+pub(crate) struct Source {
+    pub container: String,
+    pub bottle: String,
+    pub node: String,
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
@@ -93,7 +93,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
 }
 
 /// The decision of one time-stamped log line of `s`, if it is one.
-fn decision(s: &Source, line: &str) -> Option<Decision> {
+pub(crate) fn decision(s: &Source, line: &str) -> Option<Decision> {
     let (ts, text) = audit::split_docker_line(line);
     let mut d = audit::parse(&s.node, text, ts)?;
     d.bottle.clone_from(&s.bottle);
@@ -113,7 +113,7 @@ fn print(d: &Decision, output: Output) {
 }
 
 /// The sidecar containers of the project (or of any project, for one NAME).
-async fn sources(
+pub(crate) async fn sources(
     docker: &Docker,
     project: Option<&str>,
     name: Option<&str>,

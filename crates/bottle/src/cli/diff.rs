@@ -14,12 +14,13 @@ pub async fn run(args: ManifestArgs) -> anyhow::Result<i32> {
     let docker = connect().await?;
     let desired = with_runtime_facts(&docker, desired).await?;
     let snap = observe(&docker, &desired.project).await?;
-    let grants = grants_of(&desired.project, &snap);
-    let (_, p) = plan_observed(&desired, &snap)?;
+    let now = bottle_contract::supervise::now();
+    let grants = grants_of(&desired.project, &snap, now);
+    let (_, p) = plan_observed(&desired, &snap, now)?;
     match args.output {
         Output::Json => {
             let mut v = render::plan_json(&p);
-            v["grants"] = render::grants_json(&grants);
+            v["grants"] = render::grants_json(&grants, now);
             println!("{v}")
         }
         Output::Text => {
@@ -28,7 +29,7 @@ pub async fn run(args: ManifestArgs) -> anyhow::Result<i32> {
             } else {
                 print!("{}", render::plan_text(&p))
             }
-            print!("{}", render::grants_text(&grants));
+            print!("{}", render::grants_text(&grants, now));
         }
     }
     Ok(if p.is_empty() { 0 } else { 1 })

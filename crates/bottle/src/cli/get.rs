@@ -1,33 +1,47 @@
 //! `bottle get`: per bottle, its provider, image, runtime and workspace volume, and the
 //! state of every node; for each running sidecar, its readiness as its probe reports it
-//! (`bottle_contract::status`, run through the engine).
+//! (`bottle_contract::status`, run through the engine); its grants with the time left.
+//! [`bottles`] gathers it, for `get` and for the console.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{GetArgs, Output, connect, project_of};
-use crate::apply::observe;
-use crate::engine::Exec;
+use super::{GetArgs, Output, connect, project_of, render};
+use crate::apply::{grants_of, observe};
+use crate::engine::{Engine, Exec};
 use crate::labels;
 use crate::nodes::{NodeKind, ObjectKind, sidecar};
 use crate::plan::Observed;
+use crate::supervise::Grants;
 use bottle_contract::status::Status;
 
-#[derive(Default)]
-struct BottleView {
-    provider: String,
-    image: String,
-    runtime: String,
-    workspace: Option<String>,
-    /// (node, object, state, readiness of a running sidecar)
-    nodes: Vec<(String, String, String, Option<Ready>)>,
+/// One bottle as `get` and the console show it.
+#[derive(Default, serde::Serialize)]
+pub(crate) struct BottleView {
+    pub provider: String,
+    pub image: String,
+    pub runtime: String,
+    pub workspace: Option<String>,
+    /// When its agent container was created, unix seconds (0: no agent).
+    pub created: u64,
+    pub nodes: Vec<NodeView>,
+}
+
+/// One object of a bottle's node, with a running sidecar's readiness.
+#[derive(serde::Serialize)]
+pub(crate) struct NodeView {
+    pub node: String,
+    pub object: String,
+    pub state: String,
+    pub ready: Option<Ready>,
 }
 
 /// A running sidecar's readiness as its probe reported it.
-struct Ready {
-    ready: bool,
-    detail: String,
+#[derive(serde::Serialize)]
+pub(crate) struct Ready {
+    pub ready: bool,
+    pub detail: String,
 }
 
 /// Probe running container `name` of `node` (`None` when such a node has no probe).
@@ -51,11 +65,15 @@ async fn probe<E: Exec>(engine: &E, name: &str, node: Option<NodeKind>) -> Optio
     })
 }
 
-pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
-    let project = project_of(args.file.as_deref(), args.project.as_deref())?;
-    let docker = connect().await?;
-    let snap = observe(&docker, &project).await?;
-    let observed = Observed::from_snapshot(&project, &snap);
+/// The project's bottles, each node's state and each running sidecar's readiness
+/// (probed through the engine, all at once), and the grants as of `now`.
+pub(crate) async fn bottles<E: Engine + Exec>(
+    engine: &E,
+    project: &str,
+    now: u64,
+) -> anyhow::Result<(BTreeMap<String, BottleView>, Grants)> {
+    let snap = observe(engine, project).await?;
+    let observed = Observed::from_snapshot(project, &snap);
     let mut bottles: BTreeMap<String, BottleView> = BTreeMap::new();
     // Running containers to probe: (bottle, index in its nodes, name, node).
     let mut to_probe = Vec::new();
@@ -71,7 +89,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
         };
         let node = o.node().map_or("?", |n| n.as_str()).to_string();
         if o.key.kind == ObjectKind::Volume
-            && o.key.name == labels::workspace_volume(&project, o.bottle())
+            && o.key.name == labels::workspace_volume(project, o.bottle())
         {
             view.workspace = Some(o.key.name.clone());
         }
@@ -83,17 +101,22 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
                 o.node(),
             ));
         }
-        view.nodes
-            .push((node, o.key.to_string(), state.to_string(), None));
+        view.nodes.push(NodeView {
+            node,
+            object: o.key.to_string(),
+            state: state.to_string(),
+            ready: None,
+        });
     }
-    let probed = futures_util::future::join_all(to_probe.into_iter().map(|(b, i, name, node)| {
-        let docker = &docker;
-        async move { (b, i, probe(docker, &name, node).await) }
-    }))
+    let probed = futures_util::future::join_all(
+        to_probe
+            .into_iter()
+            .map(|(b, i, name, node)| async move { (b, i, probe(engine, &name, node).await) }),
+    )
     .await;
     for (b, i, ready) in probed {
         if let Some(view) = bottles.get_mut(&b) {
-            view.nodes[i].3 = ready;
+            view.nodes[i].ready = ready;
         }
     }
     for c in &snap.containers {
@@ -105,7 +128,16 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
         view.image = c.image.clone();
         view.provider = c.labels.get(labels::PROVIDER).cloned().unwrap_or_default();
         view.runtime = c.labels.get(labels::RUNTIME).cloned().unwrap_or_default();
+        view.created = c.created;
     }
+    Ok((bottles, grants_of(project, &snap, now)))
+}
+
+pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
+    let project = project_of(args.file.as_deref(), args.project.as_deref())?;
+    let docker = connect().await?;
+    let now = bottle_contract::supervise::now();
+    let (bottles, grants) = bottles(&docker, &project, now).await?;
     match args.output {
         Output::Json => {
             let v: Vec<Value> = bottles
@@ -114,14 +146,21 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
                     let nodes: Vec<Value> = view
                         .nodes
                         .iter()
-                        .map(|(n, o, s, r)| {
-                            let mut v = json!({"node": n, "object": o, "state": s});
-                            if let Some(r) = r {
-                                v["ready"] = json!(r.ready);
-                                v["detail"] = json!(r.detail);
-                            }
-                            v
-                        })
+                        .map(
+                            |NodeView {
+                                 node: n,
+                                 object: o,
+                                 state: s,
+                                 ready: r,
+                             }| {
+                                let mut v = json!({"node": n, "object": o, "state": s});
+                                if let Some(r) = r {
+                                    v["ready"] = json!(r.ready);
+                                    v["detail"] = json!(r.detail);
+                                }
+                                v
+                            },
+                        )
                         .collect();
                     json!({
                         "bottle": b,
@@ -130,6 +169,7 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
                         "runtime": view.runtime,
                         "workspace": view.workspace,
                         "nodes": nodes,
+                        "grants": render::grants_json(&only(&grants, b), now),
                     })
                 })
                 .collect();
@@ -147,7 +187,22 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
                     or_dash(&view.image)
                 );
                 println!("  workspace {}", view.workspace.as_deref().unwrap_or("-"));
-                for (n, o, s, r) in &view.nodes {
+                for (g, _) in grants.listed().into_iter().filter(|(g, _)| g.bottle == *b) {
+                    println!(
+                        "  grant {} {} {} ({})",
+                        g.id,
+                        g.ask.kind(),
+                        g.ask.summary(),
+                        render::grant_left(g, now)
+                    );
+                }
+                for NodeView {
+                    node: n,
+                    object: o,
+                    state: s,
+                    ready: r,
+                } in &view.nodes
+                {
                     let ready = match r {
                         Some(r) if r.ready => "  ready".to_string(),
                         Some(r) => format!("  NOT READY ({})", r.detail),
@@ -159,6 +214,20 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The grants of one bottle.
+fn only(grants: &Grants, bottle: &str) -> Grants {
+    let pick = |m: &BTreeMap<String, Vec<crate::supervise::Grant>>| {
+        m.iter()
+            .filter(|(b, _)| *b == bottle)
+            .map(|(b, g)| (b.clone(), g.clone()))
+            .collect()
+    };
+    Grants {
+        by_bottle: pick(&grants.by_bottle),
+        expired: pick(&grants.expired),
+    }
 }
 
 fn or_dash(s: &str) -> &str {

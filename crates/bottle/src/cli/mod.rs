@@ -3,13 +3,13 @@
 //! and talk to Docker only through [`crate::engine`].
 
 mod apply;
-mod audit;
+pub(crate) mod audit;
 mod delete;
 mod diff;
 mod exec;
-mod get;
+pub(crate) mod get;
 mod logs;
-mod queue;
+pub(crate) mod queue;
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +51,8 @@ pub enum Command {
     Queue(QueueArgs),
     /// Every decision of the bottles' sidecars, as one time-ordered stream.
     Audit(AuditArgs),
+    /// Serve the operator's web page: bottles, the queue, grants, the audit stream.
+    Console(ConsoleArgs),
     /// Run a sidecar server (inside the sidecar image).
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -232,6 +234,20 @@ pub struct AuditArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// The manifest naming the project (default: bottles.yaml here); with it, a proposed
+    /// Dockerfile is shown as a diff against the bottle's own.
+    #[arg(short = 'f', long = "file", conflicts_with = "project")]
+    pub file: Option<PathBuf>,
+    /// The project.
+    #[arg(short = 'p', long = "project")]
+    pub project: Option<String>,
+    /// Where to listen: a loopback address only (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
 pub struct QueueArgs {
     #[command(subcommand)]
     pub action: QueueAction,
@@ -256,7 +272,13 @@ pub enum QueueAction {
     /// One proposal in full (a proposed Dockerfile included).
     Show { id: String },
     /// Grant a pending proposal: the next reconcile merges it into the desired state.
-    Approve { id: String },
+    Approve {
+        id: String,
+        /// Time-box the grant (`90s`, `10m`, `2h`, `1d`, `1h30m`): at its end every
+        /// `apply` leaves it out again (`--watch` on time), and it shows as expired.
+        #[arg(long = "for", value_parser = parse_grant_duration)]
+        for_: Option<u64>,
+    },
     /// Refuse a pending proposal; the agent sees the reason through proposal-status.
     Deny {
         id: String,
@@ -265,6 +287,10 @@ pub enum QueueAction {
     },
     /// Withdraw an approved grant.
     Revoke { id: String },
+}
+
+fn parse_grant_duration(s: &str) -> Result<u64, String> {
+    bottle_contract::supervise::parse_duration(s)
 }
 
 /// A command's failure with the exit status it maps to.
@@ -289,12 +315,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(a) => logs::run(a).await,
         Command::Queue(a) => queue::run(a).await,
         Command::Audit(a) => audit::run(a).await,
+        Command::Console(a) => crate::console::run(a).await,
         Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
     }
 }
 
 /// Load and validate a manifest, reading `from_env` values from this process.
-fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
+pub(crate) fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
     let env = |k: &str| std::env::var(k).ok();
     crate::manifest::load(path, &env).map_err(anyhow::Error::new)
 }
@@ -302,12 +329,12 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
 /// What a manifest names, for the commands that need no secrets (`delete`, `get`,
 /// `logs`, `exec`, `audit`, `queue`): nothing of the host is read, so an unset
 /// `from_env` variable or a missing skill is not an error; bad YAML still is, located.
-fn load_names(path: &Path) -> anyhow::Result<crate::manifest::Names> {
+pub(crate) fn load_names(path: &Path) -> anyhow::Result<crate::manifest::Names> {
     crate::manifest::load_names(path).map_err(anyhow::Error::new)
 }
 
 /// The project named by `-f` or `-p` (the manifest read for its names only).
-fn project_of(file: Option<&Path>, project: Option<&str>) -> anyhow::Result<String> {
+pub(crate) fn project_of(file: Option<&Path>, project: Option<&str>) -> anyhow::Result<String> {
     match (file, project) {
         (_, Some(p)) => Ok(p.to_string()),
         (Some(f), None) => Ok(load_names(f)?.project),
@@ -346,7 +373,7 @@ fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
 }
 
 /// This host's key for digests of secrets, created on first use.
-fn digest_key() -> anyhow::Result<DigestKey> {
+pub(crate) fn digest_key() -> anyhow::Result<DigestKey> {
     let key_path = crate::edge::digest_key::default_path()
         .context("neither XDG_STATE_HOME nor HOME is set: nowhere to keep the digest key")?;
     crate::edge::digest_key::load_or_create(&key_path)
@@ -410,7 +437,7 @@ async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<Ag
 
 /// Connect to the engine. No request is made here: an unreachable engine shows at the
 /// first list call, so a no-op reconcile costs only its four list calls.
-async fn connect() -> anyhow::Result<Docker> {
+pub(crate) async fn connect() -> anyhow::Result<Docker> {
     Ok(Docker::connect()?)
 }
 

@@ -18,7 +18,7 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<i32> {
                 .filter(|f| all || f.decision.is_none())
                 .collect();
             match output {
-                Output::Json => println!("{}", list_json(&shown)),
+                Output::Json => println!("{}", list_json(&shown, now())),
                 Output::Text => print!("{}", list_text(&shown, now())),
             }
             Ok(0)
@@ -28,12 +28,17 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<i32> {
             print!("{}", show_text(f));
             Ok(0)
         }
-        QueueAction::Approve { id } => {
+        QueueAction::Approve { id, for_ } => {
             let f = queue::find(&found, &id, &project)?;
             let key = digest_key()?;
-            let grant = queue::approve(&docker, &project, &key, f, now()).await?;
+            let now = now();
+            let grant = queue::approve(&docker, &project, &key, f, now, for_).await?;
+            let lasting = match grant.until {
+                Some(_) => format!(", for {}", grant.left(now)),
+                None => String::new(),
+            };
             println!(
-                "approved {}: {} {} for bottle {}\n\
+                "approved {}: {} {} for bottle {}{lasting}\n\
                  a running `bottle apply --watch` converges now; otherwise run `bottle apply`",
                 grant.id,
                 grant.ask.kind(),
@@ -78,7 +83,7 @@ fn clean(s: &str) -> String {
     clean_to(s, 200)
 }
 
-fn age(secs: u64) -> String {
+pub(crate) fn age(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),
@@ -92,17 +97,20 @@ fn list_text(found: &[&Found], now: u64) -> String {
         return "no proposals\n".to_string();
     }
     let mut out = format!(
-        "{:<12} {:<14} {:<10} {:<9} {:>5}  {}\n",
-        "ID", "BOTTLE", "KIND", "STATUS", "AGE", "WHAT / REASON"
+        "{:<12} {:<14} {:<10} {:<9} {:>5} {:>7}  {}\n",
+        "ID", "BOTTLE", "KIND", "STATUS", "AGE", "LEFT", "WHAT / REASON"
     );
     for f in found {
         out.push_str(&format!(
-            "{:<12} {:<14} {:<10} {:<9} {:>5}  {} / {}\n",
+            "{:<12} {:<14} {:<10} {:<9} {:>5} {:>7}  {} / {}\n",
             f.proposal.id,
             f.bottle(),
             f.proposal.ask.kind(),
-            f.status(),
+            f.status_at(now),
             age(now.saturating_sub(f.proposal.created)),
+            f.left(now)
+                .filter(|l| l != "expired")
+                .unwrap_or_else(|| "-".into()),
             clean_to(&f.proposal.ask.summary(), 60),
             clean_to(&f.proposal.reason, 80),
         ));
@@ -110,7 +118,7 @@ fn list_text(found: &[&Found], now: u64) -> String {
     out
 }
 
-fn list_json(found: &[&Found]) -> serde_json::Value {
+fn list_json(found: &[&Found], now: u64) -> serde_json::Value {
     serde_json::Value::Array(
         found
             .iter()
@@ -121,8 +129,10 @@ fn list_json(found: &[&Found]) -> serde_json::Value {
                     "kind": f.proposal.ask.kind(),
                     "summary": f.proposal.ask.summary(),
                     "reason": f.proposal.reason,
-                    "status": f.status(),
+                    "status": f.status_at(now),
                     "created": f.proposal.created,
+                    "until": f.decision.as_ref().and_then(|d| d.until),
+                    "left": f.left(now),
                     "decision_reason": f.decision.as_ref().and_then(|d| d.reason.clone()),
                 })
             })
@@ -136,9 +146,12 @@ fn show_text(f: &Found) -> String {
         f.proposal.id,
         f.bottle(),
         f.proposal.ask.kind(),
-        f.status(),
+        f.status_at(now()),
         clean_to(&f.proposal.reason, 4000),
     );
+    if let Some(left) = f.left(now()) {
+        out.push_str(&format!("left:    {left}\n"));
+    }
     match &f.proposal.ask {
         crate::supervise::Ask::Host { host } => {
             out.push_str(&format!("host:    {}\n", clean(host)))

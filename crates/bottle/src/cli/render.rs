@@ -74,30 +74,45 @@ pub fn plan_json(plan: &Plan) -> Value {
 }
 
 /// The grants layer of `diff`: nothing when there are none.
-pub fn grants_text(grants: &Grants) -> String {
+/// Expired grants are listed as such (they no longer count; `queue revoke` removes them).
+pub fn grants_text(grants: &Grants, now: u64) -> String {
     if grants.is_empty() {
         return String::new();
     }
     let mut out = String::from("grants (approved with `bottle queue`, on top of the manifest):\n");
-    for (bottle, gs) in &grants.by_bottle {
-        for g in gs {
-            out.push_str(&format!(
-                "  bottle {bottle}: {} {} ({})\n",
-                g.ask.kind(),
-                g.ask.summary(),
-                g.id
-            ));
-        }
+    for (g, _) in grants.listed() {
+        out.push_str(&format!(
+            "  bottle {}: {} {} ({}, {})\n",
+            g.bottle,
+            g.ask.kind(),
+            g.ask.summary(),
+            g.id,
+            grant_left(g, now)
+        ));
     }
     out
 }
 
-pub fn grants_json(grants: &Grants) -> Value {
+/// `until revoked`, `1h59m left` or `expired`.
+pub fn grant_left(g: &crate::supervise::Grant, now: u64) -> String {
+    match g.until {
+        Some(_) if !g.expired(now) => format!("{} left", g.left(now)),
+        _ => g.left(now),
+    }
+}
+
+pub fn grants_json(grants: &Grants, now: u64) -> Value {
     let v: Vec<Value> = grants
-        .by_bottle
-        .values()
-        .flatten()
-        .map(|g| json!({"id": g.id, "bottle": g.bottle, "kind": g.ask.kind(), "summary": g.ask.summary(), "at": g.at}))
+        .listed()
+        .into_iter()
+        .map(|(g, expired)| {
+            json!({
+                "id": g.id, "bottle": g.bottle, "kind": g.ask.kind(),
+                "summary": g.ask.summary(), "at": g.at, "until": g.until,
+                "expired": expired,
+                "left_secs": g.until.map(|u| u.saturating_sub(now)),
+            })
+        })
         .collect();
     json!(v)
 }

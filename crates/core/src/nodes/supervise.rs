@@ -49,10 +49,10 @@ pub fn render(bottle: &str, declared: &BottlePolicy) -> Config {
 }
 
 /// The config and state volumes, the container, and the grant volumes.
-pub fn objects(
+pub fn objects<'a>(
     ctx: &BottleCtx<'_>,
     declared: &BottlePolicy,
-    grants: &[Grant],
+    grants: impl IntoIterator<Item = &'a Grant>,
 ) -> Vec<DesiredObject> {
     // serde_json cannot fail on this plain struct.
     let json = serde_json::to_vec_pretty(&render(ctx.bottle, declared)).unwrap_or_default();
@@ -105,7 +105,7 @@ pub fn objects(
     let mut out = vec![config, revision, state, container];
     out.extend(
         grants
-            .iter()
+            .into_iter()
             .map(|g| grant_object(ctx.project, ctx.key, ctx.sidecar_image, g)),
     );
     out
@@ -207,6 +207,7 @@ mod tests {
                 host: "docs.example".into(),
             },
             at: 5,
+            until: Some(65),
         };
         let key = DigestKey::fixed(1);
         let a = grant_object("p", &key, "img", &g);

@@ -10,7 +10,8 @@
 //!   that turns a burst of them into one reconcile;
 //! - [`backoff`]: exponential backoff with jitter, and per-bottle holds, so a failing or
 //!   crash-looping bottle is retried ever later while the others are reconciled as usual;
-//! - [`Scheduler`]: debouncer + resync timer + holds + engine retry: when to run next;
+//! - [`Scheduler`]: debouncer + resync timer + holds + engine retry + the next grant
+//!   expiry: when to run next;
 //! - [`run`]: the loop itself. A manifest that no longer loads is reported (with its
 //!   line and column) and the last good desired state stays in force.
 //!
@@ -59,6 +60,9 @@ pub struct Options {
     pub engine_backoff: Backoff,
     /// How long each bottle's sidecars get to be ready after a pass changed them.
     pub ready_timeout: Duration,
+    /// The wall clock, as the time since the epoch: time-boxed grants end by it (the
+    /// binary passes the system's; tests a fixed one).
+    pub clock: fn() -> Duration,
 }
 
 impl Default for Options {
@@ -72,6 +76,7 @@ impl Default for Options {
             backoff: Backoff::BOTTLES,
             engine_backoff: Backoff::ENGINE,
             ready_timeout: crate::ready::DEFAULT_TIMEOUT,
+            clock: bottle_contract::supervise::unix_now,
         }
     }
 }
@@ -86,6 +91,7 @@ pub struct Scheduler {
     engine_backoff: Backoff,
     engine_failures: u32,
     engine_retry: Option<Instant>,
+    expiry: Option<Instant>,
 }
 
 impl Scheduler {
@@ -101,6 +107,7 @@ impl Scheduler {
             engine_backoff: opts.engine_backoff,
             engine_failures: 0,
             engine_retry: None,
+            expiry: None,
         }
     }
 
@@ -116,6 +123,7 @@ impl Scheduler {
             Some(self.next_resync),
             self.holds.next_release(),
             self.engine_retry,
+            self.expiry,
         ]
         .into_iter()
         .flatten()
@@ -136,12 +144,22 @@ impl Scheduler {
             self.engine_retry = None;
             self.debounce.push(Trigger::EngineRetry, now);
         }
+        if self.expiry.is_some_and(|t| t <= now) {
+            self.expiry = None;
+            self.debounce.push(Trigger::GrantExpired, now);
+        }
         self.debounce.take(now)
     }
 
     /// A reconcile ended at `now`: the next resync is a full period away.
     pub fn reconciled(&mut self, now: Instant) {
         self.next_resync = now + self.resync;
+    }
+
+    /// The first time-boxed grant in force ends at `at` (`None`: none is time-boxed):
+    /// a reconcile is due then, which no longer holds it.
+    pub fn expire_at(&mut self, at: Option<Instant>) {
+        self.expiry = at;
     }
 
     /// The engine could not be reached: retry after a backoff, returned.
@@ -168,6 +186,10 @@ impl Scheduler {
         &mut self.holds
     }
 }
+
+/// Past a grant's end before the reconcile that drops it: the clock's reading and the
+/// timer may disagree by a little.
+const EXPIRY_MARGIN: Duration = Duration::from_millis(20);
 
 /// What decides whether two desired states differ: every object's key and spec hash.
 fn fingerprint(d: &DesiredState) -> BTreeMap<String, String> {
@@ -318,6 +340,7 @@ async fn pass<E: Engine>(
         prune: opts.prune,
         concurrency: opts.concurrency,
         held: held.clone(),
+        now: (opts.clock)().as_secs(),
     };
     let result = reconcile_once(
         engine,
@@ -379,6 +402,16 @@ async fn pass<E: Engine>(
     for s in &r.plan.steps {
         metrics.action(s.action.verb());
     }
+    // Wake when the first time-boxed grant ends: it is in force while the clock's whole
+    // seconds are below its end, so the wake-up is that second, to the millisecond.
+    let expiry = r.next_expiry.map(|until| {
+        let left = Duration::from_secs(until).saturating_sub((opts.clock)());
+        Instant::now() + left + EXPIRY_MARGIN
+    });
+    if let Some(u) = r.next_expiry {
+        tracing::info!(until = u, "a grant ends; reconciling again then");
+    }
+    sched.expire_at(expiry);
     let mut outcome: BTreeMap<&str, BottleOutcome> = BTreeMap::new();
     for rep in &r.reports {
         let o = match rep.outcome {

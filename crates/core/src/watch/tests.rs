@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::*;
 use crate::apply::tests::{AgentGen, desired, manifest, one};
+use crate::nodes::ObjectSpec;
 use bottle_engine::ContainerState;
 use bottle_engine::fake::FakeEngine;
 
@@ -312,6 +313,92 @@ fn the_scheduler_wakes_for_the_earliest_of_its_timers() {
     assert_eq!(s.poll(now + d), Some(vec![Trigger::EngineRetry]));
     s.reconciled(now + d);
     assert_eq!(s.poll(now + d + opts.resync), Some(vec![Trigger::Resync]));
+}
+
+#[test]
+fn the_scheduler_wakes_at_a_grants_end() {
+    let now = Instant::now();
+    let opts = Options::default();
+    let mut s = Scheduler::new(&opts, now);
+    assert_eq!(s.poll(now), Some(vec![Trigger::Start]));
+    let end = now + sec(30.0);
+    s.expire_at(Some(end));
+    assert_eq!(s.next_wakeup(), end, "earlier than the resync");
+    assert_eq!(s.poll(end - sec(0.001)), None);
+    assert_eq!(s.poll(end), Some(vec![Trigger::GrantExpired]), "urgent");
+    assert_eq!(s.next_wakeup(), now + opts.resync, "once");
+    s.expire_at(Some(end + sec(10.0)));
+    s.expire_at(None);
+    assert_eq!(s.next_wakeup(), now + opts.resync, "cleared");
+}
+
+thread_local! {
+    /// When the grant test's virtual clock started (tokio's paused time).
+    static EPOCH: std::cell::Cell<Option<Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// A wall clock that follows tokio's paused time: unix second 1000 when the test starts.
+fn virtual_clock() -> Duration {
+    let start = EPOCH.with(|e| e.get()).unwrap_or_else(Instant::now);
+    Duration::from_secs(1000) + start.elapsed()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_time_boxed_grant_is_dropped_at_its_end_without_a_trigger() {
+    use bottle_contract::supervise::{Ask, Grant};
+    EPOCH.with(|e| e.set(Some(Instant::now())));
+    let e = FakeEngine::default();
+    let agent = AgentGen {
+        supervise: true,
+        ..one(1)[0].clone()
+    };
+    let d = desired(&manifest("p", &[agent]));
+    let mut load = || Ok(d.clone());
+    let m = Metrics::default();
+    let opts = Options {
+        resync: sec(3600.0),
+        clock: virtual_clock,
+        ..Options::default()
+    };
+    let policy_writes = || {
+        e.mutations()
+            .iter()
+            .filter(|c| c.starts_with("rewrite_volume bottle-p-a0-pipelock-config"))
+            .count()
+    };
+    with_watch(&e, &mut load, opts, &m, |h| async {
+        tokio::time::sleep(sec(1.0)).await;
+        // Approved at 1001 for a minute: until 1061.
+        let grant = Grant {
+            id: "p00000000cc".into(),
+            bottle: "a0".into(),
+            ask: Ask::Host {
+                host: "docs.example".into(),
+            },
+            at: 1001,
+            until: Some(1061),
+        };
+        let key = crate::hash::DigestKey::fixed(1);
+        let obj = crate::nodes::supervise::grant_object("p", &key, "img", &grant);
+        let ObjectSpec::Volume(spec) = &obj.spec else {
+            panic!("a grant is a volume")
+        };
+        e.create_volume(spec).await.unwrap();
+        h.tx.send(Trigger::Resync).unwrap();
+        tokio::time::sleep(sec(1.0)).await;
+        assert_eq!(policy_writes(), 1, "the grant widens the policy");
+        tokio::time::sleep(sec(58.5)).await;
+        assert_eq!(policy_writes(), 1, "still in force at 1060.5");
+        // No trigger is sent: the loop wakes at the grant's end by itself.
+        tokio::time::sleep(sec(1.0)).await;
+        assert_eq!(policy_writes(), 2, "narrowed again by 1061.5");
+        assert!(
+            e.snapshot().volumes.iter().any(|v| v.name == spec.name),
+            "the expired grant's volume is kept"
+        );
+        h
+    })
+    .await;
 }
 
 #[tokio::test(start_paused = true)]

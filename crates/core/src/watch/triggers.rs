@@ -37,6 +37,8 @@ pub enum Trigger {
     EngineRetry,
     /// The event stream came back after a loss: events may have been missed.
     Reconnected,
+    /// A time-boxed grant has ended: the desired state no longer holds it.
+    GrantExpired,
 }
 
 impl Trigger {
@@ -49,6 +51,7 @@ impl Trigger {
                 | Trigger::Retry { .. }
                 | Trigger::EngineRetry
                 | Trigger::Reconnected
+                | Trigger::GrantExpired
         )
     }
 }
@@ -63,6 +66,7 @@ impl fmt::Display for Trigger {
             Trigger::Retry { bottle } => write!(f, "retry bottle {bottle}"),
             Trigger::EngineRetry => write!(f, "engine retry"),
             Trigger::Reconnected => write!(f, "event stream reconnected"),
+            Trigger::GrantExpired => write!(f, "a grant expired"),
         }
     }
 }

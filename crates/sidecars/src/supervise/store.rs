@@ -175,6 +175,7 @@ mod tests {
             verdict: Verdict::Denied,
             reason: Some("no".into()),
             at: 1,
+            until: None,
         };
         std::fs::create_dir_all(dir.path().join(DECISIONS_DIR)).unwrap();
         std::fs::write(

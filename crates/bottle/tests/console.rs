@@ -1,0 +1,376 @@
+//! Issue 20 acceptance: the operator's console in a real browser. Headless Chromium
+//! (Debian's `chromium` and `chromium-driver`, installed by `scripts/setup.sh`) is
+//! driven over WebDriver (`fantoccini`) against the real `bottle console`, while a real
+//! agent makes MCP proposals (the helpers of `supervise.rs`) and `bottle apply --watch`
+//! converges. The page refuses a request without its token and loads with it; the
+//! agent's request appears in the queue with its `<script>` reason shown as text; the
+//! audit stream shows the refusal; clicking approve (for 30 s) lets the request
+//! through and the stream shows the pass; at the grant's end the host is refused again
+//! within seconds (measured) and the grant shows as expired. Screenshots are kept under
+//! `target/console-screenshots/`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use crate::supervise::{DOCS, agent_build_context, call, exec, proposal_id};
+use crate::util::*;
+use crate::watch::Watcher;
+
+/// A child process killed (by its own id) on drop.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bottle console -f MANIFEST --listen 127.0.0.1:0`, and the URL it printed.
+fn start_console(p: &Project, manifest: &str) -> (Kid, String) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bottle"))
+        .args(["console", "-f", manifest, "--listen", "127.0.0.1:0"])
+        .current_dir(p.dir.path())
+        .env("BOTTLE_SIDECAR_BINARY", sidecar_binary())
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("bottle-test-state"),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn bottle console");
+    let out = c.stdout.take().expect("stdout");
+    let mut url = None;
+    for line in BufReader::new(out).lines().take(5) {
+        let line = line.expect("console output");
+        if let Some(u) = line.trim().strip_prefix("http://") {
+            url = Some(format!("http://{u}"));
+            break;
+        }
+    }
+    let url = url.expect("the console prints its URL");
+    (Kid(c), url)
+}
+
+/// Debian's chromedriver on a free loopback port.
+fn start_chromedriver() -> (Kid, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let c = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver (Debian's chromium-driver; scripts/setup.sh installs it)");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "chromedriver did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (Kid(c), format!("http://127.0.0.1:{port}"))
+}
+
+async fn browser(driver: &str) -> Client {
+    let caps = serde_json::json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--window-size=1400,1700"],
+        }
+    });
+    let serde_json::Value::Object(caps) = caps else {
+        unreachable!()
+    };
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(driver)
+        .await
+        .expect("a WebDriver session with headless Chromium")
+}
+
+fn shots_dir() -> PathBuf {
+    let d = repo_root().join("target/console-screenshots");
+    std::fs::create_dir_all(&d).expect("screenshot dir");
+    d
+}
+
+async fn shot(b: &Client, name: &str) {
+    let png = b.screenshot().await.expect("screenshot");
+    std::fs::write(shots_dir().join(name), png).expect("write screenshot");
+}
+
+/// The page's text.
+async fn body(b: &Client) -> String {
+    let el = b.find(Locator::Css("body")).await.expect("body");
+    el.text().await.expect("body text")
+}
+
+/// Evaluate `js` (a function body returning a value) in the page.
+async fn eval(b: &Client, js: &str) -> serde_json::Value {
+    b.execute(js, vec![]).await.expect("script")
+}
+
+/// Poll `cond` every 250 ms until it holds, up to `limit`.
+async fn until_true<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("not within {limit:?}: {what}");
+}
+
+/// How many audit rows the page shows for `verdict` and `host`.
+async fn audit_rows(b: &Client, verdict: &str, host: &str) -> u64 {
+    eval(
+        b,
+        &format!(
+            "return [...document.querySelectorAll('#audit-rows tr')].filter(r => \
+             r.dataset.verdict === '{verdict}' && r.children[5].textContent === '{host}').length;"
+        ),
+    )
+    .await
+    .as_u64()
+    .unwrap_or(0)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_decides_in_a_real_browser() {
+    let p = Project::new("con");
+    agent_build_context(&p);
+    let m = p.manifest(
+        r#"
+bottles:
+  dev:
+    image: {dockerfile: Dockerfile}
+    runtime: runc
+    supervise: true
+    egress:
+      allow: [pypi.org]
+      allow_cidrs: [172.16.0.0/12, 192.168.0.0/16, 10.0.0.0/8]
+agents:
+  a: {bottle: dev}
+"#,
+    );
+    let m = m.to_str().expect("utf-8");
+    p.bottle(&["apply", "-f", m]).expect(0);
+    let watcher = Watcher::start(&p, Path::new(m), &["--resync", "3600"], &[]);
+    let agent = p.obj("a", "agent");
+    let _upstream = start_upstream(&p, "a", &[DOCS], None);
+    let fetch = || exec(&agent, &format!("curl -sS -m 5 http://{DOCS}/"));
+    let passes = || fetch().1.contains("ok health");
+    assert!(!passes(), "reachable before any grant");
+
+    let (_console, url) = start_console(&p, m);
+    let base = url.split('?').next().expect("base").to_string();
+    let (_driver, driver_url) = start_chromedriver();
+    let b = browser(&driver_url).await;
+
+    // Without the token, or with a wrong one: refused. With it: the page.
+    for bad in [base.clone(), format!("{base}?token=wrong")] {
+        b.goto(&bad).await.expect("goto");
+        assert!(
+            body(&b).await.contains("a valid token is required"),
+            "{bad}"
+        );
+    }
+    b.goto(&url).await.expect("goto");
+    assert!(b.title().await.unwrap().starts_with("bottle console"));
+    until_true(
+        Duration::from_secs(20),
+        "the live feed connects",
+        || async {
+            eval(&b, "return document.getElementById('live').textContent;").await == "live"
+        },
+    )
+    .await;
+
+    // The agent asks, with markup in its reason; the page shows it as text.
+    let evil = "<script>window.pwned=1</script><b>bold</b> read the docs";
+    let id = proposal_id(&call(
+        &agent,
+        "egress-block",
+        &format!("{{\"host\":\"{DOCS}\",\"reason\":\"{evil}\"}}"),
+    ));
+    let row = format!("tr.proposal[data-id='{id}']");
+    until_true(Duration::from_secs(30), "the proposal appears", || async {
+        b.find(Locator::Css(&row)).await.is_ok()
+    })
+    .await;
+    let reason = b
+        .find(Locator::Css(&format!("{row} p.reason")))
+        .await
+        .expect("reason")
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(reason, evil, "shown as the agent wrote it, as text");
+    let injected = eval(
+        &b,
+        "return [document.querySelectorAll('#state script, #state b').length, typeof window.pwned];",
+    )
+    .await;
+    assert_eq!(
+        injected,
+        serde_json::json!([0, "undefined"]),
+        "no markup ran"
+    );
+
+    // The refusal is in the audit stream.
+    until_true(
+        Duration::from_secs(30),
+        "a deny row for the host",
+        || async { audit_rows(&b, "deny", DOCS).await > 0 },
+    )
+    .await;
+    shot(&b, "1-pending.png").await;
+
+    // Approve for 30 s, by clicking (the live part may be swapped under us: retry).
+    let mut clicked = false;
+    for _ in 0..5 {
+        let form = format!("{row} form.approve");
+        let Ok(input) = b
+            .find(Locator::Css(&format!("{form} input[name=for]")))
+            .await
+        else {
+            break;
+        };
+        let typed = async {
+            input.clear().await?;
+            input.send_keys("30s").await?;
+            b.find(Locator::Css(&format!("{form} button")))
+                .await?
+                .click()
+                .await
+        };
+        if typed.await.is_ok() {
+            clicked = true;
+            break;
+        }
+    }
+    assert!(clicked, "clicked approve");
+    let after = body(&b).await;
+    assert!(
+        !after.contains("refused"),
+        "the approval was refused: {after}"
+    );
+    until_true(
+        Duration::from_secs(30),
+        "the proposal shows approved",
+        || async {
+            b.find(Locator::Css(&format!("{row}[data-status='approved']")))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+
+    // The watch converges: the request goes through, and the stream shows it.
+    let t = Instant::now();
+    while !passes() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "not let through after approval; watch log:\n{}",
+            watcher.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    until_true(
+        Duration::from_secs(30),
+        "an allow row for the host",
+        || async { audit_rows(&b, "allow", DOCS).await > 0 },
+    )
+    .await;
+    // The verdict filter hides the passes.
+    let hidden = eval(
+        &b,
+        "const s = document.getElementById('f-verdict'); s.value = 'deny'; \
+         s.dispatchEvent(new Event('change')); \
+         return [...document.querySelectorAll('#audit-rows tr')] \
+           .filter(r => !r.hidden && r.dataset.verdict !== 'deny').length;",
+    )
+    .await;
+    assert_eq!(hidden, serde_json::json!(0));
+    eval(
+        &b,
+        "const s = document.getElementById('f-verdict'); s.value = ''; \
+         s.dispatchEvent(new Event('change')); return 0;",
+    )
+    .await;
+    shot(&b, "2-approved.png").await;
+
+    // The grant ends: the host is refused again within seconds of its end.
+    let listed = p
+        .bottle(&["queue", "list", "--all", "-o", "json", "-f", m])
+        .expect(0)
+        .stdout;
+    let v: serde_json::Value = serde_json::from_str(&listed).expect("queue json");
+    let until = v
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["id"] == id.as_str()))
+        .and_then(|e| e["until"].as_u64())
+        .expect("a time-boxed grant records its end");
+    let t = Instant::now();
+    // A refusal is egress's or pipelock's 403; anything else (a passing 200, or a
+    // transient upstream error) is not one.
+    let code = || {
+        let (_, out) = exec(
+            &agent,
+            &format!("curl -sS -m 5 -o /dev/null -w '%{{http_code}}' http://{DOCS}/"),
+        );
+        out
+    };
+    loop {
+        let out = code();
+        if out.trim() == "403" {
+            assert!(
+                unix_now() >= until as f64,
+                "refused before the grant's end ({until}): {out}\nwatch log:\n{}",
+                watcher.log()
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(90), "still let through");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let late = unix_now() - until as f64;
+    eprintln!("the host was refused again {late:.2} s after the grant's end");
+    assert!(late < 3.0, "refused {late:.2} s after the end");
+    until_true(
+        Duration::from_secs(10),
+        "the grant shows as expired",
+        || async {
+            b.find(Locator::Css(&format!("{row}[data-status='expired']")))
+                .await
+                .is_ok()
+                && b.find(Locator::Css("tr.grant.expired")).await.is_ok()
+        },
+    )
+    .await;
+    shot(&b, "3-expired.png").await;
+    b.close().await.expect("close the browser");
+}
