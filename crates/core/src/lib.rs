@@ -4,7 +4,8 @@
 //! The data flows one way: the model (`bottle_model`) -> per-bottle [`graph`] of node
 //! specs ([`nodes`]) -> [`plan`] against what the engine holds (pure) -> operations run
 //! on an engine (`bottle_engine::Engine`) by [`apply`]; [`watch`] keeps doing that on
-//! triggers, with backoff and holds; [`ready`] waits until what a pass changed is in force. [`hash`] is the only place that hashes specs.
+//! triggers, with backoff and holds; [`ready`] waits until what a pass changed is in force; [`verify`] checks a
+//! running bottle from inside its agent. [`hash`] is the only place that hashes specs.
 
 #![warn(missing_docs)]
 
@@ -17,4 +18,5 @@ pub mod nodes;
 pub mod plan;
 pub mod queue;
 pub mod ready;
+pub mod verify;
 pub mod watch;
