@@ -27,3 +27,6 @@ mod watch;
 
 // Issue 16: a hostile agent tries every evasion class against egress and pipelock.
 mod containment;
+
+// Issue 17 (point 3): `bottle verify` checks a running bottle from inside its agent.
+mod verify;

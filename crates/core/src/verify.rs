@@ -208,12 +208,14 @@ fn allowed_target(p: &PolicyNames) -> Option<(String, String)> {
 }
 
 /// GET `http://$1$2` through the agent's `HTTP_PROXY`, by hand: the answer's first
-/// bytes on stdout.
+/// bytes on stdout. It waits until the answer is there before reading it: under gVisor
+/// a read of bash's `/dev/tcp` socket with nothing to read yet fails with EAGAIN.
 const PROXY_SCRIPT: &str = r#"p=${HTTP_PROXY:-}
 [ -n "$p" ] || { echo "the agent's environment has no HTTP_PROXY" >&2; exit 3; }
 a=${p#*://}; a=${a%%/*}; h=${a%:*}; port=${a##*:}; [ "$port" = "$a" ] && port=80
 exec 3<>"/dev/tcp/$h/$port" || exit 4
 printf 'GET http://%s%s HTTP/1.1\r\nHost: %s\r\nUser-Agent: bottle-verify\r\nConnection: close\r\n\r\n' "$1" "$2" "$1" >&3
+n=0; until read -t 0 <&3; do n=$((n+1)); [ $n -ge 300 ] && break; sleep 0.1; done
 head -c 2048 <&3"#;
 
 /// Connect to `$1:$2` over TCP.

@@ -27,7 +27,7 @@
 
 mod files;
 mod session;
-pub use session::ExecRequest;
+pub use session::{ContainerDetails, ExecRequest};
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

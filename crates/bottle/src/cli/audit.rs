@@ -12,13 +12,13 @@ use bottle_contract::audit::{self, Decision, MAX_LINE};
 use bottle_docker::Docker;
 
 /// The nodes whose logs carry decisions.
-const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
+pub(super) const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
 
 /// One sidecar container to read.
-struct Source {
-    container: String,
-    bottle: String,
-    node: String,
+pub(super) struct Source {
+    pub(super) container: String,
+    pub(super) bottle: String,
+    pub(super) node: String,
 }
 
 pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
@@ -93,7 +93,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
 }
 
 /// The decision of one time-stamped log line of `s`, if it is one.
-fn decision(s: &Source, line: &str) -> Option<Decision> {
+pub(super) fn decision(s: &Source, line: &str) -> Option<Decision> {
     let (ts, text) = audit::split_docker_line(line);
     let mut d = audit::parse(&s.node, text, ts)?;
     d.bottle.clone_from(&s.bottle);
@@ -156,14 +156,14 @@ async fn sources(
     Ok(sources)
 }
 
-fn now() -> f64 {
+pub(super) fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The engine's `since` (whole seconds, rounded down so no line is missed).
-fn since_secs(ts: f64) -> i32 {
+pub(super) fn since_secs(ts: f64) -> i32 {
     i32::try_from(ts.floor() as i64).unwrap_or(0).max(0)
 }
 

@@ -11,6 +11,7 @@ mod get;
 mod logs;
 mod queue;
 mod render;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,9 @@ pub enum Command {
     Queue(QueueArgs),
     /// Every decision of the bottles' sidecars, as one time-ordered stream.
     Audit(AuditArgs),
+    /// Check from inside running agents that each bottle keeps its promise; exit 0 when
+    /// every check holds, 1 when one fails, 2 when a bottle is not running.
+    Verify(VerifyArgs),
     /// Run a sidecar server (inside the sidecar image).
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -161,10 +165,13 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    /// The manifest naming the project (read for its names only).
     #[arg(short = 'f', long = "file", conflicts_with = "project")]
     pub file: Option<PathBuf>,
+    /// The project.
     #[arg(short = 'p', long = "project")]
     pub project: Option<String>,
+    /// Output format on stdout.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: Output,
 }
@@ -230,6 +237,16 @@ pub struct AuditArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bottle (agent) name; every bottle of the manifest (or of `-p`) when omitted.
+    /// `-f` gives each bottle's runtime and allowlist (names only); with `-p` alone
+    /// they are unknown.
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub target: GetArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct QueueArgs {
     #[command(subcommand)]
     pub action: QueueAction,
@@ -287,6 +304,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(a) => logs::run(a).await,
         Command::Queue(a) => queue::run(a).await,
         Command::Audit(a) => audit::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
         Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
     }
 }
@@ -298,7 +316,7 @@ fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
 }
 
 /// What a manifest names, for the commands that need no secrets (`delete`, `get`,
-/// `logs`, `exec`, `audit`, `queue`): nothing of the host is read, so an unset
+/// `logs`, `exec`, `audit`, `queue`, `verify`): nothing of the host is read, so an unset
 /// `from_env` variable or a missing skill is not an error; bad YAML still is, located.
 fn load_names(path: &Path) -> anyhow::Result<crate::manifest::Names> {
     crate::manifest::load_names(path).map_err(anyhow::Error::new)
