@@ -66,9 +66,18 @@ pub const CHECKS: [(&str, &str); 9] = [
     ),
 ];
 
-/// Audit reasons of a request that passed the policy and failed further on (no address,
-/// no connection, the upstream's TLS or HTTP): the way out was open.
-const PAST_POLICY: [&str; 5] = ["resolve", "connect", "upstream-tls", "upstream", "http"];
+/// Audit reasons of a request that passed the allowlist and failed further on (no
+/// address, an address the SSRF guard keeps out, no connection, the upstream's TLS or
+/// HTTP): the host is allowed, the upstream is not reachable from here. (A resolver
+/// that answers with a reserved address, as a sinkhole does, makes `ssrf`.)
+const PAST_POLICY: [&str; 6] = [
+    "resolve",
+    "ssrf",
+    "connect",
+    "upstream-tls",
+    "upstream",
+    "http",
+];
 
 /// Words the run's host names are made of: labels no shape test takes for data.
 const WORDS: [&str; 16] = [
@@ -467,11 +476,17 @@ fn allowed_host(i: &Inputs<'_>) -> Judged {
             let past = i
                 .decisions
                 .iter()
-                .find(|d| &d.host == host)
-                .map(|d| format!("; audited {} {} {}", d.source, d.verdict, d.reason))
-                .unwrap_or_default();
-            let note = if code >= 500 {
-                " (past the policy: the upstream is not reachable from here)"
+                .filter(|d| &d.host == host)
+                .map(|d| format!("{} {} {}", d.source, d.verdict, d.reason))
+                .collect::<Vec<_>>();
+            let past = if past.is_empty() {
+                String::new()
+            } else {
+                format!("; audited {}", past.join(", "))
+            };
+            let failed_on = i.decisions.iter().any(|d| d.is_denial() && &d.host == host);
+            let note = if code >= 500 || failed_on {
+                " (past the allowlist: the upstream is not reachable from here)"
             } else {
                 ""
             };

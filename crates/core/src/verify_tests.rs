@@ -182,7 +182,7 @@ fn a_bottle_that_keeps_its_promise_passes_every_check() {
     );
     assert!(!format!("{checks:?}").contains(TOKEN));
     let (_, d) = result(&checks, "allowed-host");
-    assert!(d.contains("502") && d.contains("past the policy"), "{d}");
+    assert!(d.contains("502") && d.contains("past the allowlist"), "{d}");
 }
 
 #[test]
@@ -361,6 +361,16 @@ fn the_allowed_host_fails_only_on_a_policy_refusal() {
     let (r, d) = result(&judged(&p, &refused, &facts(), &seen), "allowed-host");
     assert_eq!(r, Outcome::Fail);
     assert!(d.contains("pipelock refused it (not-allowlisted)"), "{d}");
+
+    // A name that resolves to a reserved address here (a sinkhole): past the allowlist.
+    let mut seen = audited(&p);
+    seen.push(line(Source::Pipelock, "ssrf", "open.example.test", "GET"));
+    let (r, d) = result(&judged(&p, &refused, &facts(), &seen), "allowed-host");
+    assert_eq!(r, Outcome::Pass, "{d}");
+    assert!(
+        d.contains("not reachable from here") && d.contains("pipelock deny ssrf"),
+        "{d}"
+    );
 
     // A bottle that allows nothing: skipped, not failed.
     let none = Probe::new(Some(&policy(&[], &[])), 1);
