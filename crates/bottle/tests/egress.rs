@@ -92,6 +92,7 @@ agents:
     let m = m.to_str().expect("utf-8");
     let env = [("EGRESS_E2E_TOKEN", TOKEN)];
     let applied = p.bottle_env(&["apply", "-f", m], &env).expect(0);
+    p.bottle_env(&["verify", "-f", m], &env).expect(0);
     assert!(!applied.stdout.contains(TOKEN) && !applied.stderr.contains(TOKEN));
 
     let egress = p.obj("a", "egress");

@@ -216,6 +216,7 @@ agents:
     let ms = m.to_str().expect("utf-8");
     // The gate starts before its upstream exists: it retries.
     let applied = p.bottle(&["apply", "-f", ms]).expect(0);
+    p.bottle(&["verify", "-f", ms]).expect(0);
     // The upstream does not exist yet: apply returns once the gate has tried, naming it.
     assert!(
         applied.stderr.contains("ready")

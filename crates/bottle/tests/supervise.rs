@@ -111,6 +111,7 @@ agents:
     );
     let m = m.to_str().expect("utf-8");
     p.bottle(&["apply", "-f", m]).expect(0);
+    p.bottle(&["verify", "a", "-f", m]).expect(0);
     let agent = p.obj("a", "agent");
 
     // A plain-HTTP upstream, reachable from pipelock by name.

@@ -30,3 +30,5 @@ mod containment;
 
 // Issue 20: the operator's console in a real browser (headless Chromium, WebDriver).
 mod console;
+// Issue 17 (point 3): `bottle verify` checks a running bottle from inside its agent.
+mod verify;

@@ -4,7 +4,9 @@
 //! The data flows one way: the model (`bottle_model`) -> per-bottle [`graph`] of node
 //! specs ([`nodes`]) -> [`plan`] against what the engine holds (pure) -> operations run
 //! on an engine (`bottle_engine::Engine`) by [`apply`]; [`watch`] keeps doing that on
-//! triggers, with backoff and holds; [`ready`] waits until what a pass changed is in force; [`runtime`] decides each container's runtime from facts the binary gathers. [`hash`] is the only place that hashes specs.
+//! triggers, with backoff and holds; [`ready`] waits until what a pass changed is in force;
+//! [`runtime`] decides each container's runtime from facts the binary gathers; [`verify`]
+//! checks a running bottle from inside its agent. [`hash`] is the only place that hashes specs.
 
 #![warn(missing_docs)]
 
@@ -18,4 +20,5 @@ pub mod plan;
 pub mod queue;
 pub mod ready;
 pub mod runtime;
+pub mod verify;
 pub mod watch;

@@ -28,7 +28,7 @@
 mod files;
 mod probe;
 mod session;
-pub use session::ExecRequest;
+pub use session::{ContainerDetails, ExecRequest};
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

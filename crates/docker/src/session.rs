@@ -1,5 +1,6 @@
 //! Sessions on the real engine: `exec` with attached streams (a TTY or plain pipes),
-//! `exec` with its output captured (the readiness probe, `verify`), signals, and `logs`. These are CLI features, not reconciler operations, so they
+//! `exec` with its output captured (the readiness probe, `verify`), signals, `logs`, and
+//! the inspect `verify` reads. These are CLI features, not reconciler operations, so they
 //! live beside the [`Engine`](crate::engine::Engine) implementation rather than in it.
 
 use bollard::container::LogOutput;
@@ -17,6 +18,15 @@ type ExecStream =
 /// An attached exec session's standard input.
 type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
 use bottle_engine::{EngineError, ExecOutput, MAX_EXEC_OUTPUT};
+
+/// A container's runtime and named volumes, as the engine reports them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerDetails {
+    /// `HostConfig.Runtime` (`runc`, `runsc`...).
+    pub runtime: Option<String>,
+    /// The names of the volumes mounted, sorted.
+    pub volumes: Vec<String>,
+}
 
 /// A command to run in a container.
 #[derive(Clone, Debug)]
@@ -154,6 +164,31 @@ impl Docker {
                 message: "the engine did not attach the session".into(),
             }),
         }
+    }
+
+    /// What `bottle verify` reads of a container on the host side: the runtime it runs
+    /// under and the named volumes it mounts (one inspect request).
+    pub async fn container_details(
+        &self,
+        container: &str,
+    ) -> Result<ContainerDetails, EngineError> {
+        let c = self
+            .client
+            .inspect_container(container, None)
+            .await
+            .map_err(|e| self.error(e, "inspect", "container", container))?;
+        let mut volumes: Vec<String> = c
+            .mounts
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|m| m.name)
+            .collect();
+        volumes.sort();
+        volumes.dedup();
+        Ok(ContainerDetails {
+            runtime: c.host_config.and_then(|h| h.runtime),
+            volumes,
+        })
     }
 
     /// Send `signal` to `container`'s main process.

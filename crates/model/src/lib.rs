@@ -210,6 +210,8 @@ pub struct Route {
 pub struct RouteAuth {
     pub scheme: AuthScheme,
     pub token: Secret,
+    /// The host variable the token is read from (`from_env`): a name, not a secret.
+    pub var: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

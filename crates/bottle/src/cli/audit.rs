@@ -12,7 +12,7 @@ use bottle_contract::audit::{self, Decision, MAX_LINE};
 use bottle_docker::Docker;
 
 /// The nodes whose logs carry decisions.
-const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
+pub(super) const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
 
 /// One sidecar container to read.
 pub(crate) struct Source {
@@ -156,14 +156,14 @@ pub(crate) async fn sources(
     Ok(sources)
 }
 
-fn now() -> f64 {
+pub(super) fn now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The engine's `since` (whole seconds, rounded down so no line is missed).
-fn since_secs(ts: f64) -> i32 {
+pub(super) fn since_secs(ts: f64) -> i32 {
     i32::try_from(ts.floor() as i64).unwrap_or(0).max(0)
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod get;
 mod logs;
 pub(crate) mod queue;
 mod render;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,6 +54,9 @@ pub enum Command {
     Audit(AuditArgs),
     /// Serve the operator's web page: bottles, the queue, grants, the audit stream.
     Console(ConsoleArgs),
+    /// Check from inside running agents that each bottle keeps its promise; exit 0 when
+    /// every check holds, 1 when one fails, 2 when a bottle is not running.
+    Verify(VerifyArgs),
     /// Run a sidecar server (inside the sidecar image).
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -165,10 +169,13 @@ pub struct DeleteArgs {
 
 #[derive(Debug, Args)]
 pub struct GetArgs {
+    /// The manifest naming the project (read for its names only).
     #[arg(short = 'f', long = "file", conflicts_with = "project")]
     pub file: Option<PathBuf>,
+    /// The project.
     #[arg(short = 'p', long = "project")]
     pub project: Option<String>,
+    /// Output format on stdout.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: Output,
 }
@@ -248,6 +255,16 @@ pub struct ConsoleArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The bottle (agent) name; every bottle of the manifest (or of `-p`) when omitted.
+    /// `-f` gives each bottle's runtime and allowlist (names only); with `-p` alone
+    /// they are unknown.
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub target: GetArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct QueueArgs {
     #[command(subcommand)]
     pub action: QueueAction,
@@ -316,6 +333,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Queue(a) => queue::run(a).await,
         Command::Audit(a) => audit::run(a).await,
         Command::Console(a) => crate::console::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
         Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
     }
 }
@@ -327,7 +345,7 @@ pub(crate) fn load_manifest(path: &Path) -> anyhow::Result<Manifest> {
 }
 
 /// What a manifest names, for the commands that need no secrets (`delete`, `get`,
-/// `logs`, `exec`, `audit`, `queue`): nothing of the host is read, so an unset
+/// `logs`, `exec`, `audit`, `queue`, `verify`): nothing of the host is read, so an unset
 /// `from_env` variable or a missing skill is not an error; bad YAML still is, located.
 pub(crate) fn load_names(path: &Path) -> anyhow::Result<crate::manifest::Names> {
     crate::manifest::load_names(path).map_err(anyhow::Error::new)

@@ -225,6 +225,7 @@ mod tests {
                         auth: Some(RouteAuth {
                             scheme: AuthScheme::Bearer,
                             token: Secret::new(token),
+                            var: "TOKEN".into(),
                         }),
                         roles: vec![RouteRole::AnthropicBaseUrl],
                         tls_passthrough: false,

@@ -263,6 +263,7 @@ mod tests {
             auth: scheme.map(|scheme| RouteAuth {
                 scheme,
                 token: Secret::new("tok-not-rendered"),
+                var: "TOKEN".into(),
             }),
             roles: vec![],
             tls_passthrough: pass,

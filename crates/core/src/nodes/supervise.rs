@@ -175,6 +175,7 @@ mod tests {
                     auth: Some(RouteAuth {
                         scheme: AuthScheme::Bearer,
                         token: Secret::new("sk-live-secret"),
+                        var: "TOKEN".into(),
                     }),
                     roles: vec![],
                     tls_passthrough: false,

@@ -84,6 +84,30 @@ pub struct Names {
     pub bottles: Vec<String>,
     /// Agent name to its bottle and provider.
     pub agents: BTreeMap<String, AgentNames>,
+    /// Per bottle (policy), what `bottle verify` checks a running bottle against: the
+    /// runtime asked for and the hosts it may reach. Names and choices only, no value.
+    pub policies: BTreeMap<String, PolicyNames>,
+}
+
+/// One bottle policy of [`Names`], without any host value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyNames {
+    pub runtime: crate::RuntimeChoice,
+    /// `egress.allow`, as written (lowercased).
+    pub allow: Vec<String>,
+    pub routes: Vec<RouteNames>,
+    /// `pipelock.image` is set: the upstream project's firewall, which holds no gateway
+    /// and audits no DNS question or direct packet.
+    pub foreign_pipelock: bool,
+}
+
+/// One route of a [`PolicyNames`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteNames {
+    pub host: String,
+    pub path_prefix: Option<String>,
+    /// The host variable its token comes from, when it has one.
+    pub token_var: Option<String>,
 }
 
 /// One agent of [`Names`].
@@ -96,9 +120,32 @@ pub struct AgentNames {
 impl Names {
     /// Keep only names: the placeholders of a names-only walk never leave this module.
     fn of(m: Manifest) -> Names {
+        let policies = m
+            .bottles
+            .iter()
+            .map(|(name, p)| {
+                let names = PolicyNames {
+                    runtime: p.runtime,
+                    allow: p.egress.allow.clone(),
+                    routes: p
+                        .egress
+                        .routes
+                        .iter()
+                        .map(|r| RouteNames {
+                            host: r.host.clone(),
+                            path_prefix: r.path_prefix.clone(),
+                            token_var: r.auth.as_ref().map(|a| a.var.clone()),
+                        })
+                        .collect(),
+                    foreign_pipelock: p.egress.pipelock_image.is_some(),
+                };
+                (name.clone(), names)
+            })
+            .collect();
         Names {
             path: m.path,
             project: m.project,
+            policies,
             bottles: m.bottles.into_keys().collect(),
             agents: m
                 .agents
@@ -338,6 +385,7 @@ agents:
                         auth: Some(RouteAuth {
                             scheme: AuthScheme::Bearer,
                             token: Secret::new(TOKEN),
+                            var: "ANTHROPIC_API_KEY".into(),
                         }),
                         roles: vec![RouteRole::AnthropicBaseUrl],
                         tls_passthrough: false,
@@ -760,6 +808,19 @@ agents: {a: {bottle: b, provider: codex}}
         let names = parse_names(EXAMPLE, &path).expect("valid");
         assert_eq!(names.project, "demo");
         assert_eq!(names.bottles, vec!["dev".to_owned()]);
+        let dev = &names.policies["dev"];
+        assert_eq!(dev.runtime, crate::RuntimeChoice::Auto);
+        assert_eq!(dev.allow[0], "registry.npmjs.org");
+        assert_eq!(
+            dev.routes[0],
+            RouteNames {
+                host: "api.anthropic.com".into(),
+                path_prefix: None,
+                token_var: Some("ANTHROPIC_API_KEY".into()),
+            }
+        );
+        assert_eq!(dev.routes[1].token_var, None);
+        assert!(!dev.foreign_pipelock);
         assert_eq!(
             names.agents["reviewer"],
             AgentNames {

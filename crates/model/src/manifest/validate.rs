@@ -924,7 +924,7 @@ impl Ctx<'_> {
                         );
                         return None;
                     }
-                    Some(Secret::new(value))
+                    Some((Secret::new(value), var))
                 }
                 Raw::Str(_) | Raw::Int(_) | Raw::Float(_) | Raw::Bool(_) => {
                     self.report(
@@ -940,9 +940,11 @@ impl Ctx<'_> {
                 }
             }
         });
+        let (token, var) = token?;
         Some(RouteAuth {
             scheme: scheme?,
-            token: token?,
+            token,
+            var,
         })
     }
 
