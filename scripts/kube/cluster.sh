@@ -282,6 +282,7 @@ up() {
     need docker curl openssl ss containerd runc unshare jq gcc ip iptables
     STEP="build or reuse the binaries (scripts/kube/build.sh)"
     "$REPO/scripts/kube/build.sh"
+    STEP="preflight: free ports and bridge"
     for p in "$API_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$REGISTRY_PORT" 10250 10248; do
         port_free "$p" || die "port 127.0.0.1:$p is in use (another cluster? set BOTTLE_KUBE_*_PORT)"
     done
@@ -347,6 +348,6 @@ down() {
 case "${1:-}" in
     up) up ;;
     down) down ;;
-    env) pid_alive kube-apiserver || die "no cluster running (state dir $RUN)"; print_env ;;
+    env) STEP=env; pid_alive kube-apiserver || die "no cluster running (state dir $RUN)"; print_env ;;
     *) echo "usage: $0 up|down|env   (state and build cache in \$BOTTLE_KUBE_DIR, default target/kube)" >&2; exit 2 ;;
 esac
