@@ -1,0 +1,280 @@
+//! End-to-end test of bottle-kube against a real cluster (feature `kube-e2e`): brings the
+//! single-node cluster of scripts/kube/cluster.sh up (building it the first time), and
+//! checks namespace ownership, labelled create/list/delete, and that an unlabelled object
+//! in our namespace is left alone; pods really run under runc and, when the cluster has
+//! the RuntimeClass, gVisor. A cluster this test started is taken down again at the end.
+#![cfg(feature = "kube-e2e")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bottle_contract::labels;
+use bottle_kube::{Cluster, Deleted, KubeError, Target};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::api::node::v1::RuntimeClass;
+use kube::ResourceExt;
+use kube::api::{Api, PostParams};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cluster_sh(arg: &str) -> std::process::Output {
+    Command::new(repo().join("scripts/kube/cluster.sh"))
+        .arg(arg)
+        .output()
+        .expect("running scripts/kube/cluster.sh")
+}
+
+/// Runs `cluster.sh env`, else `up`; returns the kubeconfig path, the registry and whether
+/// this test started the cluster.
+fn cluster_up() -> (PathBuf, String, bool) {
+    let mut started = false;
+    let mut out = cluster_sh("env");
+    if !out.status.success() {
+        started = true;
+        out = cluster_sh("up");
+        assert!(
+            out.status.success(),
+            "cluster.sh up failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8(out.stdout).expect("utf-8 env");
+    let var = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .unwrap_or_else(|| panic!("no {name} in cluster.sh output:\n{text}"))
+            .to_owned()
+    };
+    (
+        PathBuf::from(var("KUBECONFIG")),
+        var("BOTTLE_KUBE_REGISTRY"),
+        started,
+    )
+}
+
+fn labelled<K: kube::Resource>(mut object: K, project: &str, node: &str) -> K {
+    let meta = object.meta_mut();
+    meta.labels = Some(labels::object_labels(
+        project,
+        "one",
+        node,
+        "0123456789abcdef",
+        "",
+    ));
+    object
+}
+
+fn config_map(name: &str) -> ConfigMap {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "data": {"k": "v"},
+    }))
+    .expect("config map")
+}
+
+fn pod(name: &str, registry: &str, runtime: Option<&str>) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "spec": {
+            "runtimeClassName": runtime,
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": format!("{registry}/busybox:1.35"),
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "echo started as $(id -u); exec sleep 3600"],
+                "securityContext": {
+                    "runAsUser": 1000, "runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                    "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+                },
+            }],
+        },
+    }))
+    .expect("pod")
+}
+
+async fn wait_running(api: &Api<Pod>, name: &str) {
+    for _ in 0..240 {
+        let p = api.get(name).await.expect("reading pod");
+        let phase = p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        match phase.as_str() {
+            "Running" => return,
+            "Failed" | "Succeeded" => panic!("pod {name} ended: {:?}", p.status),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+    panic!(
+        "pod {name} not running after 120 s: {:?}",
+        api.get(name).await.ok().and_then(|p| p.status)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn labelled_objects_are_managed_and_unlabelled_ones_left_alone() {
+    let (kubeconfig, registry, started) = cluster_up();
+    let target = Target {
+        kubeconfig: Some(kubeconfig),
+        context: None,
+    };
+    let cluster = Cluster::connect(&target).await.expect("connect");
+    assert_eq!(cluster.version().await.expect("version"), "v1.20.2");
+
+    let project = format!("e2e{}", std::process::id());
+    let ns = cluster.ensure_namespace(&project).await.expect("namespace");
+    assert_eq!(cluster.ensure_namespace(&project).await.expect("again"), ns);
+    let namespaces: Api<Namespace> = Api::all(cluster.client().clone());
+    assert!(labels::is_ours(
+        namespaces.get(&ns).await.expect("ns").labels(),
+        &project
+    ));
+
+    // A namespace of our name that is not ours is refused, never adopted.
+    let foreign = format!("{project}x");
+    let plain: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": bottle_kube::namespace_name(&foreign)}
+    }))
+    .expect("ns");
+    namespaces
+        .create(&PostParams::default(), &plain)
+        .await
+        .expect("foreign ns");
+    let err = cluster.ensure_namespace(&foreign).await.unwrap_err();
+    assert!(matches!(err, KubeError::NotOurs { .. }), "{err}");
+    assert!(matches!(
+        cluster.delete_namespace(&foreign).await,
+        Err(KubeError::NotOurs { .. })
+    ));
+
+    // Ours and not ours side by side.
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client().clone(), &ns);
+    cluster
+        .create(&ns, &project, &labelled(config_map("ours"), &project, "ca"))
+        .await
+        .expect("ours");
+    cms.create(&PostParams::default(), &config_map("theirs"))
+        .await
+        .expect("theirs");
+    let err = cluster
+        .create(&ns, &project, &config_map("unlabelled"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KubeError::Unlabelled { .. }), "{err}");
+    assert!(
+        cms.get_opt("unlabelled").await.expect("get").is_none(),
+        "nothing was created"
+    );
+
+    // Pods under runc and, when the cluster has it, gVisor.
+    let pods: Api<Pod> = Api::namespaced(cluster.client().clone(), &ns);
+    let runtimes: Api<RuntimeClass> = Api::all(cluster.client().clone());
+    let runsc = runtimes
+        .get_opt("runsc")
+        .await
+        .expect("runtime classes")
+        .is_some();
+    let mut want = vec!["agent-runc".to_owned()];
+    cluster
+        .create(
+            &ns,
+            &project,
+            &labelled(pod("agent-runc", &registry, None), &project, "agent"),
+        )
+        .await
+        .expect("runc pod");
+    if runsc {
+        want.push("agent-runsc".to_owned());
+        cluster
+            .create(
+                &ns,
+                &project,
+                &labelled(
+                    pod("agent-runsc", &registry, Some("runsc")),
+                    &project,
+                    "agent",
+                ),
+            )
+            .await
+            .expect("runsc pod");
+    }
+    for name in &want {
+        wait_running(&pods, name).await;
+    }
+
+    // Lists see only ours.
+    let listed: Vec<String> = cluster
+        .list_ours::<ConfigMap>(&ns, &project)
+        .await
+        .expect("list")
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    assert_eq!(listed, ["ours"]);
+    let mut listed: Vec<String> = cluster
+        .list_ours::<Pod>(&ns, &project)
+        .await
+        .expect("list")
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, want);
+
+    // Deletion touches only ours; a foreign object by name is refused; a missing one is fine.
+    let err = cluster
+        .delete_ours::<ConfigMap>(&ns, "theirs", &project)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KubeError::NotOurs { .. }), "{err}");
+    assert_eq!(
+        cluster
+            .delete_all_ours::<ConfigMap>(&ns, &project)
+            .await
+            .expect("delete"),
+        ["ours"]
+    );
+    let mut gone = cluster
+        .delete_all_ours::<Pod>(&ns, &project)
+        .await
+        .expect("delete pods");
+    gone.sort();
+    assert_eq!(gone, want);
+    assert_eq!(
+        cluster
+            .delete_ours::<ConfigMap>(&ns, "ours", &project)
+            .await
+            .expect("again"),
+        Deleted::Absent
+    );
+    assert!(
+        cms.get_opt("theirs").await.expect("get").is_some(),
+        "the unlabelled ConfigMap stays"
+    );
+
+    // Clean up: the foreign namespace by hand, ours through the crate.
+    namespaces
+        .delete(&bottle_kube::namespace_name(&foreign), &Default::default())
+        .await
+        .expect("rm foreign");
+    assert_eq!(
+        cluster.delete_namespace(&project).await.expect("rm ns"),
+        Deleted::Deleted
+    );
+    if started {
+        let out = cluster_sh("down");
+        assert!(
+            out.status.success(),
+            "cluster.sh down: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
