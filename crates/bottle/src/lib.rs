@@ -11,7 +11,7 @@ pub mod console;
 pub mod edge;
 
 pub use bottle_contract::{labels, supervise};
-pub use bottle_core::{apply, graph, hash, images, nodes, plan, ready, watch};
+pub use bottle_core::{apply, graph, hash, images, nodes, plan, ready, subnets, watch};
 pub use bottle_engine as engine;
 pub use bottle_model::{self as model, manifest, provider};
 pub use bottle_secretscan as secretscan;

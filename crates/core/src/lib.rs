@@ -5,6 +5,7 @@
 //! specs ([`nodes`]) -> [`plan`] against what the engine holds (pure) -> operations run
 //! on an engine (`bottle_engine::Engine`) by [`apply`]; [`watch`] keeps doing that on
 //! triggers, with backoff and holds; [`ready`] waits until what a pass changed is in force; [`runtime`] decides each container's runtime from facts the binary gathers. [`hash`] is the only place that hashes specs.
+//! [`subnets`] picks each new network's subnet from bottle's pool when the executor makes it.
 
 #![warn(missing_docs)]
 
@@ -18,4 +19,5 @@ pub mod plan;
 pub mod queue;
 pub mod ready;
 pub mod runtime;
+pub mod subnets;
 pub mod watch;
