@@ -30,3 +30,6 @@ mod containment;
 
 // Issue 20: the operator's console in a real browser (headless Chromium, WebDriver).
 mod console;
+
+// Issue 18: each network on a /28 of bottle's own pool, many bottles, concurrent applies.
+mod subnets;

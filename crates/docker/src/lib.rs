@@ -650,9 +650,12 @@ impl Engine for Docker {
             internal: Some(spec.internal),
             labels: Some(to_map(&spec.labels)),
             options: (!spec.options.is_empty()).then(|| to_map(&spec.options)),
+            // The gateway is the subnet's first address, as Docker picks it, but named:
+            // unnamed, the engine does not report it, and `dns_gateway_of` reads it.
             ipam: spec.subnet.map(|subnet| Ipam {
                 config: Some(vec![IpamConfig {
                     subnet: Some(subnet.to_string()),
+                    gateway: subnet.hosts().next().map(|g| g.to_string()),
                     ..Default::default()
                 }]),
                 ..Default::default()
@@ -1256,6 +1259,9 @@ mod live_tests {
             (external.as_str(), false)
         );
         assert_eq!(listed[0].subnets.len(), 1, "the engine's pick: {listed:?}");
+        // The gateway of a subnet bottle chose is its first address, and reported.
+        let n = inspect("network", &internal);
+        assert_eq!(n["IPAM"]["Config"][0]["Gateway"], "10.213.255.241", "{n}");
         assert_eq!(
             listed[1],
             NetworkInfo {
