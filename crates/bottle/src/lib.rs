@@ -11,7 +11,9 @@ pub mod console;
 pub mod edge;
 
 pub use bottle_contract::{labels, supervise};
-pub use bottle_core::{apply, graph, hash, images, nodes, plan, ready, runtime, verify, watch};
+pub use bottle_core::{
+    apply, graph, hash, images, nodes, plan, ready, runtime, subnets, verify, watch,
+};
 pub use bottle_engine as engine;
 pub use bottle_model::{self as model, manifest, provider};
 pub use bottle_secretscan as secretscan;

@@ -32,3 +32,6 @@ mod containment;
 mod console;
 // Issue 17 (point 3): `bottle verify` checks a running bottle from inside its agent.
 mod verify;
+
+// Issue 18: each network on a /28 of bottle's own pool, many bottles, concurrent applies.
+mod subnets;

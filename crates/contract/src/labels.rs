@@ -23,6 +23,9 @@ pub const SPEC_FIELDS: &str = "bottle.spec-fields";
 pub const PROVIDER: &str = "bottle.provider";
 /// On agent containers: the runtime resolved at creation (`runc`, `runsc`).
 pub const RUNTIME: &str = "bottle.runtime";
+/// On networks: the IPv4 subnet the executor chose at creation (`10.213.0.16/28`). The
+/// engine's IPAM config is the record; the label shows it where labels are read.
+pub const SUBNET: &str = "bottle.subnet";
 
 /// On grant volumes (approved proposals, see [`crate::supervise`]): the proposal id,
 /// the approval time (unix seconds), and what was granted: a host or a Dockerfile.

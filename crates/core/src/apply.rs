@@ -179,7 +179,8 @@ pub enum Outcome {
     Failed(EngineError),
     /// Not run because an operation it waits for did not succeed.
     Skipped {
-        /// The operation waited for that did not succeed, as `verb key did not succeed`.
+        /// The failed operation at the root of the chain waited for, as `verb key did not
+        /// succeed`.
         because: String,
     },
 }
@@ -347,6 +348,8 @@ pub async fn execute<E: Engine>(
     let mut started = vec![false; n];
     let mints = Mints::default();
     let mints = &mints;
+    let subnets = crate::subnets::Allocator::new(&desired.addressing);
+    let subnets = &subnets;
     let mut running = FuturesUnordered::new();
     let mut reports = Vec::with_capacity(n);
     loop {
@@ -366,9 +369,12 @@ pub async fn execute<E: Engine>(
                 });
                 if let Some(&p) = blocker {
                     started[i] = true;
-                    let o = Outcome::Skipped {
-                        because: format!("{} {} did not succeed", verb(ops[p].kind), ops[p].key),
+                    // Name the failure at the root of the chain, not the skip before.
+                    let because = match &outcome[p] {
+                        Some(Outcome::Skipped { because }) => because.clone(),
+                        _ => format!("{} {} did not succeed", verb(ops[p].kind), ops[p].key),
                     };
+                    let o = Outcome::Skipped { because };
                     outcome[i] = Some(o.clone());
                     let r = OpReport {
                         op: ops[i].clone(),
@@ -396,7 +402,7 @@ pub async fn execute<E: Engine>(
                 let runtime = runtimes.get(&op.key).cloned().flatten();
                 running.push(async move {
                     let t = std::time::Instant::now();
-                    let r = run_op(engine, desired, op, runtime, mints).await;
+                    let r = run_op(engine, desired, op, runtime, mints, subnets).await;
                     (i, r, t.elapsed())
                 });
             }
@@ -506,6 +512,7 @@ async fn run_op<E: Engine>(
     op: &Op,
     runtime: Option<String>,
     mints: &Mints,
+    subnets: &crate::subnets::Allocator<'_>,
 ) -> Result<(), EngineError> {
     let name = op.key.name.as_str();
     match op.kind {
@@ -525,7 +532,7 @@ async fn run_op<E: Engine>(
                 return Ok(());
             };
             match &d.spec {
-                ObjectSpec::Network(s) => engine.create_network(s).await,
+                ObjectSpec::Network(s) => subnets.create(engine, s).await,
                 ObjectSpec::Volume(s) => engine.create_volume(s).await,
                 ObjectSpec::Ca(c) => {
                     let material = mints.of(&d.bottle, c)?;

@@ -15,6 +15,7 @@ use crate::nodes::{
     self, BottleCtx, DesiredObject, NodeKind, ObjectKey, ObjectKind, ca, egress, git_gate, network,
     pipelock, supervise,
 };
+use crate::subnets;
 use bottle_contract::supervise::{Ask, Grants};
 use bottle_model::{Agent, BottlePolicy, ImageSource, Manifest};
 
@@ -63,6 +64,9 @@ pub struct DesiredState {
     /// decide each container's runtime ([`crate::runtime`]). `None`: the executor asks
     /// the engine for its runtimes and presumes a listed runsc usable.
     pub runtimes: Option<Arc<crate::runtime::RuntimeFacts>>,
+    /// Where the executor takes the subnets of the networks it creates from
+    /// ([`crate::subnets`]). Not part of any object's spec: the plan never depends on it.
+    pub addressing: Arc<subnets::Addressing>,
 }
 
 /// The inputs of a desired state: the manifest, the digest key, the sidecar image.
@@ -104,9 +108,18 @@ impl DesiredState {
             Some(b) if !grants.is_empty() => {
                 let mut state = build(b, grants)?;
                 state.runtimes = self.runtimes.clone();
+                state.addressing = Arc::clone(&self.addressing);
                 Ok(std::borrow::Cow::Owned(state))
             }
             _ => Ok(std::borrow::Cow::Borrowed(self)),
+        }
+    }
+
+    /// This state with its networks' subnets taken as `addressing` says.
+    pub fn with_addressing(self, addressing: subnets::Addressing) -> DesiredState {
+        DesiredState {
+            addressing: Arc::new(addressing),
+            ..self
         }
     }
 }
@@ -202,6 +215,7 @@ fn build(blueprint: &Arc<Blueprint>, grants: &Grants) -> Result<DesiredState, Gr
         objects: BTreeMap::new(),
         blueprint: Some(Arc::clone(blueprint)),
         runtimes: None,
+        addressing: Arc::default(),
     };
     state
         .objects

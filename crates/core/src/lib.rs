@@ -6,7 +6,9 @@
 //! on an engine (`bottle_engine::Engine`) by [`apply`]; [`watch`] keeps doing that on
 //! triggers, with backoff and holds; [`ready`] waits until what a pass changed is in force;
 //! [`runtime`] decides each container's runtime from facts the binary gathers; [`verify`]
-//! checks a running bottle from inside its agent. [`hash`] is the only place that hashes specs.
+//! checks a running bottle from inside its agent; [`subnets`] picks each new network's
+//! subnet from bottle's pool when the executor makes it. [`hash`] is the only place that
+//! hashes specs.
 
 #![warn(missing_docs)]
 
@@ -20,5 +22,6 @@ pub mod plan;
 pub mod queue;
 pub mod ready;
 pub mod runtime;
+pub mod subnets;
 pub mod verify;
 pub mod watch;

@@ -22,7 +22,9 @@
 //! - Volumes with files are seeded through a helper container that is created, never
 //!   started: the files go in with `PUT /containers/{id}/archive`, then it is removed.
 //! - Errors map to [`EngineError`]: 404 -> `NotFound`, 409 -> `Conflict`, transport
-//!   failures -> `Unreachable`, anything else -> `Api`.
+//!   failures -> `Unreachable`, anything else -> `Api`. Creating a network, a subnet
+//!   that overlaps one the engine has (403) is `SubnetTaken`, and a 404 is `Api` with
+//!   the engine's words (its pools ran out): never "network not found".
 //! - Container env values and seeded file contents are never logged.
 
 mod files;
@@ -36,9 +38,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, Mount as BollardMount,
-    MountTmpfsOptions, MountType, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
-    VolumeCreateRequest,
+    ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, Ipam, IpamConfig,
+    Mount as BollardMount, MountTmpfsOptions, MountType, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, EventsOptionsBuilder,
@@ -189,6 +191,32 @@ impl Docker {
                 name: name.to_owned(),
                 message: chain(&e),
             },
+        }
+    }
+
+    /// Map an error of creating the network `spec`. A subnet that overlaps one the engine
+    /// has (403, "Pool overlaps with other one on this address space") is
+    /// [`EngineError::SubnetTaken`]; a 404 is not a missing network (the one being made
+    /// cannot be), but the engine's own words, such as its pools running out ("could not
+    /// find an available, non-overlapping IPv4 address pool").
+    fn create_network_error(&self, e: BollardError, spec: &NetworkSpec) -> EngineError {
+        match e {
+            BollardError::DockerResponseServerError {
+                status_code: 403,
+                message,
+            } if message.contains("overlaps") => EngineError::SubnetTaken {
+                name: spec.name.clone(),
+                subnet: spec.subnet.map(|s| s.to_string()).unwrap_or_default(),
+            },
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message,
+            } => EngineError::Api {
+                op: "create network",
+                name: spec.name.clone(),
+                message,
+            },
+            e => self.error(e, "create network", "network", &spec.name),
         }
     }
 
@@ -514,6 +542,13 @@ impl Engine for Docker {
                 name: n.name.unwrap_or_default(),
                 labels: n.labels.unwrap_or_default().into_iter().collect(),
                 internal: n.internal.unwrap_or(false),
+                subnets: n
+                    .ipam
+                    .and_then(|i| i.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|c| c.subnet?.parse().ok())
+                    .collect(),
             })
             .collect())
     }
@@ -615,6 +650,16 @@ impl Engine for Docker {
             internal: Some(spec.internal),
             labels: Some(to_map(&spec.labels)),
             options: (!spec.options.is_empty()).then(|| to_map(&spec.options)),
+            // The gateway is the subnet's first address, as Docker picks it, but named:
+            // unnamed, the engine does not report it, and `dns_gateway_of` reads it.
+            ipam: spec.subnet.map(|subnet| Ipam {
+                config: Some(vec![IpamConfig {
+                    subnet: Some(subnet.to_string()),
+                    gateway: subnet.hosts().next().map(|g| g.to_string()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         // API 1.41 creates a second network of the same name unless `CheckDuplicate`
@@ -638,7 +683,7 @@ impl Engine for Docker {
             .create_network(request)
             .await
             .map(drop)
-            .map_err(|e| self.error(e, "create network", "network", &spec.name))
+            .map_err(|e| self.create_network_error(e, spec))
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
@@ -1190,12 +1235,16 @@ mod live_tests {
         let docker = connect();
         let internal = t.name("int");
         let external = t.name("ext");
+        // The internal one on a subnet of its own (the end of bottle's default pool, which
+        // the e2e tests fill from its start), the other from the engine's pools.
+        let subnet: ipnet::Ipv4Net = "10.213.255.240/28".parse().expect("subnet");
         for (name, internal) in [(&internal, true), (&external, false)] {
             let spec = NetworkSpec {
                 name: name.clone(),
                 labels: t.labels(),
                 internal,
                 options: Default::default(),
+                subnet: internal.then_some(subnet),
             };
             docker.create_network(&spec).await.expect("create network");
         }
@@ -1204,20 +1253,23 @@ mod live_tests {
         let mut listed = docker.list_networks(&[t.label()]).await.expect("list");
         assert_eq!(docker.api_calls(), before + 1, "a list is one request");
         listed.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(listed.len(), 2, "{listed:?}");
         assert_eq!(
-            listed,
-            vec![
-                NetworkInfo {
-                    name: external.clone(),
-                    labels: t.labels(),
-                    internal: false
-                },
-                NetworkInfo {
-                    name: internal.clone(),
-                    labels: t.labels(),
-                    internal: true
-                },
-            ]
+            (listed[0].name.as_str(), listed[0].internal),
+            (external.as_str(), false)
+        );
+        assert_eq!(listed[0].subnets.len(), 1, "the engine's pick: {listed:?}");
+        // The gateway of a subnet bottle chose is its first address, and reported.
+        let n = inspect("network", &internal);
+        assert_eq!(n["IPAM"]["Config"][0]["Gateway"], "10.213.255.241", "{n}");
+        assert_eq!(
+            listed[1],
+            NetworkInfo {
+                name: internal.clone(),
+                labels: t.labels(),
+                internal: true,
+                subnets: vec![ipnet::IpNet::V4(subnet)],
+            }
         );
 
         let again = NetworkSpec {
@@ -1225,10 +1277,28 @@ mod live_tests {
             labels: t.labels(),
             internal: true,
             options: Default::default(),
+            subnet: None,
         };
         let err = docker.create_network(&again).await.expect_err("duplicate");
         assert!(
             matches!(&err, EngineError::Conflict { kind: "network", name } if *name == internal),
+            "{err:?}"
+        );
+        // Another network on an overlapping subnet: the engine refuses, and says so.
+        let overlapping = NetworkSpec {
+            name: t.name("overlap"),
+            labels: t.labels(),
+            internal: true,
+            options: Default::default(),
+            subnet: Some("10.213.255.248/29".parse().expect("subnet")),
+        };
+        let err = docker
+            .create_network(&overlapping)
+            .await
+            .expect_err("overlap");
+        assert!(
+            matches!(&err, EngineError::SubnetTaken { name, subnet }
+                if *name == overlapping.name && subnet == "10.213.255.248/29"),
             "{err:?}"
         );
         assert_eq!(
@@ -1468,6 +1538,7 @@ mod live_tests {
                 } else {
                     Default::default()
                 },
+                subnet: None,
             };
             docker.create_network(&spec).await.expect("create network");
         }
@@ -1599,6 +1670,7 @@ mod live_tests {
             labels: t.labels(),
             internal: true,
             options: Default::default(),
+            subnet: None,
         };
         docker.create_network(&spec).await.expect("create network");
         let volume = t.name("vol");

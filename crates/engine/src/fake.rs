@@ -27,6 +27,9 @@ struct State {
     subscriptions: Vec<Option<i64>>,
     /// Results of successive [`Events::ping`] calls; `Ok` once they run out.
     pings: std::collections::VecDeque<Result<(), EngineError>>,
+    /// What successive [`Engine::list_networks`] calls return instead of the networks
+    /// held (a listing gone stale while another client creates), unfiltered.
+    network_lists: std::collections::VecDeque<Vec<NetworkInfo>>,
     /// What successive [`Exec::exec`] calls in a container print; the last one stays.
     execs: BTreeMap<String, std::collections::VecDeque<ExecOutput>>,
     /// What [`RuntimeProbe::probe_runtime`] returns; exit 0 printing nothing unscripted.
@@ -88,6 +91,12 @@ impl FakeEngine {
                 .or_default()
                 .extend(outputs)
         });
+    }
+
+    /// Script what the next [`Engine::list_networks`] calls return, in turn, as if
+    /// another client changed the engine between the listing and what follows it.
+    pub fn script_network_lists(&self, lists: Vec<Vec<NetworkInfo>>) {
+        self.with(|s| s.network_lists.extend(lists));
     }
 
     /// The `since` of every event subscription so far.
@@ -207,6 +216,11 @@ impl FakeEngine {
 
     /// Add an object created outside `bottle`.
     pub fn add_network(&self, name: &str, labels: Labels) {
+        self.add_network_on(name, labels, &[]);
+    }
+
+    /// Add a network created outside `bottle` that holds `subnets`.
+    pub fn add_network_on(&self, name: &str, labels: Labels, subnets: &[ipnet::IpNet]) {
         self.with(|s| {
             s.networks.insert(
                 name.into(),
@@ -214,6 +228,7 @@ impl FakeEngine {
                     name: name.into(),
                     labels,
                     internal: false,
+                    subnets: subnets.to_vec(),
                 },
             )
         });
@@ -249,6 +264,9 @@ impl Engine for FakeEngine {
     async fn list_networks(&self, labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
         self.call("list", "networks")?;
         Ok(self.with(|s| {
+            if let Some(scripted) = s.network_lists.pop_front() {
+                return scripted;
+            }
             s.networks
                 .values()
                 .filter(|n| matches(&n.labels, labels))
@@ -299,12 +317,29 @@ impl Engine for FakeEngine {
                     name: spec.name.clone(),
                 });
             }
+            // Docker refuses a subnet that overlaps one it has ("Pool overlaps...").
+            let subnets: Vec<ipnet::IpNet> =
+                spec.subnet.map(ipnet::IpNet::V4).into_iter().collect();
+            let taken = |a: &ipnet::IpNet, b: &ipnet::IpNet| {
+                a.contains(&b.network()) || b.contains(&a.network())
+            };
+            if let Some(subnet) = subnets.iter().find(|a| {
+                s.networks
+                    .values()
+                    .any(|n| n.subnets.iter().any(|b| taken(a, b)))
+            }) {
+                return Err(EngineError::SubnetTaken {
+                    name: spec.name.clone(),
+                    subnet: subnet.to_string(),
+                });
+            }
             s.networks.insert(
                 spec.name.clone(),
                 NetworkInfo {
                     name: spec.name.clone(),
                     labels: spec.labels.clone(),
                     internal: spec.internal,
+                    subnets,
                 },
             );
             Ok(())

@@ -30,6 +30,10 @@ pub enum EngineError {
     /// An image build failed; `log` is the tail of the build output.
     #[error("building image {tag} failed: {log}")]
     Build { tag: String, log: String },
+    /// The subnet asked for a network overlaps one the engine already has (Docker: "Pool
+    /// overlaps with other one on this address space"): someone took it first.
+    #[error("network {name}: subnet {subnet} overlaps a network the engine has")]
+    SubnetTaken { name: String, subnet: String },
     /// Any other error the engine returned.
     #[error("{op} {name}: {message}")]
     Api {
@@ -45,6 +49,8 @@ pub struct NetworkInfo {
     pub name: String,
     pub labels: Labels,
     pub internal: bool,
+    /// The subnets of its IPAM config (IPv4 and IPv6), whoever chose them.
+    pub subnets: Vec<ipnet::IpNet>,
 }
 
 /// A volume as listed.
@@ -95,6 +101,10 @@ pub struct NetworkSpec {
     pub internal: bool,
     /// Driver options (`docker network create -o KEY=VALUE`).
     pub options: BTreeMap<String, String>,
+    /// Its IPv4 subnet (`docker network create --subnet`), or `None` for one from the
+    /// engine's own pools. Chosen by the executor when it creates the network, never
+    /// part of the desired spec (nor of its hash).
+    pub subnet: Option<ipnet::Ipv4Net>,
 }
 
 /// A file to place in a volume.

@@ -23,7 +23,8 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     if args.watch {
         return run_watch(args, manifest.project).await;
     }
-    let desired = desired_state(&manifest)?;
+    let desired =
+        desired_state(&manifest)?.with_addressing(crate::edge::host::addressing(args.subnet_pool));
     let docker = connect().await?;
     let desired = with_runtime_facts(&docker, desired).await?;
     let options = ReconcileOptions {
@@ -122,6 +123,7 @@ async fn run_watch(args: ApplyArgs, project: String) -> anyhow::Result<i32> {
         ..watch::Options::default()
     };
     let file = args.manifest.file.clone();
+    let pool = args.subnet_pool;
     let mut load = || -> anyhow::Result<crate::graph::DesiredState> {
         let m = load_manifest(&file)?;
         if m.project != project {
@@ -136,7 +138,8 @@ async fn run_watch(args: ApplyArgs, project: String) -> anyhow::Result<i32> {
         for w in bottle_core::runtime::warnings(&desired) {
             tracing::warn!("{w}");
         }
-        Ok(desired)
+        // The host's routes as they are at each load, with the pool given.
+        Ok(desired.with_addressing(crate::edge::host::addressing(pool)))
     };
     tracing::info!(%project, manifest = %file.display(), resync_secs = opts.resync.as_secs(), "watching");
     let result = watch::run(&docker, &mut load, &opts, rx, stop_rx, &metrics).await;

@@ -114,6 +114,12 @@ pub struct ApplyArgs {
     /// sidecars to serve or to load changed config (they poll it about once a second).
     #[arg(long, conflicts_with = "timeout")]
     pub no_wait: bool,
+    /// The IPv4 block the networks' subnets come from: each new network gets the first
+    /// /28 of it that overlaps no network of the engine (any project's) and no route of
+    /// the host.
+    #[arg(long, env = "BOTTLE_SUBNET_POOL", value_name = "CIDR",
+          default_value_t = crate::subnets::DEFAULT_POOL, value_parser = crate::subnets::parse_pool)]
+    pub subnet_pool: ipnet::Ipv4Net,
 }
 
 /// A duration as `500ms`, `90s`, `10m`, `2h`, `1d`, or plain seconds.

@@ -41,6 +41,8 @@ pub fn object(ctx: &BottleCtx<'_>, node: NodeKind) -> DesiredObject {
             labels,
             internal,
             options,
+            // Chosen by the executor when it makes the network (crate::subnets).
+            subnet: None,
         })
     })
 }
