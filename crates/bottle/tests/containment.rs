@@ -24,6 +24,7 @@ use std::process::{Command, Stdio};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use bottle_secretscan::test_support::base32;
 use serde_json::{Value, json};
 
 use crate::util::*;
@@ -189,25 +190,6 @@ fn form(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-fn base32(b: &[u8]) -> String {
-    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut out = String::new();
-    let (mut buf, mut bits) = (0u32, 0u32);
-    for &x in b {
-        buf = (buf << 8) | u32::from(x);
-        bits += 8;
-        while bits >= 5 {
-            out.push(A[((buf >> (bits - 5)) & 31) as usize] as char);
-            bits -= 5;
-        }
-        buf &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(A[((buf << (5 - bits)) & 31) as usize] as char);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------

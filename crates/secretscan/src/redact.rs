@@ -254,32 +254,13 @@ mod tests {
         );
     }
 
-    /// Lower-case base32 as a DNS label carries it (RFC 4648 alphabet, folded).
-    fn base32_lower(b: &[u8]) -> String {
-        const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-        let (mut out, mut buf, mut bits) = (String::new(), 0u32, 0u32);
-        for &x in b {
-            buf = (buf << 8) | u32::from(x);
-            bits += 8;
-            while bits >= 5 {
-                out.push(A[((buf >> (bits - 5)) & 31) as usize] as char);
-                bits -= 5;
-            }
-            buf &= (1 << bits) - 1;
-        }
-        if bits > 0 {
-            out.push(A[((buf << (5 - bits)) & 31) as usize] as char);
-        }
-        out
-    }
-
     #[test]
     fn an_encoded_key_in_a_label_is_hashed_even_when_its_shape_passes() {
         // The containment suite's `base32-label-dns` case with many random keys: the
         // shape heuristic lets some through; the decoded DLP check must not.
         for seed in 0..300 {
             let key = format!("AKIA{}", rnd(seed, 16, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"));
-            let label = base32_lower(key.as_bytes());
+            let label = crate::test_support::base32(key.as_bytes());
             let r = name(&format!("{label}.exfil.example.test"));
             assert!(!r.contains(&label), "{key} leaks as {r}");
         }

@@ -13,3 +13,23 @@ pub fn rnd(seed: u64, n: usize, alphabet: &[u8]) -> String {
         })
         .collect()
 }
+
+/// RFC 4648 base32 of `b`, lower case (as a DNS label carries it), no padding; upper-case
+/// it for the canonical form.
+pub fn base32(b: &[u8]) -> String {
+    const A: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let (mut out, mut buf, mut bits) = (String::new(), 0u32, 0u32);
+    for &x in b {
+        buf = (buf << 8) | u32::from(x);
+        bits += 8;
+        while bits >= 5 {
+            out.push(A[((buf >> (bits - 5)) & 31) as usize] as char);
+            bits -= 5;
+        }
+        buf &= (1 << bits) - 1;
+    }
+    if bits > 0 {
+        out.push(A[((buf << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}

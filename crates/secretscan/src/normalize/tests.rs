@@ -171,20 +171,7 @@ fn hex_upper(s: &str) -> String {
 
 /// RFC 4648 base32, upper case, no padding.
 fn base32_upper(s: &str) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let (mut out, mut acc, mut bits) = (String::new(), 0u32, 0u32);
-    for &b in s.as_bytes() {
-        acc = (acc << 8 | u32::from(b)) & 0xFFF;
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(A[((acc >> bits) & 31) as usize] as char);
-        }
-    }
-    if bits > 0 {
-        out.push(A[((acc << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    crate::test_support::base32(s.as_bytes()).to_ascii_uppercase()
 }
 
 /// UTF-16 code units of `s` as a (Rust) string of their bytes: NUL and ASCII.
