@@ -73,45 +73,27 @@ pub fn name(host: &str) -> String {
     }
     labels
         .iter()
-        .map(|l| {
-            word(l.as_bytes(), &BLOCK)
-                .or_else(|| decodes_to_secret(l.as_bytes()).then(|| placeholder(l.as_bytes())))
-                .unwrap_or_else(|| (*l).to_string())
-        })
+        .map(|l| word(l.as_bytes(), &BLOCK, true).unwrap_or_else(|| (*l).to_string()))
         .collect::<Vec<_>>()
         .join(".")
 }
 
-/// Whether a host label, decoded the ways `scan_deep` decodes (base32, hex, base64...,
-/// as given and upper-cased), holds what a built-in rule finds. The shape thresholds
-/// are a heuristic a random key's encoding can slip under; a name's labels are few and
-/// short, so the deep scan costs little here (it is not run on free text).
-fn decodes_to_secret(label: &[u8]) -> bool {
-    /// The shortest encoding of the shortest secret a rule reports (12 bytes, hex).
-    const MIN_ENCODED: usize = 16;
-    static RULES: std::sync::OnceLock<crate::RuleSet> = std::sync::OnceLock::new();
-    if label.len() < MIN_ENCODED {
-        return false;
-    }
-    let rules = RULES.get_or_init(crate::RuleSet::builtin);
-    let limits = crate::Limits::default();
-    let found = |b: &[u8]| rules.scan_deep(b, &limits).map_or(true, |f| !f.is_empty());
-    found(label) || found(&label.to_ascii_uppercase())
-}
-
-/// `w` redacted, or None when it may be written as it is.
-fn word(w: &[u8], limits: &Limits) -> Option<String> {
+/// `w` redacted, or None when it may be written as it is; `deep` as for [`dlp`].
+fn word(w: &[u8], limits: &Limits, deep: bool) -> Option<String> {
     let odd = w.iter().any(|&b| !b.is_ascii_graphic());
-    (odd || shape(w, limits).is_some() || dlp(w)).then(|| placeholder(w))
+    (odd || shape(w, limits).is_some() || dlp(w, deep)).then(|| placeholder(w))
 }
 
 /// Whether a built-in DLP rule finds a secret in `w` as given or upper-cased (as the
 /// host-label check reads labels, which DNS folds to lower case): what pipelock refused
 /// for a rule is not written down by a log line that quotes it, whatever its shape.
-/// Every audit line passes here, word by word, so the rules run only on words long
-/// enough to hold a secret, and a second time upper-cased only when the word has no
-/// upper case of its own (the folding DNS does).
-fn dlp(w: &[u8]) -> bool {
+/// The rules run only on words long enough to hold a secret, and a second time
+/// upper-cased only when the word has no upper case of its own (the folding DNS does).
+/// With `deep` (host labels: few and short) they also look through every decoding
+/// `scan_deep` knows (base32, hex, base64...), since the shape thresholds are a
+/// heuristic a random key's encoding can slip under; free text, every word of every
+/// audit line, gets the plain scan.
+fn dlp(w: &[u8], deep: bool) -> bool {
     /// Shorter than the shortest secret a built-in rule reports (a 14-digit card).
     const MIN_SECRET: usize = 12;
     static RULES: std::sync::OnceLock<crate::RuleSet> = std::sync::OnceLock::new();
@@ -119,10 +101,20 @@ fn dlp(w: &[u8]) -> bool {
         return false;
     }
     let rules = RULES.get_or_init(crate::RuleSet::builtin);
-    !rules.scan(w).is_empty()
+    let found = |b: &[u8]| {
+        if deep {
+            // Past the decoding budget is undecided: treated as found.
+            rules
+                .scan_deep(b, &crate::Limits::default())
+                .map_or(true, |f| !f.is_empty())
+        } else {
+            !rules.scan(b).is_empty()
+        }
+    };
+    found(w)
         || (w.iter().any(u8::is_ascii_lowercase)
             && !w.iter().any(u8::is_ascii_uppercase)
-            && !rules.scan(&w.to_ascii_uppercase()).is_empty())
+            && found(&w.to_ascii_uppercase()))
 }
 
 /// Bytes of a path judged at most; the rest is replaced whole.
@@ -159,7 +151,7 @@ fn segment(seg: &str) -> Option<String> {
         .copied()
         .filter(u8::is_ascii_alphanumeric)
         .collect();
-    let flagged = dlp(&decoded)
+    let flagged = dlp(&decoded, false)
         || pieces
             .chain(std::iter::once(&joined[..]))
             .any(|p| shape(p, &LOG).is_some());
@@ -195,7 +187,7 @@ pub fn text(s: &str) -> String {
     let token = |c: char| c.is_ascii_alphanumeric() || "+/=_-%".contains(c);
     let mut out = String::with_capacity(s.len());
     let mut start: Option<usize> = None;
-    let flush = |out: &mut String, w: &str| match word(w.as_bytes(), &LOG) {
+    let flush = |out: &mut String, w: &str| match word(w.as_bytes(), &LOG, false) {
         Some(p) => out.push_str(&p),
         None => out.push_str(w),
     };
