@@ -9,7 +9,7 @@
 //! reports (pure); [`settle`] waits for it, each container on its own, with one deadline.
 //! Time is tokio's, so tests run it under paused time against the fake engine.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -50,100 +50,74 @@ pub struct Expect {
 /// pass rewrote. Containers without a probe (the agent, a foreign image) are ready
 /// when running, which the engine said when it started them.
 pub fn expectations(desired: &DesiredState, reports: &[OpReport]) -> Vec<Expect> {
-    let done = |r: &&OpReport| r.outcome == Outcome::Done;
-    let mut out: BTreeMap<String, Expect> = BTreeMap::new();
-    // Live volumes rewritten in place: volume name -> files (path, digest).
-    let mut rewritten: BTreeMap<&str, Vec<(&str, String)>> = BTreeMap::new();
-    for r in reports.iter().filter(done) {
-        let Some(obj) = desired.objects.get(&r.op.key) else {
-            continue;
-        };
-        match (&obj.spec, r.op.kind) {
-            (ObjectSpec::Revision(rev), OpKind::Make) => {
-                rewritten
-                    .entry(rev.content.name.as_str())
-                    .or_default()
-                    .extend(
-                        rev.content
-                            .files
-                            .iter()
-                            .map(|f| (f.path.as_str(), status::file_digest(&f.contents))),
-                    );
+    let mut started: BTreeSet<&str> = BTreeSet::new();
+    let mut rewritten: BTreeSet<&str> = BTreeSet::new();
+    for r in reports.iter().filter(|r| r.outcome == Outcome::Done) {
+        match (desired.objects.get(&r.op.key).map(|o| &o.spec), r.op.kind) {
+            (Some(ObjectSpec::Revision(rev)), OpKind::Make) => {
+                rewritten.insert(&rev.content.name);
             }
-            (ObjectSpec::Container(spec, _), OpKind::Make | OpKind::Start) => {
-                if let Some(probe) = &spec.probe {
-                    out.insert(
-                        spec.name.clone(),
-                        Expect {
-                            bottle: obj.bottle.clone(),
-                            node: obj.node,
-                            container: spec.name.clone(),
-                            probe: probe.clone(),
-                            files: live_files(desired, spec),
-                            nudge: false,
-                        },
-                    );
-                }
+            (Some(ObjectSpec::Container(spec, _)), OpKind::Make | OpKind::Start) => {
+                started.insert(&spec.name);
             }
             _ => {}
         }
     }
-    if rewritten.is_empty() {
-        return out.into_values().collect();
+    if started.is_empty() && rewritten.is_empty() {
+        return Vec::new();
     }
+    // Each live volume's files, by volume name.
+    let live: BTreeMap<&str, &[bottle_engine::VolumeFile]> = desired
+        .objects
+        .values()
+        .filter_map(|o| match &o.spec {
+            ObjectSpec::Revision(rev) => Some((rev.content.name.as_str(), &rev.content.files[..])),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
     for obj in desired.objects.values() {
         let ObjectSpec::Container(spec, _) = &obj.spec else {
             continue;
         };
         let Some(probe) = &spec.probe else { continue };
-        for m in &spec.mounts {
-            let Mount::Volume { name, target, .. } = m else {
-                continue;
-            };
-            let Some(files) = rewritten.get(name.as_str()) else {
-                continue;
-            };
-            let e = out.entry(spec.name.clone()).or_insert_with(|| Expect {
-                bottle: obj.bottle.clone(),
-                node: obj.node,
-                container: spec.name.clone(),
-                probe: probe.clone(),
-                files: BTreeMap::new(),
-                nudge: true,
-            });
-            for (path, digest) in files {
-                e.files
-                    .insert(status::mounted_path(target, path), digest.clone());
-            }
-        }
-    }
-    out.into_values().collect()
-}
-
-/// The files of every live volume `spec` mounts, as the container sees them.
-fn live_files(
-    desired: &DesiredState,
-    spec: &bottle_engine::ContainerSpec,
-) -> BTreeMap<String, String> {
-    let mut files = BTreeMap::new();
-    for obj in desired.objects.values() {
-        let ObjectSpec::Revision(rev) = &obj.spec else {
+        let mounted: Vec<(&str, &str)> = spec
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                Mount::Volume { name, target, .. } if live.contains_key(name.as_str()) => {
+                    Some((name.as_str(), target.as_str()))
+                }
+                _ => None,
+            })
+            .collect();
+        let made = started.contains(spec.name.as_str());
+        if !made && !mounted.iter().any(|(v, _)| rewritten.contains(v)) {
             continue;
-        };
-        for m in &spec.mounts {
-            if let Mount::Volume { name, target, .. } = m
-                && *name == rev.content.name
-            {
-                for f in &rev.content.files {
-                    files.insert(
+        }
+        // Digests only for the containers waited for: this runs after every pass.
+        let files = mounted
+            .iter()
+            .flat_map(|(v, target)| {
+                live[v].iter().map(move |f| {
+                    (
                         status::mounted_path(target, &f.path),
                         status::file_digest(&f.contents),
-                    );
-                }
-            }
-        }
+                    )
+                })
+            })
+            .collect();
+        out.push(Expect {
+            bottle: obj.bottle.clone(),
+            node: obj.node,
+            container: spec.name.clone(),
+            probe: probe.clone(),
+            files,
+            // Running when the pass rewrote what it reads: look now, not at the poll.
+            nudge: !made,
+        });
     }
-    files
+    out
 }
 
 /// How the wait for one container ended.
@@ -185,16 +159,36 @@ impl Readiness {
     }
 }
 
-/// Where one probe found a container: ready, refused, or (not yet) with why not.
-pub fn judge(expect: &Expect, printed: &str, code: i64) -> Result<Readiness, String> {
-    let Some(s) = Status::parse(printed) else {
-        let text = printed.trim();
-        return Err(if text.is_empty() {
-            format!("the probe exited {code} printing nothing")
-        } else {
-            format!("the probe exited {code}: {}", first_line(text))
-        });
-    };
+/// Run a sidecar's probe in `container` and read its status; `Err` says why there is
+/// none (the engine's error, or what the probe printed instead). A status whose probe
+/// did not exit 0 is not ready, whatever it says.
+pub async fn probe_once<E: Exec>(
+    engine: &E,
+    container: &str,
+    probe: &[String],
+) -> Result<Status, String> {
+    let out = engine
+        .exec(container, probe, None, &[])
+        .await
+        .map_err(|e| bottle_contract::ErrorChain(&e).to_string())?;
+    match Status::parse(&out.stdout) {
+        Some(mut s) => {
+            s.ready &= out.code == 0;
+            Ok(s)
+        }
+        None => {
+            let text = out.stdout.trim();
+            Err(if text.is_empty() {
+                format!("the probe exited {} printing nothing", out.code)
+            } else {
+                format!("the probe exited {}: {}", out.code, first_line(text))
+            })
+        }
+    }
+}
+
+/// Where a status leaves the wait for `expect`: ready, refused, or (not yet) with why not.
+pub fn judge(expect: &Expect, s: Status) -> Result<Readiness, String> {
     for (path, digest) in &expect.files {
         // A file the sidecar has never reported is one it does not read.
         if !s.loaded.contains_key(path) && !s.rejected.contains_key(path) {
@@ -211,7 +205,7 @@ pub fn judge(expect: &Expect, printed: &str, code: i64) -> Result<Readiness, Str
             FileState::Pending => return Err(format!("{}; {path} not loaded yet", s.detail)),
         }
     }
-    if s.ready && code == 0 {
+    if s.ready {
         Ok(Readiness::Ready(s.detail))
     } else {
         Err(s.detail)
@@ -255,12 +249,12 @@ async fn wait_one<E: Exec>(engine: &E, e: Expect, deadline: tokio::time::Instant
     }
     let mut pause = FIRST_PAUSE;
     let outcome = loop {
-        let last = match engine.exec(&e.container, &e.probe, None, &[]).await {
-            Ok(out) => match judge(&e, &out.stdout, out.code) {
-                Ok(r) => break r,
-                Err(why) => why,
-            },
-            Err(err) => bottle_contract::ErrorChain(&err).to_string(),
+        let last = match probe_once(engine, &e.container, &e.probe)
+            .await
+            .and_then(|s| judge(&e, s))
+        {
+            Ok(r) => break r,
+            Err(why) => why,
         };
         let now = tokio::time::Instant::now();
         if now >= deadline {

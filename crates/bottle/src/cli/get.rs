@@ -14,7 +14,6 @@ use crate::labels;
 use crate::nodes::{NodeKind, ObjectKind, sidecar};
 use crate::plan::Observed;
 use crate::supervise::Grants;
-use bottle_contract::status::Status;
 
 /// One bottle as `get` and the console show it.
 #[derive(Default, serde::Serialize)]
@@ -47,20 +46,14 @@ pub(crate) struct Ready {
 /// Probe running container `name` of `node` (`None` when such a node has no probe).
 async fn probe<E: Exec>(engine: &E, name: &str, node: Option<NodeKind>) -> Option<Ready> {
     let cmd = sidecar::probe(node?)?;
-    Some(match engine.exec(name, &cmd, None, &[]).await {
-        Ok(out) => match Status::parse(&out.stdout) {
-            Some(s) => Ready {
-                ready: s.ready && out.code == 0,
-                detail: s.detail,
-            },
-            None => Ready {
-                ready: false,
-                detail: format!("the probe exited {} printing no status", out.code),
-            },
+    Some(match crate::ready::probe_once(engine, name, &cmd).await {
+        Ok(s) => Ready {
+            ready: s.ready,
+            detail: s.detail,
         },
-        Err(e) => Ready {
+        Err(detail) => Ready {
             ready: false,
-            detail: bottle_contract::ErrorChain(&e).to_string(),
+            detail,
         },
     })
 }
