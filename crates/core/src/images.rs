@@ -248,21 +248,31 @@ pub fn agent_tag(project: &str, hash: &str) -> String {
     format!("{}:{hash}", labels::agent_image_repo(project))
 }
 
-/// The sidecar image's context: `FROM scratch`, the static binary (`bytes`, read from
-/// `binary` by the caller), a numeric user.
-pub fn sidecar_context(binary: &Path, bytes: &[u8]) -> Result<Context, ImageError> {
-    if !is_static_elf(bytes) {
+/// The sidecar image's context: `FROM scratch`, the static binary at `binary` (whose
+/// first bytes, enough for its ELF program headers, the caller read as `head`), a
+/// numeric user. The binary is a host entry like any context file: hashed by its
+/// metadata, read only while a build streams it.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the binary's metadata, for its cached digest"
+)]
+pub fn sidecar_context(binary: &Path, head: &[u8]) -> Result<Context, ImageError> {
+    if !is_static_elf(head) {
         return Err(ImageError::NotStatic {
             path: binary.to_path_buf(),
         });
     }
+    let meta = std::fs::metadata(binary).map_err(|source| ImageError::Io {
+        path: binary.to_path_buf(),
+        source,
+    })?;
     let mut tar = TarBuilder::default();
     tar.file(
         "Dockerfile",
         b"FROM scratch\nCOPY bottle /bottle\nUSER 65534:65534\nENTRYPOINT [\"/bottle\"]\n",
         0o644,
     );
-    tar.file("bottle", bytes, 0o755);
+    tar.host_file("bottle".into(), binary, &meta, 0o755)?;
     Ok(tar.finish("Dockerfile".into()))
 }
 
@@ -431,26 +441,38 @@ impl TarBuilder {
                         path: root.to_path_buf(),
                     });
                 }
-                let digest = host_digest(&path, &meta)?;
                 let mode = if meta.permissions().mode() & 0o111 != 0 {
                     0o755
                 } else {
                     0o644
                 };
-                self.size += meta.len();
-                self.entries.push((
-                    ContextEntry {
-                        path: rel,
-                        mode,
-                        data: EntryData::Host {
-                            path: path.clone(),
-                            size: meta.len(),
-                        },
-                    },
-                    digest,
-                ));
+                self.host_file(rel, &path, &meta, mode)?;
             }
         }
+        Ok(())
+    }
+
+    /// A host file, read when the tar is written; its digest found by its metadata.
+    fn host_file(
+        &mut self,
+        rel: String,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        mode: u32,
+    ) -> Result<(), ImageError> {
+        let digest = host_digest(path, meta)?;
+        self.size += meta.len();
+        self.entries.push((
+            ContextEntry {
+                path: rel,
+                mode,
+                data: EntryData::Host {
+                    path: path.to_path_buf(),
+                    size: meta.len(),
+                },
+            },
+            digest,
+        ));
         Ok(())
     }
 

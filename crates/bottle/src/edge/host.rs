@@ -37,9 +37,10 @@ pub fn find_sidecar_binary() -> Result<PathBuf, ImageError> {
 
 /// The sidecar image's build context, from the binary at `binary`.
 pub fn sidecar_context(binary: &Path) -> anyhow::Result<Context> {
-    let bytes = std::fs::read(binary)
+    // Only the head: the rest is hashed by metadata (cached) and read by a build.
+    let head = read_head(binary)
         .with_context(|| format!("reading the sidecar binary {}", binary.display()))?;
-    Ok(images::sidecar_context(binary, &bytes)?)
+    Ok(images::sidecar_context(binary, &head)?)
 }
 
 /// The first 64 KiB of `path`: enough for the ELF program headers.
