@@ -92,9 +92,9 @@ pub fn agent_context(
     provider: Provider,
     exclude: &[PathBuf],
 ) -> Result<Context, ImageError> {
-    let mut tar = TarBuilder {
+    let mut tar = ContextBuilder {
         exclude: exclude.to_vec(),
-        ..TarBuilder::default()
+        ..ContextBuilder::default()
     };
     let dockerfile = match source {
         ImageSource::ProviderDefault => {
@@ -237,7 +237,7 @@ impl std::fmt::Debug for ContextCache {
 /// A content digest of a directory tree (paths, modes, contents), for spec hashes of
 /// things copied in at creation (skills). Bounded like a build context.
 pub fn tree_digest(dir: &Path) -> Result<String, ImageError> {
-    let mut tar = TarBuilder::default();
+    let mut tar = ContextBuilder::default();
     tar.dir(dir, dir)?;
     Ok(tar.finish(String::new()).hash)
 }
@@ -266,7 +266,7 @@ pub fn sidecar_context(binary: &Path, head: &[u8]) -> Result<Context, ImageError
         path: binary.to_path_buf(),
         source,
     })?;
-    let mut tar = TarBuilder::default();
+    let mut tar = ContextBuilder::default();
     tar.file(
         "Dockerfile",
         b"FROM scratch\nCOPY bottle /bottle\nUSER 65534:65534\nENTRYPOINT [\"/bottle\"]\n",
@@ -327,7 +327,7 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
 
 /// Collects a context's entries and their content digests.
 #[derive(Default)]
-struct TarBuilder {
+struct ContextBuilder {
     entries: Vec<(ContextEntry, [u8; 32])>,
     size: u64,
     exclude: Vec<PathBuf>,
@@ -338,7 +338,7 @@ struct TarBuilder {
     always: Vec<String>,
 }
 
-impl TarBuilder {
+impl ContextBuilder {
     /// A file whose bytes bottle holds (a Dockerfile it made, the sidecar binary).
     fn file(&mut self, path: &str, data: &[u8], mode: u32) {
         self.size += data.len() as u64;

@@ -229,5 +229,23 @@ mod tests {
         }
         task.abort();
         assert!(ok, "the watcher did not reload");
+
+        // A nudge (SIGHUP's work) makes a watcher look at once, not at its next poll.
+        let task = tokio::spawn(
+            crate::pipelock::watcher(&path, proxy.clone()).run(Duration::from_secs(3600)),
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await; // its first look
+        std::fs::write(&path, cfg(&["d.test"]).to_json()).unwrap();
+        crate::status::nudge_now();
+        let mut nudged = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if verdict(&proxy, "d.test") == Verdict::Allow {
+                nudged = true;
+                break;
+            }
+        }
+        task.abort();
+        assert!(nudged, "the nudge did not make the watcher look");
     }
 }

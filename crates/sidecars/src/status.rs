@@ -139,12 +139,12 @@ pub fn listen_for_nudges() {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            nudge().send_modify(|n| *n = n.wrapping_add(1));
+            nudge_now();
         }
     });
 }
 
-/// Send a nudge as a SIGHUP would (tests).
+/// Wake every watcher now (what a SIGHUP does).
 pub fn nudge_now() {
     nudge().send_modify(|n| *n = n.wrapping_add(1));
 }
