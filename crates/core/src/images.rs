@@ -572,8 +572,12 @@ fn host_digest(path: &Path, meta: &std::fs::Metadata) -> Result<[u8; 32], ImageE
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(key, d);
+    UNSAVED.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok(d)
 }
+
+/// Digests were learnt since the cache was last loaded or saved.
+static UNSAVED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The most digests kept across runs.
 const MAX_DIGESTS: usize = 500_000;
@@ -599,9 +603,12 @@ pub fn load_digests(path: &Path) {
 }
 
 /// Save the digests known to this process at `path` (atomically: a temporary file
-/// renamed over it).
+/// renamed over it), when it learnt any since it loaded them: a no-op writes nothing.
 #[expect(clippy::disallowed_methods, reason = "the digest cache is a host file")]
 pub fn save_digests(path: &Path) -> std::io::Result<()> {
+    if !UNSAVED.swap(false, std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     let map = digests().lock().unwrap_or_else(PoisonError::into_inner);
     let mut out = String::new();
     for (key, d) in map.iter().take(MAX_DIGESTS) {
