@@ -466,3 +466,41 @@ fn get_audit_and_delete_work_without_the_secrets() {
         );
     }
 }
+
+/// Issue 21: the `bottle` of a plain `cargo build` (dynamically linked) applies with no
+/// static binary anywhere: the sidecar image takes its loader and libraries.
+#[test]
+fn a_dynamically_linked_bottle_makes_its_own_sidecar_image() {
+    let p = Project::new("dyn");
+    let m = p.manifest("bottles:\n  dev: {image: {dockerfile: Dockerfile}, supervise: true}\nagents:\n  x: {bottle: dev}\n");
+    let m = m.to_str().expect("utf-8 path");
+    // An empty BOTTLE_SIDECAR_BINARY is unset: the test's `bottle` (a debug build) is used.
+    let unset = [("BOTTLE_SIDECAR_BINARY", "")];
+    let applied = p.bottle_env(&["apply", "-f", m], &unset).expect(0);
+    for node in ["pipelock", "egress", "supervise", "agent-net"] {
+        let name = p.obj("x", node);
+        assert!(
+            applied.stderr.contains(&format!("ready   {name}")),
+            "{name} not ready: {}",
+            applied.stderr
+        );
+    }
+    let image = inspect(&p.obj("x", "pipelock"), "{{.Config.Image}}");
+    let files = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bottle",
+        &image,
+        "sidecar",
+        "--help",
+    ]);
+    assert!(files.contains("egress"), "{files}");
+    assert!(
+        inspect(&image, "{{.Config.Env}}").contains("LD_LIBRARY_PATH=/usr/lib/bottle"),
+        "{image}"
+    );
+    p.bottle_env(&["diff", "-f", m], &unset).expect(0);
+    p.bottle_env(&["delete", "-f", m], &unset).expect(0);
+    docker_try(&["rmi", &image]);
+}

@@ -6,8 +6,8 @@
 //! tag is missing. A host file's digest is looked up by its path, size, mtime, ctime and
 //! inode ([`load_digests`] keeps them across runs), so a plan that builds nothing reads
 //! no file content and holds no tar: the tar is written only while a build streams it
-//! (`bottle_engine::ContextFiles::write_tar`). The sidecar image is `FROM scratch` with
-//! the static `bottle` binary (see README: "The sidecar image").
+//! (`bottle_engine::ContextFiles::write_tar`). The sidecar image is the top-level
+//! `Dockerfile.egress` over the `bottle` binary (and, for a dynamic build, what it links).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -55,20 +55,6 @@ pub enum ImageError {
         path: PathBuf,
         /// The line and what is wrong with it.
         source: crate::dockerignore::IgnoreError,
-    },
-    /// `BOTTLE_SIDECAR_BINARY` is unset and this executable is not statically linked (or
-    /// cannot be read), so there is no binary for the sidecar image.
-    #[error(
-        "no static sidecar binary: set BOTTLE_SIDECAR_BINARY to a statically linked `bottle` \
-         (see README, \"The sidecar image\"), or run a static `bottle`"
-    )]
-    NoSidecarBinary,
-    /// The sidecar binary given is not a statically linked ELF, so it cannot run in a
-    /// `FROM scratch` image.
-    #[error("sidecar binary {path} is not statically linked (see README, \"The sidecar image\")")]
-    NotStatic {
-        /// The binary given.
-        path: PathBuf,
     },
 }
 
@@ -248,31 +234,40 @@ pub fn agent_tag(project: &str, hash: &str) -> String {
     format!("{}:{hash}", labels::agent_image_repo(project))
 }
 
-/// The sidecar image's context: `FROM scratch`, the static binary at `binary` (whose
-/// first bytes, enough for its ELF program headers, the caller read as `head`), a
-/// numeric user. The binary is a host entry like any context file: hashed by its
+/// The sidecar image's Dockerfile: the top-level `Dockerfile.egress`, its one definition.
+pub const SIDECAR_DOCKERFILE: &str = include_str!("../../../Dockerfile.egress");
+
+/// A file of the sidecar image: where it goes in the image (absolute), which host file
+/// it is, and its mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SidecarFile {
+    /// Its absolute path in the image.
+    pub image_path: String,
+    /// The host file it is a copy of.
+    pub host: PathBuf,
+    /// Its mode in the image.
+    pub mode: u32,
+}
+
+/// The sidecar image's context: [`SIDECAR_DOCKERFILE`] and `rootfs/` holding `files`
+/// (the `bottle` binary at `/bottle`, and for a dynamically linked one its loader and
+/// libraries). Each file is a host entry like any context file: hashed by its
 /// metadata, read only while a build streams it.
 #[expect(
     clippy::disallowed_methods,
-    reason = "the binary's metadata, for its cached digest"
+    reason = "the files' metadata, for their cached digests"
 )]
-pub fn sidecar_context(binary: &Path, head: &[u8]) -> Result<Context, ImageError> {
-    if !is_static_elf(head) {
-        return Err(ImageError::NotStatic {
-            path: binary.to_path_buf(),
-        });
-    }
-    let meta = std::fs::metadata(binary).map_err(|source| ImageError::Io {
-        path: binary.to_path_buf(),
-        source,
-    })?;
+pub fn sidecar_context(files: &[SidecarFile]) -> Result<Context, ImageError> {
     let mut tar = ContextBuilder::default();
-    tar.file(
-        "Dockerfile",
-        b"FROM scratch\nCOPY bottle /bottle\nUSER 65534:65534\nENTRYPOINT [\"/bottle\"]\n",
-        0o644,
-    );
-    tar.host_file("bottle".into(), binary, &meta, 0o755)?;
+    tar.file("Dockerfile", SIDECAR_DOCKERFILE.as_bytes(), 0o644);
+    for f in files {
+        let meta = std::fs::metadata(&f.host).map_err(|source| ImageError::Io {
+            path: f.host.clone(),
+            source,
+        })?;
+        let rel = format!("rootfs/{}", f.image_path.trim_start_matches('/'));
+        tar.host_file(rel, &f.host, &meta, f.mode)?;
+    }
     Ok(tar.finish("Dockerfile".into()))
 }
 
@@ -292,37 +287,6 @@ fn read(path: &Path) -> Result<Vec<u8>, ImageError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// A 64-bit ELF with no `PT_INTERP` program header: no dynamic loader needed.
-pub fn is_static_elf(bytes: &[u8]) -> bool {
-    let u16_at = |o: usize| {
-        bytes
-            .get(o..o + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u64_at = |o: usize| {
-        bytes
-            .get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    if bytes.get(0..5) != Some(b"\x7fELF\x02") {
-        return false;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return false;
-    };
-    for i in 0..phnum as usize {
-        let off = phoff as usize + i * phentsize as usize;
-        match bytes.get(off..off + 4) {
-            Some(t) if u32::from_le_bytes([t[0], t[1], t[2], t[3]]) == 3 => return false, // PT_INTERP
-            Some(_) => {}
-            None => return false,
-        }
-    }
-    true
 }
 
 /// Collects a context's entries and their content digests.
@@ -762,10 +726,43 @@ mod tests {
     }
 
     #[test]
-    fn this_test_binary_is_not_static() {
-        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
-        assert!(!is_static_elf(&me));
-        assert!(!is_static_elf(b"not an elf"));
-        assert!(sidecar_context(Path::new("me"), &me).is_err());
+    fn the_sidecar_image_is_dockerfile_egress_over_a_rootfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, lib) = (dir.path().join("bottle"), dir.path().join("libc.so.6"));
+        std::fs::write(&bin, b"binary").unwrap();
+        std::fs::write(&lib, b"library").unwrap();
+        let file = |image_path: &str, host: &Path, mode| SidecarFile {
+            image_path: image_path.into(),
+            host: host.to_path_buf(),
+            mode,
+        };
+        let alone = sidecar_context(&[file("/bottle", &bin, 0o755)]).unwrap();
+        let files = [
+            file("/bottle", &bin, 0o755),
+            file("/usr/lib/bottle/libc.so.6", &lib, 0o644),
+        ];
+        let c = sidecar_context(&files).unwrap();
+        let entries: Vec<_> = c
+            .files
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.mode))
+            .collect();
+        assert_eq!(
+            entries,
+            [
+                ("Dockerfile", 0o644),
+                ("rootfs/bottle", 0o755),
+                ("rootfs/usr/lib/bottle/libc.so.6", 0o644)
+            ]
+        );
+        assert_eq!(c.dockerfile, "Dockerfile");
+        assert!(SIDECAR_DOCKERFILE.contains("COPY rootfs/ /"));
+        // A library more is another image; a missing file is an error naming it.
+        assert_ne!(alone.hash, c.hash);
+        let err = sidecar_context(&[file("/bottle", &dir.path().join("gone"), 0o755)])
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("gone"), "{err}");
     }
 }

@@ -1,5 +1,5 @@
 //! What the desired state takes from the host besides the manifest, read once per command:
-//! the static sidecar binary (the sidecar image is made from it), the host's trust
+//! the sidecar binary (the sidecar image is made from it), the host's trust
 //! roots (each agent's trust store starts from them), and the host's IPv4 routes (the
 //! networks' subnets keep clear of them, `bottle_core::subnets`).
 
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bottle_core::images::{self, Context, ImageError};
+use bottle_core::images::{self, Context};
 use bottle_core::subnets::Addressing;
 use ipnet::Ipv4Net;
 
@@ -20,37 +20,20 @@ const ROUTE_TABLE_MAX: u64 = 4 << 20;
 /// Where Debian keeps the host's trust roots.
 const HOST_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-/// Where the static sidecar binary is: `BOTTLE_SIDECAR_BINARY`, else this very
-/// executable when it is static.
-pub fn find_sidecar_binary() -> Result<PathBuf, ImageError> {
+/// The binary the sidecars run: `BOTTLE_SIDECAR_BINARY`, else this very executable
+/// (static or not: [`linkage`](super::linkage) takes what a dynamic one needs).
+pub fn find_sidecar_binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("BOTTLE_SIDECAR_BINARY").filter(|p| !p.is_empty()) {
         return Ok(PathBuf::from(p));
     }
-    let me = std::env::current_exe().map_err(|_| ImageError::NoSidecarBinary)?;
-    let head = read_head(&me).map_err(|_| ImageError::NoSidecarBinary)?;
-    if images::is_static_elf(&head) {
-        Ok(me)
-    } else {
-        Err(ImageError::NoSidecarBinary)
-    }
+    std::env::current_exe().context("finding this executable, for the sidecar image")
 }
 
 /// The sidecar image's build context, from the binary at `binary`.
 pub fn sidecar_context(binary: &Path) -> anyhow::Result<Context> {
-    // Only the head: the rest is hashed by metadata (cached) and read by a build.
-    let head = read_head(binary)
-        .with_context(|| format!("reading the sidecar binary {}", binary.display()))?;
-    Ok(images::sidecar_context(binary, &head)?)
-}
-
-/// The first 64 KiB of `path`: enough for the ELF program headers.
-fn read_head(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = vec![0u8; 64 << 10];
-    let mut f = std::fs::File::open(path)?;
-    let n = f.read(&mut buf)?;
-    buf.truncate(n);
-    Ok(buf)
+    let files = super::linkage::sidecar_files(binary)
+        .with_context(|| format!("the sidecar image from {}", binary.display()))?;
+    Ok(images::sidecar_context(&files)?)
 }
 
 /// The host's trust roots. A host without the bundle gives none (the agent then trusts

@@ -1,12 +1,14 @@
 //! What only the running program on the host does, beside the command line: follow the
 //! engine's event stream and the manifest file ([`sources`]), hold the project's advisory
 //! lock ([`lock`]), keep the digest key ([`digest_key`]), and read what the desired state
-//! takes from the host ([`host`]: the sidecar binary, the trust roots), and try the
+//! takes from the host ([`host`]: the sidecar binary, the trust roots; [`linkage`]: what
+//! a dynamically linked binary needs in the sidecar image), and try the
 //! engine's runsc once per build, caching the verdict ([`runsc`]). Where bottle keeps its
 //! files on the host: [`state_path`] and [`cache_path`].
 
 pub mod digest_key;
 pub mod host;
+pub mod linkage;
 pub mod lock;
 pub mod runsc;
 pub mod sources;
