@@ -4,6 +4,7 @@
 
 mod apply;
 pub(crate) mod audit;
+mod completions;
 mod delete;
 mod diff;
 mod exec;
@@ -11,6 +12,7 @@ pub(crate) mod get;
 mod logs;
 pub(crate) mod queue;
 mod render;
+mod schema;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +59,15 @@ pub enum Command {
     /// Check from inside running agents that each bottle keeps its promise; exit 0 when
     /// every check holds, 1 when one fails, 2 when a bottle is not running.
     Verify(VerifyArgs),
+    /// Print the JSON Schema of bottles.yaml, for editors.
+    ///
+    /// E.g. `bottle schema > bottles.schema.json`, then start the manifest with
+    /// `# yaml-language-server: $schema=bottles.schema.json`.
+    Schema,
+    /// Print a shell completion script: bash, zsh, fish, powershell or elvish.
+    ///
+    /// E.g. `bottle completions bash > ~/.local/share/bash-completion/completions/bottle`.
+    Completions(CompletionsArgs),
     /// Run a sidecar server (inside the sidecar image).
     #[command(hide = true)]
     Sidecar(crate::sidecar::SidecarArgs),
@@ -271,6 +282,13 @@ pub struct VerifyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
 pub struct QueueArgs {
     #[command(subcommand)]
     pub action: QueueAction,
@@ -340,7 +358,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(a) => audit::run(a).await,
         Command::Console(a) => crate::console::run(a).await,
         Command::Verify(a) => verify::run(a).await,
+        Command::Schema => schema::run(),
+        Command::Completions(a) => completions::run(a),
         Command::Sidecar(a) => crate::sidecar::run(a).await.map(|()| 0),
+    }
+}
+
+/// Write `bytes` to stdout; a reader that has gone (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("writing to stdout"))
+        }
+        _ => Ok(()),
     }
 }
 

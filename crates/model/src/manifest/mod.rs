@@ -8,10 +8,12 @@
 //!    references) instead of stopping at the first.
 //!
 //! Problems come back as [`Diagnostics`], printed one per line as
-//! `FILE:LINE:COLUMN: FIELD: MESSAGE`.
+//! `FILE:LINE:COLUMN: FIELD: MESSAGE`. The keys and word lists the walk accepts come
+//! from [`schema`], which `bottle schema` also prints as a JSON Schema.
 
 mod diag;
 mod raw;
+pub mod schema;
 mod validate;
 
 use std::collections::BTreeMap;

@@ -13,19 +13,11 @@ use serde_saphyr::{Location, Spanned};
 
 use super::diag::{DOCUMENT, Problem};
 use super::raw::{Node, Raw, position};
+use super::schema::{self, Field, MAX_CPUS, MAX_NAME, MIN_MEMORY, MIN_PIDS, SchemeWord};
 use crate::{
     Agent, AuthScheme, BottlePolicy, Dlp, Egress, EnvValue, GitRemote, HostFile, ImageSource,
-    Manifest, Provider, Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
+    Manifest, Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
 };
-
-/// Longest bottle, agent or project name: they become parts of Docker object names.
-const MAX_NAME: usize = 32;
-/// Smallest accepted memory limit.
-const MIN_MEMORY: u64 = 16 << 20;
-/// Most CPUs a bottle may ask for.
-const MAX_CPUS: f64 = 64.0;
-/// Fewest processes a bottle may be limited to.
-const MIN_PIDS: i64 = 16;
 
 /// How much of the host a walk reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,16 +63,24 @@ struct Ctx<'a> {
     host: bool,
 }
 
-/// A YAML map being read, with its location and dotted path.
+/// A YAML map being read, with its location, dotted path and (for a map with fixed
+/// keys) its keys in the [`schema`].
 struct MapView<'n> {
     entries: &'n [(Spanned<String>, Node)],
     node: &'n Node,
     path: String,
+    fields: &'static [Field],
 }
 
 impl<'n> MapView<'n> {
-    /// The value of `key`; an explicit null counts as absent.
+    /// The value of `key`; an explicit null counts as absent. Only a key of the schema
+    /// is ever looked up.
     fn get(&self, key: &str) -> Option<&'n Node> {
+        debug_assert!(
+            self.fields.iter().any(|f| f.name == key),
+            "`{key}` is not a key of {:?} in the schema",
+            self.path
+        );
         self.entries
             .iter()
             .find(|(k, _)| k.value == key)
@@ -121,15 +121,21 @@ impl Ctx<'_> {
         self.report(&node.referenced, field, message);
     }
 
-    /// Read `node` as a map whose keys must all be in `allowed`.
-    fn map<'n>(&mut self, node: &'n Node, path: &str, allowed: &[&str]) -> Option<MapView<'n>> {
+    /// Read `node` as a map whose keys must all be among `fields` (the schema's).
+    fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        fields: &'static [Field],
+    ) -> Option<MapView<'n>> {
         let Raw::Map(entries) = &node.value else {
             self.wrong_type(node, path, "a map");
             return None;
         };
+        let allowed: Vec<&str> = fields.iter().map(|f| f.name).collect();
         for (key, _) in entries {
             if !allowed.contains(&key.value.as_str()) {
-                let message = unknown("key", &key.value, allowed);
+                let message = unknown("key", &key.value, &allowed);
                 self.report(&key.referenced, &join(path, &key.value), message);
             }
         }
@@ -137,6 +143,7 @@ impl Ctx<'_> {
             entries,
             node,
             path: path.to_owned(),
+            fields,
         })
     }
 
@@ -150,6 +157,7 @@ impl Ctx<'_> {
             entries,
             node,
             path: path.to_owned(),
+            fields: &[],
         })
     }
 
@@ -246,7 +254,7 @@ impl Ctx<'_> {
 
     /// `{from_env: VAR}`: the host variable's name and value.
     fn env_ref(&mut self, node: &Node, field: &str) -> Option<(String, String)> {
-        let map = self.map(node, field, &["from_env"])?;
+        let map = self.map(node, field, schema::FROM_ENV)?;
         let var_node = self.required(&map, "from_env")?;
         let var_field = map.field("from_env");
         let var = self.string(var_node, &var_field)?;
@@ -390,7 +398,7 @@ impl Ctx<'_> {
                 return None;
             }
         }
-        let top = self.map(root, "", &["project", "bottles", "agents"])?;
+        let top = self.map(root, "", schema::TOP)?;
 
         let project = match top.get("project") {
             Some(node) => self.string(node, "project").and_then(|name| {
@@ -481,33 +489,15 @@ impl Ctx<'_> {
         if node.value == Raw::Null {
             return Some(policy);
         }
-        let map = self.map(
-            node,
-            path,
-            &[
-                "image",
-                "runtime",
-                "resources",
-                "env",
-                "egress",
-                "git",
-                "supervise",
-                "pipelock",
-            ],
-        )?;
+        let map = self.map(node, path, schema::BOTTLE)?;
         if let Some(image) = map.get("image") {
             policy.image = self
                 .image(image, &map.field("image"))
                 .unwrap_or(policy.image);
         }
         if let Some(runtime) = map.get("runtime") {
-            let choices = [
-                ("auto", RuntimeChoice::Auto),
-                ("runc", RuntimeChoice::Runc),
-                ("runsc", RuntimeChoice::Runsc),
-            ];
             policy.runtime = self
-                .choice(runtime, &map.field("runtime"), &choices)
+                .choice(runtime, &map.field("runtime"), &schema::RUNTIMES)
                 .unwrap_or_default();
         }
         if let Some(resources) = map.get("resources") {
@@ -524,7 +514,7 @@ impl Ctx<'_> {
         }
         if let Some(pl) = map.get("pipelock") {
             let field = map.field("pipelock");
-            if let Some(pl_map) = self.map(pl, &field, &["image"])
+            if let Some(pl_map) = self.map(pl, &field, schema::PIPELOCK)
                 && let Some(image) = pl_map.get("image")
             {
                 policy.egress.pipelock_image = self.string(image, &pl_map.field("image"));
@@ -539,7 +529,7 @@ impl Ctx<'_> {
     }
 
     fn image(&mut self, node: &Node, path: &str) -> Option<ImageSource> {
-        let map = self.map(node, path, &["dockerfile", "context"])?;
+        let map = self.map(node, path, schema::IMAGE)?;
         let dockerfile_node = self.required(&map, "dockerfile");
         let dockerfile =
             dockerfile_node.and_then(|n| self.existing_path(n, &map.field("dockerfile"), false));
@@ -557,7 +547,7 @@ impl Ctx<'_> {
 
     fn resources(&mut self, node: &Node, path: &str) -> Resources {
         let mut resources = Resources::AGENT_DEFAULT;
-        let Some(map) = self.map(node, path, &["cpus", "memory", "pids"]) else {
+        let Some(map) = self.map(node, path, schema::RESOURCES) else {
             return resources;
         };
         if let Some(n) = map.get("cpus") {
@@ -669,15 +659,7 @@ impl Ctx<'_> {
 
     fn egress(&mut self, node: &Node, path: &str) -> Egress {
         let mut egress = Egress::default();
-        let keys = [
-            "allow",
-            "allow_cidrs",
-            "routes",
-            "dlp",
-            "upstream_ca",
-            "responses",
-        ];
-        let Some(map) = self.map(node, path, &keys) else {
+        let Some(map) = self.map(node, path, schema::EGRESS) else {
             return egress;
         };
         if let Some(allow) = map.get("allow") {
@@ -732,7 +714,7 @@ impl Ctx<'_> {
         }
         if let Some(dlp) = map.get("dlp") {
             let field = map.field("dlp");
-            if let Some(dlp_map) = self.map(dlp, &field, &["enabled", "rules"]) {
+            if let Some(dlp_map) = self.map(dlp, &field, schema::DLP) {
                 egress.dlp = Dlp {
                     enabled: dlp_map
                         .get("enabled")
@@ -764,25 +746,15 @@ impl Ctx<'_> {
             egress.upstream_ca = self.host_file(ca, &map.field("upstream_ca"));
         }
         if let Some(responses) = map.get("responses") {
-            use bottle_contract::pipelock::Responses;
-            let choices = [
-                ("block", Responses::Block),
-                ("warn", Responses::Warn),
-                ("off", Responses::Off),
-            ];
             egress.responses = self
-                .choice(responses, &map.field("responses"), &choices)
+                .choice(responses, &map.field("responses"), &schema::RESPONSES)
                 .unwrap_or_default();
         }
         egress
     }
 
     fn route(&mut self, node: &Node, path: &str, roles_seen: &mut Vec<RouteRole>) -> Option<Route> {
-        let map = self.map(
-            node,
-            path,
-            &["host", "path_prefix", "auth", "roles", "tls_passthrough"],
-        )?;
+        let map = self.map(node, path, schema::ROUTE)?;
         let host = self.required(&map, "host").and_then(|n| {
             let field = map.field("host");
             let h = self.string(n, &field)?;
@@ -810,13 +782,9 @@ impl Ctx<'_> {
         let mut roles = Vec::new();
         if let Some(n) = map.get("roles") {
             let field = map.field("roles");
-            let choices = [
-                ("anthropic-base-url", RouteRole::AnthropicBaseUrl),
-                ("openai-base-url", RouteRole::OpenaiBaseUrl),
-            ];
             for (i, item) in self.list(n, &field).unwrap_or_default().iter().enumerate() {
                 let item_field = format!("{field}[{i}]");
-                if let Some(role) = self.choice(item, &item_field, &choices) {
+                if let Some(role) = self.choice(item, &item_field, &schema::ROLES) {
                     if roles_seen.contains(&role) {
                         self.report(
                             &item.referenced,
@@ -864,24 +832,13 @@ impl Ctx<'_> {
     }
 
     fn auth(&mut self, node: &Node, path: &str) -> Option<RouteAuth> {
-        let map = self.map(node, path, &["scheme", "header", "token"])?;
-        #[derive(Clone, Copy)]
-        enum Kind {
-            Bearer,
-            Basic,
-            Header,
-        }
-        let choices = [
-            ("bearer", Kind::Bearer),
-            ("basic", Kind::Basic),
-            ("header", Kind::Header),
-        ];
+        let map = self.map(node, path, schema::AUTH)?;
         let kind = self
             .required(&map, "scheme")
-            .and_then(|n| self.choice(n, &map.field("scheme"), &choices));
+            .and_then(|n| self.choice(n, &map.field("scheme"), &schema::SCHEMES));
         let header_node = map.get("header");
         let scheme = match kind {
-            Some(Kind::Bearer) | Some(Kind::Basic) => {
+            Some(SchemeWord::Bearer) | Some(SchemeWord::Basic) => {
                 if let Some(h) = header_node {
                     self.report(
                         &h.referenced,
@@ -889,13 +846,13 @@ impl Ctx<'_> {
                         "`header` is only used with `scheme: header`",
                     );
                 }
-                Some(if matches!(kind, Some(Kind::Bearer)) {
+                Some(if matches!(kind, Some(SchemeWord::Bearer)) {
                     AuthScheme::Bearer
                 } else {
                     AuthScheme::Basic
                 })
             }
-            Some(Kind::Header) => self.required(&map, "header").and_then(|n| {
+            Some(SchemeWord::Header) => self.required(&map, "header").and_then(|n| {
                 let field = map.field("header");
                 let name = self.string(n, &field)?;
                 if is_header_name(&name) {
@@ -953,17 +910,7 @@ impl Ctx<'_> {
         let mut names = BTreeSet::new();
         for (i, item) in self.list(node, path).unwrap_or_default().iter().enumerate() {
             let field = format!("{path}[{i}]");
-            let Some(map) = self.map(
-                item,
-                &field,
-                &[
-                    "name",
-                    "upstream",
-                    "identity_file",
-                    "known_host_key",
-                    "allow_force",
-                ],
-            ) else {
+            let Some(map) = self.map(item, &field, schema::GIT) else {
                 continue;
             };
             let name = self.required(&map, "name").and_then(|n| {
@@ -1096,11 +1043,7 @@ impl Ctx<'_> {
     }
 
     fn agent(&mut self, node: &Node, path: &str, bottles: &[&str]) -> Option<Agent> {
-        let map = self.map(
-            node,
-            path,
-            &["bottle", "provider", "prompt", "skills", "workspace"],
-        )?;
+        let map = self.map(node, path, schema::AGENT)?;
         let bottle = self.required(&map, "bottle").and_then(|n| {
             let field = map.field("bottle");
             let name = self.string(n, &field)?;
@@ -1119,10 +1062,7 @@ impl Ctx<'_> {
         });
         let provider = map
             .get("provider")
-            .and_then(|n| {
-                let choices = [("claude", Provider::Claude), ("codex", Provider::Codex)];
-                self.choice(n, &map.field("provider"), &choices)
-            })
+            .and_then(|n| self.choice(n, &map.field("provider"), &schema::PROVIDERS))
             .unwrap_or_default();
         let prompt = map
             .get("prompt")
