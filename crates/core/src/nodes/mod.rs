@@ -268,6 +268,8 @@ pub(crate) fn with_ctx<T>(policy: &BottlePolicy, f: impl FnOnce(&BottleCtx<'_>) 
         prompt: None,
         skills: vec![],
         workspace: None,
+        host_login: None,
+        remote_control: false,
     };
     let key = DigestKey::fixed(3);
     let contexts = crate::images::ContextCache::default();
