@@ -24,10 +24,12 @@ pub const AGENT_UID: u64 = 1000;
 /// The agent's user and group as a container `user` value (`uid:gid`, both [`AGENT_UID`]).
 pub const AGENT_USER: &str = "1000:1000";
 
-/// Files never sent in a build context: the manifest and the key files it names.
+/// Files never sent in a build context: the manifest and the secret files it names
+/// (git identities, the host's Codex login of a `host_login` agent).
 fn excluded(ctx: &BottleCtx<'_>) -> Vec<PathBuf> {
     std::iter::once(ctx.manifest_path.to_path_buf())
         .chain(ctx.policy.git.iter().map(|g| g.identity_file.path.clone()))
+        .chain(ctx.agent.host_login.iter().map(|l| l.path.clone()))
         .collect()
 }
 
@@ -325,6 +327,38 @@ fn container(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hosts_codex_login_is_never_in_a_build_context() {
+        let policy = bottle_model::BottlePolicy {
+            image: bottle_model::ImageSource::ProviderDefault,
+            runtime: Default::default(),
+            resources: Default::default(),
+            env: Default::default(),
+            egress: Default::default(),
+            git: vec![],
+            supervise: false,
+        };
+        let login = codex_login::CodexLogin {
+            path: "/home/u/project/.codex/auth.json".into(),
+            access_token: bottle_model::Secret::new("t"),
+            account_id: "a".into(),
+            email: None,
+            plan: None,
+            user_id: None,
+        };
+        let agent = bottle_model::Agent {
+            bottle: "dev".into(),
+            provider: bottle_model::Provider::Codex,
+            prompt: None,
+            skills: vec![],
+            workspace: None,
+            host_login: Some(login.clone()),
+            remote_control: false,
+        };
+        let excluded = crate::nodes::with_agent_ctx(&policy, &agent, excluded);
+        assert!(excluded.contains(&login.path));
+    }
 
     #[test]
     fn the_bundle_egress_names_is_the_one_the_agent_mounts() {

@@ -744,7 +744,7 @@ agents: {a: {bottle: b, provider: codex}}
         let login = a.host_login.as_ref().expect("a login");
         assert_eq!(login.access_token.expose(), access);
         assert_eq!(login.account_id, "acct-7");
-        assert_eq!(login.path, codex_home.join("auth.json"));
+        assert_eq!(login.path, canonical(&codex_home.join("auth.json")));
         assert!(!a.remote_control);
         assert!(!format!("{m:?}").contains(access));
         // `false` is no login at all; without CODEX_HOME, `~/.codex/auth.json`.

@@ -1275,7 +1275,11 @@ impl Ctx<'_> {
             }
         };
         match codex_login::parse(&contents) {
-            Ok(login) => Some(CodexLogin { path, ..login }),
+            // Canonical: build contexts leave it out by its path.
+            Ok(login) => Some(CodexLogin {
+                path: std::fs::canonicalize(&path).unwrap_or(path),
+                ..login
+            }),
             Err(why) => {
                 let message = format!("`{shown}` is not a usable ChatGPT login: {why}");
                 self.report(at, field, message);
