@@ -59,6 +59,25 @@ pub struct Manifest {
     pub agents: BTreeMap<String, Agent>,
 }
 
+impl Manifest {
+    /// What `diff` and `apply` say on every run about choices that loosen a bottle:
+    /// an agent with `remote_control` holds a credential of its own and its hosts are
+    /// tunnelled unscanned.
+    pub fn warnings(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .filter(|(_, a)| a.remote_control)
+            .map(|(name, _)| {
+                format!(
+                    "bottle {name}: remote_control: the agent holds its own claude.ai login, and \
+                     what it sends to {} is tunnelled without interception or DLP",
+                    provider::REMOTE_CONTROL_HOSTS.join(", ")
+                )
+            })
+            .collect()
+    }
+}
+
 /// A sandbox policy (`bottles.<name>`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BottlePolicy {

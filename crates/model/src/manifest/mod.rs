@@ -846,6 +846,20 @@ agents: {a: {bottle: b, provider: codex}}
         );
         let m = parse_in(dir.path(), &fine).expect("valid");
         assert!(m.agents["a"].remote_control);
+        let warned = m.warnings();
+        assert!(
+            warned.len() == 1
+                && warned[0].contains("bottle a: remote_control")
+                && warned[0].contains("api.anthropic.com"),
+            "{warned:?}"
+        );
+        let quiet = agent_text("claude", "[]", "remote_control: false");
+        assert!(
+            parse_in(dir.path(), &quiet)
+                .expect("valid")
+                .warnings()
+                .is_empty()
+        );
         // Names mode reads no login.
         let names = parse_names(
             &agent_text("codex", "[]", "host_login: true"),
