@@ -10,7 +10,7 @@
 use crate::util::*;
 
 const TOKEN: &str = "sk-e2e-real-token-5f0c2a";
-const CLIENT_IMAGE: &str = "bottle-test-egress-client:1";
+pub(crate) const CLIENT_IMAGE: &str = "bottle-test-egress-client:1";
 const CLIENT_DOCKERFILE: &str = "FROM debian:bookworm-slim\nRUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates python3-requests nodejs && rm -rf /var/lib/apt/lists/*\n";
 
 const NODE_SCRIPT: &str = r#"
@@ -30,12 +30,12 @@ r.end();
 
 const PY_SCRIPT: &str = "import requests; r = requests.get('https://api.example.test/py', headers={'Authorization': 'Bearer agent-fake'}); print(r.status_code); print(r.text)";
 
-fn ensure_client_image() {
+pub(crate) fn ensure_client_image() {
     ensure_image(CLIENT_IMAGE, CLIENT_DOCKERFILE);
 }
 
 /// `docker exec AGENT sh -c SCRIPT`: stdout and stderr.
-fn exec(agent: &str, script: &str) -> (String, String) {
+pub(crate) fn exec(agent: &str, script: &str) -> (String, String) {
     let out = std::process::Command::new("docker")
         .args(["exec", agent, "sh", "-c", script])
         .output()

@@ -13,6 +13,12 @@ mod agent;
 // Issue 4: the egress proxy (credential injection) end to end.
 mod egress;
 
+// Codex on the host's ChatGPT login: egress injects the host's token, the agent holds none.
+mod codex_login;
+
+// Claude Code's Remote Control: `bottle exec` passes the flag, egress tunnels its hosts.
+mod remote_control;
+
 // Issue 5: pipelock, the bottle's firewall, end to end.
 mod pipelock;
 

@@ -77,6 +77,8 @@ pub(crate) fn manifest(project: &str, agents: &[AgentGen]) -> Manifest {
                 prompt: None,
                 skills: vec![],
                 workspace: None,
+                host_login: None,
+                remote_control: false,
             },
         );
     }

@@ -228,8 +228,9 @@ fn build(blueprint: &Arc<Blueprint>, grants: &Grants) -> Result<DesiredState, Gr
                 agent: name.clone(),
                 bottle: agent.bottle.clone(),
             })?;
-        let granted = granted_policy(policy, grants, name);
-        for obj in bottle_objects(blueprint, name, agent, (policy, &granted), grants)? {
+        let declared = agent_policy(policy, agent);
+        let granted = agent_policy(&granted_policy(policy, grants, name), agent);
+        for obj in bottle_objects(blueprint, name, agent, (&declared, &granted), grants)? {
             state.objects.insert(obj.key.clone(), obj);
         }
     }
@@ -261,6 +262,44 @@ fn granted_policy(policy: &BottlePolicy, grants: &Grants, bottle: &str) -> Bottl
             dockerfile: dockerfile.clone(),
             context,
         };
+    }
+    p
+}
+
+/// `policy` with what the agent itself asks of its bottle's egress: for `host_login`, a
+/// route to Codex's ChatGPT backend whose token is the host's access token (the route
+/// machinery writes it to egress's token file and exempts its header from DLP; the agent
+/// holds a stand-in, `nodes::agent`); for `remote_control`, a passthrough route per
+/// Remote Control host (`provider::REMOTE_CONTROL_HOSTS`) the bottle does not tunnel
+/// already. The manifest refuses an agent whose bottle routes these hosts otherwise.
+fn agent_policy(policy: &BottlePolicy, agent: &Agent) -> BottlePolicy {
+    use bottle_model::{AuthScheme, Route, RouteAuth, RouteRole, codex_login};
+    let mut p = policy.clone();
+    if let Some(login) = &agent.host_login {
+        p.egress.routes.push(Route {
+            host: codex_login::HOST.into(),
+            path_prefix: Some(codex_login::PATH_PREFIX.into()),
+            auth: Some(RouteAuth {
+                scheme: AuthScheme::Bearer,
+                token: login.access_token.clone(),
+                var: String::new(),
+            }),
+            roles: vec![RouteRole::ChatgptLogin],
+            tls_passthrough: false,
+        });
+    }
+    if agent.remote_control {
+        for host in bottle_model::provider::REMOTE_CONTROL_HOSTS {
+            if !p.egress.routes.iter().any(|r| r.host == *host) {
+                p.egress.routes.push(Route {
+                    host: (*host).into(),
+                    path_prefix: None,
+                    auth: None,
+                    roles: Vec::new(),
+                    tls_passthrough: true,
+                });
+            }
+        }
     }
     p
 }
@@ -358,6 +397,10 @@ fn bottle_objects(
     }
     Ok(objects)
 }
+
+#[cfg(test)]
+#[path = "graph_agent_tests.rs"]
+mod agent_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,15 @@
 //! `bottle-model`: `bottles.yaml` to the validated model. [`manifest`] reads and checks
 //! the text (every problem located `file:line:column: field: message`); the types at this
 //! crate's root are what the manifest means once every field has been checked;
-//! [`provider`] holds what differs between agent CLIs (Claude Code, Codex).
+//! [`provider`] holds what differs between agent CLIs (Claude Code, Codex);
+//! [`codex_login`] Codex's `auth.json`, for an agent on the host's ChatGPT login.
 //!
 //! Stage two of the two-stage parse (see `manifest/`): nothing here carries spans or
 //! raw YAML; every value is typed, every reference resolved, every path absolute and every
 //! `from_env` value read from the host. The graph (`graph.rs`) and the node specs
 //! (`nodes/`) are built from this model only.
 
+pub mod codex_login;
 pub mod manifest;
 pub mod provider;
 
@@ -55,6 +57,25 @@ pub struct Manifest {
     pub bottles: BTreeMap<String, BottlePolicy>,
     /// Running bottles by agent name; each names a policy in `bottles`.
     pub agents: BTreeMap<String, Agent>,
+}
+
+impl Manifest {
+    /// What `diff` and `apply` say on every run about choices that loosen a bottle:
+    /// an agent with `remote_control` holds a credential of its own and its hosts are
+    /// tunnelled unscanned.
+    pub fn warnings(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .filter(|(_, a)| a.remote_control)
+            .map(|(name, _)| {
+                format!(
+                    "bottle {name}: remote_control: the agent holds its own claude.ai login, and \
+                     what it sends to {} is tunnelled without interception or DLP",
+                    provider::REMOTE_CONTROL_HOSTS.join(", ")
+                )
+            })
+            .collect()
+    }
 }
 
 /// A sandbox policy (`bottles.<name>`).
@@ -210,7 +231,8 @@ pub struct Route {
 pub struct RouteAuth {
     pub scheme: AuthScheme,
     pub token: Secret,
-    /// The host variable the token is read from (`from_env`): a name, not a secret.
+    /// The host variable the token is read from (`from_env`): a name, not a secret;
+    /// empty on a route bottle adds itself (an agent's `host_login`).
     pub var: String,
 }
 
@@ -228,6 +250,9 @@ pub enum RouteRole {
     AnthropicBaseUrl,
     /// The route is the agent's `OPENAI_BASE_URL`.
     OpenaiBaseUrl,
+    /// The route is Codex's ChatGPT backend, added for an agent's `host_login` (never
+    /// written in a manifest): no environment, Codex's default URL.
+    ChatgptLogin,
 }
 
 /// `egress.dlp`.
@@ -269,6 +294,12 @@ pub struct Agent {
     pub skills: Vec<Skill>,
     /// Host directory copied into the bottle (absolute).
     pub workspace: Option<PathBuf>,
+    /// `host_login: true` (Codex): the host's ChatGPT login, read at load. Egress
+    /// injects its token on the ChatGPT backend; the agent gets a stand-in `auth.json`.
+    pub host_login: Option<codex_login::CodexLogin>,
+    /// `remote_control: true` (Claude Code): the hosts Remote Control needs are
+    /// tunnelled, and `bottle exec` starts Claude Code with `--remote-control`.
+    pub remote_control: bool,
 }
 
 /// A skill: a directory on the host copied into the agent's `~/.claude/skills/<name>`.

@@ -9,6 +9,21 @@ pub const HOME: &str = "/home/node";
 pub const WORKSPACE: &str = "/home/node/workspace";
 /// The prompt file, relative to the home.
 pub const PROMPT_FILE: &str = ".bottle/prompt.md";
+/// Set (to `1`) in an agent with `remote_control: true`: the session command then starts
+/// Claude Code with [`REMOTE_CONTROL_FLAG`].
+pub const REMOTE_CONTROL_ENV: &str = "BOTTLE_REMOTE_CONTROL";
+/// Claude Code's flag for an interactive session with Remote Control on.
+pub const REMOTE_CONTROL_FLAG: &str = "--remote-control";
+/// The hosts Claude Code's Remote Control reaches from the agent, tunnelled untouched
+/// (its own claude.ai login travels in them, which interception would strip or DLP
+/// refuse): the Anthropic API, which relays the session (registration, polling, the
+/// session's stream), and the OAuth token endpoints its login is made and refreshed
+/// at. claude.ai itself is opened by the operator's browser, never by the agent.
+pub const REMOTE_CONTROL_HOSTS: &[&str] = &[
+    "api.anthropic.com",
+    "console.anthropic.com",
+    "platform.claude.com",
+];
 
 impl Provider {
     /// The default Dockerfile, embedded at compile time.
@@ -37,12 +52,13 @@ impl Provider {
 
     /// The command `bottle exec NAME` runs by default: the CLI, with the prompt file
     /// when the bottle has one. Codex reads its instructions from `~/.codex/AGENTS.md`,
-    /// provisioned from the prompt (see `nodes::agent`).
+    /// provisioned from the prompt (see `nodes::agent`). Claude Code gets
+    /// [`REMOTE_CONTROL_FLAG`] in an agent that has [`REMOTE_CONTROL_ENV`] set.
     pub fn session_command(self) -> Vec<String> {
         let cli = self.cli();
         let script = match self {
             Provider::Claude => format!(
-                "f={HOME}/{PROMPT_FILE}; if [ -f \"$f\" ]; then exec {cli} --append-system-prompt-file \"$f\" \"$@\"; else exec {cli} \"$@\"; fi"
+                "set -- ${{{REMOTE_CONTROL_ENV}:+{REMOTE_CONTROL_FLAG}}} \"$@\"; f={HOME}/{PROMPT_FILE}; if [ -f \"$f\" ]; then exec {cli} --append-system-prompt-file \"$f\" \"$@\"; else exec {cli} \"$@\"; fi"
             ),
             Provider::Codex => format!("exec {cli} \"$@\""),
         };
@@ -146,6 +162,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The session script, run by `sh` with a stub CLI that prints its arguments.
+    fn run_session(provider: Provider, env: &[(&str, &str)], args: &[&str]) -> String {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stub = dir.path().join(provider.cli());
+        std::fs::write(&stub, "#!/bin/sh\nprintf '%s|' \"$@\"\n").expect("stub");
+        let mut perm = std::fs::metadata(&stub).expect("stat").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&stub, perm).expect("chmod");
+        let cmd = provider.session_command();
+        assert_eq!(cmd[0], "sh");
+        let out = std::process::Command::new("/bin/sh")
+            .args(&cmd[1..])
+            .args(args)
+            .env_clear()
+            .env("PATH", dir.path())
+            .envs(env.iter().copied())
+            .output()
+            .expect("sh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn remote_control_adds_the_flag_to_claudes_session_only_when_set() {
+        let on = [(REMOTE_CONTROL_ENV, "1")];
+        assert_eq!(
+            run_session(Provider::Claude, &on, &["-p", "hi"]),
+            "--remote-control|-p|hi|"
+        );
+        assert_eq!(run_session(Provider::Claude, &[], &["-p", "hi"]), "-p|hi|");
+        assert_eq!(run_session(Provider::Claude, &on, &[]), "--remote-control|");
+        // Codex has no such mode: the variable changes nothing.
+        assert_eq!(run_session(Provider::Codex, &on, &["x"]), "x|");
     }
 
     #[test]

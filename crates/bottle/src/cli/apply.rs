@@ -21,7 +21,14 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     let manifest = load_manifest(&args.manifest.file)?;
     let _lock = lock_project(&manifest.project, args.wait_lock).await?;
     if args.watch {
-        return run_watch(args, manifest.project).await;
+        // The host's Codex logins change when the host's Codex refreshes its token:
+        // reloading then gives egress the new one.
+        let logins: Vec<_> = manifest
+            .agents
+            .values()
+            .filter_map(|a| a.host_login.as_ref().map(|l| l.path.clone()))
+            .collect();
+        return run_watch(args, manifest.project, logins).await;
     }
     let desired =
         desired_state(&manifest)?.with_addressing(crate::edge::host::addressing(args.subnet_pool));
@@ -76,9 +83,14 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     Ok(if failed || not_ready > 0 { 2 } else { 0 })
 }
 
-/// `apply --watch`: triggers from the manifest's directory, the engine's events and
-/// signals feed [`watch::run`] until SIGINT/SIGTERM.
-async fn run_watch(args: ApplyArgs, project: String) -> anyhow::Result<i32> {
+/// `apply --watch`: triggers from the manifest's directory (and those of `host_files`,
+/// the host logins it names as it is now), the engine's events and signals feed
+/// [`watch::run`] until SIGINT/SIGTERM.
+async fn run_watch(
+    args: ApplyArgs,
+    project: String,
+    host_files: Vec<std::path::PathBuf>,
+) -> anyhow::Result<i32> {
     use tokio::signal::unix::{SignalKind, signal};
 
     let docker = connect().await?;
@@ -102,8 +114,9 @@ async fn run_watch(args: ApplyArgs, project: String) -> anyhow::Result<i32> {
     // The event stream is lazy: start following it before the first converge.
     let events =
         crate::edge::sources::spawn_events(&docker, &project, tx.clone(), Arc::clone(&metrics));
-    let _manifest_watch = crate::edge::sources::watch_manifest(&args.manifest.file, tx.clone())
-        .with_context(|| format!("watching {}", args.manifest.file.display()))?;
+    let _manifest_watch =
+        crate::edge::sources::watch_manifest(&args.manifest.file, &host_files, tx.clone())
+            .with_context(|| format!("watching {}", args.manifest.file.display()))?;
     let server = match args.metrics {
         Some(addr) => {
             let l = tokio::net::TcpListener::bind(addr)

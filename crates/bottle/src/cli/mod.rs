@@ -407,8 +407,12 @@ async fn lock_project(project: &str, wait: bool) -> anyhow::Result<crate::edge::
 }
 
 /// The desired state of a manifest: every image context read and hashed (the CAs are
-/// minted only when their volumes are created). No Docker call.
+/// minted only when their volumes are created), the manifest's warnings printed on
+/// stderr. No Docker call.
 fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
+    for w in manifest.warnings() {
+        eprintln!("warning: {w}");
+    }
     let key = digest_key()?;
     let binary = crate::edge::host::find_sidecar_binary()?;
     let context = crate::edge::host::sidecar_context(&binary)?;

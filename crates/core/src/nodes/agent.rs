@@ -1,6 +1,7 @@
 //! The agent node: the agent image (built from the bottle's Dockerfile or the
-//! provider's, tagged with the context hash), the home volume (prompt and skills,
-//! provisioned at creation), the workspace volume (a copy of the host folder, `.git`
+//! provider's, tagged with the context hash), the home volume (prompt and skills, and
+//! for `host_login` Codex's stand-in `auth.json` without any real token; provisioned at
+//! creation), the workspace volume (a copy of the host folder, `.git`
 //! included; it survives agent recreation), and the agent container: hardened, trusting
 //! the bottle's CA (never holding its key), with no network of its own. It joins the
 //! network namespace agent-net holds (`nodes::agent_net`): net-internal under the name
@@ -15,18 +16,20 @@ use crate::hash::SpecHasher;
 use crate::images::{self, Context, ImageError};
 use bottle_contract::labels;
 use bottle_engine::{BuildSpec, ContainerSpec, Mount, SeedDir, VolumeFile, VolumeSpec};
-use bottle_model::EnvValue;
-use bottle_model::provider::{HOME, PROMPT_FILE, WORKSPACE};
+use bottle_model::provider::{HOME, PROMPT_FILE, REMOTE_CONTROL_ENV, WORKSPACE};
+use bottle_model::{EnvValue, codex_login};
 
 /// The non-root user the agent runs as (`node` in the provider images).
 pub const AGENT_UID: u64 = 1000;
 /// The agent's user and group as a container `user` value (`uid:gid`, both [`AGENT_UID`]).
 pub const AGENT_USER: &str = "1000:1000";
 
-/// Files never sent in a build context: the manifest and the key files it names.
+/// Files never sent in a build context: the manifest and the secret files it names
+/// (git identities, the host's Codex login of a `host_login` agent).
 fn excluded(ctx: &BottleCtx<'_>) -> Vec<PathBuf> {
     std::iter::once(ctx.manifest_path.to_path_buf())
         .chain(ctx.policy.git.iter().map(|g| g.identity_file.path.clone()))
+        .chain(ctx.agent.host_login.iter().map(|l| l.path.clone()))
         .collect()
 }
 
@@ -106,6 +109,14 @@ fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
     if let Some((path, text)) = &mcp {
         files.push(file(path.clone(), text.clone().into_bytes()));
     }
+    // The host's Codex login, as a stand-in without any real token (egress holds it).
+    let codex_auth = ctx.agent.host_login.as_ref().map(|l| l.agent_auth_json());
+    if let Some(text) = &codex_auth {
+        files.push(VolumeFile {
+            mode: 0o600,
+            ..file(codex_login::AGENT_FILE.into(), text.clone().into_bytes())
+        });
+    }
     let mut seed_dirs = Vec::new();
     let mut skills_digest = Vec::new();
     for skill in &ctx.agent.skills {
@@ -127,6 +138,7 @@ fn home_volume(ctx: &BottleCtx<'_>) -> Result<DesiredObject, ImageError> {
         .field("provider", provider.as_str())
         .field("gitconfig", gitconfig.as_deref().unwrap_or(""))
         .field("mcp", mcp.map(|(_, t)| t).unwrap_or_default())
+        .field("codex_login", codex_auth.unwrap_or_default())
         .finish();
     Ok(ctx.object(
         NodeKind::Agent,
@@ -201,6 +213,9 @@ fn container(
     );
     if ctx.agent.prompt.is_some() {
         env.push(format!("BOTTLE_PROMPT_FILE={HOME}/{PROMPT_FILE}"));
+    }
+    if ctx.agent.remote_control {
+        env.push(format!("{REMOTE_CONTROL_ENV}=1"));
     }
     env.extend(provider.env().iter().map(|(k, v)| format!("{k}={v}")));
     let mut env_digest: Vec<(String, Option<&str>)> =
@@ -312,6 +327,38 @@ fn container(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hosts_codex_login_is_never_in_a_build_context() {
+        let policy = bottle_model::BottlePolicy {
+            image: bottle_model::ImageSource::ProviderDefault,
+            runtime: Default::default(),
+            resources: Default::default(),
+            env: Default::default(),
+            egress: Default::default(),
+            git: vec![],
+            supervise: false,
+        };
+        let login = codex_login::CodexLogin {
+            path: "/home/u/project/.codex/auth.json".into(),
+            access_token: bottle_model::Secret::new("t"),
+            account_id: "a".into(),
+            email: None,
+            plan: None,
+            user_id: None,
+        };
+        let agent = bottle_model::Agent {
+            bottle: "dev".into(),
+            provider: bottle_model::Provider::Codex,
+            prompt: None,
+            skills: vec![],
+            workspace: None,
+            host_login: Some(login.clone()),
+            remote_control: false,
+        };
+        let excluded = crate::nodes::with_agent_ctx(&policy, &agent, excluded);
+        assert!(excluded.contains(&login.path));
+    }
 
     #[test]
     fn the_bundle_egress_names_is_the_one_the_agent_mounts() {

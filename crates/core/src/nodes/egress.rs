@@ -194,6 +194,8 @@ pub fn agent_env(ctx: &BottleCtx<'_>) -> Vec<(String, String)> {
                     set("OPENAI_BASE_URL", &base);
                     set("OPENAI_API_KEY", PLACEHOLDER_KEY);
                 }
+                // Codex's own default URL; its stand-in login is in its home.
+                RouteRole::ChatgptLogin => {}
             }
         }
     }

@@ -268,14 +268,26 @@ pub(crate) fn with_ctx<T>(policy: &BottlePolicy, f: impl FnOnce(&BottleCtx<'_>) 
         prompt: None,
         skills: vec![],
         workspace: None,
+        host_login: None,
+        remote_control: false,
     };
+    with_agent_ctx(policy, &agent, f)
+}
+
+/// [`with_ctx`] for `agent`.
+#[cfg(test)]
+pub(crate) fn with_agent_ctx<T>(
+    policy: &BottlePolicy,
+    agent: &Agent,
+    f: impl FnOnce(&BottleCtx<'_>) -> T,
+) -> T {
     let key = DigestKey::fixed(3);
     let contexts = crate::images::ContextCache::default();
     let ctx = BottleCtx {
         project: "p",
         manifest_path: std::path::Path::new("/m/bottles.yaml"),
         bottle: "b",
-        agent: &agent,
+        agent,
         policy,
         key: &key,
         sidecar_image: "bottle-sidecar:x",

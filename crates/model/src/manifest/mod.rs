@@ -420,6 +420,8 @@ agents:
                 dir: canonical(&skills_dir().join("code-review")),
             }],
             workspace: Some(root.clone()),
+            host_login: None,
+            remote_control: false,
         };
         let expected = Manifest {
             path: root.join("bottles.yaml"),
@@ -712,6 +714,161 @@ agents: {a: {bottle: b, provider: codex}}
         let ca = at("bottles.b.egress.upstream_ca");
         assert_eq!(ca.line, 6, "{ca:?}");
         assert!(ca.message.contains("larger than"), "{}", ca.message);
+    }
+
+    /// A manifest with an agent `a` of `provider` under bottle `b`, whose policy holds
+    /// `routes` (YAML list) and whose agent holds `extra` (YAML flow map entries).
+    fn agent_text(provider: &str, routes: &str, extra: &str) -> String {
+        format!(
+            "bottles:\n  b:\n    image: {{dockerfile: Dockerfile.test}}\n    egress:\n      routes: {routes}\nagents:\n  a: {{bottle: b, provider: {provider}, {extra}}}\n"
+        )
+    }
+
+    #[test]
+    fn host_login_reads_the_hosts_codex_login() {
+        let dir = project_dir();
+        let codex_home = dir.path().join("codex-home");
+        std::fs::create_dir(&codex_home).expect("mkdir");
+        let access = "eyJhbGciOiJSUzI1NiJ9.host-access-token.sig";
+        std::fs::write(
+            codex_home.join("auth.json"),
+            crate::codex_login::host_auth_json(access, "rt_refresh", "acct-7", "me@example.com"),
+        )
+        .expect("write");
+        let home = codex_home.display().to_string();
+        let env = |name: &str| match name {
+            "CODEX_HOME" => Some(home.clone()),
+            other => host_env(other),
+        };
+        let text = agent_text("codex", "[]", "host_login: true");
+        let m = parse(&text, &dir.path().join("bottles.yaml"), &env).expect("valid");
+        let a = &m.agents["a"];
+        let login = a.host_login.as_ref().expect("a login");
+        assert_eq!(login.access_token.expose(), access);
+        assert_eq!(login.account_id, "acct-7");
+        assert_eq!(login.path, canonical(&codex_home.join("auth.json")));
+        assert!(!a.remote_control);
+        assert!(!format!("{m:?}").contains(access));
+        // `false` is no login at all; without CODEX_HOME, `~/.codex/auth.json`.
+        let off = agent_text("codex", "[]", "host_login: false");
+        let m = parse(&off, &dir.path().join("bottles.yaml"), &env).expect("valid");
+        assert!(m.agents["a"].host_login.is_none());
+        let found = problems(parse_in(dir.path(), &text));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].field.as_str(), found[0].line),
+            ("agents.a.host_login", 7)
+        );
+        assert!(
+            found[0]
+                .message
+                .contains("/nonexistent-home/.codex/auth.json` cannot be read")
+                && found[0].message.contains("codex login"),
+            "{}",
+            found[0].message
+        );
+    }
+
+    #[test]
+    fn host_login_and_remote_control_refuse_what_they_cannot_serve() {
+        let dir = project_dir();
+        std::fs::write(
+            dir.path().join("auth.json"),
+            r#"{"OPENAI_API_KEY": "sk-x"}"#,
+        )
+        .expect("write");
+        let home = dir.path().display().to_string();
+        let env = |name: &str| match name {
+            "CODEX_HOME" => Some(home.clone()),
+            other => host_env(other),
+        };
+        let cases = [
+            (
+                agent_text("codex", "[]", "host_login: true"),
+                "agents.a.host_login",
+                "holds an API key, not a ChatGPT login",
+            ),
+            (
+                agent_text("claude", "[]", "host_login: true"),
+                "agents.a.host_login",
+                "`provider: codex` only",
+            ),
+            (
+                agent_text(
+                    "codex",
+                    "[{host: chatgpt.com, tls_passthrough: true}]",
+                    "host_login: true",
+                ),
+                "agents.a.host_login",
+                "it routes chatgpt.com itself (egress.routes[0])",
+            ),
+            (
+                agent_text(
+                    "codex",
+                    "[{host: api.openai.com, auth: {scheme: bearer, token: {from_env: ANTHROPIC_API_KEY}}, roles: [openai-base-url]}]",
+                    "host_login: true",
+                ),
+                "agents.a.host_login",
+                "`openai-base-url` gives Codex an API key already",
+            ),
+            (
+                agent_text("codex", "[]", "remote_control: true"),
+                "agents.a.remote_control",
+                "a Claude Code feature",
+            ),
+            (
+                agent_text(
+                    "claude",
+                    "[{host: api.anthropic.com, auth: {scheme: bearer, token: {from_env: ANTHROPIC_API_KEY}}, roles: [anthropic-base-url]}]",
+                    "remote_control: true",
+                ),
+                "agents.a.remote_control",
+                "routes that host through egress (egress.routes[0])",
+            ),
+            (
+                agent_text("claude", "[]", "remote_control: yes"),
+                "agents.a.remote_control",
+                "expected true or false",
+            ),
+        ];
+        for (text, field, says) in cases {
+            let found = problems(parse(&text, &dir.path().join("bottles.yaml"), &env));
+            assert!(
+                found
+                    .iter()
+                    .any(|p| p.field == field && p.line == 7 && p.message.contains(says)),
+                "{text}\nwant {field}: {says}\ngot {found:?}"
+            );
+        }
+        // A passthrough route to a Remote Control host is what it needs anyway.
+        let fine = agent_text(
+            "claude",
+            "[{host: api.anthropic.com, tls_passthrough: true}]",
+            "remote_control: true",
+        );
+        let m = parse_in(dir.path(), &fine).expect("valid");
+        assert!(m.agents["a"].remote_control);
+        let warned = m.warnings();
+        assert!(
+            warned.len() == 1
+                && warned[0].contains("bottle a: remote_control")
+                && warned[0].contains("api.anthropic.com"),
+            "{warned:?}"
+        );
+        let quiet = agent_text("claude", "[]", "remote_control: false");
+        assert!(
+            parse_in(dir.path(), &quiet)
+                .expect("valid")
+                .warnings()
+                .is_empty()
+        );
+        // Names mode reads no login.
+        let names = parse_names(
+            &agent_text("codex", "[]", "host_login: true"),
+            &dir.path().join("bottles.yaml"),
+        )
+        .expect("names");
+        assert_eq!(names.agents["a"].provider, Provider::Codex);
     }
 
     /// Each host value a manifest may lack: names mode loads it, full mode refuses it with

@@ -511,6 +511,20 @@ pub const AGENT: &[Field] = &[
          at creation (never mounted).",
         STR,
     ),
+    field(
+        "host_login",
+        "Codex only: use the host's Codex ChatGPT login (`$CODEX_HOME/auth.json`, else \
+         `~/.codex/auth.json`). The agent gets stand-in tokens; egress sends the real \
+         access token on `chatgpt.com`'s Codex path only.",
+        Shape::Bool,
+    ),
+    field(
+        "remote_control",
+        "Claude Code only: start it with Remote Control (`bottle exec` passes \
+         `--remote-control`); Anthropic's hosts are then tunnelled unscanned and the agent \
+         holds its own claude.ai login (see README).",
+        Shape::Bool,
+    ),
 ];
 
 /// The JSON Schema (draft 2020-12) of a manifest, with a description on every value.

@@ -14,9 +14,10 @@ use serde_saphyr::{Location, Spanned};
 use super::diag::{DOCUMENT, Problem};
 use super::raw::{Node, Raw, position};
 use super::schema::{self, Field, MAX_CPUS, MAX_NAME, MIN_MEMORY, MIN_PIDS, SchemeWord};
+use crate::codex_login::{self, CodexLogin};
 use crate::{
     Agent, AuthScheme, BottlePolicy, Dlp, Egress, EnvValue, GitRemote, HostFile, ImageSource,
-    Manifest, Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
+    Manifest, Provider, Resources, Route, RouteAuth, RouteRole, RuntimeChoice, Secret, Skill,
 };
 
 /// How much of the host a walk reads.
@@ -459,7 +460,7 @@ impl Ctx<'_> {
             for (key, value) in map.entries {
                 let field = map.field(&key.value);
                 let named = self.name(&key.referenced, &field, "agent", &key.value);
-                if let Some(agent) = self.agent(value, &field, &bottle_names)
+                if let Some(agent) = self.agent(value, &field, &bottle_names, &bottles)
                     && named
                 {
                     agents.insert(key.value.clone(), agent);
@@ -1042,7 +1043,13 @@ impl Ctx<'_> {
         }
     }
 
-    fn agent(&mut self, node: &Node, path: &str, bottles: &[&str]) -> Option<Agent> {
+    fn agent(
+        &mut self,
+        node: &Node,
+        path: &str,
+        bottles: &[&str],
+        policies: &BTreeMap<String, BottlePolicy>,
+    ) -> Option<Agent> {
         let map = self.map(node, path, schema::AGENT)?;
         let bottle = self.required(&map, "bottle").and_then(|n| {
             let field = map.field("bottle");
@@ -1097,13 +1104,161 @@ impl Ctx<'_> {
         let workspace = map
             .get("workspace")
             .and_then(|n| self.existing_path(n, &map.field("workspace"), true));
+        let policy = bottle.as_ref().and_then(|b| policies.get(b));
+        let host_login = map.get("host_login").and_then(|n| {
+            let field = map.field("host_login");
+            self.host_login(n, &field, provider, policy)
+        });
+        let remote_control = map.get("remote_control").is_some_and(|n| {
+            let field = map.field("remote_control");
+            self.remote_control(n, &field, provider, policy)
+        });
         Some(Agent {
             bottle: bottle?,
             provider,
             prompt,
             skills,
             workspace,
+            host_login,
+            remote_control,
         })
+    }
+
+    /// `host_login: true`: the host's Codex login, read now from `$CODEX_HOME/auth.json`
+    /// (else `~/.codex/auth.json`). A file that is missing or no ChatGPT login, another
+    /// provider, or a bottle that already routes Codex elsewhere is a problem here.
+    fn host_login(
+        &mut self,
+        node: &Node,
+        field: &str,
+        provider: Provider,
+        policy: Option<&BottlePolicy>,
+    ) -> Option<CodexLogin> {
+        if !self.bool(node, field)? {
+            return None;
+        }
+        let at = &node.referenced;
+        if provider != Provider::Codex {
+            self.report(
+                at,
+                field,
+                "`host_login` is supported for `provider: codex` only (the host's ChatGPT login)",
+            );
+            return None;
+        }
+        let routes = policy.map(|p| p.egress.routes.as_slice()).unwrap_or(&[]);
+        for (i, r) in routes.iter().enumerate() {
+            let why = if r.host == codex_login::HOST {
+                format!("it routes {} itself", r.host)
+            } else if r.roles.contains(&RouteRole::OpenaiBaseUrl) {
+                "its route with `openai-base-url` gives Codex an API key already".to_string()
+            } else {
+                continue;
+            };
+            self.report(
+                at,
+                field,
+                format!(
+                    "`host_login` cannot be used with this bottle: {why} (egress.routes[{i}]); \
+                     run this agent under a bottle without that route"
+                ),
+            );
+            return None;
+        }
+        let path = match ((self.env)("CODEX_HOME"), (self.env)("HOME")) {
+            (Some(dir), _) if !dir.is_empty() => Path::new(&dir).join("auth.json"),
+            (_, Some(home)) if !home.is_empty() => Path::new(&home).join(".codex/auth.json"),
+            _ if !self.host => PathBuf::from("auth.json"),
+            _ => {
+                self.report(
+                    at,
+                    field,
+                    "cannot find the host's Codex login: neither CODEX_HOME nor HOME is set",
+                );
+                return None;
+            }
+        };
+        if !self.host {
+            return Some(CodexLogin {
+                path,
+                access_token: Secret::new(""),
+                account_id: String::new(),
+                email: None,
+                plan: None,
+                user_id: None,
+            });
+        }
+        let shown = path.display().to_string();
+        let contents = match std::fs::read(&path) {
+            Ok(c) if c.len() <= MAX_HOST_FILE => c,
+            Ok(_) => {
+                let message = format!("`{shown}` is larger than {MAX_HOST_FILE} bytes");
+                self.report(at, field, message);
+                return None;
+            }
+            Err(err) => {
+                let message = format!(
+                    "the host's Codex login `{shown}` cannot be read: {err}; log in on the host \
+                     with `codex login` (a login kept in the OS keyring has no file: set \
+                     `cli_auth_credentials_store = \"file\"` in Codex's config.toml)"
+                );
+                self.report(at, field, message);
+                return None;
+            }
+        };
+        match codex_login::parse(&contents) {
+            // Canonical: build contexts leave it out by its path.
+            Ok(login) => Some(CodexLogin {
+                path: std::fs::canonicalize(&path).unwrap_or(path),
+                ..login
+            }),
+            Err(why) => {
+                let message = format!("`{shown}` is not a usable ChatGPT login: {why}");
+                self.report(at, field, message);
+                None
+            }
+        }
+    }
+
+    /// `remote_control: true`: Claude Code only, and its hosts must not be routes of the
+    /// bottle that inject a credential (Remote Control needs Claude Code's own claude.ai
+    /// login, tunnelled untouched).
+    fn remote_control(
+        &mut self,
+        node: &Node,
+        field: &str,
+        provider: Provider,
+        policy: Option<&BottlePolicy>,
+    ) -> bool {
+        if !self.bool(node, field).unwrap_or(false) {
+            return false;
+        }
+        let at = &node.referenced;
+        if provider != Provider::Claude {
+            self.report(
+                at,
+                field,
+                "`remote_control` is a Claude Code feature (`provider: claude`)",
+            );
+            return false;
+        }
+        let routes = policy.map(|p| p.egress.routes.as_slice()).unwrap_or(&[]);
+        let hosts = crate::provider::REMOTE_CONTROL_HOSTS;
+        if let Some((i, r)) = routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !r.tls_passthrough && hosts.contains(&r.host.as_str()))
+        {
+            let message = format!(
+                "Remote Control needs Claude Code's own claude.ai login on {}, tunnelled \
+                 untouched, and this bottle routes that host through egress (egress.routes[{i}]); \
+                 run this agent under a bottle without that route",
+                r.host
+            );
+            self.report(at, field, message);
+            return false;
+        }
+        true
     }
 }
 
