@@ -144,7 +144,7 @@ async fn audit_rows(b: &Client, verdict: &str, host: &str) -> u64 {
         b,
         &format!(
             "return [...document.querySelectorAll('#audit-rows tr')].filter(r => \
-             r.dataset.verdict === '{verdict}' && r.children[5].textContent === '{host}').length;"
+             r.dataset.verdict === '{verdict}' && r.children[6].textContent === '{host}').length;"
         ),
     )
     .await
@@ -247,6 +247,20 @@ agents:
         || async { audit_rows(&b, "deny", DOCS).await > 0 },
     )
     .await;
+    // The row names its project; the project filter keeps it.
+    let of_project = eval(
+        &b,
+        &format!(
+            "const s = document.getElementById('f-project'); s.value = '{}'; \
+             s.dispatchEvent(new Event('change')); \
+             const shown = [...document.querySelectorAll('#audit-rows tr')].filter(r => !r.hidden); \
+             s.value = ''; s.dispatchEvent(new Event('change')); \
+             return [shown.length > 0, shown.every(r => r.children[1].textContent === '{}')];",
+            p.name, p.name
+        ),
+    )
+    .await;
+    assert_eq!(of_project, serde_json::json!([true, true]));
     shot(&b, "1-pending.png").await;
 
     // Approve for 30 s, by clicking (the live part may be swapped under us: retry).
