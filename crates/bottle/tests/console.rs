@@ -10,11 +10,11 @@
 //! `target/console-screenshots/`.
 //!
 //! And "nothing on a bottle's networks can reach it": with the console on 127.0.0.1
-//! (serving every project on the engine, as with neither `-f` nor `-p`), an agent whose
-//! bottle allows every private range and `localhost` tries every way in: directly at the
-//! host's addresses (its networks' gateways, docker0's, `host.docker.internal`,
-//! loopback), and through egress and pipelock (a proxied GET and a CONNECT tunnel to
-//! each). The console logs every request it gets (debug level): only the test's own
+//! (serving every project on the engine, as with neither `-f` nor `-p`: the bottle's,
+//! applied after it started, shows on the page), an agent whose bottle allows every
+//! private range and `localhost` tries every way in: directly at the host's addresses
+//! (its networks' gateways, docker0's, `host.docker.internal`, loopback), and through
+//! egress and pipelock (a proxied GET and a CONNECT tunnel to each). The console logs every request it gets (debug level): only the test's own
 //! requests from the host show there. A control shows the paths are real: a listener
 //! on all the host's addresses is reached through pipelock at the net-egress gateway.
 
@@ -532,11 +532,8 @@ agents:
   a: {bottle: dev}
 "#,
     );
-    p.bottle(&["apply", "-f", m.to_str().expect("utf-8")])
-        .expect(0);
-    let agent = p.obj("a", "agent");
-
-    // Neither -f nor -p, and no bottles.yaml where it runs: every project on the engine.
+    // Neither -f nor -p, and no bottles.yaml where it runs: every project on the engine,
+    // this one included once it is applied.
     let elsewhere = tempfile::tempdir().expect("temp dir");
     let log = elsewhere.path().join("console.log");
     let (_console, url) = start_console(elsewhere.path(), &[], Some(&log));
@@ -547,9 +544,12 @@ agents:
         .and_then(|p| p.parse().ok())
         .expect("the URL's port");
     let query = url.split('?').nth(1).expect("the token");
+    p.bottle(&["apply", "-f", m.to_str().expect("utf-8")])
+        .expect(0);
+    let agent = p.obj("a", "agent");
 
-    // The host reaches it: the page lists this project (found on the engine); without
-    // the token, 403. Both requests are in the log.
+    // The host reaches it: the page lists this project (found on the engine after the
+    // console started); without the token, 403. The requests are in the log.
     let section = format!("data-project=\"{}\"", p.name);
     let t = Instant::now();
     loop {
