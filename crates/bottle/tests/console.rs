@@ -8,6 +8,15 @@
 //! through and the stream shows the pass; at the grant's end the host is refused again
 //! within seconds (measured) and the grant shows as expired. Screenshots are kept under
 //! `target/console-screenshots/`.
+//!
+//! And "nothing on a bottle's networks can reach it": with the console on 127.0.0.1
+//! (serving every project on the engine, as with neither `-f` nor `-p`: the bottle's,
+//! applied after it started, shows on the page), an agent whose bottle allows every
+//! private range and `localhost` tries every way in: directly at the host's addresses
+//! (its networks' gateways, docker0's, `host.docker.internal`, loopback), and through
+//! egress and pipelock (a proxied GET and a CONNECT tunnel to each). The console logs every request it gets (debug level): only the test's own
+//! requests from the host show there. A control shows the paths are real: a listener
+//! on all the host's addresses is reached through pipelock at the net-egress gateway.
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -30,11 +39,22 @@ impl Drop for Kid {
     }
 }
 
-/// `bottle console -f MANIFEST --listen 127.0.0.1:0`, and the URL it printed.
-fn start_console(p: &Project, manifest: &str) -> (Kid, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_bottle"))
-        .args(["console", "-f", manifest, "--listen", "127.0.0.1:0"])
-        .current_dir(p.dir.path())
+/// `bottle console ARGS --listen 127.0.0.1:0` in `dir`, its stderr (debug logs) into
+/// `log` when given, and the URL it printed.
+fn start_console(dir: &Path, args: &[&str], log: Option<&Path>) -> (Kid, String) {
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).expect("console log")),
+        None => Stdio::inherit(),
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bottle"));
+    if log.is_some() {
+        cmd.env("RUST_LOG", "bottle=debug");
+    }
+    let mut c = cmd
+        .arg("console")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir)
         .env("BOTTLE_SIDECAR_BINARY", sidecar_binary())
         .env(
             "XDG_STATE_HOME",
@@ -42,7 +62,7 @@ fn start_console(p: &Project, manifest: &str) -> (Kid, String) {
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("spawn bottle console");
     let out = c.stdout.take().expect("stdout");
@@ -144,7 +164,7 @@ async fn audit_rows(b: &Client, verdict: &str, host: &str) -> u64 {
         b,
         &format!(
             "return [...document.querySelectorAll('#audit-rows tr')].filter(r => \
-             r.dataset.verdict === '{verdict}' && r.children[5].textContent === '{host}').length;"
+             r.dataset.verdict === '{verdict}' && r.children[6].textContent === '{host}').length;"
         ),
     )
     .await
@@ -185,7 +205,7 @@ agents:
     let passes = || fetch().1.contains("ok health");
     assert!(!passes(), "reachable before any grant");
 
-    let (_console, url) = start_console(&p, m);
+    let (_console, url) = start_console(p.dir.path(), &["-f", m], None);
     let base = url.split('?').next().expect("base").to_string();
     let (_driver, driver_url) = start_chromedriver();
     let b = browser(&driver_url).await;
@@ -247,6 +267,20 @@ agents:
         || async { audit_rows(&b, "deny", DOCS).await > 0 },
     )
     .await;
+    // The row names its project; the project filter keeps it.
+    let of_project = eval(
+        &b,
+        &format!(
+            "const s = document.getElementById('f-project'); s.value = '{}'; \
+             s.dispatchEvent(new Event('change')); \
+             const shown = [...document.querySelectorAll('#audit-rows tr')].filter(r => !r.hidden); \
+             s.value = ''; s.dispatchEvent(new Event('change')); \
+             return [shown.length > 0, shown.every(r => r.children[1].textContent === '{}')];",
+            p.name, p.name
+        ),
+    )
+    .await;
+    assert_eq!(of_project, serde_json::json!([true, true]));
     shot(&b, "1-pending.png").await;
 
     // Approve for 30 s, by clicking (the live part may be swapped under us: retry).
@@ -373,4 +407,276 @@ agents:
     .await;
     shot(&b, "3-expired.png").await;
     b.close().await.expect("close the browser");
+}
+
+/// The attacker, in the agent (bash and coreutils only): `try LABEL HOST PORT REQUEST`
+/// opens a TCP connection with bash's `/dev/tcp`, sends REQUEST (printf `%b` escapes)
+/// and prints what comes back (up to 4 KiB, a few seconds), after a `@@ LABEL` line.
+const ATTACKER: &str = r#"try() {
+  printf '@@ %s\n' "$1"
+  timeout 8 bash -c '
+    exec 3<>"/dev/tcp/$1/$2" || { echo "no connection"; exit 0; }
+    printf "%b" "$3" >&3 || { echo "write failed"; exit 0; }
+    n=0; until read -t 0 <&3; do n=$((n+1)); [ $n -ge 50 ] && break; sleep 0.1; done
+    head -c 4096 <&3' _ "$2" "$3" "$4" 2>&1
+  echo
+}
+"#;
+
+/// Run `script` with bash in container `c`: its stdout.
+fn bash_in(c: &str, script: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", c, "bash", "-c", script])
+        .output()
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One GET of `/` to `target` as a proxy sees it (absolute URL) or as a server does.
+fn get_req(url_host: &str, port: u16, absolute: bool) -> String {
+    let path = if absolute {
+        format!("http://{url_host}:{port}/")
+    } else {
+        "/".into()
+    };
+    format!("GET {path} HTTP/1.1\\r\\nHost: {url_host}:{port}\\r\\nConnection: close\\r\\n\\r\\n")
+}
+
+/// What the console's log says it received: one line per request.
+fn requests_logged(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("request") && l.contains("path="))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A GET from the host (loopback) with the right Host: the response, whole.
+fn host_get(port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// A listener on every address of the host (what the console refuses to be): it
+/// answers `decoy` and counts the connections it gets.
+fn start_decoy() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read as _, Write as _};
+    use std::sync::atomic::Ordering;
+    let l = std::net::TcpListener::bind("0.0.0.0:0").expect("a decoy listener");
+    let port = l.local_addr().expect("its port").port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&hits);
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            counted.fetch_add(1, Ordering::SeqCst);
+            s.set_read_timeout(Some(Duration::from_secs(2))).ok();
+            let _ = s.read(&mut [0u8; 4096]);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\ndecoy",
+            );
+        }
+    });
+    (port, hits)
+}
+
+/// The IPv4 gateway of network `name`.
+fn gateway(name: &str) -> String {
+    inspect_network(name, "{{range .IPAM.Config}}{{.Gateway}} {{end}}")
+        .split_whitespace()
+        .find(|g| g.parse::<std::net::Ipv4Addr>().is_ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn inspect_network(name: &str, format: &str) -> String {
+    docker(&["network", "inspect", name, "--format", format])
+        .trim()
+        .to_string()
+}
+
+/// The address of container `c` on network `net`.
+fn address_on(c: &str, net: &str) -> String {
+    inspect(
+        c,
+        &format!(
+            "{{{{with index .NetworkSettings.Networks \"{net}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}"
+        ),
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn nothing_on_a_bottles_networks_reaches_the_console() {
+    let p = Project::new("conr");
+    let m = p.manifest(
+        r#"
+bottles:
+  dev:
+    image: {dockerfile: Dockerfile}
+    runtime: runc
+    egress:
+      allow: [localhost, host.docker.internal]
+      allow_cidrs: [127.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 10.0.0.0/8]
+agents:
+  a: {bottle: dev}
+"#,
+    );
+    // Neither -f nor -p, and no bottles.yaml where it runs: every project on the engine,
+    // this one included once it is applied.
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let log = elsewhere.path().join("console.log");
+    let (_console, url) = start_console(elsewhere.path(), &[], Some(&log));
+    let port: u16 = url
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("the URL's port");
+    let query = url.split('?').nth(1).expect("the token");
+    p.bottle(&["apply", "-f", m.to_str().expect("utf-8")])
+        .expect(0);
+    let agent = p.obj("a", "agent");
+
+    // The host reaches it: the page lists this project (found on the engine after the
+    // console started); without the token, 403. The requests are in the log.
+    let section = format!("data-project=\"{}\"", p.name);
+    let t = Instant::now();
+    loop {
+        let page = host_get(port, &format!("/?{query}"));
+        if page.contains(&section) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the page does not show project {}:\n{page}",
+            p.name
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(host_get(port, "/").contains("a valid token is required"));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = requests_logged(&log).len();
+    assert!(before >= 2, "the console logs its requests: {before}");
+
+    // The host's addresses on the bottle's networks, and the proxies.
+    let nets = p.objects("network");
+    let net = |kind: &str| {
+        nets.iter()
+            .find(|n| n.ends_with(kind))
+            .unwrap_or_else(|| panic!("no {kind} in {nets:?}"))
+            .clone()
+    };
+    let (internal, egress_net) = (net("net-internal"), net("net-egress"));
+    let docker0 = gateway("bridge");
+    let mut hosts = vec![
+        gateway(&internal),
+        gateway(&egress_net),
+        docker0.clone(),
+        "172.17.0.1".to_string(),
+        "host.docker.internal".to_string(),
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+    ];
+    hosts.retain(|h| !h.is_empty());
+    hosts.dedup();
+    let proxies = [
+        ("egress".to_string(), 3128u16),
+        (address_on(&p.obj("a", "egress"), &internal), 3128),
+        ("pipelock".to_string(), 8888),
+        (address_on(&p.obj("a", "pipelock"), &internal), 8888),
+    ];
+    let (_, env) = crate::supervise::exec(&agent, "echo \"$HTTP_PROXY $HTTPS_PROXY\"");
+    assert!(
+        env.contains("http://egress:3128"),
+        "the agent's proxy: {env}"
+    );
+
+    // The control: through pipelock (its address: the agent's resolver may not know
+    // the name) to the net-egress gateway, a listener on all addresses is reached.
+    let (decoy_port, decoy_hits) = start_decoy();
+    let pipelock_ip = &proxies[3].0;
+    let control = format!(
+        "{ATTACKER}try control '{pipelock_ip}' 8888 '{}'\n",
+        get_req(&gateway(&egress_net), decoy_port, true)
+    );
+    let answer = bash_in(&agent, &control);
+    assert!(
+        answer.contains("decoy") && decoy_hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the control did not reach the host's listener on all addresses:\n{answer}"
+    );
+
+    let mut script = String::from(ATTACKER);
+    let mut attempts = 0;
+    for h in &hosts {
+        script += &format!(
+            "try 'direct {h}' '{h}' {port} '{}'\n",
+            get_req("127.0.0.1", port, false)
+        );
+        attempts += 1;
+    }
+    for (proxy, pport) in &proxies {
+        for h in &hosts {
+            script += &format!(
+                "try 'via {proxy}:{pport} GET {h}' '{proxy}' {pport} '{}'\n",
+                get_req(h, port, true)
+            );
+            let connect = format!(
+                "CONNECT {h}:{port} HTTP/1.1\\r\\nHost: {h}:{port}\\r\\n\\r\\n{}",
+                get_req("127.0.0.1", port, false)
+            );
+            script +=
+                &format!("try 'via {proxy}:{pport} CONNECT {h}' '{proxy}' {pport} '{connect}'\n");
+            attempts += 2;
+        }
+    }
+    let out = bash_in(&agent, &script);
+    let results: Vec<(&str, &str)> = out
+        .split("@@ ")
+        .skip(1)
+        .map(|r| r.split_once('\n').unwrap_or((r, "")))
+        .collect();
+    assert_eq!(results.len(), attempts, "every attempt ran:\n{out}");
+    for (label, answer) in &results {
+        let first = answer.lines().next().unwrap_or("").trim();
+        eprintln!("{label:60} {first}");
+        for sign in [
+            "a valid token is required",
+            "unknown Host",
+            "bottle console",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(
+                !answer.contains(sign),
+                "{label} reached the console:\n{answer}"
+            );
+        }
+    }
+    // The proxies answered (a refusal): the attempts did reach them.
+    assert!(
+        results
+            .iter()
+            .filter(|(l, _)| l.starts_with("via egress:"))
+            .all(|(_, a)| a.starts_with("HTTP/1.")),
+        "egress did not answer every attempt:\n{out}"
+    );
+
+    std::thread::sleep(Duration::from_secs(1));
+    let after = requests_logged(&log);
+    assert_eq!(
+        after.len(),
+        before,
+        "requests reached the console from the bottle:\n{}",
+        after[before..].join("\n")
+    );
 }

@@ -52,6 +52,14 @@ pub fn managed_filter() -> Vec<String> {
     vec![format!("{MANAGED}=true")]
 }
 
+/// The project of an object bottle manages (`None`: not ours, or no project).
+pub fn project(labels: &Labels) -> Option<&str> {
+    (labels.get(MANAGED).map(String::as_str) == Some("true"))
+        .then(|| labels.get(PROJECT).map(String::as_str))
+        .flatten()
+        .filter(|p| !p.is_empty())
+}
+
 /// True when `labels` mark an object as belonging to `project`.
 pub fn is_ours(labels: &Labels, project: &str) -> bool {
     labels.get(MANAGED).map(String::as_str) == Some("true")
@@ -140,6 +148,9 @@ mod tests {
         foreign.remove(MANAGED);
         assert!(!is_ours(&foreign, "p"));
         assert!(!is_ours(&sidecar_image_labels("h"), "p"));
+        assert_eq!(project(&l), Some("p"));
+        assert_eq!(project(&foreign), None);
+        assert_eq!(project(&sidecar_image_labels("h")), None);
     }
 
     #[test]

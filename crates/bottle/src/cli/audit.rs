@@ -17,6 +17,7 @@ pub(super) const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervis
 /// One sidecar container to read.
 pub(crate) struct Source {
     pub container: String,
+    pub project: String,
     pub bottle: String,
     pub node: String,
 }
@@ -72,6 +73,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
     let live = sources.iter().zip(last).map(|(s, after)| {
         let src = Source {
             container: s.container.clone(),
+            project: s.project.clone(),
             bottle: s.bottle.clone(),
             node: s.node.clone(),
         };
@@ -146,6 +148,7 @@ pub(crate) async fn sources(
         .filter_map(|c| {
             let node = c.labels.get(labels::NODE)?.clone();
             NODES.contains(&node.as_str()).then(|| Source {
+                project: labels::project(&c.labels).unwrap_or_default().to_string(),
                 bottle: c.labels.get(labels::BOTTLE).cloned().unwrap_or_default(),
                 container: c.name,
                 node,
@@ -224,6 +227,7 @@ mod tests {
     fn a_log_line_becomes_a_decision_of_its_bottle() {
         let s = Source {
             container: "c".into(),
+            project: "p".into(),
             bottle: "dev".into(),
             node: "egress".into(),
         };

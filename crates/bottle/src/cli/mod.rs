@@ -259,13 +259,14 @@ pub struct AuditArgs {
 
 #[derive(Debug, Args)]
 pub struct ConsoleArgs {
-    /// The manifest naming the project (default: bottles.yaml here); with it, a proposed
-    /// Dockerfile is shown as a diff against the bottle's own.
-    #[arg(short = 'f', long = "file", conflicts_with = "project")]
-    pub file: Option<PathBuf>,
-    /// The project.
+    /// A manifest naming a project to serve (repeatable); with it, a proposed Dockerfile
+    /// is shown as a diff against the bottle's own.
+    #[arg(short = 'f', long = "file")]
+    pub file: Vec<PathBuf>,
+    /// A project to serve (repeatable). With neither `-f` nor `-p`: bottles.yaml here,
+    /// else every project that has objects on the engine (new ones appear as they come).
     #[arg(short = 'p', long = "project")]
-    pub project: Option<String>,
+    pub project: Vec<String>,
     /// Where to listen: a loopback address only (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub listen: std::net::SocketAddr,

@@ -157,6 +157,7 @@ async fn verify_one(
         .filter(|c| audit::NODES.contains(&node_of(c).as_str()))
         .map(|c| Source {
             container: c.name.clone(),
+            project: project.to_string(),
             bottle: bottle.to_string(),
             node: node_of(c),
         })

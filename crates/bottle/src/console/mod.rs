@@ -1,7 +1,13 @@
-//! `bottle console`: the operator's web page. Bottles with their nodes' readiness, the
-//! supervise queue (approve, optionally for a time; deny with a reason; revoke), the
-//! grants in force with the time left, and the audit stream, live over server-sent
-//! events. Served by axum on a loopback address only; every asset is embedded.
+//! `bottle console`: the operator's web page. Per project served, bottles with their
+//! nodes' readiness, the supervise queue (approve, optionally for a time; deny with a
+//! reason; revoke), the grants in force with the time left; and the audit stream of
+//! them all, live over server-sent events. Served by axum on a loopback address only;
+//! every asset is embedded.
+//!
+//! The projects are those named at start (`-f`, `-p`, or ./bottles.yaml), else every
+//! project that has objects on the engine, read again at each refresh ([`Scope`]). A
+//! decision names its project, which must be one served now; its id is looked up
+//! within that project only.
 //!
 //! The page's own security (section 3.6 of docs/design.md):
 //! - a random token, printed in the URL at start, is required on every request
@@ -15,20 +21,24 @@
 //! - agent-written text reaches the page only through maud's escaping (HTML) or the
 //!   script's `textContent` (the audit rows): it is always text, never markup.
 //!
+//! Each request is logged at debug level (peer, method, path: never the query, which
+//! holds the token), so a test can count what reached the console.
+//!
 //! The queue's state machine is `bottle_core::queue`, the same as `bottle queue`'s;
 //! bottles and readiness come from `cli::get::bottles`, the audit lines from the same
 //! readers as `bottle audit`.
 
 mod page;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::extract::{Form, Query, Request, State};
+use axum::extract::{ConnectInfo, Form, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -39,9 +49,13 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, watch};
 
-use crate::cli::{ConsoleArgs, audit, connect, digest_key, get as getcmd, load_manifest};
+use crate::cli::{
+    ConsoleArgs, audit, connect, digest_key, get as getcmd, load_manifest, load_names,
+};
+use crate::engine::Engine as _;
 use crate::hash::DigestKey;
-use bottle_contract::audit::MAX_LINE;
+use crate::labels;
+use bottle_contract::audit::{Decision, MAX_LINE};
 use bottle_contract::supervise::{now, parse_duration};
 use bottle_core::queue;
 use bottle_docker::Docker;
@@ -62,15 +76,28 @@ const HISTORY: usize = 1000;
 /// Bound on a form field (an operator's reason, a duration, an id).
 const MAX_FIELD: usize = 2000;
 
+/// Which projects the console serves.
+#[derive(Debug, PartialEq)]
+enum Scope {
+    /// Named at start (`-f`, `-p`, or ./bottles.yaml): each with its manifest, if any.
+    Named(Served),
+    /// Every project that has objects on the engine, read again at each refresh.
+    Engine,
+}
+
+/// The projects served, each with its manifest (if one was given).
+type Served = BTreeMap<String, Option<PathBuf>>;
+
 /// What the handlers share.
 pub(crate) struct App {
-    project: String,
+    scope: Scope,
+    /// The projects served now: the named ones, or the engine's as last read.
+    served: RwLock<Served>,
     token: String,
     /// SHA-256 of the token: compared with the digest of what a request carries.
     token_digest: [u8; 32],
     /// The `Host` values the page answers to.
     hosts: BTreeSet<String>,
-    manifest: Option<std::path::PathBuf>,
     docker: Docker,
     key: DigestKey,
     /// The rendered state (bottles, queue, grants), as it last changed.
@@ -89,12 +116,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
             args.listen
         );
     }
-    let file = match (&args.file, &args.project) {
-        (Some(f), _) => Some(f.clone()),
-        (None, Some(_)) => None,
-        (None, None) => Some(std::path::PathBuf::from("bottles.yaml")),
-    };
-    let project = crate::cli::project_of(file.as_deref(), args.project.as_deref())?;
+    let scope = scope(&args.file, &args.project, Path::new("bottles.yaml"))?;
     let docker = connect().await?;
     let key = digest_key()?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -104,12 +126,16 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
     let token = hex::encode(rand::random::<[u8; 24]>());
     let (state_tx, state_rx) = watch::channel(String::new());
     let (audit_tx, _) = broadcast::channel(256);
+    let served = match &scope {
+        Scope::Named(named) => named.clone(),
+        Scope::Engine => Served::new(),
+    };
     let app = Arc::new(App {
-        project,
+        scope,
+        served: RwLock::new(served),
         token_digest: Sha256::digest(token.as_bytes()).into(),
         token,
         hosts: allowed_hosts(addr),
-        manifest: file,
         docker,
         key,
         state: state_rx,
@@ -123,15 +149,108 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     };
     println!(
-        "bottle console for project {} at\n    http://{host}/?token={}\n(the token is required on every request; Ctrl-C stops it)",
-        app.project, app.token
+        "bottle console for {} at\n    http://{host}/?token={}\n(the token is required on every request; Ctrl-C stops it)",
+        app.scope.describe(),
+        app.token
     );
-    axum::serve(listener, router(app))
+    let service = router(app).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
     Ok(0)
+}
+
+/// The projects `-f` and `-p` name (a manifest's project once only); with neither,
+/// those of `here` when it exists, else every project on the engine.
+fn scope(files: &[PathBuf], projects: &[String], here: &Path) -> anyhow::Result<Scope> {
+    let files = match (files.is_empty() && projects.is_empty(), here.exists()) {
+        (true, false) => return Ok(Scope::Engine),
+        (true, true) => vec![here.to_path_buf()],
+        (false, _) => files.to_vec(),
+    };
+    let mut named = Served::new();
+    for f in files {
+        let project = load_names(&f)?.project;
+        if let Some(Some(other)) = named.insert(project.clone(), Some(f.clone())) {
+            anyhow::bail!(
+                "{} and {} both name project {project}: give each project once",
+                other.display(),
+                f.display()
+            );
+        }
+    }
+    for p in projects {
+        if p.trim().is_empty() {
+            anyhow::bail!("-p needs a project name");
+        }
+        named.entry(p.clone()).or_insert(None);
+    }
+    Ok(Scope::Named(named))
+}
+
+impl Scope {
+    /// What the console serves, for its banner and title.
+    fn describe(&self) -> String {
+        match self {
+            Scope::Named(named) if named.len() == 1 => {
+                format!("project {}", named.keys().next().map_or("", String::as_str))
+            }
+            Scope::Named(named) => {
+                let names: Vec<&str> = named.keys().map(String::as_str).collect();
+                format!("projects {}", names.join(", "))
+            }
+            Scope::Engine => "every project on the engine".into(),
+        }
+    }
+}
+
+/// The projects that have objects on the engine (containers, networks, volumes).
+async fn engine_projects(docker: &Docker) -> anyhow::Result<BTreeSet<String>> {
+    let filter = labels::managed_filter();
+    let (containers, networks, volumes) = futures_util::future::join3(
+        docker.list_containers(&filter),
+        docker.list_networks(&filter),
+        docker.list_volumes(&filter),
+    )
+    .await;
+    let mut out = BTreeSet::new();
+    for l in containers?.iter().map(|c| &c.labels) {
+        out.extend(labels::project(l).map(str::to_string));
+    }
+    for l in networks?.iter().map(|n| &n.labels) {
+        out.extend(labels::project(l).map(str::to_string));
+    }
+    for l in volumes?.iter().map(|v| &v.labels) {
+        out.extend(labels::project(l).map(str::to_string));
+    }
+    Ok(out)
+}
+
+/// The projects served now: the named ones, or those on the engine (read again, and
+/// kept for the decisions' check).
+async fn served_now(app: &App) -> anyhow::Result<Served> {
+    if let Scope::Named(named) = &app.scope {
+        return Ok(named.clone());
+    }
+    let found: Served = engine_projects(&app.docker)
+        .await?
+        .into_iter()
+        .map(|p| (p, None))
+        .collect();
+    if let Ok(mut s) = app.served.write() {
+        s.clone_from(&found);
+    }
+    Ok(found)
+}
+
+/// Is `project` one this console serves now?
+fn serves(app: &App, project: &str) -> bool {
+    app.served
+        .read()
+        .map(|s| s.contains_key(project))
+        .unwrap_or(false)
 }
 
 /// The routes, behind [`guard`].
@@ -172,6 +291,16 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("");
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.to_string());
+    tracing::debug!(
+        peer = peer.as_deref().unwrap_or("-"),
+        method = %req.method(),
+        path = req.uri().path(),
+        "request"
+    );
     let mut resp = if !app.hosts.contains(host) {
         refuse(StatusCode::MISDIRECTED_REQUEST, "unknown Host")
     } else if !token_ok(&app, &req) {
@@ -235,7 +364,7 @@ fn same_origin(headers: &HeaderMap, host: &str) -> bool {
 
 async fn index(State(app): State<Arc<App>>) -> Response {
     let state = app.state.borrow().clone();
-    page::index(&app.project, &app.token, &state).into_response()
+    page::index(&app.scope.describe(), &app.token, &state).into_response()
 }
 
 async fn js() -> Response {
@@ -313,6 +442,7 @@ where
 
 #[derive(Deserialize)]
 struct ActionForm {
+    project: String,
     id: String,
     #[serde(default, rename = "for")]
     for_: String,
@@ -353,14 +483,18 @@ async fn act(app: &App, f: ActionForm, action: Action) -> Response {
 }
 
 async fn decide(app: &App, f: ActionForm, action: Action) -> anyhow::Result<()> {
-    if [&f.id, &f.for_, &f.reason]
+    if [&f.project, &f.id, &f.for_, &f.reason]
         .iter()
         .any(|s| s.len() > MAX_FIELD)
     {
         anyhow::bail!("a field is longer than {MAX_FIELD} bytes");
     }
-    let found = queue::read(&app.docker, &app.project).await?;
-    let p = queue::find(&found, f.id.trim(), &app.project)?;
+    let project = f.project.as_str();
+    if !serves(app, project) {
+        anyhow::bail!("project {project:?} is not one this console serves");
+    }
+    let found = queue::read(&app.docker, project).await?;
+    let p = queue::find(&found, f.id.trim(), project)?;
     let now = now();
     match action {
         Action::Approve => {
@@ -368,29 +502,46 @@ async fn decide(app: &App, f: ActionForm, action: Action) -> anyhow::Result<()> 
                 "" => None,
                 d => Some(parse_duration(d).map_err(|e| anyhow::anyhow!("duration {e}"))?),
             };
-            let g = queue::approve(&app.docker, &app.project, &app.key, p, now, for_secs).await?;
-            tracing::info!(id = %g.id, bottle = %g.bottle, until = ?g.until, "approved from the console");
+            let g = queue::approve(&app.docker, project, &app.key, p, now, for_secs).await?;
+            tracing::info!(project, id = %g.id, bottle = %g.bottle, until = ?g.until, "approved from the console");
         }
         Action::Deny => {
             let reason = Some(f.reason.trim().to_string()).filter(|r| !r.is_empty());
             queue::deny(&app.docker, p, reason, now).await?;
-            tracing::info!(id = %p.proposal.id, "denied from the console");
+            tracing::info!(project, id = %p.proposal.id, "denied from the console");
         }
         Action::Revoke => {
-            queue::revoke(&app.docker, &app.project, p, now).await?;
-            tracing::info!(id = %p.proposal.id, "revoked from the console");
+            queue::revoke(&app.docker, project, p, now).await?;
+            tracing::info!(project, id = %p.proposal.id, "revoked from the console");
         }
     }
     Ok(())
 }
 
-/// Read the bottles, the queue and the grants every [`REFRESH`], and publish the
-/// rendered state when it changed.
+/// Read the projects served, and each one's bottles, queue and grants, every
+/// [`REFRESH`], and publish the rendered state when it changed.
 async fn refresh(app: Arc<App>, tx: watch::Sender<String>) {
     loop {
-        let html = match gather(&app).await {
-            Ok(h) => h,
-            Err(e) => page::error_fragment(&format!("{e:#}")),
+        let html = match served_now(&app).await {
+            Ok(served) => {
+                let parts =
+                    futures_util::future::join_all(served.iter().map(|(project, manifest)| {
+                        let app = &app;
+                        async move {
+                            gather(app, project, manifest.as_deref())
+                                .await
+                                .unwrap_or_else(|e| {
+                                    page::error_fragment(Some(project), &format!("{e:#}"))
+                                })
+                        }
+                    }))
+                    .await;
+                page::state(
+                    &parts,
+                    "no bottle objects on the engine: run `bottle apply`",
+                )
+            }
+            Err(e) => page::error_fragment(None, &format!("{e:#}")),
         };
         tx.send_if_modified(|old| {
             if *old == html {
@@ -404,15 +555,16 @@ async fn refresh(app: Arc<App>, tx: watch::Sender<String>) {
     }
 }
 
-async fn gather(app: &App) -> anyhow::Result<String> {
+async fn gather(app: &App, project: &str, manifest: Option<&Path>) -> anyhow::Result<String> {
     let now = now();
     // The queue first: an approval's grant volume is made before its verdict is
     // written, so every approval read here has its grant in the list read after.
-    let found = queue::read(&app.docker, &app.project).await?;
-    let (bottles, grants) = getcmd::bottles(&app.docker, &app.project, now).await?;
-    let current = current_dockerfiles(app, &grants);
-    Ok(page::state(&page::StateView {
+    let found = queue::read(&app.docker, project).await?;
+    let (bottles, grants) = getcmd::bottles(&app.docker, project, now).await?;
+    let current = current_dockerfiles(manifest, &grants);
+    Ok(page::project(&page::StateView {
         token: &app.token,
+        project,
         now,
         bottles: &bottles,
         found: &found,
@@ -424,11 +576,11 @@ async fn gather(app: &App) -> anyhow::Result<String> {
 /// Each bottle's Dockerfile now, to show a proposed one as a diff: the newest granted
 /// one in force, else the manifest's (when the console was given one that loads).
 fn current_dockerfiles(
-    app: &App,
+    manifest: Option<&Path>,
     grants: &crate::supervise::Grants,
-) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    if let Some(m) = app.manifest.as_deref().and_then(|p| load_manifest(p).ok()) {
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(m) = manifest.and_then(|p| load_manifest(p).ok()) {
         for (name, agent) in &m.agents {
             let Some(policy) = m.bottles.get(&agent.bottle) else {
                 continue;
@@ -457,14 +609,14 @@ fn current_dockerfiles(
     out
 }
 
-/// Follow the audit lines of every sidecar of the project, picking up new containers
-/// as they appear, into the history and the live feed.
+/// Follow the audit lines of every sidecar of the projects served, picking up new
+/// containers (and projects) as they appear, into the history and the live feed.
 async fn follow_audit(app: Arc<App>) {
     let mut followed: BTreeSet<String> = BTreeSet::new();
     loop {
-        if let Ok(sources) = audit::sources(&app.docker, Some(&app.project), None).await {
+        if let Ok(sources) = audit::sources(&app.docker, None, None).await {
             for s in sources {
-                if followed.insert(s.container.clone()) {
+                if serves(&app, &s.project) && followed.insert(s.container.clone()) {
                     tokio::spawn(follow_one(Arc::clone(&app), s));
                 }
             }
@@ -479,7 +631,7 @@ async fn follow_one(app: Arc<App>, s: audit::Source) {
         let Some(d) = audit::decision(&s, &line) else {
             continue;
         };
-        let Ok(json) = serde_json::to_string(&d) else {
+        let Some(json) = audit_json(&s.project, &d) else {
             continue;
         };
         if let Ok(mut h) = app.history.lock() {
@@ -491,6 +643,17 @@ async fn follow_one(app: Arc<App>, s: audit::Source) {
         }
         let _ = app.audit.send(json);
     }
+}
+
+/// A decision as the page gets it: its fields and its project.
+fn audit_json(project: &str, d: &Decision) -> Option<String> {
+    #[derive(serde::Serialize)]
+    struct Row<'a> {
+        project: &'a str,
+        #[serde(flatten)]
+        d: &'a Decision,
+    }
+    serde_json::to_string(&Row { project, d }).ok()
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The console's HTML, built with maud: every value is escaped by the template engine,
 //! so agent-written text (a proposal's reason, a host, a Dockerfile) is always text.
 //! [`index`] is the whole page; [`state`] the live part the page swaps in when the
-//! server sends it (bottles, queue, grants). The audit rows are built by the script
-//! from JSON with `textContent`.
+//! server sends it: per project served, its queue, grants and bottles, each
+//! [`project`]'s. The audit rows are built by the script from JSON with `textContent`.
 
 use std::collections::BTreeMap;
 
@@ -13,28 +13,30 @@ use crate::supervise::{Ask, Grants};
 use bottle_contract::supervise::Verdict;
 use bottle_core::queue::Found;
 
-/// The whole page; `state` is the live part, already rendered.
-pub fn index(project: &str, token: &str, state: &str) -> Markup {
+/// The whole page; `served` names what it serves, `state` is the live part, already
+/// rendered.
+pub fn index(served: &str, token: &str, state: &str) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { "bottle console: " (project) }
+                title { "bottle console: " (served) }
                 link rel="stylesheet" href={ "/static/console.css?token=" (token) };
                 script src={ "/static/console.js?token=" (token) } defer {}
             }
             body {
                 header {
                     h1 { "bottle console" }
-                    span.project { "project " strong { (project) } }
+                    span.served { strong { (served) } }
                     span #live .live { "connecting…" }
                 }
                 main #state { (maud::PreEscaped(state)) }
                 section #audit {
                     h2 { "Audit stream" }
                     div.filters {
+                        label { "project " select #f-project { option value="" { "all" } } }
                         label { "bottle " select #f-bottle { option value="" { "all" } } }
                         label {
                             "verdict "
@@ -47,7 +49,7 @@ pub fn index(project: &str, token: &str, state: &str) -> Markup {
                         }
                     }
                     table #audit-table {
-                        thead { tr { th { "time" } th { "bottle" } th { "source" } th { "verdict" } th { "reason" } th { "host" } th { "detail" } } }
+                        thead { tr { th { "time" } th { "project" } th { "bottle" } th { "source" } th { "verdict" } th { "reason" } th { "host" } th { "detail" } } }
                         tbody #audit-rows {}
                     }
                 }
@@ -56,10 +58,11 @@ pub fn index(project: &str, token: &str, state: &str) -> Markup {
     }
 }
 
-/// What the live part shows.
+/// What the live part shows of one project.
 pub struct StateView<'a> {
     /// The console's token, for the forms' URLs.
     pub token: &'a str,
+    pub project: &'a str,
     pub now: u64,
     pub bottles: &'a BTreeMap<String, BottleView>,
     pub found: &'a [Found],
@@ -68,14 +71,24 @@ pub struct StateView<'a> {
     pub current: &'a BTreeMap<String, String>,
 }
 
-/// The live part: the queue (pending first), the grants, the bottles.
-pub fn state(v: &StateView<'_>) -> String {
+/// The live part: each project's part, or why there is none.
+pub fn state(projects: &[String], scope_hint: &str) -> String {
+    if projects.is_empty() {
+        return html! { p.empty { "no projects: " (scope_hint) } }.into_string();
+    }
+    projects.concat()
+}
+
+/// One project's part: its queue (pending first), its grants, its bottles.
+pub fn project(v: &StateView<'_>) -> String {
     let mut queue: Vec<&Found> = v.found.iter().collect();
     // Pending first, then newest first.
     queue.sort_by_key(|f| (f.decision.is_some(), std::cmp::Reverse(f.proposal.created)));
     html! {
-        section #queue {
-            h2 { "Queue" }
+        section.project data-project=(v.project) {
+        h2 { "project " (v.project) }
+        div.queue {
+            h3 { "Queue" }
             @if queue.is_empty() {
                 p.empty { "no proposals" }
             } @else {
@@ -87,8 +100,8 @@ pub fn state(v: &StateView<'_>) -> String {
                 }
             }
         }
-        section #grants {
-            h2 { "Grants" }
+        div.grants {
+            h3 { "Grants" }
             @let listed = v.grants.listed();
             @if listed.is_empty() {
                 p.empty { "no grants" }
@@ -108,14 +121,14 @@ pub fn state(v: &StateView<'_>) -> String {
                 }
             }
         }
-        section #bottles {
-            h2 { "Bottles" }
+        div.bottles {
+            h3 { "Bottles" }
             @if v.bottles.is_empty() {
                 p.empty { "no bottles: run `bottle apply`" }
             }
             @for (name, b) in v.bottles {
                 div.bottle data-bottle=(name) {
-                    h3 { (name) }
+                    h4 { (name) }
                     p.meta {
                         "provider " (dash(&b.provider)) " · runtime " (dash(&b.runtime))
                         " · image " span.mono { (dash(&b.image)) }
@@ -140,6 +153,7 @@ pub fn state(v: &StateView<'_>) -> String {
                     }
                 }
             }
+        }
         }
     }
     .into_string()
@@ -172,17 +186,20 @@ fn proposal_row(f: &Found, v: &StateView<'_>) -> Markup {
             td.actions {
                 @if f.decision.is_none() {
                     form.approve method="post" action={ "/approve" "?token=" (v.token) } {
+                        input type="hidden" name="project" value=(v.project);
                         input type="hidden" name="id" value=(f.proposal.id);
                         input type="text" name="for" placeholder="for (e.g. 2h), empty: until revoked" size="18";
                         button type="submit" { "Approve" }
                     }
                     form.deny method="post" action={ "/deny" "?token=" (v.token) } {
+                        input type="hidden" name="project" value=(v.project);
                         input type="hidden" name="id" value=(f.proposal.id);
                         input type="text" name="reason" placeholder="reason" size="18";
                         button type="submit" { "Deny" }
                     }
                 } @else if f.decision.as_ref().map(|d| d.verdict) == Some(Verdict::Approved) {
                     form.revoke method="post" action={ "/revoke" "?token=" (v.token) } {
+                        input type="hidden" name="project" value=(v.project);
                         input type="hidden" name="id" value=(f.proposal.id);
                         button type="submit" { "Revoke" }
                     }
@@ -211,9 +228,18 @@ fn dockerfile_diff(current: Option<&str>, proposed: &str) -> Markup {
     }
 }
 
-/// The live part when the engine could not be read.
-pub fn error_fragment(why: &str) -> String {
-    html! { p.error { "cannot read the project: " (why) } }.into_string()
+/// A project's part (`Some`), or the whole live part, when the engine could not be read.
+pub fn error_fragment(project: Option<&str>, why: &str) -> String {
+    match project {
+        Some(p) => html! {
+            section.project data-project=(p) {
+                h2 { "project " (p) }
+                p.error { "cannot read the project: " (why) }
+            }
+        },
+        None => html! { p.error { "cannot list the projects: " (why) } },
+    }
+    .into_string()
 }
 
 /// A refused action, with the way back.

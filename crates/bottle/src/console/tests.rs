@@ -1,7 +1,8 @@
 //! The console's page without a browser (the browser test is
-//! `tests/console.rs`): agent text is escaped, and the guard's decisions (token, Host,
-//! origin, headers) through the real router. The engine client is made but never
-//! called by these requests.
+//! `tests/console.rs`): agent text is escaped, the guard's decisions (token, Host,
+//! origin, headers) through the real router, a decision's project checked against the
+//! projects served, the projects `-f`/`-p` name, and the audit rows' project. The
+//! engine client is made but never called by these requests.
 
 use std::collections::BTreeMap;
 
@@ -18,12 +19,13 @@ const TOKEN: &str = "0123456789abcdef";
 fn app() -> Arc<App> {
     let (_tx, state) = watch::channel("<p>state</p>".to_string());
     let (audit, _) = broadcast::channel(4);
+    let named: Served = [("p".to_string(), None), ("q".to_string(), None)].into();
     Arc::new(App {
-        project: "p".into(),
+        served: RwLock::new(named.clone()),
+        scope: Scope::Named(named),
         token: TOKEN.into(),
         token_digest: Sha256::digest(TOKEN.as_bytes()).into(),
         hosts: allowed_hosts("127.0.0.1:7878".parse().unwrap()),
-        manifest: None,
         docker: Docker::connect().expect("a client (not connected until used)"),
         key: DigestKey::fixed(1),
         state,
@@ -85,7 +87,7 @@ async fn changes_are_posts_from_the_page_itself() {
         if let Some(s) = fetch_site {
             b = b.header("sec-fetch-site", s);
         }
-        b.body(Body::from("id=not-an-id")).unwrap()
+        b.body(Body::from("project=p&id=not-an-id")).unwrap()
     };
     for (origin, site) in [
         (Some("http://evil.example"), None),
@@ -106,6 +108,28 @@ async fn changes_are_posts_from_the_page_itself() {
     ] {
         let r = send(post(origin, site)).await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{origin:?} {site:?}");
+    }
+    // A decision names a project served, in a form field of bounded length.
+    for body in [
+        "project=other&id=p0000000001".to_string(),
+        "project=&id=p0000000001".to_string(),
+        "id=p0000000001".to_string(),
+        format!("project={}&id=p0000000001", "p".repeat(MAX_FIELD + 1)),
+    ] {
+        let req = HttpRequest::post(format!("/approve?token={TOKEN}"))
+            .header("host", "127.0.0.1:7878")
+            .header("origin", "http://127.0.0.1:7878")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let r = send(req).await;
+        let status = r.status();
+        let text = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        let text = String::from_utf8_lossy(&text);
+        assert!(status.is_client_error(), "{body}: {status}");
+        if body.starts_with("project=other") || body.starts_with("project=&") {
+            assert!(text.contains("is not one this console serves"), "{text}");
+        }
     }
     // A GET cannot change anything.
     let r = send(get_(&format!("/deny?token={TOKEN}&id=p0000000001"))).await;
@@ -137,8 +161,9 @@ fn agent_text_is_text() {
         },
     }];
     let current = BTreeMap::from([("dev".to_string(), "FROM x\n".to_string())]);
-    let html = page::state(&page::StateView {
+    let html = page::project(&page::StateView {
         token: TOKEN,
+        project: "p",
         now: 100,
         bottles: &BTreeMap::new(),
         found: &found,
@@ -157,4 +182,77 @@ fn agent_text_is_text() {
     assert!(html.contains(r#"<span class="ctx">  FROM x"#), "{html}");
     assert!(html.contains(r#"<span class="add">+ RUN echo"#), "{html}");
     assert!(html.contains(&format!("/approve?token={TOKEN}")));
+    // The decision forms carry the project; the part is the project's.
+    assert!(
+        html.contains(r#"<input type="hidden" name="project" value="p">"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"data-project="p""#), "{html}");
+}
+
+#[test]
+fn the_projects_named_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = |file: &str, project: &str| {
+        let path = dir.path().join(file);
+        std::fs::write(
+            &path,
+            format!(
+                "project: {project}\nbottles:\n  dev: {{image: {{dockerfile: Dockerfile}}}}\nagents:\n  a: {{bottle: dev}}\n"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (a, b, a2) = (
+        manifest("a.yaml", "alpha"),
+        manifest("b.yaml", "beta"),
+        manifest("a2.yaml", "alpha"),
+    );
+    let missing = dir.path().join("bottles.yaml");
+    // Neither -f nor -p, no ./bottles.yaml: every project on the engine.
+    assert_eq!(scope(&[], &[], &missing).unwrap(), Scope::Engine);
+    // ./bottles.yaml when there is one.
+    assert_eq!(
+        scope(&[], &[], &a).unwrap(),
+        Scope::Named([("alpha".to_string(), Some(a.clone()))].into())
+    );
+    // Several -f and -p; a -p naming a manifest's project keeps the manifest.
+    let both = scope(
+        &[a.clone(), b.clone()],
+        &["gamma".into(), "alpha".into()],
+        &missing,
+    )
+    .unwrap();
+    assert_eq!(
+        both,
+        Scope::Named(
+            [
+                ("alpha".to_string(), Some(a.clone())),
+                ("beta".to_string(), Some(b.clone())),
+                ("gamma".to_string(), None),
+            ]
+            .into()
+        )
+    );
+    assert_eq!(both.describe(), "projects alpha, beta, gamma");
+    // One project from two manifests, or an empty name: refused, saying why.
+    let e = scope(&[a, a2], &[], &missing).unwrap_err().to_string();
+    assert!(e.contains("both name project alpha"), "{e}");
+    assert!(scope(&[], &[" ".into()], &missing).is_err());
+    assert!(scope(&[dir.path().join("nope.yaml")], &[], &missing).is_err());
+}
+
+#[test]
+fn an_audit_row_names_its_project() {
+    let d: Decision = serde_json::from_value(serde_json::json!({
+        "ts": 1.5, "bottle": "dev", "source": "egress", "verdict": "deny",
+        "reason": "not-allowlisted", "host": "evil.example"
+    }))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&audit_json("p", &d).unwrap()).unwrap();
+    assert_eq!(v["project"], "p");
+    assert_eq!(v["bottle"], "dev");
+    assert_eq!(v["verdict"], "deny");
+    assert_eq!(v["host"], "evil.example");
 }
