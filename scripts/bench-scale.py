@@ -118,11 +118,16 @@ class Requests:
 
 
 def count_proxy(listen, log_path, engine="/var/run/docker.sock"):
-    if os.path.exists(listen):
-        os.unlink(listen)
+    # Bound and listening under a temporary name first, so the socket appears at
+    # LISTEN only when it accepts connections.
+    tmp = listen + ".tmp"
+    for path in (listen, tmp):
+        if os.path.exists(path):
+            os.unlink(path)
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    srv.bind(listen)
+    srv.bind(tmp)
     srv.listen(128)
+    os.rename(tmp, listen)
     log = open(log_path, "a", encoding="utf-8")
     lock = threading.Lock()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -25,7 +25,7 @@
 #
 # Usage: scripts/bench-scale.sh [N...]
 #   BOTTLE=path/to/static/bottle (default $CARGO_TARGET_DIR or target, release)
-#   BENCH_ROUNDS=5 (no-op repetitions)   BENCH_PROJECT=scale
+#   BENCH_ROUNDS=5 (no-op repetitions)   BENCH_PROJECT=scale   BENCH_STEP_TIMEOUT=1800 (s)
 # Needs: docker, docker-compose, python3, /usr/bin/time, debian:bookworm-slim.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,12 @@ sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(10 50 100)
 bottle="${BOTTLE:-${CARGO_TARGET_DIR:-$PWD/target}/x86_64-unknown-linux-gnu/release/bottle}"
 rounds="${BENCH_ROUNDS:-5}"
+step_timeout="${BENCH_STEP_TIMEOUT:-1800}"
+# docker-compose v1 deadlocks when a project has more services than its thread pool
+# (COMPOSE_PARALLEL_LIMIT, default 64): each service's task waits for a slot for its
+# container's own task (docker/compose#5864, #8161; here: 200 services stalled after
+# 12 containers). The known workaround is a limit above the number of services.
+export COMPOSE_PARALLEL_LIMIT="${COMPOSE_PARALLEL_LIMIT:-1000}"
 project="${BENCH_PROJECT:-scale}"
 cproject="${project}compose"
 helper="$here/scripts/bench-scale.py"
@@ -76,7 +82,7 @@ now_ns() { date +%s%N; }
 run_timed() {
   local t0 t1
   t0=$(now_ns)
-  if ! /usr/bin/time -f '%M' -o "$work/rss" "$@" >"$work/last.out" 2>&1; then
+  if ! timeout "$step_timeout" /usr/bin/time -f '%M' -o "$work/rss" "$@" >"$work/last.out" 2>&1; then
     echo "failed: $*" >&2
     tail -40 "$work/last.out" >&2
     exit 1
@@ -102,20 +108,22 @@ mem_mib() {
       s += v * f } END { printf "%.0f", s }'
 }
 
-# count_calls OUT CMD...: runs CMD with DOCKER_HOST on the counting proxy; prints the
-# number of API requests; the request lines go to OUT.
+# count_calls OUT CMD...: runs CMD with DOCKER_HOST on the counting proxy; sets CALLS
+# to the number of API requests; the request lines go to OUT.
 count_calls() {
   local out="$1"; shift
   local sock="$work/count.sock"
   : >"$out"
-  python3 "$helper" count-proxy "$sock" "$out" &
+  rm -f "$sock"
+  python3 "$helper" count-proxy "$sock" "$out" </dev/null >/dev/null 2>"$work/proxy.err" &
   proxy_pid=$!
-  for _ in $(seq 50); do [ -S "$sock" ] && break; sleep 0.1; done
+  for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+  [ -S "$sock" ] || { echo "the counting proxy did not start:" >&2; cat "$work/proxy.err" >&2; exit 1; }
   DOCKER_HOST="unix://$sock" "$@" >"$work/last.out" 2>&1 || { cat "$work/last.out" >&2; exit 1; }
   sleep 0.2
   kill "$proxy_pid"; wait "$proxy_pid" 2>/dev/null || true
   proxy_pid=""
-  wc -l <"$out"
+  CALLS=$(wc -l <"$out")
 }
 
 manifest() { # N -> $work/bottles.yaml
@@ -143,7 +151,7 @@ for i in $(seq 1000); do truncate -s 2M "$work/away/big/f$i"; done
 
 apply_args=(apply -f "$ctx/bottles.yaml")
 machine="$(nproc) vCPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), Docker Engine $(docker version --format '{{.Server.Version}}'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
-log "machine: $machine"
+log "machine: $machine; COMPOSE_PARALLEL_LIMIT=$COMPOSE_PARALLEL_LIMIT"
 log "bottle: $bottle ($(stat -c '%y' "$bottle" | cut -d. -f1))"
 
 # Warm-up: one agent, so the agent and sidecar images exist and "cold" below means
@@ -187,7 +195,8 @@ for n in "${sizes[@]}"; do
   done
   R[$n,b_noop]=$(echo "$times" | median) R[$n,b_noop_rss]=$RSS_KB
   log "bottle no-op apply: ${times}ms (median ${R[$n,b_noop]}), last output: $(tr '\n' ' ' <"$work/last.out" | cut -c1-200)"
-  R[$n,b_calls]=$(count_calls "$work/calls-$n.txt" "$bottle" "${apply_args[@]}")
+  count_calls "$work/calls-$n.txt" "$bottle" "${apply_args[@]}"
+  R[$n,b_calls]=$CALLS
   log "bottle no-op API calls: ${R[$n,b_calls]}: $(sed 's/?.*//' "$work/calls-$n.txt" | tr '\n' ';')"
   # Flatness in context size: alternate without / with the 2 GB directory; in each
   # state one untimed no-op first (a changed context may refresh a cache once).
@@ -235,7 +244,8 @@ for n in "${sizes[@]}"; do
   done
   R[$n,c_noop]=$(echo "$times" | median) R[$n,c_noop_rss]=$RSS_KB
   log "compose no-op up -d: ${times}ms (median ${R[$n,c_noop]})"
-  R[$n,c_calls]=$(count_calls "$work/ccalls-$n.txt" "${dc[@]}" up -d)
+  count_calls "$work/ccalls-$n.txt" "${dc[@]}" up -d
+  R[$n,c_calls]=$CALLS
   sleep 5
   R[$n,c_mem]=$(mem_mib "com.docker.compose.project=$cproject")
   docker rm -f "$(docker ps -q --filter "label=com.docker.compose.project=$cproject" --filter "label=com.docker.compose.service=b0-pipelock")" >/dev/null
