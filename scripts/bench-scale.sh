@@ -40,6 +40,9 @@ step_timeout="${BENCH_STEP_TIMEOUT:-1800}"
 # container's own task (docker/compose#5864, #8161; here: 200 services stalled after
 # 12 containers). The known workaround is a limit above the number of services.
 export COMPOSE_PARALLEL_LIMIT="${COMPOSE_PARALLEL_LIMIT:-1000}"
+# With that many requests at once the engine on 2 cores answers some after more than
+# compose's default 60 s (at 100 bottles: 19 services failed with "Read timed out").
+export COMPOSE_HTTP_TIMEOUT="${COMPOSE_HTTP_TIMEOUT:-600}"
 project="${BENCH_PROJECT:-scale}"
 cproject="${project}compose"
 helper="$here/scripts/bench-scale.py"
@@ -151,7 +154,7 @@ for i in $(seq 1000); do truncate -s 2M "$work/away/big/f$i"; done
 
 apply_args=(apply -f "$ctx/bottles.yaml")
 machine="$(nproc) vCPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo), Linux $(uname -r), Docker Engine $(docker version --format '{{.Server.Version}}'), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose /')"
-log "machine: $machine; COMPOSE_PARALLEL_LIMIT=$COMPOSE_PARALLEL_LIMIT"
+log "machine: $machine; COMPOSE_PARALLEL_LIMIT=$COMPOSE_PARALLEL_LIMIT COMPOSE_HTTP_TIMEOUT=$COMPOSE_HTTP_TIMEOUT"
 log "bottle: $bottle ($(stat -c '%y' "$bottle" | cut -d. -f1))"
 
 # Warm-up: one agent, so the agent and sidecar images exist and "cold" below means
