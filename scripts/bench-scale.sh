@@ -249,8 +249,10 @@ for n in "${sizes[@]}"; do
   log "compose no-op up -d: ${times}ms (median ${R[$n,c_noop]})"
   count_calls "$work/ccalls-$n.txt" "${dc[@]}" up -d
   R[$n,c_calls]=$CALLS
+  log "compose no-op API calls: $CALLS; peak RSS cold ${R[$n,c_cold_rss]} KiB, no-op ${R[$n,c_noop_rss]} KiB"
   sleep 5
   R[$n,c_mem]=$(mem_mib "com.docker.compose.project=$cproject")
+  log "compose containers' memory: ${R[$n,c_mem]} MiB"
   docker rm -f "$(docker ps -q --filter "label=com.docker.compose.project=$cproject" --filter "label=com.docker.compose.service=b0-pipelock")" >/dev/null
   run_timed "${dc[@]}" up -d
   R[$n,c_drift]=$MS
