@@ -232,37 +232,44 @@ pub fn encoded_labels(name: &str) -> Option<HostReason> {
     None
 }
 
-/// [`encoded_labels`], then `rules` on the labels: as written, joined without dots, and
-/// both upper-cased (a name is case-insensitive, a rule may not be), each through every
-/// decoding `scan_deep` knows (base32, hex, base64...). The shape thresholds are a
-/// heuristic a random key's encoding can slip under (about one base32 AWS key in
-/// twenty); its decoding cannot. The chosen part of a name is at most [`MAX_FREE_LEN`]
-/// bytes by then, so the decodings are cheap; past the decoding budget is refused.
+/// [`encoded_labels`], then `rules` on the labels as written and joined without dots,
+/// each through [`rule_in`] deep: every decoding `scan_deep` knows, in either case. The
+/// shape thresholds are a heuristic a random key's encoding can slip under (about one
+/// base32 AWS key in twenty); its decoding cannot. The chosen part of a name is at most
+/// [`MAX_FREE_LEN`] bytes by then, so the decodings are cheap.
 pub fn encoded_labels_dlp(name: &str, rules: &RuleSet) -> Option<HostReason> {
     if let Some(r) = encoded_labels(name) {
         return Some(r);
     }
     let joined: String = name.chars().filter(|&c| c != '.').collect();
-    for text in [
-        name.to_string(),
-        joined.clone(),
-        name.to_ascii_uppercase(),
-        joined.to_ascii_uppercase(),
-    ] {
-        match rules.scan_deep(text.as_bytes(), &crate::Limits::default()) {
-            Ok(found) => {
-                if let Some(f) = found.into_iter().next() {
-                    return Some(HostReason::Dlp { rule: f.rule_id });
-                }
+    [name, &joined]
+        .into_iter()
+        .find_map(|text| rule_in(text.as_bytes(), rules, true))
+        .map(|rule| HostReason::Dlp { rule })
+}
+
+/// The id of the first rule of `rules` that finds a secret in `text` as given or, when
+/// it has lower case, upper-cased (DNS folds names to lower case; a rule may not be
+/// case-blind). With `deep`, through every decoding `scan_deep` knows (base32, hex,
+/// base64...), and past its budget counts as found (`undecidable`): the one check of a
+/// name's labels for what pipelock refuses and what the audit writers hash.
+pub(crate) fn rule_in(text: &[u8], rules: &RuleSet, deep: bool) -> Option<String> {
+    let find = |b: &[u8]| {
+        if deep {
+            match rules.scan_deep(b, &crate::Limits::default()) {
+                Ok(found) => found.into_iter().next().map(|f| f.rule_id),
+                Err(e) => Some(format!("undecidable ({e})")),
             }
-            Err(e) => {
-                return Some(HostReason::Dlp {
-                    rule: format!("undecidable ({e})"),
-                });
-            }
+        } else {
+            rules.scan(b).into_iter().next().map(|f| f.rule_id)
         }
-    }
-    None
+    };
+    find(text).or_else(|| {
+        text.iter()
+            .any(u8::is_ascii_lowercase)
+            .then(|| find(&text.to_ascii_uppercase()))
+            .flatten()
+    })
 }
 
 /// The shape of one label or word, if it looks like encoded data under `limits`: each

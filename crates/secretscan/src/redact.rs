@@ -22,7 +22,7 @@ use std::sync::OnceLock;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::hostname::{BLOCK, HostReason, LOG, Limits, encoded_labels, shape};
+use super::hostname::{BLOCK, HostReason, LOG, Limits, encoded_labels, rule_in, shape};
 
 /// The key of [`keyed_hash`]: random per process (see the module docs).
 fn key() -> &'static [u8; 32] {
@@ -84,37 +84,18 @@ fn word(w: &[u8], limits: &Limits, deep: bool) -> Option<String> {
     (odd || shape(w, limits).is_some() || dlp(w, deep)).then(|| placeholder(w))
 }
 
-/// Whether a built-in DLP rule finds a secret in `w` as given or upper-cased (as the
-/// host-label check reads labels, which DNS folds to lower case): what pipelock refused
-/// for a rule is not written down by a log line that quotes it, whatever its shape.
-/// The rules run only on words long enough to hold a secret, and a second time
-/// upper-cased only when the word has no upper case of its own (the folding DNS does).
-/// With `deep` (host labels: few and short) they also look through every decoding
-/// `scan_deep` knows (base32, hex, base64...), since the shape thresholds are a
-/// heuristic a random key's encoding can slip under; free text, every word of every
-/// audit line, gets the plain scan.
+/// Whether a built-in DLP rule finds a secret in `w` ([`rule_in`]: as given and
+/// upper-cased, as the host-label check reads labels): what pipelock refused for a rule
+/// is not written down by a log line that quotes it, whatever its shape. Only words long
+/// enough to hold a secret are scanned. With `deep` (host labels: few and short) the
+/// rules also look through every decoding, since the shape thresholds are a heuristic a
+/// random key's encoding can slip under; free text, every word of every audit line,
+/// gets the plain scan.
 fn dlp(w: &[u8], deep: bool) -> bool {
     /// Shorter than the shortest secret a built-in rule reports (a 14-digit card).
     const MIN_SECRET: usize = 12;
     static RULES: std::sync::OnceLock<crate::RuleSet> = std::sync::OnceLock::new();
-    if w.len() < MIN_SECRET {
-        return false;
-    }
-    let rules = RULES.get_or_init(crate::RuleSet::builtin);
-    let found = |b: &[u8]| {
-        if deep {
-            // Past the decoding budget is undecided: treated as found.
-            rules
-                .scan_deep(b, &crate::Limits::default())
-                .map_or(true, |f| !f.is_empty())
-        } else {
-            !rules.scan(b).is_empty()
-        }
-    };
-    found(w)
-        || (w.iter().any(u8::is_ascii_lowercase)
-            && !w.iter().any(u8::is_ascii_uppercase)
-            && found(&w.to_ascii_uppercase()))
+    w.len() >= MIN_SECRET && rule_in(w, RULES.get_or_init(crate::RuleSet::builtin), deep).is_some()
 }
 
 /// Bytes of a path judged at most; the rest is replaced whole.
