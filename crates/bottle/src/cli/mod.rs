@@ -420,9 +420,11 @@ fn desired_state(manifest: &Manifest) -> anyhow::Result<DesiredState> {
     let side = sidecar::image_object(&key, context);
     let roots = crate::edge::host::trust_roots()?;
     // Build context digests by file metadata, kept across runs: a no-op reads no content.
+    // Loaded once per process: a watch's later loads find them in memory.
+    static LOADED: std::sync::Once = std::sync::Once::new();
     let digests = crate::edge::cache_path("context-digests");
     if let Some(p) = &digests {
-        crate::images::load_digests(p);
+        LOADED.call_once(|| crate::images::load_digests(p));
     }
     let desired = graph::desired(manifest, &key, &side, &roots)?;
     if let Some(p) = &digests

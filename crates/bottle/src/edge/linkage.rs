@@ -98,9 +98,12 @@ pub fn sidecar_files(binary: &Path) -> Result<Vec<SidecarFile>, LinkError> {
     let Some(interpreter) = &top.interpreter else {
         return Ok(files);
     };
+    let loader = real(interpreter)?;
+    // The loader's own directory first: its libc is the one it was built with.
+    let loader_dir = loader.parent().map(Path::to_path_buf);
     files.push(SidecarFile {
         image_path: interpreter.to_string_lossy().into_owned(),
-        host: real(interpreter)?,
+        host: loader.clone(),
         mode: 0o755,
     });
     let env_dirs: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
@@ -110,8 +113,6 @@ pub fn sidecar_files(binary: &Path) -> Result<Vec<SidecarFile>, LinkError> {
                 .collect()
         })
         .unwrap_or_default();
-    // The loader's own directory first: its libc is the one it was built with.
-    let loader_dir = real(interpreter)?.parent().map(Path::to_path_buf);
     let mut seen = BTreeSet::new();
     let mut queue = vec![(binary.to_path_buf(), top)];
     while let Some((by, link)) = queue.pop() {
@@ -135,17 +136,14 @@ pub fn sidecar_files(binary: &Path) -> Result<Vec<SidecarFile>, LinkError> {
                 by: by.clone(),
             })?;
             let host = real(&found)?;
-            queue.push((found, linking(&host)?));
+            queue.push((found.clone(), linking(&found)?));
             // The loader is named as a library too (by libc): it is in the image already.
-            if host != files[1].host {
+            if host != loader {
                 // A name with a slash is a path the loader opens as is: it goes there.
-                let image_path = if needed.starts_with('/') {
-                    needed.clone()
+                let image_path = if needed.contains('/') {
+                    found.to_string_lossy().into_owned()
                 } else {
-                    format!(
-                        "{IMAGE_LIBRARY_DIR}/{}",
-                        needed.rsplit('/').next().unwrap_or(&needed)
-                    )
+                    format!("{IMAGE_LIBRARY_DIR}/{needed}")
                 };
                 files.push(SidecarFile {
                     image_path,
