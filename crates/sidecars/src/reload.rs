@@ -219,14 +219,7 @@ mod tests {
             crate::pipelock::watcher(&path, proxy.clone()).run(Duration::from_millis(20)),
         );
         std::fs::write(&path, cfg(&["c.test"]).to_json()).unwrap();
-        let mut ok = false;
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if verdict(&proxy, "c.test") == Verdict::Allow {
-                ok = true;
-                break;
-            }
-        }
+        let ok = allowed_within_2s(&proxy, "c.test").await;
         task.abort();
         assert!(ok, "the watcher did not reload");
 
@@ -237,15 +230,19 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await; // its first look
         std::fs::write(&path, cfg(&["d.test"]).to_json()).unwrap();
         crate::status::nudge_now();
-        let mut nudged = false;
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            if verdict(&proxy, "d.test") == Verdict::Allow {
-                nudged = true;
-                break;
-            }
-        }
+        let nudged = allowed_within_2s(&proxy, "d.test").await;
         task.abort();
         assert!(nudged, "the nudge did not make the watcher look");
+    }
+
+    /// Whether `host` becomes allowed within about two seconds (looked at every 20 ms).
+    async fn allowed_within_2s(proxy: &Proxy, host: &str) -> bool {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if verdict(proxy, host) == Verdict::Allow {
+                return true;
+            }
+        }
+        false
     }
 }
