@@ -486,7 +486,7 @@ fn a_dynamically_linked_bottle_makes_its_own_sidecar_image() {
         );
     }
     let image = inspect(&p.obj("x", "pipelock"), "{{.Config.Image}}");
-    let files = docker(&[
+    let help = docker(&[
         "run",
         "--rm",
         "--entrypoint",
@@ -495,7 +495,7 @@ fn a_dynamically_linked_bottle_makes_its_own_sidecar_image() {
         "sidecar",
         "--help",
     ]);
-    assert!(files.contains("egress"), "{files}");
+    assert!(help.contains("egress"), "{help}");
     assert!(
         inspect(&image, "{{.Config.Env}}").contains("LD_LIBRARY_PATH=/usr/lib/bottle"),
         "{image}"
