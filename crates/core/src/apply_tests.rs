@@ -663,6 +663,34 @@ proptest! {
     }
 }
 
+/// Grant bottle `a0` of `project` the host `docs.example` as `bottle queue approve`
+/// does (a volume made with the graph's constructor), approved `at`, ending at `until`:
+/// the volume's name.
+pub(crate) async fn grant_docs_example(
+    engine: &FakeEngine,
+    project: &str,
+    id: &str,
+    at: u64,
+    until: Option<u64>,
+) -> String {
+    use bottle_contract::supervise::{Ask, Grant};
+    let grant = Grant {
+        id: id.into(),
+        bottle: "a0".into(),
+        ask: Ask::Host {
+            host: "docs.example".into(),
+        },
+        at,
+        until,
+    };
+    let obj = crate::nodes::supervise::grant_object(project, &DigestKey::fixed(7), "img", &grant);
+    let ObjectSpec::Volume(spec) = &obj.spec else {
+        panic!("a grant is a volume")
+    };
+    engine.create_volume(spec).await.unwrap();
+    spec.name.clone()
+}
+
 /// The desired state of project `p`: one agent with `supervise: true`.
 fn supervised(p: &str) -> DesiredState {
     desired(&manifest(
@@ -678,7 +706,6 @@ fn supervised(p: &str) -> DesiredState {
 
 #[test]
 fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
-    use bottle_contract::supervise::{Ask, Grant};
     rt().block_on(async {
         let engine = FakeEngine::default();
         let d = supervised("g");
@@ -708,22 +735,7 @@ fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
             first.iter().any(|c| c.contains("pipelock-config-rev-")),
             "{first:?}"
         );
-        // `bottle queue approve` makes the grant volume with the graph's constructor.
-        let grant = Grant {
-            id: "p00000000aa".into(),
-            bottle: "a0".into(),
-            ask: Ask::Host {
-                host: "docs.example".into(),
-            },
-            at: 1,
-            until: None,
-        };
-        let key = DigestKey::fixed(7);
-        let obj = crate::nodes::supervise::grant_object("g", &key, "img", &grant);
-        let ObjectSpec::Volume(spec) = &obj.spec else {
-            panic!("a grant is a volume")
-        };
-        engine.create_volume(spec).await.unwrap();
+        let grant = grant_docs_example(&engine, "g", "p00000000aa", 1, None).await;
         let before = engine.mutations().len();
         let r = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
             .await
@@ -751,7 +763,7 @@ fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
             .unwrap();
         assert!(again.plan.is_empty(), "{:?}", again.plan.steps);
         // Revoked: the firewall closes again, still without touching the agent.
-        engine.remove_volume(&spec.name).await.unwrap();
+        engine.remove_volume(&grant).await.unwrap();
         let r = reconcile_once(&engine, &d, &noop, &mut |_| {}, &mut |_| {})
             .await
             .unwrap();
@@ -762,7 +774,6 @@ fn a_host_grant_rewrites_the_firewall_policy_in_place_and_restarts_nothing() {
 
 #[test]
 fn a_time_boxed_grant_stops_counting_at_its_end_and_its_volume_stays() {
-    use bottle_contract::supervise::{Ask, Grant};
     rt().block_on(async {
         let engine = FakeEngine::default();
         let d = supervised("t");
@@ -773,20 +784,7 @@ fn a_time_boxed_grant_stops_counting_at_its_end_and_its_volume_stays() {
         reconcile_once(&engine, &d, &at(100), &mut |_| {}, &mut |_| {})
             .await
             .unwrap();
-        let grant = Grant {
-            id: "p00000000bb".into(),
-            bottle: "a0".into(),
-            ask: Ask::Host {
-                host: "docs.example".into(),
-            },
-            at: 100,
-            until: Some(160),
-        };
-        let obj = crate::nodes::supervise::grant_object("t", &DigestKey::fixed(7), "img", &grant);
-        let ObjectSpec::Volume(spec) = &obj.spec else {
-            panic!("a grant is a volume")
-        };
-        engine.create_volume(spec).await.unwrap();
+        let grant = grant_docs_example(&engine, "t", "p00000000bb", 100, Some(160)).await;
         let r = reconcile_once(&engine, &d, &at(101), &mut |_| {}, &mut |_| {})
             .await
             .unwrap();
@@ -811,7 +809,7 @@ fn a_time_boxed_grant_stops_counting_at_its_end_and_its_volume_stays() {
         assert_eq!(r.next_expiry, None);
         assert!(!r.plan.is_empty());
         assert!(
-            r.plan.steps.iter().all(|s| s.key.name != spec.name),
+            r.plan.steps.iter().all(|s| s.key.name != grant),
             "{:?}",
             r.plan.steps
         );

@@ -7,8 +7,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::*;
-use crate::apply::tests::{AgentGen, desired, manifest, one};
-use crate::nodes::ObjectSpec;
+use crate::apply::tests::{AgentGen, desired, grant_docs_example, manifest, one};
 use bottle_engine::ContainerState;
 use bottle_engine::fake::FakeEngine;
 
@@ -345,7 +344,6 @@ fn virtual_clock() -> Duration {
 
 #[tokio::test(start_paused = true)]
 async fn a_time_boxed_grant_is_dropped_at_its_end_without_a_trigger() {
-    use bottle_contract::supervise::{Ask, Grant};
     EPOCH.with(|e| e.set(Some(Instant::now())));
     let e = FakeEngine::default();
     let agent = AgentGen {
@@ -369,21 +367,7 @@ async fn a_time_boxed_grant_is_dropped_at_its_end_without_a_trigger() {
     with_watch(&e, &mut load, opts, &m, |h| async {
         tokio::time::sleep(sec(1.0)).await;
         // Approved at 1001 for a minute: until 1061.
-        let grant = Grant {
-            id: "p00000000cc".into(),
-            bottle: "a0".into(),
-            ask: Ask::Host {
-                host: "docs.example".into(),
-            },
-            at: 1001,
-            until: Some(1061),
-        };
-        let key = crate::hash::DigestKey::fixed(1);
-        let obj = crate::nodes::supervise::grant_object("p", &key, "img", &grant);
-        let ObjectSpec::Volume(spec) = &obj.spec else {
-            panic!("a grant is a volume")
-        };
-        e.create_volume(spec).await.unwrap();
+        let grant = grant_docs_example(&e, "p", "p00000000cc", 1001, Some(1061)).await;
         h.tx.send(Trigger::Resync).unwrap();
         tokio::time::sleep(sec(1.0)).await;
         assert_eq!(policy_writes(), 1, "the grant widens the policy");
@@ -393,7 +377,7 @@ async fn a_time_boxed_grant_is_dropped_at_its_end_without_a_trigger() {
         tokio::time::sleep(sec(1.0)).await;
         assert_eq!(policy_writes(), 2, "narrowed again by 1061.5");
         assert!(
-            e.snapshot().volumes.iter().any(|v| v.name == spec.name),
+            e.snapshot().volumes.iter().any(|v| v.name == grant),
             "the expired grant's volume is kept"
         );
         h
