@@ -90,8 +90,9 @@ pub async fn reconcile_once<E: Engine>(
     progress: &mut dyn FnMut(&OpReport),
 ) -> Result<Reconciled, ApplyError> {
     let snap = observe(engine, &desired.project).await?;
-    let (desired, mut p) = plan_observed(desired, &snap, options.now)?;
-    let next_expiry = grants_of(&desired.project, &snap, options.now).next_expiry();
+    let grants = grants_of(&desired.project, &snap, options.now);
+    let (desired, mut p) = plan_observed(desired, &snap, &grants)?;
+    let next_expiry = grants.next_expiry();
     let desired = desired.as_ref();
     if !options.prune {
         p.steps.retain(|s| s.action != Action::Delete);
@@ -126,16 +127,16 @@ pub fn grants_of(project: &str, snap: &Snapshot, now: u64) -> Grants {
     )
 }
 
-/// The plan from `desired` to what `snap` holds, with the grants found in `snap` that
-/// are in force at `now` merged into the desired state first (which is returned, as
-/// the plan refers to it).
+/// The plan from `desired` to what `snap` holds, with `grants` (those [`grants_of`]
+/// found in `snap`; the ones in force) merged into the desired state first (which is
+/// returned, as the plan refers to it).
 pub fn plan_observed<'a>(
     desired: &'a DesiredState,
     snap: &Snapshot,
-    now: u64,
+    grants: &Grants,
 ) -> Result<(std::borrow::Cow<'a, DesiredState>, Plan), ApplyError> {
     crate::runtime::check(desired)?;
-    let desired = desired.with_grants(&grants_of(&desired.project, snap, now))?;
+    let desired = desired.with_grants(grants)?;
     let p = plan::plan(&desired, &Observed::from_snapshot(&desired.project, snap));
     Ok((desired, p))
 }

@@ -497,7 +497,7 @@ fn runsc_required_with_facts_saying_absent_fails_at_planning() {
     d.runtimes = Some(Arc::new(crate::runtime::RuntimeFacts::unprobed(vec![
         "runc".into(),
     ])));
-    let err = plan_observed(&d, &Snapshot::default(), 0).unwrap_err();
+    let err = plan_observed(&d, &Snapshot::default(), &Grants::default()).unwrap_err();
     assert!(matches!(err, ApplyError::NoRunsc { .. }), "{err}");
 }
 

@@ -16,7 +16,7 @@ pub async fn run(args: ManifestArgs) -> anyhow::Result<i32> {
     let snap = observe(&docker, &desired.project).await?;
     let now = bottle_contract::supervise::now();
     let grants = grants_of(&desired.project, &snap, now);
-    let (_, p) = plan_observed(&desired, &snap, now)?;
+    let (_, p) = plan_observed(&desired, &snap, &grants)?;
     match args.output {
         Output::Json => {
             let mut v = render::plan_json(&p);
