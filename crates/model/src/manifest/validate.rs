@@ -291,7 +291,6 @@ impl Ctx<'_> {
     }
 
     fn read_host_file(&mut self, node: &Node, field: &str, raw: &str) -> Option<HostFile> {
-        use std::io::Read as _;
         let path = self.check_path(node, field, raw, false)?;
         if !self.host {
             return Some(HostFile {
@@ -299,28 +298,35 @@ impl Ctx<'_> {
                 contents: Vec::new(),
             });
         }
+        let contents = self.read_bounded(node, field, &path, |path, err| {
+            format!("file `{}` cannot be read: {err}", path.display())
+        })?;
+        Some(HostFile { path, contents })
+    }
+
+    /// The contents of the host file `path`, at most [`MAX_HOST_FILE`] bytes read: a
+    /// larger file, or one that cannot be read (said by `unreadable`), is a problem at
+    /// `node`.
+    fn read_bounded(
+        &mut self,
+        node: &Node,
+        field: &str,
+        path: &Path,
+        unreadable: impl FnOnce(&Path, std::io::Error) -> String,
+    ) -> Option<Vec<u8>> {
+        use std::io::Read as _;
         let mut contents = Vec::new();
-        let read = std::fs::File::open(&path)
+        let read = std::fs::File::open(path)
             .and_then(|f| f.take(MAX_HOST_FILE as u64 + 1).read_to_end(&mut contents));
-        match read {
+        let message = match read {
             Ok(n) if n > MAX_HOST_FILE => {
-                self.report(
-                    &node.referenced,
-                    field,
-                    format!("`{}` is larger than {MAX_HOST_FILE} bytes", path.display()),
-                );
-                None
+                format!("`{}` is larger than {MAX_HOST_FILE} bytes", path.display())
             }
-            Ok(_) => Some(HostFile { path, contents }),
-            Err(err) => {
-                self.report(
-                    &node.referenced,
-                    field,
-                    format!("file `{}` cannot be read: {err}", path.display()),
-                );
-                None
-            }
-        }
+            Ok(_) => return Some(contents),
+            Err(err) => unreadable(path, err),
+        };
+        self.report(&node.referenced, field, message);
+        None
     }
 
     /// A path relative to the manifest directory that must exist; canonicalized.
@@ -1188,24 +1194,14 @@ impl Ctx<'_> {
                 user_id: None,
             });
         }
-        let shown = path.display().to_string();
-        let contents = match std::fs::read(&path) {
-            Ok(c) if c.len() <= MAX_HOST_FILE => c,
-            Ok(_) => {
-                let message = format!("`{shown}` is larger than {MAX_HOST_FILE} bytes");
-                self.report(at, field, message);
-                return None;
-            }
-            Err(err) => {
-                let message = format!(
-                    "the host's Codex login `{shown}` cannot be read: {err}; log in on the host \
-                     with `codex login` (a login kept in the OS keyring has no file: set \
-                     `cli_auth_credentials_store = \"file\"` in Codex's config.toml)"
-                );
-                self.report(at, field, message);
-                return None;
-            }
-        };
+        let contents = self.read_bounded(node, field, &path, |path, err| {
+            format!(
+                "the host's Codex login `{}` cannot be read: {err}; log in on the host with \
+                 `codex login` (a login kept in the OS keyring has no file: set \
+                 `cli_auth_credentials_store = \"file\"` in Codex's config.toml)",
+                path.display()
+            )
+        })?;
         match codex_login::parse(&contents) {
             // Canonical: build contexts leave it out by its path.
             Ok(login) => Some(CodexLogin {
@@ -1213,7 +1209,7 @@ impl Ctx<'_> {
                 ..login
             }),
             Err(why) => {
-                let message = format!("`{shown}` is not a usable ChatGPT login: {why}");
+                let message = format!("`{}` is not a usable ChatGPT login: {why}", path.display());
                 self.report(at, field, message);
                 None
             }
