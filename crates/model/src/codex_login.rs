@@ -13,7 +13,6 @@
 //! load. Nothing refreshes the host's token but the host's own Codex: OpenAI rotates
 //! refresh tokens, so a refresh made anywhere else would log the host's Codex out.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use base64::Engine as _;
@@ -38,8 +37,9 @@ const NEVER_STALE: &str = "2999-01-01T00:00:00Z";
 /// The claims object of an OpenAI id token that Codex reads.
 const AUTH_CLAIMS: &str = "https://api.openai.com/auth";
 
-/// The host's ChatGPT login, as read from its `auth.json`.
-#[derive(Clone, PartialEq, Eq)]
+/// The host's ChatGPT login, as read from its `auth.json`. Its `Debug` shows no token
+/// (a [`Secret`]'s).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodexLogin {
     /// Where it was read from (absolute).
     pub path: PathBuf,
@@ -52,17 +52,6 @@ pub struct CodexLogin {
     pub email: Option<String>,
     pub plan: Option<String>,
     pub user_id: Option<String>,
-}
-
-impl fmt::Debug for CodexLogin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "CodexLogin({}, account {})",
-            self.path.display(),
-            self.account_id
-        )
-    }
 }
 
 /// Why a host `auth.json` is not a usable ChatGPT login.
