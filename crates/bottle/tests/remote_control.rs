@@ -53,15 +53,11 @@ agents:
     };
     let cfg: serde_json::Value = serde_json::from_str(&config("rc")).expect("config.json");
     let routes = cfg["routes"].as_array().expect("routes");
-    for host in [
-        "api.anthropic.com",
-        "console.anthropic.com",
-        "platform.claude.com",
-    ] {
+    for host in bottle_model::provider::REMOTE_CONTROL_HOSTS {
         assert!(
             routes
                 .iter()
-                .any(|r| r["host"] == host && r["tls_passthrough"] == true && r["auth"].is_null()),
+                .any(|r| r["host"] == *host && r["tls_passthrough"] == true && r["auth"].is_null()),
             "{host}: {cfg}"
         );
     }

@@ -13,7 +13,6 @@
 //! load. Nothing refreshes the host's token but the host's own Codex: OpenAI rotates
 //! refresh tokens, so a refresh made anywhere else would log the host's Codex out.
 
-use std::fmt;
 use std::path::PathBuf;
 
 use base64::Engine as _;
@@ -38,8 +37,9 @@ const NEVER_STALE: &str = "2999-01-01T00:00:00Z";
 /// The claims object of an OpenAI id token that Codex reads.
 const AUTH_CLAIMS: &str = "https://api.openai.com/auth";
 
-/// The host's ChatGPT login, as read from its `auth.json`.
-#[derive(Clone, PartialEq, Eq)]
+/// The host's ChatGPT login, as read from its `auth.json`. Its `Debug` shows no token
+/// (a [`Secret`]'s).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodexLogin {
     /// Where it was read from (absolute).
     pub path: PathBuf,
@@ -52,17 +52,6 @@ pub struct CodexLogin {
     pub email: Option<String>,
     pub plan: Option<String>,
     pub user_id: Option<String>,
-}
-
-impl fmt::Debug for CodexLogin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "CodexLogin({}, account {})",
-            self.path.display(),
-            self.account_id
-        )
-    }
 }
 
 /// Why a host `auth.json` is not a usable ChatGPT login.
@@ -142,15 +131,15 @@ fn id_claims(jwt: &str) -> Option<Value> {
         .filter(Value::is_object)
 }
 
+/// A JWT of `header`, `claims` and `signature`, each part base64url-encoded.
+fn jwt(header: &Value, claims: &Value, signature: &str) -> String {
+    let [header, claims] = [header, claims].map(|v| URL_SAFE_NO_PAD.encode(v.to_string()));
+    format!("{header}.{claims}.{}", URL_SAFE_NO_PAD.encode(signature))
+}
+
 /// An unsigned JWT (`alg: none`, a placeholder signature) holding `claims`.
 fn unsigned_jwt(claims: &Value) -> String {
-    let part = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    format!(
-        "{}.{}.{}",
-        part(&json!({"alg": "none", "typ": "JWT"})),
-        part(claims),
-        URL_SAFE_NO_PAD.encode(PLACEHOLDER)
-    )
+    jwt(&json!({"alg": "none", "typ": "JWT"}), claims, PLACEHOLDER)
 }
 
 impl CodexLogin {
@@ -197,11 +186,10 @@ pub fn host_auth_json(access: &str, refresh: &str, account: &str, email: &str) -
         AUTH_CLAIMS: {"chatgpt_account_id": account, "chatgpt_plan_type": "pro", "chatgpt_user_id": "user-1"},
     });
     // A signed token's shape: the signature is random-looking bytes.
-    let id_token = format!(
-        "{}.{}.{}",
-        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
-        URL_SAFE_NO_PAD.encode(claims.to_string()),
-        URL_SAFE_NO_PAD.encode("real-signature-bytes-0123456789")
+    let id_token = jwt(
+        &json!({"alg": "RS256", "typ": "JWT"}),
+        &claims,
+        "real-signature-bytes-0123456789",
     );
     json!({
         "OPENAI_API_KEY": null,

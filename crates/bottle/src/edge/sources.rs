@@ -3,6 +3,7 @@
 //! event stream (its reconnect logic is `bottle_core::watch::events`).
 //! Both send [`Trigger`]s on a channel.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,20 +26,20 @@ pub fn watch_manifest(
     host_files: &[PathBuf],
     tx: UnboundedSender<Trigger>,
 ) -> anyhow::Result<notify::RecommendedWatcher> {
-    let mut targets: Vec<(PathBuf, std::ffi::OsString)> = Vec::new();
+    // An event's path is the watched directory joined with the name.
+    let mut wanted = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
     for file in std::iter::once(manifest).chain(host_files.iter().map(PathBuf::as_path)) {
         let dir = match file.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let Some(name) = file.file_name().map(|n| n.to_os_string()) else {
+        let Some(name) = file.file_name() else {
             anyhow::bail!("{} names no file", file.display());
         };
-        if !targets.contains(&(dir.clone(), name.clone())) {
-            targets.push((dir, name));
-        }
+        wanted.insert(dir.join(name));
+        dirs.insert(dir);
     }
-    let wanted = targets.clone();
     let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(ev) = res else { return };
         // Reads (our own reloads among them) are not changes.
@@ -49,19 +50,11 @@ pub fn watch_manifest(
             EventKind::Access(_) => false,
             _ => true,
         };
-        // An event's path is the watched directory joined with the name.
-        let ours = |p: &PathBuf| {
-            wanted
-                .iter()
-                .any(|(d, n)| p.file_name() == Some(n.as_os_str()) && p.parent() == Some(d))
-        };
-        if change && ev.paths.iter().any(ours) {
+        if change && ev.paths.iter().any(|p| wanted.contains(p)) {
             let _ = tx.send(Trigger::Manifest);
         }
     })?;
-    let mut dirs: Vec<&PathBuf> = targets.iter().map(|(d, _)| d).collect();
-    dirs.dedup();
-    for dir in dirs {
+    for dir in &dirs {
         w.watch(dir, RecursiveMode::NonRecursive)?;
     }
     Ok(w)

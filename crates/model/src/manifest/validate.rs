@@ -291,7 +291,6 @@ impl Ctx<'_> {
     }
 
     fn read_host_file(&mut self, node: &Node, field: &str, raw: &str) -> Option<HostFile> {
-        use std::io::Read as _;
         let path = self.check_path(node, field, raw, false)?;
         if !self.host {
             return Some(HostFile {
@@ -299,28 +298,35 @@ impl Ctx<'_> {
                 contents: Vec::new(),
             });
         }
+        let contents = self.read_bounded(node, field, &path, |path, err| {
+            format!("file `{}` cannot be read: {err}", path.display())
+        })?;
+        Some(HostFile { path, contents })
+    }
+
+    /// The contents of the host file `path`, at most [`MAX_HOST_FILE`] bytes read: a
+    /// larger file, or one that cannot be read (said by `unreadable`), is a problem at
+    /// `node`.
+    fn read_bounded(
+        &mut self,
+        node: &Node,
+        field: &str,
+        path: &Path,
+        unreadable: impl FnOnce(&Path, std::io::Error) -> String,
+    ) -> Option<Vec<u8>> {
+        use std::io::Read as _;
         let mut contents = Vec::new();
-        let read = std::fs::File::open(&path)
+        let read = std::fs::File::open(path)
             .and_then(|f| f.take(MAX_HOST_FILE as u64 + 1).read_to_end(&mut contents));
-        match read {
+        let message = match read {
             Ok(n) if n > MAX_HOST_FILE => {
-                self.report(
-                    &node.referenced,
-                    field,
-                    format!("`{}` is larger than {MAX_HOST_FILE} bytes", path.display()),
-                );
-                None
+                format!("`{}` is larger than {MAX_HOST_FILE} bytes", path.display())
             }
-            Ok(_) => Some(HostFile { path, contents }),
-            Err(err) => {
-                self.report(
-                    &node.referenced,
-                    field,
-                    format!("file `{}` cannot be read: {err}", path.display()),
-                );
-                None
-            }
-        }
+            Ok(_) => return Some(contents),
+            Err(err) => unreadable(path, err),
+        };
+        self.report(&node.referenced, field, message);
+        None
     }
 
     /// A path relative to the manifest directory that must exist; canonicalized.
@@ -1124,6 +1130,50 @@ impl Ctx<'_> {
         })
     }
 
+    /// An agent's opt-in `field: true`, which only `only` agents take: false when it is
+    /// absent, false or no boolean, or set on another provider (a problem saying
+    /// `refusal`).
+    fn opt_in(
+        &mut self,
+        node: &Node,
+        field: &str,
+        provider: Provider,
+        only: Provider,
+        refusal: &str,
+    ) -> bool {
+        if !self.bool(node, field).unwrap_or(false) {
+            return false;
+        }
+        if provider != only {
+            self.report(&node.referenced, field, refusal);
+            return false;
+        }
+        true
+    }
+
+    /// Whether a route of the agent's bottle stands in the way of its opt-in `field`:
+    /// the first route `against` gives a reason against is a problem at `node`.
+    fn route_in_the_way(
+        &mut self,
+        node: &Node,
+        field: &str,
+        policy: Option<&BottlePolicy>,
+        against: impl Fn(&Route) -> Option<String>,
+    ) -> bool {
+        let routes = policy.map(|p| p.egress.routes.as_slice()).unwrap_or(&[]);
+        let Some((i, why)) = routes
+            .iter()
+            .enumerate()
+            .find_map(|(i, r)| against(r).map(|why| (i, why)))
+        else {
+            return false;
+        };
+        let message =
+            format!("{why} (egress.routes[{i}]); run this agent under a bottle without that route");
+        self.report(&node.referenced, field, message);
+        true
+    }
+
     /// `host_login: true`: the host's Codex login, read now from `$CODEX_HOME/auth.json`
     /// (else `~/.codex/auth.json`). A file that is missing or no ChatGPT login, another
     /// provider, or a bottle that already routes Codex elsewhere is a problem here.
@@ -1134,78 +1184,47 @@ impl Ctx<'_> {
         provider: Provider,
         policy: Option<&BottlePolicy>,
     ) -> Option<CodexLogin> {
-        if !self.bool(node, field)? {
+        let refusal =
+            "`host_login` is supported for `provider: codex` only (the host's ChatGPT login)";
+        if !self.opt_in(node, field, provider, Provider::Codex, refusal) {
             return None;
         }
-        let at = &node.referenced;
-        if provider != Provider::Codex {
-            self.report(
-                at,
-                field,
-                "`host_login` is supported for `provider: codex` only (the host's ChatGPT login)",
-            );
-            return None;
-        }
-        let routes = policy.map(|p| p.egress.routes.as_slice()).unwrap_or(&[]);
-        for (i, r) in routes.iter().enumerate() {
+        let in_the_way = self.route_in_the_way(node, field, policy, |r| {
             let why = if r.host == codex_login::HOST {
                 format!("it routes {} itself", r.host)
             } else if r.roles.contains(&RouteRole::OpenaiBaseUrl) {
                 "its route with `openai-base-url` gives Codex an API key already".to_string()
             } else {
-                continue;
+                return None;
             };
-            self.report(
-                at,
-                field,
-                format!(
-                    "`host_login` cannot be used with this bottle: {why} (egress.routes[{i}]); \
-                     run this agent under a bottle without that route"
-                ),
-            );
+            Some(format!(
+                "`host_login` cannot be used with this bottle: {why}"
+            ))
+        });
+        // A names-only walk reads nothing of the host, and `Names` keeps no login.
+        if in_the_way || !self.host {
             return None;
         }
         let path = match ((self.env)("CODEX_HOME"), (self.env)("HOME")) {
             (Some(dir), _) if !dir.is_empty() => Path::new(&dir).join("auth.json"),
             (_, Some(home)) if !home.is_empty() => Path::new(&home).join(".codex/auth.json"),
-            _ if !self.host => PathBuf::from("auth.json"),
             _ => {
                 self.report(
-                    at,
+                    &node.referenced,
                     field,
                     "cannot find the host's Codex login: neither CODEX_HOME nor HOME is set",
                 );
                 return None;
             }
         };
-        if !self.host {
-            return Some(CodexLogin {
-                path,
-                access_token: Secret::new(""),
-                account_id: String::new(),
-                email: None,
-                plan: None,
-                user_id: None,
-            });
-        }
-        let shown = path.display().to_string();
-        let contents = match std::fs::read(&path) {
-            Ok(c) if c.len() <= MAX_HOST_FILE => c,
-            Ok(_) => {
-                let message = format!("`{shown}` is larger than {MAX_HOST_FILE} bytes");
-                self.report(at, field, message);
-                return None;
-            }
-            Err(err) => {
-                let message = format!(
-                    "the host's Codex login `{shown}` cannot be read: {err}; log in on the host \
-                     with `codex login` (a login kept in the OS keyring has no file: set \
-                     `cli_auth_credentials_store = \"file\"` in Codex's config.toml)"
-                );
-                self.report(at, field, message);
-                return None;
-            }
-        };
+        let contents = self.read_bounded(node, field, &path, |path, err| {
+            format!(
+                "the host's Codex login `{}` cannot be read: {err}; log in on the host with \
+                 `codex login` (a login kept in the OS keyring has no file: set \
+                 `cli_auth_credentials_store = \"file\"` in Codex's config.toml)",
+                path.display()
+            )
+        })?;
         match codex_login::parse(&contents) {
             // Canonical: build contexts leave it out by its path.
             Ok(login) => Some(CodexLogin {
@@ -1213,8 +1232,8 @@ impl Ctx<'_> {
                 ..login
             }),
             Err(why) => {
-                let message = format!("`{shown}` is not a usable ChatGPT login: {why}");
-                self.report(at, field, message);
+                let message = format!("`{}` is not a usable ChatGPT login: {why}", path.display());
+                self.report(&node.referenced, field, message);
                 None
             }
         }
@@ -1230,35 +1249,20 @@ impl Ctx<'_> {
         provider: Provider,
         policy: Option<&BottlePolicy>,
     ) -> bool {
-        if !self.bool(node, field).unwrap_or(false) {
+        let refusal = "`remote_control` is a Claude Code feature (`provider: claude`)";
+        if !self.opt_in(node, field, provider, Provider::Claude, refusal) {
             return false;
         }
-        let at = &node.referenced;
-        if provider != Provider::Claude {
-            self.report(
-                at,
-                field,
-                "`remote_control` is a Claude Code feature (`provider: claude`)",
-            );
-            return false;
-        }
-        let routes = policy.map(|p| p.egress.routes.as_slice()).unwrap_or(&[]);
         let hosts = crate::provider::REMOTE_CONTROL_HOSTS;
-        if let Some((i, r)) = routes
-            .iter()
-            .enumerate()
-            .find(|(_, r)| !r.tls_passthrough && hosts.contains(&r.host.as_str()))
-        {
-            let message = format!(
-                "Remote Control needs Claude Code's own claude.ai login on {}, tunnelled \
-                 untouched, and this bottle routes that host through egress (egress.routes[{i}]); \
-                 run this agent under a bottle without that route",
-                r.host
-            );
-            self.report(at, field, message);
-            return false;
-        }
-        true
+        !self.route_in_the_way(node, field, policy, |r| {
+            (!r.tls_passthrough && hosts.contains(&r.host.as_str())).then(|| {
+                format!(
+                    "Remote Control needs Claude Code's own claude.ai login on {}, tunnelled \
+                     untouched, and this bottle routes that host through egress",
+                    r.host
+                )
+            })
+        })
     }
 }
 
