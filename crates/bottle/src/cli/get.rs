@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{GetArgs, Output, connect, project_of, render};
 use crate::apply::{grants_of, observe};
-use crate::engine::{Engine, Exec};
+use crate::engine::{Engine, Exec, Snapshot};
 use crate::labels;
 use crate::nodes::{NodeKind, ObjectKind, sidecar};
 use crate::plan::Observed;
@@ -66,7 +66,18 @@ pub(crate) async fn bottles<E: Engine + Exec>(
     now: u64,
 ) -> anyhow::Result<(BTreeMap<String, BottleView>, Grants)> {
     let snap = observe(engine, project).await?;
-    let observed = Observed::from_snapshot(project, &snap);
+    Ok(bottles_in(engine, project, &snap, now).await)
+}
+
+/// As [`bottles`], from objects already listed: `snap` may hold other projects' too
+/// (the console lists every project's at once).
+pub(crate) async fn bottles_in<E: Exec>(
+    engine: &E,
+    project: &str,
+    snap: &Snapshot,
+    now: u64,
+) -> (BTreeMap<String, BottleView>, Grants) {
+    let observed = Observed::from_snapshot(project, snap);
     let mut bottles: BTreeMap<String, BottleView> = BTreeMap::new();
     // Running containers to probe: (bottle, index in its nodes, name, node).
     let mut to_probe = Vec::new();
@@ -112,7 +123,11 @@ pub(crate) async fn bottles<E: Engine + Exec>(
             view.nodes[i].ready = ready;
         }
     }
-    for c in &snap.containers {
+    for c in snap
+        .containers
+        .iter()
+        .filter(|c| labels::is_ours(&c.labels, project))
+    {
         let is_agent = c.labels.get(labels::NODE).map(String::as_str) == Some("agent");
         let Some(b) = c.labels.get(labels::BOTTLE).filter(|_| is_agent) else {
             continue;
@@ -123,7 +138,7 @@ pub(crate) async fn bottles<E: Engine + Exec>(
         view.runtime = c.labels.get(labels::RUNTIME).cloned().unwrap_or_default();
         view.created = c.created;
     }
-    Ok((bottles, grants_of(project, &snap, now)))
+    (bottles, grants_of(project, snap, now))
 }
 
 pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
