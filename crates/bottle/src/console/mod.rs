@@ -574,7 +574,15 @@ async fn tick(app: &Arc<App>, followed: &mut BTreeSet<String>) -> anyhow::Result
                 None => &[],
             };
             let (bottles, grants) = getcmd::bottles_in(&app.docker, project, snap, now).await;
-            let current = current_dockerfiles(manifest.as_deref(), &grants);
+            // Only a proposed Dockerfile is shown against the current one.
+            let asks_dockerfile = found
+                .iter()
+                .any(|f| matches!(f.proposal.ask, crate::supervise::Ask::Dockerfile { .. }));
+            let current = if asks_dockerfile {
+                current_dockerfiles(manifest.as_deref(), &grants)
+            } else {
+                BTreeMap::new()
+            };
             page::project(&page::StateView {
                 token: &app.token,
                 project,
