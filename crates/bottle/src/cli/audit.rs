@@ -159,10 +159,9 @@ pub(crate) fn source(c: &ContainerInfo) -> Option<Source> {
     })
 }
 
+/// Unix seconds now, to the nanosecond: the time stamps decisions carry.
 pub(super) fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    bottle_contract::supervise::unix_now().as_secs_f64()
 }
 
 /// The engine's `since` (whole seconds, rounded down so no line is missed).
