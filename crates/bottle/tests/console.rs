@@ -491,16 +491,10 @@ fn start_decoy() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
 
 /// The IPv4 gateway of network `name`.
 fn gateway(name: &str) -> String {
-    inspect_network(name, "{{range .IPAM.Config}}{{.Gateway}} {{end}}")
+    inspect(name, "{{range .IPAM.Config}}{{.Gateway}} {{end}}")
         .split_whitespace()
         .find(|g| g.parse::<std::net::Ipv4Addr>().is_ok())
         .unwrap_or_default()
-        .to_string()
-}
-
-fn inspect_network(name: &str, format: &str) -> String {
-    docker(&["network", "inspect", name, "--format", format])
-        .trim()
         .to_string()
 }
 
@@ -512,8 +506,6 @@ fn address_on(c: &str, net: &str) -> String {
             "{{{{with index .NetworkSettings.Networks \"{net}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}"
         ),
     )
-    .trim()
-    .to_string()
 }
 
 #[test]
@@ -596,7 +588,7 @@ agents:
         ("pipelock".to_string(), 8888),
         (address_on(&p.obj("a", "pipelock"), &internal), 8888),
     ];
-    let (_, env) = crate::supervise::exec(&agent, "echo \"$HTTP_PROXY $HTTPS_PROXY\"");
+    let (_, env) = exec(&agent, "echo \"$HTTP_PROXY $HTTPS_PROXY\"");
     assert!(
         env.contains("http://egress:3128"),
         "the agent's proxy: {env}"

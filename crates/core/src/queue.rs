@@ -130,6 +130,21 @@ pub async fn read<E: Engine + VolumeFiles>(
         .list_containers(&filter)
         .await
         .map_err(engine("listing the supervise containers"))?;
+    read_in(engine_, containers).await
+}
+
+/// Is `c` a supervise container of `project` (one [`read_in`] reads)?
+pub fn holds_queue(c: &ContainerInfo, project: &str) -> bool {
+    labels::is_ours(&c.labels, project)
+        && c.labels.get(labels::NODE).map(String::as_str) == Some(NodeKind::Supervise.as_str())
+}
+
+/// Every proposal held by `containers` (a project's supervise containers, already
+/// listed: see [`holds_queue`]), oldest first, as [`read`].
+pub async fn read_in<E: VolumeFiles>(
+    engine_: &E,
+    containers: impl IntoIterator<Item = ContainerInfo>,
+) -> Result<Vec<Found>, QueueError> {
     let mut out = Vec::new();
     for c in containers {
         let parse = |files: Vec<(String, Vec<u8>)>| -> BTreeMap<String, Vec<u8>> {
@@ -383,6 +398,13 @@ mod tests {
             "oldest first, malformed skipped"
         );
         assert_eq!(found[0].status(), "pending");
+        // From containers already listed (the console lists every project's at once).
+        let all = e.list_containers(&labels::managed_filter()).await.unwrap();
+        assert!(!all.iter().any(|c| holds_queue(c, "other")));
+        let held = all.into_iter().filter(|c| holds_queue(c, "p"));
+        let again = read_in(&e, held).await.unwrap();
+        let proposals = |f: &[Found]| f.iter().map(|f| f.proposal.clone()).collect::<Vec<_>>();
+        assert_eq!(proposals(&again), proposals(&found));
         let f = find(&found, "p0000000001", "p").unwrap();
         let g = approve(&e, "p", &DigestKey::fixed(1), f, 100, None)
             .await

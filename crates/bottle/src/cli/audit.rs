@@ -6,7 +6,7 @@
 use futures_util::StreamExt;
 
 use super::{AuditArgs, Output, connect, load_names};
-use crate::engine::Engine;
+use crate::engine::{ContainerInfo, Engine};
 use crate::labels;
 use bottle_contract::audit::{self, Decision, MAX_LINE};
 use bottle_docker::Docker;
@@ -143,26 +143,25 @@ pub(crate) async fn sources(
             );
         }
     }
-    let mut sources: Vec<Source> = found
-        .into_iter()
-        .filter_map(|c| {
-            let node = c.labels.get(labels::NODE)?.clone();
-            NODES.contains(&node.as_str()).then(|| Source {
-                project: labels::project(&c.labels).unwrap_or_default().to_string(),
-                bottle: c.labels.get(labels::BOTTLE).cloned().unwrap_or_default(),
-                container: c.name,
-                node,
-            })
-        })
-        .collect();
+    let mut sources: Vec<Source> = found.iter().filter_map(source).collect();
     sources.sort_by(|a, b| (&a.bottle, &a.node).cmp(&(&b.bottle, &b.node)));
     Ok(sources)
 }
 
+/// Container `c` as a source of decisions, when it is a sidecar that logs them.
+pub(crate) fn source(c: &ContainerInfo) -> Option<Source> {
+    let node = c.labels.get(labels::NODE)?;
+    NODES.contains(&node.as_str()).then(|| Source {
+        container: c.name.clone(),
+        project: labels::project(&c.labels).unwrap_or_default().to_string(),
+        bottle: c.labels.get(labels::BOTTLE).cloned().unwrap_or_default(),
+        node: node.clone(),
+    })
+}
+
+/// Unix seconds now, to the nanosecond: the time stamps decisions carry.
 pub(super) fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    bottle_contract::supervise::unix_now().as_secs_f64()
 }
 
 /// The engine's `since` (whole seconds, rounded down so no line is missed).

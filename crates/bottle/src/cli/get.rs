@@ -1,7 +1,8 @@
 //! `bottle get`: per bottle, its provider, image, runtime and workspace volume, and the
 //! state of every node; for each running sidecar, its readiness as its probe reports it
 //! (`bottle_contract::status`, run through the engine); its grants with the time left.
-//! [`bottles`] gathers it, for `get` and for the console.
+//! [`bottles`] gathers it for `get`, [`bottles_in`] from objects already listed (the
+//! console's).
 
 use std::collections::BTreeMap;
 
@@ -9,14 +10,14 @@ use serde_json::{Value, json};
 
 use super::{GetArgs, Output, connect, project_of, render};
 use crate::apply::{grants_of, observe};
-use crate::engine::{Engine, Exec};
+use crate::engine::{Engine, Exec, Snapshot};
 use crate::labels;
 use crate::nodes::{NodeKind, ObjectKind, sidecar};
 use crate::plan::Observed;
 use crate::supervise::Grants;
 
 /// One bottle as `get` and the console show it.
-#[derive(Default, serde::Serialize)]
+#[derive(Default)]
 pub(crate) struct BottleView {
     pub provider: String,
     pub image: String,
@@ -27,12 +28,14 @@ pub(crate) struct BottleView {
     pub nodes: Vec<NodeView>,
 }
 
-/// One object of a bottle's node, with a running sidecar's readiness.
+/// One object of a bottle's node, with a running sidecar's readiness (in `get`'s JSON,
+/// `ready` and `detail` beside the other fields).
 #[derive(serde::Serialize)]
 pub(crate) struct NodeView {
     pub node: String,
     pub object: String,
     pub state: String,
+    #[serde(flatten)]
     pub ready: Option<Ready>,
 }
 
@@ -66,7 +69,18 @@ pub(crate) async fn bottles<E: Engine + Exec>(
     now: u64,
 ) -> anyhow::Result<(BTreeMap<String, BottleView>, Grants)> {
     let snap = observe(engine, project).await?;
-    let observed = Observed::from_snapshot(project, &snap);
+    Ok(bottles_in(engine, project, &snap, now).await)
+}
+
+/// As [`bottles`], from objects already listed: `snap` may hold other projects' too
+/// (the console lists every project's at once).
+pub(crate) async fn bottles_in<E: Exec>(
+    engine: &E,
+    project: &str,
+    snap: &Snapshot,
+    now: u64,
+) -> (BTreeMap<String, BottleView>, Grants) {
+    let observed = Observed::from_snapshot(project, snap);
     let mut bottles: BTreeMap<String, BottleView> = BTreeMap::new();
     // Running containers to probe: (bottle, index in its nodes, name, node).
     let mut to_probe = Vec::new();
@@ -112,7 +126,11 @@ pub(crate) async fn bottles<E: Engine + Exec>(
             view.nodes[i].ready = ready;
         }
     }
-    for c in &snap.containers {
+    for c in snap
+        .containers
+        .iter()
+        .filter(|c| labels::is_ours(&c.labels, project))
+    {
         let is_agent = c.labels.get(labels::NODE).map(String::as_str) == Some("agent");
         let Some(b) = c.labels.get(labels::BOTTLE).filter(|_| is_agent) else {
             continue;
@@ -123,7 +141,7 @@ pub(crate) async fn bottles<E: Engine + Exec>(
         view.runtime = c.labels.get(labels::RUNTIME).cloned().unwrap_or_default();
         view.created = c.created;
     }
-    Ok((bottles, grants_of(project, &snap, now)))
+    (bottles, grants_of(project, snap, now))
 }
 
 pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
@@ -136,33 +154,19 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
             let v: Vec<Value> = bottles
                 .iter()
                 .map(|(b, view)| {
-                    let nodes: Vec<Value> = view
-                        .nodes
-                        .iter()
-                        .map(
-                            |NodeView {
-                                 node: n,
-                                 object: o,
-                                 state: s,
-                                 ready: r,
-                             }| {
-                                let mut v = json!({"node": n, "object": o, "state": s});
-                                if let Some(r) = r {
-                                    v["ready"] = json!(r.ready);
-                                    v["detail"] = json!(r.detail);
-                                }
-                                v
-                            },
-                        )
-                        .collect();
                     json!({
                         "bottle": b,
                         "provider": view.provider,
                         "image": view.image,
                         "runtime": view.runtime,
                         "workspace": view.workspace,
-                        "nodes": nodes,
-                        "grants": render::grants_json(&only(&grants, b), now),
+                        "nodes": view.nodes,
+                        "grants": grants
+                            .listed()
+                            .into_iter()
+                            .filter(|(g, _)| g.bottle == *b)
+                            .map(|(g, expired)| render::grant_json(g, expired, now))
+                            .collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -189,19 +193,13 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
                         render::grant_left(g, now)
                     );
                 }
-                for NodeView {
-                    node: n,
-                    object: o,
-                    state: s,
-                    ready: r,
-                } in &view.nodes
-                {
-                    let ready = match r {
+                for n in &view.nodes {
+                    let ready = match &n.ready {
                         Some(r) if r.ready => "  ready".to_string(),
                         Some(r) => format!("  NOT READY ({})", r.detail),
                         None => String::new(),
                     };
-                    println!("  {n:<13} {s:<8} {o}{ready}");
+                    println!("  {:<13} {:<8} {}{ready}", n.node, n.state, n.object);
                 }
             }
         }
@@ -209,20 +207,34 @@ pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// The grants of one bottle.
-fn only(grants: &Grants, bottle: &str) -> Grants {
-    let pick = |m: &BTreeMap<String, Vec<crate::supervise::Grant>>| {
-        m.iter()
-            .filter(|(b, _)| *b == bottle)
-            .map(|(b, g)| (b.clone(), g.clone()))
-            .collect()
-    };
-    Grants {
-        by_bottle: pick(&grants.by_bottle),
-        expired: pick(&grants.expired),
-    }
-}
-
 fn or_dash(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_in_json_has_its_readiness_beside_its_fields() {
+        let node = |ready| NodeView {
+            node: "egress".into(),
+            object: "container bottle-p-dev-egress".into(),
+            state: "running".into(),
+            ready,
+        };
+        assert_eq!(
+            json!(node(None)),
+            json!({"node": "egress", "object": "container bottle-p-dev-egress", "state": "running"})
+        );
+        let probed = node(Some(Ready {
+            ready: false,
+            detail: "no config".into(),
+        }));
+        assert_eq!(
+            json!(probed),
+            json!({"node": "egress", "object": "container bottle-p-dev-egress",
+                   "state": "running", "ready": false, "detail": "no config"})
+        );
+    }
 }

@@ -105,16 +105,19 @@ pub fn grants_json(grants: &Grants, now: u64) -> Value {
     let v: Vec<Value> = grants
         .listed()
         .into_iter()
-        .map(|(g, expired)| {
-            json!({
-                "id": g.id, "bottle": g.bottle, "kind": g.ask.kind(),
-                "summary": g.ask.summary(), "at": g.at, "until": g.until,
-                "expired": expired,
-                "left_secs": g.until.map(|u| u.saturating_sub(now)),
-            })
-        })
+        .map(|(g, expired)| grant_json(g, expired, now))
         .collect();
     json!(v)
+}
+
+/// One grant of [`grants_json`].
+pub fn grant_json(g: &crate::supervise::Grant, expired: bool, now: u64) -> Value {
+    json!({
+        "id": g.id, "bottle": g.bottle, "kind": g.ask.kind(),
+        "summary": g.ask.summary(), "at": g.at, "until": g.until,
+        "expired": expired,
+        "left_secs": g.until.map(|u| u.saturating_sub(now)),
+    })
 }
 
 /// A progress line for one finished operation.

@@ -25,8 +25,9 @@
 //! holds the token), so a test can count what reached the console.
 //!
 //! The queue's state machine is `bottle_core::queue`, the same as `bottle queue`'s;
-//! bottles and readiness come from `cli::get::bottles`, the audit lines from the same
-//! readers as `bottle audit`.
+//! bottles and readiness come from `cli::get::bottles_in`, the audit lines from the
+//! same readers as `bottle audit`. Each refresh lists the engine's objects once, for
+//! all of them ([`tick`]).
 
 mod page;
 
@@ -52,7 +53,7 @@ use tokio::sync::{broadcast, watch};
 use crate::cli::{
     ConsoleArgs, audit, connect, digest_key, get as getcmd, load_manifest, load_names,
 };
-use crate::engine::Engine as _;
+use crate::engine::{Engine as _, Snapshot};
 use crate::hash::DigestKey;
 use crate::labels;
 use bottle_contract::audit::{Decision, MAX_LINE};
@@ -143,7 +144,6 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
         history: Mutex::new(VecDeque::new()),
     });
     tokio::spawn(refresh(Arc::clone(&app), state_tx));
-    tokio::spawn(follow_audit(Arc::clone(&app)));
     let host = match addr {
         SocketAddr::V4(a) => a.to_string(),
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
@@ -206,43 +206,25 @@ impl Scope {
     }
 }
 
-/// The projects that have objects on the engine (containers, networks, volumes).
-async fn engine_projects(docker: &Docker) -> anyhow::Result<BTreeSet<String>> {
-    let filter = labels::managed_filter();
-    let (containers, networks, volumes) = futures_util::future::join3(
-        docker.list_containers(&filter),
-        docker.list_networks(&filter),
-        docker.list_volumes(&filter),
-    )
-    .await;
-    let mut out = BTreeSet::new();
-    for l in containers?.iter().map(|c| &c.labels) {
-        out.extend(labels::project(l).map(str::to_string));
-    }
-    for l in networks?.iter().map(|n| &n.labels) {
-        out.extend(labels::project(l).map(str::to_string));
-    }
-    for l in volumes?.iter().map(|v| &v.labels) {
-        out.extend(labels::project(l).map(str::to_string));
-    }
-    Ok(out)
-}
-
-/// The projects served now: the named ones, or those on the engine (read again, and
-/// kept for the decisions' check).
-async fn served_now(app: &App) -> anyhow::Result<Served> {
+/// The projects served now: the named ones, or those with objects in `snap`
+/// (containers, networks, volumes), kept for the decisions' check.
+fn served_now(app: &App, snap: &Snapshot) -> Served {
     if let Scope::Named(named) = &app.scope {
-        return Ok(named.clone());
+        return named.clone();
     }
-    let found: Served = engine_projects(&app.docker)
-        .await?
-        .into_iter()
-        .map(|p| (p, None))
+    let containers = snap.containers.iter().map(|c| &c.labels);
+    let networks = snap.networks.iter().map(|n| &n.labels);
+    let volumes = snap.volumes.iter().map(|v| &v.labels);
+    let found: Served = containers
+        .chain(networks)
+        .chain(volumes)
+        .filter_map(labels::project)
+        .map(|p| (p.to_string(), None))
         .collect();
     if let Ok(mut s) = app.served.write() {
         s.clone_from(&found);
     }
-    Ok(found)
+    found
 }
 
 /// Is `project` one this console serves now?
@@ -518,31 +500,14 @@ async fn decide(app: &App, f: ActionForm, action: Action) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// Read the projects served, and each one's bottles, queue and grants, every
-/// [`REFRESH`], and publish the rendered state when it changed.
+/// Every [`REFRESH`]: read the engine ([`tick`]) and publish the rendered state when
+/// it changed.
 async fn refresh(app: Arc<App>, tx: watch::Sender<String>) {
+    let mut followed = BTreeSet::new();
     loop {
-        let html = match served_now(&app).await {
-            Ok(served) => {
-                let parts =
-                    futures_util::future::join_all(served.iter().map(|(project, manifest)| {
-                        let app = &app;
-                        async move {
-                            gather(app, project, manifest.as_deref())
-                                .await
-                                .unwrap_or_else(|e| {
-                                    page::error_fragment(Some(project), &format!("{e:#}"))
-                                })
-                        }
-                    }))
-                    .await;
-                page::state(
-                    &parts,
-                    "no bottle objects on the engine: run `bottle apply`",
-                )
-            }
-            Err(e) => page::error_fragment(None, &format!("{e:#}")),
-        };
+        let html = tick(&app, &mut followed)
+            .await
+            .unwrap_or_else(|e| page::error_fragment(None, &format!("{e:#}")));
         tx.send_if_modified(|old| {
             if *old == html {
                 false
@@ -555,22 +520,85 @@ async fn refresh(app: Arc<App>, tx: watch::Sender<String>) {
     }
 }
 
-async fn gather(app: &App, project: &str, manifest: Option<&Path>) -> anyhow::Result<String> {
+/// One reading of the engine: one listing of every project's objects serves the
+/// projects served (with neither `-f` nor `-p`), each one's queue, bottles and grants,
+/// and the audit lines to follow (each new sidecar container's, into `followed`). The
+/// rendered state.
+async fn tick(app: &Arc<App>, followed: &mut BTreeSet<String>) -> anyhow::Result<String> {
     let now = now();
-    // The queue first: an approval's grant volume is made before its verdict is
-    // written, so every approval read here has its grant in the list read after.
-    let found = queue::read(&app.docker, project).await?;
-    let (bottles, grants) = getcmd::bottles(&app.docker, project, now).await?;
-    let current = current_dockerfiles(manifest, &grants);
-    Ok(page::project(&page::StateView {
-        token: &app.token,
-        project,
-        now,
-        bottles: &bottles,
-        found: &found,
-        grants: &grants,
-        current: &current,
+    let filter = labels::managed_filter();
+    // The containers, then the queues they hold, then the other objects: an approval's
+    // grant volume is made before its verdict is written, so every approval read here
+    // has its grant in the volumes listed after.
+    let containers = app.docker.list_containers(&filter).await?;
+    let with_queue: BTreeSet<&str> = containers
+        .iter()
+        .filter_map(|c| labels::project(&c.labels))
+        .filter(|p| match &app.scope {
+            Scope::Named(named) => named.contains_key(*p),
+            Scope::Engine => true,
+        })
+        .collect();
+    let queues: BTreeMap<String, _> =
+        futures_util::future::join_all(with_queue.into_iter().map(|p| {
+            let held: Vec<_> = containers
+                .iter()
+                .filter(|c| queue::holds_queue(c, p))
+                .cloned()
+                .collect();
+            async move { (p.to_string(), queue::read_in(&app.docker, held).await) }
+        }))
+        .await
+        .into_iter()
+        .collect();
+    let (networks, volumes, images) = futures_util::future::join3(
+        app.docker.list_networks(&filter),
+        app.docker.list_volumes(&filter),
+        app.docker.list_images(&filter),
+    )
+    .await;
+    let snap = Snapshot {
+        networks: networks?,
+        volumes: volumes?,
+        containers,
+        images: images?,
+    };
+    let served = served_now(app, &snap);
+    follow_new(app, &snap, &served, followed);
+    let parts = futures_util::future::join_all(served.iter().map(|(project, manifest)| {
+        let (snap, queues) = (&snap, &queues);
+        async move {
+            let found = match queues.get(project) {
+                Some(Ok(found)) => found.as_slice(),
+                Some(Err(e)) => return page::error_fragment(Some(project), &format!("{e:#}")),
+                None => &[],
+            };
+            let (bottles, grants) = getcmd::bottles_in(&app.docker, project, snap, now).await;
+            // Only a proposed Dockerfile is shown against the current one.
+            let asks_dockerfile = found
+                .iter()
+                .any(|f| matches!(f.proposal.ask, crate::supervise::Ask::Dockerfile { .. }));
+            let current = if asks_dockerfile {
+                current_dockerfiles(manifest.as_deref(), &grants)
+            } else {
+                BTreeMap::new()
+            };
+            page::project(&page::StateView {
+                token: &app.token,
+                project,
+                now,
+                bottles: &bottles,
+                found,
+                grants: &grants,
+                current: &current,
+            })
+        }
     }))
+    .await;
+    Ok(page::state(
+        &parts,
+        "no bottle objects on the engine: run `bottle apply`",
+    ))
 }
 
 /// Each bottle's Dockerfile now, to show a proposed one as a diff: the newest granted
@@ -609,19 +637,18 @@ fn current_dockerfiles(
     out
 }
 
-/// Follow the audit lines of every sidecar of the projects served, picking up new
-/// containers (and projects) as they appear, into the history and the live feed.
-async fn follow_audit(app: Arc<App>) {
-    let mut followed: BTreeSet<String> = BTreeSet::new();
-    loop {
-        if let Ok(sources) = audit::sources(&app.docker, None, None).await {
-            for s in sources {
-                if serves(&app, &s.project) && followed.insert(s.container.clone()) {
-                    tokio::spawn(follow_one(Arc::clone(&app), s));
-                }
-            }
+/// Follow the audit lines of each sidecar container of the projects served that is
+/// new in `snap` (by id: a container made again under its name is followed again),
+/// into the history and the live feed.
+fn follow_new(app: &Arc<App>, snap: &Snapshot, served: &Served, followed: &mut BTreeSet<String>) {
+    followed.retain(|id| snap.containers.iter().any(|c| c.id == *id));
+    for c in &snap.containers {
+        if let Some(s) = audit::source(c)
+            && served.contains_key(&s.project)
+            && followed.insert(c.id.clone())
+        {
+            tokio::spawn(follow_one(Arc::clone(app), s));
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 

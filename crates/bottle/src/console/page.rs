@@ -237,7 +237,7 @@ pub fn error_fragment(project: Option<&str>, why: &str) -> String {
                 p.error { "cannot read the project: " (why) }
             }
         },
-        None => html! { p.error { "cannot list the projects: " (why) } },
+        None => html! { p.error { "cannot read the engine: " (why) } },
     }
     .into_string()
 }
