@@ -6,7 +6,8 @@
 //! CIDR blocks and route path prefixes with ([`host`]).
 //!
 //! The audit stream's line format and its reader ([`audit`]); a sidecar's readiness and
-//! the digests of the live config it has in force ([`status`]).
+//! the digests of the live config it has in force ([`status`]); the one duration grammar
+//! ([`duration`]).
 //!
 //! Nothing here does I/O but [`supervise::now`] and [`audit::Line::now`], the time
 //! stamps the queue's records and the audit lines carry.
@@ -15,6 +16,7 @@
 
 pub mod audit;
 pub mod ca;
+pub mod duration;
 pub mod egress;
 pub mod error;
 pub mod git_gate;

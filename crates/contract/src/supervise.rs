@@ -238,48 +238,16 @@ pub fn unix_now() -> std::time::Duration {
 
 /// The longest time box a grant may have (a year), so `at + for` cannot overflow and a
 /// typo does not grant for ever.
-pub const MAX_GRANT_SECS: u64 = 366 * 86_400;
+pub const MAX_GRANT_SECS: u64 = crate::duration::MAX.as_secs();
 
-/// `--for` and the console's duration: `90s`, `10m`, `2h`, `1d`, or several run
-/// together (`1h30m`), from 1 s up to [`MAX_GRANT_SECS`].
+/// `--for` and the console's duration: [`crate::duration::parse`]'s grammar (`90s`,
+/// `10m`, `2h`, `1d`, `1h30m`), in whole seconds, from 1 s up to [`MAX_GRANT_SECS`].
 pub fn parse_duration(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?}: expected a duration such as 90s, 10m, 2h, 1d or 1h30m");
-    let t = s.trim();
-    if t.is_empty() || t.len() > 32 {
-        return Err(bad());
+    let d = crate::duration::parse(s)?;
+    if d.is_zero() || d.subsec_millis() != 0 {
+        return Err(format!("{s:?}: a grant lasts whole seconds, at least one"));
     }
-    let mut total: u64 = 0;
-    let mut num: Option<u64> = None;
-    for c in t.chars() {
-        if let Some(d) = c.to_digit(10) {
-            num = Some(
-                num.unwrap_or(0)
-                    .checked_mul(10)
-                    .and_then(|n| n.checked_add(u64::from(d)))
-                    .ok_or_else(bad)?,
-            );
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(bad()),
-        };
-        let n = num.take().ok_or_else(bad)?;
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if num.is_some() || total == 0 {
-        return Err(bad());
-    }
-    if total > MAX_GRANT_SECS {
-        return Err(format!("{s:?}: longer than a grant may last (366 days)"));
-    }
-    Ok(total)
+    Ok(d.as_secs())
 }
 
 /// Time left, for people: `1h59m`, `4m10s`, `35s`; `expired` at or past the end.

@@ -182,18 +182,9 @@ fn parse_since(s: &str, now: f64) -> anyhow::Result<f64> {
     {
         return Ok(n);
     }
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let unit_secs = match unit {
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => 0.0,
-    };
-    match num.parse::<u32>() {
-        Ok(n) if unit_secs > 0.0 => Ok((now - f64::from(n) * unit_secs).max(0.0)),
-        _ => anyhow::bail!(
+    match bottle_contract::duration::parse(s) {
+        Ok(d) => Ok((now - d.as_secs_f64()).max(0.0)),
+        Err(_) => anyhow::bail!(
             "--since {s:?}: expected a duration (90s, 10m, 2h, 1d), an RFC 3339 time or seconds since the epoch"
         ),
     }

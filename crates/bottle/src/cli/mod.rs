@@ -133,26 +133,14 @@ pub struct ApplyArgs {
     pub subnet_pool: ipnet::Ipv4Net,
 }
 
-/// A duration as `500ms`, `90s`, `10m`, `2h`, `1d`, or plain seconds.
+/// A duration as `500ms`, `90s`, `10m`, `2h`, `1d` (`bottle_contract::duration`), or
+/// plain seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let millis: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => 0,
-    };
-    match num.parse::<u64>() {
-        Ok(n) if millis > 0 && n <= 366 * 86_400_000 / millis => {
-            Ok(std::time::Duration::from_millis(n * millis))
+    match s.trim().parse::<u64>() {
+        Ok(secs) if secs <= bottle_contract::duration::MAX.as_secs() => {
+            Ok(std::time::Duration::from_secs(secs))
         }
-        _ => Err(format!(
-            "{s:?}: expected a duration such as 500ms, 90s, 10m, 2h or 1d"
-        )),
+        _ => bottle_contract::duration::parse(s),
     }
 }
 
