@@ -6,13 +6,13 @@
 use futures_util::StreamExt;
 
 use super::{AuditArgs, Output, connect, load_names};
-use crate::engine::Engine;
+use crate::engine::{ContainerInfo, Engine};
 use crate::labels;
 use bottle_contract::audit::{self, Decision, MAX_LINE};
 use bottle_docker::Docker;
 
 /// The nodes whose logs carry decisions.
-pub(super) const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
+const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
 
 /// One sidecar container to read.
 pub(crate) struct Source {
@@ -51,14 +51,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
     let mut streams = Vec::new();
     let mut last = Vec::new();
     for s in &sources {
-        let mut found = Vec::new();
-        let mut lines =
-            Box::pin(docker.log_lines(&s.container, false, since_secs(since), MAX_LINE));
-        while let Some(line) = lines.next().await {
-            if let Some(d) = decision(s, &line?) {
-                found.push(d);
-            }
-        }
+        let found = history(&docker, s, since).await?;
         last.push(found.last().map_or(since, |d: &Decision| d.ts));
         streams.push(found.into_iter().filter(|d| keep(d)).collect());
     }
@@ -92,6 +85,22 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The decisions `s` logged from `since` (whole seconds, rounded down) to now.
+pub(super) async fn history(
+    docker: &Docker,
+    s: &Source,
+    since: f64,
+) -> anyhow::Result<Vec<Decision>> {
+    let mut found = Vec::new();
+    let mut lines = Box::pin(docker.log_lines(&s.container, false, since_secs(since), MAX_LINE));
+    while let Some(line) = lines.next().await {
+        if let Some(d) = decision(s, &line?) {
+            found.push(d);
+        }
+    }
+    Ok(found)
 }
 
 /// The decision of one time-stamped log line of `s`, if it is one.
@@ -143,6 +152,11 @@ pub(crate) async fn sources(
             );
         }
     }
+    Ok(sources_in(found))
+}
+
+/// The sidecar containers among `found`, by bottle and node.
+pub(crate) fn sources_in(found: Vec<ContainerInfo>) -> Vec<Source> {
     let mut sources: Vec<Source> = found
         .into_iter()
         .filter_map(|c| {
@@ -156,7 +170,7 @@ pub(crate) async fn sources(
         })
         .collect();
     sources.sort_by(|a, b| (&a.bottle, &a.node).cmp(&(&b.bottle, &b.node)));
-    Ok(sources)
+    sources
 }
 
 pub(super) fn now() -> f64 {
@@ -166,7 +180,7 @@ pub(super) fn now() -> f64 {
 }
 
 /// The engine's `since` (whole seconds, rounded down so no line is missed).
-pub(super) fn since_secs(ts: f64) -> i32 {
+fn since_secs(ts: f64) -> i32 {
     i32::try_from(ts.floor() as i64).unwrap_or(0).max(0)
 }
 
