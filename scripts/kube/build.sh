@@ -85,6 +85,5 @@ need apt-get dpkg tar make flock
 exec 9> "$KDIR/build.lock"
 flock -n 9 || { step "waiting for another build in $KDIR"; flock 9; }
 fetch_debs
-export PATH=$ROOT/usr/lib/go-1.19/bin:$PATH
 build_servers
 step "built: $(cd "$BIN" && ls | tr '\n' ' ')"

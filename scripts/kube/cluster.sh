@@ -30,13 +30,6 @@ FWD_RULE=(-i "$BRIDGE" -o "$BRIDGE" -m comment --comment "bottle-kube pod-to-pod
 
 pid_alive() { [ -f "$RUN/pid/$1" ] && kill -0 "$(cat "$RUN/pid/$1")" 2>/dev/null; }
 
-# Start "$2..." in the background as component $1, logging to $RUN/log/$1.log.
-start() {
-    local name=$1; shift
-    "$@" > "$RUN/log/$name.log" 2>&1 &
-    echo $! > "$RUN/pid/$name"
-}
-
 # Fail with the last lines of a component's log.
 die_log() {
     tail -15 "$RUN/log/$1.log" >&2 2>/dev/null || true
@@ -308,12 +301,15 @@ kill_pidfile() { # name: TERM, wait up to 10 s, then KILL
     rm -f "$f"
 }
 
+# What `up` changed on the host outside $RUN: the bridge, the FORWARD rule, etcd's data.
+host_cleanup() {
+    ip link del "$BRIDGE" 2>/dev/null || true
+    while iptables -w -D FORWARD "${FWD_RULE[@]}" 2>/dev/null; do :; done
+    rm -rf "$ETCD_DATA"
+}
+
 down() {
-    if [ ! -d "$RUN" ]; then
-        rm -rf "$ETCD_DATA"; ip link del "$BRIDGE" 2>/dev/null || true
-        while iptables -w -D FORWARD "${FWD_RULE[@]}" 2>/dev/null; do :; done
-        return 0
-    fi
+    if [ ! -d "$RUN" ]; then host_cleanup; return 0; fi
     step "stop kubelet, then every container of the node's containerd"
     kill_pidfile kubelet
     if [ -S "$RUN/containerd.sock" ]; then
@@ -333,12 +329,10 @@ down() {
     step "stop scheduler, controller-manager, apiserver, etcd, registry"
     for n in kube-scheduler kube-controller-manager kube-apiserver etcd registry; do kill_pidfile "$n"; done
     step "remove the bridge, the kubelet's cgroups and the state"
-    ip link del "$BRIDGE" 2>/dev/null || true
-    while iptables -w -D FORWARD "${FWD_RULE[@]}" 2>/dev/null; do :; done
+    host_cleanup
     for d in $(find /sys/fs/cgroup -maxdepth 2 -type d -name 'kubepods*' 2>/dev/null | sort -r); do
         find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
-    rm -rf "$ETCD_DATA"
     # The containerd root holds overlay snapshots, which may still be mounted if a shim died hard.
     { grep -F " $RUN/" /proc/mounts || true; } | cut -d' ' -f2 | sort -r | while read -r m; do umount -l "$m" || true; done
     rm -rf "$RUN"

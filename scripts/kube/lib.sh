@@ -43,5 +43,13 @@ wait_for() {
     done
 }
 
+# Start "$2..." in the background as component $1, logging to $RUN/log/$1.log, its pid in
+# $RUN/pid/$1.
+start() {
+    local name=$1; shift
+    "$@" > "$RUN/log/$name.log" 2>&1 &
+    echo $! > "$RUN/pid/$name"
+}
+
 # Everything dpkg -x'd into $ROOT comes first on PATH.
 export PATH=$BIN:$ROOT/usr/local/bin:$ROOT/usr/bin:$ROOT/usr/sbin:$ROOT/usr/lib/go-1.19/bin:$PATH

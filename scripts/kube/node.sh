@@ -21,13 +21,11 @@ for kv in kernel/panic=10 kernel/panic_on_oops=1 vm/overcommit_memory=1 vm/panic
     mount --bind "$f" "/proc/sys/$k"
 done
 
-containerd --config "$RUN/containerd.toml" > "$RUN/log/containerd.log" 2>&1 &
-echo $! > "$RUN/pid/containerd"
+start containerd containerd --config "$RUN/containerd.toml"
 wait_for 30 test -S "$RUN/containerd.sock" || { echo "containerd did not start" >&2; exit 1; }
 
-kubelet --config="$RUN/kubelet.yaml" --kubeconfig="$RUN/kubelet.kubeconfig" \
+start kubelet kubelet --config="$RUN/kubelet.yaml" --kubeconfig="$RUN/kubelet.kubeconfig" \
     --container-runtime=remote --container-runtime-endpoint="unix://$RUN/containerd.sock" \
     --hostname-override=localhost --root-dir=/var/lib/kubelet --cert-dir="$RUN/pki/kubelet" \
-    --oom-score-adj=0 --v=1 > "$RUN/log/kubelet.log" 2>&1 &
-echo $! > "$RUN/pid/kubelet"
+    --oom-score-adj=0 --v=1
 wait

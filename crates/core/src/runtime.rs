@@ -60,13 +60,6 @@ pub struct RuntimeFacts {
     pub runsc: Runsc,
 }
 
-impl Default for RuntimeFacts {
-    /// An engine with runc only.
-    fn default() -> Self {
-        RuntimeFacts::unprobed(vec!["runc".into()])
-    }
-}
-
 impl RuntimeFacts {
     /// Facts from the runtimes' names alone (no probe): a listed runsc is presumed
     /// usable.

@@ -5,14 +5,15 @@
 //!
 //! [`next_free`] is the pure part: the first /28 of the pool that overlaps nothing in
 //! use. [`Allocator::create`] lists every network the engine has (every project's and
-//! everyone else's), adds the host's routes (read by the binary,
+//! everyone else's; once per execution), adds the host's routes (read by the binary,
 //! `crates/bottle/src/edge/host.rs`, and carried in [`Addressing`]) and what this run
 //! has already claimed, and creates the network on the block it picked, with the
 //! `bottle.subnet` label. The engine is the record: the subnet is in the network's IPAM
 //! config, so it survives a crash, and Docker refuses a second network on an
 //! overlapping subnet, so two applies racing for one block cannot both have it: the
-//! loser sees [`EngineError::SubnetTaken`] and takes the next free one (at most
-//! [`MAX_ATTEMPTS`] times).
+//! loser sees [`EngineError::SubnetTaken`], lists again and takes the next free one (at
+//! most [`MAX_ATTEMPTS`] times). A listing that leaves no block free is also made again
+//! before the pool is called full.
 
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
@@ -188,8 +189,17 @@ pub fn ipv4_subnets(networks: &[NetworkInfo]) -> impl Iterator<Item = Ipv4Net> +
 #[derive(Debug)]
 pub struct Allocator<'a> {
     addressing: &'a Addressing,
+    known: Mutex<Known>,
+}
+
+/// What an execution knows to be in use.
+#[derive(Debug, Default)]
+struct Known {
+    /// The engine's IPv4 subnets as last listed; `None` until the first creation, and
+    /// again after the engine refused a pick from them (they are stale).
+    listed: Option<Vec<Ipv4Net>>,
     /// Blocks this execution picked, so concurrent creations do not pick one twice.
-    claimed: Mutex<Vec<Ipv4Net>>,
+    claimed: Vec<Ipv4Net>,
 }
 
 impl<'a> Allocator<'a> {
@@ -197,12 +207,14 @@ impl<'a> Allocator<'a> {
     pub fn new(addressing: &'a Addressing) -> Self {
         Allocator {
             addressing,
-            claimed: Mutex::new(Vec::new()),
+            known: Mutex::new(Known::default()),
         }
     }
 
     /// Create the network `spec` on a free /28 of the pool (`spec.subnet`, when set, is
-    /// used as it is). Fails with the pool named when no block is free.
+    /// used as it is). The engine's networks are listed once per execution: again only
+    /// when the engine refuses a block picked from that listing, or the listing leaves no
+    /// block free. Fails with the pool named when no block is free.
     pub async fn create<E: Engine>(
         &self,
         engine: &E,
@@ -211,15 +223,29 @@ impl<'a> Allocator<'a> {
         if spec.subnet.is_some() {
             return engine.create_network(spec).await;
         }
+        let pool = self.addressing.pool;
         for _ in 0..MAX_ATTEMPTS {
-            let listed = engine.list_networks(&[]).await?;
-            let block = self.claim(&listed, &spec.name)?;
+            let block = match self.pick(None) {
+                Some(b) => b,
+                None => {
+                    let listed = engine.list_networks(&[]).await?;
+                    self.pick(Some(ipv4_subnets(&listed).collect()))
+                        .ok_or_else(|| EngineError::Api {
+                            op: "create network",
+                            name: spec.name.clone(),
+                            message: format!(
+                                "the subnet pool {pool} has no free /{BLOCK_PREFIX} left (each overlaps a network of the engine or a route of the host); give a larger or another pool with {POOL_OPTION}"
+                            ),
+                        })?
+                }
+            };
             let mut spec = spec.clone();
             spec.subnet = Some(block);
             spec.labels.insert(labels::SUBNET.into(), block.to_string());
             match engine.create_network(&spec).await {
                 Err(EngineError::SubnetTaken { .. }) => {
                     tracing::debug!(network = %spec.name, %block, "subnet taken meanwhile; trying the next");
+                    self.lock().listed = None;
                 }
                 done => return done,
             }
@@ -228,34 +254,39 @@ impl<'a> Allocator<'a> {
             op: "create network",
             name: spec.name.clone(),
             message: format!(
-                "the engine refused {MAX_ATTEMPTS} free-looking /{BLOCK_PREFIX}s of the subnet pool {} in a row as taken (by concurrent applies?); run apply again",
-                self.addressing.pool
+                "the engine refused {MAX_ATTEMPTS} free-looking /{BLOCK_PREFIX}s of the subnet pool {pool} in a row as taken (by concurrent applies?); run apply again"
             ),
         })
     }
 
-    /// The next free block given what the engine `listed`, claimed for this execution.
-    fn claim(&self, listed: &[NetworkInfo], name: &str) -> Result<Ipv4Net, EngineError> {
-        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The first free block given the engine's subnets (`fresh`, just listed, else as
+    /// last listed), the host's routes and the blocks claimed, claimed for this
+    /// execution; `None` when there is no listing yet or it leaves no block free.
+    fn pick(&self, fresh: Option<Vec<Ipv4Net>>) -> Option<Ipv4Net> {
+        let mut known = self.lock();
+        if fresh.is_some() {
+            known.listed = fresh;
+        }
         let routes = self
             .addressing
             .routes
             .iter()
             .filter(|r| r.prefix_len() >= MIN_ROUTE_PREFIX);
-        let used: Vec<Ipv4Net> = ipv4_subnets(listed)
-            .chain(routes.copied())
-            .chain(claimed.iter().copied())
+        let used: Vec<Ipv4Net> = known
+            .listed
+            .as_ref()?
+            .iter()
+            .chain(routes)
+            .chain(&known.claimed)
+            .copied()
             .collect();
-        let pool = self.addressing.pool;
-        let block = next_free(pool, &used).ok_or_else(|| EngineError::Api {
-            op: "create network",
-            name: name.to_string(),
-            message: format!(
-                "the subnet pool {pool} has no free /{BLOCK_PREFIX} left (each overlaps a network of the engine or a route of the host); give a larger or another pool with {POOL_OPTION}"
-            ),
-        })?;
-        claimed.push(block);
-        Ok(block)
+        let block = next_free(self.addressing.pool, &used)?;
+        known.claimed.push(block);
+        Some(block)
     }
 }
 

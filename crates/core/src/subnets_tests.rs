@@ -187,6 +187,9 @@ fn a_network_gets_the_first_block_clear_of_the_engine_and_the_host() {
         let snap = e.snapshot();
         assert_eq!(subnet_of(&snap, "n1"), net("10.213.0.32/28"));
         assert_eq!(subnet_of(&snap, "n2"), net("10.213.0.48/28"));
+        // One listing of the engine's networks serves the execution.
+        let lists = e.calls().iter().filter(|c| *c == "list networks").count();
+        assert_eq!(lists, 1, "{:?}", e.calls());
         let n1 = snap.networks.iter().find(|n| n.name == "n1").unwrap();
         assert_eq!(
             n1.labels.get(labels::SUBNET).map(String::as_str),

@@ -263,7 +263,7 @@ echo "@environs $n""#;
 const STATX_SCRIPT: &str = r#"ls -d / && stat -c '%n %F' /"#;
 
 /// What the engine says of the agent container, read on the host.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostFacts {
     /// The runtime the container runs under (`docker inspect`'s `HostConfig.Runtime`).
     pub runtime: Option<String>,
@@ -747,23 +747,16 @@ fn runtime(i: &Inputs<'_>) -> Judged {
     {
         return fail(format!("runs {actual}, labelled {label}"));
     }
-    let expected = match i.asked {
-        None => {
-            return pass(format!(
-                "runs {actual}{} (no manifest read)",
-                gvisor(actual)
-            ));
-        }
-        Some(RuntimeChoice::Runc) => "runc",
-        Some(RuntimeChoice::Runsc) => "runsc",
-        Some(RuntimeChoice::Auto) => {
-            match crate::runtime::resolve("", RuntimeChoice::Auto, &i.facts.runtimes) {
-                Ok(r) if r.runtime.as_deref() == Some("runsc") => "runsc",
-                _ => "runc",
-            }
-        }
+    let Some(asked) = i.asked else {
+        return pass(format!(
+            "runs {actual}{} (no manifest read)",
+            gvisor(actual)
+        ));
     };
-    let asked = i.asked.map_or("-", RuntimeChoice::as_str);
+    // What `apply` chose; its one error is `runsc` asked of an engine without it.
+    let expected = crate::runtime::resolve(i.bottle, asked, &i.facts.runtimes)
+        .map_or_else(|_| "runsc".to_string(), |r| r.label().to_string());
+    let asked = asked.as_str();
     if actual == expected {
         pass(format!("asked {asked}, runs {actual}{}", gvisor(actual)))
     } else {

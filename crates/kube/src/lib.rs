@@ -99,6 +99,20 @@ pub fn project_selector(project: &str) -> String {
     labels::project_filter(project).join(",")
 }
 
+/// A namespaced kind of object (`ConfigMap`, `Pod`...), as the calls below read it.
+pub trait Namespaced:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()> + Clone + DeserializeOwned + Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Debug
+{
+}
+
 fn kind_of<K: Resource<DynamicType = ()>>() -> String {
     K::kind(&()).into_owned()
 }
@@ -208,11 +222,11 @@ impl Cluster {
 
     /// The project's objects of kind `K` in `namespace`, selected by label server-side
     /// and checked again with `is_ours`.
-    pub async fn list_ours<K>(&self, namespace: &str, project: &str) -> Result<Vec<K>, KubeError>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-        K: Clone + DeserializeOwned + Debug,
-    {
+    pub async fn list_ours<K: Namespaced>(
+        &self,
+        namespace: &str,
+        project: &str,
+    ) -> Result<Vec<K>, KubeError> {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         let params = ListParams::default().labels(&project_selector(project));
         let list = api.list(&params).await.map_err(api_err(format!(
@@ -227,16 +241,12 @@ impl Cluster {
     }
 
     /// Creates `object` in `namespace`; it must carry the project's ownership labels.
-    pub async fn create<K>(
+    pub async fn create<K: Namespaced + Serialize>(
         &self,
         namespace: &str,
         project: &str,
         object: &K,
-    ) -> Result<K, KubeError>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-        K: Clone + DeserializeOwned + Serialize + Debug,
-    {
+    ) -> Result<K, KubeError> {
         let name = object.name_any();
         if !labels::is_ours(object.labels(), project) {
             return Err(KubeError::Unlabelled {
@@ -256,31 +266,23 @@ impl Cluster {
 
     /// Deletes `name` in `namespace` if it carries the project's labels; one without them
     /// is left alone ([`KubeError::NotOurs`]); a missing one is [`Deleted::Absent`].
-    pub async fn delete_ours<K>(
+    pub async fn delete_ours<K: Namespaced>(
         &self,
         namespace: &str,
         name: &str,
         project: &str,
-    ) -> Result<Deleted, KubeError>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-        K: Clone + DeserializeOwned + Debug,
-    {
+    ) -> Result<Deleted, KubeError> {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         delete_checked(&api, name, project, &format!("{namespace}/")).await
     }
 
     /// Deletes every object of kind `K` in `namespace` that carries the project's labels;
     /// returns their names.
-    pub async fn delete_all_ours<K>(
+    pub async fn delete_all_ours<K: Namespaced>(
         &self,
         namespace: &str,
         project: &str,
-    ) -> Result<Vec<String>, KubeError>
-    where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-        K: Clone + DeserializeOwned + Debug,
-    {
+    ) -> Result<Vec<String>, KubeError> {
         let mut deleted = Vec::new();
         for object in self.list_ours::<K>(namespace, project).await? {
             let name = object.name_any();

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use bottle_contract::labels;
-use bottle_kube::{Cluster, Deleted, KubeError, Target};
+use bottle_kube::{Cluster, Deleted, KubeError, Namespaced, Target};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::ResourceExt;
@@ -97,6 +97,19 @@ fn pod(name: &str, registry: &str, runtime: Option<&str>) -> Pod {
         },
     }))
     .expect("pod")
+}
+
+/// The names of the project's objects of kind `K` in `ns`, sorted.
+async fn listed<K: Namespaced>(cluster: &Cluster, ns: &str, project: &str) -> Vec<String> {
+    let mut names: Vec<String> = cluster
+        .list_ours::<K>(ns, project)
+        .await
+        .expect("list")
+        .iter()
+        .map(|o| o.name_any())
+        .collect();
+    names.sort();
+    names
 }
 
 async fn wait_running(api: &Api<Pod>, name: &str) {
@@ -211,23 +224,8 @@ async fn labelled_objects_are_managed_and_unlabelled_ones_left_alone() {
     }
 
     // Lists see only ours.
-    let listed: Vec<String> = cluster
-        .list_ours::<ConfigMap>(&ns, &project)
-        .await
-        .expect("list")
-        .iter()
-        .map(|c| c.name_any())
-        .collect();
-    assert_eq!(listed, ["ours"]);
-    let mut listed: Vec<String> = cluster
-        .list_ours::<Pod>(&ns, &project)
-        .await
-        .expect("list")
-        .iter()
-        .map(|p| p.name_any())
-        .collect();
-    listed.sort();
-    assert_eq!(listed, want);
+    assert_eq!(listed::<ConfigMap>(&cluster, &ns, &project).await, ["ours"]);
+    assert_eq!(listed::<Pod>(&cluster, &ns, &project).await, want);
 
     // Deletion touches only ours; a foreign object by name is refused; a missing one is fine.
     let err = cluster

@@ -12,7 +12,7 @@ use bottle_contract::audit::{self, Decision, MAX_LINE};
 use bottle_docker::Docker;
 
 /// The nodes whose logs carry decisions.
-pub(super) const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
+const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
 
 /// One sidecar container to read.
 pub(crate) struct Source {
@@ -51,14 +51,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
     let mut streams = Vec::new();
     let mut last = Vec::new();
     for s in &sources {
-        let mut found = Vec::new();
-        let mut lines =
-            Box::pin(docker.log_lines(&s.container, false, since_secs(since), MAX_LINE));
-        while let Some(line) = lines.next().await {
-            if let Some(d) = decision(s, &line?) {
-                found.push(d);
-            }
-        }
+        let found = history(&docker, s, since).await?;
         last.push(found.last().map_or(since, |d: &Decision| d.ts));
         streams.push(found.into_iter().filter(|d| keep(d)).collect());
     }
@@ -92,6 +85,22 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// The decisions `s` logged from `since` (whole seconds, rounded down) to now.
+pub(super) async fn history(
+    docker: &Docker,
+    s: &Source,
+    since: f64,
+) -> anyhow::Result<Vec<Decision>> {
+    let mut found = Vec::new();
+    let mut lines = Box::pin(docker.log_lines(&s.container, false, since_secs(since), MAX_LINE));
+    while let Some(line) = lines.next().await {
+        if let Some(d) = decision(s, &line?) {
+            found.push(d);
+        }
+    }
+    Ok(found)
 }
 
 /// The decision of one time-stamped log line of `s`, if it is one.
@@ -143,9 +152,14 @@ pub(crate) async fn sources(
             );
         }
     }
+    Ok(sources_in(&found))
+}
+
+/// The sidecar containers among `found` (one listing), by bottle and node.
+pub(crate) fn sources_in(found: &[ContainerInfo]) -> Vec<Source> {
     let mut sources: Vec<Source> = found.iter().filter_map(source).collect();
     sources.sort_by(|a, b| (&a.bottle, &a.node).cmp(&(&b.bottle, &b.node)));
-    Ok(sources)
+    sources
 }
 
 /// Container `c` as a source of decisions, when it is a sidecar that logs them.
@@ -165,7 +179,7 @@ pub(super) fn now() -> f64 {
 }
 
 /// The engine's `since` (whole seconds, rounded down so no line is missed).
-pub(super) fn since_secs(ts: f64) -> i32 {
+fn since_secs(ts: f64) -> i32 {
     i32::try_from(ts.floor() as i64).unwrap_or(0).max(0)
 }
 

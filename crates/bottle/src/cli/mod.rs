@@ -441,7 +441,7 @@ struct AgentRef {
 /// Find the agent container of `target`; a clear error when there is none, it is not
 /// running, or the name is ambiguous across projects.
 async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<AgentRef> {
-    use crate::engine::{ContainerState, Engine};
+    use crate::engine::Engine;
     use crate::labels;
     let project = match (&target.project, &target.file) {
         (Some(p), _) => Some(p.clone()),
@@ -454,10 +454,25 @@ async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<Ag
     if let Some(p) = &project {
         filter.push(format!("{}={p}", labels::PROJECT));
     }
-    let found = docker.list_containers(&filter).await?;
+    agent_in(&docker.list_containers(&filter).await?, &target.name)
+}
+
+/// The agent container of bottle `name` among `found` (bottle's containers of one
+/// project, or of any project when the name alone is known): the errors of
+/// [`find_agent`].
+fn agent_in(found: &[crate::engine::ContainerInfo], name: &str) -> anyhow::Result<AgentRef> {
+    use crate::engine::ContainerState;
+    use crate::labels;
+    let found: Vec<_> = found
+        .iter()
+        .filter(|c| {
+            let label = |key: &str| c.labels.get(key).map(String::as_str);
+            label(labels::BOTTLE) == Some(name) && label(labels::NODE) == Some("agent")
+        })
+        .collect();
     let hint = "run `bottle apply -f <manifest>` to create it";
     let c = match found.as_slice() {
-        [] => anyhow::bail!("no bottle named {} exists; {hint}", target.name),
+        [] => anyhow::bail!("no bottle named {name} exists; {hint}"),
         [one] => one,
         many => {
             let projects: Vec<&str> = many
@@ -465,14 +480,13 @@ async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<Ag
                 .filter_map(|c| c.labels.get(labels::PROJECT).map(String::as_str))
                 .collect();
             anyhow::bail!(
-                "bottle {} exists in several projects ({}): choose one with -p",
-                target.name,
+                "bottle {name} exists in several projects ({}): choose one with -p",
                 projects.join(", ")
             )
         }
     };
     if c.state != ContainerState::Running {
-        anyhow::bail!("bottle {} is not running; {hint}", target.name);
+        anyhow::bail!("bottle {name} is not running; {hint}");
     }
     let provider = match c.labels.get(labels::PROVIDER).map(String::as_str) {
         Some("codex") => Some(crate::model::Provider::Codex),

@@ -10,16 +10,15 @@
 use std::path::Path;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::json;
 
 use super::audit::{self, Source};
-use super::{BottleTarget, Output, VerifyArgs, connect, find_agent, load_names};
+use super::{AgentRef, Output, VerifyArgs, agent_in, connect, load_names};
 use crate::engine::{ContainerInfo, Engine};
 use crate::labels;
 use crate::manifest::{Names, PolicyNames};
 use crate::verify::{self, Check, HostFacts, Probe, Token};
-use bottle_contract::audit::{Decision, MAX_LINE};
+use bottle_contract::audit::Decision;
 use bottle_docker::Docker;
 
 /// How long the audit lines of a run may take to show in the logs.
@@ -32,33 +31,37 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         .project
         .clone()
         .or_else(|| names.as_ref().map(|n| n.project.clone()));
-    let docker = connect().await?;
-    let bottles: Vec<String> = match (&args.name, &names, &project) {
-        (Some(n), _, _) => vec![n.clone()],
-        (None, Some(m), _) => m.agents.keys().cloned().collect(),
-        (None, None, Some(p)) => agents_of(&docker, p).await?,
-        (None, None, None) => {
-            anyhow::bail!("no bottles.yaml here: name a bottle, or give -f MANIFEST or -p PROJECT")
-        }
-    };
-    if bottles.is_empty() {
-        anyhow::bail!("no bottles to verify");
+    if args.name.is_none() && project.is_none() {
+        anyhow::bail!("no bottles.yaml here: name a bottle, or give -f MANIFEST or -p PROJECT");
     }
     if let (Some(m), Some(n)) = (&names, &args.name)
         && !m.agents.contains_key(n)
     {
         anyhow::bail!("{} names no agent {n}", m.path.display());
     }
-    // Every bottle must be running before anything is checked.
-    let mut agents = Vec::new();
-    for b in &bottles {
-        let target = BottleTarget {
-            name: b.clone(),
-            project: project.clone(),
-            file: None,
-        };
-        agents.push(find_agent(&docker, &target).await?);
+    let docker = connect().await?;
+    // One listing serves the run: the bottles of the project, each one's agent and sidecars.
+    let mut filter = labels::managed_filter();
+    if let Some(p) = &project {
+        filter.push(format!("{}={p}", labels::PROJECT));
     }
+    if let Some(n) = &args.name {
+        filter.push(format!("{}={n}", labels::BOTTLE));
+    }
+    let containers = docker.list_containers(&filter).await?;
+    let bottles: Vec<String> = match (&args.name, &names) {
+        (Some(n), _) => vec![n.clone()],
+        (None, Some(m)) => m.agents.keys().cloned().collect(),
+        (None, None) => agents_of(&containers),
+    };
+    if bottles.is_empty() {
+        anyhow::bail!("no bottles to verify");
+    }
+    // Every bottle must be running before anything is checked.
+    let agents = bottles
+        .iter()
+        .map(|b| agent_in(&containers, b))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let runtimes = super::runtime_facts(&docker).await?;
     let mut report = Vec::new();
     for (b, agent) in bottles.iter().zip(&agents) {
@@ -66,15 +69,11 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
             let a = m.agents.get(b)?;
             m.policies.get(&a.bottle)
         });
-        let checks = verify_one(
-            &docker,
-            &agent.project,
-            b,
-            &agent.container,
-            policy,
-            &runtimes,
-        )
-        .await?;
+        let own = containers.iter().filter(|c| {
+            labels::is_ours(&c.labels, &agent.project) && c.labels.get(labels::BOTTLE) == Some(b)
+        });
+        let checks =
+            verify_one(&docker, b, agent, own.cloned().collect(), policy, &runtimes).await?;
         report.push((b.clone(), checks));
     }
     let project = project.unwrap_or_else(|| {
@@ -104,36 +103,28 @@ fn manifest(args: &VerifyArgs) -> anyhow::Result<Option<Names>> {
     }
 }
 
-/// The agents (running or not) of `project`, by their labels.
-async fn agents_of(docker: &Docker, project: &str) -> anyhow::Result<Vec<String>> {
-    let mut filter = labels::managed_filter();
-    filter.push(format!("{}={project}", labels::PROJECT));
-    filter.push(format!("{}=agent", labels::NODE));
-    let mut found: Vec<String> = docker
-        .list_containers(&filter)
-        .await?
-        .into_iter()
+/// The bottles (running or not) that have an agent among `containers`, by name.
+fn agents_of(containers: &[ContainerInfo]) -> Vec<String> {
+    let mut found: Vec<String> = containers
+        .iter()
+        .filter(|c| c.labels.get(labels::NODE).map(String::as_str) == Some("agent"))
         .filter_map(|c| c.labels.get(labels::BOTTLE).cloned())
         .collect();
     found.sort();
-    Ok(found)
+    found
 }
 
-/// Run every check on one running bottle.
+/// Run every check on one running bottle, whose containers (agent and sidecars) are `own`.
 async fn verify_one(
     docker: &Docker,
-    project: &str,
     bottle: &str,
-    container: &str,
+    agent: &AgentRef,
+    own: Vec<ContainerInfo>,
     policy: Option<&PolicyNames>,
     runtimes: &crate::runtime::RuntimeFacts,
 ) -> anyhow::Result<Vec<Check>> {
-    let mut filter = labels::managed_filter();
-    filter.push(format!("{}={project}", labels::PROJECT));
-    filter.push(format!("{}={bottle}", labels::BOTTLE));
-    let containers = docker.list_containers(&filter).await?;
-    let node_of = |c: &ContainerInfo| c.labels.get(labels::NODE).cloned().unwrap_or_default();
-    let agent_label = containers
+    let (project, container) = (agent.project.as_str(), agent.container.as_str());
+    let agent_label = own
         .iter()
         .find(|c| c.name == container)
         .and_then(|c| c.labels.get(labels::RUNTIME).cloned());
@@ -146,22 +137,13 @@ async fn verify_one(
     };
     let mut probe = Probe::new(policy, rand::random());
     // A firewall that is not bottle's own sidecar audits no DNS question or packet.
-    probe.foreign_pipelock |= containers.iter().any(|c| {
-        node_of(c) == "pipelock"
+    probe.foreign_pipelock |= own.iter().any(|c| {
+        c.labels.get(labels::NODE).map(String::as_str) == Some("pipelock")
             && !c
                 .image
                 .starts_with(&format!("{}:", labels::SIDECAR_IMAGE_REPO))
     });
-    let sources: Vec<Source> = containers
-        .iter()
-        .filter(|c| audit::NODES.contains(&node_of(c).as_str()))
-        .map(|c| Source {
-            container: c.name.clone(),
-            project: project.to_string(),
-            bottle: bottle.to_string(),
-            node: node_of(c),
-        })
-        .collect();
+    let sources = audit::sources_in(&own);
     let since = audit::now();
     let observed = verify::observe(docker, container, &probe).await;
     let decisions = audit_lines(docker, &sources, since, &probe).await?;
@@ -190,13 +172,7 @@ async fn audit_lines(
     loop {
         let mut found = Vec::new();
         for s in sources {
-            let mut lines =
-                Box::pin(docker.log_lines(&s.container, false, audit::since_secs(since), MAX_LINE));
-            while let Some(line) = lines.next().await {
-                if let Some(d) = audit::decision(s, &line?) {
-                    found.push(d);
-                }
-            }
+            found.extend(audit::history(docker, s, since).await?);
         }
         if probe.audit_complete(&found) || tokio::time::Instant::now() >= deadline {
             return Ok(found);
