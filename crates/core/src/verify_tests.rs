@@ -22,6 +22,7 @@ fn policy(allow: &[&str], routes: &[(&str, Option<&str>)]) -> PolicyNames {
             })
             .collect(),
         foreign_pipelock: false,
+        image: bottle_model::ImageSource::ProviderDefault,
     }
 }
 

@@ -50,9 +50,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, watch};
 
-use crate::cli::{
-    ConsoleArgs, audit, connect, digest_key, get as getcmd, load_manifest, load_names,
-};
+use crate::cli::{ConsoleArgs, audit, connect, digest_key, get as getcmd, load_names};
 use crate::engine::{Engine as _, Snapshot};
 use crate::hash::DigestKey;
 use crate::labels;
@@ -608,9 +606,11 @@ fn current_dockerfiles(
     grants: &crate::supervise::Grants,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if let Some(m) = manifest.and_then(|p| load_manifest(p).ok()) {
+    // Names only: the console needs no secret, so an unset `from_env` variable does not
+    // hide the Dockerfiles.
+    if let Some(m) = manifest.and_then(|p| load_names(p).ok()) {
         for (name, agent) in &m.agents {
-            let Some(policy) = m.bottles.get(&agent.bottle) else {
+            let Some(policy) = m.policies.get(&agent.bottle) else {
                 continue;
             };
             let text = match &policy.image {

@@ -256,3 +256,23 @@ fn an_audit_row_names_its_project() {
     assert_eq!(v["verdict"], "deny");
     assert_eq!(v["host"], "evil.example");
 }
+
+#[test]
+fn the_current_dockerfiles_need_no_secret() {
+    // A manifest whose `from_env` variable is unset (the console runs without secrets):
+    // each agent's Dockerfile is still known.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM manifest\n").unwrap();
+    let m = dir.path().join("bottles.yaml");
+    std::fs::write(
+        &m,
+        "project: cd\nbottles:\n  dev:\n    image: {dockerfile: Dockerfile}\n    env:\n      \
+         TOKEN: {from_env: BOTTLE_CONSOLE_TEST_UNSET_VAR}\nagents:\n  a: {bottle: dev}\n  \
+         b: {bottle: dev}\n",
+    )
+    .unwrap();
+    let none = crate::supervise::Grants::default();
+    let got = current_dockerfiles(Some(&m), &none);
+    assert_eq!(got.get("a").map(String::as_str), Some("FROM manifest\n"));
+    assert_eq!(got.get("b").map(String::as_str), Some("FROM manifest\n"));
+}

@@ -101,6 +101,9 @@ pub struct PolicyNames {
     /// `pipelock.image` is set: the upstream project's firewall, which holds no gateway
     /// and audits no DNS question or direct packet.
     pub foreign_pipelock: bool,
+    /// Where the agent image comes from (paths, not contents): the console shows a
+    /// proposed Dockerfile against it.
+    pub image: crate::ImageSource,
 }
 
 /// One route of a [`PolicyNames`].
@@ -140,6 +143,7 @@ impl Names {
                         })
                         .collect(),
                     foreign_pipelock: p.egress.pipelock_image.is_some(),
+                    image: p.image.clone(),
                 };
                 (name.clone(), names)
             })
