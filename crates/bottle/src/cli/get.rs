@@ -40,10 +40,43 @@ pub(crate) struct NodeView {
 }
 
 /// A running sidecar's readiness as its probe reported it.
-#[derive(serde::Serialize)]
+#[derive(Clone, serde::Serialize)]
 pub(crate) struct Ready {
     pub ready: bool,
     pub detail: String,
+}
+
+/// Readiness already probed, for a caller that asks again and again (the console, every
+/// second): a container found ready is probed again only after `ttl`; one not ready, each
+/// time. Keyed by container id, so a container made again under its name is probed anew.
+/// Time is tokio's (paused in tests).
+pub(crate) struct ProbeCache {
+    ttl: std::time::Duration,
+    seen: std::sync::Mutex<std::collections::HashMap<String, (tokio::time::Instant, Ready)>>,
+}
+
+impl ProbeCache {
+    pub(crate) fn new(ttl: std::time::Duration) -> ProbeCache {
+        ProbeCache {
+            ttl,
+            seen: Default::default(),
+        }
+    }
+
+    /// A ready verdict for container `id` younger than the ttl.
+    fn fresh(&self, id: &str) -> Option<Ready> {
+        let seen = self.seen.lock().ok()?;
+        let (at, r) = seen.get(id)?;
+        (r.ready && at.elapsed() < self.ttl).then(|| r.clone())
+    }
+
+    /// Keep `r` for `id`, and forget the containers not among `live`.
+    fn keep(&self, id: &str, r: &Ready, live: &std::collections::BTreeSet<&str>) {
+        if let Ok(mut seen) = self.seen.lock() {
+            seen.retain(|k, _| live.contains(k.as_str()));
+            seen.insert(id.to_string(), (tokio::time::Instant::now(), r.clone()));
+        }
+    }
 }
 
 /// Probe running container `name` of `node` (`None` when such a node has no probe).
@@ -69,16 +102,18 @@ pub(crate) async fn bottles<E: Engine + Exec>(
     now: u64,
 ) -> anyhow::Result<(BTreeMap<String, BottleView>, Grants)> {
     let snap = observe(engine, project).await?;
-    Ok(bottles_in(engine, project, &snap, now).await)
+    Ok(bottles_in(engine, project, &snap, now, None).await)
 }
 
 /// As [`bottles`], from objects already listed: `snap` may hold other projects' too
-/// (the console lists every project's at once).
+/// (the console lists every project's at once). With `cache`, a sidecar found ready
+/// lately is not probed again ([`ProbeCache`]).
 pub(crate) async fn bottles_in<E: Exec>(
     engine: &E,
     project: &str,
     snap: &Snapshot,
     now: u64,
+    cache: Option<&ProbeCache>,
 ) -> (BTreeMap<String, BottleView>, Grants) {
     let observed = Observed::from_snapshot(project, snap);
     let mut bottles: BTreeMap<String, BottleView> = BTreeMap::new();
@@ -115,11 +150,26 @@ pub(crate) async fn bottles_in<E: Exec>(
             ready: None,
         });
     }
-    let probed = futures_util::future::join_all(
-        to_probe
-            .into_iter()
-            .map(|(b, i, name, node)| async move { (b, i, probe(engine, &name, node).await) }),
-    )
+    let ids: BTreeMap<&str, &str> = snap
+        .containers
+        .iter()
+        .map(|c| (c.name.as_str(), c.id.as_str()))
+        .collect();
+    let live: std::collections::BTreeSet<&str> = ids.values().copied().collect();
+    let probed = futures_util::future::join_all(to_probe.into_iter().map(|(b, i, name, node)| {
+        let id = ids.get(name.as_str()).copied().unwrap_or_default();
+        let live = &live;
+        async move {
+            if let Some(r) = cache.and_then(|c| c.fresh(id)) {
+                return (b, i, Some(r));
+            }
+            let r = probe(engine, &name, node).await;
+            if let (Some(c), Some(r)) = (cache, &r) {
+                c.keep(id, r, live);
+            }
+            (b, i, r)
+        }
+    }))
     .await;
     for (b, i, ready) in probed {
         if let Some(view) = bottles.get_mut(&b) {
@@ -214,6 +264,66 @@ fn or_dash(s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cached_ready_sidecar_is_not_probed_again_until_the_ttl() {
+        use bottle_contract::status::Status;
+        use bottle_engine::ExecOutput;
+        use bottle_engine::fake::FakeEngine;
+        let out = |ready: bool| ExecOutput {
+            code: if ready { 0 } else { 1 },
+            stdout: serde_json::to_string(&Status {
+                ready,
+                detail: if ready { "serving" } else { "starting" }.into(),
+                ..Status::default()
+            })
+            .unwrap(),
+            stderr: String::new(),
+        };
+        let e = FakeEngine::default();
+        let name = "bottle-p-b-pipelock";
+        e.add_container(
+            name,
+            "img",
+            labels::object_labels("p", "b", "pipelock", "h", ""),
+        );
+        e.script_exec(name, vec![out(false), out(true), out(false)]);
+        let cache = ProbeCache::new(std::time::Duration::from_secs(10));
+        let execs = || e.calls().iter().filter(|c| c.starts_with("exec ")).count();
+        let ready = |views: &BTreeMap<String, BottleView>| {
+            views["b"]
+                .nodes
+                .iter()
+                .find_map(|n| n.ready.as_ref().map(|r| r.ready))
+        };
+        let snap = observe(&e, "p").await.unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let (views, _) = bottles_in(&e, "p", &snap, 0, Some(&cache)).await;
+            seen.push((ready(&views), execs()));
+            tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        }
+        // Not ready: probed at each call; ready: kept, with no probe, for the ttl.
+        assert_eq!(
+            seen,
+            [
+                (Some(false), 1),
+                (Some(true), 2),
+                (Some(true), 2),
+                (Some(true), 2)
+            ]
+        );
+        tokio::time::advance(std::time::Duration::from_secs(10)).await;
+        let (views, _) = bottles_in(&e, "p", &snap, 0, Some(&cache)).await;
+        assert_eq!(
+            (ready(&views), execs()),
+            (Some(false), 3),
+            "probed again after the ttl"
+        );
+        // Without a cache (`bottle get`), every call probes.
+        bottles_in(&e, "p", &snap, 0, None).await;
+        assert_eq!(execs(), 4);
+    }
 
     #[test]
     fn a_node_in_json_has_its_readiness_beside_its_fields() {

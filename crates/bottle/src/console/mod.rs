@@ -70,6 +70,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 /// How often the bottles and the queue are read again.
 const REFRESH: Duration = Duration::from_secs(1);
+/// How long a sidecar found ready is shown so without a new probe (one exec each): a
+/// not-ready one is probed at every refresh, so a change to ready shows at once, a fall
+/// from it within this.
+const READY_TTL: Duration = Duration::from_secs(10);
 /// Audit lines kept for a page that connects later.
 const HISTORY: usize = 1000;
 /// Bound on a form field (an operator's reason, a duration, an id).
@@ -105,6 +109,8 @@ pub(crate) struct App {
     audit: broadcast::Sender<String>,
     /// The latest audit decisions as JSON, oldest first.
     history: Mutex<VecDeque<(f64, String)>>,
+    /// Sidecars found ready lately, not probed again at every refresh.
+    probes: getcmd::ProbeCache,
 }
 
 pub async fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
@@ -140,6 +146,7 @@ pub async fn run(args: ConsoleArgs) -> anyhow::Result<i32> {
         state: state_rx,
         audit: audit_tx,
         history: Mutex::new(VecDeque::new()),
+        probes: getcmd::ProbeCache::new(READY_TTL),
     });
     tokio::spawn(refresh(Arc::clone(&app), state_tx));
     let host = match addr {
@@ -571,7 +578,8 @@ async fn tick(app: &Arc<App>, followed: &mut BTreeSet<String>) -> anyhow::Result
                 Some(Err(e)) => return page::error_fragment(Some(project), &format!("{e:#}")),
                 None => &[],
             };
-            let (bottles, grants) = getcmd::bottles_in(&app.docker, project, snap, now).await;
+            let (bottles, grants) =
+                getcmd::bottles_in(&app.docker, project, snap, now, Some(&app.probes)).await;
             // Only a proposed Dockerfile is shown against the current one.
             let asks_dockerfile = found
                 .iter()

@@ -31,6 +31,7 @@ fn app() -> Arc<App> {
         state,
         audit,
         history: Mutex::new(VecDeque::new()),
+        probes: crate::cli::get::ProbeCache::new(Duration::from_secs(10)),
     })
 }
 
