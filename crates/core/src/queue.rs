@@ -193,6 +193,7 @@ pub async fn read_in<E: VolumeFiles>(
 
 /// The proposal `id` among `found`.
 pub fn find<'a>(found: &'a [Found], id: &str, project: &str) -> Result<&'a Found, QueueError> {
+    let id = id.trim();
     if !valid_id(id) {
         return Err(QueueError::NotAnId(id.to_string()));
     }
@@ -258,6 +259,10 @@ pub async fn deny<E: Engine + VolumeFiles>(
     now: u64,
 ) -> Result<(), QueueError> {
     pending(f)?;
+    // An empty reason is none, wherever it was typed (a form field, `--reason ''`).
+    let reason = reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
     decide(engine_, f, Verdict::Denied, reason, now, None).await
 }
 
@@ -517,6 +522,16 @@ mod tests {
             (Verdict::Denied, Some("not for this bottle"))
         );
         assert!(grants(&e).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_blank_reason_is_none_and_an_id_may_be_padded() {
+        let e = engine();
+        let found = read(&e, "p").await.unwrap();
+        let f = find(&found, " p0000000002\n", "p").unwrap();
+        deny(&e, f, Some("  ".into()), 5).await.unwrap();
+        let d = verdict(&e, "p0000000002").unwrap();
+        assert_eq!((d.verdict, d.reason), (Verdict::Denied, None));
     }
 
     #[tokio::test]

@@ -481,7 +481,7 @@ async fn decide(app: &App, f: ActionForm, action: Action) -> anyhow::Result<()> 
         anyhow::bail!("project {project:?} is not one this console serves");
     }
     let found = queue::read(&app.docker, project).await?;
-    let p = queue::find(&found, f.id.trim(), project)?;
+    let p = queue::find(&found, &f.id, project)?;
     let now = now();
     match action {
         Action::Approve => {
@@ -493,8 +493,7 @@ async fn decide(app: &App, f: ActionForm, action: Action) -> anyhow::Result<()> 
             tracing::info!(project, id = %g.id, bottle = %g.bottle, until = ?g.until, "approved from the console");
         }
         Action::Deny => {
-            let reason = Some(f.reason.trim().to_string()).filter(|r| !r.is_empty());
-            queue::deny(&app.docker, p, reason, now).await?;
+            queue::deny(&app.docker, p, Some(f.reason), now).await?;
             tracing::info!(project, id = %p.proposal.id, "denied from the console");
         }
         Action::Revoke => {
