@@ -196,8 +196,8 @@ fn number(o: &Object, k: &str) -> Option<u64> {
 }
 
 /// `s` cut to [`MAX_FIELD`] characters, control characters replaced (the text is shown
-/// on a terminal).
-fn cut(s: &str) -> String {
+/// on a terminal): for any text a sidecar or an agent wrote that reaches the operator.
+pub fn cut(s: &str) -> String {
     s.chars()
         .take(MAX_FIELD)
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -378,7 +378,8 @@ pub fn judge(i: &Inputs<'_>) -> Vec<Check> {
                 check: id,
                 result,
                 what,
-                detail: clean(&detail),
+                // Printed on the operator's terminal.
+                detail: bottle_contract::audit::cut(&detail),
             }
         })
         .collect()
@@ -416,13 +417,6 @@ fn first_line(s: &str) -> String {
         .trim()
         .chars()
         .take(160)
-        .collect()
-}
-
-/// Control characters replaced: details are printed on the operator's terminal.
-fn clean(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
 }
 
