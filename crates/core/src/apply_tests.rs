@@ -115,7 +115,8 @@ async fn plan_now(engine: &FakeEngine, d: &DesiredState) -> plan::Plan {
     plan::plan(d, &Observed::from_snapshot(&d.project, &snap))
 }
 
-fn rt() -> tokio::runtime::Runtime {
+/// A runtime for a test that blocks on async steps.
+pub(crate) fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap()

@@ -8,16 +8,12 @@ use super::*;
 use crate::apply::tests::{AgentGen, desired, manifest, one};
 use crate::apply::{Outcome, ReconcileOptions, reconcile_once};
 use bottle_engine::fake::FakeEngine;
+
+use crate::apply::tests::rt;
 use bottle_engine::{Labels, Snapshot};
 
 fn net(s: &str) -> Ipv4Net {
     s.parse().unwrap()
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
 }
 
 fn spec(name: &str) -> NetworkSpec {
