@@ -7,7 +7,9 @@
 //! traffic mix (model API calls in JSON with escaped code, form posts and URLs with
 //! percent-encoding, a base64 image, non-ASCII prose, one encoded secret per request).
 //! `SECRETSCAN_BENCH_PARTS=1` (or `json`, `image`, `form`) times one request's parts
-//! alone instead.
+//! alone instead. `SECRETSCAN_BENCH_ONE=stream` (or `code-scan`, `code-deep`,
+//! `mix-scan`, `mix-deep`) makes that one pass once and nothing else, for a profiler
+//! (`valgrind --tool=callgrind` counts its instructions).
 //!
 //! Run: `cargo bench --bench secretscan`.
 
@@ -77,6 +79,10 @@ fn main() {
         .unwrap_or(200);
     let (data, planted) = generate(mb << 20);
     let rules = RuleSet::builtin();
+    if let Ok(which) = std::env::var("SECRETSCAN_BENCH_ONE") {
+        one(&rules, &which, data);
+        return;
+    }
 
     let t = Instant::now();
     let mut s = StreamScanner::new(&rules);
@@ -127,6 +133,45 @@ fn main() {
     let mix = traffic_mix(data.len());
     for (name, corpus) in [("code-like text", &data), ("traffic mix", &mix)] {
         deep_vs_raw(&rules, name, corpus);
+    }
+}
+
+/// One pass of one measurement (`SECRETSCAN_BENCH_ONE`), for a profiler.
+fn one(rules: &RuleSet, which: &str, code: Vec<u8>) {
+    let corpus = match which.split('-').next() {
+        Some("mix") => traffic_mix(code.len()),
+        _ => code,
+    };
+    let n = pass(rules, which, &corpus);
+    println!("{which}: {} MiB, {n} findings", corpus.len() >> 20);
+}
+
+/// The pass itself, apart from making the corpus (`--toggle-collect='*::pass'`).
+#[inline(never)]
+fn pass(rules: &RuleSet, which: &str, corpus: &[u8]) -> usize {
+    let limits = Limits::default();
+    match which {
+        "stream" => {
+            let mut s = StreamScanner::new(rules);
+            let mut n = 0;
+            for chunk in corpus.chunks(64 << 10) {
+                n += s.push(chunk).len();
+            }
+            n + s.finish().len()
+        }
+        "code-scan" | "mix-scan" => corpus.chunks(1 << 20).map(|r| rules.scan(r).len()).sum(),
+        "code-deep" | "mix-deep" => corpus
+            .chunks(1 << 20)
+            .map(|r| {
+                rules
+                    .scan_deep(r, &limits)
+                    .expect("within the budget")
+                    .len()
+            })
+            .sum(),
+        other => panic!(
+            "SECRETSCAN_BENCH_ONE={other}: stream, code-scan, code-deep, mix-scan or mix-deep"
+        ),
     }
 }
 

@@ -4,8 +4,8 @@
 //! Rules come in gitleaks' TOML format ([`RuleSet::from_toml`]), or the built-in set
 //! ([`RuleSet::builtin`], `builtin.toml`). A [`StreamScanner`] takes the input in chunks
 //! of any size and reports the same [`Finding`]s as a scan of the whole buffer: a rule
-//! is only tried in a bounded window around one of its keywords (an Aho-Corasick
-//! prefilter), its regex runs on bytes (`regex::bytes`), and the secret must pass the
+//! is only tried in a bounded window around one of its keywords (one DFA of all
+//! keywords), its regex runs on bytes (`regex::bytes`), and the secret must pass the
 //! rule's Shannon-entropy threshold, allowlists (whole values only) and checksum
 //! validator ([`validators`]). Rules without a keyword (card numbers, IBANs, Bitcoin
 //! keys, seed phrases) are validated shapes run over fixed segments of the stream.
@@ -22,6 +22,7 @@
 pub mod entropy;
 pub mod hostname;
 pub mod injection;
+mod keywords;
 mod normalize;
 pub mod redact;
 mod rules;

@@ -24,10 +24,10 @@
 //! - A secret that is all filler ([`crate::validators::is_filler`]: `xxxx`, `0000`,
 //!   every long part one repeated character) is never a finding, whatever the rules.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
+use crate::keywords::Keywords;
 use crate::validators::Validator;
 
 /// Why a rule file cannot be used.
@@ -77,7 +77,7 @@ pub enum RulesError {
     #[error("the rule file has no rules")]
     Empty,
     #[error("keyword automaton")]
-    Keywords(#[from] aho_corasick::BuildError),
+    Keywords(#[from] crate::keywords::BuildError),
 }
 
 #[derive(Deserialize)]
@@ -282,7 +282,7 @@ pub struct Rule {
 pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     pub(crate) global: Vec<Allowlist>,
-    pub(crate) keywords: AhoCorasick,
+    pub(crate) keywords: Keywords,
     /// For each keyword pattern id, the rules that listed it.
     pub(crate) keyword_rules: Vec<Vec<usize>>,
     /// Length of the longest keyword.
@@ -420,14 +420,7 @@ impl RuleSet {
                 validator,
             });
         }
-        // A DFA whatever the number of keywords: the automatic choice falls back to an
-        // NFA past 100 patterns, four times slower; the DFA of a few hundred short
-        // keywords is a few MiB at most.
-        let keywords = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&patterns)?;
+        let keywords = Keywords::new(&patterns)?;
         let max_keyword = patterns.iter().map(String::len).max().unwrap_or(1);
         Ok(RuleSet {
             rules,

@@ -1,6 +1,6 @@
 //! The streaming scanner: feed chunks, get findings with absolute offsets.
 //!
-//! An Aho-Corasick pass finds keyword hits. Each hit is judged in a window that depends
+//! One pass of the keyword automaton (`crate::keywords`) finds keyword hits. Each hit is judged in a window that depends
 //! on the content only: from the start of its line (at most [`BACK`] bytes back) to the
 //! end of the [`LINES_AFTER`]th line break after it (at most [`FORWARD`] bytes on). A
 //! rule's regex runs over that window, and a match counts when it contains the hit.
@@ -19,8 +19,6 @@
 //! as context.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-
-use aho_corasick::Input;
 
 use super::redact::keyed_hash;
 use super::rules::{Candidate, RuleSet, is_placeholder, shannon_entropy};
@@ -196,17 +194,18 @@ impl<'r> StreamScanner<'r> {
         }
         let from = (self.search_from - self.base) as usize;
         let hay = &self.buf[from..];
-        let mut new_hits: Vec<Hit> = self
-            .rules
-            .keywords
-            .find_overlapping_iter(Input::new(hay))
-            .map(|m| Hit {
-                start: self.search_from + m.start() as u64,
-                end: self.search_from + m.end() as u64,
-                pattern: m.pattern().as_usize(),
-            })
-            .filter(|h| h.end > self.searched_to)
-            .collect();
+        let mut new_hits: Vec<Hit> = Vec::new();
+        let (from, searched_to) = (self.search_from, self.searched_to);
+        self.rules.keywords.each(hay, |s, e, pattern| {
+            let (start, end) = (from + s as u64, from + e as u64);
+            if end > searched_to {
+                new_hits.push(Hit {
+                    start,
+                    end,
+                    pattern,
+                });
+            }
+        });
         new_hits.sort_by_key(|h| (h.start, h.end, h.pattern));
         if let Some(starts) = &mut self.hit_starts {
             starts.extend(new_hits.iter().map(|h| h.start));

@@ -322,6 +322,44 @@ fn iban_checksums_and_lengths() {
     assert_eq!(iban_mod97(b"GB82WEST12345698765432"), Some(1));
 }
 
+/// The IBAN rule runs only over segments whose shapes allow an IBAN
+/// (`validators::shapes`): every IBAN the validator accepts passes that gate, the
+/// shortest country's too, grouped by any spaces, with anything appended.
+#[test]
+fn iban_gate_passes_every_accepted_iban() {
+    for (i, (cc, n)) in [("NO", 11), ("DE", 18), ("FR", 23), ("MT", 27)]
+        .into_iter()
+        .enumerate()
+    {
+        let good = iban(cc, &rnd(200 + i as u64, n, DIGITS));
+        let (head, rest) = good.split_at(4);
+        let spaced = |sep: &str, width: usize| {
+            let groups: Vec<String> = rest
+                .as_bytes()
+                .chunks(width)
+                .map(|c| String::from_utf8(c.to_vec()).unwrap())
+                .collect();
+            format!("{head}{sep}{}", groups.join(sep))
+        };
+        for value in [
+            good.clone(),
+            spaced(" ", 4),
+            spaced("  ", 4),
+            spaced(" ", 1),
+            format!("{good}X"),
+        ] {
+            for text in [value.clone(), format!("iban: {value}.")] {
+                let at = text.find(&value).unwrap();
+                assert!(
+                    Validator::Iban.check(text.as_bytes(), at..at + value.len()),
+                    "{text}"
+                );
+                assert!(crate::validators::shapes(text.as_bytes()).iban, "{text}");
+            }
+        }
+    }
+}
+
 #[test]
 fn bitcoin_keys_and_addresses() {
     let v = |name: &str, s: &str| -> bool {

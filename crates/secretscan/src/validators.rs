@@ -96,7 +96,9 @@ impl Validator {
 pub(crate) struct Shapes {
     /// Four digits in a row (every card number, grouped or not).
     pub digits4: bool,
-    /// Two uppercase letters then two digits (an IBAN's start).
+    /// Two uppercase letters then two digits (an IBAN's start), then [`IBAN_MIN`] - 4
+    /// more letters or digits, with spaces between them or none (the rest of the
+    /// shortest IBAN; the validator drops spaces and takes nothing but `[A-Z0-9]`).
     pub iban: bool,
     /// 25 letters or digits in a row (WIF keys, addresses, hex keys).
     pub alnum25: bool,
@@ -163,16 +165,43 @@ const CLASSES: [u8; 256] = {
 pub(crate) fn shapes(b: &[u8]) -> Shapes {
     let upper = |i: usize| b[i].is_ascii_uppercase();
     // Most text has few digits: a count (vectorized, no branch) spares the digit tests.
-    let digits = b.iter().filter(|c| c.is_ascii_digit()).count() >= 2;
+    let digits = b
+        .iter()
+        .fold(0u32, |n, &c| n + u32::from(c.wrapping_sub(b'0') < 10))
+        >= 2;
     Shapes {
         digits4: digits && runs(b, 4, C_DIGIT).next().is_some(),
         iban: digits
-            && runs(b, 2, C_DIGIT)
-                .any(|r| r.start >= 2 && upper(r.start - 1) && upper(r.start - 2)),
+            && runs(b, 2, C_DIGIT).any(|r| {
+                r.start >= 2
+                    && upper(r.start - 1)
+                    && upper(r.start - 2)
+                    && iban_rest(&b[r.start + 2..])
+            }),
         alnum25: runs(b, 25, C_DIGIT | C_UPPER | C_LOWER).next().is_some(),
         words12: runs(b, MIN_PHRASE_BYTES, C_UPPER | C_LOWER | C_SEP)
             .any(|r| listed_words(&b[r], 12)),
     }
+}
+
+/// The shortest IBAN (Norway's), in letters and digits.
+const IBAN_MIN: usize = 15;
+
+/// Do `b` start with the rest of an IBAN after its first four characters: at least
+/// [`IBAN_MIN`] - 4 upper-case letters or digits, with spaces between them or none?
+fn iban_rest(b: &[u8]) -> bool {
+    let mut n = 0;
+    for &c in b {
+        if c.is_ascii_uppercase() || c.is_ascii_digit() {
+            n += 1;
+            if n == IBAN_MIN - 4 {
+                return true;
+            }
+        } else if c != b' ' {
+            return false;
+        }
+    }
+    false
 }
 
 /// The maximal runs of at least `n` bytes of class `mask`, found by probing the last
