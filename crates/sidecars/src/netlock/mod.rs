@@ -12,8 +12,9 @@
 //! agent-net's TUN device ([`crate::agent_net::TUN_NAME`]) are accepted: they end in its
 //! trap, which refuses and audits them (section 1.2).
 //!
-//! After the transaction, [`prove`] checks the lock holds where packets really go: a
-//! datagram to 192.0.2.1 (TEST-NET-1, routed nowhere) must be refused by the local stack.
+//! After the transaction, [`prove`] checks the lock holds where packets really go:
+//! datagrams to 198.51.100.1 (TEST-NET-2, routed nowhere) and to each endpoint's address
+//! (UDP, which the lock never accepts) must be refused by the local stack.
 //! A runtime whose netlink accepted the table but whose packets do not pass it (a
 //! user-space network stack that only stores rules) fails here, and with it the pod.
 
@@ -27,8 +28,9 @@ use crate::netlink::{self, NetlinkError};
 const NETLINK_NETFILTER: i32 = 12;
 const NLMSG_ERROR: u16 = 2;
 
-/// The address [`prove`] sends to: TEST-NET-1 (RFC 5737), never routed anywhere.
-pub const PROBE: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(192, 0, 2, 1), 9);
+/// The address [`prove`] sends to: TEST-NET-2 (RFC 5737), never routed anywhere
+/// (not TEST-NET-1: this project's own machines sit on 192.0.2.0/24).
+pub const PROBE: SocketAddrV4 = SocketAddrV4::new(std::net::Ipv4Addr::new(198, 51, 100, 1), 9);
 
 /// The pod must not start: its namespace is not locked.
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +44,11 @@ pub enum LockError {
     #[error("netlock: the nf_tables transaction failed")]
     Netlink(#[from] NetlinkError),
     #[error(
-        "netlock: the table was accepted but a datagram to {PROBE} was sent: this runtime's network stack does not apply it"
+        "netlock: the table was accepted but a datagram to {0} was sent: this runtime's network stack does not apply it"
     )]
-    NotEnforced,
-    #[error("netlock: checking the lock with a datagram to {PROBE}")]
-    Probe(#[source] std::io::Error),
+    NotEnforced(SocketAddrV4),
+    #[error("netlock: checking the lock with a datagram to {0}")]
+    Probe(SocketAddrV4, #[source] std::io::Error),
 }
 
 /// The endpoints from the command line: IPv4 `ADDR:PORT` each, at least one, at most
@@ -68,7 +70,7 @@ pub fn lock(endpoints: &[SocketAddrV4]) -> Result<(), LockError> {
     let chains = nft::ruleset(endpoints, crate::agent_net::TUN_NAME);
     let (batch, acks) = nft::batch(&chains, 1);
     transact(&batch, acks)?;
-    prove()?;
+    prove(endpoints)?;
     tracing::info!(
         ?endpoints,
         table = nft::TABLE,
@@ -102,21 +104,25 @@ fn transact(batch: &[u8], acks: usize) -> Result<(), NetlinkError> {
     Err(NetlinkError::Malformed)
 }
 
-/// The lock holds on the path packets take: a datagram to [`PROBE`] is refused by the
-/// local stack (EPERM from the output chain, or no route at all), never sent.
-pub fn prove() -> Result<(), LockError> {
+/// The lock holds on the path packets take: a datagram to [`PROBE`] and one to each
+/// endpoint's address (whose UDP is never accepted) are refused by the local stack
+/// (EPERM from the output chain, or no route at all), never sent. Unlocked, the
+/// endpoints' datagrams would reach only the sidecars.
+pub fn prove(endpoints: &[SocketAddrV4]) -> Result<(), LockError> {
     use std::io::ErrorKind;
-    let sock = UdpSocket::bind("0.0.0.0:0").map_err(LockError::Probe)?;
-    match sock.send_to(b"netlock", PROBE) {
-        Err(e)
-            if matches!(
-                e.kind(),
-                ErrorKind::PermissionDenied | ErrorKind::NetworkUnreachable
-            ) =>
-        {
-            Ok(())
+    let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| LockError::Probe(PROBE, e))?;
+    let targets =
+        std::iter::once(PROBE).chain(endpoints.iter().map(|e| SocketAddrV4::new(*e.ip(), 9)));
+    for to in targets {
+        match sock.send_to(b"netlock", to) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::PermissionDenied | ErrorKind::NetworkUnreachable
+                ) => {}
+            Err(e) => return Err(LockError::Probe(to, e)),
+            Ok(_) => return Err(LockError::NotEnforced(to)),
         }
-        Err(e) => Err(LockError::Probe(e)),
-        Ok(_) => Err(LockError::NotEnforced),
     }
+    Ok(())
 }

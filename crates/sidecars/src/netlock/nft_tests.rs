@@ -135,15 +135,15 @@ fn the_lock_holds_in_a_real_kernel_and_nft_reads_it_back() {
              ip route add default via 10.9.0.1",
         );
         assert!(setup.status.success(), "{setup:?}");
+        let allowed = ep([10, 9, 0, 1], 3128);
         assert!(
-            matches!(prove(), Err(LockError::NotEnforced)),
+            matches!(prove(&[allowed]), Err(LockError::NotEnforced(_))),
             "unlocked, the probe leaves"
         );
 
-        let allowed = ep([10, 9, 0, 1], 3128);
         lock(&[allowed]).expect("lock");
         lock(&[allowed]).expect("a second lock replaces the first");
-        prove().expect("locked, the probe is refused");
+        prove(&[allowed]).expect("locked, the probes are refused");
         let t = std::time::Instant::now();
         let err = std::net::TcpStream::connect_timeout(
             &"10.9.0.1:80".parse().unwrap(),
