@@ -4,6 +4,9 @@
 
 /// UID the sidecars run as; it owns the CA key.
 pub const SIDECAR_UID: u64 = 65534;
+/// The non-root user the agent runs as (`node` in the provider images), under Docker
+/// and Kubernetes alike.
+pub const AGENT_UID: u64 = 1000;
 /// Where sidecars and the agent find the CA volume.
 pub const MOUNT: &str = "/etc/bottle/ca";
 /// The CA certificate (PEM) in the CA volumes.

@@ -8,6 +8,8 @@
 //! unlabelled in a namespace is touched, and a namespace of the same name that is not ours
 //! is refused rather than adopted.
 
+pub mod pod;
+
 use std::fmt::Debug;
 use std::path::PathBuf;
 

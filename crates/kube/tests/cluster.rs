@@ -5,67 +5,15 @@
 //! the RuntimeClass, gVisor. A cluster this test started is taken down again at the end.
 #![cfg(feature = "kube-e2e")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+mod common;
 
 use bottle_contract::labels;
 use bottle_kube::{Cluster, Deleted, KubeError, Namespaced, Target};
+use common::{cluster_up, down_if_started, labelled, wait_running};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn cluster_sh(arg: &str) -> std::process::Output {
-    Command::new(repo().join("scripts/kube/cluster.sh"))
-        .arg(arg)
-        .output()
-        .expect("running scripts/kube/cluster.sh")
-}
-
-/// Runs `cluster.sh env`, else `up`; returns the kubeconfig path, the registry and whether
-/// this test started the cluster.
-fn cluster_up() -> (PathBuf, String, bool) {
-    let mut started = false;
-    let mut out = cluster_sh("env");
-    if !out.status.success() {
-        started = true;
-        out = cluster_sh("up");
-        assert!(
-            out.status.success(),
-            "cluster.sh up failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8(out.stdout).expect("utf-8 env");
-    let var = |name: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-            .unwrap_or_else(|| panic!("no {name} in cluster.sh output:\n{text}"))
-            .to_owned()
-    };
-    (
-        PathBuf::from(var("KUBECONFIG")),
-        var("BOTTLE_KUBE_REGISTRY"),
-        started,
-    )
-}
-
-fn labelled<K: kube::Resource>(mut object: K, project: &str, node: &str) -> K {
-    let meta = object.meta_mut();
-    meta.labels = Some(labels::object_labels(
-        project,
-        "one",
-        node,
-        "0123456789abcdef",
-        "",
-    ));
-    object
-}
 
 fn config_map(name: &str) -> ConfigMap {
     serde_json::from_value(serde_json::json!({
@@ -112,26 +60,6 @@ async fn listed<K: Namespaced>(cluster: &Cluster, ns: &str, project: &str) -> Ve
     names
 }
 
-async fn wait_running(api: &Api<Pod>, name: &str) {
-    for _ in 0..240 {
-        let p = api.get(name).await.expect("reading pod");
-        let phase = p
-            .status
-            .as_ref()
-            .and_then(|s| s.phase.clone())
-            .unwrap_or_default();
-        match phase.as_str() {
-            "Running" => return,
-            "Failed" | "Succeeded" => panic!("pod {name} ended: {:?}", p.status),
-            _ => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-    panic!(
-        "pod {name} not running after 120 s: {:?}",
-        api.get(name).await.ok().and_then(|p| p.status)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn labelled_objects_are_managed_and_unlabelled_ones_left_alone() {
     let (kubeconfig, registry, started) = cluster_up();
@@ -171,7 +99,11 @@ async fn labelled_objects_are_managed_and_unlabelled_ones_left_alone() {
     // Ours and not ours side by side.
     let cms: Api<ConfigMap> = Api::namespaced(cluster.client().clone(), &ns);
     cluster
-        .create(&ns, &project, &labelled(config_map("ours"), &project, "ca"))
+        .create(
+            &ns,
+            &project,
+            &labelled(config_map("ours"), &project, "one", "ca"),
+        )
         .await
         .expect("ours");
     cms.create(&PostParams::default(), &config_map("theirs"))
@@ -200,7 +132,7 @@ async fn labelled_objects_are_managed_and_unlabelled_ones_left_alone() {
         .create(
             &ns,
             &project,
-            &labelled(pod("agent-runc", &registry, None), &project, "agent"),
+            &labelled(pod("agent-runc", &registry, None), &project, "one", "agent"),
         )
         .await
         .expect("runc pod");
@@ -213,6 +145,7 @@ async fn labelled_objects_are_managed_and_unlabelled_ones_left_alone() {
                 &labelled(
                     pod("agent-runsc", &registry, Some("runsc")),
                     &project,
+                    "one",
                     "agent",
                 ),
             )
@@ -267,12 +200,5 @@ async fn labelled_objects_are_managed_and_unlabelled_ones_left_alone() {
         cluster.delete_namespace(&project).await.expect("rm ns"),
         Deleted::Deleted
     );
-    if started {
-        let out = cluster_sh("down");
-        assert!(
-            out.status.success(),
-            "cluster.sh down: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    down_if_started(started);
 }

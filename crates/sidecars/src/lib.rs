@@ -2,7 +2,8 @@
 //!
 //! One module per kind: [`pipelock`] (the firewall), [`egress`] (the credential-injecting
 //! proxy), [`git_gate`], [`supervise`], and [`agent_net`] (holds the agent's network
-//! namespace). Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
+//! namespace), and [`netlock`] (on Kubernetes, the agent pod's first init container:
+//! locks the pod's network to its sidecars, then exits). Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
 //! (readiness, read by the host through `bottle sidecar probe`), and for the
 //! two that set up their network namespace as root, [`netlink`] and [`privs`].
 //! Test doubles (a TLS test PKI and upstream, a map resolver, an in-memory audit sink)
@@ -16,6 +17,7 @@ pub mod egress;
 pub mod git_gate;
 pub mod hop;
 pub mod netlink;
+pub mod netlock;
 pub mod pipelock;
 pub mod privs;
 pub mod reload;
@@ -32,6 +34,8 @@ pub enum Kind {
     Supervise,
     /// Holds the agent's network namespace (see [`agent_net`]).
     AgentNet,
+    /// Locks the pod's network to the endpoints given, then exits (see [`netlock`]).
+    Netlock,
     /// The git-gate's `pre-receive` hook, run by `git receive-pack` inside the gate.
     #[value(hide = true)]
     GitGateHook,
@@ -45,6 +49,8 @@ pub struct SidecarArgs {
     /// Address to listen on.
     #[arg(long, env = "BOTTLE_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: String,
+    /// netlock's sidecar endpoints, IPv4 `ADDR:PORT` each (no other kind takes any).
+    pub endpoints: Vec<String>,
     /// pipelock's gateway sink, set up by [`prepare`] before the runtime starts.
     #[arg(skip)]
     pub gateway: Option<pipelock::sink::Gateway>,
@@ -60,24 +66,32 @@ pub enum PrepareError {
     Pipelock(#[from] privs::PrivError),
     #[error("agent-net")]
     AgentNet(#[from] agent_net::TrapError),
+    #[error(transparent)]
+    Netlock(#[from] netlock::LockError),
+    #[error("only netlock takes endpoints")]
+    Endpoints,
 }
 
 /// What a sidecar must do before the async runtime (and its threads) exist, as root:
 /// pipelock takes net-internal's gateway (see [`pipelock::sink`]), agent-net sets up
-/// the agent's network (see [`agent_net`]); both then drop root. An error means the
-/// sidecar must not start.
+/// the agent's network (see [`agent_net`]); both then drop root. netlock does all of
+/// its work here (see [`netlock`]). An error means the sidecar must not start.
 pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
     match args.kind {
         Kind::Pipelock => args.gateway = pipelock::sink::prepare()?,
         Kind::AgentNet => args.trap = Some(agent_net::prepare()?),
+        Kind::Netlock => netlock::lock(&netlock::parse_endpoints(&args.endpoints)?)?,
         _ => {}
+    }
+    if !matches!(args.kind, Kind::Netlock) && !args.endpoints.is_empty() {
+        return Err(PrepareError::Endpoints);
     }
     Ok(())
 }
 
 /// Run the sidecar until killed.
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
-    if !matches!(args.kind, Kind::Probe | Kind::GitGateHook) {
+    if !matches!(args.kind, Kind::Probe | Kind::GitGateHook | Kind::Netlock) {
         status::listen_for_nudges();
     }
     match args.kind {
@@ -99,5 +113,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Kind::Probe => std::process::exit(status::probe()),
+        // Locked in `prepare`: nothing runs on.
+        Kind::Netlock => Ok(()),
     }
 }

@@ -2,7 +2,9 @@
 //! pipelock takes net-internal's gateway address (dump the IPv4 routes and addresses,
 //! pick the interface, add one address) and agent-net points the default route at its
 //! TUN device (replace one route). Messages are built and read by hand (pure
-//! functions, tested below); the socket is plain `socket2`, no `unsafe`.
+//! functions, tested below); the socket is plain `socket2`, no `unsafe`. netlock's
+//! nf_tables batches (`sidecar::netlock::nft`) share the framing ([`messages`],
+//! [`errno`], `align`).
 
 use std::io::Read as _;
 use std::net::Ipv4Addr;
@@ -75,7 +77,7 @@ fn request(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     m
 }
 
-fn align(n: usize) -> usize {
+pub(crate) fn align(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -135,6 +137,15 @@ pub fn replace_default_route(seq: u32, oif: u32) -> Vec<u8> {
         seq,
         &body,
     )
+}
+
+/// The error number of an `NLMSG_ERROR` payload, positive (0: an acknowledgement).
+pub(crate) fn errno(payload: &[u8]) -> Result<i32, NetlinkError> {
+    payload
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(|b| i32::from_ne_bytes(b).wrapping_neg())
+        .ok_or(NetlinkError::Malformed)
 }
 
 /// The messages in one datagram: (type, payload).
@@ -250,6 +261,17 @@ pub fn gateway_of(a: IfAddr) -> Option<IfAddr> {
     (gw != a.addr).then_some(IfAddr { addr: gw, ..a })
 }
 
+/// A netlink socket of `protocol` whose reads give up after 2 s.
+pub(crate) fn socket(protocol: i32) -> Result<Socket, NetlinkError> {
+    let sock = Socket::new(
+        Domain::from(AF_NETLINK),
+        Type::RAW,
+        Some(Protocol::from(protocol)),
+    )?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
+    Ok(sock)
+}
+
 /// A NETLINK_ROUTE socket.
 pub struct Route {
     sock: Socket,
@@ -258,13 +280,10 @@ pub struct Route {
 
 impl Route {
     pub fn open() -> Result<Route, NetlinkError> {
-        let sock = Socket::new(
-            Domain::from(AF_NETLINK),
-            Type::RAW,
-            Some(Protocol::from(NETLINK_ROUTE)),
-        )?;
-        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-        Ok(Route { sock, seq: 0 })
+        Ok(Route {
+            sock: socket(NETLINK_ROUTE)?,
+            seq: 0,
+        })
     }
 
     /// Sends `req` (built with the next sequence number) and collects the payloads of
@@ -285,14 +304,9 @@ impl Route {
                 match t {
                     NLMSG_DONE => return Ok(out),
                     NLMSG_ERROR => {
-                        let errno = payload
-                            .get(..4)
-                            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                            .map(i32::from_ne_bytes)
-                            .ok_or(NetlinkError::Malformed)?;
-                        return match errno {
+                        return match errno(payload)? {
                             0 => Ok(out),
-                            e => Err(NetlinkError::Kernel(-e)),
+                            e => Err(NetlinkError::Kernel(e)),
                         };
                     }
                     t if t == kind => out.push(payload.to_vec()),

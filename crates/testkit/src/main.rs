@@ -3,7 +3,8 @@
 //!
 //! - `bottle-testkit fake-upstream`: a TLS upstream (certificate and key from
 //!   `BOTTLE_FAKE_CERT` / `BOTTLE_FAKE_KEY`) that echoes what it received;
-//! - `bottle-testkit health`: a plain TCP listener that answers any request `200 ok`;
+//! - `bottle-testkit health`: a plain TCP listener that answers any request `200 ok`
+//!   and logs who sent what;
 //! - `bottle-testkit recorder`: a TLS and plain-HTTP upstream that writes down every
 //!   server name, request and WebSocket frame it sees (see [`recorder`]).
 //!
@@ -52,15 +53,24 @@ fn fail(message: &str) -> ! {
     std::process::exit(2);
 }
 
-/// Answer every connection `200 ok health` after reading (at most 1 KiB of) its request.
+/// Answer every connection `200 ok health` after reading (at most 1 KiB of) its request,
+/// and write down who sent what: `health: <peer> sent <first line>` on stderr (the
+/// container's log is the record).
 async fn health(listen: &str) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("health listening on {listen}");
     loop {
-        let (mut sock, _) = listener.accept().await?;
+        let (mut sock, peer) = listener.accept().await?;
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
-            let _ = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf)).await;
+            let n = tokio::time::timeout(Duration::from_secs(5), sock.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let line: String = text.lines().next().unwrap_or("").escape_debug().collect();
+            eprintln!("health: {peer} sent {line}");
             let body = "ok health\n";
             let resp = format!(
                 "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

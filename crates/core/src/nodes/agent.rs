@@ -19,8 +19,7 @@ use bottle_engine::{BuildSpec, ContainerSpec, Mount, SeedDir, VolumeFile, Volume
 use bottle_model::provider::{HOME, PROMPT_FILE, REMOTE_CONTROL_ENV, WORKSPACE};
 use bottle_model::{EnvValue, codex_login};
 
-/// The non-root user the agent runs as (`node` in the provider images).
-pub const AGENT_UID: u64 = 1000;
+pub use bottle_contract::ca::AGENT_UID;
 /// The agent's user and group as a container `user` value (`uid:gid`, both [`AGENT_UID`]).
 pub const AGENT_USER: &str = "1000:1000";
 

@@ -1,0 +1,294 @@
+//! The agent's pod, rendered (pure; docs/design.md sections 9.2, 9.3 and 9.6): the init
+//! container `netlock` (the sidecar image, `bottle sidecar netlock ADDR:PORT...`, uid 0
+//! with `NET_ADMIN` only) that locks the pod's network to the sidecar endpoints before
+//! anything else starts, then the agent container with the hardening of section 1.7 as
+//! a `securityContext`. The pod holds no secret and no credential: no ServiceAccount
+//! token, no Service environment variables, no DNS but loopback (where agent-net
+//! answers); the sidecars are named through `hostAliases`, and their addresses are the
+//! same ones netlock lets through, so a name and its way out never disagree.
+//!
+//! The backend adds volumes, environment and agent-net; this module fixes what must hold
+//! whatever it adds.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddrV4;
+
+use bottle_contract::Labels;
+use bottle_contract::ca::AGENT_UID;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, HostAlias, Pod, PodDNSConfig, PodSecurityContext, PodSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// The init container's name.
+pub const NETLOCK: &str = "netlock";
+/// The agent container's name.
+pub const AGENT: &str = "agent";
+/// The sidecar binary's path in the sidecar image (`Dockerfile.egress`).
+pub const SIDECAR_BINARY: &str = "/bottle";
+/// The one nameserver the agent's pod has: loopback, inside the lock.
+pub const NAMESERVER: &str = "127.0.0.1";
+
+/// A sidecar the agent may reach: its host name (as the agent's configuration names
+/// it, e.g. `egress`) and the address and port it is reached at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub host: String,
+    pub addr: SocketAddrV4,
+}
+
+/// What the agent's pod is made of.
+#[derive(Debug, Clone)]
+pub struct AgentPod {
+    pub name: String,
+    /// Ownership labels (`labels::object_labels`): the pod is ours like every object.
+    pub labels: Labels,
+    /// The agent's image.
+    pub image: String,
+    /// The sidecar image, which runs `netlock`.
+    pub sidecar_image: String,
+    /// The agent's command (the image's entrypoint when empty).
+    pub command: Vec<String>,
+    /// Everything the pod may connect to.
+    pub endpoints: Vec<Endpoint>,
+    /// A RuntimeClass (`runsc` for gVisor), resolved before rendering (section 9.5).
+    pub runtime_class: Option<String>,
+    /// The agent's memory, limit and request alike (section 9.6).
+    pub memory: Option<String>,
+}
+
+fn hardened(uid: i64, add: &[&str]) -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(uid),
+        run_as_group: Some(uid),
+        run_as_non_root: Some(uid != 0),
+        privileged: Some(false),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: (!add.is_empty()).then(|| add.iter().map(|c| (*c).into()).collect()),
+        }),
+        ..Default::default()
+    }
+}
+
+/// The `netlock` init container: locks the pod to `endpoints` and exits.
+pub fn netlock_container(sidecar_image: &str, endpoints: &[Endpoint]) -> Container {
+    let mut command = vec![SIDECAR_BINARY.into(), "sidecar".into(), NETLOCK.into()];
+    command.extend(endpoints.iter().map(|e| e.addr.to_string()));
+    Container {
+        name: NETLOCK.into(),
+        image: Some(sidecar_image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(command),
+        // Root in the pod's namespace with NET_ADMIN alone: nf_tables over netlink needs
+        // nothing else (no NET_RAW: netlock opens no raw socket).
+        security_context: Some(hardened(0, &["NET_ADMIN"])),
+        ..Default::default()
+    }
+}
+
+/// The sidecars' names for `/etc/hosts`, one entry per address.
+pub fn host_aliases(endpoints: &[Endpoint]) -> Vec<HostAlias> {
+    let mut by_ip: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for e in endpoints {
+        let names = by_ip.entry(e.addr.ip().to_string()).or_default();
+        if !names.contains(&e.host) {
+            names.push(e.host.clone());
+        }
+    }
+    by_ip
+        .into_iter()
+        .map(|(ip, hostnames)| HostAlias {
+            ip,
+            hostnames: Some(hostnames),
+        })
+        .collect()
+}
+
+/// The agent's pod (see the module doc).
+pub fn agent_pod(p: &AgentPod) -> Pod {
+    let resources = p.memory.as_ref().map(|m| {
+        let q = BTreeMap::from([("memory".to_string(), Quantity(m.clone()))]);
+        ResourceRequirements {
+            limits: Some(q.clone()),
+            requests: Some(q),
+            ..Default::default()
+        }
+    });
+    let agent = Container {
+        name: AGENT.into(),
+        image: Some(p.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: (!p.command.is_empty()).then(|| p.command.clone()),
+        security_context: Some(hardened(AGENT_UID as i64, &[])),
+        resources,
+        ..Default::default()
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(p.name.clone()),
+            labels: Some(p.labels.clone().into_iter().collect()),
+            ..Default::default()
+        },
+        spec: Some(PodSpec {
+            init_containers: Some(vec![netlock_container(&p.sidecar_image, &p.endpoints)]),
+            containers: vec![agent],
+            runtime_class_name: p.runtime_class.clone(),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            share_process_namespace: Some(false),
+            host_network: Some(false),
+            host_pid: Some(false),
+            host_ipc: Some(false),
+            dns_policy: Some("None".into()),
+            dns_config: Some(PodDNSConfig {
+                nameservers: Some(vec![NAMESERVER.into()]),
+                ..Default::default()
+            }),
+            host_aliases: Some(host_aliases(&p.endpoints)),
+            // The plan repairs drift by recreating, not the kubelet (section 9.6).
+            restart_policy: Some("Never".into()),
+            security_context: Some(PodSecurityContext {
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(host: &str, addr: &str) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            addr: addr.parse().expect("addr"),
+        }
+    }
+
+    fn spec(runtime: Option<&str>) -> AgentPod {
+        AgentPod {
+            name: "bottle-p-b-agent".into(),
+            labels: bottle_contract::labels::object_labels("p", "b", "agent", "abc", ""),
+            image: "reg/agent:1".into(),
+            sidecar_image: "reg/sidecar:2".into(),
+            command: vec!["sleep".into(), "infinity".into()],
+            endpoints: vec![
+                ep("egress", "10.96.0.10:3128"),
+                ep("git-gate", "10.96.0.11:8418"),
+                ep("supervise", "10.96.0.12:8765"),
+            ],
+            runtime_class: runtime.map(str::to_owned),
+            memory: Some("512Mi".into()),
+        }
+    }
+
+    #[test]
+    fn netlock_runs_first_as_root_with_net_admin_only_and_the_endpoints_as_arguments() {
+        let pod = agent_pod(&spec(None));
+        let s = pod.spec.expect("spec");
+        let [init] = &s.init_containers.expect("init")[..] else {
+            panic!("one init container")
+        };
+        assert_eq!(init.name, NETLOCK);
+        assert_eq!(init.image.as_deref(), Some("reg/sidecar:2"));
+        assert_eq!(
+            init.command.as_deref().expect("command"),
+            [
+                "/bottle",
+                "sidecar",
+                "netlock",
+                "10.96.0.10:3128",
+                "10.96.0.11:8418",
+                "10.96.0.12:8765"
+            ]
+        );
+        let sc = init.security_context.as_ref().expect("sc");
+        assert_eq!(sc.run_as_user, Some(0));
+        assert_eq!(sc.run_as_non_root, Some(false));
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        let caps = sc.capabilities.as_ref().expect("caps");
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(caps.add.as_deref(), Some(&["NET_ADMIN".to_string()][..]));
+    }
+
+    #[test]
+    fn the_agent_is_hardened_and_the_pod_has_no_token_no_service_env_and_only_loopback_dns() {
+        let pod = agent_pod(&spec(None));
+        assert_eq!(
+            pod.metadata.labels.as_ref().expect("labels")["bottle.project"],
+            "p"
+        );
+        let s = pod.spec.expect("spec");
+        let [agent] = &s.containers[..] else {
+            panic!("one container")
+        };
+        assert_eq!(agent.name, AGENT);
+        let sc = agent.security_context.as_ref().expect("sc");
+        assert_eq!(sc.run_as_user, Some(1000));
+        assert_eq!(sc.run_as_group, Some(1000));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        let caps = sc.capabilities.as_ref().expect("caps");
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(caps.add, None);
+        let mem = agent.resources.as_ref().expect("resources");
+        assert_eq!(mem.limits, mem.requests);
+        assert_eq!(
+            s.security_context
+                .and_then(|c| c.seccomp_profile)
+                .map(|p| p.type_),
+            Some("RuntimeDefault".into())
+        );
+        assert_eq!(s.automount_service_account_token, Some(false));
+        assert_eq!(s.enable_service_links, Some(false));
+        assert_eq!(s.share_process_namespace, Some(false));
+        assert_eq!(s.host_network, Some(false));
+        assert_eq!(s.dns_policy.as_deref(), Some("None"));
+        assert_eq!(
+            s.dns_config.and_then(|d| d.nameservers),
+            Some(vec!["127.0.0.1".to_string()])
+        );
+        assert_eq!(s.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(s.runtime_class_name, None);
+        assert_eq!(
+            agent_pod(&spec(Some("runsc")))
+                .spec
+                .and_then(|s| s.runtime_class_name),
+            Some("runsc".into())
+        );
+    }
+
+    #[test]
+    fn host_aliases_name_each_address_once_with_every_host_on_it() {
+        let aliases = host_aliases(&[
+            ep("egress", "10.96.0.10:3128"),
+            ep("git-gate", "10.96.0.9:8418"),
+            ep("egress", "10.96.0.10:3129"),
+            ep("proxy", "10.96.0.10:3128"),
+        ]);
+        let got: Vec<(String, Vec<String>)> = aliases
+            .into_iter()
+            .map(|a| (a.ip, a.hostnames.unwrap_or_default()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.96.0.10".into(), vec!["egress".into(), "proxy".into()]),
+                ("10.96.0.9".into(), vec!["git-gate".into()]),
+            ]
+        );
+    }
+}
