@@ -13,3 +13,13 @@ export BOTTLE_TESTKIT_BINARY="$release/bottle-testkit"
 # plain `cargo test --workspace` is hermetic; here every one of them runs.
 cargo test --locked --workspace --lib --bins --tests \
   --features bottle/e2e,bottle-docker/live-tests -- --include-ignored "$@"
+# The Kubernetes backend's tests run against a real single-node cluster
+# (scripts/kube/cluster.sh: Kubernetes built from Debian's source package, cached in
+# $BOTTLE_KUBE_DIR, default target/kube), brought up here and taken down whatever
+# happens, leaving no process, bridge or rule behind. A filtered run (arguments given)
+# skips them unless BOTTLE_KUBE_TESTS=1.
+if [ $# -eq 0 ] || [ "${BOTTLE_KUBE_TESTS:-0}" = 1 ]; then
+  trap 'scripts/kube/cluster.sh down >/dev/null' EXIT
+  scripts/kube/cluster.sh up >/dev/null
+  cargo test --locked -p bottle-kube --features kube-e2e --tests -- --include-ignored "$@"
+fi
