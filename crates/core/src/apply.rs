@@ -1,6 +1,8 @@
 //! The executor: turns a [`Plan`] into operations ordered by the graph and runs them on
 //! an [`Engine`]: creations dependencies-first, removals dependents-first, independent
 //! operations concurrently (bounded). A failed operation stops only what depends on it.
+//! The volumes a bottle creates and seeds that are ready together are made in one engine
+//! call, taking one place (one seeding helper per bottle, not one per volume).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::graph::DesiredState;
-use crate::nodes::{NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
+use crate::nodes::{DesiredObject, NodeKind, ObjectKey, ObjectKind, ObjectSpec, ca};
 use crate::plan::{self, Action, Observed, Plan, Step};
 use crate::runtime::{RuntimeFacts, resolve};
 use bottle_contract::labels;
@@ -388,43 +390,105 @@ pub async fn execute<E: Engine>(
                 }
             }
         }
-        for i in 0..n {
-            if running.len() >= concurrency.max(1) {
-                break;
-            }
-            if !started[i]
+        let ready = |i: usize, started: &[bool]| {
+            !started[i]
                 && ops[i]
                     .preds
                     .iter()
                     .all(|&p| outcome[p] == Some(Outcome::Done))
-            {
-                started[i] = true;
-                let op = &ops[i];
-                let runtime = runtimes.get(&op.key).cloned().flatten();
-                running.push(async move {
-                    let t = std::time::Instant::now();
-                    let r = run_op(engine, desired, op, runtime, mints, subnets).await;
-                    (i, r, t.elapsed())
-                });
+        };
+        for i in 0..n {
+            if running.len() >= concurrency.max(1) {
+                break;
             }
+            if !ready(i, &started) {
+                continue;
+            }
+            // The seeded volumes of a bottle that are ready together are made together,
+            // in one engine call (one seeding helper), taking one place.
+            let batch: Vec<usize> = if seeded_volume(desired, &ops[i]).is_some() {
+                (i..n)
+                    .filter(|&j| {
+                        ready(j, &started)
+                            && ops[j].bottle == ops[i].bottle
+                            && seeded_volume(desired, &ops[j]).is_some()
+                    })
+                    .collect()
+            } else {
+                vec![i]
+            };
+            for &j in &batch {
+                started[j] = true;
+            }
+            let ops = &ops;
+            let runtime = runtimes.get(&ops[i].key).cloned().flatten();
+            running.push(async move {
+                let t = std::time::Instant::now();
+                let results = if seeded_volume(desired, &ops[i]).is_some() {
+                    make_volumes(engine, desired, ops, &batch, mints).await
+                } else {
+                    vec![(
+                        i,
+                        run_op(engine, desired, &ops[i], runtime, mints, subnets).await,
+                    )]
+                };
+                (results, t.elapsed())
+            });
         }
-        let Some((i, result, took)) = running.next().await else {
+        let Some((results, took)) = running.next().await else {
             break;
         };
-        let o = match result {
-            Ok(()) => Outcome::Done,
-            Err(e) => Outcome::Failed(e),
-        };
-        outcome[i] = Some(o.clone());
-        let r = OpReport {
-            op: ops[i].clone(),
-            outcome: o,
-            took,
-        };
-        progress(&r);
-        reports.push(r);
+        for (i, result) in results {
+            let o = match result {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Failed(e),
+            };
+            outcome[i] = Some(o.clone());
+            let r = OpReport {
+                op: ops[i].clone(),
+                outcome: o,
+                took,
+            };
+            progress(&r);
+            reports.push(r);
+        }
     }
     Ok(reports)
+}
+
+/// The volume `op` creates and seeds: a plain or a CA volume made anew (a revision's
+/// rewrite and marker are not).
+fn seeded_volume<'a>(desired: &'a DesiredState, op: &Op) -> Option<&'a DesiredObject> {
+    let d = desired.objects.get(&op.key)?;
+    (op.kind == OpKind::Make && matches!(d.spec, ObjectSpec::Volume(_) | ObjectSpec::Ca(_)))
+        .then_some(d)
+}
+
+/// Make the volumes of the operations `batch` (each a [`seeded_volume`]) with one
+/// [`Engine::create_volumes`]: all succeed or all fail, with the same error.
+async fn make_volumes<E: Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    ops: &[Op],
+    batch: &[usize],
+    mints: &Mints,
+) -> Vec<(usize, Result<(), EngineError>)> {
+    let specs: Result<Vec<bottle_engine::VolumeSpec>, EngineError> = batch
+        .iter()
+        .filter_map(|&i| {
+            let d = seeded_volume(desired, &ops[i])?;
+            match &d.spec {
+                ObjectSpec::Ca(c) => Some(mints.of(&d.bottle, c).map(|m| c.materialize(&m))),
+                ObjectSpec::Volume(s) => Some(Ok(s.clone())),
+                _ => None,
+            }
+        })
+        .collect();
+    let r = match specs {
+        Ok(specs) => engine.create_volumes(&specs).await,
+        Err(e) => Err(e),
+    };
+    batch.iter().map(|&i| (i, r.clone())).collect()
 }
 
 /// The word that names an operation of `kind` in progress lines, logs and reports
@@ -534,10 +598,10 @@ async fn run_op<E: Engine>(
             };
             match &d.spec {
                 ObjectSpec::Network(s) => subnets.create(engine, s).await,
-                ObjectSpec::Volume(s) => engine.create_volume(s).await,
-                ObjectSpec::Ca(c) => {
-                    let material = mints.of(&d.bottle, c)?;
-                    engine.create_volume(&c.materialize(&material)).await
+                // `execute` makes these in batches; one is a batch of one.
+                ObjectSpec::Volume(_) | ObjectSpec::Ca(_) => {
+                    let made = make_volumes(engine, desired, std::slice::from_ref(op), &[0], mints);
+                    made.await.pop().map_or(Ok(()), |(_, r)| r)
                 }
                 ObjectSpec::Revision(r) => {
                     engine.rewrite_volume(&r.content).await?;

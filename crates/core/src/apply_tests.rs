@@ -1,6 +1,6 @@
 //! Planner and executor against the in-memory engine: unit tests and properties.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
@@ -577,6 +577,79 @@ fn the_two_ca_volumes_get_one_ca_minted_when_they_are_made() {
         let again = file(&public, ca::CERT_FILE).unwrap();
         assert_ne!(again, cert);
         assert_eq!(file(&private, ca::CERT_FILE), Some(again));
+    });
+}
+
+/// The volumes of `bottle` that a cold apply creates and seeds (plain and CA ones).
+fn seeded_volumes(d: &DesiredState, bottle: &str) -> BTreeSet<String> {
+    d.objects
+        .values()
+        .filter(|o| {
+            o.bottle == bottle && matches!(o.spec, ObjectSpec::Volume(_) | ObjectSpec::Ca(_))
+        })
+        .map(|o| o.key.name.clone())
+        .collect()
+}
+
+#[test]
+fn a_bottles_volumes_are_made_in_one_engine_call_and_fail_together() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let ag = vec![one(1)[0].clone(), one(2)[0].clone()];
+        let d = desired(&manifest("p", &ag));
+        e.fail_on("bottle-p-a0-ca-cert");
+        let reports = converge(&e, &d).await;
+        let a0 = seeded_volumes(&d, "a0");
+        assert!(a0.len() >= 4, "{a0:?}");
+        // a0's seeded volumes went in one call, which failed as a whole: none is left,
+        // each reports the failure, and bottle a1 is whole.
+        let calls: Vec<_> = e
+            .volume_batches()
+            .iter()
+            .filter(|b| b.iter().any(|n| a0.contains(n)))
+            .map(|b| b.iter().cloned().collect::<BTreeSet<_>>())
+            .collect();
+        assert_eq!(calls, vec![a0.clone()]);
+        for r in reports.iter().filter(|r| a0.contains(&r.op.key.name)) {
+            assert!(matches!(r.outcome, Outcome::Failed(_)), "{r:?}");
+        }
+        let snap = e.snapshot();
+        assert!(
+            !snap.volumes.iter().any(|v| a0.contains(&v.name)),
+            "{:?}",
+            snap.volumes
+        );
+        assert!(
+            snap.containers
+                .iter()
+                .any(|c| c.name == "bottle-p-a1-agent")
+        );
+        // Healed, the next apply makes them, again in one call.
+        e.heal("bottle-p-a0-ca-cert");
+        let before = e.volume_batches().len();
+        for r in converge(&e, &d).await {
+            assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+        }
+        assert!(plan_now(&e, &d).await.is_empty());
+        let again: Vec<_> = e.volume_batches()[before..]
+            .iter()
+            .filter(|b| b.iter().any(|n| a0.contains(n)))
+            .map(|b| b.iter().cloned().collect::<BTreeSet<_>>())
+            .collect();
+        assert_eq!(again, vec![a0.clone()]);
+        // From nothing, each bottle's volumes are one call.
+        let fresh = FakeEngine::default();
+        converge(&fresh, &d).await;
+        for bottle in ["a0", "a1"] {
+            let want = seeded_volumes(&d, bottle);
+            let calls = fresh
+                .volume_batches()
+                .into_iter()
+                .filter(|b| b.iter().any(|n| want.contains(n)))
+                .collect::<Vec<_>>();
+            assert_eq!(calls.len(), 1, "{calls:?}");
+            assert_eq!(calls[0].iter().cloned().collect::<BTreeSet<_>>(), want);
+        }
     });
 }
 

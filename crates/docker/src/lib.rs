@@ -20,7 +20,9 @@
 //!   (`cap_drop ALL`, `no-new-privileges`, read-only rootfs, swap = memory, no restart
 //!   policy); everything else comes resolved in the [`ContainerSpec`].
 //! - Volumes with files are seeded through a helper container that is created, never
-//!   started: the files go in with `PUT /containers/{id}/archive`, then it is removed.
+//!   started: the files go in with `PUT /containers/{id}/archive`, then it is removed. The
+//!   volumes of one `create_volumes` call share one helper (per seed image) and one
+//!   archive; on any failure the call removes the volumes it made.
 //! - Errors map to [`EngineError`]: 404 -> `NotFound`, 409 -> `Conflict`, transport
 //!   failures -> `Unreachable`, anything else -> `Api`. Creating a network, a subnet
 //!   that overlaps one the engine has (403) is `SubnetTaken`, and a 404 is `Api` with
@@ -289,19 +291,32 @@ impl Docker {
         Ok(())
     }
 
-    /// Seed volume `spec.name` with `spec.files` through a created, never started helper.
-    async fn seed_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
-        let archive = seed_tar(&spec.files, &spec.seed_dirs, spec.owner.unwrap_or((0, 0)))
-            .map_err(|message| EngineError::Api {
-                op: "seed volume",
-                name: spec.name.clone(),
-                message,
-            })?;
-        let helper = format!("{}-seed-{:08x}", spec.name, rand::random::<u32>());
-        let mut labels = to_map(&spec.labels);
+    /// Seed the volumes `specs` (all of one seed image) through one created, never
+    /// started helper container that mounts each (the `i`th at `SEED_MOUNT/i`) and
+    /// takes their files in one archive.
+    async fn seed_volumes(&self, specs: &[&VolumeSpec]) -> Result<(), EngineError> {
+        let Some(first) = specs.first() else {
+            return Ok(());
+        };
+        let archive = seed_tar(specs)?;
+        let helper = format!("{}-seed-{:08x}", first.name, rand::random::<u32>());
+        // The labels its volumes share (project, bottle...): a helper left behind by a
+        // crash is one of the project's objects, removed by the next apply.
+        let mut labels = to_map(&first.labels);
+        labels.retain(|k, v| specs.iter().all(|s| s.labels.get(k) == Some(&*v)));
         labels.insert(SEED_LABEL.to_owned(), "true".to_owned());
+        let mounts = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| BollardMount {
+                typ: Some(MountType::VOLUME),
+                source: Some(spec.name.clone()),
+                target: Some(format!("{SEED_MOUNT}/{i}")),
+                ..Default::default()
+            })
+            .collect();
         let body = ContainerCreateBody {
-            image: Some(spec.seed_image.clone()),
+            image: Some(first.seed_image.clone()),
             // Never run, but the engine refuses to create a container without a command
             // when the image has none.
             cmd: Some(vec!["true".to_owned()]),
@@ -309,12 +324,7 @@ impl Docker {
             network_disabled: Some(true),
             host_config: Some(HostConfig {
                 network_mode: Some("none".to_owned()),
-                mounts: Some(vec![BollardMount {
-                    typ: Some(MountType::VOLUME),
-                    source: Some(spec.name.clone()),
-                    target: Some(SEED_MOUNT.to_owned()),
-                    ..Default::default()
-                }]),
+                mounts: Some(mounts),
                 ..Default::default()
             }),
             ..Default::default()
@@ -326,7 +336,7 @@ impl Docker {
             .create_container(Some(options), body)
             .await
             .map_err(|e| {
-                match self.error(e, "create seed container", "image", &spec.seed_image) {
+                match self.error(e, "create seed container", "image", &first.seed_image) {
                     EngineError::Conflict { .. } => EngineError::Conflict {
                         kind: "container",
                         name: helper.clone(),
@@ -334,14 +344,14 @@ impl Docker {
                     e => e,
                 }
             })?;
-        // The archive holds `seed/...`, unpacked at `/`: its `seed` entry sets the owner
-        // of the mount point, that is of the volume's root.
+        // The archive holds `seed/<i>/...`, unpacked at `/`: each `seed/<i>` entry sets
+        // the owner of a mount point, that is of a volume's root.
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
         let uploaded = self
             .client
             .upload_to_container(&helper, Some(options), body_full(archive.into()))
             .await
-            .map_err(|e| self.error(e, "upload seed files", "volume", &spec.name));
+            .map_err(|e| self.error(e, "upload seed files", "volume", &first.name));
         let removed = self.gone_ok(
             self.force_remove(&helper).await,
             "remove seed container",
@@ -349,6 +359,56 @@ impl Docker {
             &helper,
         );
         uploaded.and(removed)
+    }
+
+    /// Create the volumes of `specs` (the names of those made go to `made`), then seed
+    /// those with content, one helper per seed image.
+    async fn make_volumes<'a>(
+        &self,
+        specs: &'a [VolumeSpec],
+        made: &mut Vec<&'a str>,
+    ) -> Result<(), EngineError> {
+        let created = futures_util::future::join_all(specs.iter().map(|spec| async move {
+            let request = VolumeCreateRequest {
+                name: Some(spec.name.clone()),
+                labels: Some(to_map(&spec.labels)),
+                ..Default::default()
+            };
+            self.client
+                .create_volume(request)
+                .await
+                .map_err(|e| self.error(e, "create volume", "volume", &spec.name))
+        }))
+        .await;
+        let mut first_error = None;
+        for (spec, r) in specs.iter().zip(created) {
+            match r {
+                Ok(_) => made.push(&spec.name),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let mut by_image: Vec<(&str, Vec<&VolumeSpec>)> = Vec::new();
+        for spec in specs
+            .iter()
+            .filter(|s| !(s.files.is_empty() && s.seed_dirs.is_empty() && s.owner.is_none()))
+        {
+            match by_image
+                .iter_mut()
+                .find(|(image, _)| *image == spec.seed_image)
+            {
+                Some((_, group)) => group.push(spec),
+                None => by_image.push((&spec.seed_image, vec![spec])),
+            }
+        }
+        for (_, group) in &by_image {
+            self.seed_volumes(group).await?;
+        }
+        Ok(())
     }
 
     /// The IPv4 gateway address of `network` (for [`ContainerSpec::dns_gateway_of`]).
@@ -691,27 +751,18 @@ impl Engine for Docker {
         self.gone_ok(r, "remove network", "network", name)
     }
 
-    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
-        let request = VolumeCreateRequest {
-            name: Some(spec.name.clone()),
-            labels: Some(to_map(&spec.labels)),
-            ..Default::default()
-        };
+    async fn create_volumes(&self, specs: &[VolumeSpec]) -> Result<(), EngineError> {
         // Docker answers an existing name with 201 and the old volume: a seeded volume
         // must be new, so it is up to the caller to create only what is missing.
-        self.client
-            .create_volume(request)
-            .await
-            .map_err(|e| self.error(e, "create volume", "volume", &spec.name))?;
-        if spec.files.is_empty() && spec.seed_dirs.is_empty() && spec.owner.is_none() {
-            return Ok(());
-        }
-        if let Err(e) = self.seed_volume(spec).await {
+        let mut made = Vec::new();
+        let r = self.make_volumes(specs, &mut made).await;
+        if r.is_err() {
             // A half-seeded volume would look created and never be seeded again.
-            let _ = self.remove_volume(&spec.name).await;
-            return Err(e);
+            for name in made {
+                let _ = self.remove_volume(name).await;
+            }
         }
-        Ok(())
+        r
     }
 
     async fn rewrite_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
@@ -720,7 +771,7 @@ impl Engine for Docker {
             .inspect_volume(&spec.name)
             .await
             .map_err(|e| self.error(e, "inspect volume", "volume", &spec.name))?;
-        self.seed_volume(spec).await
+        self.seed_volumes(&[spec]).await
     }
 
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
@@ -965,18 +1016,44 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
 /// Largest tar a volume is seeded with, to keep memory bounded.
 const MAX_SEED_BYTES: u64 = 2 << 30;
 
-/// A tar of the volume's content under `seed/` (see [`SEED_MOUNT`]): the root directory
-/// owned by `root_owner`, then each tree in `dirs`, then `files` (paths relative to the
-/// volume root). Parent directories are made with mode 0755, owned like the first
-/// entry placed in them.
-fn seed_tar(
+/// One tar of the content of every volume of `specs`, the `i`th under `seed/<i>/`
+/// (see [`SEED_MOUNT`]); each volume at most [`MAX_SEED_BYTES`].
+fn seed_tar(specs: &[&VolumeSpec]) -> Result<Vec<u8>, EngineError> {
+    let root = std::path::Path::new(SEED_MOUNT.trim_start_matches('/'));
+    let mut builder = tar::Builder::new(Vec::new());
+    for (i, spec) in specs.iter().enumerate() {
+        append_volume(
+            &mut builder,
+            &root.join(i.to_string()),
+            &spec.files,
+            &spec.seed_dirs,
+            spec.owner.unwrap_or((0, 0)),
+        )
+        .map_err(|message| EngineError::Api {
+            op: "seed volume",
+            name: spec.name.clone(),
+            message,
+        })?;
+    }
+    builder.into_inner().map_err(|e| EngineError::Api {
+        op: "seed volume",
+        name: specs.first().map(|s| s.name.clone()).unwrap_or_default(),
+        message: e.to_string(),
+    })
+}
+
+/// Append one volume's content under `root`: the root directory owned by
+/// `root_owner`, then each tree in `dirs`, then `files` (paths relative to the volume
+/// root). Parent directories are made with mode 0755, owned like the first entry
+/// placed in them.
+fn append_volume(
+    builder: &mut tar::Builder<Vec<u8>>,
+    root: &std::path::Path,
     files: &[VolumeFile],
     dirs: &[bottle_engine::SeedDir],
     root_owner: (u64, u64),
-) -> Result<Vec<u8>, String> {
+) -> Result<(), String> {
     use std::path::{Component, Path, PathBuf};
-    let root = Path::new(SEED_MOUNT.trim_start_matches('/'));
-    let mut builder = tar::Builder::new(Vec::new());
     let mut budget = MAX_SEED_BYTES;
     let mut made: BTreeSet<PathBuf> = BTreeSet::new();
     let dir_entry = |builder: &mut tar::Builder<Vec<u8>>,
@@ -1003,7 +1080,7 @@ fn seed_tar(
                 .components()
                 .all(|c| matches!(c, Component::Normal(_)))
     };
-    dir_entry(&mut builder, &mut made, root, root_owner)?;
+    dir_entry(builder, &mut made, root, root_owner)?;
     for d in dirs {
         if !d.target.is_empty() && !relative(&d.target) {
             return Err(format!(
@@ -1018,10 +1095,10 @@ fn seed_tar(
             .rev()
             .filter(|p| p.starts_with(root) && *p != root)
         {
-            dir_entry(&mut builder, &mut made, p, (d.uid, d.gid))?;
+            dir_entry(builder, &mut made, p, (d.uid, d.gid))?;
         }
         made.insert(at.clone());
-        append_tree(&mut builder, &d.host, &at, d, &mut budget)?;
+        append_tree(builder, &d.host, &at, d, &mut budget)?;
     }
     for file in files {
         if !relative(&file.path) {
@@ -1037,7 +1114,7 @@ fn seed_tar(
             .rev()
             .filter(|p| p.starts_with(root) && *p != root)
         {
-            dir_entry(&mut builder, &mut made, p, (file.uid, file.gid))?;
+            dir_entry(builder, &mut made, p, (file.uid, file.gid))?;
         }
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Regular);
@@ -1049,7 +1126,7 @@ fn seed_tar(
             .append_data(&mut header, &path, file.contents.as_slice())
             .map_err(|e| format!("{}: {e}", file.path))?;
     }
-    builder.into_inner().map_err(|e| e.to_string())
+    Ok(())
 }
 
 /// Append the tree at `host` under `at`, owned by `owner`'s uid:gid, modes kept.
@@ -1323,6 +1400,31 @@ mod live_tests {
         );
     }
 
+    /// What `cmd` prints in a throwaway container with `volume` at `/v`.
+    fn run_in(volume: &str, cmd: &[&str]) -> String {
+        let mount = format!("{volume}:/v");
+        let mut args = vec![
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "-v",
+            &mount,
+            IMAGE,
+        ];
+        args.extend_from_slice(cmd);
+        docker_cli(&args)
+    }
+
+    /// `stat -c '%n %a %u %g' paths` in a throwaway container with `volume` at `/v`.
+    fn stat_in(volume: &str, paths: &[&str]) -> String {
+        let mut cmd = vec!["stat", "-c", "%n %a %u %g"];
+        cmd.extend_from_slice(paths);
+        run_in(volume, &cmd)
+    }
+
     #[tokio::test]
     async fn volumes_are_seeded_with_mode_and_owner() {
         let t = Cleanup::new();
@@ -1361,43 +1463,13 @@ mod live_tests {
                 labels: t.labels()
             }]
         );
-        let mount = format!("{name}:/v");
-        let stat = docker_cli(&[
-            "run",
-            "--rm",
-            "--pull",
-            "never",
-            "--network",
-            "none",
-            "-v",
-            &mount,
-            IMAGE,
-            "stat",
-            "-c",
-            "%n %a %u %g",
-            "/v/f",
-            "/v/sub",
-            "/v/sub/dir",
-            "/v/sub/dir/key",
-        ]);
+        let stat = stat_in(&name, &["/v/f", "/v/sub", "/v/sub/dir", "/v/sub/dir/key"]);
         assert_eq!(
             stat,
             "/v/f 640 1234 4321\n/v/sub 755 1000 1000\n/v/sub/dir 755 1000 1000\n\
              /v/sub/dir/key 600 1000 1000\n"
         );
-        let cat = docker_cli(&[
-            "run",
-            "--rm",
-            "--pull",
-            "never",
-            "--network",
-            "none",
-            "-v",
-            &mount,
-            IMAGE,
-            "cat",
-            "/v/f",
-        ]);
+        let cat = run_in(&name, &["cat", "/v/f"]);
         assert_eq!(cat, "hello\n");
         // The helper container is gone.
         let helpers = docker_cli(&[
@@ -1480,6 +1552,97 @@ mod live_tests {
         assert!(
             docker
                 .list_volumes(&[t.label()])
+                .await
+                .expect("list")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn volumes_made_together_share_one_seeding_helper_and_fail_together() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let file = |path: &str, uid| VolumeFile {
+            path: path.to_owned(),
+            contents: path.as_bytes().to_vec(),
+            mode: 0o640,
+            uid,
+            gid: uid,
+        };
+        let spec = |what: &str, files, owner| VolumeSpec {
+            name: t.name(what),
+            labels: t.labels(),
+            files,
+            seed_dirs: Vec::new(),
+            owner,
+            seed_image: IMAGE.to_owned(),
+        };
+        let specs = vec![
+            spec("a", vec![file("x/a", 1001)], Some((7, 7))),
+            spec("b", vec![file("b", 1002)], None),
+            spec("empty", Vec::new(), None),
+        ];
+        let before = docker.api_calls();
+        docker.create_volumes(&specs).await.expect("create volumes");
+        // Three volumes, then one helper: create, upload, remove.
+        assert_eq!(docker.api_calls() - before, 6);
+        assert_eq!(
+            stat_in(&specs[0].name, &["/v", "/v/x", "/v/x/a"]),
+            "/v 755 7 7\n/v/x 755 1001 1001\n/v/x/a 640 1001 1001\n"
+        );
+        assert_eq!(
+            stat_in(&specs[1].name, &["/v", "/v/b"]),
+            "/v 755 0 0\n/v/b 640 1002 1002\n"
+        );
+        let mut listed: Vec<String> = docker
+            .list_volumes(&[t.label()])
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        listed.sort();
+        assert_eq!(
+            listed,
+            specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>()
+        );
+        let helpers = docker_cli(&["ps", "-aq", "--filter", &format!("label={}", t.label())]);
+        assert_eq!(helpers.trim(), "", "no helper is left");
+
+        // One bad path in the second volume: none of the three is left.
+        let mut bad = vec![
+            spec("c", vec![file("c", 0)], None),
+            spec("d", vec![file("../escape", 0)], None),
+            spec("e", Vec::new(), None),
+        ];
+        let err = docker.create_volumes(&bad).await.expect_err("bad path");
+        assert!(
+            matches!(&err, EngineError::Api { name, .. } if *name == bad[1].name),
+            "{err:?}"
+        );
+        // A seed image that is missing: the same.
+        bad[1] = spec("d", vec![file("d", 0)], None);
+        bad[1].seed_image = format!("bottle-test-missing-{}:none", t.suffix);
+        let err = docker
+            .create_volumes(&bad)
+            .await
+            .expect_err("no such image");
+        assert!(
+            matches!(&err, EngineError::NotFound { kind: "image", .. }),
+            "{err:?}"
+        );
+        let left: Vec<String> = docker
+            .list_volumes(&[t.label()])
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|n| bad.iter().any(|b| b.name == *n))
+            .collect();
+        assert_eq!(left, Vec::<String>::new());
+        assert!(
+            docker
+                .list_containers(&[t.label()])
                 .await
                 .expect("list")
                 .is_empty()
@@ -2051,7 +2214,15 @@ mod tests {
                 uid: 0,
                 gid: 0,
             };
-            assert!(seed_tar(&[file], &[], (0, 0)).is_err(), "{bad:?}");
+            let spec = VolumeSpec {
+                name: "v".to_owned(),
+                labels: Labels::new(),
+                files: vec![file],
+                seed_dirs: Vec::new(),
+                owner: None,
+                seed_image: "i".to_owned(),
+            };
+            assert!(seed_tar(&[&spec]).is_err(), "{bad:?}");
         }
     }
 }

@@ -16,6 +16,8 @@ struct State {
     fail: BTreeSet<String>,
     runtimes: Vec<String>,
     next_id: u64,
+    /// The volumes of each [`Engine::create_volumes`] call, in call order.
+    volume_batches: Vec<Vec<String>>,
     /// The files each volume was created with, by volume name.
     volume_files: BTreeMap<String, Vec<VolumeFile>>,
     /// Files by (container, dir), name -> contents ([`VolumeFiles`]).
@@ -107,6 +109,12 @@ impl FakeEngine {
     /// The files volume `name` was last created with.
     pub fn volume_files(&self, name: &str) -> Vec<VolumeFile> {
         self.with(|s| s.volume_files.get(name).cloned().unwrap_or_default())
+    }
+
+    /// The volumes of each [`Engine::create_volumes`] call so far (a single
+    /// [`Engine::create_volume`] is a call of one), in call order.
+    pub fn volume_batches(&self) -> Vec<Vec<String>> {
+        self.with(|s| s.volume_batches.clone())
     }
 
     /// The file `dir/name` of `container`, if written.
@@ -364,18 +372,34 @@ impl Engine for FakeEngine {
         })
     }
 
-    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
-        self.call("create_volume", &spec.name)?;
+    async fn create_volumes(&self, specs: &[VolumeSpec]) -> Result<(), EngineError> {
         self.with(|s| {
-            s.volume_files.insert(spec.name.clone(), spec.files.clone());
-            s.volumes.insert(
-                spec.name.clone(),
-                VolumeInfo {
-                    name: spec.name.clone(),
-                    labels: spec.labels.clone(),
-                },
-            );
+            s.volume_batches
+                .push(specs.iter().map(|v| v.name.clone()).collect())
         });
+        // Each volume is one `create_volume` call in the log; a failure on any name
+        // fails the whole call, and the volumes made by it are removed again.
+        for (i, spec) in specs.iter().enumerate() {
+            if let Err(e) = self.call("create_volume", &spec.name) {
+                self.with(|s| {
+                    for made in &specs[..i] {
+                        s.volumes.remove(&made.name);
+                        s.volume_files.remove(&made.name);
+                    }
+                });
+                return Err(e);
+            }
+            self.with(|s| {
+                s.volume_files.insert(spec.name.clone(), spec.files.clone());
+                s.volumes.insert(
+                    spec.name.clone(),
+                    VolumeInfo {
+                        name: spec.name.clone(),
+                        labels: spec.labels.clone(),
+                    },
+                );
+            });
+        }
         Ok(())
     }
 

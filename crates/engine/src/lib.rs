@@ -135,7 +135,8 @@ pub struct VolumeSpec {
     pub name: String,
     pub labels: Labels,
     /// Written once at creation. Seeding runs a helper container from `seed_image`
-    /// that is created, never started, and removed again.
+    /// that is created, never started, and removed again (one for all the volumes of
+    /// one [`Engine::create_volumes`] call with this image).
     pub files: Vec<VolumeFile>,
     /// Host directories copied in at creation, read only then (not at plan time).
     pub seed_dirs: Vec<SeedDir>,
@@ -413,7 +414,15 @@ pub trait Engine {
     /// Removing a missing network succeeds.
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
 
-    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError>;
+    /// Create the volume and seed it ([`create_volumes`](Self::create_volumes) of one).
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+        self.create_volumes(std::slice::from_ref(spec)).await
+    }
+    /// Create the volumes (all missing: an existing one is the caller's error) and seed
+    /// those with content, through one helper container per seed image rather than one
+    /// per volume. All or nothing: on any failure the volumes made here are removed
+    /// again, so none is left half-seeded to look created.
+    async fn create_volumes(&self, specs: &[VolumeSpec]) -> Result<(), EngineError>;
     /// Write `spec.files` into the existing volume `spec.name`, over what is there (a
     /// live volume's new revision). A missing volume is an error, never created.
     async fn rewrite_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError>;
