@@ -64,7 +64,7 @@ pub struct IfAddr {
 }
 
 /// A request: header and body, padded.
-fn request(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+pub(crate) fn request(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     let len = NLMSG_HDR + body.len();
     let mut m = Vec::with_capacity(align(len));
     m.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -75,6 +75,14 @@ fn request(kind: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
     m.extend_from_slice(body);
     m.resize(align(len), 0);
     m
+}
+
+/// Append one attribute: length, type, data, padding.
+pub(crate) fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    out.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(data);
+    out.resize(align(out.len()), 0);
 }
 
 pub(crate) fn align(n: usize) -> usize {
@@ -100,9 +108,7 @@ pub fn new_addr(seq: u32, a: IfAddr) -> Vec<u8> {
     let mut body = vec![AF_INET, a.prefix, 0, 0];
     body.extend_from_slice(&a.index.to_ne_bytes());
     for kind in [IFA_LOCAL, IFA_ADDRESS] {
-        body.extend_from_slice(&8u16.to_ne_bytes());
-        body.extend_from_slice(&kind.to_ne_bytes());
-        body.extend_from_slice(&a.addr.octets());
+        attr(&mut body, kind, &a.addr.octets());
     }
     request(
         RTM_NEWADDR,
@@ -127,9 +133,7 @@ pub fn replace_default_route(seq: u32, oif: u32) -> Vec<u8> {
     ];
     body.extend_from_slice(&0u32.to_ne_bytes());
     for (kind, value) in [(RTA_TABLE, RT_TABLE_MAIN), (RTA_OIF, oif)] {
-        body.extend_from_slice(&8u16.to_ne_bytes());
-        body.extend_from_slice(&kind.to_ne_bytes());
-        body.extend_from_slice(&value.to_ne_bytes());
+        attr(&mut body, kind, &value.to_ne_bytes());
     }
     request(
         RTM_NEWROUTE,
@@ -349,10 +353,8 @@ mod tests {
     use super::*;
 
     fn attr(kind: u16, data: &[u8]) -> Vec<u8> {
-        let mut a = ((4 + data.len()) as u16).to_ne_bytes().to_vec();
-        a.extend_from_slice(&kind.to_ne_bytes());
-        a.extend_from_slice(data);
-        a.resize(align(a.len()), 0);
+        let mut a = Vec::new();
+        super::attr(&mut a, kind, data);
         a
     }
 

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddrV4;
 
-use crate::netlink::align;
+use crate::netlink::{self, attr};
 
 /// The table netlock owns in the pod's network namespace.
 pub const TABLE: &str = "bottle_netlock";
@@ -28,7 +28,6 @@ const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 
-const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
@@ -138,14 +137,6 @@ pub fn ruleset(endpoints: &[SocketAddrV4], trap: &'static str) -> Vec<Chain> {
             rules: output,
         },
     ]
-}
-
-/// One attribute: length, type, data, padding.
-fn attr(out: &mut Vec<u8>, kind: u16, data: &[u8]) {
-    out.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(data);
-    out.resize(align(out.len()), 0);
 }
 
 fn nested(out: &mut Vec<u8>, kind: u16, build: impl FnOnce(&mut Vec<u8>)) {
@@ -258,16 +249,10 @@ fn encode_action(out: &mut Vec<u8>, a: Action) {
 
 /// One netlink message: header, `nfgenmsg` (family, version 0, resource id), attributes.
 fn message(out: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8, res: u16, body: &[u8]) {
-    let len = 16 + 4 + body.len();
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&kind.to_ne_bytes());
-    out.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(&[family, 0]);
-    out.extend_from_slice(&res.to_be_bytes());
-    out.extend_from_slice(body);
-    out.resize(align(out.len()), 0);
+    let mut m = vec![family, 0];
+    m.extend_from_slice(&res.to_be_bytes());
+    m.extend_from_slice(body);
+    out.extend(netlink::request(kind, flags, seq, &m));
 }
 
 /// The batch that installs `chains` as table [`TABLE`], its messages numbered from
