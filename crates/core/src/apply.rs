@@ -406,7 +406,8 @@ pub async fn execute<E: Engine>(
             }
             // The seeded volumes of a bottle that are ready together are made together,
             // in one engine call (one seeding helper), taking one place.
-            let batch: Vec<usize> = if seeded_volume(desired, &ops[i]).is_some() {
+            let seeded = seeded_volume(desired, &ops[i]).is_some();
+            let batch: Vec<usize> = if seeded {
                 (i..n)
                     .filter(|&j| {
                         ready(j, &started)
@@ -424,7 +425,7 @@ pub async fn execute<E: Engine>(
             let runtime = runtimes.get(&ops[i].key).cloned().flatten();
             running.push(async move {
                 let t = std::time::Instant::now();
-                let results = if seeded_volume(desired, &ops[i]).is_some() {
+                let results = if seeded {
                     make_volumes(engine, desired, ops, &batch, mints).await
                 } else {
                     vec![(
