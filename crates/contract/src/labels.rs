@@ -39,6 +39,27 @@ pub const GRANT_DOCKERFILE: &str = "bottle.grant.dockerfile";
 /// When a time-boxed grant ends, unix seconds (absent: until revoked).
 pub const GRANT_UNTIL: &str = "bottle.grant.until";
 
+/// On a seeding helper container (created, never started, removed once its archive is
+/// in): the volumes it mounts to seed, `name,name,...`. One found by a later apply was
+/// left by an apply that stopped while seeding: those volumes may be empty or half
+/// written, and are made anew rather than taken as in place.
+pub const SEEDING: &str = "bottle.seeding";
+
+/// The [`SEEDING`] label's value for a helper that seeds `volumes`.
+pub fn seeding_value<'a>(volumes: impl IntoIterator<Item = &'a str>) -> String {
+    volumes.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// The volumes a seeding helper with `labels` mounts (empty: not a seeding helper).
+pub fn seeding(labels: &Labels) -> impl Iterator<Item = &str> {
+    labels
+        .get(SEEDING)
+        .map(String::as_str)
+        .unwrap_or_default()
+        .split(',')
+        .filter(|v| !v.is_empty())
+}
+
 /// Name prefix of every object.
 pub const PREFIX: &str = "bottle";
 
@@ -160,5 +181,21 @@ mod tests {
             vec![("env", "ab"), ("image", "cd")]
         );
         assert!(parse_fields("").is_empty());
+    }
+
+    #[test]
+    fn a_seeding_helper_names_its_volumes() {
+        let mut l = Labels::new();
+        assert_eq!(seeding(&l).count(), 0);
+        l.insert(
+            SEEDING.into(),
+            seeding_value(["bottle-p-b-home", "bottle-p-b-ws"]),
+        );
+        assert_eq!(
+            seeding(&l).collect::<Vec<_>>(),
+            ["bottle-p-b-home", "bottle-p-b-ws"]
+        );
+        l.insert(SEEDING.into(), String::new());
+        assert_eq!(seeding(&l).count(), 0);
     }
 }

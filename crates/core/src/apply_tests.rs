@@ -653,6 +653,73 @@ fn a_bottles_volumes_are_made_in_one_engine_call_and_fail_together() {
     });
 }
 
+#[test]
+fn volumes_a_stopped_seeding_left_behind_are_made_anew() {
+    rt().block_on(async {
+        let e = FakeEngine::default();
+        let d = desired(&manifest("p", &one(1)));
+        converge(&e, &d).await;
+        // An apply stopped while seeding: the volumes exist with their labels, not (or
+        // half) written, and their seeding helper is still there.
+        let bottle = "a0".to_string();
+        let volumes: Vec<String> = seeded_volumes(&d, &bottle)
+            .into_iter()
+            .filter(|v| !e.volume_files(v).is_empty())
+            .take(2)
+            .collect();
+        assert_eq!(volumes.len(), 2, "{volumes:?}");
+        for v in &volumes {
+            e.empty_volume(v);
+        }
+        let helper = format!("{}-seed-0badc0de", volumes[0]);
+        let mut helper_labels = bottle_contract::labels::object_labels("p", &bottle, "", "", "");
+        helper_labels.remove(bottle_contract::labels::NODE);
+        helper_labels.insert(
+            bottle_contract::labels::SEEDING.into(),
+            bottle_contract::labels::seeding_value(volumes.iter().map(String::as_str)),
+        );
+        e.add_container(&helper, "bottle-sidecar:x", helper_labels);
+        // The plan says so, and does not take them as in place.
+        let p = plan_now(&e, &d).await;
+        for v in &volumes {
+            let step = p
+                .steps
+                .iter()
+                .find(|s| s.key.name == *v)
+                .unwrap_or_else(|| panic!("{v} is not in the plan: {p:#?}"));
+            assert_eq!(
+                step.action,
+                plan::Action::Recreate {
+                    reasons: vec![format!(
+                        "left half-seeded (seeding helper {helper} remains)"
+                    )]
+                }
+            );
+        }
+        assert!(
+            p.steps
+                .iter()
+                .any(|s| s.key.name == helper && s.action == plan::Action::Delete)
+        );
+        // One apply: the helper goes before its volumes (they are in use by it), and the
+        // volumes are written again.
+        e.clear_calls();
+        for r in converge(&e, &d).await {
+            assert_eq!(r.outcome, Outcome::Done, "{r:?}");
+        }
+        let calls = e.mutations();
+        let at = |what: &str| calls.iter().position(|c| c == what).unwrap();
+        for v in &volumes {
+            assert!(
+                at(&format!("remove_container {helper}")) < at(&format!("remove_volume {v}")),
+                "{calls:#?}"
+            );
+            assert!(!e.volume_files(v).is_empty(), "{v} seeded again");
+        }
+        assert!(plan_now(&e, &d).await.is_empty());
+    });
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
 

@@ -20,6 +20,9 @@ pub struct ObservedObject {
     pub running: Option<bool>,
     /// For containers: attached networks.
     pub networks: Vec<String>,
+    /// For volumes: the seeding helper left beside it (an apply stopped while seeding
+    /// it, so it may be empty or half written: made anew, never taken as in place).
+    pub seeding_left: Option<String>,
 }
 
 impl ObservedObject {
@@ -53,8 +56,18 @@ impl Observed {
     /// Keep the project's objects and the shared sidecar images from a snapshot.
     pub fn from_snapshot(project: &str, snap: &Snapshot) -> Observed {
         let mut objects = BTreeMap::new();
+        // The volumes a seeding helper of the project still mounts, and the helper.
+        let half_seeded: BTreeMap<&str, &str> = snap
+            .containers
+            .iter()
+            .filter(|c| labels::is_ours(&c.labels, project))
+            .flat_map(|c| labels::seeding(&c.labels).map(|v| (v, c.name.as_str())))
+            .collect();
         let mut put = |kind, name: &str, labels: &Labels, running, networks: Vec<String>| {
             let key = ObjectKey::new(kind, name);
+            let seeding_left = (kind == ObjectKind::Volume)
+                .then(|| half_seeded.get(name).map(|h| h.to_string()))
+                .flatten();
             objects.insert(
                 key.clone(),
                 ObservedObject {
@@ -62,6 +75,7 @@ impl Observed {
                     labels: labels.clone(),
                     running,
                     networks,
+                    seeding_left,
                 },
             );
         };
@@ -275,6 +289,13 @@ fn compare(
     o: &ObservedObject,
     runtimes: Option<&crate::runtime::RuntimeFacts>,
 ) -> Option<Action> {
+    if let Some(helper) = &o.seeding_left {
+        return Some(Action::Recreate {
+            reasons: vec![format!(
+                "left half-seeded (seeding helper {helper} remains)"
+            )],
+        });
+    }
     if o.hash() != d.hash.hash {
         return Some(Action::Recreate {
             reasons: changed_fields(&d.hash.fields, &o.labels),

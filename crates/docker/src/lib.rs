@@ -22,7 +22,10 @@
 //! - Volumes with files are seeded through a helper container that is created, never
 //!   started: the files go in with `PUT /containers/{id}/archive`, then it is removed. The
 //!   volumes of one `create_volumes` call share one helper (per seed image) and one
-//!   archive; on any failure the call removes the volumes it made.
+//!   archive; on any failure the call removes the volumes it made. A seeded volume is
+//!   created by its helper's mount (with its labels), never before the helper: so a
+//!   seeded volume without a finished seeding has a helper beside it, labelled
+//!   `labels::SEEDING` with its name, and the next plan makes it anew.
 //! - Errors map to [`EngineError`]: 404 -> `NotFound`, 409 -> `Conflict`, transport
 //!   failures -> `Unreachable`, anything else -> `Api`. Creating a network, a subnet
 //!   that overlaps one the engine has (403) is `SubnetTaken`, and a 404 is `Api` with
@@ -41,7 +44,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, EndpointSettings, HostConfig, Ipam, IpamConfig,
-    Mount as BollardMount, MountTmpfsOptions, MountType, NetworkConnectRequest,
+    Mount as BollardMount, MountTmpfsOptions, MountType, MountVolumeOptions, NetworkConnectRequest,
     NetworkCreateRequest, NetworkingConfig, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
@@ -72,9 +75,6 @@ const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
 
 /// Where a seeding helper container mounts the volume being seeded.
 const SEED_MOUNT: &str = "/seed";
-
-/// Label marking a seeding helper container.
-const SEED_LABEL: &str = "bottle.seed";
 
 /// How many lines of build output an [`EngineError::Build`] carries.
 const BUILD_LOG_LINES: usize = 20;
@@ -304,7 +304,12 @@ impl Docker {
         // crash is one of the project's objects, removed by the next apply.
         let mut labels = to_map(&first.labels);
         labels.retain(|k, v| specs.iter().all(|s| s.labels.get(k) == Some(&*v)));
-        labels.insert(SEED_LABEL.to_owned(), "true".to_owned());
+        labels.insert(
+            bottle_contract::labels::SEEDING.to_owned(),
+            bottle_contract::labels::seeding_value(specs.iter().map(|s| s.name.as_str())),
+        );
+        // A missing volume is created by its mount, with its labels, as the helper is:
+        // never one without the other.
         let mounts = specs
             .iter()
             .enumerate()
@@ -312,6 +317,11 @@ impl Docker {
                 typ: Some(MountType::VOLUME),
                 source: Some(spec.name.clone()),
                 target: Some(format!("{SEED_MOUNT}/{i}")),
+                volume_options: Some(MountVolumeOptions {
+                    no_copy: Some(true),
+                    labels: Some(to_map(&spec.labels)),
+                    ..Default::default()
+                }),
                 ..Default::default()
             })
             .collect();
@@ -361,14 +371,18 @@ impl Docker {
         uploaded.and(removed)
     }
 
-    /// Create the volumes of `specs` (the names of those made go to `made`), then seed
-    /// those with content, one helper per seed image.
+    /// Create the volumes of `specs` (the names of those that may have been made go to
+    /// `made`): those without content directly, those with content through their
+    /// seeding helper, one per seed image.
     async fn make_volumes<'a>(
         &self,
         specs: &'a [VolumeSpec],
-        made: &mut Vec<&'a str>,
+        made: &mut Vec<&'a VolumeSpec>,
     ) -> Result<(), EngineError> {
-        let created = futures_util::future::join_all(specs.iter().map(|spec| async move {
+        let seeded =
+            |s: &VolumeSpec| !(s.files.is_empty() && s.seed_dirs.is_empty() && s.owner.is_none());
+        let plain: Vec<&VolumeSpec> = specs.iter().filter(|s| !seeded(s)).collect();
+        let created = futures_util::future::join_all(plain.iter().map(|spec| async move {
             let request = VolumeCreateRequest {
                 name: Some(spec.name.clone()),
                 labels: Some(to_map(&spec.labels)),
@@ -381,9 +395,9 @@ impl Docker {
         }))
         .await;
         let mut first_error = None;
-        for (spec, r) in specs.iter().zip(created) {
+        for (spec, r) in plain.into_iter().zip(created) {
             match r {
-                Ok(_) => made.push(&spec.name),
+                Ok(_) => made.push(spec),
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -393,10 +407,7 @@ impl Docker {
             return Err(e);
         }
         let mut by_image: Vec<(&str, Vec<&VolumeSpec>)> = Vec::new();
-        for spec in specs
-            .iter()
-            .filter(|s| !(s.files.is_empty() && s.seed_dirs.is_empty() && s.owner.is_none()))
-        {
+        for spec in specs.iter().filter(|s| seeded(s)) {
             match by_image
                 .iter_mut()
                 .find(|(image, _)| *image == spec.seed_image)
@@ -406,6 +417,7 @@ impl Docker {
             }
         }
         for (_, group) in &by_image {
+            made.extend(group.iter().copied());
             self.seed_volumes(group).await?;
         }
         Ok(())
@@ -757,9 +769,18 @@ impl Engine for Docker {
         let mut made = Vec::new();
         let r = self.make_volumes(specs, &mut made).await;
         if r.is_err() {
-            // A half-seeded volume would look created and never be seeded again.
-            for name in made {
-                let _ = self.remove_volume(name).await;
+            // A half-seeded volume would look created and never be seeded again. Only a
+            // volume that carries this spec's labels is removed: a helper's mount may
+            // have found one of that name that is not ours.
+            for spec in made {
+                let ours = self.client.inspect_volume(&spec.name).await.is_ok_and(|v| {
+                    spec.labels
+                        .iter()
+                        .all(|(k, value)| v.labels.get(k) == Some(value))
+                });
+                if ours {
+                    let _ = self.remove_volume(&spec.name).await;
+                }
             }
         }
         r
@@ -1478,7 +1499,7 @@ mod live_tests {
             "--filter",
             &format!("label={}", t.label()),
             "--filter",
-            "label=bottle.seed=true",
+            "label=bottle.seeding",
         ]);
         assert_eq!(helpers.trim(), "");
 
@@ -1584,8 +1605,9 @@ mod live_tests {
         ];
         let before = docker.api_calls();
         docker.create_volumes(&specs).await.expect("create volumes");
-        // Three volumes, then one helper: create, upload, remove.
-        assert_eq!(docker.api_calls() - before, 6);
+        // The empty volume, then one helper that makes the other two: create, upload,
+        // remove.
+        assert_eq!(docker.api_calls() - before, 4);
         assert_eq!(
             stat_in(&specs[0].name, &["/v", "/v/x", "/v/x/a"]),
             "/v 755 7 7\n/v/x 755 1001 1001\n/v/x/a 640 1001 1001\n"

@@ -166,6 +166,14 @@ impl FakeEngine {
         });
     }
 
+    /// Drop the files recorded in volume `name`, as an apply stopped while seeding it
+    /// leaves it (created, not or half written).
+    pub fn empty_volume(&self, name: &str) {
+        self.with(|s| {
+            s.volume_files.remove(name);
+        });
+    }
+
     /// Make every mutating call on `name` fail.
     pub fn fail_on(&self, name: &str) {
         self.with(|s| s.fail.insert(name.to_string()));
