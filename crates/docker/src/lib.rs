@@ -261,7 +261,8 @@ impl Docker {
         let body = match &spec.context {
             bottle_engine::BuildContext::Tar(tar) => body_full(tar.clone()),
             bottle_engine::BuildContext::Files(files) => {
-                bollard::body_try_stream(stream_context(files.clone()))
+                let files = files.clone();
+                bollard::body_try_stream(stream_tar(move |w| files.write_tar(w)))
             }
         };
         let mut stream = self.client.build_image(options, None, Some(body));
@@ -298,7 +299,9 @@ impl Docker {
         let Some(first) = specs.first() else {
             return Ok(());
         };
-        let archive = seed_tar(specs)?;
+        // Checked before anything is made; the archive itself is written while the
+        // engine reads it.
+        check_seed(specs)?;
         let helper = format!("{}-seed-{:08x}", first.name, rand::random::<u32>());
         // The labels its volumes share (project, bottle...): a helper left behind by a
         // crash is one of the project's objects, removed by the next apply.
@@ -357,11 +360,29 @@ impl Docker {
         // The archive holds `seed/<i>/...`, unpacked at `/`: each `seed/<i>` entry sets
         // the owner of a mount point, that is of a volume's root.
         let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        let owned: Vec<VolumeSpec> = specs.iter().map(|s| (*s).clone()).collect();
+        let failed: Arc<std::sync::Mutex<Option<EngineError>>> = Arc::default();
+        let slot = Arc::clone(&failed);
+        let archive = stream_tar(move |w| {
+            let refs: Vec<&VolumeSpec> = owned.iter().collect();
+            write_seed(&refs, w).map_err(|e| {
+                let message = e.to_string();
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(e);
+                }
+                std::io::Error::other(message)
+            })
+        });
         let uploaded = self
             .client
-            .upload_to_container(&helper, Some(options), body_full(archive.into()))
+            .upload_to_container(&helper, Some(options), bollard::body_try_stream(archive))
             .await
-            .map_err(|e| self.error(e, "upload seed files", "volume", &first.name));
+            .map_err(|e| {
+                // The archive's own error (a file that grew past the limit, one that
+                // vanished) says more than the engine's "error in the body".
+                let own = failed.lock().ok().and_then(|mut slot| slot.take());
+                own.unwrap_or_else(|| self.error(e, "upload seed files", "volume", &first.name))
+            });
         let removed = self.gone_ok(
             self.force_remove(&helper).await,
             "remove seed container",
@@ -498,10 +519,11 @@ impl Docker {
     }
 }
 
-/// A build context's tar, written on a blocking thread as the engine reads it: at most
-/// a few chunks are in memory, whatever the context's size.
-fn stream_context(
-    files: std::sync::Arc<bottle_engine::ContextFiles>,
+/// A tar (a build context, a seed archive) written by `write` on a blocking thread as
+/// the engine reads it: at most a few chunks are in memory, whatever its size. An error
+/// of `write` ends the stream with that error, so the engine never takes a cut tar.
+fn stream_tar(
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
     const CHUNK: usize = 256 << 10;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
@@ -538,8 +560,8 @@ fn stream_context(
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        if let Err(e) = files.write_tar(&mut w) {
-            // The build fails with this error rather than with a cut tar.
+        if let Err(e) = write(&mut w).and_then(|()| std::io::Write::flush(&mut w)) {
+            // The engine's call fails with this error rather than with a cut tar.
             let _ = tx.blocking_send(Err(e));
         }
     });
@@ -1037,11 +1059,11 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
 /// Largest tar a volume is seeded with, to keep memory bounded.
 const MAX_SEED_BYTES: u64 = 2 << 30;
 
-/// One tar of the content of every volume of `specs`, the `i`th under `seed/<i>/`
-/// (see [`SEED_MOUNT`]); each volume at most [`MAX_SEED_BYTES`].
-fn seed_tar(specs: &[&VolumeSpec]) -> Result<Vec<u8>, EngineError> {
+/// Write one tar of the content of every volume of `specs` to `w`, the `i`th under
+/// `seed/<i>/` (see [`SEED_MOUNT`]); each volume at most [`MAX_SEED_BYTES`].
+fn write_seed(specs: &[&VolumeSpec], w: &mut dyn std::io::Write) -> Result<(), EngineError> {
     let root = std::path::Path::new(SEED_MOUNT.trim_start_matches('/'));
-    let mut builder = tar::Builder::new(Vec::new());
+    let mut builder = tar::Builder::new(w);
     for (i, spec) in specs.iter().enumerate() {
         append_volume(
             &mut builder,
@@ -1056,28 +1078,97 @@ fn seed_tar(specs: &[&VolumeSpec]) -> Result<Vec<u8>, EngineError> {
             message,
         })?;
     }
-    builder.into_inner().map_err(|e| EngineError::Api {
-        op: "seed volume",
-        name: specs.first().map(|s| s.name.clone()).unwrap_or_default(),
-        message: e.to_string(),
-    })
+    builder
+        .into_inner()
+        .map(drop)
+        .map_err(|e| EngineError::Api {
+            op: "seed volume",
+            name: specs.first().map(|s| s.name.clone()).unwrap_or_default(),
+            message: e.to_string(),
+        })
+}
+
+/// What [`write_seed`] would refuse, found before anything is made: a path that is not
+/// relative, a volume over [`MAX_SEED_BYTES`], a host tree that cannot be read. Walks
+/// the host trees by their metadata only (the files are read once, while uploading).
+fn check_seed(specs: &[&VolumeSpec]) -> Result<(), EngineError> {
+    for spec in specs {
+        let mut budget = MAX_SEED_BYTES;
+        let checked = spec
+            .seed_dirs
+            .iter()
+            .try_for_each(|d| {
+                check_target(&d.target, true)?;
+                measure_tree(&d.host, &mut budget)
+            })
+            .and_then(|()| {
+                spec.files
+                    .iter()
+                    .try_for_each(|f| check_target(&f.path, false))
+            });
+        checked.map_err(|message| EngineError::Api {
+            op: "seed volume",
+            name: spec.name.clone(),
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+/// A seed target or file path: relative, without `..` (a seed dir's may be empty: the
+/// volume's root).
+fn check_target(path: &str, dir: bool) -> Result<(), String> {
+    use std::path::{Component, Path};
+    let relative = !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if relative || (dir && path.is_empty()) {
+        Ok(())
+    } else if dir {
+        Err(format!(
+            "seed target {path:?} must be relative, without `..`"
+        ))
+    } else {
+        Err(format!("file path {path:?} must be relative, without `..`"))
+    }
+}
+
+/// Take the size of the regular files under `host` (symlinks not followed) from
+/// `budget`, or say which one does not fit.
+fn measure_tree(host: &std::path::Path, budget: &mut u64) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("{}: {e}", host.display());
+    let meta = std::fs::symlink_metadata(host).map_err(err)?;
+    if meta.is_dir() {
+        for e in std::fs::read_dir(host).map_err(err)? {
+            measure_tree(&e.map_err(err)?.path(), budget)?;
+        }
+    } else if meta.is_file() {
+        *budget = budget.checked_sub(meta.len()).ok_or_else(|| {
+            format!(
+                "{}: the seed is larger than {MAX_SEED_BYTES} bytes",
+                host.display()
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// Append one volume's content under `root`: the root directory owned by
 /// `root_owner`, then each tree in `dirs`, then `files` (paths relative to the volume
 /// root). Parent directories are made with mode 0755, owned like the first entry
 /// placed in them.
-fn append_volume(
-    builder: &mut tar::Builder<Vec<u8>>,
+fn append_volume<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
     root: &std::path::Path,
     files: &[VolumeFile],
     dirs: &[bottle_engine::SeedDir],
     root_owner: (u64, u64),
 ) -> Result<(), String> {
-    use std::path::{Component, Path, PathBuf};
+    use std::path::{Path, PathBuf};
     let mut budget = MAX_SEED_BYTES;
     let mut made: BTreeSet<PathBuf> = BTreeSet::new();
-    let dir_entry = |builder: &mut tar::Builder<Vec<u8>>,
+    let dir_entry = |builder: &mut tar::Builder<W>,
                      made: &mut BTreeSet<PathBuf>,
                      path: &Path,
                      (uid, gid): (u64, u64)|
@@ -1095,20 +1186,9 @@ fn append_volume(
             .append_data(&mut header, path, std::io::empty())
             .map_err(|e| format!("{}: {e}", path.display()))
     };
-    let relative = |p: &str| {
-        !p.is_empty()
-            && Path::new(p)
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)))
-    };
     dir_entry(builder, &mut made, root, root_owner)?;
     for d in dirs {
-        if !d.target.is_empty() && !relative(&d.target) {
-            return Err(format!(
-                "seed target {:?} must be relative, without `..`",
-                d.target
-            ));
-        }
+        check_target(&d.target, true)?;
         let at = root.join(&d.target);
         let parents: Vec<PathBuf> = at.ancestors().skip(1).map(Path::to_path_buf).collect();
         for p in parents
@@ -1122,12 +1202,7 @@ fn append_volume(
         append_tree(builder, &d.host, &at, d, &mut budget)?;
     }
     for file in files {
-        if !relative(&file.path) {
-            return Err(format!(
-                "file path {:?} must be relative, without `..`",
-                file.path
-            ));
-        }
+        check_target(&file.path, false)?;
         let path = root.join(&file.path);
         let parents: Vec<PathBuf> = path.ancestors().skip(1).map(Path::to_path_buf).collect();
         for p in parents
@@ -1151,8 +1226,8 @@ fn append_volume(
 }
 
 /// Append the tree at `host` under `at`, owned by `owner`'s uid:gid, modes kept.
-fn append_tree(
-    builder: &mut tar::Builder<Vec<u8>>,
+fn append_tree<W: std::io::Write>(
+    builder: &mut tar::Builder<W>,
     host: &std::path::Path,
     at: &std::path::Path,
     owner: &bottle_engine::SeedDir,
@@ -1511,6 +1586,43 @@ mod live_tests {
                 .await
                 .expect("list")
                 .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_tree_is_streamed_into_a_volume_whole() {
+        let t = Cleanup::new();
+        let docker = connect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("src/deep")).expect("mkdir");
+        // Larger than a few of the stream's chunks, and not a multiple of one.
+        let big: String = (0..300_001u32).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(dir.path().join("src/deep/big.bin"), &big).expect("write");
+        std::fs::write(dir.path().join("README"), b"hi\n").expect("write");
+        std::os::unix::fs::symlink("src/deep/big.bin", dir.path().join("link")).expect("ln");
+        let spec = VolumeSpec {
+            name: t.name("tree"),
+            labels: t.labels(),
+            files: Vec::new(),
+            seed_dirs: vec![bottle_engine::SeedDir {
+                host: dir.path().to_path_buf(),
+                target: "ws".to_owned(),
+                uid: 1000,
+                gid: 1000,
+            }],
+            owner: Some((1000, 1000)),
+            seed_image: IMAGE.to_owned(),
+        };
+        docker.create_volume(&spec).await.expect("create volume");
+        assert_eq!(run_in(&spec.name, &["cat", "/v/ws/src/deep/big.bin"]), big);
+        assert_eq!(run_in(&spec.name, &["cat", "/v/ws/README"]), "hi\n");
+        assert_eq!(
+            run_in(&spec.name, &["readlink", "/v/ws/link"]),
+            "src/deep/big.bin\n"
+        );
+        assert_eq!(
+            stat_in(&spec.name, &["/v/ws/src/deep/big.bin"]),
+            "/v/ws/src/deep/big.bin 644 1000 1000\n"
         );
     }
 
@@ -2244,7 +2356,11 @@ mod tests {
                 owner: None,
                 seed_image: "i".to_owned(),
             };
-            assert!(seed_tar(&[&spec]).is_err(), "{bad:?}");
+            assert!(check_seed(&[&spec]).is_err(), "{bad:?}");
+            assert!(
+                write_seed(&[&spec], &mut std::io::sink()).is_err(),
+                "{bad:?}"
+            );
         }
     }
 }
