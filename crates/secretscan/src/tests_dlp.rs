@@ -354,7 +354,10 @@ fn iban_gate_passes_every_accepted_iban() {
                     Validator::Iban.check(text.as_bytes(), at..at + value.len()),
                     "{text}"
                 );
-                assert!(crate::validators::shapes(text.as_bytes()).iban, "{text}");
+                assert!(
+                    crate::validators::shapes(text.as_bytes(), text.len()).iban,
+                    "{text}"
+                );
             }
         }
     }
