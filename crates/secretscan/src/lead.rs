@@ -15,17 +15,31 @@
 
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
-use crate::validators::{ByteClass, Validator};
+use crate::validators::Validator;
 
-/// What every match of a regex starts with.
+/// What every match of a rule's regex starts with, and the run of bytes its
+/// validator's value starts.
 #[derive(Clone, Debug)]
 pub(crate) struct Lead {
     /// `bytes[b]`: a match can start with byte `b`.
     bytes: [bool; 256],
     /// A match starts at an ASCII word boundary.
     boundary: bool,
-    /// Every byte a match can start with is a word character.
-    word_only: bool,
+    /// The rule's validator, when the secret is the whole match (its shape starts
+    /// where the match starts).
+    validator: Option<Validator>,
+    /// The run such a value lies in, from its first byte ([`Validator::run`]).
+    run: Option<Run>,
+}
+
+/// A run of `class` at least `min` bytes long.
+#[derive(Clone, Debug)]
+struct Run {
+    class: [bool; 256],
+    min: usize,
+    /// The run is of word characters, and so is every byte a match can start with,
+    /// and a match starts at a boundary: only a run's first byte can start one.
+    first_only: bool,
 }
 
 /// The ASCII word characters of `(?-u:\b)`.
@@ -34,9 +48,10 @@ fn is_word(b: u8) -> bool {
 }
 
 impl Lead {
-    /// The lead of `pattern`, or None when it cannot be parsed (the rule's regex
+    /// The lead of `pattern` (the regex of a rule with `validator`; `whole`: its
+    /// secret is the whole match), or None when it cannot be parsed (the rule's regex
     /// compiled, so this does not happen) or a match can be empty.
-    pub(crate) fn of(pattern: &str) -> Option<Lead> {
+    pub(crate) fn of(pattern: &str, validator: Option<Validator>, whole: bool) -> Option<Lead> {
         let hir = regex_syntax::ParserBuilder::new()
             .utf8(false)
             .build()
@@ -47,10 +62,22 @@ impl Lead {
             // A match can be empty: it can start anywhere.
             return None;
         }
+        let boundary = hir.properties().look_set_prefix().contains(Look::WordAscii);
+        let validator = validator.filter(|_| whole);
+        let run = validator.and_then(Validator::run).map(|(class, min)| {
+            let class: [bool; 256] = std::array::from_fn(|b| class(b as u8));
+            let words = |set: &[bool; 256]| (0u8..=255).all(|b| !set[usize::from(b)] || is_word(b));
+            Run {
+                first_only: boundary && words(&bytes) && words(&class),
+                class,
+                min,
+            }
+        });
         Some(Lead {
             bytes,
-            boundary: hir.properties().look_set_prefix().contains(Look::WordAscii),
-            word_only: (0u8..=255).all(|b| !bytes[usize::from(b)] || is_word(b)),
+            boundary,
+            validator,
+            run,
         })
     }
 
@@ -62,41 +89,41 @@ impl Lead {
             && (!self.boundary || (p > 0 && is_word(hay[p - 1])) != is_word(b))
     }
 
-    /// Can a match that `validator` accepts as a whole start at some `p` in
-    /// `from..to` of `hay` (the haystack the rule's regex runs over)? `whole`: the
-    /// rule's secret is its whole match, so the validator's shape must start at `p`
-    /// too ([`Validator::starts_at`]).
-    pub(crate) fn starts_in(
-        &self,
-        hay: &[u8],
-        from: usize,
-        to: usize,
-        validator: Option<Validator>,
-        whole: bool,
-    ) -> bool {
+    /// Can a match start at `p` and hold a value of the validator's shape there?
+    fn fits(&self, hay: &[u8], p: usize) -> bool {
+        self.can_start(hay, p) && self.validator.is_none_or(|v| v.starts_at(&hay[p..]))
+    }
+
+    /// Can a match that the rule's validator accepts start at some `p` in `from..to`
+    /// of `hay` (the haystack the rule's regex runs over)?
+    pub(crate) fn starts_in(&self, hay: &[u8], from: usize, to: usize) -> bool {
         let to = to.min(hay.len());
-        let Some((class, n)) = validator.filter(|_| whole).and_then(Validator::run) else {
-            return (from..to).any(|p| {
-                self.can_start(hay, p)
-                    && (!whole || validator.is_none_or(|v| v.starts_at(&hay[p..])))
-            });
+        let Some(run) = &self.run else {
+            return (from..to).any(|p| self.fits(hay, p));
         };
-        // The value lies in a run of `class` at least `n` long that starts at or
+        // The value lies in a run of the class at least `min` long that starts at or
         // before it: only such runs are looked at (found by skipping ahead).
-        let v = validator.expect("a run comes from a validator");
-        let inner = self.boundary && self.word_only && (0u8..=255).all(|b| !class(b) || is_word(b));
         let mut found = false;
-        class_runs(hay, from.saturating_sub(n), n, class, |rs, re| {
-            if rs >= to {
-                return true;
-            }
-            // Inside a run of word characters no position after its first is at a
-            // boundary (its byte before is a word character too).
-            let last = if inner { rs + 1 } else { re + 1 - n };
-            found = (rs.max(from)..last.min(to))
-                .any(|p| self.can_start(hay, p) && v.starts_at(&hay[p..]));
-            found
-        });
+        class_runs(
+            hay,
+            from.saturating_sub(run.min),
+            run.min,
+            &run.class,
+            |rs, re| {
+                if rs >= to {
+                    return true;
+                }
+                // Inside a run of word characters no position after its first is at a
+                // boundary (its byte before is a word character too).
+                let last = if run.first_only {
+                    rs + 1
+                } else {
+                    re + 1 - run.min
+                };
+                found = (rs.max(from)..last.min(to)).any(|p| self.fits(hay, p));
+                found
+            },
+        );
         found
     }
 }
@@ -108,9 +135,10 @@ fn class_runs(
     hay: &[u8],
     from: usize,
     min: usize,
-    class: ByteClass,
+    class: &[bool; 256],
     mut f: impl FnMut(usize, usize) -> bool,
 ) {
+    let class = |c: u8| class[usize::from(c)];
     let n = hay.len();
     let mut i = from;
     while min > 0 && i + min <= n {
@@ -188,7 +216,7 @@ mod tests {
     use super::*;
 
     fn lead(p: &str) -> Lead {
-        Lead::of(p).expect("a lead")
+        Lead::of(p, None, true).expect("a lead")
     }
 
     fn starts(l: &Lead) -> String {
@@ -221,7 +249,7 @@ mod tests {
         // A non-ASCII class lets any high byte start.
         assert!(lead(r"[a-zé]").bytes[0xC3]);
         // A regex that matches the empty string has no lead.
-        assert!(Lead::of(r"a*").is_none());
+        assert!(Lead::of(r"a*", None, true).is_none());
     }
 
     #[test]

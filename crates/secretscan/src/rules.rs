@@ -395,7 +395,7 @@ impl RuleSet {
             let idx = rules.len();
             let lead = if r.keywords.is_empty() {
                 keywordless.push(idx);
-                Lead::of(&src)
+                Lead::of(&src, validator, secret_group == 0)
             } else {
                 None
             };

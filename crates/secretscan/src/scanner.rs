@@ -331,9 +331,11 @@ impl<'r> StreamScanner<'r> {
                     // Where a match may start: only where the regex can start one
                     // and the validator's shape starts too.
                     let (from, to) = ((start - lo) as usize, (report_to - lo) as usize);
-                    if rule.lead.as_ref().is_some_and(|l| {
-                        !l.starts_in(seg, from, to, rule.validator, rule.secret_group == 0)
-                    }) {
+                    if rule
+                        .lead
+                        .as_ref()
+                        .is_some_and(|l| !l.starts_in(seg, from, to))
+                    {
                         continue;
                     }
                     for caps in rules.rules[ri].regex.captures_iter(seg) {
