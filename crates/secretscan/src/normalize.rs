@@ -515,8 +515,8 @@ impl<'a> Deep<'_, 'a> {
                 !e.list.is_empty() && (*k != Kind::Form || e.list.iter().any(|x| x.len == 1))
             })
             .collect();
-        // Weak escapes count near a keyword of the input as given (deeper views are
-        // small islands and decoded whole).
+        // Weak escapes count near a keyword of the input as given (in a deeper view,
+        // a few small islands, every escape counts).
         let hits = &self.hits;
         // Inside a long base64 run (an image) a `+` or `\/` separates nothing: a short
         // keyword that turns up in it by chance must not make the run a view.
@@ -533,8 +533,14 @@ impl<'a> Deep<'_, 'a> {
             Vec::new()
         };
         for (kind, esc) in &all {
+            let margin = kind.shrink() * self.reach;
+            let span = |e: &escapes::Esc| {
+                (
+                    e.pos.saturating_sub(margin),
+                    (e.pos + e.len + margin).min(data.len()),
+                )
+            };
             let islands = if depth == 0 {
-                let margin = kind.shrink() * self.reach;
                 // Escapes come in order: where hits and blobs are is walked once.
                 let mut reach = Within::new(merge(
                     hits.iter()
@@ -550,14 +556,17 @@ impl<'a> Deep<'_, 'a> {
                         e.strong || near(e.pos)
                     }
                 };
-                merge(esc.list.iter().filter(&mut anchor).map(|e| {
-                    (
-                        e.pos.saturating_sub(margin),
-                        (e.pos + e.len + margin).min(data.len()),
-                    )
-                }))
+                merge(esc.list.iter().filter(&mut anchor).map(span))
             } else {
-                vec![(0, data.len())]
+                // A deeper view is decoded around each of its escapes (Form: each
+                // `+`), not whole: far from them it is its parent, already scanned
+                // and decoded (a match and its window span less than the margin).
+                merge(
+                    esc.list
+                        .iter()
+                        .filter(|e| *kind != Kind::Form || e.len == 1)
+                        .map(span),
+                )
             };
             if islands.is_empty() {
                 continue;
