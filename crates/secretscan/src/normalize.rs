@@ -737,7 +737,10 @@ impl<'a> Deep<'_, 'a> {
                 while i < data.len() && class(data[i]) {
                     i += 1;
                 }
-                push(s, i);
+                // Most runs are words, far shorter than a key.
+                if i - s >= FOLD_MIN {
+                    push(s, i);
+                }
             }
         }
         if spans.is_empty() {
