@@ -9,7 +9,8 @@
 //! `SECRETSCAN_BENCH_PARTS=1` (or `json`, `image`, `form`) times one request's parts
 //! alone instead. `SECRETSCAN_BENCH_ONE=stream` (or `code-scan`, `code-deep`,
 //! `mix-scan`, `mix-deep`) makes that one pass once and nothing else, for a profiler
-//! (`valgrind --tool=callgrind` counts its instructions).
+//! (`valgrind --tool=callgrind` counts its instructions), and prints its time alone
+//! (without making the corpus), so that two builds can be timed pass by pass.
 //!
 //! Run: `cargo bench --bench secretscan`.
 
@@ -142,8 +143,14 @@ fn one(rules: &RuleSet, which: &str, code: Vec<u8>) {
         Some("mix") => traffic_mix(code.len()),
         _ => code,
     };
+    let t = Instant::now();
     let n = pass(rules, which, &corpus);
-    println!("{which}: {} MiB, {n} findings", corpus.len() >> 20);
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{which}: {} MiB, {n} findings, {secs:.3} s, {:.0} MiB/s",
+        corpus.len() >> 20,
+        mbps(corpus.len(), secs)
+    );
 }
 
 /// The pass itself, apart from making the corpus (`--toggle-collect='*::pass'`).

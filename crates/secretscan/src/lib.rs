@@ -23,6 +23,7 @@ pub mod entropy;
 pub mod hostname;
 pub mod injection;
 mod keywords;
+mod lead;
 mod normalize;
 pub mod redact;
 mod rules;

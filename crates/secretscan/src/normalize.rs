@@ -345,6 +345,26 @@ impl Builder {
     }
 }
 
+/// Sorted, disjoint intervals asked about positions in ascending order.
+struct Within {
+    spans: Vec<(usize, usize)>,
+    at: usize,
+}
+
+impl Within {
+    fn new(spans: Vec<(usize, usize)>) -> Self {
+        Within { spans, at: 0 }
+    }
+
+    /// Is `p` in one of the intervals? `p` never decreases from one call to the next.
+    fn contains(&mut self, p: usize) -> bool {
+        while self.spans.get(self.at).is_some_and(|&(_, e)| e <= p) {
+            self.at += 1;
+        }
+        self.spans.get(self.at).is_some_and(|&(s, _)| s <= p)
+    }
+}
+
 /// Merge intervals given in ascending order of start.
 fn merge(spans: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
@@ -381,6 +401,7 @@ impl RuleSet {
         }
         let mut hits = Vec::new();
         let findings = self.scan_hits(data, Some(&mut hits));
+
         let mut deep = Deep {
             rules: self,
             budget,
@@ -494,42 +515,58 @@ impl<'a> Deep<'_, 'a> {
                 !e.list.is_empty() && (*k != Kind::Form || e.list.iter().any(|x| x.len == 1))
             })
             .collect();
-        // Weak escapes count near a keyword of the input as given (deeper views are
-        // small islands and decoded whole).
+        // Weak escapes count near a keyword of the input as given (in a deeper view,
+        // a few small islands, every escape counts).
         let hits = &self.hits;
         // Inside a long base64 run (an image) a `+` or `\/` separates nothing: a short
         // keyword that turns up in it by chance must not make the run a view.
-        let mut blobs = Vec::new();
-        if depth == 0 && !all.is_empty() {
-            runs::base64_runs(data, BLOB, |s, l| blobs.push((s, s + l)));
-        }
-        let in_blob = |p: usize| {
-            let i = blobs.partition_point(|&(_, e)| e <= p);
-            blobs.get(i).is_some_and(|&(s, _)| s <= p)
+        // Every base64-alphabet run, found once for the blobs and for `runs`.
+        let mut b64_runs = Vec::new();
+        runs::base64_runs(data, runs::BASE64_MIN, |s, l| b64_runs.push((s, l)));
+        let blobs: Vec<(usize, usize)> = if depth == 0 && !all.is_empty() {
+            b64_runs
+                .iter()
+                .filter(|&&(_, l)| l >= BLOB)
+                .map(|&(s, l)| (s, s + l))
+                .collect()
+        } else {
+            Vec::new()
         };
         for (kind, esc) in &all {
+            let margin = kind.shrink() * self.reach;
+            let span = |e: &escapes::Esc| {
+                (
+                    e.pos.saturating_sub(margin),
+                    (e.pos + e.len + margin).min(data.len()),
+                )
+            };
             let islands = if depth == 0 {
-                let margin = kind.shrink() * self.reach;
-                let near = |p: usize| {
-                    let i = hits.partition_point(|&h| h + margin < p);
-                    hits.get(i).is_some_and(|&h| h <= p + margin) && !in_blob(p)
-                };
+                // Escapes come in order: where hits and blobs are is walked once.
+                let mut reach = Within::new(merge(
+                    hits.iter()
+                        .map(|&h| (h.saturating_sub(margin), h + margin + 1)),
+                ));
+                let mut blob = Within::new(blobs.clone());
+                let mut near = |p: usize| reach.contains(p) && !blob.contains(p);
                 // Form adds `+` for a space to percent, whose escapes make their own view.
-                let anchor = |e: &&escapes::Esc| {
+                let mut anchor = |e: &&escapes::Esc| {
                     if *kind == Kind::Form {
                         e.len == 1 && near(e.pos)
                     } else {
                         e.strong || near(e.pos)
                     }
                 };
-                merge(esc.list.iter().filter(anchor).map(|e| {
-                    (
-                        e.pos.saturating_sub(margin),
-                        (e.pos + e.len + margin).min(data.len()),
-                    )
-                }))
+                merge(esc.list.iter().filter(&mut anchor).map(span))
             } else {
-                vec![(0, data.len())]
+                // A deeper view is decoded around each of its escapes (Form: each
+                // `+`), not whole: far from them it is its parent, already scanned
+                // and decoded (a match and its window span less than the margin).
+                merge(
+                    esc.list
+                        .iter()
+                        .filter(|e| *kind != Kind::Form || e.len == 1)
+                        .map(span),
+                )
             };
             if islands.is_empty() {
                 continue;
@@ -559,7 +596,7 @@ impl<'a> Deep<'_, 'a> {
         if let Some(b) = self.utf16(data) {
             out.push(self.finish(v, b, "utf16")?);
         }
-        let (b64, hex, b32, streams) = self.runs(v, data);
+        let (b64, hex, b32, streams) = self.runs(v, data, &b64_runs);
         if let Some(b) = self.inflated(data, streams)? {
             out.push(self.finish(v, b, "inflate")?);
         }
@@ -700,7 +737,10 @@ impl<'a> Deep<'_, 'a> {
                 while i < data.len() && class(data[i]) {
                     i += 1;
                 }
-                push(s, i);
+                // Most runs are words, far shorter than a key.
+                if i - s >= FOLD_MIN {
+                    push(s, i);
+                }
             }
         }
         if spans.is_empty() {
@@ -717,7 +757,12 @@ impl<'a> Deep<'_, 'a> {
     /// The text inside the base64, the hex and the base32 runs of view `v`.
     /// Also the base64 runs that decode to a gzip or zlib header.
     #[allow(clippy::type_complexity)]
-    fn runs(&self, v: usize, data: &[u8]) -> (Builder, Builder, Builder, Vec<(usize, usize)>) {
+    fn runs(
+        &self,
+        v: usize,
+        data: &[u8],
+        b64_runs: &[(usize, usize)],
+    ) -> (Builder, Builder, Builder, Vec<(usize, usize)>) {
         let view = &self.views[v];
         let mut b64 = Builder::new(self.remaining());
         let mut hex = Builder::new(self.remaining());
@@ -743,10 +788,10 @@ impl<'a> Deep<'_, 'a> {
                 b.decoded(&scratch[s..e], src, src_len, map(phase));
             }
         };
-        runs::base64_runs(data, runs::BASE64_MIN, |start, len| {
+        for &(start, len) in b64_runs {
             // A run wholly inside an unchanged stretch was decoded in the parent.
             if v != 0 && view.unchanged(start, start + len) {
-                return;
+                continue;
             }
             let run = &data[start..start + len];
             scratch.clear();
@@ -787,7 +832,7 @@ impl<'a> Deep<'_, 'a> {
                     });
                 }
             });
-        });
+        }
         (b64, hex, b32, streams)
     }
 }

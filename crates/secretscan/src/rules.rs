@@ -28,6 +28,7 @@ use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
 use crate::keywords::Keywords;
+use crate::lead::Lead;
 use crate::validators::Validator;
 
 /// Why a rule file cannot be used.
@@ -275,6 +276,8 @@ pub struct Rule {
     pub(crate) entropy: Option<f64>,
     pub(crate) allowlists: Vec<Allowlist>,
     pub(crate) validator: Option<Validator>,
+    /// Where a match can start (keywordless rules: see [`crate::lead`]).
+    pub(crate) lead: Option<Lead>,
 }
 
 /// A compiled rule set: the rules, the global allowlists, and the keyword automaton.
@@ -390,9 +393,12 @@ impl RuleSet {
                 allowlists.push(Allowlist::compile(a, &scope)?);
             }
             let idx = rules.len();
-            if r.keywords.is_empty() {
+            let lead = if r.keywords.is_empty() {
                 keywordless.push(idx);
-            }
+                Lead::of(&src, validator, secret_group == 0)
+            } else {
+                None
+            };
             let fold = upper_only(&src);
             for k in r.keywords {
                 let k = k.to_ascii_lowercase();
@@ -418,6 +424,7 @@ impl RuleSet {
                 entropy: r.entropy,
                 allowlists,
                 validator,
+                lead,
             });
         }
         let keywords = Keywords::new(&patterns)?;

@@ -318,13 +318,23 @@ impl<'r> StreamScanner<'r> {
             let seg = &self.buf[(lo - self.base) as usize..(hi - self.base) as usize];
             // Shapes of where a match can start (and as far as a value runs on).
             let gate_end = (report_to + GATE_MARGIN).min(hi);
-            let shapes =
-                shapes(&self.buf[(start - self.base) as usize..(gate_end - self.base) as usize]);
+            let shapes = shapes(
+                &self.buf[(start - self.base) as usize..(hi - self.base) as usize],
+                (gate_end - start) as usize,
+            );
             {
                 for &ri in &rules.keywordless {
-                    if rules.rules[ri]
-                        .validator
-                        .is_some_and(|v| !v.possible(shapes))
+                    let rule = &rules.rules[ri];
+                    if rule.validator.is_some_and(|v| !v.possible(shapes)) {
+                        continue;
+                    }
+                    // Where a match may start: only where the regex can start one
+                    // and the validator's shape starts too.
+                    let (from, to) = ((start - lo) as usize, (report_to - lo) as usize);
+                    if rule
+                        .lead
+                        .as_ref()
+                        .is_some_and(|l| !l.starts_in(seg, from, to))
                     {
                         continue;
                     }

@@ -94,8 +94,8 @@ impl Validator {
 /// value a validator accepts has it), so text without them costs one pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Shapes {
-    /// Four digits in a row (every card number, grouped or not).
-    pub digits4: bool,
+    /// Thirteen digits (every card number, grouped or not).
+    pub digits13: bool,
     /// Two uppercase letters then two digits (an IBAN's start), then [`IBAN_MIN`] - 4
     /// more letters or digits, with spaces between them or none (the rest of the
     /// shortest IBAN; the validator drops spaces and takes nothing but `[A-Z0-9]`).
@@ -138,6 +138,7 @@ const C_DIGIT: u8 = 1;
 const C_UPPER: u8 = 2;
 const C_LOWER: u8 = 4;
 const C_SEP: u8 = 8;
+const C_SPACE: u8 = 16;
 
 const CLASSES: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -150,7 +151,9 @@ const CLASSES: [u8; 256] = {
             C_UPPER
         } else if c.is_ascii_lowercase() {
             C_LOWER
-        } else if matches!(c, b' ' | b'\t' | b'\r' | b'\n' | b',' | b'+') {
+        } else if c == b' ' {
+            C_SEP | C_SPACE
+        } else if matches!(c, b'\t' | b'\r' | b'\n' | b',' | b'+') {
             C_SEP
         } else {
             0
@@ -160,23 +163,34 @@ const CLASSES: [u8; 256] = {
     t
 };
 
-/// The shapes `b` holds (each test stops at its first hit; a test runs only when a
-/// cheaper one before it allows).
-pub(crate) fn shapes(b: &[u8]) -> Shapes {
+/// The shapes `b[..gate]` holds (each test stops at its first hit; a test runs only
+/// when a cheaper one before it allows); the digits are counted in all of `b` (the
+/// rest of what the regex sees: a card number that starts in the gate may end past
+/// it).
+pub(crate) fn shapes(b: &[u8], gate: usize) -> Shapes {
+    // A count (vectorized, no branch) of all digits stands for the digit tests: a card
+    // number holds 13 and an IBAN 2 (a run of two digits costs a probe every other
+    // byte, so the IBAN test starts from its letters and digits instead).
+    let digits: usize = b
+        .chunks(128)
+        .map(|c| {
+            // Byte lanes (128 cannot overflow one): vectorized sixteen or more at a time.
+            usize::from(
+                c.iter()
+                    .fold(0u8, |n, &c| n + u8::from(c.wrapping_sub(b'0') < 10)),
+            )
+        })
+        .sum();
+    let b = &b[..gate.min(b.len())];
     let upper = |i: usize| b[i].is_ascii_uppercase();
-    // Most text has few digits: a count (vectorized, no branch) spares the digit tests.
-    let digits = b
-        .iter()
-        .fold(0u32, |n, &c| n + u32::from(c.wrapping_sub(b'0') < 10))
-        >= 2;
     Shapes {
-        digits4: digits && runs(b, 4, C_DIGIT).next().is_some(),
-        iban: digits
-            && runs(b, 2, C_DIGIT).any(|r| {
-                r.start >= 2
-                    && upper(r.start - 1)
-                    && upper(r.start - 2)
-                    && iban_rest(&b[r.start + 2..])
+        digits13: digits >= 13,
+        iban: digits >= 2
+            && runs(b, IBAN_MIN, C_DIGIT | C_UPPER | C_SPACE).any(|r| {
+                runs(&b[r.clone()], 2, C_DIGIT).any(|d| {
+                    let ds = r.start + d.start;
+                    d.start >= 2 && upper(ds - 1) && upper(ds - 2) && iban_rest(&b[ds + 2..])
+                })
             }),
         alnum25: runs(b, 25, C_DIGIT | C_UPPER | C_LOWER).next().is_some(),
         words12: runs(b, MIN_PHRASE_BYTES, C_UPPER | C_LOWER | C_SEP)
@@ -244,7 +258,7 @@ fn listed_words(b: &[u8], n: u32) -> bool {
         let gap_start = i;
         let mut clean = true;
         while i < b.len() && !letter(b[i]) {
-            clean &= CLASSES[b[i] as usize] == C_SEP;
+            clean &= CLASSES[b[i] as usize] & C_SEP != 0;
             i += 1;
         }
         let gap = i - gap_start;
@@ -277,12 +291,104 @@ impl Validator {
     /// Does a segment with these shapes possibly hold a value this validator accepts?
     pub(crate) fn possible(self, s: Shapes) -> bool {
         match self {
-            Validator::Luhn => s.digits4,
+            Validator::Luhn => s.digits13,
             Validator::Iban => s.iban,
             Validator::Wif | Validator::BtcAddress | Validator::Secp256k1Key => s.alnum25,
             Validator::Bip39 => s.words12,
         }
     }
+}
+
+impl Validator {
+    /// Can a value this validator accepts start at `rest[0]` (and lie in `rest`)? A
+    /// necessary condition, checked where a keywordless rule's regex can start a
+    /// match ([`crate::lead::Lead::starts_in`]): a card number's 13 digits, a WIF
+    /// key's 51 base58 digits, an address's 25 base58 digits or its bech32 prefix, a
+    /// hex key's 64 digits. IBANs and seed phrases keep their segment gate alone.
+    pub(crate) fn starts_at(self, rest: &[u8]) -> bool {
+        let base58 = |n: usize| rest.len() >= n && rest[..n].iter().all(|&c| is_base58(c));
+        match self {
+            // `pan_digits`: digits and separators only, 13 digits at least.
+            Validator::Luhn => {
+                let mut digits = 0;
+                for &c in rest {
+                    match c {
+                        b'0'..=b'9' => {
+                            digits += 1;
+                            if digits == 13 {
+                                return true;
+                            }
+                        }
+                        b' ' | b'-' | b'.' => {}
+                        _ => return false,
+                    }
+                }
+                false
+            }
+            // `wif`: the first 51 or 52 characters are base58check.
+            Validator::Wif => base58(51),
+            // `btc_address`: bech32 after `bc1`/`tb1` (the shortest segwit address has
+            // a version and a 2-byte program: 8 data characters with the checksum),
+            // else the first 25 to 35 characters are base58check.
+            Validator::BtcAddress => {
+                let bech = rest.len() >= 11
+                    && (rest[..3].eq_ignore_ascii_case(b"bc1")
+                        || rest[..3].eq_ignore_ascii_case(b"tb1"));
+                if bech {
+                    rest[3..11].iter().all(|&c| is_bech32(c))
+                } else {
+                    base58(25)
+                }
+            }
+            Validator::Secp256k1Key => {
+                let s = rest
+                    .strip_prefix(b"0x")
+                    .or_else(|| rest.strip_prefix(b"0X"))
+                    .unwrap_or(rest);
+                s.len() >= 64 && s[..64].iter().all(u8::is_ascii_hexdigit)
+            }
+            Validator::Iban | Validator::Bip39 => true,
+        }
+    }
+}
+
+impl Validator {
+    /// The run a value this validator accepts lies in, from its first byte: the
+    /// bytes of the run and its least length (what [`Validator::starts_at`] asks at
+    /// least). None for seed phrases (words of the list, checked past the match).
+    pub(crate) fn run(self) -> Option<(ByteClass, usize)> {
+        Some(match self {
+            Validator::Luhn => (
+                |c| c.is_ascii_digit() || matches!(c, b' ' | b'-' | b'.'),
+                13,
+            ),
+            Validator::Wif => (is_base58, 51),
+            // `bc1` and 8 bech32 characters, or 25 base58 digits.
+            Validator::BtcAddress => (|c| c.is_ascii_alphanumeric(), 11),
+            // `0x` and 64 hex digits, or the 64 digits.
+            Validator::Secp256k1Key => (|c| c.is_ascii_alphanumeric(), 64),
+            // The validator drops spaces and reads 15 or more of `[A-Z0-9]`.
+            Validator::Iban => (
+                |c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b' ',
+                15,
+            ),
+            Validator::Bip39 => return None,
+        })
+    }
+}
+
+/// A set of bytes.
+pub(crate) type ByteClass = fn(u8) -> bool;
+
+/// A digit of Bitcoin's base58 alphabet.
+fn is_base58(c: u8) -> bool {
+    c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l')
+}
+
+/// A data character of bech32, either case (`1`, `b`, `i`, `o` are not).
+fn is_bech32(c: u8) -> bool {
+    let c = c.to_ascii_lowercase();
+    (c.is_ascii_lowercase() || c.is_ascii_digit()) && !matches!(c, b'1' | b'b' | b'i' | b'o')
 }
 
 // ---------------------------------------------------------------- payment cards

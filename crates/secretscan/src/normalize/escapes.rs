@@ -76,6 +76,13 @@ pub(super) struct Escapes {
 }
 
 impl Escapes {
+    /// Room for `n` escapes (most decode to one byte), so that a text dense with
+    /// them (JSON, a form body) does not copy the lists as they grow.
+    fn reserve(&mut self, n: usize) {
+        self.list.reserve(n);
+        self.bytes.reserve(n);
+    }
+
     fn push(&mut self, pos: usize, len: usize, dec: &[u8], strong: bool) {
         self.list.push(Esc {
             pos,
@@ -84,7 +91,10 @@ impl Escapes {
             dec_len: dec.len(),
             strong,
         });
-        self.bytes.extend_from_slice(dec);
+        match dec {
+            [b] => self.bytes.push(*b),
+            _ => self.bytes.extend_from_slice(dec),
+        }
     }
 
     fn push_char(&mut self, pos: usize, len: usize, c: char) {
@@ -113,13 +123,26 @@ fn strong_char(c: char) -> bool {
     fold(c, &mut out) && out.iter().copied().any(key_byte)
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
+/// Hex digit values; 0xFF for other bytes.
+const HEX: [u8; 256] = {
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn hex_val(b: u8) -> Option<u8> {
+    let v = HEX[usize::from(b)];
+    (v != 0xFF).then_some(v)
 }
 
 /// `data[at..at + n]` as a hex number, when all `n` bytes are hex digits.
@@ -130,8 +153,24 @@ fn hex_num(data: &[u8], at: usize, n: usize) -> Option<u32> {
         .try_fold(0u32, |acc, &b| Some(acc << 4 | u32::from(hex_val(b)?)))
 }
 
+/// `data[at..at + 2]` as a byte, when both are hex digits (`%XX`, `=XX`).
+fn hex_byte(data: &[u8], at: usize) -> Option<u8> {
+    let (&h, &l) = (data.get(at)?, data.get(at + 1)?);
+    let (h, l) = (HEX[usize::from(h)], HEX[usize::from(l)]);
+    (h != 0xFF && l != 0xFF).then_some(h << 4 | l)
+}
+
 pub(super) fn find(kind: Kind, data: &[u8]) -> Escapes {
     let mut out = Escapes::default();
+    let count = |b: u8| memchr::memchr_iter(b, data).count();
+    out.reserve(match kind {
+        Kind::Percent => count(b'%'),
+        Kind::Form => count(b'%') + count(b'+'),
+        Kind::QuotedPrintable => count(b'='),
+        Kind::Backslash => count(b'\\'),
+        Kind::Html => count(b'&'),
+        Kind::Unicode => 0,
+    });
     match kind {
         Kind::Percent => percent(data, false, &mut out),
         Kind::Form => percent(data, true, &mut out),
@@ -188,8 +227,7 @@ fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
         if data[p] == b'+' {
             out.push(p, 1, b" ", false);
             i = p + 1;
-        } else if let Some(v) = hex_num(data, p + 1, 2) {
-            let b = v as u8;
+        } else if let Some(b) = hex_byte(data, p + 1) {
             out.push(p, 3, &[b], key_byte(b));
             i = p + 3;
         } else {
@@ -214,8 +252,7 @@ fn quoted_printable(data: &[u8], out: &mut Escapes) {
                 p > 0 && key_byte(data[p - 1]) && data.get(p + soft).copied().is_some_and(key_byte);
             out.push(p, soft, b"", joins);
             i = p + soft;
-        } else if let Some(v) = hex_num(data, p + 1, 2) {
-            let b = v as u8;
+        } else if let Some(b) = hex_byte(data, p + 1) {
             out.push(p, 3, &[b], key_byte(b));
             i = p + 3;
         } else {
@@ -258,9 +295,9 @@ fn backslash(data: &[u8], out: &mut Escapes) {
         } else if next == b'u' {
             unicode_escape(data, p, out)
         } else if next == b'x' {
-            match hex_num(data, p + 2, 2) {
+            match hex_byte(data, p + 2) {
                 Some(v) => {
-                    out.push(p, 4, &[v as u8], key_byte(v as u8));
+                    out.push(p, 4, &[v], key_byte(v));
                     4
                 }
                 None => 0,

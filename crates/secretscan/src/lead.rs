@@ -1,0 +1,268 @@
+//! Where a match of a rule can start, read from its regex: the bytes a match can
+//! start with, and whether it starts at an ASCII word boundary (`(?-u:\b)` before
+//! anything else). A keywordless rule runs over every segment of the stream; its
+//! segment gate ([`crate::validators::Shapes`]) says whether a segment holds the shape
+//! of a value its validator accepts *somewhere*, and [`Lead::starts_in`] says whether
+//! such a value can *start* where the regex can start a match. In random base64 (an
+//! image in a JSON body) every segment holds 25 letters and digits in a row, but almost
+//! none holds a `5`, `K` or `L` after a `+` or `/` with 50 more base58 digits after it,
+//! so the Bitcoin and card regexes no longer run over images.
+//!
+//! Both facts are necessary conditions of a match, computed from the parsed regex
+//! (`regex-syntax`'s HIR), so a gate built from them never hides a match: a byte set
+//! that cannot be computed is "any byte", a boundary that is not certain is not
+//! required.
+
+use regex_syntax::hir::{Class, Hir, HirKind, Look};
+
+use crate::validators::Validator;
+
+/// What every match of a rule's regex starts with, and the run of bytes its
+/// validator's value starts.
+#[derive(Clone, Debug)]
+pub(crate) struct Lead {
+    /// `bytes[b]`: a match can start with byte `b`.
+    bytes: [bool; 256],
+    /// A match starts at an ASCII word boundary.
+    boundary: bool,
+    /// The rule's validator, when the secret is the whole match (its shape starts
+    /// where the match starts).
+    validator: Option<Validator>,
+    /// The run such a value lies in, from its first byte ([`Validator::run`]).
+    run: Option<Run>,
+}
+
+/// A run of `class` at least `min` bytes long.
+#[derive(Clone, Debug)]
+struct Run {
+    class: [bool; 256],
+    min: usize,
+    /// The run is of word characters, and so is every byte a match can start with,
+    /// and a match starts at a boundary: only a run's first byte can start one.
+    first_only: bool,
+}
+
+/// The ASCII word characters of `(?-u:\b)`.
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+impl Lead {
+    /// The lead of `pattern` (the regex of a rule with `validator`; `whole`: its
+    /// secret is the whole match), or None when it cannot be parsed (the rule's regex
+    /// compiled, so this does not happen) or a match can be empty.
+    pub(crate) fn of(pattern: &str, validator: Option<Validator>, whole: bool) -> Option<Lead> {
+        let hir = regex_syntax::ParserBuilder::new()
+            .utf8(false)
+            .build()
+            .parse(pattern)
+            .ok()?;
+        let mut bytes = [false; 256];
+        if first_bytes(&hir, &mut bytes) {
+            // A match can be empty: it can start anywhere.
+            return None;
+        }
+        let boundary = hir.properties().look_set_prefix().contains(Look::WordAscii);
+        let validator = validator.filter(|_| whole);
+        let run = validator.and_then(Validator::run).map(|(class, min)| {
+            let class: [bool; 256] = std::array::from_fn(|b| class(b as u8));
+            let words = |set: &[bool; 256]| (0u8..=255).all(|b| !set[usize::from(b)] || is_word(b));
+            Run {
+                first_only: boundary && words(&bytes) && words(&class),
+                class,
+                min,
+            }
+        });
+        Some(Lead {
+            bytes,
+            boundary,
+            validator,
+            run,
+        })
+    }
+
+    /// Can a match start at `hay[p]` (the regex sees `hay`, so `hay[p - 1]` is the
+    /// byte its `\b` looks at)?
+    fn can_start(&self, hay: &[u8], p: usize) -> bool {
+        let b = hay[p];
+        self.bytes[usize::from(b)]
+            && (!self.boundary || (p > 0 && is_word(hay[p - 1])) != is_word(b))
+    }
+
+    /// Can a match start at `p` and hold a value of the validator's shape there?
+    fn fits(&self, hay: &[u8], p: usize) -> bool {
+        self.can_start(hay, p) && self.validator.is_none_or(|v| v.starts_at(&hay[p..]))
+    }
+
+    /// Can a match that the rule's validator accepts start at some `p` in `from..to`
+    /// of `hay` (the haystack the rule's regex runs over)?
+    pub(crate) fn starts_in(&self, hay: &[u8], from: usize, to: usize) -> bool {
+        let to = to.min(hay.len());
+        let Some(run) = &self.run else {
+            return (from..to).any(|p| self.fits(hay, p));
+        };
+        // The value lies in a run of the class at least `min` long that starts at or
+        // before it: only such runs are looked at (found by skipping ahead).
+        let mut found = false;
+        class_runs(
+            hay,
+            from.saturating_sub(run.min),
+            run.min,
+            &run.class,
+            |rs, re| {
+                if rs >= to {
+                    return true;
+                }
+                // Inside a run of word characters no position after its first is at a
+                // boundary (its byte before is a word character too).
+                let last = if run.first_only {
+                    rs + 1
+                } else {
+                    re + 1 - run.min
+                };
+                found = (rs.max(from)..last.min(to)).any(|p| self.fits(hay, p));
+                found
+            },
+        );
+        found
+    }
+}
+
+/// Call `f(start, end)` for the maximal runs of `min` or more bytes of `class` in
+/// `hay[from..]` (a run may begin before `from`), until `f` returns true. Only every
+/// `min`-th byte is looked at where no such run can be.
+fn class_runs(
+    hay: &[u8],
+    from: usize,
+    min: usize,
+    class: &[bool; 256],
+    mut f: impl FnMut(usize, usize) -> bool,
+) {
+    let class = |c: u8| class[usize::from(c)];
+    let n = hay.len();
+    let mut i = from;
+    while min > 0 && i + min <= n {
+        match hay[i..i + min].iter().rposition(|&c| !class(c)) {
+            Some(k) => i += k + 1,
+            None => {
+                let mut s = i;
+                while s > 0 && class(hay[s - 1]) {
+                    s -= 1;
+                }
+                let mut e = i + min;
+                while e < n && class(hay[e]) {
+                    e += 1;
+                }
+                if f(s, e) {
+                    return;
+                }
+                i = e + 1;
+            }
+        }
+    }
+}
+
+/// Add the bytes a match of `h` can start with to `set`; whether `h` can match the
+/// empty string (then what follows it can start a match too).
+fn first_bytes(h: &Hir, set: &mut [bool; 256]) -> bool {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => true,
+        HirKind::Literal(lit) => match lit.0.first() {
+            Some(&b) => {
+                set[usize::from(b)] = true;
+                false
+            }
+            None => true,
+        },
+        HirKind::Class(Class::Bytes(c)) => {
+            for r in c.ranges() {
+                for b in r.start()..=r.end() {
+                    set[usize::from(b)] = true;
+                }
+            }
+            false
+        }
+        HirKind::Class(Class::Unicode(c)) => {
+            for r in c.ranges() {
+                let (s, e) = (u32::from(r.start()), u32::from(r.end()));
+                for b in s.min(0x80)..=e.min(0x7F) {
+                    set[b as usize] = true;
+                }
+                if e >= 0x80 {
+                    // A UTF-8 lead byte: not worth narrowing.
+                    set[0x80..].fill(true);
+                }
+            }
+            false
+        }
+        HirKind::Repetition(r) => {
+            let empty = first_bytes(&r.sub, set);
+            empty || r.min == 0
+        }
+        HirKind::Capture(c) => first_bytes(&c.sub, set),
+        HirKind::Concat(subs) => subs.iter().all(|s| first_bytes(s, set)),
+        HirKind::Alternation(subs) => {
+            let mut empty = false;
+            for s in subs {
+                empty |= first_bytes(s, set);
+            }
+            empty
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lead(p: &str) -> Lead {
+        Lead::of(p, None, true).expect("a lead")
+    }
+
+    fn starts(l: &Lead) -> String {
+        (0u8..=255)
+            .filter(|&b| l.bytes[usize::from(b)])
+            .map(char::from)
+            .collect()
+    }
+
+    #[test]
+    fn first_bytes_and_boundary() {
+        let l = lead(r"(?-u:\b)[5KLc9][1-9A-HJ-NP-Za-km-z]{50,51}");
+        assert_eq!(starts(&l), "59KLc");
+        assert!(l.boundary);
+        let l = lead(
+            r"(?-u:\b)(?:[13][1-9A-HJ-NP-Za-km-z]{24,34}|(?i:(?:bc|tb)1[02-9ac-hj-np-z]{8,87}))",
+        );
+        assert_eq!(starts(&l), "13BTbt");
+        assert!(l.boundary);
+        let l = lead(r"[0-9]{13,19}|[0-9]{4}[ \-.][0-9]{4}");
+        assert_eq!(starts(&l), "0123456789");
+        assert!(!l.boundary);
+        // Optional parts let what follows start a match.
+        let l = lead(r"(?:0x)?[a-f]{4}");
+        assert_eq!(starts(&l), "0abcdef");
+        // A boundary in one branch only is not required.
+        assert!(!lead(r"(?-u:\b)a|b").boundary);
+        // Unicode `\b` is another boundary: not taken for the ASCII one.
+        assert!(!lead(r"\ba").boundary);
+        // A non-ASCII class lets any high byte start.
+        assert!(lead(r"[a-zé]").bytes[0xC3]);
+        // A regex that matches the empty string has no lead.
+        assert!(Lead::of(r"a*", None, true).is_none());
+    }
+
+    #[test]
+    fn boundary_is_the_regex_boundary() {
+        let l = lead(r"(?-u:\b)K[a-z]");
+        for (hay, p, want) in [
+            (&b"Kx"[..], 0, true),
+            (b"+Kx", 1, true),
+            (b"aKx", 1, false),
+            (b"_Kx", 1, false),
+            (b"\xffKx", 1, true),
+        ] {
+            assert_eq!(l.can_start(hay, p), want, "{hay:?} at {p}");
+        }
+    }
+}
