@@ -8,6 +8,7 @@
 //! unlabelled in a namespace is touched, and a namespace of the same name that is not ours
 //! is refused rather than adopted.
 
+pub mod engine;
 pub mod pod;
 
 use std::fmt::Debug;
@@ -219,7 +220,7 @@ impl Cluster {
     /// Deletes the project's namespace (and so everything in it) if it is ours.
     pub async fn delete_namespace(&self, project: &str) -> Result<Deleted, KubeError> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        delete_checked(&api, &namespace_name(project), project, "").await
+        delete_checked(&api, &namespace_name(project), project, "", None).await
     }
 
     /// The project's objects of kind `K` in `namespace`, selected by label server-side
@@ -229,8 +230,23 @@ impl Cluster {
         namespace: &str,
         project: &str,
     ) -> Result<Vec<K>, KubeError> {
+        self.list_ours_where(namespace, project, &[]).await
+    }
+
+    /// [`Cluster::list_ours`] narrowed by more `key=value` label selectors.
+    pub async fn list_ours_where<K: Namespaced>(
+        &self,
+        namespace: &str,
+        project: &str,
+        more: &[String],
+    ) -> Result<Vec<K>, KubeError> {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        let params = ListParams::default().labels(&project_selector(project));
+        let mut selector = project_selector(project);
+        for m in more {
+            selector.push(',');
+            selector.push_str(m);
+        }
+        let params = ListParams::default().labels(&selector);
         let list = api.list(&params).await.map_err(api_err(format!(
             "listing {}s of project {project} in {namespace}",
             kind_of::<K>()
@@ -274,8 +290,31 @@ impl Cluster {
         name: &str,
         project: &str,
     ) -> Result<Deleted, KubeError> {
+        self.delete_graced::<K>(namespace, name, project, None)
+            .await
+    }
+
+    /// [`Cluster::delete_ours`] with no grace period: a pod is gone from the API at once
+    /// (its containers are killed by the kubelet), so one of the same name can follow.
+    pub async fn delete_ours_now<K: Namespaced>(
+        &self,
+        namespace: &str,
+        name: &str,
+        project: &str,
+    ) -> Result<Deleted, KubeError> {
+        self.delete_graced::<K>(namespace, name, project, Some(0))
+            .await
+    }
+
+    async fn delete_graced<K: Namespaced>(
+        &self,
+        namespace: &str,
+        name: &str,
+        project: &str,
+        grace: Option<u32>,
+    ) -> Result<Deleted, KubeError> {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        delete_checked(&api, name, project, &format!("{namespace}/")).await
+        delete_checked(&api, name, project, &format!("{namespace}/"), grace).await
     }
 
     /// Deletes every object of kind `K` in `namespace` that carries the project's labels;
@@ -317,6 +356,7 @@ async fn delete_checked<K>(
     name: &str,
     project: &str,
     prefix: &str,
+    grace: Option<u32>,
 ) -> Result<Deleted, KubeError>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
@@ -337,6 +377,9 @@ where
         });
     }
     let mut params = DeleteParams::background();
+    if let Some(secs) = grace {
+        params = params.grace_period(secs);
+    }
     if let Some(uid) = object.uid() {
         params = params.preconditions(kube::api::Preconditions {
             uid: Some(uid),
