@@ -207,27 +207,9 @@ impl<I> KubeEngine<I> {
             .find(|p| render::records(p).iter().any(|r| r.name == name)))
     }
 
-    /// The running pods of `bottle` other than `except`, with their addresses.
+    /// The pods of `bottle` other than `except`, with their addresses.
     async fn peers(&self, bottle: &str, except: &str) -> Result<Vec<Peer>, EngineError> {
-        Ok(self
-            .pods()
-            .await?
-            .into_iter()
-            .filter(|p| {
-                p.labels()
-                    .get(bottle_contract::labels::BOTTLE)
-                    .map(String::as_str)
-                    == Some(bottle)
-                    && p.metadata.name.as_deref() != Some(except)
-            })
-            .filter_map(|p| {
-                let ip = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
-                Some(Peer {
-                    ip,
-                    records: render::records(&p),
-                })
-            })
-            .collect())
+        Ok(render::peers_of(&self.pods().await?, bottle, except))
     }
 
     /// How each volume `spec` mounts is backed in the namespace.
@@ -418,12 +400,7 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
     }
 
     async fn list_containers(&self, _labels: &[String]) -> Result<Vec<ContainerInfo>, EngineError> {
-        Ok(self
-            .pods()
-            .await?
-            .iter()
-            .flat_map(render::container_infos)
-            .collect())
+        Ok(render::all_container_infos(&self.pods().await?))
     }
 
     /// The local images whose tag was pushed to the registry, under their local tag.
@@ -583,7 +560,8 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
     }
 
     /// A pod is never restarted in place (`restartPolicy: Never`): starting a stopped
-    /// container makes its pod anew from the same spec.
+    /// container makes its pod anew from the same spec, with its peers' addresses as
+    /// they are now.
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
         let Some(current) = self.pod_of(name).await? else {
             return Err(EngineError::NotFound {
@@ -592,8 +570,15 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
             });
         };
         let pod_name = current.name_any();
+        let bottle = current
+            .labels()
+            .get(bottle_contract::labels::BOTTLE)
+            .cloned()
+            .unwrap_or_default();
+        let peers = self.peers(&bottle, &pod_name).await?;
         self.delete_pod_now(&pod_name).await?;
-        self.run_pod(render::fresh(&current), Vec::new()).await
+        self.run_pod(render::refresh(&current, &peers), Vec::new())
+            .await
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {

@@ -35,6 +35,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
 use crate::pod::{self, AgentPod, Endpoint};
+use bottle_contract::node::NodeKind;
 
 /// What a labelled object stands for: `network`, `volume` or `env`.
 pub const OBJECT: &str = "bottle.object";
@@ -308,10 +309,10 @@ fn set_records(p: &mut Pod, records: &[Record]) {
         );
 }
 
-/// The containers of a pod read back, one per record.
-pub fn container_infos(p: &Pod) -> Vec<ContainerInfo> {
+/// The containers of a pod read back, one per record; a `stale` pod's are not running.
+pub fn container_infos(p: &Pod, stale: bool) -> Vec<ContainerInfo> {
     let status = p.status.clone().unwrap_or_default();
-    let pod_running = status.phase.as_deref() == Some("Running");
+    let pod_running = !stale && status.phase.as_deref() == Some("Running");
     let running = |c: &str| {
         status
             .container_statuses
@@ -558,18 +559,131 @@ fn container(
     Ok((c, volumes))
 }
 
-/// The names of the peers' containers for `/etc/hosts`, one entry per address.
-fn peer_aliases(peers: &[Peer]) -> Vec<HostAlias> {
+/// The names of the peers' containers that a pod of `node` depends on (section 2's
+/// table), for `/etc/hosts`, one entry per address. Only dependencies: two pods never
+/// name each other, so a pod made anew (a new address) makes only its dependents stale.
+fn peer_aliases(node: &str, peers: &[Peer]) -> Vec<HostAlias> {
+    let node = NodeKind::parse(node);
     peers
         .iter()
         .filter_map(|p| {
-            let names: Vec<String> = p.records.iter().flat_map(|r| r.aliases.clone()).collect();
+            let names: Vec<String> = p
+                .records
+                .iter()
+                .filter(|r| {
+                    let theirs = r.labels.get(labels::NODE).and_then(|n| NodeKind::parse(n));
+                    matches!((node, theirs), (Some(a), Some(b)) if a.depends_on(b))
+                })
+                .flat_map(|r| r.aliases.clone())
+                .collect();
             (!names.is_empty()).then(|| HostAlias {
                 ip: p.ip.to_string(),
                 hostnames: Some(names),
             })
         })
         .collect()
+}
+
+/// The pods of `bottle` in `pods` other than `except` that have an address, as peers.
+pub fn peers_of(pods: &[Pod], bottle: &str, except: &str) -> Vec<Peer> {
+    pods.iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::BOTTLE))
+                .map(String::as_str)
+                == Some(bottle)
+                && p.metadata.name.as_deref() != Some(except)
+        })
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.as_ref()?.parse().ok()?;
+            Some(Peer {
+                ip,
+                records: records(p),
+            })
+        })
+        .collect()
+}
+
+/// Every container of `pods` read back, a pod that names a peer at an old address
+/// ([`stale`]) as not running.
+pub fn all_container_infos(pods: &[Pod]) -> Vec<ContainerInfo> {
+    pods.iter()
+        .flat_map(|p| {
+            let bottle = p
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(labels::BOTTLE))
+                .cloned()
+                .unwrap_or_default();
+            let name = p.metadata.name.clone().unwrap_or_default();
+            let peers = peers_of(pods, &bottle, &name);
+            container_infos(p, stale(p, &peers))
+        })
+        .collect()
+}
+
+/// The node of a pod: its holder's (first record's).
+fn pod_node(p: &Pod) -> String {
+    records(p)
+        .first()
+        .and_then(|r| r.labels.get(labels::NODE).cloned())
+        .unwrap_or_default()
+}
+
+/// Is the pod locked by `netlock` (the agent's pod)?
+fn locked(p: &Pod) -> bool {
+    p.spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .any(|c| c.name == pod::NETLOCK)
+}
+
+/// `p` as a new object with its peers' addresses as they are now: its `hostAliases`,
+/// and for the agent's pod the endpoints `netlock` lets through.
+pub fn refresh(p: &Pod, peers: &[Peer]) -> Pod {
+    let mut out = fresh(p);
+    let is_locked = locked(p);
+    let node = pod_node(p);
+    if let Some(s) = out.spec.as_mut() {
+        if is_locked {
+            let eps = endpoints(peers);
+            s.host_aliases = Some(pod::host_aliases(&eps));
+            for c in s.init_containers.iter_mut().flatten() {
+                if c.name == pod::NETLOCK {
+                    *c = pod::netlock_container(c.image.as_deref().unwrap_or_default(), &eps);
+                }
+            }
+        } else {
+            s.host_aliases = Some(peer_aliases(&node, peers));
+        }
+    }
+    out
+}
+
+/// Does `p` name a peer at an address it no longer has (made anew, or gone)? Such a
+/// pod is listed as not running, so the plan starts it again ([`refresh`]ed).
+pub fn stale(p: &Pod, peers: &[Peer]) -> bool {
+    let now: BTreeMap<&str, String> = peers
+        .iter()
+        .flat_map(|peer| {
+            peer.records
+                .iter()
+                .flat_map(|r| r.aliases.iter())
+                .map(|a| (a.as_str(), peer.ip.to_string()))
+        })
+        .collect();
+    p.spec
+        .iter()
+        .flat_map(|s| s.host_aliases.iter().flatten())
+        .any(|h| {
+            h.hostnames
+                .iter()
+                .flatten()
+                .any(|n| now.get(n.as_str()) != Some(&h.ip))
+        })
 }
 
 /// The sidecars the agent may reach: each peer container of node egress, git-gate or
@@ -623,7 +737,7 @@ pub fn render_pod(
             // The node's resolver: pipelock and git-gate resolve outside names; the
             // bottle's own names come from `hostAliases`.
             dns_policy: Some("Default".into()),
-            host_aliases: Some(peer_aliases(peers)),
+            host_aliases: Some(peer_aliases(&container_name(spec), peers)),
             restart_policy: Some("Never".into()),
             termination_grace_period_seconds: Some(5),
             security_context: Some(PodSecurityContext {

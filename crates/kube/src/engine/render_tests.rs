@@ -238,7 +238,7 @@ fn a_sidecar_pod_is_hardened_keeps_its_environment_out_of_the_spec_and_names_its
             .all(|m| m.mount_path != "/etc/bottle/ca" || m.read_only == Some(true))
     );
     // Read back: the seam's name, labels and networks.
-    let [info] = &container_infos(&p)[..] else {
+    let [info] = &container_infos(&p, false)[..] else {
         panic!("one info")
     };
     assert_eq!(info.name, spec.name);
@@ -312,7 +312,7 @@ fn the_agent_joins_its_holders_pod_locked_to_the_sidecars_and_leaves_it_again() 
             .as_ref()
             .is_some_and(|h| h.path == "/dev/net/tun" && h.type_.as_deref() == Some("CharDevice"))
     }));
-    assert_eq!(container_infos(&p).len(), 2);
+    assert_eq!(container_infos(&p, false).len(), 2);
     // Removing the agent leaves agent-net's pod; removing the holder, nothing.
     let rest = strip_pod(&p, "bottle-p-b-agent")
         .expect("strip")
@@ -327,4 +327,50 @@ fn the_agent_joins_its_holders_pod_locked_to_the_sidecars_and_leaves_it_again() 
             .is_none()
     );
     assert!(strip_pod(&p, "nope").is_err());
+}
+
+#[test]
+fn a_pod_names_only_what_it_depends_on_and_is_stale_once_that_moves() {
+    let pipelock = Peer {
+        ip: Ipv4Addr::new(10, 88, 0, 6),
+        records: vec![record(&sidecar("pipelock", 8888))],
+    };
+    let egress_spec = sidecar("egress", 3128);
+    let egress = render_pod(
+        &egress_spec,
+        "r",
+        &ca_backing(),
+        std::slice::from_ref(&pipelock),
+    )
+    .expect("pod");
+    assert!(!stale(&egress, std::slice::from_ref(&pipelock)));
+    // pipelock does not depend on egress: it is not given egress's name.
+    let pl = render_pod(
+        &sidecar("pipelock", 8888),
+        "r",
+        &ca_backing(),
+        &[Peer {
+            ip: Ipv4Addr::new(10, 88, 0, 7),
+            records: vec![record(&egress_spec)],
+        }],
+    )
+    .expect("pod");
+    assert_eq!(
+        pl.spec.as_ref().and_then(|s| s.host_aliases.clone()),
+        Some(vec![])
+    );
+    // pipelock made anew elsewhere, or gone: egress is stale, and refreshed.
+    let moved = Peer {
+        ip: Ipv4Addr::new(10, 88, 0, 9),
+        ..pipelock
+    };
+    assert!(stale(&egress, std::slice::from_ref(&moved)));
+    assert!(stale(&egress, &[]));
+    let again = refresh(&egress, std::slice::from_ref(&moved));
+    assert!(!stale(&again, &[moved]));
+    assert!(
+        container_infos(&egress, true)
+            .iter()
+            .all(|c| c.state == ContainerState::NotRunning)
+    );
 }
