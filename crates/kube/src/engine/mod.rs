@@ -531,7 +531,12 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
             .cloned()
             .unwrap_or_default();
         let env: Vec<Secret> = (!spec.env.is_empty())
-            .then(|| render::env_secret(&render::env_secret_name(&spec.name), spec))
+            .then(|| {
+                render::env_secret(
+                    &render::env_secret_name(&spec.name),
+                    &render::on_kubernetes(spec),
+                )
+            })
             .into_iter()
             .collect();
         match &spec.network_of {

@@ -523,6 +523,23 @@ fn resources(spec: &ContainerSpec) -> Option<ResourceRequirements> {
     })
 }
 
+/// `spec` as it runs on Kubernetes. pipelock's gateway sink (`GATEWAY_ENV`) takes the
+/// gateway address of its Docker network; in a pod that address is the node's pod
+/// network's, which must not be taken from every pod on the node. So pipelock runs as
+/// it does without the sink under Docker: as the sidecar user, with no capability.
+pub fn on_kubernetes(spec: &ContainerSpec) -> std::borrow::Cow<'_, ContainerSpec> {
+    let gateway = format!("{}=", bottle_contract::pipelock::GATEWAY_ENV);
+    if !spec.env.iter().any(|e| e.starts_with(&gateway)) {
+        return std::borrow::Cow::Borrowed(spec);
+    }
+    let mut s = spec.clone();
+    s.env.retain(|e| !e.starts_with(&gateway));
+    let uid = bottle_contract::ca::SIDECAR_UID;
+    s.user = format!("{uid}:{uid}");
+    s.cap_add.clear();
+    std::borrow::Cow::Owned(s)
+}
+
 /// One container of a pod, with its volumes (named `<prefix><i>`).
 fn container(
     spec: &ContainerSpec,
@@ -530,6 +547,7 @@ fn container(
     prefix: &str,
     backing: &BTreeMap<String, Backing>,
 ) -> Result<(Container, Vec<Volume>), RenderError> {
+    let spec = &*on_kubernetes(spec);
     let (uid, gid) = parse_user(spec)?;
     let (volumes, mounts) = volumes_of(spec, prefix, backing)?;
     let c = Container {
@@ -716,7 +734,7 @@ pub fn render_pod(
 ) -> Result<Pod, RenderError> {
     let (c, volumes) = container(spec, registry, "v", backing)?;
     let (labels, annotations) = split_labels(&spec.labels);
-    let (_, gid) = parse_user(spec)?;
+    let (_, gid) = parse_user(&on_kubernetes(spec))?;
     let mut p = Pod {
         metadata: ObjectMeta {
             name: Some(spec.name.clone()),

@@ -374,3 +374,25 @@ fn a_pod_names_only_what_it_depends_on_and_is_stale_once_that_moves() {
             .all(|c| c.state == ContainerState::NotRunning)
     );
 }
+
+#[test]
+fn pipelock_takes_no_gateway_in_a_pod_and_runs_unprivileged() {
+    let mut spec = sidecar("pipelock", 8888);
+    spec.env
+        .push(format!("{}=1", bottle_contract::pipelock::GATEWAY_ENV));
+    spec.user = "0:0".into();
+    spec.cap_add = vec!["NET_ADMIN".into(), "SETUID".into()];
+    let p = render_pod(&spec, "r", &ca_backing(), &[]).expect("pod");
+    let c = &p.spec.as_ref().expect("spec").containers[0];
+    let sc = c.security_context.as_ref().expect("sc");
+    assert_eq!(sc.run_as_user, Some(65534));
+    assert_eq!(sc.capabilities.as_ref().and_then(|c| c.add.clone()), None);
+    let env = env_secret("e", &on_kubernetes(&spec));
+    assert!(
+        !env.data
+            .expect("data")
+            .contains_key(bottle_contract::pipelock::GATEWAY_ENV)
+    );
+    // The record keeps the seam's spec: the plan compares what it asked for.
+    assert_eq!(records(&p)[0].labels, spec.labels);
+}
