@@ -339,6 +339,78 @@ impl<I> KubeEngine<I> {
     }
 }
 
+impl<I> KubeEngine<I> {
+    /// Seed `claims` through one helper pod (section 9.10): its Secret, the pod, its
+    /// end, and both removed again whatever the outcome.
+    async fn seed(&self, claims: &[&VolumeSpec]) -> Result<(), EngineError> {
+        let Some(first) = claims.first() else {
+            return Ok(());
+        };
+        let name = render::seed_name(&first.name);
+        let image = render::pushed_reference(&self.settings.registry, &first.seed_image);
+        // A helper left by an interrupted run goes first.
+        self.delete_pod_now(&name).await?;
+        self.delete::<Secret>(&name, false).await?;
+        let secret = render::seed_secret(&name, &first.labels, claims);
+        let pod = render::seed_pod(&name, &first.labels, &image, claims);
+        let result = async {
+            self.create("create secret", &secret).await?;
+            self.create("create pod", &pod).await?;
+            self.wait_ended(&name).await
+        }
+        .await;
+        let cleaned = async {
+            self.delete_pod_now(&name).await?;
+            self.delete::<Secret>(&name, false).await.map(drop)
+        }
+        .await;
+        result.and(cleaned)
+    }
+
+    /// Wait until the pod `name` has ended: success, or its failure with the kubelet's
+    /// words.
+    async fn wait_ended(&self, name: &str) -> Result<(), EngineError> {
+        let api: Api<Pod> = self.api();
+        let deadline = tokio::time::Instant::now() + self.settings.pod_timeout;
+        loop {
+            let p = api.get(name).await.map_err(|e| {
+                api_error(
+                    "read pod",
+                    name,
+                    KubeError::Api {
+                        what: format!("reading pod {name}"),
+                        cause: e,
+                    },
+                )
+            })?;
+            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
+            match phase.as_deref() {
+                Some("Succeeded") => return Ok(()),
+                Some("Failed") => {
+                    return Err(EngineError::Api {
+                        op: "seed volumes",
+                        name: name.into(),
+                        message: pod_problem(&p).unwrap_or_else(|| "the helper failed".into()),
+                    });
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EngineError::Api {
+                    op: "seed volumes",
+                    name: name.into(),
+                    message: format!(
+                        "the helper did not end within {} s: {}",
+                        self.settings.pod_timeout.as_secs(),
+                        pod_problem(&p).unwrap_or_default()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
 /// What keeps a pod from running: a container waiting for a reason, or one that ended.
 fn pod_problem(p: &Pod) -> Option<String> {
     let s = p.status.as_ref()?;
@@ -429,38 +501,47 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
     }
 
     async fn create_volumes(&self, specs: &[VolumeSpec]) -> Result<(), EngineError> {
+        if let Some(s) = specs.iter().find(|s| !s.seed_dirs.is_empty()) {
+            // A host tree is too big for the helper's Secret (1 MiB): not built yet.
+            return Err(EngineError::Api {
+                op: "create volume",
+                name: s.name.clone(),
+                message: "copying host directories into a volume is not supported by the \
+                          Kubernetes backend yet"
+                    .into(),
+            });
+        }
         let mut made: Vec<(&str, bool)> = Vec::new();
         let mut result = Ok(());
         for spec in specs {
-            let r = if render::is_claim(spec) {
-                if !spec.files.is_empty() || !spec.seed_dirs.is_empty() {
-                    // Seeding a claim needs the helper pod (section 9.6): not built yet.
-                    Err(EngineError::Api {
-                        op: "create volume",
-                        name: spec.name.clone(),
-                        message: "seeding files or host directories into a volume claim is \
-                                  not supported by the Kubernetes backend yet"
-                            .into(),
-                    })
-                } else {
-                    let claim = render::volume_claim(
-                        spec,
-                        self.settings.storage_class.as_deref(),
-                        &self.settings.claim_size,
-                    );
-                    self.create("create volume", &claim).await.map(drop)
-                }
+            let claim = render::is_claim(spec);
+            let r = if claim {
+                let claim = render::volume_claim(
+                    spec,
+                    self.settings.storage_class.as_deref(),
+                    &self.settings.claim_size,
+                );
+                self.create("create volume", &claim).await.map(drop)
             } else {
                 self.create("create volume", &render::volume_secret(spec))
                     .await
                     .map(drop)
             };
             match r {
-                Ok(()) => made.push((&spec.name, render::is_claim(spec))),
+                Ok(()) => made.push((&spec.name, claim)),
                 Err(e) => {
                     result = Err(e);
                     break;
                 }
+            }
+        }
+        if result.is_ok() {
+            let seeded: Vec<&VolumeSpec> = specs
+                .iter()
+                .filter(|s| render::is_claim(s) && render::needs_seeding(s))
+                .collect();
+            if !seeded.is_empty() {
+                result = self.seed(&seeded).await;
             }
         }
         if result.is_err() {

@@ -212,6 +212,109 @@ pub fn volume_claim(
     }
 }
 
+/// The name of the helper pod that seeds a batch of claims, and of its Secret.
+pub fn seed_name(first: &str) -> String {
+    format!("{first}-seed")
+}
+
+/// Does the claim need the helper pod (files, or an owner for its root)?
+pub fn needs_seeding(spec: &VolumeSpec) -> bool {
+    spec.owner.is_some() || !spec.files.is_empty()
+}
+
+/// The Secret the helper pod reads: the plan and every file's contents.
+pub fn seed_secret(name: &str, labels: &Labels, claims: &[&VolumeSpec]) -> Secret {
+    use bottle_contract::seed::{SeedFile, SeedVolume, VOLUMES};
+    let mut data = BTreeMap::new();
+    let mut plan = Vec::new();
+    for (i, v) in claims.iter().enumerate() {
+        let mut files = Vec::new();
+        for (j, f) in v.files.iter().enumerate() {
+            let key = format!("v{i}f{j}");
+            data.insert(key.clone(), ByteString(f.contents.clone()));
+            files.push(SeedFile {
+                key,
+                path: f.path.trim_start_matches('/').to_string(),
+                mode: f.mode,
+                uid: f.uid,
+                gid: f.gid,
+            });
+        }
+        plan.push(SeedVolume {
+            dir: format!("{VOLUMES}/{i}"),
+            owner: v.owner,
+            files,
+        });
+    }
+    data.insert(
+        bottle_contract::seed::PLAN_FILE.to_string(),
+        ByteString(serde_json::to_vec(&plan).unwrap_or_default()),
+    );
+    Secret {
+        metadata: meta(name, labels, "seed"),
+        data: Some(data),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    }
+}
+
+/// The helper pod that runs `bottle sidecar seed` over `claims` (the sidecar image, root
+/// with `CHOWN`, `FOWNER` and `DAC_OVERRIDE` only), then ends.
+pub fn seed_pod(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec]) -> Pod {
+    use bottle_contract::seed::{MOUNT, VOLUMES};
+    let mut volumes = vec![Volume {
+        name: "seed".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(name.into()),
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "seed".into(),
+        mount_path: MOUNT.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }];
+    for (i, v) in claims.iter().enumerate() {
+        volumes.push(Volume {
+            name: format!("v{i}"),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: v.name.clone(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: format!("v{i}"),
+            mount_path: format!("{VOLUMES}/{i}"),
+            ..Default::default()
+        });
+    }
+    Pod {
+        metadata: meta(name, labels, "seed"),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "seed".into(),
+                image: Some(image.into()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                args: Some(vec!["sidecar".into(), "seed".into()]),
+                security_context: Some(pod::hardened(0, 0, &["CHOWN", "FOWNER", "DAC_OVERRIDE"])),
+                volume_mounts: Some(mounts),
+                ..Default::default()
+            }],
+            volumes: Some(volumes),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            restart_policy: Some("Never".into()),
+            termination_grace_period_seconds: Some(1),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// A volume (Secret or claim) read back.
 pub fn volume_info(meta: &ObjectMeta) -> VolumeInfo {
     VolumeInfo {

@@ -396,3 +396,49 @@ fn pipelock_takes_no_gateway_in_a_pod_and_runs_unprivileged() {
     // The record keeps the seam's spec: the plan compares what it asked for.
     assert_eq!(records(&p)[0].labels, spec.labels);
 }
+
+#[test]
+fn a_claim_is_seeded_by_a_helper_pod_from_a_secret_plan() {
+    let home = VolumeSpec {
+        name: "bottle-p-b-home".into(),
+        labels: labels_of("agent"),
+        files: vec![VolumeFile {
+            path: "/.gitconfig".into(),
+            contents: b"[user]".to_vec(),
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+        }],
+        seed_dirs: vec![],
+        owner: Some((1000, 1000)),
+        seed_image: "bottle-sidecar:abc".into(),
+    };
+    assert!(needs_seeding(&home));
+    let name = seed_name(&home.name);
+    let s = seed_secret(&name, &home.labels, &[&home]);
+    let data = s.data.as_ref().expect("data");
+    assert_eq!(data["v0f0"], ByteString(b"[user]".to_vec()));
+    let plan: Vec<bottle_contract::seed::SeedVolume> =
+        serde_json::from_slice(&data["plan.json"].0).expect("plan");
+    assert_eq!(plan[0].dir, "/volumes/0");
+    assert_eq!(plan[0].owner, Some((1000, 1000)));
+    assert_eq!(plan[0].files[0].path, ".gitconfig");
+    let p = seed_pod(&name, &home.labels, "reg/bottle-sidecar:abc", &[&home]);
+    assert!(labels::is_ours(p.metadata.labels.as_ref().expect("l"), "p"));
+    assert!(
+        records(&p).is_empty(),
+        "a helper is no container of the seam"
+    );
+    let c = &p.spec.as_ref().expect("spec").containers[0];
+    assert_eq!(
+        c.args.as_deref(),
+        Some(&["sidecar".to_string(), "seed".to_string()][..])
+    );
+    let caps = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.clone())
+        .and_then(|c| c.add)
+        .expect("caps");
+    assert_eq!(caps, ["CHOWN", "FOWNER", "DAC_OVERRIDE"]);
+}
