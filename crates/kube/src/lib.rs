@@ -217,6 +217,24 @@ impl Cluster {
         }
     }
 
+    /// Checks that the project's namespace, if it exists, is ours; makes nothing.
+    pub async fn check_namespace(&self, project: &str) -> Result<(), KubeError> {
+        let name = namespace_name(project);
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        match api
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading namespace {name}")))?
+        {
+            Some(ns) if !labels::is_ours(ns.labels(), project) => Err(KubeError::NotOurs {
+                kind: "Namespace".into(),
+                name,
+                project: project.into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Deletes the project's namespace (and so everything in it) if it is ours.
     pub async fn delete_namespace(&self, project: &str) -> Result<Deleted, KubeError> {
         let api: Api<Namespace> = Api::all(self.client.clone());

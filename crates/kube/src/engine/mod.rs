@@ -140,6 +140,27 @@ impl<I> KubeEngine<I> {
         })
     }
 
+    /// The engine for `project` without making its namespace (`diff`, `get`, `delete`
+    /// change nothing that is not there): checks that the API server answers, and that a
+    /// namespace of that name, if any, is ours.
+    pub async fn open(
+        cluster: Cluster,
+        project: &str,
+        settings: Settings,
+        images: I,
+    ) -> Result<Self, KubeError> {
+        cluster.version().await?;
+        let namespace = crate::namespace_name(project);
+        cluster.check_namespace(project).await?;
+        Ok(KubeEngine {
+            cluster,
+            namespace,
+            project: project.to_owned(),
+            settings,
+            images,
+        })
+    }
+
     /// The project's namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
@@ -449,6 +470,32 @@ fn pod_problem(p: &Pod) -> Option<String> {
         }
     }
     s.message.clone().filter(|m| !m.is_empty())
+}
+
+fn unsupported(op: &'static str, name: &str) -> EngineError {
+    EngineError::Api {
+        op,
+        name: name.into(),
+        message: "not supported by the Kubernetes backend yet".into(),
+    }
+}
+
+/// Not built yet (the exec subresource needs kube's `ws` feature): a sidecar's readiness
+/// is unknown and `get` says so.
+impl<I> bottle_engine::Exec for KubeEngine<I> {
+    async fn exec(
+        &self,
+        container: &str,
+        _cmd: &[String],
+        _user: Option<&str>,
+        _stdin: &[u8],
+    ) -> Result<bottle_engine::ExecOutput, EngineError> {
+        Err(unsupported("exec", container))
+    }
+
+    async fn signal(&self, container: &str, _signal: &str) -> Result<(), EngineError> {
+        Err(unsupported("signal", container))
+    }
 }
 
 impl<I: Engine + Push> Engine for KubeEngine<I> {
