@@ -217,6 +217,24 @@ impl Cluster {
         }
     }
 
+    /// Waits (at most 30 s) for the `default` ServiceAccount the controller-manager makes
+    /// in a new namespace: the API server admits no pod before it exists (ours mount no
+    /// token, but the admission check is the same).
+    pub async fn wait_service_account(&self, namespace: &str) -> Result<(), KubeError> {
+        let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), namespace);
+        for _ in 0..60 {
+            let found = api.get_opt("default").await.map_err(api_err(format!(
+                "reading serviceaccount {namespace}/default"
+            )))?;
+            if found.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
     /// Checks that the project's namespace, if it exists, is ours; makes nothing.
     pub async fn check_namespace(&self, project: &str) -> Result<(), KubeError> {
         let name = namespace_name(project);

@@ -131,6 +131,7 @@ impl<I> KubeEngine<I> {
     ) -> Result<Self, KubeError> {
         cluster.version().await?;
         let namespace = cluster.ensure_namespace(project).await?;
+        cluster.wait_service_account(&namespace).await?;
         Ok(KubeEngine {
             cluster,
             namespace,
@@ -183,6 +184,7 @@ impl<I> KubeEngine<I> {
                 &[format!("{}={object}", render::OBJECT)],
             )
             .await
+            .map(live)
             .map_err(|e| api_error("list", object, e))
     }
 
@@ -216,6 +218,7 @@ impl<I> KubeEngine<I> {
         self.cluster
             .list_ours::<Pod>(&self.namespace, &self.project)
             .await
+            .map(live)
             .map_err(|e| api_error("list", "pods", e))
     }
 
@@ -296,17 +299,21 @@ impl<I> KubeEngine<I> {
             })?;
             let status = p.status.clone().unwrap_or_default();
             let why = || pod_problem(&p).unwrap_or_else(|| format!("{status:?}"));
+            let all_up = status.container_statuses.as_ref().is_some_and(|cs| {
+                !cs.is_empty()
+                    && cs
+                        .iter()
+                        .all(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
+            });
             match status.phase.as_deref() {
-                Some("Running") if status.pod_ip.is_some() => {
-                    // Every container must be up; one that ended fails the pod.
-                    if let Some(problem) = pod_problem(&p) {
-                        return Err(EngineError::Api {
-                            op: "run pod",
-                            name: name.into(),
-                            message: problem,
-                        });
-                    }
-                    return Ok(());
+                Some("Running") if status.pod_ip.is_some() && all_up => return Ok(()),
+                // A container that ended, or waits for a reason other than being made.
+                Some("Running" | "Pending") if pod_problem(&p).is_some() => {
+                    return Err(EngineError::Api {
+                        op: "run pod",
+                        name: name.into(),
+                        message: why(),
+                    });
                 }
                 Some("Failed" | "Succeeded") => {
                     return Err(EngineError::Api {
@@ -430,6 +437,15 @@ impl<I> KubeEngine<I> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// The objects not being deleted: one on its way out (a claim held by a pod's
+/// protection, a pod in its grace period) is gone as far as the plan is concerned.
+fn live<K: Resource>(objects: Vec<K>) -> Vec<K> {
+    objects
+        .into_iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .collect()
 }
 
 /// What keeps a pod from running: a container waiting for a reason, or one that ended.
