@@ -931,6 +931,10 @@ pub fn join_pod(
             sc
         });
         s.init_containers = shape.init_containers;
+        // The agent's own group, never the sidecars': its supplementary group is this.
+        if let (Some(sc), Ok((_, gid))) = (s.security_context.as_mut(), parse_user(joiner)) {
+            sc.fs_group = Some(gid);
+        }
         s.dns_policy = shape.dns_policy;
         s.dns_config = shape.dns_config;
         s.host_aliases = shape.host_aliases;

@@ -306,6 +306,10 @@ fn the_agent_joins_its_holders_pod_locked_to_the_sidecars_and_leaves_it_again() 
         p.metadata.labels.as_ref().expect("labels")[labels::NODE],
         "agent"
     );
+    assert_eq!(
+        s.security_context.as_ref().and_then(|c| c.fs_group),
+        Some(1000)
+    );
     // The tun device is given by path, not by privilege.
     assert!(s.volumes.iter().flatten().any(|v| {
         v.host_path
