@@ -298,7 +298,6 @@ impl<I> KubeEngine<I> {
                 )
             })?;
             let status = p.status.clone().unwrap_or_default();
-            let why = || pod_problem(&p).unwrap_or_else(|| format!("{status:?}"));
             let all_up = status.container_statuses.as_ref().is_some_and(|cs| {
                 !cs.is_empty()
                     && cs
@@ -312,14 +311,14 @@ impl<I> KubeEngine<I> {
                     return Err(EngineError::Api {
                         op: "run pod",
                         name: name.into(),
-                        message: why(),
+                        message: self.explain(&p).await,
                     });
                 }
                 Some("Failed" | "Succeeded") => {
                     return Err(EngineError::Api {
                         op: "run pod",
                         name: name.into(),
-                        message: why(),
+                        message: self.explain(&p).await,
                     });
                 }
                 _ => {}
@@ -331,11 +330,30 @@ impl<I> KubeEngine<I> {
                     message: format!(
                         "not running after {} s: {}",
                         self.settings.pod_timeout.as_secs(),
-                        why()
+                        self.explain(&p).await
                     ),
                 });
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Why the pod `p` does not run: [`pod_problem`] and the last lines its failing
+    /// container wrote.
+    async fn explain(&self, p: &Pod) -> String {
+        let problem = pod_problem(p).unwrap_or_else(|| format!("{:?}", p.status));
+        let Some(container) = failed_container(p) else {
+            return problem;
+        };
+        let api: Api<Pod> = self.api();
+        let params = kube::api::LogParams {
+            container: Some(container),
+            tail_lines: Some(5),
+            ..Default::default()
+        };
+        match api.logs(&p.name_any(), &params).await {
+            Ok(log) if !log.trim().is_empty() => format!("{problem}; its log ends: {}", log.trim()),
+            _ => problem,
         }
     }
 
@@ -418,7 +436,7 @@ impl<I> KubeEngine<I> {
                     return Err(EngineError::Api {
                         op: "seed volumes",
                         name: name.into(),
-                        message: pod_problem(&p).unwrap_or_else(|| "the helper failed".into()),
+                        message: self.explain(&p).await,
                     });
                 }
                 _ => {}
@@ -437,6 +455,22 @@ impl<I> KubeEngine<I> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// The name of the first container of `p` that ended with a failure or waits for a
+/// reason, for its log.
+fn failed_container(p: &Pod) -> Option<String> {
+    let s = p.status.as_ref()?;
+    s.init_container_statuses
+        .iter()
+        .flatten()
+        .chain(s.container_statuses.iter().flatten())
+        .find(|c| {
+            c.state.as_ref().is_some_and(|st| {
+                st.terminated.as_ref().is_some_and(|t| t.exit_code != 0) || st.waiting.is_some()
+            })
+        })
+        .map(|c| c.name.clone())
 }
 
 /// The objects not being deleted: one on its way out (a claim held by a pod's

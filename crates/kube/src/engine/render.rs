@@ -412,10 +412,10 @@ fn set_records(p: &mut Pod, records: &[Record]) {
         );
 }
 
-/// The containers of a pod read back, one per record; a `stale` pod's are not running.
-pub fn container_infos(p: &Pod, stale: bool) -> Vec<ContainerInfo> {
+/// The containers of a pod read back, one per record; the `stale` ones not running.
+pub fn container_infos(p: &Pod, stale: &[String]) -> Vec<ContainerInfo> {
     let status = p.status.clone().unwrap_or_default();
-    let pod_running = !stale && status.phase.as_deref() == Some("Running");
+    let pod_running = status.phase.as_deref() == Some("Running");
     let running = |c: &str| {
         status
             .container_statuses
@@ -431,7 +431,7 @@ pub fn container_infos(p: &Pod, stale: bool) -> Vec<ContainerInfo> {
     records(p)
         .into_iter()
         .map(|r| ContainerInfo {
-            state: if pod_running && running(&r.container) {
+            state: if pod_running && running(&r.container) && !stale.contains(&r.name) {
                 ContainerState::Running
             } else {
                 ContainerState::NotRunning
@@ -741,7 +741,7 @@ pub fn all_container_infos(pods: &[Pod]) -> Vec<ContainerInfo> {
                 .unwrap_or_default();
             let name = p.metadata.name.clone().unwrap_or_default();
             let peers = peers_of(pods, &bottle, &name);
-            container_infos(p, stale(p, &peers))
+            container_infos(p, &stale(p, &peers))
         })
         .collect()
 }
@@ -784,9 +784,9 @@ pub fn refresh(p: &Pod, peers: &[Peer]) -> Pod {
     out
 }
 
-/// Does `p` name a peer at an address it no longer has (made anew, or gone)? Such a
-/// pod is listed as not running, so the plan starts it again ([`refresh`]ed).
-pub fn stale(p: &Pod, peers: &[Peer]) -> bool {
+/// The names `p` gives its peers that point at an address they no longer have (made
+/// anew, or gone).
+fn moved_names(p: &Pod, peers: &[Peer]) -> Vec<String> {
     let now: BTreeMap<&str, String> = peers
         .iter()
         .flat_map(|peer| {
@@ -799,12 +799,35 @@ pub fn stale(p: &Pod, peers: &[Peer]) -> bool {
     p.spec
         .iter()
         .flat_map(|s| s.host_aliases.iter().flatten())
-        .any(|h| {
+        .flat_map(|h| {
             h.hostnames
                 .iter()
                 .flatten()
-                .any(|n| now.get(n.as_str()) != Some(&h.ip))
+                .filter(|n| now.get(n.as_str()) != Some(&h.ip))
+                .cloned()
+                .collect::<Vec<_>>()
         })
+        .collect()
+}
+
+/// The containers of `p` (seam names) that depend on a peer `p` names at an address it
+/// no longer has: they are listed as not running, so the plan starts them again, which
+/// makes their pod anew ([`refresh`]ed). A name is a peer's node (`egress`), so only the
+/// containers whose node depends on it are stale: in the agent's pod the agent, not
+/// agent-net.
+pub fn stale(p: &Pod, peers: &[Peer]) -> Vec<String> {
+    let moved: Vec<NodeKind> = moved_names(p, peers)
+        .iter()
+        .filter_map(|n| NodeKind::parse(n))
+        .collect();
+    records(p)
+        .into_iter()
+        .filter(|r| {
+            let node = r.labels.get(labels::NODE).and_then(|n| NodeKind::parse(n));
+            node.is_some_and(|a| moved.iter().any(|b| a.depends_on(*b)))
+        })
+        .map(|r| r.name)
+        .collect()
 }
 
 /// The sidecars the agent may reach: each peer container of node egress, git-gate or

@@ -238,7 +238,7 @@ fn a_sidecar_pod_is_hardened_keeps_its_environment_out_of_the_spec_and_names_its
             .all(|m| m.mount_path != "/etc/bottle/ca" || m.read_only == Some(true))
     );
     // Read back: the seam's name, labels and networks.
-    let [info] = &container_infos(&p, false)[..] else {
+    let [info] = &container_infos(&p, &[])[..] else {
         panic!("one info")
     };
     assert_eq!(info.name, spec.name);
@@ -316,7 +316,22 @@ fn the_agent_joins_its_holders_pod_locked_to_the_sidecars_and_leaves_it_again() 
             .as_ref()
             .is_some_and(|h| h.path == "/dev/net/tun" && h.type_.as_deref() == Some("CharDevice"))
     }));
-    assert_eq!(container_infos(&p, false).len(), 2);
+    assert_eq!(container_infos(&p, &[]).len(), 2);
+    // egress made anew elsewhere: the agent is stale, agent-net (which does not depend
+    // on egress) is not.
+    let moved = [Peer {
+        ip: Ipv4Addr::new(10, 88, 0, 9),
+        records: vec![record(&sidecar("egress", 3128))],
+    }];
+    assert_eq!(stale(&p, &moved), ["bottle-p-b-agent".to_string()]);
+    let again = refresh(&p, &moved);
+    assert!(stale(&again, &moved).is_empty());
+    let init = &again
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.clone())
+        .expect("init")[0];
+    assert_eq!(init.command.as_ref().expect("cmd")[3], "10.88.0.9:3128");
     // Removing the agent leaves agent-net's pod; removing the holder, nothing.
     let rest = strip_pod(&p, "bottle-p-b-agent")
         .expect("strip")
@@ -347,7 +362,7 @@ fn a_pod_names_only_what_it_depends_on_and_is_stale_once_that_moves() {
         std::slice::from_ref(&pipelock),
     )
     .expect("pod");
-    assert!(!stale(&egress, std::slice::from_ref(&pipelock)));
+    assert!(stale(&egress, std::slice::from_ref(&pipelock)).is_empty());
     // pipelock does not depend on egress: it is not given egress's name.
     let pl = render_pod(
         &sidecar("pipelock", 8888),
@@ -368,12 +383,15 @@ fn a_pod_names_only_what_it_depends_on_and_is_stale_once_that_moves() {
         ip: Ipv4Addr::new(10, 88, 0, 9),
         ..pipelock
     };
-    assert!(stale(&egress, std::slice::from_ref(&moved)));
-    assert!(stale(&egress, &[]));
+    assert_eq!(
+        stale(&egress, std::slice::from_ref(&moved)),
+        [egress_spec.name.clone()]
+    );
+    assert_eq!(stale(&egress, &[]).len(), 1);
     let again = refresh(&egress, std::slice::from_ref(&moved));
-    assert!(!stale(&again, &[moved]));
+    assert!(stale(&again, &[moved]).is_empty());
     assert!(
-        container_infos(&egress, true)
+        container_infos(&egress, &[egress_spec.name.clone()])
             .iter()
             .all(|c| c.state == ContainerState::NotRunning)
     );
