@@ -385,13 +385,13 @@ fn a_pod_names_only_what_it_depends_on_and_is_stale_once_that_moves() {
     };
     assert_eq!(
         stale(&egress, std::slice::from_ref(&moved)),
-        [egress_spec.name.clone()]
+        std::slice::from_ref(&egress_spec.name)
     );
     assert_eq!(stale(&egress, &[]).len(), 1);
     let again = refresh(&egress, std::slice::from_ref(&moved));
     assert!(stale(&again, &[moved]).is_empty());
     assert!(
-        container_infos(&egress, &[egress_spec.name.clone()])
+        container_infos(&egress, std::slice::from_ref(&egress_spec.name))
             .iter()
             .all(|c| c.state == ContainerState::NotRunning)
     );
