@@ -24,7 +24,6 @@ use bottle_core::nodes::{ObjectKind, sidecar};
 use bottle_core::plan::Action;
 use bottle_engine::{Engine, EngineError, NetworkSpec};
 use bottle_kube::engine::{KubeEngine, Settings};
-use bottle_kube::{Cluster, Target};
 use common::{cluster_up, down_if_started};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
@@ -137,12 +136,7 @@ where
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() {
     let (kubeconfig, registry, started) = cluster_up();
-    let cluster = Cluster::connect(&Target {
-        kubeconfig: Some(kubeconfig),
-        context: None,
-    })
-    .await
-    .expect("connect");
+    let cluster = common::connect(kubeconfig).await;
     let docker = bottle_docker::Docker::connect().expect("docker");
     let engine = KubeEngine::connect(cluster.clone(), PROJECT, Settings::new(&registry), docker)
         .await

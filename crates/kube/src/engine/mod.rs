@@ -129,16 +129,13 @@ impl<I> KubeEngine<I> {
         settings: Settings,
         images: I,
     ) -> Result<Self, KubeError> {
-        cluster.version().await?;
-        let namespace = cluster.ensure_namespace(project).await?;
-        cluster.wait_service_account(&namespace).await?;
-        Ok(KubeEngine {
-            cluster,
-            namespace,
-            project: project.to_owned(),
-            settings,
-            images,
-        })
+        let engine = Self::open(cluster, project, settings, images).await?;
+        engine.cluster.ensure_namespace(project).await?;
+        engine
+            .cluster
+            .wait_service_account(&engine.namespace)
+            .await?;
+        Ok(engine)
     }
 
     /// The engine for `project` without making its namespace (`diff`, `get`, `delete`
@@ -284,6 +281,46 @@ impl<I> KubeEngine<I> {
     }
 
     async fn wait_running(&self, name: &str) -> Result<(), EngineError> {
+        self.wait_pod(name, "run pod", |p| {
+            let status = p.status.clone().unwrap_or_default();
+            let all_up = status.container_statuses.as_ref().is_some_and(|cs| {
+                !cs.is_empty()
+                    && cs
+                        .iter()
+                        .all(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
+            });
+            match status.phase.as_deref() {
+                Some("Running") if status.pod_ip.is_some() && all_up => Some(true),
+                // A container that ended, or waits for a reason other than being made.
+                Some("Running" | "Pending") if pod_problem(p).is_some() => Some(false),
+                Some("Failed" | "Succeeded") => Some(false),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Wait until the pod `name` has ended: success, or its failure with the kubelet's
+    /// words.
+    async fn wait_ended(&self, name: &str) -> Result<(), EngineError> {
+        self.wait_pod(name, "seed volumes", |p| {
+            match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Succeeded") => Some(true),
+                Some("Failed") => Some(false),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Read the pod `name` every half second until `settled` says it is done (`true`) or
+    /// failed (`false`), at most the pod timeout; a failure says why.
+    async fn wait_pod(
+        &self,
+        name: &str,
+        op: &'static str,
+        settled: impl Fn(&Pod) -> Option<bool>,
+    ) -> Result<(), EngineError> {
         let api: Api<Pod> = self.api();
         let deadline = tokio::time::Instant::now() + self.settings.pod_timeout;
         loop {
@@ -297,44 +334,23 @@ impl<I> KubeEngine<I> {
                     },
                 )
             })?;
-            let status = p.status.clone().unwrap_or_default();
-            let all_up = status.container_statuses.as_ref().is_some_and(|cs| {
-                !cs.is_empty()
-                    && cs
-                        .iter()
-                        .all(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
-            });
-            match status.phase.as_deref() {
-                Some("Running") if status.pod_ip.is_some() && all_up => return Ok(()),
-                // A container that ended, or waits for a reason other than being made.
-                Some("Running" | "Pending") if pod_problem(&p).is_some() => {
-                    return Err(EngineError::Api {
-                        op: "run pod",
-                        name: name.into(),
-                        message: self.explain(&p).await,
-                    });
+            let failed = |message| EngineError::Api {
+                op,
+                name: name.into(),
+                message,
+            };
+            match settled(&p) {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(failed(self.explain(&p).await)),
+                None if tokio::time::Instant::now() >= deadline => {
+                    let why = self.explain(&p).await;
+                    return Err(failed(format!(
+                        "not done after {} s: {why}",
+                        self.settings.pod_timeout.as_secs()
+                    )));
                 }
-                Some("Failed" | "Succeeded") => {
-                    return Err(EngineError::Api {
-                        op: "run pod",
-                        name: name.into(),
-                        message: self.explain(&p).await,
-                    });
-                }
-                _ => {}
+                None => tokio::time::sleep(Duration::from_millis(500)).await,
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(EngineError::Api {
-                    op: "run pod",
-                    name: name.into(),
-                    message: format!(
-                        "not running after {} s: {}",
-                        self.settings.pod_timeout.as_secs(),
-                        self.explain(&p).await
-                    ),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 
@@ -411,49 +427,6 @@ impl<I> KubeEngine<I> {
         }
         .await;
         result.and(cleaned)
-    }
-
-    /// Wait until the pod `name` has ended: success, or its failure with the kubelet's
-    /// words.
-    async fn wait_ended(&self, name: &str) -> Result<(), EngineError> {
-        let api: Api<Pod> = self.api();
-        let deadline = tokio::time::Instant::now() + self.settings.pod_timeout;
-        loop {
-            let p = api.get(name).await.map_err(|e| {
-                api_error(
-                    "read pod",
-                    name,
-                    KubeError::Api {
-                        what: format!("reading pod {name}"),
-                        cause: e,
-                    },
-                )
-            })?;
-            let phase = p.status.as_ref().and_then(|s| s.phase.clone());
-            match phase.as_deref() {
-                Some("Succeeded") => return Ok(()),
-                Some("Failed") => {
-                    return Err(EngineError::Api {
-                        op: "seed volumes",
-                        name: name.into(),
-                        message: self.explain(&p).await,
-                    });
-                }
-                _ => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(EngineError::Api {
-                    op: "seed volumes",
-                    name: name.into(),
-                    message: format!(
-                        "the helper did not end within {} s: {}",
-                        self.settings.pod_timeout.as_secs(),
-                        pod_problem(&p).unwrap_or_default()
-                    ),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
     }
 }
 
