@@ -71,6 +71,13 @@ pub enum KubeError {
         /// The project that wanted it.
         project: String,
     },
+    /// The project's namespace is being deleted: nothing can be made in it until it is
+    /// gone.
+    #[error("namespace {name} is being deleted: try again once it is gone")]
+    Terminating {
+        /// The namespace.
+        name: String,
+    },
     /// An object given to [`Cluster::create`] lacks the project's ownership labels.
     #[error("{kind} {name} lacks the ownership labels of project {project}: not created")]
     Unlabelled {
@@ -186,7 +193,10 @@ impl Cluster {
             .await
             .map_err(api_err(format!("reading namespace {name}")))?;
         if let Some(ns) = existing {
-            return if labels::is_ours(ns.labels(), project) {
+            let terminating = ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+            return if terminating {
+                Err(KubeError::Terminating { name })
+            } else if labels::is_ours(ns.labels(), project) {
                 Ok(name)
             } else {
                 Err(KubeError::NotOurs {
