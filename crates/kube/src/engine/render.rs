@@ -7,7 +7,11 @@
 //! - A volume of files (config, certificates, keys, revision and grant markers) is a
 //!   Secret, mounted read-only with each file at its path and mode; a volume the
 //!   containers write (it has an owner or host directories to copy) is a
-//!   PersistentVolumeClaim.
+//!   PersistentVolumeClaim, seeded by a helper pod (`bottle sidecar seed`) from a Secret
+//!   holding the plan and the files.
+//! - A pod names its bottle's pods that it depends on through `hostAliases` (pod
+//!   addresses: no kube-proxy on the test cluster); [`stale`] says which containers name
+//!   a peer at an address it no longer has, [`refresh`] makes their pod with the new one.
 //! - A container is a pod (one per node); a container with `network_of` joins the pod of
 //!   the container it names. The pod that holds the agent is the agent pod of
 //!   [`crate::pod::agent_pod`]: init `netlock` locked to its sidecars' endpoints, loopback
