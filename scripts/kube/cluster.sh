@@ -17,7 +17,8 @@
 # kubelet (system:node:localhost, checked by the Node authorizer and NodeRestriction); the
 # API server authenticates to the kubelet with a client certificate. Nothing listens beyond
 # loopback except what pods open on the bridge $BOTTLE_KUBE_BRIDGE (no address on the host).
-# Host changes: a bridge, the kubelet's cgroups, processes; `down` removes all three. The
+# Host changes: a bridge, the kubelet's cgroups, processes, provisioned volumes under
+# /tmp/hostpath_pv (StorageClass bottle-hostpath, the default); `down` removes them all. The
 # node's mounts and kernel settings stay in its private mount namespace (scripts/kube/node.sh).
 # Every step says what it does; a failure names the step and the log to read, and exits 1.
 source "$(dirname "$0")/lib.sh"
@@ -25,6 +26,9 @@ source "$(dirname "$0")/lib.sh"
 PKI=$RUN/pki
 KCFG=$RUN/admin.kubeconfig
 ETCD_DATA=/dev/shm/bottle-kube-etcd-$(echo -n "$KDIR" | sha256sum | cut -c1-12)
+
+# Where kube-controller-manager's host-path provisioner makes volumes (fixed in its source).
+HOSTPATH_PV=/tmp/hostpath_pv
 
 FWD_RULE=(-i "$BRIDGE" -o "$BRIDGE" -m comment --comment "bottle-kube pod-to-pod" -j ACCEPT)
 
@@ -123,6 +127,7 @@ control_plane() {
         --kubeconfig="$RUN/controller-manager.kubeconfig" --port=0 --secure-port=0 \
         --leader-elect=false --controllers='*,-nodeipam' --use-service-account-credentials \
         --service-account-private-key-file="$PKI/sa.key" --root-ca-file="$PKI/ca.crt" \
+        --enable-hostpath-provisioner \
         --profiling=false --v=1
     start kube-scheduler kube-scheduler --kubeconfig="$RUN/scheduler.kubeconfig" \
         --port=0 --secure-port=0 --leader-elect=false --profiling=false --v=1
@@ -250,9 +255,21 @@ YAML
 }
 
 cluster_objects() {
-    step "default service account and RuntimeClass"
+    step "default service account, StorageClass and RuntimeClass"
     wait_for 60 kubectl --kubeconfig "$KCFG" -n default get serviceaccount default \
         || die_log kube-controller-manager "no default service account after 60 s"
+    # Volume claims (a bottle's home, workspace, supervise state) are provisioned by the
+    # controller-manager's host-path provisioner (one node only) as directories under
+    # $HOSTPATH_PV, which `down` removes.
+    kubectl --kubeconfig "$KCFG" apply -f - > /dev/null <<YAML || die "creating StorageClass bottle-hostpath failed"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: bottle-hostpath
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/host-path
+reclaimPolicy: Delete
+YAML
     if command -v runsc > /dev/null; then
         kubectl --kubeconfig "$KCFG" apply -f - > /dev/null <<YAML || die "creating RuntimeClass runsc failed"
 apiVersion: node.k8s.io/v1
@@ -301,11 +318,12 @@ kill_pidfile() { # name: TERM, wait up to 10 s, then KILL
     rm -f "$f"
 }
 
-# What `up` changed on the host outside $RUN: the bridge, the FORWARD rule, etcd's data.
+# What `up` changed on the host outside $RUN: the bridge, the FORWARD rule, etcd's data,
+# the provisioned volumes.
 host_cleanup() {
     ip link del "$BRIDGE" 2>/dev/null || true
     while iptables -w -D FORWARD "${FWD_RULE[@]}" 2>/dev/null; do :; done
-    rm -rf "$ETCD_DATA"
+    rm -rf "$ETCD_DATA" "$HOSTPATH_PV"
 }
 
 down() {

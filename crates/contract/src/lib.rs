@@ -7,7 +7,7 @@
 //!
 //! The audit stream's line format and its reader ([`audit`]); a sidecar's readiness and
 //! the digests of the live config it has in force ([`status`]); the one duration grammar
-//! ([`duration`]).
+//! ([`duration`]). How a volume claim is seeded on Kubernetes ([`seed`]).
 //!
 //! Nothing here does I/O but [`supervise::now`] and [`audit::Line::now`], the time
 //! stamps the queue's records and the audit lines carry.
@@ -24,6 +24,7 @@ pub mod host;
 pub mod labels;
 pub mod node;
 pub mod pipelock;
+pub mod seed;
 pub mod status;
 pub mod supervise;
 

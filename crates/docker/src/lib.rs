@@ -126,6 +126,68 @@ impl Docker {
             .map_err(|e| self.error(e, "ping", "engine", &self.socket))
     }
 
+    /// Tag the local image `tag` (`repo:tag`) as `reference` (`registry/repo:tag`) and
+    /// push it there (the Kubernetes backend's registry, docs/design.md section 9.6). A
+    /// registry that has every layer already takes only the manifest. On failure the
+    /// tag `reference` is removed again, so a local `reference` means "pushed".
+    pub async fn push_image(&self, tag: &str, reference: &str) -> Result<(), EngineError> {
+        let (repo, version) = reference
+            .rsplit_once(':')
+            .filter(|(r, v)| !r.is_empty() && !v.is_empty() && !v.contains('/'))
+            .ok_or_else(|| EngineError::Api {
+                op: "push image",
+                name: reference.to_owned(),
+                message: "not a repo:tag reference".into(),
+            })?;
+        let tagged = bollard::query_parameters::TagImageOptions {
+            repo: Some(repo.to_owned()),
+            tag: Some(version.to_owned()),
+        };
+        self.client
+            .tag_image(tag, Some(tagged))
+            .await
+            .map_err(|e| self.error(e, "tag image", "image", tag))?;
+        let options = bollard::query_parameters::PushImageOptions {
+            tag: Some(version.to_owned()),
+            platform: None,
+        };
+        let mut stream = self.client.push_image(repo, Some(options), None);
+        let mut failure = None;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail {
+                        failure = Some(detail.message.unwrap_or_else(|| "push failed".into()));
+                    }
+                }
+                Err(e) => {
+                    failure = Some(self.error(e, "push image", "image", reference).to_string());
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => Ok(()),
+            Some(message) => {
+                let _ = self.remove_image_tag(reference).await;
+                Err(EngineError::Api {
+                    op: "push image",
+                    name: reference.to_owned(),
+                    message,
+                })
+            }
+        }
+    }
+
+    async fn remove_image_tag(&self, reference: &str) -> Result<(), EngineError> {
+        let options = RemoveImageOptionsBuilder::default().noprune(true).build();
+        self.client
+            .remove_image(reference, Some(options), None)
+            .await
+            .map(drop)
+            .map_err(|e| self.error(e, "remove image", "image", reference))
+    }
+
     /// Engine events from `since` (unix seconds; replayed by the daemon) on, matching
     /// `filters` (for example `{"type": ["container"], "label": ["bottle.managed=true"]}`).
     ///

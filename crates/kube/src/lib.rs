@@ -8,6 +8,7 @@
 //! unlabelled in a namespace is touched, and a namespace of the same name that is not ours
 //! is refused rather than adopted.
 
+pub mod engine;
 pub mod pod;
 
 use std::fmt::Debug;
@@ -69,6 +70,13 @@ pub enum KubeError {
         name: String,
         /// The project that wanted it.
         project: String,
+    },
+    /// The project's namespace is being deleted: nothing can be made in it until it is
+    /// gone.
+    #[error("namespace {name} is being deleted: try again once it is gone")]
+    Terminating {
+        /// The namespace.
+        name: String,
     },
     /// An object given to [`Cluster::create`] lacks the project's ownership labels.
     #[error("{kind} {name} lacks the ownership labels of project {project}: not created")]
@@ -185,7 +193,10 @@ impl Cluster {
             .await
             .map_err(api_err(format!("reading namespace {name}")))?;
         if let Some(ns) = existing {
-            return if labels::is_ours(ns.labels(), project) {
+            let terminating = ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+            return if terminating {
+                Err(KubeError::Terminating { name })
+            } else if labels::is_ours(ns.labels(), project) {
                 Ok(name)
             } else {
                 Err(KubeError::NotOurs {
@@ -216,10 +227,46 @@ impl Cluster {
         }
     }
 
+    /// Waits (at most 30 s) for the `default` ServiceAccount the controller-manager makes
+    /// in a new namespace: the API server admits no pod before it exists (ours mount no
+    /// token, but the admission check is the same).
+    pub async fn wait_service_account(&self, namespace: &str) -> Result<(), KubeError> {
+        let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(self.client.clone(), namespace);
+        for _ in 0..60 {
+            let found = api.get_opt("default").await.map_err(api_err(format!(
+                "reading serviceaccount {namespace}/default"
+            )))?;
+            if found.is_some() {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        Ok(())
+    }
+
+    /// Checks that the project's namespace, if it exists, is ours; makes nothing.
+    pub async fn check_namespace(&self, project: &str) -> Result<(), KubeError> {
+        let name = namespace_name(project);
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        match api
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading namespace {name}")))?
+        {
+            Some(ns) if !labels::is_ours(ns.labels(), project) => Err(KubeError::NotOurs {
+                kind: "Namespace".into(),
+                name,
+                project: project.into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Deletes the project's namespace (and so everything in it) if it is ours.
     pub async fn delete_namespace(&self, project: &str) -> Result<Deleted, KubeError> {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        delete_checked(&api, &namespace_name(project), project, "").await
+        delete_checked(&api, &namespace_name(project), project, "", None).await
     }
 
     /// The project's objects of kind `K` in `namespace`, selected by label server-side
@@ -229,8 +276,23 @@ impl Cluster {
         namespace: &str,
         project: &str,
     ) -> Result<Vec<K>, KubeError> {
+        self.list_ours_where(namespace, project, &[]).await
+    }
+
+    /// [`Cluster::list_ours`] narrowed by more `key=value` label selectors.
+    pub async fn list_ours_where<K: Namespaced>(
+        &self,
+        namespace: &str,
+        project: &str,
+        more: &[String],
+    ) -> Result<Vec<K>, KubeError> {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        let params = ListParams::default().labels(&project_selector(project));
+        let mut selector = project_selector(project);
+        for m in more {
+            selector.push(',');
+            selector.push_str(m);
+        }
+        let params = ListParams::default().labels(&selector);
         let list = api.list(&params).await.map_err(api_err(format!(
             "listing {}s of project {project} in {namespace}",
             kind_of::<K>()
@@ -274,8 +336,31 @@ impl Cluster {
         name: &str,
         project: &str,
     ) -> Result<Deleted, KubeError> {
+        self.delete_graced::<K>(namespace, name, project, None)
+            .await
+    }
+
+    /// [`Cluster::delete_ours`] with no grace period: a pod is gone from the API at once
+    /// (its containers are killed by the kubelet), so one of the same name can follow.
+    pub async fn delete_ours_now<K: Namespaced>(
+        &self,
+        namespace: &str,
+        name: &str,
+        project: &str,
+    ) -> Result<Deleted, KubeError> {
+        self.delete_graced::<K>(namespace, name, project, Some(0))
+            .await
+    }
+
+    async fn delete_graced<K: Namespaced>(
+        &self,
+        namespace: &str,
+        name: &str,
+        project: &str,
+        grace: Option<u32>,
+    ) -> Result<Deleted, KubeError> {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
-        delete_checked(&api, name, project, &format!("{namespace}/")).await
+        delete_checked(&api, name, project, &format!("{namespace}/"), grace).await
     }
 
     /// Deletes every object of kind `K` in `namespace` that carries the project's labels;
@@ -317,6 +402,7 @@ async fn delete_checked<K>(
     name: &str,
     project: &str,
     prefix: &str,
+    grace: Option<u32>,
 ) -> Result<Deleted, KubeError>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
@@ -337,6 +423,9 @@ where
         });
     }
     let mut params = DeleteParams::background();
+    if let Some(secs) = grace {
+        params = params.grace_period(secs);
+    }
     if let Some(uid) = object.uid() {
         params = params.preconditions(kube::api::Preconditions {
             uid: Some(uid),

@@ -59,10 +59,12 @@ pub struct AgentPod {
     pub memory: Option<String>,
 }
 
-fn hardened(uid: i64, add: &[&str]) -> SecurityContext {
+/// A container's hardening (section 1.7): its uid and gid, no privilege, a read-only
+/// root, every capability dropped but `add`.
+pub(crate) fn hardened(uid: i64, gid: i64, add: &[&str]) -> SecurityContext {
     SecurityContext {
         run_as_user: Some(uid),
-        run_as_group: Some(uid),
+        run_as_group: Some(gid),
         run_as_non_root: Some(uid != 0),
         privileged: Some(false),
         allow_privilege_escalation: Some(false),
@@ -86,7 +88,7 @@ pub fn netlock_container(sidecar_image: &str, endpoints: &[Endpoint]) -> Contain
         command: Some(command),
         // Root in the pod's namespace with NET_ADMIN alone: nf_tables over netlink needs
         // nothing else (no NET_RAW: netlock opens no raw socket).
-        security_context: Some(hardened(0, &["NET_ADMIN"])),
+        security_context: Some(hardened(0, 0, &["NET_ADMIN"])),
         ..Default::default()
     }
 }
@@ -124,7 +126,7 @@ pub fn agent_pod(p: &AgentPod) -> Pod {
         image: Some(p.image.clone()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: (!p.command.is_empty()).then(|| p.command.clone()),
-        security_context: Some(hardened(AGENT_UID as i64, &[])),
+        security_context: Some(hardened(AGENT_UID as i64, AGENT_UID as i64, &[])),
         resources,
         ..Default::default()
     };

@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use bottle_contract::labels;
 use bottle_kube::pod::{AgentPod, Endpoint, agent_pod};
-use bottle_kube::{Cluster, Target};
 use common::{cluster_up, down_if_started, labelled, wait_running};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -207,12 +206,7 @@ fn agent_script(sidecar: &str, open: &str, node: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_pod_reaches_its_sidecar_and_nothing_else_under_runc_and_runsc() {
     let (kubeconfig, registry, started) = cluster_up();
-    let cluster = Cluster::connect(&Target {
-        kubeconfig: Some(kubeconfig),
-        context: None,
-    })
-    .await
-    .expect("connect");
+    let cluster = common::connect(kubeconfig).await;
     let image = push_image(&registry);
     let project = format!("netlock{}", std::process::id());
     let ns = cluster.ensure_namespace(&project).await.expect("namespace");

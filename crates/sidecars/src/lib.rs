@@ -3,7 +3,8 @@
 //! One module per kind: [`pipelock`] (the firewall), [`egress`] (the credential-injecting
 //! proxy), [`git_gate`], [`supervise`], and [`agent_net`] (holds the agent's network
 //! namespace), and [`netlock`] (on Kubernetes, the agent pod's first init container:
-//! locks the pod's network to its sidecars, then exits). Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
+//! locks the pod's network to its sidecars, then exits), and [`seed`] (on Kubernetes, the
+//! helper pod that writes a volume claim's files). Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
 //! (readiness, read by the host through `bottle sidecar probe`), and for the
 //! two that set up their network namespace as root, [`netlink`] and [`privs`].
 //! Test doubles (a TLS test PKI and upstream, a map resolver, an in-memory audit sink)
@@ -21,6 +22,7 @@ pub mod netlock;
 pub mod pipelock;
 pub mod privs;
 pub mod reload;
+pub mod seed;
 pub mod status;
 pub mod supervise;
 
@@ -36,6 +38,8 @@ pub enum Kind {
     AgentNet,
     /// Locks the pod's network to the endpoints given, then exits (see [`netlock`]).
     Netlock,
+    /// Writes a volume claim's files and owners, then exits (see [`seed`]).
+    Seed,
     /// The git-gate's `pre-receive` hook, run by `git receive-pack` inside the gate.
     #[value(hide = true)]
     GitGateHook,
@@ -91,7 +95,10 @@ pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
 
 /// Run the sidecar until killed.
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
-    if !matches!(args.kind, Kind::Probe | Kind::GitGateHook | Kind::Netlock) {
+    if !matches!(
+        args.kind,
+        Kind::Probe | Kind::GitGateHook | Kind::Netlock | Kind::Seed
+    ) {
         status::listen_for_nudges();
     }
     match args.kind {
@@ -115,5 +122,8 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         Kind::Probe => std::process::exit(status::probe()),
         // Locked in `prepare`: nothing runs on.
         Kind::Netlock => Ok(()),
+        Kind::Seed => Ok(seed::run(std::path::Path::new(
+            bottle_contract::seed::MOUNT,
+        ))?),
     }
 }

@@ -10,10 +10,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::{
-    ApplyArgs, Output, connect, desired_state, load_manifest, lock_project, render, runtime_facts,
-    with_runtime_facts,
+    ApplyArgs, Backend, Output, connect, connect_kube, desired_state, load_manifest, lock_project,
+    render, runtime_facts, with_runtime_facts,
 };
-use crate::apply::{Outcome, ReconcileOptions, reconcile_once};
+use crate::apply::{Outcome, ReconcileOptions, Reconciled, reconcile_once};
+use crate::engine::Engine;
+use crate::graph::DesiredState;
 use crate::ready;
 use crate::watch::{self, Metrics};
 
@@ -21,6 +23,11 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     let manifest = load_manifest(&args.manifest.file)?;
     let _lock = lock_project(&manifest.project, args.wait_lock).await?;
     if args.watch {
+        if args.backend.backend == Backend::Kubernetes {
+            anyhow::bail!(
+                "apply --watch is not supported with --backend kubernetes yet: run apply again"
+            );
+        }
         // The host's Codex logins change when the host's Codex refreshes its token:
         // reloading then gives egress the new one.
         let logins: Vec<_> = manifest
@@ -32,28 +39,30 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     }
     let desired =
         desired_state(&manifest)?.with_addressing(crate::edge::host::addressing(args.subnet_pool));
-    let docker = connect().await?;
-    let desired = with_runtime_facts(&docker, desired).await?;
     let options = ReconcileOptions {
         prune: args.prune,
         concurrency: args.concurrency,
         now: bottle_contract::supervise::now(),
         ..ReconcileOptions::default()
     };
-    let r = reconcile_once(
-        &docker,
-        &desired,
-        &options,
-        &mut |p| {
-            if p.is_empty() {
-                eprintln!("in sync: {} objects unchanged", p.unchanged.len());
-            } else {
-                eprint!("{}", render::plan_text(p));
-            }
-        },
-        &mut |r| eprintln!("{}", render::progress_line(r)),
-    )
-    .await?;
+    if args.backend.backend == Backend::Kubernetes {
+        let kube = connect_kube(&manifest.project, &args.backend, true).await?;
+        let r = pass(&kube, &desired, &options).await?;
+        // The engine waited for each pod it made to run; the sidecars' own readiness is
+        // probed through exec, which the Kubernetes backend does not have yet.
+        let failed = r
+            .reports
+            .iter()
+            .any(|r| !matches!(r.outcome, Outcome::Done));
+        match args.manifest.output {
+            Output::Json => println!("{}", render::report_json(&r.reports)),
+            Output::Text => println!("{}", render::summary(&r.reports)),
+        }
+        return Ok(if failed { 2 } else { 0 });
+    }
+    let docker = connect().await?;
+    let desired = with_runtime_facts(&docker, desired).await?;
+    let r = pass(&docker, &desired, &options).await?;
     let failed = r
         .reports
         .iter()
@@ -81,6 +90,28 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(if failed || not_ready > 0 { 2 } else { 0 })
+}
+
+/// One pass on `engine`: the plan and each operation's progress on stderr.
+async fn pass<E: Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    options: &ReconcileOptions,
+) -> anyhow::Result<Reconciled> {
+    Ok(reconcile_once(
+        engine,
+        desired,
+        options,
+        &mut |p| {
+            if p.is_empty() {
+                eprintln!("in sync: {} objects unchanged", p.unchanged.len());
+            } else {
+                eprint!("{}", render::plan_text(p));
+            }
+        },
+        &mut |r| eprintln!("{}", render::progress_line(r)),
+    )
+    .await?)
 }
 
 /// `apply --watch`: triggers from the manifest's directory (and those of `host_files`,

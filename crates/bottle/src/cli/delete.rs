@@ -1,8 +1,9 @@
 //! `bottle delete`: remove a project's bottles (or only the named ones), dependents
 //! first. Only objects labelled with the project are touched.
 
-use super::{DeleteArgs, connect, lock_project, project_of, render};
+use super::{Backend, DeleteArgs, connect, connect_kube, lock_project, project_of, render};
 use crate::apply::{Outcome, execute, observe, schedule};
+use crate::engine::Engine;
 use crate::graph::DesiredState;
 use crate::nodes::ObjectKind;
 use crate::plan::{self, Observed};
@@ -10,17 +11,26 @@ use crate::plan::{self, Observed};
 pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
     let project = project_of(args.file.as_deref(), args.project.as_deref())?;
     let _lock = lock_project(&project, args.wait_lock).await?;
-    let docker = connect().await?;
-    let snap = observe(&docker, &project).await?;
-    let nothing = DesiredState::empty(&project);
-    let mut p = plan::plan(&nothing, &Observed::from_snapshot(&project, &snap));
+    match args.backend.backend {
+        Backend::Docker => remove(&connect().await?, &project, &args).await,
+        Backend::Kubernetes => {
+            let kube = connect_kube(&project, &args.backend, false).await?;
+            remove(&kube, &project, &args).await
+        }
+    }
+}
+
+async fn remove<E: Engine>(engine: &E, project: &str, args: &DeleteArgs) -> anyhow::Result<i32> {
+    let snap = observe(engine, project).await?;
+    let nothing = DesiredState::empty(project);
+    let mut p = plan::plan(&nothing, &Observed::from_snapshot(project, &snap));
     if !args.names.is_empty() {
         p.steps.retain(|s| args.names.contains(&s.bottle));
     }
     if args.keep_workspace {
         p.steps.retain(|s| {
             s.key.kind != ObjectKind::Volume
-                || s.key.name != crate::labels::workspace_volume(&project, &s.bottle)
+                || s.key.name != crate::labels::workspace_volume(project, &s.bottle)
         });
     }
     if !args.images {
@@ -29,7 +39,7 @@ pub async fn run(args: DeleteArgs) -> anyhow::Result<i32> {
     }
     let ops = schedule(&p, &nothing);
     let reports = execute(
-        &docker,
+        engine,
         &nothing,
         ops,
         crate::apply::DEFAULT_CONCURRENCY,

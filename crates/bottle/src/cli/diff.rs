@@ -4,20 +4,39 @@
 //! stderr (`bottle_core::runtime`).
 
 use super::{
-    ManifestArgs, Output, connect, desired_state, load_manifest, render, with_runtime_facts,
+    Backend, DiffArgs, Output, connect, connect_kube, desired_state, load_manifest, render,
+    with_runtime_facts,
 };
 use crate::apply::{grants_of, observe, plan_observed};
+use crate::engine::Engine;
+use crate::graph::DesiredState;
 
-pub async fn run(args: ManifestArgs) -> anyhow::Result<i32> {
-    let manifest = load_manifest(&args.file)?;
+pub async fn run(args: DiffArgs) -> anyhow::Result<i32> {
+    let manifest = load_manifest(&args.manifest.file)?;
     let desired = desired_state(&manifest)?;
-    let docker = connect().await?;
-    let desired = with_runtime_facts(&docker, desired).await?;
-    let snap = observe(&docker, &desired.project).await?;
+    match args.backend.backend {
+        Backend::Docker => {
+            let docker = connect().await?;
+            let desired = with_runtime_facts(&docker, desired).await?;
+            show(&docker, &desired, args.manifest.output).await
+        }
+        Backend::Kubernetes => {
+            let kube = connect_kube(&manifest.project, &args.backend, false).await?;
+            show(&kube, &desired, args.manifest.output).await
+        }
+    }
+}
+
+async fn show<E: Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    output: Output,
+) -> anyhow::Result<i32> {
+    let snap = observe(engine, &desired.project).await?;
     let now = bottle_contract::supervise::now();
     let grants = grants_of(&desired.project, &snap, now);
-    let (_, p) = plan_observed(&desired, &snap, &grants)?;
-    match args.output {
+    let (_, p) = plan_observed(desired, &snap, &grants)?;
+    match output {
         Output::Json => {
             let mut v = render::plan_json(&p);
             v["grants"] = render::grants_json(&grants, now);

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{GetArgs, Output, connect, project_of, render};
+use super::{Backend, GetArgs, Output, connect, connect_kube, project_of, render};
 use crate::apply::{grants_of, observe};
 use crate::engine::{Engine, Exec, Snapshot};
 use crate::labels;
@@ -196,9 +196,18 @@ pub(crate) async fn bottles_in<E: Exec>(
 
 pub async fn run(args: GetArgs) -> anyhow::Result<i32> {
     let project = project_of(args.file.as_deref(), args.project.as_deref())?;
-    let docker = connect().await?;
     let now = bottle_contract::supervise::now();
-    let (bottles, grants) = bottles(&docker, &project, now).await?;
+    let (bottles, grants) = match args.backend.backend {
+        Backend::Docker => bottles(&connect().await?, &project, now).await?,
+        Backend::Kubernetes => {
+            bottles(
+                &connect_kube(&project, &args.backend, false).await?,
+                &project,
+                now,
+            )
+            .await?
+        }
+    };
     match args.output {
         Output::Json => {
             let v: Vec<Value> = bottles

@@ -39,7 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Show what `apply` would change; exit 0 in sync, 1 with differences, 2 on error.
-    Diff(ManifestArgs),
+    Diff(DiffArgs),
     /// Converge Docker to the manifest.
     Apply(ApplyArgs),
     /// Remove bottles (all of the project, or the NAMEs), dependents first.
@@ -90,10 +90,49 @@ pub struct ManifestArgs {
     pub output: Output,
 }
 
+/// Where the bottles run (docs/design.md section 9).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// The local Docker engine.
+    #[default]
+    Docker,
+    /// A Kubernetes cluster: a namespace per project (`bottle-<project>`).
+    Kubernetes,
+}
+
+/// The backend and, for Kubernetes, which cluster and registry.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Where the bottles run.
+    #[arg(long, value_enum, default_value_t)]
+    pub backend: Backend,
+    /// With `--backend kubernetes`: the kubeconfig context (default: its current one).
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
+    /// With `--backend kubernetes`: the kubeconfig file (default: KUBECONFIG, then
+    /// ~/.kube/config).
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With `--backend kubernetes`: the registry the cluster pulls from; `bottle` pushes
+    /// the images it builds there (`host:port`).
+    #[arg(long, env = "BOTTLE_KUBE_REGISTRY", value_name = "HOST")]
+    pub registry: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub manifest: ManifestArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Remove this project's objects that the manifest no longer wants.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub prune: bool,
@@ -170,6 +209,8 @@ pub struct DeleteArgs {
     /// When another apply or delete holds the project, wait for it instead of failing.
     #[arg(long)]
     pub wait_lock: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +224,8 @@ pub struct GetArgs {
     /// Output format on stdout.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: Output,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// Which running bottle: its name, and the project when more than one has it.
@@ -504,6 +547,37 @@ fn agent_in(found: &[crate::engine::ContainerInfo], name: &str) -> anyhow::Resul
 /// first list call, so a no-op reconcile costs only its four list calls.
 pub(crate) async fn connect() -> anyhow::Result<Docker> {
     Ok(Docker::connect()?)
+}
+
+/// The Kubernetes engine of `project` (docs/design.md section 9.10): the cluster must
+/// answer and the project's namespace be ours (made if missing) before anything else;
+/// images are built by the local Docker and pushed to `--registry`.
+/// With `make`, the namespace is made when missing (`apply`); else nothing is (`diff`,
+/// `get`, `delete`).
+pub(crate) async fn connect_kube(
+    project: &str,
+    args: &BackendArgs,
+    make: bool,
+) -> anyhow::Result<bottle_kube::engine::KubeEngine<Docker>> {
+    let target = bottle_kube::Target {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    };
+    let registry = args.registry.clone().context(
+        "--backend kubernetes needs --registry (or BOTTLE_KUBE_REGISTRY): the registry the \
+         cluster pulls the bottles' images from",
+    )?;
+    let cluster = bottle_kube::Cluster::connect(&target)
+        .await
+        .context("connecting to the Kubernetes cluster")?;
+    let settings = bottle_kube::engine::Settings::new(&registry);
+    let docker = Docker::connect()?;
+    let engine = if make {
+        bottle_kube::engine::KubeEngine::connect(cluster, project, settings, docker).await
+    } else {
+        bottle_kube::engine::KubeEngine::open(cluster, project, settings, docker).await
+    };
+    engine.with_context(|| format!("reaching the Kubernetes cluster for project {project}"))
 }
 
 /// The engine's runtimes and the verdict on its runsc (probed once per engine and runsc

@@ -49,6 +49,16 @@ pub fn cluster_up() -> (PathBuf, String, bool) {
     )
 }
 
+/// A client of the cluster whose kubeconfig is `kubeconfig`.
+pub async fn connect(kubeconfig: PathBuf) -> bottle_kube::Cluster {
+    bottle_kube::Cluster::connect(&bottle_kube::Target {
+        kubeconfig: Some(kubeconfig),
+        context: None,
+    })
+    .await
+    .expect("connecting to the test cluster")
+}
+
 pub async fn wait_running(api: &Api<Pod>, name: &str) {
     for _ in 0..240 {
         let p = api.get(name).await.expect("reading pod");

@@ -1,0 +1,62 @@
+//! How a volume claim is seeded on Kubernetes (docs/design.md section 9.10): the engine
+//! mounts a Secret holding [`PLAN_FILE`] and the files' contents at [`MOUNT`] and each
+//! claim at its [`SeedVolume::dir`] into a short-lived helper pod running `bottle sidecar
+//! seed`, which writes the files with their modes and owners and gives each volume's root
+//! its owner, then exits.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the helper pod finds the plan and the files' contents.
+pub const MOUNT: &str = "/seed";
+/// The plan's file name under [`MOUNT`].
+pub const PLAN_FILE: &str = "plan.json";
+/// Where the helper pod mounts the claims: `<VOLUMES>/<i>`.
+pub const VOLUMES: &str = "/volumes";
+
+/// One volume to seed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedVolume {
+    /// Where the claim is mounted in the helper pod.
+    pub dir: String,
+    /// Owner (uid, gid) of the volume's root; root's when absent.
+    pub owner: Option<(u64, u64)>,
+    /// The files to write.
+    pub files: Vec<SeedFile>,
+}
+
+/// One file to write into a volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeedFile {
+    /// The key of its contents under [`MOUNT`].
+    pub key: String,
+    /// Its path relative to the volume's root (no `..`, not absolute).
+    pub path: String,
+    /// Its mode.
+    pub mode: u32,
+    /// Its owner.
+    pub uid: u64,
+    /// Its group.
+    pub gid: u64,
+}
+
+/// Is `path` a plain relative path inside a volume (no `..`, no root, not empty)?
+pub fn contained(path: &str) -> bool {
+    let p = std::path::Path::new(path);
+    !path.is_empty()
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_contained() {
+        assert!(contained("a/b.txt"));
+        assert!(contained(".claude/settings.json"));
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "./a"] {
+            assert!(!contained(bad), "{bad}");
+        }
+    }
+}

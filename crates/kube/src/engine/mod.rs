@@ -1,0 +1,789 @@
+//! [`KubeEngine`]: the engine seam (`bottle_engine::Engine`) over the Kubernetes API, so
+//! the same pure plan (`bottle_core::apply::reconcile_once`) converges a bottle onto a
+//! cluster (docs/design.md section 9.9). One engine serves one project, in its namespace
+//! (`bottle-<project>`, made by [`KubeEngine::connect`]).
+//!
+//! The mapping of specs to objects is [`render`]'s (pure); this module does the calls:
+//! every object is created through [`Cluster::create`] (which refuses one without the
+//! project's labels) and removed through [`Cluster::delete_ours`] (which reads its
+//! labels first), so nothing unlabelled in the namespace is touched. Images are built
+//! with the local engine (`I`, Docker) as under the Docker backend and pushed to the
+//! registry the operator names; the local `registry/repo:tag` is the record that a tag
+//! was pushed, so an unchanged image is neither built nor pushed again.
+//!
+//! Pods address each other directly (the test cluster has no kube-proxy, section 9.8):
+//! a pod is given its bottle's running pods' addresses through `hostAliases` when it is
+//! made, the agent's `netlock` the sidecars' pod addresses.
+
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bottle_engine::{
+    BuildSpec, ContainerInfo, ContainerSpec, Engine, EngineError, ImageInfo, NetworkInfo,
+    NetworkSpec, VolumeInfo, VolumeSpec,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use kube::api::{Api, PostParams};
+use kube::{Resource, ResourceExt};
+
+use crate::{Cluster, Deleted, KubeError, Namespaced};
+use render::{Backing, Peer};
+
+/// Pushes a locally built image to a registry: the local engine's part of the backend.
+#[allow(async_fn_in_trait)] // used through generics only
+pub trait Push {
+    /// Push the local image `tag` as `reference` (`registry/repo:tag`).
+    async fn push(&self, tag: &str, reference: &str) -> Result<(), EngineError>;
+}
+
+impl Push for bottle_docker::Docker {
+    async fn push(&self, tag: &str, reference: &str) -> Result<(), EngineError> {
+        self.push_image(tag, reference).await
+    }
+}
+
+/// How the backend is set up: what the operator provides (section 9.7).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The registry the nodes pull from and `bottle` pushes to (`127.0.0.1:5000`).
+    pub registry: String,
+    /// The StorageClass of volume claims; `None` takes the cluster's default.
+    pub storage_class: Option<String>,
+    /// The size each volume claim asks for.
+    pub claim_size: String,
+    /// How long a new pod may take to run (image pull included).
+    pub pod_timeout: Duration,
+}
+
+impl Settings {
+    /// Defaults for `registry`: the default StorageClass, 1Gi claims, 180 s per pod.
+    pub fn new(registry: &str) -> Self {
+        Settings {
+            registry: registry.to_owned(),
+            storage_class: None,
+            claim_size: "1Gi".into(),
+            pod_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// The engine seam over one project's namespace.
+pub struct KubeEngine<I> {
+    cluster: Cluster,
+    namespace: String,
+    project: String,
+    settings: Settings,
+    images: I,
+}
+
+fn api_error(op: &'static str, name: &str, e: KubeError) -> EngineError {
+    match &e {
+        KubeError::Api {
+            cause: kube::Error::Api(status),
+            ..
+        } if status.code == 404 => EngineError::NotFound {
+            kind: "object",
+            name: name.into(),
+        },
+        KubeError::Api {
+            cause: kube::Error::Api(status),
+            ..
+        } if status.code == 409 => EngineError::Conflict {
+            kind: "object",
+            name: name.into(),
+        },
+        // The server's own words, which say what it refused and why.
+        KubeError::Api {
+            cause: kube::Error::Api(status),
+            ..
+        } => EngineError::Api {
+            op,
+            name: name.into(),
+            message: status.message.clone(),
+        },
+        KubeError::Api { cause, .. } => EngineError::Unreachable(format!("{e}: {cause}")),
+        _ => EngineError::Api {
+            op,
+            name: name.into(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn render_error(op: &'static str, name: &str, e: render::RenderError) -> EngineError {
+    EngineError::Api {
+        op,
+        name: name.into(),
+        message: e.to_string(),
+    }
+}
+
+impl<I> KubeEngine<I> {
+    /// The engine for `project` on `cluster`: checks that the API server answers and
+    /// makes (or finds, if ours) the project's namespace. `images` builds and pushes.
+    pub async fn connect(
+        cluster: Cluster,
+        project: &str,
+        settings: Settings,
+        images: I,
+    ) -> Result<Self, KubeError> {
+        let engine = Self::open(cluster, project, settings, images).await?;
+        engine.cluster.ensure_namespace(project).await?;
+        engine
+            .cluster
+            .wait_service_account(&engine.namespace)
+            .await?;
+        Ok(engine)
+    }
+
+    /// The engine for `project` without making its namespace (`diff`, `get`, `delete`
+    /// change nothing that is not there): checks that the API server answers, and that a
+    /// namespace of that name, if any, is ours.
+    pub async fn open(
+        cluster: Cluster,
+        project: &str,
+        settings: Settings,
+        images: I,
+    ) -> Result<Self, KubeError> {
+        cluster.version().await?;
+        let namespace = crate::namespace_name(project);
+        cluster.check_namespace(project).await?;
+        Ok(KubeEngine {
+            cluster,
+            namespace,
+            project: project.to_owned(),
+            settings,
+            images,
+        })
+    }
+
+    /// The project's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The client.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn api<K: Namespaced>(&self) -> Api<K> {
+        Api::namespaced(self.cluster.client().clone(), &self.namespace)
+    }
+
+    async fn list<K: Namespaced>(&self, object: &str) -> Result<Vec<K>, EngineError> {
+        self.cluster
+            .list_ours_where(
+                &self.namespace,
+                &self.project,
+                &[format!("{}={object}", render::OBJECT)],
+            )
+            .await
+            .map(live)
+            .map_err(|e| api_error("list", object, e))
+    }
+
+    async fn create<K: Namespaced + serde::Serialize>(
+        &self,
+        op: &'static str,
+        object: &K,
+    ) -> Result<K, EngineError> {
+        let name = object.name_any();
+        self.cluster
+            .create(&self.namespace, &self.project, object)
+            .await
+            .map_err(|e| api_error(op, &name, e))
+    }
+
+    async fn delete<K: Namespaced>(&self, name: &str, now: bool) -> Result<Deleted, EngineError> {
+        let r = if now {
+            self.cluster
+                .delete_ours_now::<K>(&self.namespace, name, &self.project)
+                .await
+        } else {
+            self.cluster
+                .delete_ours::<K>(&self.namespace, name, &self.project)
+                .await
+        };
+        r.map_err(|e| api_error("delete", name, e))
+    }
+
+    /// The pods of the project.
+    async fn pods(&self) -> Result<Vec<Pod>, EngineError> {
+        self.cluster
+            .list_ours::<Pod>(&self.namespace, &self.project)
+            .await
+            .map(live)
+            .map_err(|e| api_error("list", "pods", e))
+    }
+
+    /// The pod that holds the seam's container `name`.
+    async fn pod_of(&self, name: &str) -> Result<Option<Pod>, EngineError> {
+        Ok(self
+            .pods()
+            .await?
+            .into_iter()
+            .find(|p| render::records(p).iter().any(|r| r.name == name)))
+    }
+
+    /// The pods of `bottle` other than `except`, with their addresses.
+    async fn peers(&self, bottle: &str, except: &str) -> Result<Vec<Peer>, EngineError> {
+        Ok(render::peers_of(&self.pods().await?, bottle, except))
+    }
+
+    /// How each volume `spec` mounts is backed in the namespace.
+    async fn backing(
+        &self,
+        spec: &ContainerSpec,
+    ) -> Result<BTreeMap<String, Backing>, EngineError> {
+        let mut out = BTreeMap::new();
+        let secrets: Api<Secret> = self.api();
+        let claims: Api<PersistentVolumeClaim> = self.api();
+        for m in &spec.mounts {
+            let bottle_engine::Mount::Volume { name, .. } = m else {
+                continue;
+            };
+            if out.contains_key(name) {
+                continue;
+            }
+            let read = |e: kube::Error| {
+                api_error(
+                    "read",
+                    name,
+                    KubeError::Api {
+                        what: format!("reading volume {name}"),
+                        cause: e,
+                    },
+                )
+            };
+            if let Some(s) = secrets.get_opt(name).await.map_err(read)? {
+                out.insert(name.clone(), Backing::Files(render::secret_items(&s)));
+            } else if claims.get_opt(name).await.map_err(read)?.is_some() {
+                out.insert(name.clone(), Backing::Claim);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Create `pod` (after `env`, its containers' environment Secrets) and wait until it
+    /// runs with an address; a pod that fails says why.
+    async fn run_pod(&self, pod: Pod, env: Vec<Secret>) -> Result<(), EngineError> {
+        let name = pod.name_any();
+        for s in &env {
+            // A left-over of an interrupted run is replaced.
+            self.delete::<Secret>(&s.name_any(), false).await?;
+            self.create("create secret", s).await?;
+        }
+        self.create("create pod", &pod).await?;
+        self.wait_running(&name).await
+    }
+
+    async fn wait_running(&self, name: &str) -> Result<(), EngineError> {
+        self.wait_pod(name, "run pod", |p| {
+            let status = p.status.clone().unwrap_or_default();
+            let all_up = status.container_statuses.as_ref().is_some_and(|cs| {
+                !cs.is_empty()
+                    && cs
+                        .iter()
+                        .all(|c| c.state.as_ref().is_some_and(|st| st.running.is_some()))
+            });
+            match status.phase.as_deref() {
+                Some("Running") if status.pod_ip.is_some() && all_up => Some(true),
+                // A container that ended, or waits for a reason other than being made.
+                Some("Running" | "Pending") if pod_problem(p).is_some() => Some(false),
+                Some("Failed" | "Succeeded") => Some(false),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Wait until the pod `name` has ended: success, or its failure with the kubelet's
+    /// words.
+    async fn wait_ended(&self, name: &str) -> Result<(), EngineError> {
+        self.wait_pod(name, "seed volumes", |p| {
+            match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
+                Some("Succeeded") => Some(true),
+                Some("Failed") => Some(false),
+                _ => None,
+            }
+        })
+        .await
+    }
+
+    /// Read the pod `name` every half second until `settled` says it is done (`true`) or
+    /// failed (`false`), at most the pod timeout; a failure says why.
+    async fn wait_pod(
+        &self,
+        name: &str,
+        op: &'static str,
+        settled: impl Fn(&Pod) -> Option<bool>,
+    ) -> Result<(), EngineError> {
+        let api: Api<Pod> = self.api();
+        let deadline = tokio::time::Instant::now() + self.settings.pod_timeout;
+        loop {
+            let p = api.get(name).await.map_err(|e| {
+                api_error(
+                    "read pod",
+                    name,
+                    KubeError::Api {
+                        what: format!("reading pod {name}"),
+                        cause: e,
+                    },
+                )
+            })?;
+            let failed = |message| EngineError::Api {
+                op,
+                name: name.into(),
+                message,
+            };
+            match settled(&p) {
+                Some(true) => return Ok(()),
+                Some(false) => return Err(failed(self.explain(&p).await)),
+                None if tokio::time::Instant::now() >= deadline => {
+                    let why = self.explain(&p).await;
+                    return Err(failed(format!(
+                        "not done after {} s: {why}",
+                        self.settings.pod_timeout.as_secs()
+                    )));
+                }
+                None => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
+
+    /// Why the pod `p` does not run: [`pod_problem`] and the last lines its failing
+    /// container wrote.
+    async fn explain(&self, p: &Pod) -> String {
+        let problem = pod_problem(p).unwrap_or_else(|| format!("{:?}", p.status));
+        let Some(container) = failed_container(p) else {
+            return problem;
+        };
+        let api: Api<Pod> = self.api();
+        let params = kube::api::LogParams {
+            container: Some(container),
+            tail_lines: Some(5),
+            ..Default::default()
+        };
+        match api.logs(&p.name_any(), &params).await {
+            Ok(log) if !log.trim().is_empty() => format!("{problem}; its log ends: {}", log.trim()),
+            _ => problem,
+        }
+    }
+
+    /// Delete the pod `name` at once and wait until the API no longer has it.
+    async fn delete_pod_now(&self, name: &str) -> Result<(), EngineError> {
+        self.delete::<Pod>(name, true).await?;
+        let api: Api<Pod> = self.api();
+        for _ in 0..120 {
+            match api.get_opt(name).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
+                Err(e) => {
+                    return Err(api_error(
+                        "read pod",
+                        name,
+                        KubeError::Api {
+                            what: format!("reading pod {name}"),
+                            cause: e,
+                        },
+                    ));
+                }
+            }
+        }
+        Err(EngineError::Api {
+            op: "remove pod",
+            name: name.into(),
+            message: "still there 30 s after its deletion".into(),
+        })
+    }
+}
+
+impl<I> KubeEngine<I> {
+    /// Seed `claims` through one helper pod (section 9.10): its Secret, the pod, its
+    /// end, and both removed again whatever the outcome.
+    async fn seed(&self, claims: &[&VolumeSpec]) -> Result<(), EngineError> {
+        let Some(first) = claims.first() else {
+            return Ok(());
+        };
+        let name = render::seed_name(&first.name);
+        let image = render::pushed_reference(&self.settings.registry, &first.seed_image);
+        // A helper left by an interrupted run goes first.
+        self.delete_pod_now(&name).await?;
+        self.delete::<Secret>(&name, false).await?;
+        let secret = render::seed_secret(&name, &first.labels, claims);
+        let pod = render::seed_pod(&name, &first.labels, &image, claims);
+        let result = async {
+            self.create("create secret", &secret).await?;
+            self.create("create pod", &pod).await?;
+            self.wait_ended(&name).await
+        }
+        .await;
+        let cleaned = async {
+            self.delete_pod_now(&name).await?;
+            self.delete::<Secret>(&name, false).await.map(drop)
+        }
+        .await;
+        result.and(cleaned)
+    }
+}
+
+/// The name of the first container of `p` that ended with a failure or waits for a
+/// reason, for its log.
+fn failed_container(p: &Pod) -> Option<String> {
+    let s = p.status.as_ref()?;
+    s.init_container_statuses
+        .iter()
+        .flatten()
+        .chain(s.container_statuses.iter().flatten())
+        .find(|c| {
+            c.state.as_ref().is_some_and(|st| {
+                st.terminated.as_ref().is_some_and(|t| t.exit_code != 0) || st.waiting.is_some()
+            })
+        })
+        .map(|c| c.name.clone())
+}
+
+/// The objects not being deleted: one on its way out (a claim held by a pod's
+/// protection, a pod in its grace period) is gone as far as the plan is concerned.
+fn live<K: Resource>(objects: Vec<K>) -> Vec<K> {
+    objects
+        .into_iter()
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .collect()
+}
+
+/// What keeps a pod from running: a container waiting for a reason, or one that ended.
+fn pod_problem(p: &Pod) -> Option<String> {
+    let s = p.status.as_ref()?;
+    let all = s
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(s.container_statuses.iter().flatten());
+    for c in all {
+        let Some(state) = &c.state else { continue };
+        if let Some(w) = &state.waiting
+            && let Some(reason) = &w.reason
+            && reason != "ContainerCreating"
+            && reason != "PodInitializing"
+        {
+            return Some(format!(
+                "container {} waiting: {reason}: {}",
+                c.name,
+                w.message.clone().unwrap_or_default()
+            ));
+        }
+        if let Some(t) = &state.terminated
+            && !(t.exit_code == 0
+                && s.init_container_statuses
+                    .iter()
+                    .flatten()
+                    .any(|i| i.name == c.name))
+        {
+            return Some(format!(
+                "container {} ended with {}: {} {}",
+                c.name,
+                t.exit_code,
+                t.reason.clone().unwrap_or_default(),
+                t.message.clone().unwrap_or_default()
+            ));
+        }
+    }
+    s.message.clone().filter(|m| !m.is_empty())
+}
+
+fn unsupported(op: &'static str, name: &str) -> EngineError {
+    EngineError::Api {
+        op,
+        name: name.into(),
+        message: "not supported by the Kubernetes backend yet".into(),
+    }
+}
+
+/// Not built yet (the exec subresource needs kube's `ws` feature): a sidecar's readiness
+/// is unknown and `get` says so.
+impl<I> bottle_engine::Exec for KubeEngine<I> {
+    async fn exec(
+        &self,
+        container: &str,
+        _cmd: &[String],
+        _user: Option<&str>,
+        _stdin: &[u8],
+    ) -> Result<bottle_engine::ExecOutput, EngineError> {
+        Err(unsupported("exec", container))
+    }
+
+    async fn signal(&self, container: &str, _signal: &str) -> Result<(), EngineError> {
+        Err(unsupported("signal", container))
+    }
+}
+
+impl<I: Engine + Push> Engine for KubeEngine<I> {
+    async fn list_networks(&self, _labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
+        Ok(self
+            .list::<ConfigMap>(render::NETWORK)
+            .await?
+            .iter()
+            .map(render::network_info)
+            .collect())
+    }
+
+    async fn list_volumes(&self, _labels: &[String]) -> Result<Vec<VolumeInfo>, EngineError> {
+        let secrets = self.list::<Secret>(render::VOLUME).await?;
+        let claims = self.list::<PersistentVolumeClaim>(render::VOLUME).await?;
+        Ok(secrets
+            .iter()
+            .map(|s| render::volume_info(&s.metadata))
+            .chain(claims.iter().map(|c| render::volume_info(&c.metadata)))
+            .collect())
+    }
+
+    async fn list_containers(&self, _labels: &[String]) -> Result<Vec<ContainerInfo>, EngineError> {
+        Ok(render::all_container_infos(&self.pods().await?))
+    }
+
+    /// The local images whose tag was pushed to the registry, under their local tag.
+    async fn list_images(&self, labels: &[String]) -> Result<Vec<ImageInfo>, EngineError> {
+        let local = self.images.list_images(labels).await?;
+        let prefix = format!("{}/", self.settings.registry.trim_end_matches('/'));
+        let pushed: std::collections::BTreeSet<&str> = local
+            .iter()
+            .filter_map(|i| i.tag.strip_prefix(&prefix))
+            .collect();
+        Ok(local
+            .iter()
+            .filter(|i| pushed.contains(i.tag.as_str()))
+            .cloned()
+            .collect())
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<(), EngineError> {
+        self.create("create network", &render::network_marker(spec))
+            .await
+            .map(drop)
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        self.delete::<ConfigMap>(name, false).await.map(drop)
+    }
+
+    async fn create_volumes(&self, specs: &[VolumeSpec]) -> Result<(), EngineError> {
+        if let Some(s) = specs.iter().find(|s| !s.seed_dirs.is_empty()) {
+            // A host tree is too big for the helper's Secret (1 MiB): not built yet.
+            return Err(EngineError::Api {
+                op: "create volume",
+                name: s.name.clone(),
+                message: "copying host directories into a volume is not supported by the \
+                          Kubernetes backend yet"
+                    .into(),
+            });
+        }
+        let mut made: Vec<(&str, bool)> = Vec::new();
+        let mut result = Ok(());
+        for spec in specs {
+            let claim = render::is_claim(spec);
+            let r = if claim {
+                let claim = render::volume_claim(
+                    spec,
+                    self.settings.storage_class.as_deref(),
+                    &self.settings.claim_size,
+                );
+                self.create("create volume", &claim).await.map(drop)
+            } else {
+                self.create("create volume", &render::volume_secret(spec))
+                    .await
+                    .map(drop)
+            };
+            match r {
+                Ok(()) => made.push((&spec.name, claim)),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if result.is_ok() {
+            let seeded: Vec<&VolumeSpec> = specs
+                .iter()
+                .filter(|s| render::is_claim(s) && render::needs_seeding(s))
+                .collect();
+            if !seeded.is_empty() {
+                result = self.seed(&seeded).await;
+            }
+        }
+        if result.is_err() {
+            for (name, claim) in made {
+                let _ = if claim {
+                    self.delete::<PersistentVolumeClaim>(name, false).await
+                } else {
+                    self.delete::<Secret>(name, false).await
+                };
+            }
+        }
+        result
+    }
+
+    async fn rewrite_volume(&self, spec: &VolumeSpec) -> Result<(), EngineError> {
+        let api: Api<Secret> = self.api();
+        let current = api.get_opt(&spec.name).await.map_err(|e| {
+            api_error(
+                "rewrite volume",
+                &spec.name,
+                KubeError::Api {
+                    what: format!("reading volume {}", spec.name),
+                    cause: e,
+                },
+            )
+        })?;
+        let Some(current) = current else {
+            return Err(EngineError::NotFound {
+                kind: "volume",
+                name: spec.name.clone(),
+            });
+        };
+        if !bottle_contract::labels::is_ours(current.labels(), &self.project) {
+            return Err(EngineError::Api {
+                op: "rewrite volume",
+                name: spec.name.clone(),
+                message: "not bottle's: left alone".into(),
+            });
+        }
+        let mut next = render::volume_secret(spec);
+        next.metadata.resource_version = current.meta().resource_version.clone();
+        api.replace(&spec.name, &PostParams::default(), &next)
+            .await
+            .map(drop)
+            .map_err(|e| {
+                api_error(
+                    "rewrite volume",
+                    &spec.name,
+                    KubeError::Api {
+                        what: format!("replacing volume {}", spec.name),
+                        cause: e,
+                    },
+                )
+            })
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
+        self.delete::<Secret>(name, false).await?;
+        self.delete::<PersistentVolumeClaim>(name, false).await?;
+        Ok(())
+    }
+
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<(), EngineError> {
+        let backing = self.backing(spec).await?;
+        let bottle = spec
+            .labels
+            .get(bottle_contract::labels::BOTTLE)
+            .cloned()
+            .unwrap_or_default();
+        let env: Vec<Secret> = (!spec.env.is_empty())
+            .then(|| {
+                render::env_secret(
+                    &render::env_secret_name(&spec.name),
+                    &render::on_kubernetes(spec),
+                )
+            })
+            .into_iter()
+            .collect();
+        match &spec.network_of {
+            None => {
+                let peers = self.peers(&bottle, &spec.name).await?;
+                let pod = render::render_pod(spec, &self.settings.registry, &backing, &peers)
+                    .map_err(|e| render_error("create container", &spec.name, e))?;
+                self.run_pod(pod, env).await
+            }
+            Some(holder) => {
+                let Some(current) = self.pod_of(holder).await? else {
+                    return Err(EngineError::NotFound {
+                        kind: "container",
+                        name: holder.clone(),
+                    });
+                };
+                let pod_name = current.name_any();
+                let peers = self.peers(&bottle, &pod_name).await?;
+                let pod =
+                    render::join_pod(&current, spec, &self.settings.registry, &backing, &peers)
+                        .map_err(|e| render_error("create container", &spec.name, e))?;
+                self.delete_pod_now(&pod_name).await?;
+                self.run_pod(pod, env).await
+            }
+        }
+    }
+
+    /// A pod is never restarted in place (`restartPolicy: Never`): starting a stopped
+    /// container makes its pod anew from the same spec, with its peers' addresses as
+    /// they are now.
+    async fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        let Some(current) = self.pod_of(name).await? else {
+            return Err(EngineError::NotFound {
+                kind: "container",
+                name: name.into(),
+            });
+        };
+        let pod_name = current.name_any();
+        let bottle = current
+            .labels()
+            .get(bottle_contract::labels::BOTTLE)
+            .cloned()
+            .unwrap_or_default();
+        let peers = self.peers(&bottle, &pod_name).await?;
+        self.delete_pod_now(&pod_name).await?;
+        self.run_pod(render::refresh(&current, &peers), Vec::new())
+            .await
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        let Some(current) = self.pod_of(name).await? else {
+            // Nothing holds it; its environment may be left over.
+            self.delete::<Secret>(&render::env_secret_name(name), false)
+                .await?;
+            return Ok(());
+        };
+        let pod_name = current.name_any();
+        let rest = render::strip_pod(&current, name)
+            .map_err(|e| render_error("remove container", name, e))?;
+        self.delete_pod_now(&pod_name).await?;
+        self.delete::<Secret>(&render::env_secret_name(name), false)
+            .await?;
+        match rest {
+            Some(pod) => {
+                // The containers left keep running in a pod of their own again.
+                self.create("create pod", &pod).await?;
+                self.wait_running(&pod_name).await
+            }
+            None => {
+                // The pod's other containers (a joiner) go with it.
+                for r in render::records(&current).iter().filter(|r| r.name != name) {
+                    self.delete::<Secret>(&render::env_secret_name(&r.name), false)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn build_image(&self, spec: &BuildSpec) -> Result<(), EngineError> {
+        self.images.build_image(spec).await?;
+        let reference = render::pushed_reference(&self.settings.registry, &spec.tag);
+        self.images.push(&spec.tag, &reference).await
+    }
+
+    /// Removes the local image and its pushed tag; the registry keeps its copy.
+    async fn remove_image(&self, tag: &str) -> Result<(), EngineError> {
+        let reference = render::pushed_reference(&self.settings.registry, tag);
+        self.images.remove_image(&reference).await?;
+        self.images.remove_image(tag).await
+    }
+
+    /// Only `runc`: under gVisor the agent pod's lock cannot be written on the clusters
+    /// tested (section 9.5), so `runtime: runsc` is refused before anything changes and
+    /// `auto` resolves to runc.
+    async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
+        Ok(vec!["runc".into()])
+    }
+}

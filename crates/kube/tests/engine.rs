@@ -1,0 +1,299 @@
+//! End-to-end test of the Kubernetes engine (feature `kube-e2e`; docs/design.md section
+//! 9.9) on the test cluster of scripts/kube/cluster.sh: the desired state of a small
+//! manifest, made as `bottle` makes it (`bottle_model` manifest -> `bottle_core` desired
+//! state, the sidecar image from the static `bottle` at $BOTTLE_SIDECAR_BINARY), converged
+//! by the same `reconcile_once` the Docker backend runs, on a [`KubeEngine`] (images built
+//! by the local Docker and pushed to the cluster's registry).
+//!
+//! Shows: the server accepts every object and the pods run; a second pass plans nothing;
+//! a deleted pod comes back on the next pass; an invalid object is refused with the
+//! server's message; removing the bottle removes its objects, while an unlabelled object
+//! and another project's in the same namespace are left alone.
+#![cfg(feature = "kube-e2e")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bottle_core::apply::{OpReport, Outcome, ReconcileOptions, Reconciled, reconcile_once};
+use bottle_core::graph::{self, DesiredState};
+use bottle_core::hash::DigestKey;
+use bottle_core::images::{self, SidecarFile};
+use bottle_core::nodes::{ObjectKind, sidecar};
+use bottle_core::plan::Action;
+use bottle_engine::{Engine, EngineError, NetworkSpec};
+use bottle_kube::engine::{KubeEngine, Settings};
+use common::{cluster_up, down_if_started};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+
+const PROJECT: &str = "kengine";
+
+/// A small manifest: one agent (a plain Debian image that sleeps) in a bottle with the
+/// default sidecars (pipelock, egress, agent-net).
+fn manifest_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bottle-kube-e2e-engine-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    std::fs::write(
+        d.join("Dockerfile"),
+        "FROM debian:bookworm-slim\nCMD [\"sleep\", \"infinity\"]\n",
+    )
+    .expect("Dockerfile");
+    std::fs::write(
+        d.join("bottles.yaml"),
+        format!(
+            "project: {PROJECT}\nbottles:\n  dev:\n    image: {{dockerfile: Dockerfile}}\n\
+             agents:\n  hello:\n    bottle: dev\n"
+        ),
+    )
+    .expect("manifest");
+    d
+}
+
+fn desired_state(dir: &Path) -> DesiredState {
+    let manifest =
+        bottle_model::manifest::load(&dir.join("bottles.yaml"), &|_| None).expect("manifest loads");
+    let binary = std::env::var_os("BOTTLE_SIDECAR_BINARY")
+        .map(PathBuf::from)
+        .expect("BOTTLE_SIDECAR_BINARY must name the static bottle (scripts/build-static.sh)");
+    let key = DigestKey::fixed(7);
+    let context = images::sidecar_context(&[SidecarFile {
+        image_path: "/bottle".into(),
+        host: binary,
+        mode: 0o755,
+    }])
+    .expect("sidecar context");
+    let side = sidecar::image_object(&key, context);
+    graph::desired(&manifest, &key, &side, &Arc::from(&[][..])).expect("desired state")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One pass; every operation must have been carried out.
+async fn pass<E: Engine>(engine: &E, desired: &DesiredState, what: &str) -> Reconciled {
+    let options = ReconcileOptions {
+        now: now(),
+        ..ReconcileOptions::default()
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let r = reconcile_once(
+        engine,
+        desired,
+        &options,
+        &mut |_| {},
+        &mut |op: &OpReport| {
+            seen.push(format!(
+                "{:?} {} -> {:?} ({} ms)",
+                op.op.kind,
+                op.op.key,
+                op.outcome,
+                op.took.as_millis()
+            ));
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: reconcile failed: {e}"));
+    eprintln!("{what}:\n  {}", seen.join("\n  "));
+    let failed: Vec<&OpReport> = r
+        .reports
+        .iter()
+        .filter(|o| o.outcome != Outcome::Done)
+        .collect();
+    assert!(failed.is_empty(), "{what}: operations failed: {failed:#?}");
+    r
+}
+
+fn steps(r: &Reconciled) -> Vec<String> {
+    r.plan
+        .steps
+        .iter()
+        .map(|s| format!("{:?} {}", s.action, s.key))
+        .collect()
+}
+
+async fn names<K>(api: &Api<K>) -> Vec<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut n: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|o| o.name_any())
+        .collect();
+    n.sort();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() {
+    let (kubeconfig, registry, started) = cluster_up();
+    let cluster = common::connect(kubeconfig).await;
+    let docker = bottle_docker::Docker::connect().expect("docker");
+    let engine = KubeEngine::connect(cluster.clone(), PROJECT, Settings::new(&registry), docker)
+        .await
+        .expect("engine");
+    let ns = engine.namespace().to_owned();
+    let client = cluster.client().clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+
+    // Not ours: an unlabelled ConfigMap, and a Secret of another project, in our namespace.
+    let planted: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "planted"}, "data": {"k": "v"},
+    }))
+    .expect("cm");
+    let foreign: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "foreign", "labels": {
+            "bottle.managed": "true", "bottle.project": "other", "bottle.object": "volume"}},
+        "stringData": {"k": "v"},
+    }))
+    .expect("secret");
+    for r in [
+        maps.create(&PostParams::default(), &planted)
+            .await
+            .map(drop),
+        secrets
+            .create(&PostParams::default(), &foreign)
+            .await
+            .map(drop),
+    ] {
+        r.or_else(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => Ok(()),
+            e => Err(e),
+        })
+        .expect("planting");
+    }
+
+    let dir = manifest_dir();
+    let desired = desired_state(&dir);
+
+    // 1. Converge: every object accepted, every pod running.
+    let first = pass(&engine, &desired, "first pass").await;
+    assert!(!first.plan.steps.is_empty());
+    let running: Vec<String> = pods
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items
+        .iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .map(|p| p.name_any())
+        .collect();
+    for want in ["pipelock", "egress", "agent-net"] {
+        let name = format!("bottle-{PROJECT}-hello-{want}");
+        assert!(running.contains(&name), "{name} not running: {running:?}");
+    }
+    let agent_pod = pods
+        .get(&format!("bottle-{PROJECT}-hello-agent-net"))
+        .await
+        .expect("agent pod");
+    let containers: Vec<String> = agent_pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    assert_eq!(containers, ["agent-net", "agent"], "the agent's pod");
+    let containers_listed = engine.list_containers(&[]).await.expect("containers");
+    assert_eq!(containers_listed.len(), 4, "{containers_listed:#?}");
+
+    // 2. A second pass plans no change.
+    let second = pass(&engine, &desired, "second pass").await;
+    assert!(
+        second.plan.steps.is_empty(),
+        "second pass: {:?}",
+        steps(&second)
+    );
+
+    // 3. Drift: a deleted sidecar pod comes back on the next pass.
+    let egress = format!("bottle-{PROJECT}-hello-egress");
+    pods.delete(&egress, &DeleteParams::default().grace_period(0))
+        .await
+        .expect("deleting egress's pod");
+    for _ in 0..60 {
+        if pods.get_opt(&egress).await.expect("get").is_none() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    let third = pass(&engine, &desired, "drift repair").await;
+    assert!(
+        third
+            .plan
+            .steps
+            .iter()
+            .any(|s| s.key.kind == ObjectKind::Container
+                && s.key.name == egress
+                && s.action == Action::Create),
+        "drift repair: {:?}",
+        steps(&third)
+    );
+    assert!(pods.get_opt(&egress).await.expect("get").is_some());
+    let fourth = pass(&engine, &desired, "after repair").await;
+    assert!(
+        fourth.plan.steps.is_empty(),
+        "after repair: {:?}",
+        steps(&fourth)
+    );
+
+    // 4. An invalid object is refused with the server's message, and nothing is made.
+    let bad = NetworkSpec {
+        name: "Not_A-Name".into(),
+        labels: bottle_contract::labels::object_labels(PROJECT, "hello", "net-x", "0", ""),
+        internal: true,
+        options: Default::default(),
+        subnet: None,
+    };
+    match engine.create_network(&bad).await {
+        Err(EngineError::Api { message, .. }) => assert!(
+            message.contains("is invalid") && message.contains("Not_A-Name"),
+            "{message}"
+        ),
+        other => panic!("an invalid name was not refused by the server: {other:?}"),
+    }
+
+    // 5. The bottle removed from the manifest: everything of the project goes, nothing
+    // else does.
+    let gone = pass(&engine, &DesiredState::empty(PROJECT), "garbage collection").await;
+    assert!(
+        gone.plan.steps.iter().all(|s| s.action == Action::Delete),
+        "{:?}",
+        steps(&gone)
+    );
+    let left = pass(&engine, &DesiredState::empty(PROJECT), "after collection").await;
+    assert!(left.plan.steps.is_empty(), "{:?}", steps(&left));
+    assert!(
+        names(&pods).await.is_empty(),
+        "pods left: {:?}",
+        names(&pods).await
+    );
+    let sel = ListParams::default().labels(&format!("bottle.project={PROJECT}"));
+    assert!(secrets.list(&sel).await.expect("secrets").items.is_empty());
+    assert!(maps.list(&sel).await.expect("maps").items.is_empty());
+    // A claim goes once no pod holds it (its protection finalizer).
+    let mut left_claims = Vec::new();
+    for _ in 0..60 {
+        left_claims = claims.list(&sel).await.expect("claims").items;
+        if left_claims.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    assert!(left_claims.is_empty(), "claims left: {left_claims:?}");
+    assert!(names(&maps).await.contains(&"planted".to_string()));
+    assert!(names(&secrets).await.contains(&"foreign".to_string()));
+
+    cluster.delete_namespace(PROJECT).await.expect("namespace");
+    let _ = std::fs::remove_dir_all(&dir);
+    down_if_started(started);
+}
