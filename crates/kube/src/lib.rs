@@ -193,7 +193,8 @@ impl Cluster {
             .await
             .map_err(api_err(format!("reading namespace {name}")))?;
         if let Some(ns) = existing {
-            let terminating = ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
+            let terminating =
+                ns.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
             return if terminating {
                 Err(KubeError::Terminating { name })
             } else if labels::is_ours(ns.labels(), project) {
