@@ -131,10 +131,19 @@ async fn shot(b: &Client, name: &str) {
     std::fs::write(shots_dir().join(name), png).expect("write screenshot");
 }
 
+/// The text of the first element `css` selects (`None`: none does), read in the page in
+/// one step: the console re-renders its live part as the state changes, and an element
+/// found before a re-render is stale when its text is asked for after it.
+async fn text_of(b: &Client, css: &str) -> Option<String> {
+    let selector = serde_json::to_string(css).expect("a selector as a JS string");
+    let js =
+        format!("const e = document.querySelector({selector}); return e ? e.innerText : null;");
+    eval(b, &js).await.as_str().map(str::to_owned)
+}
+
 /// The page's text.
 async fn body(b: &Client) -> String {
-    let el = b.find(Locator::Css("body")).await.expect("body");
-    el.text().await.expect("body text")
+    text_of(b, "body").await.expect("a body")
 }
 
 /// Evaluate `js` (a function body returning a value) in the page.
@@ -241,13 +250,9 @@ agents:
         b.find(Locator::Css(&row)).await.is_ok()
     })
     .await;
-    let reason = b
-        .find(Locator::Css(&format!("{row} p.reason")))
+    let reason = text_of(&b, &format!("{row} p.reason"))
         .await
-        .expect("reason")
-        .text()
-        .await
-        .unwrap();
+        .expect("reason");
     assert_eq!(reason, evil, "shown as the agent wrote it, as text");
     let injected = eval(
         &b,
