@@ -179,6 +179,16 @@ impl Docker {
         }
     }
 
+    /// Does the registry of `reference` (`registry/repo:tag`) hold it? Asked through
+    /// the engine (`GET /distribution/{name}/json`), which reaches the registry as a
+    /// pull would; any failure is "no", so the image is pushed again.
+    pub async fn in_registry(&self, reference: &str) -> bool {
+        self.client
+            .inspect_registry_image(reference, None)
+            .await
+            .is_ok()
+    }
+
     async fn remove_image_tag(&self, reference: &str) -> Result<(), EngineError> {
         let options = RemoveImageOptionsBuilder::default().noprune(true).build();
         self.client

@@ -36,11 +36,18 @@ use render::{Backing, Peer};
 pub trait Push {
     /// Push the local image `tag` as `reference` (`registry/repo:tag`).
     async fn push(&self, tag: &str, reference: &str) -> Result<(), EngineError>;
+    /// Does the registry hold `reference`? (A local tag of it says only that it was
+    /// pushed once: the registry may have been replaced or emptied since.)
+    async fn in_registry(&self, reference: &str) -> bool;
 }
 
 impl Push for bottle_docker::Docker {
     async fn push(&self, tag: &str, reference: &str) -> Result<(), EngineError> {
         self.push_image(tag, reference).await
+    }
+
+    async fn in_registry(&self, reference: &str) -> bool {
+        bottle_docker::Docker::in_registry(self, reference).await
     }
 }
 
@@ -545,14 +552,17 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
         Ok(render::all_container_infos(&self.pods().await?))
     }
 
-    /// The local images whose tag was pushed to the registry, under their local tag.
+    /// The local images that the registry holds (pushed and still there), under their
+    /// local tag: one registry lookup per image pushed from here.
     async fn list_images(&self, labels: &[String]) -> Result<Vec<ImageInfo>, EngineError> {
         let local = self.images.list_images(labels).await?;
         let prefix = format!("{}/", self.settings.registry.trim_end_matches('/'));
-        let pushed: std::collections::BTreeSet<&str> = local
-            .iter()
-            .filter_map(|i| i.tag.strip_prefix(&prefix))
-            .collect();
+        let mut pushed = std::collections::BTreeSet::new();
+        for reference in local.iter().filter(|i| i.tag.starts_with(&prefix)) {
+            if self.images.in_registry(&reference.tag).await {
+                pushed.insert(&reference.tag[prefix.len()..]);
+            }
+        }
         Ok(local
             .iter()
             .filter(|i| pushed.contains(i.tag.as_str()))
