@@ -472,9 +472,7 @@ impl Docker {
         specs: &'a [VolumeSpec],
         made: &mut Vec<&'a VolumeSpec>,
     ) -> Result<(), EngineError> {
-        let seeded =
-            |s: &VolumeSpec| !(s.files.is_empty() && s.seed_dirs.is_empty() && s.owner.is_none());
-        let plain: Vec<&VolumeSpec> = specs.iter().filter(|s| !seeded(s)).collect();
+        let plain: Vec<&VolumeSpec> = specs.iter().filter(|s| !s.has_content()).collect();
         let created = futures_util::future::join_all(plain.iter().map(|spec| async move {
             let request = VolumeCreateRequest {
                 name: Some(spec.name.clone()),
@@ -500,7 +498,7 @@ impl Docker {
             return Err(e);
         }
         let mut by_image: Vec<(&str, Vec<&VolumeSpec>)> = Vec::new();
-        for spec in specs.iter().filter(|s| seeded(s)) {
+        for spec in specs.iter().filter(|s| s.has_content()) {
             match by_image
                 .iter_mut()
                 .find(|(image, _)| *image == spec.seed_image)

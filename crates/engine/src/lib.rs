@@ -145,6 +145,14 @@ pub struct VolumeSpec {
     pub seed_image: String,
 }
 
+impl VolumeSpec {
+    /// Does making it take more than creating it: files, host trees, or its root's owner
+    /// (what a seeding helper is for)?
+    pub fn has_content(&self) -> bool {
+        !(self.files.is_empty() && self.seed_dirs.is_empty() && self.owner.is_none())
+    }
+}
+
 /// A host directory tree to copy into a volume, every entry owned by `uid:gid`.
 /// Symlinks are copied as links, never followed; other special files are skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -618,7 +618,7 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
         if result.is_ok() {
             let seeded: Vec<&VolumeSpec> = specs
                 .iter()
-                .filter(|s| render::is_claim(s) && render::needs_seeding(s))
+                .filter(|s| render::is_claim(s) && s.has_content())
                 .collect();
             if !seeded.is_empty() {
                 result = self.seed(&seeded).await;

@@ -221,11 +221,6 @@ pub fn seed_name(first: &str) -> String {
     format!("{first}-seed")
 }
 
-/// Does the claim need the helper pod (files, or an owner for its root)?
-pub fn needs_seeding(spec: &VolumeSpec) -> bool {
-    spec.owner.is_some() || !spec.files.is_empty()
-}
-
 /// The Secret the helper pod reads: the plan and every file's contents.
 pub fn seed_secret(name: &str, labels: &Labels, claims: &[&VolumeSpec]) -> Secret {
     use bottle_contract::seed::{SeedFile, SeedVolume, VOLUMES};

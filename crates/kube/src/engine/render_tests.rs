@@ -435,7 +435,7 @@ fn a_claim_is_seeded_by_a_helper_pod_from_a_secret_plan() {
         owner: Some((1000, 1000)),
         seed_image: "bottle-sidecar:abc".into(),
     };
-    assert!(needs_seeding(&home));
+    assert!(home.has_content());
     let name = seed_name(&home.name);
     let s = seed_secret(&name, &home.labels, &[&home]);
     let data = s.data.as_ref().expect("data");
