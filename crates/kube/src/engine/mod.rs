@@ -29,7 +29,7 @@ use kube::api::{Api, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::{Cluster, Deleted, KubeError, Namespaced};
-use render::{Backing, Peer};
+use render::Backing;
 
 /// Pushes a locally built image to a registry: the local engine's part of the backend.
 #[allow(async_fn_in_trait)] // used through generics only
@@ -226,18 +226,18 @@ impl<I> KubeEngine<I> {
             .map_err(|e| api_error("list", "pods", e))
     }
 
-    /// The pod that holds the seam's container `name`.
-    async fn pod_of(&self, name: &str) -> Result<Option<Pod>, EngineError> {
-        Ok(self
-            .pods()
-            .await?
-            .into_iter()
-            .find(|p| render::records(p).iter().any(|r| r.name == name)))
-    }
-
-    /// The pods of `bottle` other than `except`, with their addresses.
-    async fn peers(&self, bottle: &str, except: &str) -> Result<Vec<Peer>, EngineError> {
-        Ok(render::peers_of(&self.pods().await?, bottle, except))
+    /// The pod that holds the seam's container `name`, of those listed (one list serves
+    /// both it and the peers a new pod names).
+    async fn pod_of(&self, name: &str) -> Result<(Pod, Vec<Pod>), EngineError> {
+        let pods = self.pods().await?;
+        pods.iter()
+            .find(|p| render::records(p).iter().any(|r| r.name == name))
+            .cloned()
+            .map(|p| (p, pods))
+            .ok_or_else(|| EngineError::NotFound {
+                kind: "container",
+                name: name.into(),
+            })
     }
 
     /// How each volume `spec` mounts is backed in the namespace.
@@ -702,20 +702,15 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
             .collect();
         match &spec.network_of {
             None => {
-                let peers = self.peers(&bottle, &spec.name).await?;
+                let peers = render::peers_of(&self.pods().await?, &bottle, &spec.name);
                 let pod = render::render_pod(spec, &self.settings.registry, &backing, &peers)
                     .map_err(|e| render_error("create container", &spec.name, e))?;
                 self.run_pod(pod, env).await
             }
             Some(holder) => {
-                let Some(current) = self.pod_of(holder).await? else {
-                    return Err(EngineError::NotFound {
-                        kind: "container",
-                        name: holder.clone(),
-                    });
-                };
+                let (current, pods) = self.pod_of(holder).await?;
                 let pod_name = current.name_any();
-                let peers = self.peers(&bottle, &pod_name).await?;
+                let peers = render::peers_of(&pods, &bottle, &pod_name);
                 let pod =
                     render::join_pod(&current, spec, &self.settings.registry, &backing, &peers)
                         .map_err(|e| render_error("create container", &spec.name, e))?;
@@ -729,30 +724,29 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
     /// container makes its pod anew from the same spec, with its peers' addresses as
     /// they are now.
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
-        let Some(current) = self.pod_of(name).await? else {
-            return Err(EngineError::NotFound {
-                kind: "container",
-                name: name.into(),
-            });
-        };
+        let (current, pods) = self.pod_of(name).await?;
         let pod_name = current.name_any();
         let bottle = current
             .labels()
             .get(bottle_contract::labels::BOTTLE)
             .cloned()
             .unwrap_or_default();
-        let peers = self.peers(&bottle, &pod_name).await?;
+        let peers = render::peers_of(&pods, &bottle, &pod_name);
         self.delete_pod_now(&pod_name).await?;
         self.run_pod(render::refresh(&current, &peers), Vec::new())
             .await
     }
 
     async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
-        let Some(current) = self.pod_of(name).await? else {
-            // Nothing holds it; its environment may be left over.
-            self.delete::<Secret>(&render::env_secret_name(name), false)
-                .await?;
-            return Ok(());
+        let current = match self.pod_of(name).await {
+            Ok((current, _)) => current,
+            Err(EngineError::NotFound { .. }) => {
+                // Nothing holds it; its environment may be left over.
+                self.delete::<Secret>(&render::env_secret_name(name), false)
+                    .await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         };
         let pod_name = current.name_any();
         let rest = render::strip_pod(&current, name)
