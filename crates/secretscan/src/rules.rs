@@ -21,6 +21,11 @@
 //!   in gitleaks a stopword anywhere in the secret excuses it, so appending `.example`
 //!   to a real key would hide it. Use them for an explicit list of documentation
 //!   values.
+//! - `entropy` is never stricter than what a random value of the secret's own length and
+//!   alphabet reaches with near certainty ([`below_entropy`]): gitleaks' fixed `3.0` on
+//!   `AKIA` + 16 base32 characters excuses about one real AWS key in 4,500, and `3.7`
+//!   on a 32-digit hex API key excuses most of them. The threshold still excuses
+//!   placeholders (`AKIAXXXXXXXXXXXXXXXX`, `aaaa…`), which sit far below random.
 //! - A secret that is all filler ([`crate::validators::is_filler`]: `xxxx`, `0000`,
 //!   every long part one repeated character) is never a finding, whatever the rules.
 
@@ -451,6 +456,66 @@ impl Rule {
     pub fn regex_source(&self) -> &str {
         self.regex.as_str()
     }
+}
+
+/// Bits below the expected entropy of a random value at which [`below_entropy`]'s
+/// floor sits: a random value falls that far under its mean less than once in a
+/// million draws at the lengths rules use (measured by sampling; the test
+/// `a_random_value_of_a_rules_shape_is_found` holds it).
+const RANDOM_SLACK: f64 = 1.25;
+
+/// Is `secret` too ordered to be a real secret under a rule's `min` entropy? True when
+/// its Shannon entropy is at most `min`, or at most the floor a random value of the
+/// same length over the same alphabet stays above (its expected entropy less
+/// [`RANDOM_SLACK`]), whichever is lower. So a threshold written for one alphabet and
+/// length never excuses a real random secret of another.
+pub fn below_entropy(min: f64, secret: &[u8]) -> bool {
+    let h = shannon_entropy(secret);
+    h <= min && h <= expected_random_entropy(secret.len(), alphabet_size(secret)) - RANDOM_SLACK
+}
+
+/// The size of the smallest usual alphabet `secret` is written in: hex (either case),
+/// base32 (either case), one-case alphanumerics, alphanumerics, or base64 and wider.
+fn alphabet_size(secret: &[u8]) -> usize {
+    let all = |f: fn(&u8) -> bool| secret.iter().all(f);
+    if all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        || all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b))
+    {
+        16
+    } else if all(|b| b.is_ascii_uppercase() || (b'2'..=b'7').contains(b))
+        || all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(b))
+    {
+        32
+    } else if all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        || all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    {
+        36
+    } else if all(u8::is_ascii_alphanumeric) {
+        62
+    } else {
+        64
+    }
+}
+
+/// The expected Shannon entropy (bits per byte) of `n` bytes drawn uniformly from `k`
+/// symbols: each symbol's count is Binomial(n, 1/k), so the mean is
+/// `-k * sum_c P(c) * (c/n) * log2(c/n)`. Exact, O(n); `n` is capped at 1024, which
+/// only lowers the floor (the mean grows with `n`).
+pub(crate) fn expected_random_entropy(n: usize, k: usize) -> f64 {
+    let n = n.min(1024);
+    if n == 0 {
+        return 0.0;
+    }
+    let (nf, p) = (n as f64, 1.0 / k as f64);
+    // P(c) by the recurrence P(c) = P(c-1) * (n-c+1)/c * p/(1-p), from P(0) = (1-p)^n.
+    let mut pc = (1.0 - p).powi(n as i32);
+    let mut sum = 0.0;
+    for c in 1..=n {
+        pc *= (nf - c as f64 + 1.0) / c as f64 * p / (1.0 - p);
+        let q = c as f64 / nf;
+        sum -= pc * q * q.log2();
+    }
+    k as f64 * sum
 }
 
 /// Shannon entropy of `data`, in bits per byte.

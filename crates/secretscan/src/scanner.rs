@@ -21,7 +21,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::redact::keyed_hash;
-use super::rules::{Candidate, RuleSet, is_placeholder, shannon_entropy};
+use super::rules::{Candidate, RuleSet, below_entropy, is_placeholder};
 use super::validators::shapes;
 
 /// How far past a segment its shape gate looks (a value that starts in the segment
@@ -385,11 +385,7 @@ impl RuleSet {
         let whole = caps.get(0).expect("group 0 always participates");
         let secret = caps.get(rule.secret_group).unwrap_or(whole);
         let bytes = secret.as_bytes();
-        if rule
-            .entropy
-            .is_some_and(|min| shannon_entropy(bytes) <= min)
-            || is_placeholder(bytes)
-        {
+        if rule.entropy.is_some_and(|min| below_entropy(min, bytes)) || is_placeholder(bytes) {
             return None;
         }
         let line_start = memchr_rev(b'\n', &window[..whole.start()]).map_or(0, |i| i + 1);

@@ -826,3 +826,83 @@ proptest! {
         }
     }
 }
+
+/// Real keys are random, and a random value is sometimes ordered by chance: a fixed
+/// entropy threshold excused `AKIAAFFA5CZQQ555JKZA` (2.96 bits, under the rule's 3.0),
+/// which CI's hostile agent then walked out base64-encoded in a header. Thousands of
+/// random values of each rule's shape, at its shortest length, must all be found.
+#[test]
+fn a_random_value_of_a_rules_shape_is_found() {
+    use crate::tests::UPPER32;
+    let rules = RuleSet::builtin();
+    type Shape = fn(u64) -> String;
+    let shapes: [(&str, Shape); 9] = [
+        ("aws-access-key-id", |s| {
+            format!("AKIA{}", rnd(s, 16, UPPER32))
+        }),
+        ("github-pat", |s| format!("ghp_{}", rnd(s, 36, ALNUM))),
+        ("huggingface-token", |s| {
+            format!("hf_{}", rnd(s, 34, &ALNUM[..52]))
+        }),
+        ("databricks-token", |s| format!("dapi{}", rnd(s, 32, HEX))),
+        ("generic-api-key", |s| {
+            format!("api_key = \"{}\"", rnd(s, 32, HEX))
+        }),
+        ("generic-api-key", |s| {
+            format!("api_key = \"{}\"", rnd(s, 20, HEX))
+        }),
+        ("generic-api-key", |s| {
+            format!("client_secret: {}", rnd(s, 16, ALNUM))
+        }),
+        ("generic-api-key", |s| {
+            format!("auth_token={}", rnd(s, 24, URLSAFE))
+        }),
+        ("aws-secret-access-key", |s| {
+            format!("aws_secret_access_key = {}", rnd(s, 40, B64))
+        }),
+    ];
+    for (rule, shape) in shapes {
+        let missed: Vec<String> = (0..4000u64)
+            .map(shape)
+            .filter(|v| !rules.scan(v.as_bytes()).iter().any(|f| f.rule_id == rule))
+            .collect();
+        assert!(
+            missed.is_empty(),
+            "{rule}: {} of 4000 random values excused, as {:?}",
+            missed.len(),
+            &missed[..1]
+        );
+    }
+    // The value CI's agent walked out, plain and in a header as base64.
+    use base64::Engine as _;
+    let k = "AKIAAFFA5CZQQ555JKZA";
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k);
+    for t in [
+        k.to_string(),
+        format!("https://up.test/echo\nx-data: {b64}\naccept: */*\n"),
+    ] {
+        let found = rules.scan_deep(t.as_bytes(), &Limits::default()).unwrap();
+        assert!(
+            found.iter().any(|f| f.rule_id == "aws-access-key-id"),
+            "{t}"
+        );
+    }
+    // Ordered values are still excused: placeholders sit far below random.
+    for t in [
+        "api_key = \"abababababababababababab\"",
+        "api_key = \"0000111100001111\"",
+        "AKIAABABABABABABABAB",
+    ] {
+        assert!(rules.scan(t.as_bytes()).is_empty(), "{t}");
+    }
+}
+
+/// The floor's mean is the sampled mean of random values (hex 16: 3.21 bits; base32
+/// 20: 3.79; alphanumerics 32: 4.55; 1e5 draws each).
+#[test]
+fn the_expected_entropy_of_a_random_value_is_exact() {
+    for (n, k, sampled) in [(16, 16, 3.21), (20, 32, 3.79), (32, 62, 4.55)] {
+        let e = crate::rules::expected_random_entropy(n, k);
+        assert!((e - sampled).abs() < 0.02, "n={n} k={k}: {e} vs {sampled}");
+    }
+}
