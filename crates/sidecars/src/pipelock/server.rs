@@ -21,6 +21,7 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -653,19 +654,44 @@ impl Proxy {
         let (sender, conn) = hyper::client::conn::http1::handshake(upstream)
             .await
             .map_err(|e| format!("upstream HTTP/1.1: {e}"))?;
-        tokio::spawn(conn.with_upgrades());
-        let sender = Arc::new(tokio::sync::Mutex::new(sender));
+        let gone = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn({
+            let gone = gone.clone();
+            async move {
+                let _ = conn.with_upgrades().await;
+                gone.notify_one();
+            }
+        });
+        let link = Arc::new(H1Link {
+            sender: tokio::sync::Mutex::new(sender),
+            upgrading: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+        });
+        let watched = link.clone();
         let svc = service_fn(move |req| {
             let this = self.clone();
             let host = host.clone();
-            let sender = Upstream::H1(sender.clone());
+            let sender = Upstream::H1(link.clone());
             async move { Ok::<_, Infallible>(this.inner(req, host, port, sender, scheme).await) }
         });
-        http1::Builder::new()
+        let served = http1::Builder::new()
             .serve_connection(client, svc)
-            .with_upgrades()
-            .await
-            .map_err(|e| e.to_string())
+            .with_upgrades();
+        let mut served = std::pin::pin!(served);
+        // The client's connection lives no longer than the upstream one it is tied to:
+        // when the upstream closes (`Connection: close`, or an idle keep-alive ends), the
+        // client's ends after the response in flight, so its next request opens a new
+        // tunnel instead of failing on a dead one. An upgrade ends the upstream
+        // connection too, and is left alone.
+        tokio::select! {
+            r = served.as_mut() => return r.map_err(|e| e.to_string()),
+            () = gone.notified() => {
+                if !watched.upgrading.load(Ordering::Acquire) {
+                    served.as_mut().graceful_shutdown();
+                }
+            }
+        }
+        served.await.map_err(|e| e.to_string())
     }
 
     /// Plain HTTP/1.1 inside a CONNECT tunnel: relayed request by request to the vetted
@@ -821,18 +847,43 @@ impl Proxy {
         if let Upstream::H2(_) = &sender {
             *up.version_mut() = http::Version::HTTP_2;
         }
+        let link = match &sender {
+            Upstream::H1(l) => Some(l.clone()),
+            Upstream::H2(_) => None,
+        };
         let send = async move {
             match sender {
-                Upstream::H1(s) => {
-                    let mut s = s.lock().await;
+                Upstream::H1(link) => {
+                    let mut s = link.sender.lock().await;
                     s.ready().await?;
-                    s.send_request(up).await
+                    // Before the response can arrive: `relay_h1` must not end the
+                    // client's connection when this one is upgraded.
+                    link.upgrading.store(upgrade, Ordering::Release);
+                    let r = s.send_request(up).await;
+                    if !matches!(&r, Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS) {
+                        link.upgrading.store(false, Ordering::Release);
+                    }
+                    if let Ok(r) = &r
+                        && closes_after(r)
+                    {
+                        link.closing.store(true, Ordering::Release);
+                    }
+                    r
                 }
                 Upstream::H2(mut s) => s.send_request(up).await,
             }
         };
         let mut ws_ev = ev.clone();
         let mut resp = self.exchange(ev, &host, send, verdict, inspect).await;
+        // The upstream closes after this response (or failed): so does the client's
+        // connection, said in the response rather than found out on the next request.
+        if link.is_some_and(|l| {
+            l.closing.load(Ordering::Acquire) || l.sender.try_lock().is_ok_and(|s| s.is_closed())
+        }) && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+        {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             // Relayed only as a WebSocket whose frames pipelock can read.
             let relayable = match client_upgrade {
@@ -869,7 +920,6 @@ impl Proxy {
         resp
     }
 
-    /// DLP on the URL and headers, every decoded form; the refusal, if any.
     /// DLP on a request's head: the rules over the URL and headers in every decoded
     /// form, then long high-entropy tokens in the URL's path, query and userinfo (host
     /// labels are judged before any lookup, by `hostname`, with exact entries exempt).
@@ -1287,8 +1337,34 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
 
 /// The upstream connection of an intercepted tunnel.
 enum Upstream {
-    H1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Body>>>),
+    H1(Arc<H1Link>),
     H2(hyper::client::conn::http2::SendRequest<Body>),
+}
+
+/// An HTTP/1.1 upstream connection shared by the requests of one client connection.
+struct H1Link {
+    sender: tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Body>>,
+    /// A WebSocket upgrade is under way or done: the upstream connection's end is the
+    /// upgrade, not a close.
+    upgrading: AtomicBool,
+    /// The upstream said it closes after its last response.
+    closing: AtomicBool,
+}
+
+/// Does the upstream close its connection after response `r` (RFC 9112 9.3:
+/// `Connection: close`, or HTTP/1.0 without `keep-alive`)?
+fn closes_after<B>(r: &Response<B>) -> bool {
+    let tokens = || {
+        r.headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+    };
+    tokens().any(|t| t.eq_ignore_ascii_case("close"))
+        || (r.version() == http::Version::HTTP_10
+            && !tokens().any(|t| t.eq_ignore_ascii_case("keep-alive")))
 }
 
 /// Does a request's Host / `:authority` name `host` (and `port`, when it has one)?

@@ -369,3 +369,114 @@ async fn plain_http_inside_a_tunnel_is_checked_too() {
     let e = w.denied("dlp").unwrap();
     assert_eq!(e.tls, Some("plain"));
 }
+
+/// An upstream that answers each request with `ok`, then closes the connection:
+/// at once, saying `Connection: close` (`close`), or silently after `idle_ms` without
+/// another request (an idle keep-alive ending, as servers do).
+async fn closing_upstream(close: bool, idle_ms: u64) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                loop {
+                    let wait = std::time::Duration::from_millis(idle_ms);
+                    let Ok(Ok(n @ 1..)) = tokio::time::timeout(wait, s.read(&mut buf)).await else {
+                        return; // idle, or the client went: close
+                    };
+                    head.extend_from_slice(&buf[..n]);
+                    if !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        continue;
+                    }
+                    head.clear();
+                    let how = if close { "connection: close\r\n" } else { "" };
+                    let r = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n{how}\r\nok");
+                    if s.write_all(r.as_bytes()).await.is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Everything the proxy sends until it closes the tunnel (at most 5 s).
+async fn until_closed(s: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out));
+    assert!(
+        read.await.is_ok(),
+        "the tunnel stayed open: {}",
+        String::from_utf8_lossy(&out)
+    );
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// CI found it: a client (egress) kept a plain-HTTP tunnel for its next request, the
+/// upstream had closed its side after the first, and that request failed with
+/// "channel closed". The client's connection now ends with the upstream's.
+#[tokio::test]
+async fn a_tunnel_ends_when_its_upstream_connection_does() {
+    let w = world().await;
+    // One request through a new tunnel to `upstream`; everything until the tunnel closes.
+    let once = |upstream: SocketAddr| async move {
+        let mut s = tunnel_with_get(w.pipelock, upstream.port()).await;
+        until_closed(&mut s).await
+    };
+    // The upstream says `Connection: close`: the client is told in the response.
+    let out = once(closing_upstream(true, 5_000).await).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.contains("connection: close") && out.ends_with("ok"),
+        "{out}"
+    );
+    // The upstream ends an idle keep-alive silently: the tunnel closes too, instead of
+    // taking the next request and failing it.
+    let out = once(closing_upstream(false, 200).await).await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("ok"),
+        "{out}"
+    );
+    // While the upstream keeps the connection, the tunnel carries request after request.
+    let port = closing_upstream(false, 5_000).await.port();
+    let mut s = tunnel_with_get(w.pipelock, port).await;
+    for i in 0..3 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if i > 0 {
+            s.write_all(format!("GET /again HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        let r = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            r.starts_with("HTTP/1.1 200") && r.ends_with("ok") && !r.contains("close"),
+            "{r}"
+        );
+    }
+    assert!(
+        !w.audit.events().iter().any(|e| e.reason == "upstream"),
+        "{:?}",
+        w.audit.events()
+    );
+}
+
+/// A tunnel through `pipelock` to `HOST:port` with one keep-alive GET sent in it.
+async fn tunnel_with_get(
+    pipelock: SocketAddr,
+    port: u16,
+) -> impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {
+    use tokio::io::AsyncWriteExt;
+    let mut s = connect_tunnel(pipelock, &format!("{HOST}:{port}"))
+        .await
+        .unwrap();
+    s.write_all(format!("GET /one HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    s
+}
