@@ -87,6 +87,39 @@ fn status(agent: &str, id: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).expect("json status")
 }
 
+/// What a failed fetch needs to be understood: the upstream's own log (what reached it),
+/// the chain's logs and the addresses on the egress network.
+fn diagnose(p: &Project, upstream: &str) -> String {
+    let logs = |c: &str| {
+        let o = std::process::Command::new("docker")
+            .args(["logs", "--tail", "30", c])
+            .output()
+            .expect("docker logs");
+        format!(
+            "--- {c}\n{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let net = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "-f",
+            "{{range .Containers}}{{.Name}} {{.IPv4Address}}\n{{end}}",
+            &p.obj("a", "net-egress"),
+        ])
+        .output()
+        .expect("docker network inspect");
+    format!(
+        "{}\n{}\n{}\n--- net-egress\n{}",
+        logs(upstream),
+        logs(&p.obj("a", "pipelock")),
+        logs(&p.obj("a", "egress")),
+        String::from_utf8_lossy(&net.stdout)
+    )
+}
+
 #[test]
 fn the_agent_proposes_and_the_operator_decides() {
     let p = Project::new("sup");
@@ -237,8 +270,7 @@ agents:
         fetch().1.contains("ok health"),
         "the granted host is not reachable from the new agent: {}\n{}",
         fetch().1,
-        p.bottle(&["logs", "a", "-p", &p.name, "--node", "egress"])
-            .stdout
+        diagnose(&p, &_upstream.0),
     );
 
     // Revoking closes the host again.
