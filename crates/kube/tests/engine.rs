@@ -20,10 +20,10 @@ use bottle_core::apply::{OpReport, Outcome, ReconcileOptions, Reconciled, reconc
 use bottle_core::graph::{self, DesiredState};
 use bottle_core::hash::DigestKey;
 use bottle_core::images::{self, SidecarFile};
-use bottle_core::nodes::{ObjectKind, sidecar};
+use bottle_core::nodes::{ObjectKind, ObjectSpec, sidecar};
 use bottle_core::plan::Action;
 use bottle_engine::{Engine, EngineError, NetworkSpec};
-use bottle_kube::engine::{KubeEngine, Settings};
+use bottle_kube::engine::{KubeEngine, Settings, render};
 use common::{cluster_up, down_if_started};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
@@ -262,7 +262,41 @@ async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() 
         other => panic!("an invalid name was not refused by the server: {other:?}"),
     }
 
-    // 5. The bottle removed from the manifest: everything of the project goes, nothing
+    // 5. A seeding that did not finish (a run stopped after making a helper pod and its
+    // claims): the next pass removes the helper and makes those claims anew (section 1.6),
+    // and the pass after it plans nothing.
+    let seeded = desired
+        .objects
+        .values()
+        .find_map(|o| match &o.spec {
+            ObjectSpec::Volume(v) if render::is_claim(v) && v.has_content() => Some(v.clone()),
+            _ => None,
+        })
+        .expect("the bottle has a seeded claim");
+    let helper = render::seed_name(&seeded.name);
+    // An image no node can pull: the helper never runs, as if its run had stopped.
+    let left = render::seed_pod(&helper, &seeded.labels, "127.0.0.1:1/none:0", &[&seeded]);
+    let mut left = serde_json::to_value(&left).expect("pod json");
+    left["metadata"]["namespace"] = serde_json::json!(ns);
+    let left: Pod = serde_json::from_value(left).expect("pod");
+    pods.create(&PostParams::default(), &left)
+        .await
+        .expect("leaving a seeding helper behind");
+    let fifth = pass(&engine, &desired, "half-seeded repair").await;
+    let remade = fifth.plan.steps.iter().any(|s| {
+        s.key.kind == ObjectKind::Volume
+            && s.key.name == seeded.name
+            && matches!(&s.action, Action::Recreate { reasons } if reasons.iter().any(|r| r.contains("half-seeded")))
+    });
+    assert!(remade, "half-seeded: {:?}", steps(&fifth));
+    assert!(
+        pods.get_opt(&helper).await.expect("get").is_none(),
+        "the helper stayed"
+    );
+    let sixth = pass(&engine, &desired, "after the half-seeded repair").await;
+    assert!(sixth.plan.steps.is_empty(), "{:?}", steps(&sixth));
+
+    // 6. The bottle removed from the manifest: everything of the project goes, nothing
     // else does.
     let gone = pass(&engine, &DesiredState::empty(PROJECT), "garbage collection").await;
     assert!(

@@ -409,28 +409,57 @@ impl<I> KubeEngine<I> {
 }
 
 impl<I> KubeEngine<I> {
-    /// Seed `claims` through one helper pod (section 9.10): its Secret, the pod, its
-    /// end, and both removed again whatever the outcome.
-    async fn seed(&self, claims: &[&VolumeSpec]) -> Result<(), EngineError> {
+    /// Start seeding `claims` through one helper pod (section 9.10): the pod first,
+    /// labelled with the claims it seeds (it waits for them: the caller makes them
+    /// next), then the Secret it reads. A helper left by an interrupted run goes first.
+    /// The helper's name; on an error nothing of it is left.
+    async fn seed_begin(&self, claims: &[&VolumeSpec]) -> Result<Option<String>, EngineError> {
         let Some(first) = claims.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let name = render::seed_name(&first.name);
         let image = render::pushed_reference(&self.settings.registry, &first.seed_image);
-        // A helper left by an interrupted run goes first.
         self.delete_pod_now(&name).await?;
         self.delete::<Secret>(&name, false).await?;
-        let secret = render::seed_secret(&name, &first.labels, claims);
-        let pod = render::seed_pod(&name, &first.labels, &image, claims);
-        let result = async {
-            self.create("create secret", &secret).await?;
-            self.create("create pod", &pod).await?;
-            self.wait_ended(&name).await
+        let made = async {
+            self.create(
+                "create pod",
+                &render::seed_pod(&name, &first.labels, &image, claims),
+            )
+            .await?;
+            self.create(
+                "create secret",
+                &render::seed_secret(&name, &first.labels, claims),
+            )
+            .await
         }
         .await;
+        match made {
+            Ok(_) => Ok(Some(name)),
+            Err(e) => {
+                // The creation's error is the one to give; a cleanup that fails too
+                // leaves a helper the next run finds and removes.
+                let _ = self.delete_pod_now(&name).await;
+                let _ = self.delete::<Secret>(&name, false).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Wait for helper `name` to end when `so_far` is fine; then remove it and its
+    /// Secret whatever the outcome. The first error.
+    async fn seed_end(
+        &self,
+        name: &str,
+        so_far: Result<(), EngineError>,
+    ) -> Result<(), EngineError> {
+        let result = match so_far {
+            Ok(()) => self.wait_ended(name).await,
+            e => e,
+        };
         let cleaned = async {
-            self.delete_pod_now(&name).await?;
-            self.delete::<Secret>(&name, false).await.map(drop)
+            self.delete_pod_now(name).await?;
+            self.delete::<Secret>(name, false).await.map(drop)
         }
         .await;
         result.and(cleaned)
@@ -591,6 +620,12 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
                     .into(),
             });
         }
+        // The helper first: a claim never exists without it until it is seeded.
+        let seeded: Vec<&VolumeSpec> = specs
+            .iter()
+            .filter(|s| render::is_claim(s) && s.has_content())
+            .collect();
+        let helper = self.seed_begin(&seeded).await?;
         let mut made: Vec<(&str, bool)> = Vec::new();
         let mut result = Ok(());
         for spec in specs {
@@ -615,14 +650,8 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
                 }
             }
         }
-        if result.is_ok() {
-            let seeded: Vec<&VolumeSpec> = specs
-                .iter()
-                .filter(|s| render::is_claim(s) && s.has_content())
-                .collect();
-            if !seeded.is_empty() {
-                result = self.seed(&seeded).await;
-            }
+        if let Some(helper) = helper {
+            result = self.seed_end(&helper, result).await;
         }
         if result.is_err() {
             for (name, claim) in made {
@@ -749,6 +778,11 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
             Err(e) => return Err(e),
         };
         let pod_name = current.name_any();
+        if render::is_seed_pod(&current) {
+            // A seeding helper left by an interrupted run, and the Secret it reads.
+            self.delete_pod_now(&pod_name).await?;
+            return self.delete::<Secret>(&pod_name, false).await.map(drop);
+        }
         let rest = render::strip_pod(&current, name)
             .map_err(|e| render_error("remove container", name, e))?;
         self.delete_pod_now(&pod_name).await?;

@@ -49,6 +49,8 @@ pub const NETWORK: &str = "network";
 pub const VOLUME: &str = "volume";
 /// The label value of a container's environment Secret.
 pub const ENV: &str = "env";
+/// `bottle.object` of a seeding helper pod and its Secret.
+pub const SEED: &str = "seed";
 /// Pod annotation: the containers of the pod as the seam knows them (JSON).
 pub const CONTAINERS: &str = "bottle.containers";
 /// Secret annotation: where each key of a volume Secret goes (JSON).
@@ -250,7 +252,7 @@ pub fn seed_secret(name: &str, labels: &Labels, claims: &[&VolumeSpec]) -> Secre
         ByteString(serde_json::to_vec(&plan).unwrap_or_default()),
     );
     Secret {
-        metadata: meta(name, labels, "seed"),
+        metadata: meta(name, labels, SEED),
         data: Some(data),
         type_: Some("Opaque".into()),
         ..Default::default()
@@ -259,7 +261,45 @@ pub fn seed_secret(name: &str, labels: &Labels, claims: &[&VolumeSpec]) -> Secre
 
 /// The helper pod that runs `bottle sidecar seed` over `claims` (the sidecar image, root
 /// with `CHOWN`, `FOWNER` and `DAC_OVERRIDE` only), then ends.
+///
+/// It is one container of the seam, as Docker's seeding helper is (section 1.6): its
+/// record carries the labels its claims share and `bottle.seeding` naming them, so a
+/// helper found by a later run means a seeding that did not finish, and the plan makes
+/// those claims anew after removing it. Made before its claims (it waits for them), so
+/// no claim exists without it until the seeding is done.
 pub fn seed_pod(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec]) -> Pod {
+    let mut pod = seed_pod_spec(name, labels, image, claims);
+    let mut shared = labels.clone();
+    shared.retain(|k, v| claims.iter().all(|c| c.labels.get(k) == Some(&*v)));
+    shared.insert(
+        labels::SEEDING.into(),
+        labels::seeding_value(claims.iter().map(|c| c.name.as_str())),
+    );
+    set_records(
+        &mut pod,
+        &[Record {
+            name: name.into(),
+            container: "seed".into(),
+            image: image.into(),
+            labels: shared,
+            networks: Vec::new(),
+            aliases: Vec::new(),
+            port: None,
+        }],
+    );
+    pod
+}
+
+/// Is `p` a seeding helper ([`seed_pod`])?
+pub fn is_seed_pod(p: &Pod) -> bool {
+    p.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(OBJECT))
+        .is_some_and(|o| o == SEED)
+}
+
+fn seed_pod_spec(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec]) -> Pod {
     use bottle_contract::seed::{MOUNT, VOLUMES};
     let mut volumes = vec![Volume {
         name: "seed".into(),
@@ -292,7 +332,7 @@ pub fn seed_pod(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec]
         });
     }
     Pod {
-        metadata: meta(name, labels, "seed"),
+        metadata: meta(name, labels, SEED),
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: "seed".into(),
