@@ -25,6 +25,12 @@ use bottle_docker::Docker;
 const AUDIT_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
+    super::refuse_on_kubernetes(
+        &args.target.backend,
+        "verify",
+        "its host-side facts (the agent's runtime and mounts, the runsc verdict) are read \
+         from Docker; `bottle exec`, `logs` and `audit` do work there",
+    )?;
     let names = manifest(&args)?;
     let project = args
         .target
