@@ -7,8 +7,8 @@
 //! through the pod `exec` subresource) finds every sidecar ready, and so does `get`'s
 //! probe; a command's output, error output and exit status come back, its output cut at
 //! the bound; a command runs as the container's user and an exec as another user is
-//! refused; a sidecar without a shell cannot be signalled and says so; a sidecar's log
-//! lines come back time-stamped.
+//! refused; the agent's runtime and volumes as `verify` reads them; a sidecar without a
+//! shell cannot be signalled and says so; a sidecar's log lines come back time-stamped.
 #![cfg(feature = "kube-e2e")]
 
 mod common;
@@ -132,6 +132,12 @@ async fn sidecars_get_ready_and_exec_and_logs_work_on_the_cluster() {
         Ok(o) => assert!(o.code != 0, "{o:?}"),
         Err(e) => panic!("{e}"),
     }
+    // What `verify` reads on the host side: the agent's runtime and its volumes (its
+    // home, never the CA's key).
+    let details = engine.container_details(&agent).await.expect("details");
+    assert_eq!(details.runtime.as_deref(), Some("runc"));
+    assert!(details.volumes.contains(&name("home")), "{details:?}");
+    assert!(!details.volumes.contains(&name("ca")), "{details:?}");
     // Standard input: passed and ended from Kubernetes 1.30; before (this cluster is
     // 1.20) refused rather than left open or cut.
     let version = cluster.version().await.expect("version");

@@ -416,6 +416,21 @@ impl<I> KubeEngine<I> {
 }
 
 impl<I> KubeEngine<I> {
+    /// What `verify` reads of the seam's container `name` on the host side: the runtime
+    /// its pod runs under and the volumes it mounts ([`render::container_details`]).
+    pub async fn container_details(
+        &self,
+        name: &str,
+    ) -> Result<bottle_docker::ContainerDetails, EngineError> {
+        let (pod, _) = self.pod_of(name).await?;
+        let inner = render::container_in(&pod, name).unwrap_or_default();
+        let (runtime, volumes) = render::container_details(&pod, &inner);
+        Ok(bottle_docker::ContainerDetails {
+            runtime: Some(runtime),
+            volumes,
+        })
+    }
+
     /// Seed `claims` through one helper pod (section 9.10): its Secret, the pod, its
     /// end, and both removed again whatever the outcome.
     async fn seed(&self, claims: &[&VolumeSpec]) -> Result<(), EngineError> {

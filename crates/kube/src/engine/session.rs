@@ -41,11 +41,7 @@ impl<I> KubeEngine<I> {
                 message: "the container is not running".into(),
             });
         }
-        let inner = render::records(&pod)
-            .into_iter()
-            .find(|r| r.name == name)
-            .map(|r| r.container)
-            .unwrap_or_default();
+        let inner = render::container_in(&pod, name).unwrap_or_default();
         Ok((pod, inner))
     }
 
@@ -343,11 +339,7 @@ impl<I> KubeEngine<I> {
     ) -> Result<std::pin::Pin<Box<dyn AsyncBufRead + Send>>, EngineError> {
         // Logs are kept for a container that ended too: it need not run.
         let (pod, _) = self.pod_of(container).await?;
-        let inner = render::records(&pod)
-            .into_iter()
-            .find(|r| r.name == container)
-            .map(|r| r.container)
-            .unwrap_or_default();
+        let inner = render::container_in(&pod, container).unwrap_or_default();
         let params = LogParams {
             container: Some(inner),
             follow,
