@@ -733,4 +733,41 @@ mod tests {
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
     }
+
+    /// The backend flags are global: `queue` takes them after its subcommand too, and
+    /// the session commands take them.
+    #[test]
+    fn every_command_on_a_bottle_takes_the_backend() {
+        let backend = |args: &[&str]| -> Backend {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            match cli.command {
+                Command::Queue(a) => a.backend.backend,
+                Command::Exec(a) => a.backend.backend,
+                Command::Logs(a) => a.backend.backend,
+                Command::Audit(a) => a.backend.backend,
+                Command::Verify(a) => a.target.backend.backend,
+                other => panic!("{other:?}"),
+            }
+        };
+        let k = Backend::Kubernetes;
+        assert_eq!(
+            backend(&["bottle", "queue", "list", "--backend", "kubernetes"]),
+            k
+        );
+        assert_eq!(
+            backend(&["bottle", "queue", "--backend", "kubernetes", "list"]),
+            k
+        );
+        assert_eq!(
+            backend(&["bottle", "exec", "dev", "--backend", "kubernetes"]),
+            k
+        );
+        assert_eq!(
+            backend(&["bottle", "logs", "dev", "-f", "--backend", "kubernetes"]),
+            k
+        );
+        assert_eq!(backend(&["bottle", "audit", "--backend", "kubernetes"]), k);
+        assert_eq!(backend(&["bottle", "verify", "--backend", "kubernetes"]), k);
+        assert_eq!(backend(&["bottle", "exec", "dev"]), Backend::Docker);
+    }
 }
