@@ -98,7 +98,8 @@ pub struct Probe {
     pub tcp_port: u16,
     /// The port of the UDP datagrams to [`OUTSIDE_IP`].
     pub udp_port: u16,
-    /// The bottle uses the upstream pipelock image: nobody audits DNS or direct packets.
+    /// Nobody audits DNS or direct packets: the bottle uses the upstream pipelock image,
+    /// or runs on Kubernetes (pipelock holds no gateway in a pod).
     pub foreign_pipelock: bool,
 }
 
@@ -549,7 +550,9 @@ fn direct(i: &Inputs<'_>, proto: &str, port: u16) -> Judged {
         let r = if ok { Outcome::Pass } else { Outcome::Fail };
         return (
             r,
-            format!("{to}: {in_agent}; not audited (pipelock.image holds no gateway)"),
+            format!(
+                "{to}: {in_agent}; not audited (pipelock holds no gateway: pipelock.image, or a Kubernetes pod)"
+            ),
         );
     }
     match i.probe.direct_line(i.decisions, proto, port) {
@@ -588,7 +591,7 @@ fn dns(i: &Inputs<'_>) -> Judged {
     }
     if i.probe.foreign_pipelock {
         return pass(format!(
-            "{name}: not resolved; not audited (pipelock.image holds no gateway)"
+            "{name}: not resolved; not audited (pipelock holds no gateway: pipelock.image, or a Kubernetes pod)"
         ));
     }
     match i.probe.dns_line(i.decisions) {

@@ -2283,7 +2283,7 @@ mod live_tests {
     }
 
     #[tokio::test]
-    async fn exec_captures_output_status_and_stdin_bounded_and_signals_arrive() {
+    async fn exec_captures_output_status_and_stdin_bounded_signals_arrive_and_logs_read() {
         use bottle_engine::Exec as _;
         let t = Cleanup::new();
         let docker = connect();
@@ -2306,7 +2306,8 @@ mod live_tests {
             cmd: vec![
                 "bash".to_owned(),
                 "-c".to_owned(),
-                "trap 'echo hup > /tmp/hup' HUP; while :; do sleep 0.1; done".to_owned(),
+                "echo started; trap 'echo hup > /tmp/hup' HUP; while :; do sleep 0.1; done"
+                    .to_owned(),
             ],
             ..container_spec(&t, Vec::new(), &volume)
         };
@@ -2355,6 +2356,19 @@ mod live_tests {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert_eq!(seen, "hup\n");
+
+        // Its log, time-stamped lines (what `audit` reads).
+        let lines: Vec<String> = futures_util::StreamExt::collect::<Vec<_>>(
+            docker.log_lines(&spec.name, false, 0, 4096),
+        )
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("log lines");
+        assert!(
+            matches!(lines.as_slice(), [l] if l.ends_with("Z started")),
+            "{lines:?}"
+        );
 
         let missing = docker.exec(&t.name("nobody"), &sh("true"), None, &[]).await;
         assert!(

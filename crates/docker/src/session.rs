@@ -229,59 +229,25 @@ impl Docker {
             .timestamps(true)
             .since(since)
             .build();
-        let logs = self.client.logs(container, Some(opts));
         let name = container.to_string();
         let this = self.clone();
-        futures_util::stream::unfold(
-            (
-                logs,
-                Vec::<u8>::new(),
-                std::collections::VecDeque::new(),
-                false,
-            ),
-            move |(mut logs, mut buf, mut ready, mut done)| {
-                let (this, name) = (this.clone(), name.clone());
-                async move {
-                    loop {
-                        if let Some(line) = ready.pop_front() {
-                            return Some((Ok(line), (logs, buf, ready, done)));
-                        }
-                        if done {
-                            return None;
-                        }
-                        match logs.next().await {
-                            Some(Ok(
-                                LogOutput::StdErr { message }
-                                | LogOutput::StdOut { message }
-                                | LogOutput::Console { message },
-                            )) => {
-                                for &b in message.iter() {
-                                    if b == b'\n' {
-                                        ready.push_back(String::from_utf8_lossy(&buf).into_owned());
-                                        buf.clear();
-                                    } else if buf.len() < max_line {
-                                        buf.push(b);
-                                    }
-                                }
-                            }
-                            Some(Ok(LogOutput::StdIn { .. })) => {}
-                            Some(Err(e)) => {
-                                done = true;
-                                let e = this.error(e, "logs", "container", &name);
-                                return Some((Err(e), (logs, buf, ready, done)));
-                            }
-                            None => {
-                                done = true;
-                                if !buf.is_empty() {
-                                    ready.push_back(String::from_utf8_lossy(&buf).into_owned());
-                                    buf.clear();
-                                }
-                            }
-                        }
-                    }
-                }
-            },
-        )
+        let chunks = self
+            .client
+            .logs(container, Some(opts))
+            .filter_map(move |chunk| {
+                let out = match chunk {
+                    Ok(
+                        LogOutput::StdErr { message }
+                        | LogOutput::StdOut { message }
+                        | LogOutput::Console { message },
+                    ) => Some(Ok(message)),
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(this.error(e, "logs", "container", &name))),
+                };
+                std::future::ready(out)
+            })
+            .boxed();
+        bottle_engine::log_lines(chunks, max_line)
     }
 
     /// Copy a container's logs to stdout and stderr; with `follow`, until it stops.

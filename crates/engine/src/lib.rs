@@ -260,6 +260,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_lines_are_split_and_cut() {
+        let mut buf = Vec::new();
+        let mut ready = std::collections::VecDeque::new();
+        split_log_lines(&mut buf, b"2024 a\n2024 bcdefgh", 6, &mut ready);
+        assert_eq!(ready, ["2024 a"]);
+        split_log_lines(&mut buf, b"ij\n\n", 6, &mut ready);
+        assert_eq!(ready, ["2024 a", "2024 b", ""]);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
     fn a_container_specs_debug_names_its_environment_without_values() {
         let spec = ContainerSpec {
             name: "c".into(),
@@ -543,6 +554,71 @@ pub struct ExecOutput {
 
 /// The most kept of each stream of an [`Exec::exec`]: the rest is read and dropped.
 pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
+
+/// A container's log as lines (without their `\n`): `chunks` as the engine sends them,
+/// cut anywhere, split by [`split_log_lines`] (a line longer than `max_line` bytes is cut
+/// there, so memory stays bounded). An error is passed on and ends the stream. Both
+/// engines' log readers make their lines with it.
+pub fn log_lines<B: AsRef<[u8]>>(
+    chunks: impl futures_util::Stream<Item = Result<B, EngineError>> + Send + Unpin + 'static,
+    max_line: usize,
+) -> impl futures_util::Stream<Item = Result<String, EngineError>> + Send + 'static {
+    use futures_util::StreamExt;
+    let state = (
+        chunks,
+        Vec::<u8>::new(),
+        std::collections::VecDeque::new(),
+        false,
+    );
+    futures_util::stream::unfold(
+        state,
+        move |(mut chunks, mut buf, mut ready, mut done)| async move {
+            loop {
+                if let Some(line) = ready.pop_front() {
+                    return Some((Ok(line), (chunks, buf, ready, done)));
+                }
+                if done {
+                    return None;
+                }
+                match chunks.next().await {
+                    Some(Ok(chunk)) => {
+                        split_log_lines(&mut buf, chunk.as_ref(), max_line, &mut ready)
+                    }
+                    Some(Err(e)) => {
+                        done = true;
+                        return Some((Err(e), (chunks, buf, ready, done)));
+                    }
+                    None => {
+                        done = true;
+                        if !buf.is_empty() {
+                            ready.push_back(String::from_utf8_lossy(&buf).into_owned());
+                            buf.clear();
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Append `chunk` of a container's log to the line being read (`buf`): each complete
+/// line (without its `\n`) goes to `ready`, the rest stays in `buf`; a line is cut at
+/// `max_line` bytes (the rest of it dropped).
+pub fn split_log_lines(
+    buf: &mut Vec<u8>,
+    chunk: &[u8],
+    max_line: usize,
+    ready: &mut std::collections::VecDeque<String>,
+) {
+    for &b in chunk {
+        if b == b'\n' {
+            ready.push_back(String::from_utf8_lossy(buf).into_owned());
+            buf.clear();
+        } else if buf.len() < max_line {
+            buf.push(b);
+        }
+    }
+}
 
 /// Commands run in a running container with their output captured, and signals: how
 /// the host reads a sidecar's readiness (`bottle sidecar probe`), nudges a sidecar to

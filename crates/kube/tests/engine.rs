@@ -13,101 +13,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use bottle_core::apply::{OpReport, Outcome, ReconcileOptions, Reconciled, reconcile_once};
-use bottle_core::graph::{self, DesiredState};
-use bottle_core::hash::DigestKey;
-use bottle_core::images::{self, SidecarFile};
-use bottle_core::nodes::{ObjectKind, ObjectSpec, sidecar};
+use bottle_core::apply::Reconciled;
+use bottle_core::graph::DesiredState;
+use bottle_core::nodes::{ObjectKind, ObjectSpec};
 use bottle_core::plan::Action;
 use bottle_engine::{Engine, EngineError, NetworkSpec};
-use bottle_kube::engine::{KubeEngine, Settings, render};
-use common::{cluster_up, down_if_started};
+use bottle_kube::engine::render;
+use common::{down_if_started, pass};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
 const PROJECT: &str = "kengine";
-
-/// A small manifest: one agent (a plain Debian image that sleeps) in a bottle with the
-/// default sidecars (pipelock, egress, agent-net).
-fn manifest_dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bottle-kube-e2e-engine-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    std::fs::write(
-        d.join("Dockerfile"),
-        "FROM debian:bookworm-slim\nCMD [\"sleep\", \"infinity\"]\n",
-    )
-    .expect("Dockerfile");
-    std::fs::write(
-        d.join("bottles.yaml"),
-        format!(
-            "project: {PROJECT}\nbottles:\n  dev:\n    image: {{dockerfile: Dockerfile}}\n\
-             agents:\n  hello:\n    bottle: dev\n"
-        ),
-    )
-    .expect("manifest");
-    d
-}
-
-fn desired_state(dir: &Path) -> DesiredState {
-    let manifest =
-        bottle_model::manifest::load(&dir.join("bottles.yaml"), &|_| None).expect("manifest loads");
-    let binary = std::env::var_os("BOTTLE_SIDECAR_BINARY")
-        .map(PathBuf::from)
-        .expect("BOTTLE_SIDECAR_BINARY must name the static bottle (scripts/build-static.sh)");
-    let key = DigestKey::fixed(7);
-    let context = images::sidecar_context(&[SidecarFile {
-        image_path: "/bottle".into(),
-        host: binary,
-        mode: 0o755,
-    }])
-    .expect("sidecar context");
-    let side = sidecar::image_object(&key, context);
-    graph::desired(&manifest, &key, &side, &Arc::from(&[][..])).expect("desired state")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// One pass; every operation must have been carried out.
-async fn pass<E: Engine>(engine: &E, desired: &DesiredState, what: &str) -> Reconciled {
-    let options = ReconcileOptions {
-        now: now(),
-        ..ReconcileOptions::default()
-    };
-    let mut seen: Vec<String> = Vec::new();
-    let r = reconcile_once(
-        engine,
-        desired,
-        &options,
-        &mut |_| {},
-        &mut |op: &OpReport| {
-            seen.push(format!(
-                "{:?} {} -> {:?} ({} ms)",
-                op.op.kind,
-                op.op.key,
-                op.outcome,
-                op.took.as_millis()
-            ));
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("{what}: reconcile failed: {e}"));
-    eprintln!("{what}:\n  {}", seen.join("\n  "));
-    let failed: Vec<&OpReport> = r
-        .reports
-        .iter()
-        .filter(|o| o.outcome != Outcome::Done)
-        .collect();
-    assert!(failed.is_empty(), "{what}: operations failed: {failed:#?}");
-    r
-}
 
 fn steps(r: &Reconciled) -> Vec<String> {
     r.plan
@@ -135,12 +52,7 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() {
-    let (kubeconfig, registry, started) = cluster_up();
-    let cluster = common::connect(kubeconfig).await;
-    let docker = bottle_docker::Docker::connect().expect("docker");
-    let engine = KubeEngine::connect(cluster.clone(), PROJECT, Settings::new(&registry), docker)
-        .await
-        .expect("engine");
+    let (cluster, engine, started) = common::engine(PROJECT).await;
     let ns = engine.namespace().to_owned();
     let client = cluster.client().clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
@@ -175,8 +87,8 @@ async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() 
         .expect("planting");
     }
 
-    let dir = manifest_dir();
-    let desired = desired_state(&dir);
+    let dir = common::manifest_dir(PROJECT, "engine");
+    let desired = common::desired_state(&dir);
 
     // 1. Converge: every object accepted, every pod running.
     let first = pass(&engine, &desired, "first pass").await;

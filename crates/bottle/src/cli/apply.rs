@@ -14,7 +14,7 @@ use super::{
     render, runtime_facts, with_runtime_facts,
 };
 use crate::apply::{Outcome, ReconcileOptions, Reconciled, reconcile_once};
-use crate::engine::Engine;
+use crate::engine::{Engine, Exec};
 use crate::graph::DesiredState;
 use crate::ready;
 use crate::watch::{self, Metrics};
@@ -48,29 +48,24 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     if args.backend.backend == Backend::Kubernetes {
         let kube = connect_kube(&manifest.project, &args.backend, true).await?;
         let r = pass(&kube, &desired, &options).await?;
-        // The engine waited for each pod it made to run; the sidecars' own readiness is
-        // probed through exec, which the Kubernetes backend does not have yet.
-        let failed = r
-            .reports
-            .iter()
-            .any(|r| !matches!(r.outcome, Outcome::Done));
-        match args.manifest.output {
-            Output::Json => println!("{}", render::report_json(&r.reports)),
-            Output::Text => println!("{}", render::summary(&r.reports)),
-        }
-        return Ok(if failed { 2 } else { 0 });
+        return settle(&kube, r, &args).await;
     }
     let docker = connect().await?;
     let desired = with_runtime_facts(&docker, desired).await?;
     let r = pass(&docker, &desired, &options).await?;
+    settle(&docker, r, &args).await
+}
+
+/// After the pass `r`: wait until what it changed is in force (every sidecar made or
+/// started serves, every rewritten live config is loaded by each sidecar that reads it:
+/// probed through `engine`'s exec), print the summary; the exit status.
+async fn settle<E: Exec>(engine: &E, r: Reconciled, args: &ApplyArgs) -> anyhow::Result<i32> {
     let failed = r
         .reports
         .iter()
         .any(|r| !matches!(r.outcome, Outcome::Done));
-    // Return only when what changed is in force: every sidecar made or started serves,
-    // every rewritten live config is loaded by each sidecar that reads it.
     let expects = if args.no_wait { Vec::new() } else { r.expects };
-    let settled = ready::settle(&docker, expects, args.timeout, &mut |s| {
+    let settled = ready::settle(engine, expects, args.timeout, &mut |s| {
         eprintln!("{}", render::ready_line(s))
     })
     .await;

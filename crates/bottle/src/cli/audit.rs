@@ -2,14 +2,15 @@
 //! sidecars made (egress, pipelock, agent-net through pipelock's sink, git-gate,
 //! supervise), read from their logs through the engine and parsed by the one format
 //! in `bottle_contract::audit`. Text or JSON lines; `--since`, `--denied`, `--follow`.
+//! On Kubernetes the logs are the pods' (the `log` subresource), of the project's
+//! namespace: the project must be named.
 
 use futures_util::StreamExt;
 
-use super::{AuditArgs, Output, connect, load_names};
+use super::{AuditArgs, Backend, LogLines, Output, connect, connect_kube_sessions, load_names};
 use crate::engine::{ContainerInfo, Engine};
 use crate::labels;
 use bottle_contract::audit::{self, Decision, MAX_LINE};
-use bottle_docker::Docker;
 
 /// The nodes whose logs carry decisions.
 const NODES: [&str; 4] = ["egress", "pipelock", "git-gate", "supervise"];
@@ -34,10 +35,26 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
         (None, None, Some(_)) => None,
         (None, None, None) => Some(load_names(std::path::Path::new("bottles.yaml"))?.project),
     };
-    let docker = connect().await?;
-    let sources = sources(&docker, project.as_deref(), args.name.as_deref()).await?;
+    match args.backend.backend {
+        Backend::Docker => show(&connect().await?, &args, project.as_deref(), since).await,
+        Backend::Kubernetes => {
+            let kube = connect_kube_sessions(project.as_deref(), &args.backend).await?;
+            show(&kube, &args, project.as_deref(), since).await
+        }
+    }
+}
+
+/// The decisions of `project`'s sidecars on `engine` (of bottle NAME's), then with
+/// `--follow` the new ones as they come.
+async fn show<E: Engine + LogLines>(
+    engine: &E,
+    args: &AuditArgs,
+    project: Option<&str>,
+    since: f64,
+) -> anyhow::Result<i32> {
+    let sources = sources(engine, project, args.name.as_deref()).await?;
     if sources.is_empty() {
-        let what = match (&args.name, &project) {
+        let what = match (&args.name, project) {
             (Some(n), _) => format!("bottle {n}"),
             (None, Some(p)) => format!("project {p}"),
             (None, None) => "this project".into(),
@@ -51,7 +68,7 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
     let mut streams = Vec::new();
     let mut last = Vec::new();
     for s in &sources {
-        let found = history(&docker, s, since).await?;
+        let found = history(engine, s, since).await?;
         last.push(found.last().map_or(since, |d: &Decision| d.ts));
         streams.push(found.into_iter().filter(|d| keep(d)).collect());
     }
@@ -63,21 +80,20 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
     }
     // Then live, as each line comes (lines up to the history's last are skipped).
     let start = last.iter().copied().fold(since, f64::min);
-    let live = sources.iter().zip(last).map(|(s, after)| {
-        let src = Source {
-            container: s.container.clone(),
-            project: s.project.clone(),
-            bottle: s.bottle.clone(),
-            node: s.node.clone(),
-        };
-        docker
+    let mut live = Vec::new();
+    for (s, after) in sources.into_iter().zip(last) {
+        let lines = engine
             .log_lines(&s.container, true, since_secs(start), MAX_LINE)
-            .filter_map(move |line| {
-                let d = line.ok().and_then(|l| decision(&src, &l));
-                async move { d.filter(|d| d.ts > after) }
-            })
-            .boxed()
-    });
+            .await?;
+        live.push(
+            lines
+                .filter_map(move |line| {
+                    let d = line.ok().and_then(|l| decision(&s, &l));
+                    async move { d.filter(|d| d.ts > after) }
+                })
+                .boxed(),
+        );
+    }
     let mut all = futures_util::stream::select_all(live);
     while let Some(d) = all.next().await {
         if keep(&d) {
@@ -88,13 +104,15 @@ pub async fn run(args: AuditArgs) -> anyhow::Result<i32> {
 }
 
 /// The decisions `s` logged from `since` (whole seconds, rounded down) to now.
-pub(super) async fn history(
-    docker: &Docker,
+pub(super) async fn history<E: LogLines>(
+    engine: &E,
     s: &Source,
     since: f64,
 ) -> anyhow::Result<Vec<Decision>> {
     let mut found = Vec::new();
-    let mut lines = Box::pin(docker.log_lines(&s.container, false, since_secs(since), MAX_LINE));
+    let mut lines = engine
+        .log_lines(&s.container, false, since_secs(since), MAX_LINE)
+        .await?;
     while let Some(line) = lines.next().await {
         if let Some(d) = decision(s, &line?) {
             found.push(d);
@@ -124,8 +142,8 @@ fn print(d: &Decision, output: Output) {
 }
 
 /// The sidecar containers of the project (or of any project, for one NAME).
-pub(crate) async fn sources(
-    docker: &Docker,
+pub(crate) async fn sources<E: Engine>(
+    engine: &E,
     project: Option<&str>,
     name: Option<&str>,
 ) -> anyhow::Result<Vec<Source>> {
@@ -136,7 +154,7 @@ pub(crate) async fn sources(
     if let Some(n) = name {
         filter.push(format!("{}={n}", labels::BOTTLE));
     }
-    let found = docker.list_containers(&filter).await?;
+    let found = engine.list_containers(&filter).await?;
     if name.is_some() && project.is_none() {
         let mut projects: Vec<&str> = found
             .iter()
@@ -179,8 +197,8 @@ pub(super) fn now() -> f64 {
 }
 
 /// The engine's `since` (whole seconds, rounded down so no line is missed).
-fn since_secs(ts: f64) -> i32 {
-    i32::try_from(ts.floor() as i64).unwrap_or(0).max(0)
+fn since_secs(ts: f64) -> i64 {
+    (ts.floor() as i64).max(0)
 }
 
 /// `--since`: a duration back from `now` (`90s`, `10m`, `2h`, `1d`), an RFC 3339 time,

@@ -1,17 +1,32 @@
 //! `bottle exec NAME [-- CMD...]`: a session inside a running agent. By default the
 //! provider's CLI with the bottle's prompt; with a TTY when stdin is a terminal, plain
-//! pipes otherwise (so it scripts). The exit status is the command's.
+//! pipes otherwise (so it scripts). The exit status is the command's. On Kubernetes
+//! through the pod `exec` subresource (`bottle_kube::engine::session`).
 
 use futures_util::StreamExt;
 use rustix::termios;
 
-use super::{ExecArgs, connect, find_agent};
+use super::{Backend, ExecArgs, connect, connect_kube_sessions, find_agent, target_project};
 use crate::model::Provider;
 use bottle_docker::ExecRequest;
 
 pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
-    let docker = connect().await?;
-    let agent = find_agent(&docker, &args.target).await?;
+    let project = target_project(&args.target)?;
+    let kube = match args.backend.backend {
+        Backend::Docker => None,
+        Backend::Kubernetes => {
+            Some(connect_kube_sessions(project.as_deref(), &args.backend).await?)
+        }
+    };
+    let docker = match &kube {
+        None => Some(connect().await?),
+        Some(_) => None,
+    };
+    let agent = match (&docker, &kube) {
+        (Some(d), _) => find_agent(d, &args.target, project.as_deref()).await?,
+        (_, Some(k)) => find_agent(k, &args.target, project.as_deref()).await?,
+        _ => unreachable!("one backend"),
+    };
     let cmd = if args.cmd.is_empty() {
         agent.provider.unwrap_or(Provider::Claude).session_command()
     } else {
@@ -19,23 +34,31 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<i32> {
     };
     let stdin = std::io::stdin();
     let tty = termios::isatty(&stdin);
-    let req = ExecRequest {
-        container: agent.container,
-        cmd,
-        tty,
-        working_dir: None,
-    };
-    let code = if tty {
-        let _raw = RawMode::enter();
-        let size = termios::tcgetwinsize(std::io::stdout())
-            .ok()
-            .map(|w| (w.ws_col, w.ws_row));
-        let resizes = window_changes();
-        docker.exec_attached(&req, size, resizes).await?
+    let _raw = tty.then(RawMode::enter);
+    let size = tty
+        .then(|| termios::tcgetwinsize(std::io::stdout()).ok())
+        .flatten()
+        .map(|w| (w.ws_col, w.ws_row));
+    let resizes: std::pin::Pin<Box<dyn futures_util::Stream<Item = (u16, u16)> + Send>> = if tty {
+        window_changes()
     } else {
-        docker
-            .exec_attached(&req, None, futures_util::stream::pending())
-            .await?
+        Box::pin(futures_util::stream::pending())
+    };
+    let code = match (&docker, &kube) {
+        (Some(d), _) => {
+            let req = ExecRequest {
+                container: agent.container,
+                cmd,
+                tty,
+                working_dir: None,
+            };
+            d.exec_attached(&req, size, resizes).await?
+        }
+        (_, Some(k)) => {
+            k.exec_attached(&agent.container, &cmd, tty, size, resizes)
+                .await?
+        }
+        _ => unreachable!("one backend"),
     };
     Ok(i32::try_from(code).unwrap_or(1))
 }

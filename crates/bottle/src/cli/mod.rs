@@ -100,22 +100,23 @@ pub enum Backend {
     Kubernetes,
 }
 
-/// The backend and, for Kubernetes, which cluster and registry.
+/// The backend and, for Kubernetes, which cluster and registry. Global, so that a
+/// command with subcommands (`queue`) takes them after its subcommand too.
 #[derive(Debug, Clone, Args)]
 pub struct BackendArgs {
     /// Where the bottles run.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, default_value_t, global = true)]
     pub backend: Backend,
     /// With `--backend kubernetes`: the kubeconfig context (default: its current one).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", global = true)]
     pub context: Option<String>,
     /// With `--backend kubernetes`: the kubeconfig file (default: KUBECONFIG, then
     /// ~/.kube/config).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     pub kubeconfig: Option<PathBuf>,
     /// With `--backend kubernetes`: the registry the cluster pulls from; `bottle` pushes
-    /// the images it builds there (`host:port`).
-    #[arg(long, env = "BOTTLE_KUBE_REGISTRY", value_name = "HOST")]
+    /// the images it builds there (`host:port`). `exec`, `logs` and `audit` need none.
+    #[arg(long, env = "BOTTLE_KUBE_REGISTRY", value_name = "HOST", global = true)]
     pub registry: Option<String>,
 }
 
@@ -248,6 +249,8 @@ pub struct ExecArgs {
     /// The command to run (after `--`); default: the provider's CLI with the prompt.
     #[arg(last = true)]
     pub cmd: Vec<String>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -260,6 +263,8 @@ pub struct LogsArgs {
     /// Keep streaming.
     #[arg(short = 'f', long = "follow")]
     pub follow: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -286,6 +291,8 @@ pub struct AuditArgs {
     /// Text lines, or JSON lines.
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     pub output: Output,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -330,6 +337,8 @@ pub struct QueueArgs {
     /// The project.
     #[arg(short = 'p', long = "project", global = true)]
     pub project: Option<String>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -481,23 +490,31 @@ struct AgentRef {
     provider: Option<crate::model::Provider>,
 }
 
-/// Find the agent container of `target`; a clear error when there is none, it is not
-/// running, or the name is ambiguous across projects.
-async fn find_agent(docker: &Docker, target: &BottleTarget) -> anyhow::Result<AgentRef> {
-    use crate::engine::Engine;
-    use crate::labels;
-    let project = match (&target.project, &target.file) {
+/// The project `target` names: `-p`, else `--file`'s; `None` for any project.
+fn target_project(target: &BottleTarget) -> anyhow::Result<Option<String>> {
+    Ok(match (&target.project, &target.file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(f)) => Some(load_names(f)?.project),
         (None, None) => None,
-    };
+    })
+}
+
+/// Find the agent container of `target` on `engine`, of `project` (or of any project);
+/// a clear error when there is none, it is not running, or the name is ambiguous across
+/// projects.
+async fn find_agent<E: crate::engine::Engine>(
+    engine: &E,
+    target: &BottleTarget,
+    project: Option<&str>,
+) -> anyhow::Result<AgentRef> {
+    use crate::labels;
     let mut filter = labels::managed_filter();
     filter.push(format!("{}={}", labels::BOTTLE, target.name));
     filter.push(format!("{}=agent", labels::NODE));
-    if let Some(p) = &project {
+    if let Some(p) = project {
         filter.push(format!("{}={p}", labels::PROJECT));
     }
-    agent_in(&docker.list_containers(&filter).await?, &target.name)
+    agent_in(&engine.list_containers(&filter).await?, &target.name)
 }
 
 /// The agent container of bottle `name` among `found` (bottle's containers of one
@@ -559,18 +576,47 @@ pub(crate) async fn connect_kube(
     args: &BackendArgs,
     make: bool,
 ) -> anyhow::Result<bottle_kube::engine::KubeEngine<Docker>> {
-    let target = bottle_kube::Target {
-        kubeconfig: args.kubeconfig.clone(),
-        context: args.context.clone(),
-    };
     let registry = args.registry.clone().context(
         "--backend kubernetes needs --registry (or BOTTLE_KUBE_REGISTRY): the registry the \
          cluster pulls the bottles' images from",
     )?;
+    kube_engine(project, args, &registry, make).await
+}
+
+/// The Kubernetes engine of `project` for sessions in its running bottles (`exec`,
+/// `logs`, `audit`): no registry needed, nothing made. The project must be known (the
+/// namespace is the project's): `project`, else the one of `bottles.yaml` here.
+pub(crate) async fn connect_kube_sessions(
+    project: Option<&str>,
+    args: &BackendArgs,
+) -> anyhow::Result<bottle_kube::engine::KubeEngine<Docker>> {
+    let here = Path::new("bottles.yaml");
+    let project = match project {
+        Some(p) => p.to_string(),
+        None if here.exists() => load_names(here)?.project,
+        None => anyhow::bail!(
+            "--backend kubernetes needs the project (each has its own namespace): give -p \
+             PROJECT or --file MANIFEST, or run where bottles.yaml is"
+        ),
+    };
+    let registry = args.registry.clone().unwrap_or_default();
+    kube_engine(&project, args, &registry, false).await
+}
+
+async fn kube_engine(
+    project: &str,
+    args: &BackendArgs,
+    registry: &str,
+    make: bool,
+) -> anyhow::Result<bottle_kube::engine::KubeEngine<Docker>> {
+    let target = bottle_kube::Target {
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+    };
     let cluster = bottle_kube::Cluster::connect(&target)
         .await
         .context("connecting to the Kubernetes cluster")?;
-    let settings = bottle_kube::engine::Settings::new(&registry);
+    let settings = bottle_kube::engine::Settings::new(registry);
     let docker = Docker::connect()?;
     let engine = if make {
         bottle_kube::engine::KubeEngine::connect(cluster, project, settings, docker).await
@@ -578,6 +624,57 @@ pub(crate) async fn connect_kube(
         bottle_kube::engine::KubeEngine::open(cluster, project, settings, docker).await
     };
     engine.with_context(|| format!("reaching the Kubernetes cluster for project {project}"))
+}
+
+/// A command that does not run with `--backend kubernetes` yet: one clear error naming it
+/// and why, before anything is asked of any engine.
+fn refuse_on_kubernetes(args: &BackendArgs, command: &str, why: &str) -> anyhow::Result<()> {
+    if args.backend == Backend::Kubernetes {
+        anyhow::bail!("{command} is not supported with --backend kubernetes yet: {why}");
+    }
+    Ok(())
+}
+
+/// Containers' log lines, on either backend: each line the engine's RFC 3339 time stamp,
+/// a space and the text (what `bottle_contract::audit` parses).
+#[allow(async_fn_in_trait)] // used through generics only
+pub(crate) trait LogLines {
+    /// `container`'s lines from `since` (seconds since the epoch, 0 for all), each cut at
+    /// `max_line` bytes; with `follow`, until the container stops.
+    async fn log_lines(
+        &self,
+        container: &str,
+        follow: bool,
+        since: i64,
+        max_line: usize,
+    ) -> Result<bottle_kube::engine::session::LogLines, crate::engine::EngineError>;
+}
+
+impl LogLines for Docker {
+    async fn log_lines(
+        &self,
+        container: &str,
+        follow: bool,
+        since: i64,
+        max_line: usize,
+    ) -> Result<bottle_kube::engine::session::LogLines, crate::engine::EngineError> {
+        let since = i32::try_from(since).unwrap_or(i32::MAX);
+        Ok(Box::pin(Docker::log_lines(
+            self, container, follow, since, max_line,
+        )))
+    }
+}
+
+impl LogLines for bottle_kube::engine::KubeEngine<Docker> {
+    async fn log_lines(
+        &self,
+        container: &str,
+        follow: bool,
+        since: i64,
+        max_line: usize,
+    ) -> Result<bottle_kube::engine::session::LogLines, crate::engine::EngineError> {
+        bottle_kube::engine::KubeEngine::log_lines(self, container, follow, since, max_line).await
+    }
 }
 
 /// The engine's runtimes and the verdict on its runsc (probed once per engine and runsc
@@ -635,5 +732,42 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    /// The backend flags are global: `queue` takes them after its subcommand too, and
+    /// the session commands take them.
+    #[test]
+    fn every_command_on_a_bottle_takes_the_backend() {
+        let backend = |args: &[&str]| -> Backend {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            match cli.command {
+                Command::Queue(a) => a.backend.backend,
+                Command::Exec(a) => a.backend.backend,
+                Command::Logs(a) => a.backend.backend,
+                Command::Audit(a) => a.backend.backend,
+                Command::Verify(a) => a.target.backend.backend,
+                other => panic!("{other:?}"),
+            }
+        };
+        let k = Backend::Kubernetes;
+        assert_eq!(
+            backend(&["bottle", "queue", "list", "--backend", "kubernetes"]),
+            k
+        );
+        assert_eq!(
+            backend(&["bottle", "queue", "--backend", "kubernetes", "list"]),
+            k
+        );
+        assert_eq!(
+            backend(&["bottle", "exec", "dev", "--backend", "kubernetes"]),
+            k
+        );
+        assert_eq!(
+            backend(&["bottle", "logs", "dev", "-f", "--backend", "kubernetes"]),
+            k
+        );
+        assert_eq!(backend(&["bottle", "audit", "--backend", "kubernetes"]), k);
+        assert_eq!(backend(&["bottle", "verify", "--backend", "kubernetes"]), k);
+        assert_eq!(backend(&["bottle", "exec", "dev"]), Backend::Docker);
     }
 }

@@ -8,6 +8,13 @@ use bottle_contract::supervise::now;
 use bottle_core::queue::{self, Found};
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<i32> {
+    super::refuse_on_kubernetes(
+        &args.backend,
+        "queue",
+        "the proposals are files in supervise's state volume, which bottle reads and writes \
+         through Docker's archive API; the sidecar image has no shell or tar to do it through \
+         exec",
+    )?;
     let project = project_of(args.file.as_deref(), args.project.as_deref())?;
     let docker = connect().await?;
     let found = queue::read(&docker, &project).await?;

@@ -5,7 +5,10 @@
 //! audit lines the run caused from egress's and pipelock's logs, look up the route
 //! tokens set in this host's environment (searched for here, never sent in), and print a
 //! table or JSON. Exit 0 when every check holds, 1 when one fails, 2 when a bottle is
-//! not running or the input is bad.
+//! not running or the input is bad. On Kubernetes the same checks, through the pod exec
+//! and log subresources; the runtime is the pod's, and pipelock (without its gateway in
+//! a pod) audits no DNS question or direct packet, so those are judged from the agent's
+//! side alone.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,13 +16,17 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::audit::{self, Source};
-use super::{AgentRef, Output, VerifyArgs, agent_in, connect, load_names};
-use crate::engine::{ContainerInfo, Engine};
+use super::{
+    AgentRef, Backend, LogLines, Output, VerifyArgs, agent_in, connect, connect_kube_sessions,
+    load_names,
+};
+use crate::engine::{ContainerInfo, Engine, EngineError, Exec};
 use crate::labels;
 use crate::manifest::{Names, PolicyNames};
+use crate::runtime::RuntimeFacts;
 use crate::verify::{self, Check, HostFacts, Probe, Token};
 use bottle_contract::audit::Decision;
-use bottle_docker::Docker;
+use bottle_docker::{ContainerDetails, Docker};
 
 /// How long the audit lines of a run may take to show in the logs.
 const AUDIT_WAIT: Duration = Duration::from_secs(10);
@@ -39,7 +46,59 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     {
         anyhow::bail!("{} names no agent {n}", m.path.display());
     }
-    let docker = connect().await?;
+    match args.target.backend.backend {
+        Backend::Docker => {
+            let docker = connect().await?;
+            let runtimes = super::runtime_facts(&docker).await?;
+            verify_all(&docker, &args, names, project, &runtimes).await
+        }
+        Backend::Kubernetes => {
+            let kube = connect_kube_sessions(project.as_deref(), &args.target.backend).await?;
+            // What `apply` decided on this backend: its runtimes, no runsc probe.
+            let runtimes = RuntimeFacts::unprobed(kube.runtimes().await?);
+            verify_all(&kube, &args, names, project, &runtimes).await
+        }
+    }
+}
+
+/// The host side of `verify` that differs between the backends.
+#[allow(async_fn_in_trait)] // used through generics only
+pub(crate) trait VerifyHost: Engine + Exec + LogLines {
+    /// The runtime and the named volumes of `container`, as the engine reports them.
+    async fn details(&self, container: &str) -> Result<ContainerDetails, EngineError>;
+    /// Does bottle's pipelock hold its gateway here, so that it audits the agent's DNS
+    /// questions and direct packets? Not in a Kubernetes pod (design 9.10).
+    fn pipelock_audits_packets(&self) -> bool;
+}
+
+impl VerifyHost for Docker {
+    async fn details(&self, container: &str) -> Result<ContainerDetails, EngineError> {
+        self.container_details(container).await
+    }
+
+    fn pipelock_audits_packets(&self) -> bool {
+        true
+    }
+}
+
+impl VerifyHost for bottle_kube::engine::KubeEngine<Docker> {
+    async fn details(&self, container: &str) -> Result<ContainerDetails, EngineError> {
+        self.container_details(container).await
+    }
+
+    fn pipelock_audits_packets(&self) -> bool {
+        false
+    }
+}
+
+/// Verify the bottles `args` names (or all of `project`'s) on `engine`.
+async fn verify_all<E: VerifyHost>(
+    engine: &E,
+    args: &VerifyArgs,
+    names: Option<Names>,
+    project: Option<String>,
+    runtimes: &RuntimeFacts,
+) -> anyhow::Result<i32> {
     // One listing serves the run: the bottles of the project, each one's agent and sidecars.
     let mut filter = labels::managed_filter();
     if let Some(p) = &project {
@@ -48,7 +107,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
     if let Some(n) = &args.name {
         filter.push(format!("{}={n}", labels::BOTTLE));
     }
-    let containers = docker.list_containers(&filter).await?;
+    let containers = engine.list_containers(&filter).await?;
     let bottles: Vec<String> = match (&args.name, &names) {
         (Some(n), _) => vec![n.clone()],
         (None, Some(m)) => m.agents.keys().cloned().collect(),
@@ -62,7 +121,6 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|b| agent_in(&containers, b))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let runtimes = super::runtime_facts(&docker).await?;
     let mut report = Vec::new();
     for (b, agent) in bottles.iter().zip(&agents) {
         let policy = names.as_ref().and_then(|m| {
@@ -72,8 +130,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<i32> {
         let own = containers.iter().filter(|c| {
             labels::is_ours(&c.labels, &agent.project) && c.labels.get(labels::BOTTLE) == Some(b)
         });
-        let checks =
-            verify_one(&docker, b, agent, own.cloned().collect(), policy, &runtimes).await?;
+        let checks = verify_one(engine, b, agent, own.cloned().collect(), policy, runtimes).await?;
         report.push((b.clone(), checks));
     }
     let project = project.unwrap_or_else(|| {
@@ -115,8 +172,8 @@ fn agents_of(containers: &[ContainerInfo]) -> Vec<String> {
 }
 
 /// Run every check on one running bottle, whose containers (agent and sidecars) are `own`.
-async fn verify_one(
-    docker: &Docker,
+async fn verify_one<E: VerifyHost>(
+    engine: &E,
     bottle: &str,
     agent: &AgentRef,
     own: Vec<ContainerInfo>,
@@ -128,7 +185,7 @@ async fn verify_one(
         .iter()
         .find(|c| c.name == container)
         .and_then(|c| c.labels.get(labels::RUNTIME).cloned());
-    let details = docker.container_details(container).await?;
+    let details = engine.details(container).await?;
     let facts = HostFacts {
         runtime: details.runtime,
         runtime_label: agent_label,
@@ -136,7 +193,9 @@ async fn verify_one(
         volumes: details.volumes,
     };
     let mut probe = Probe::new(policy, rand::random());
-    // A firewall that is not bottle's own sidecar audits no DNS question or packet.
+    // A firewall that is not bottle's own sidecar audits no DNS question or packet, nor
+    // does bottle's without its gateway (in a Kubernetes pod).
+    probe.foreign_pipelock |= !engine.pipelock_audits_packets();
     probe.foreign_pipelock |= own.iter().any(|c| {
         c.labels.get(labels::NODE).map(String::as_str) == Some("pipelock")
             && !c
@@ -145,8 +204,8 @@ async fn verify_one(
     });
     let sources = audit::sources_in(&own);
     let since = audit::now();
-    let observed = verify::observe(docker, container, &probe).await;
-    let decisions = audit_lines(docker, &sources, since, &probe).await?;
+    let observed = verify::observe(engine, container, &probe).await;
+    let decisions = audit_lines(engine, &sources, since, &probe).await?;
     let tokens = tokens(policy);
     Ok(verify::judge(&verify::Inputs {
         project,
@@ -162,8 +221,8 @@ async fn verify_one(
 
 /// The decisions the sidecars logged since `since`, read again until the run's are all
 /// there or [`AUDIT_WAIT`] has passed.
-async fn audit_lines(
-    docker: &Docker,
+async fn audit_lines<E: LogLines>(
+    engine: &E,
     sources: &[Source],
     since: f64,
     probe: &Probe,
@@ -172,7 +231,7 @@ async fn audit_lines(
     loop {
         let mut found = Vec::new();
         for s in sources {
-            found.extend(audit::history(docker, s, since).await?);
+            found.extend(audit::history(engine, s, since).await?);
         }
         if probe.audit_complete(&found) || tokio::time::Instant::now() >= deadline {
             return Ok(found);

@@ -16,6 +16,7 @@
 //! made, the agent's `netlock` the sidecars' pod addresses.
 
 pub mod render;
+pub mod session;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -83,6 +84,10 @@ pub struct KubeEngine<I> {
     project: String,
     settings: Settings,
     images: I,
+    /// The API server's version (`v1.20.2`).
+    server_version: String,
+    /// Its exec sessions can end their standard input (1.30 and later: `session`).
+    stream_close: bool,
 }
 
 fn api_error(op: &'static str, name: &str, e: KubeError) -> EngineError {
@@ -154,7 +159,7 @@ impl<I> KubeEngine<I> {
         settings: Settings,
         images: I,
     ) -> Result<Self, KubeError> {
-        cluster.version().await?;
+        let server_version = cluster.version().await?;
         let namespace = crate::namespace_name(project);
         cluster.check_namespace(project).await?;
         Ok(KubeEngine {
@@ -163,6 +168,8 @@ impl<I> KubeEngine<I> {
             project: project.to_owned(),
             settings,
             images,
+            stream_close: session::closes_stdin(&server_version),
+            server_version,
         })
     }
 
@@ -409,6 +416,21 @@ impl<I> KubeEngine<I> {
 }
 
 impl<I> KubeEngine<I> {
+    /// What `verify` reads of the seam's container `name` on the host side: the runtime
+    /// its pod runs under and the volumes it mounts ([`render::container_details`]).
+    pub async fn container_details(
+        &self,
+        name: &str,
+    ) -> Result<bottle_docker::ContainerDetails, EngineError> {
+        let (pod, _) = self.pod_of(name).await?;
+        let inner = render::container_in(&pod, name).unwrap_or_default();
+        let (runtime, volumes) = render::container_details(&pod, &inner);
+        Ok(bottle_docker::ContainerDetails {
+            runtime: Some(runtime),
+            volumes,
+        })
+    }
+
     /// Start seeding `claims` through one helper pod (section 9.10): the pod first,
     /// labelled with the claims it seeds (it waits for them: the caller makes them
     /// next), then the Secret it reads. A helper left by an interrupted run goes first.
@@ -531,29 +553,21 @@ fn pod_problem(p: &Pod) -> Option<String> {
     s.message.clone().filter(|m| !m.is_empty())
 }
 
-fn unsupported(op: &'static str, name: &str) -> EngineError {
-    EngineError::Api {
-        op,
-        name: name.into(),
-        message: "not supported by the Kubernetes backend yet".into(),
-    }
-}
-
-/// Not built yet (the exec subresource needs kube's `ws` feature): a sidecar's readiness
-/// is unknown and `get` says so.
+/// Through the pod `exec` subresource ([`session`]): a command runs as its container's
+/// user only, and a signal is the `kill` of its shell.
 impl<I> bottle_engine::Exec for KubeEngine<I> {
     async fn exec(
         &self,
         container: &str,
-        _cmd: &[String],
-        _user: Option<&str>,
-        _stdin: &[u8],
+        cmd: &[String],
+        user: Option<&str>,
+        stdin: &[u8],
     ) -> Result<bottle_engine::ExecOutput, EngineError> {
-        Err(unsupported("exec", container))
+        self.exec_captured(container, cmd, user, stdin).await
     }
 
-    async fn signal(&self, container: &str, _signal: &str) -> Result<(), EngineError> {
-        Err(unsupported("signal", container))
+    async fn signal(&self, container: &str, signal: &str) -> Result<(), EngineError> {
+        KubeEngine::signal(self, container, signal).await
     }
 }
 

@@ -441,6 +441,14 @@ pub fn records(p: &Pod) -> Vec<Record> {
         .unwrap_or_default()
 }
 
+/// The name inside pod `p` of the seam's container `name` (its node), if `p` holds it.
+pub fn container_in(p: &Pod, name: &str) -> Option<String> {
+    records(p)
+        .into_iter()
+        .find(|r| r.name == name)
+        .map(|r| r.container)
+}
+
 fn set_records(p: &mut Pod, records: &[Record]) {
     p.metadata
         .annotations
@@ -1067,3 +1075,41 @@ pub fn fresh(p: &Pod) -> Pod {
 #[cfg(test)]
 #[path = "render_tests.rs"]
 mod tests;
+
+/// What `verify` reads of container `container` (its name inside the pod) of `p` on the
+/// host side, as the Docker engine reports it of a container: the runtime it runs under
+/// (its pod's RuntimeClass, else `runc`: bottle sets none, so the node's default
+/// handler runs it) and the seam's volumes it mounts (the Secrets and claims behind its
+/// mounts), sorted, once each.
+pub fn container_details(p: &Pod, container: &str) -> (String, Vec<String>) {
+    let spec = p.spec.clone().unwrap_or_default();
+    let runtime = spec
+        .runtime_class_name
+        .clone()
+        .unwrap_or_else(|| "runc".into());
+    let mounts: Vec<String> = spec
+        .containers
+        .iter()
+        .filter(|c| c.name == container)
+        .flat_map(|c| c.volume_mounts.iter().flatten().map(|m| m.name.clone()))
+        .collect();
+    let mut volumes: Vec<String> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| mounts.contains(&v.name))
+        .filter_map(|v| {
+            v.secret
+                .as_ref()
+                .and_then(|s| s.secret_name.clone())
+                .or_else(|| {
+                    v.persistent_volume_claim
+                        .as_ref()
+                        .map(|c| c.claim_name.clone())
+                })
+        })
+        .collect();
+    volumes.sort();
+    volumes.dedup();
+    (runtime, volumes)
+}

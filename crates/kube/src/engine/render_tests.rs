@@ -317,6 +317,13 @@ fn the_agent_joins_its_holders_pod_locked_to_the_sidecars_and_leaves_it_again() 
             .is_some_and(|h| h.path == "/dev/net/tun" && h.type_.as_deref() == Some("CharDevice"))
     }));
     assert_eq!(container_infos(&p, &[]).len(), 2);
+    // What `verify` reads: the agent mounts its home claim only (agent-net's tun and
+    // tmpfs are no volume of the seam's), under the node's default runtime.
+    assert_eq!(
+        container_details(&p, "agent"),
+        ("runc".to_string(), vec!["bottle-p-b-home".to_string()])
+    );
+    assert_eq!(container_details(&p, "agent-net").1, Vec::<String>::new());
     // egress made anew elsewhere: the agent is stale, agent-net (which does not depend
     // on egress) is not.
     let moved = [Peer {

@@ -1,10 +1,18 @@
 //! Helpers the kube-e2e tests share: the test cluster of scripts/kube/cluster.sh (found
-//! running, else brought up) and bounded waits on pods.
+//! running, else brought up), bounded waits on pods, and a small manifest's desired state
+//! made as `bottle` makes it.
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
+
+use bottle_core::apply::{OpReport, Outcome, ReconcileOptions, Reconciled, reconcile_once};
+use bottle_core::graph::{self, DesiredState};
+use bottle_core::hash::DigestKey;
+use bottle_core::images::{self, SidecarFile};
+use bottle_core::nodes::sidecar;
 
 use bottle_contract::labels;
 use k8s_openapi::api::core::v1::Pod;
@@ -47,6 +55,26 @@ pub fn cluster_up() -> (PathBuf, String, bool) {
         var("BOTTLE_KUBE_REGISTRY"),
         started,
     )
+}
+
+/// The test cluster (up, see [`cluster_up`]), and the Kubernetes engine of `project` on
+/// it (images built by the local Docker, pushed to the cluster's registry); whether this
+/// test started the cluster.
+pub async fn engine(
+    project: &str,
+) -> (
+    bottle_kube::Cluster,
+    bottle_kube::engine::KubeEngine<bottle_docker::Docker>,
+    bool,
+) {
+    use bottle_kube::engine::{KubeEngine, Settings};
+    let (kubeconfig, registry, started) = cluster_up();
+    let cluster = connect(kubeconfig).await;
+    let docker = bottle_docker::Docker::connect().expect("docker");
+    let engine = KubeEngine::connect(cluster.clone(), project, Settings::new(&registry), docker)
+        .await
+        .expect("engine");
+    (cluster, engine, started)
 }
 
 /// A client of the cluster whose kubeconfig is `kubeconfig`.
@@ -102,4 +130,89 @@ pub fn down_if_started(started: bool) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A small manifest of `project` in a temporary directory (`what` names it): one agent
+/// `hello` (a plain Debian image that sleeps) in a bottle with the default sidecars
+/// (pipelock, egress, agent-net).
+pub fn manifest_dir(project: &str, what: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bottle-kube-e2e-{what}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    std::fs::write(
+        d.join("Dockerfile"),
+        "FROM debian:bookworm-slim\nCMD [\"sleep\", \"infinity\"]\n",
+    )
+    .expect("Dockerfile");
+    std::fs::write(
+        d.join("bottles.yaml"),
+        format!(
+            "project: {project}\nbottles:\n  dev:\n    image: {{dockerfile: Dockerfile}}\n\
+             agents:\n  hello:\n    bottle: dev\n"
+        ),
+    )
+    .expect("manifest");
+    d
+}
+
+/// The desired state of the manifest in `dir`, as `bottle` makes it: the sidecar image
+/// from the static `bottle` at $BOTTLE_SIDECAR_BINARY.
+pub fn desired_state(dir: &Path) -> DesiredState {
+    let manifest =
+        bottle_model::manifest::load(&dir.join("bottles.yaml"), &|_| None).expect("manifest loads");
+    let binary = std::env::var_os("BOTTLE_SIDECAR_BINARY")
+        .map(PathBuf::from)
+        .expect("BOTTLE_SIDECAR_BINARY must name the static bottle (scripts/build-static.sh)");
+    let key = DigestKey::fixed(7);
+    let context = images::sidecar_context(&[SidecarFile {
+        image_path: "/bottle".into(),
+        host: binary,
+        mode: 0o755,
+    }])
+    .expect("sidecar context");
+    let side = sidecar::image_object(&key, context);
+    graph::desired(&manifest, &key, &side, &Arc::from(&[][..])).expect("desired state")
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// One pass; every operation must have been carried out.
+pub async fn pass<E: bottle_engine::Engine>(
+    engine: &E,
+    desired: &DesiredState,
+    what: &str,
+) -> Reconciled {
+    let options = ReconcileOptions {
+        now: now(),
+        ..ReconcileOptions::default()
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let r = reconcile_once(
+        engine,
+        desired,
+        &options,
+        &mut |_| {},
+        &mut |op: &OpReport| {
+            seen.push(format!(
+                "{:?} {} -> {:?} ({} ms)",
+                op.op.kind,
+                op.op.key,
+                op.outcome,
+                op.took.as_millis()
+            ));
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: reconcile failed: {e}"));
+    eprintln!("{what}:\n  {}", seen.join("\n  "));
+    let failed: Vec<&OpReport> = r
+        .reports
+        .iter()
+        .filter(|o| o.outcome != Outcome::Done)
+        .collect();
+    assert!(failed.is_empty(), "{what}: operations failed: {failed:#?}");
+    r
 }
