@@ -26,7 +26,7 @@ use bottle_engine::{
     NetworkSpec, VolumeInfo, VolumeSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
-use kube::api::{Api, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use crate::{Cluster, Deleted, KubeError, Namespaced};
@@ -390,17 +390,24 @@ impl<I> KubeEngine<I> {
     /// Delete the pod `name` at once and wait until the API no longer has it.
     async fn delete_pod_now(&self, name: &str) -> Result<(), EngineError> {
         self.delete::<Pod>(name, true).await?;
-        let api: Api<Pod> = self.api();
+        self.gone::<Pod>(name, "pod").await
+    }
+
+    /// Wait (up to 30 s) until the `what` `name`, whose deletion was asked, is gone: a
+    /// pod past its grace period, a claim once no pod holds it (its protection
+    /// finalizer). Only then can one of the same name be made again.
+    async fn gone<K: Namespaced>(&self, name: &str, what: &str) -> Result<(), EngineError> {
+        let api: Api<K> = self.api();
         for _ in 0..120 {
             match api.get_opt(name).await {
                 Ok(None) => return Ok(()),
                 Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
                 Err(e) => {
                     return Err(api_error(
-                        "read pod",
+                        "read",
                         name,
                         KubeError::Api {
-                            what: format!("reading pod {name}"),
+                            what: format!("reading {what} {name}"),
                             cause: e,
                         },
                     ));
@@ -408,14 +415,40 @@ impl<I> KubeEngine<I> {
             }
         }
         Err(EngineError::Api {
-            op: "remove pod",
+            op: "remove",
             name: name.into(),
-            message: "still there 30 s after its deletion".into(),
+            message: format!("{what} still there 30 s after its deletion"),
         })
     }
 }
 
 impl<I> KubeEngine<I> {
+    /// Have the kubelet write Secret `secret` (now at `version`) into the pods that
+    /// mount it now, not at its next periodic sync (up to a minute and more): an update
+    /// of a pod makes the kubelet sync it, which remounts its Secret volumes. The update
+    /// is one annotation ([`render::NUDGED`]).
+    async fn nudge(&self, secret: &str, version: &str) -> Result<(), EngineError> {
+        let api: Api<Pod> = self.api();
+        for pod in render::mounting(&self.pods().await?, secret) {
+            let patch = serde_json::json!({"metadata": {"annotations": {
+                render::NUDGED: format!("{secret}:{version}"),
+            }}});
+            api.patch(&pod, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| {
+                    api_error(
+                        "rewrite volume",
+                        secret,
+                        KubeError::Api {
+                            what: format!("marking pod {pod} for its new files"),
+                            cause: e,
+                        },
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
     /// What `verify` reads of the seam's container `name` on the host side: the runtime
     /// its pod runs under and the volumes it mounts ([`render::container_details`]).
     pub async fn container_details(
@@ -706,9 +739,9 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
         }
         let mut next = render::volume_secret(spec);
         next.metadata.resource_version = current.meta().resource_version.clone();
-        api.replace(&spec.name, &PostParams::default(), &next)
+        let replaced = api
+            .replace(&spec.name, &PostParams::default(), &next)
             .await
-            .map(drop)
             .map_err(|e| {
                 api_error(
                     "rewrite volume",
@@ -718,12 +751,18 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
                         cause: e,
                     },
                 )
-            })
+            })?;
+        self.nudge(&spec.name, &replaced.resource_version().unwrap_or_default())
+            .await
     }
 
+    /// Removed when it returns: a claim made anew next (a recreate) must not meet the
+    /// old one still finalizing.
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         self.delete::<Secret>(name, false).await?;
-        self.delete::<PersistentVolumeClaim>(name, false).await?;
+        if self.delete::<PersistentVolumeClaim>(name, false).await? == Deleted::Deleted {
+            self.gone::<PersistentVolumeClaim>(name, "claim").await?;
+        }
         Ok(())
     }
 

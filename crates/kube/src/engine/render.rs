@@ -290,6 +290,23 @@ pub fn seed_pod(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec]
     pod
 }
 
+/// The pods of `pods` that mount Secret `secret`, by name.
+pub fn mounting(pods: &[Pod], secret: &str) -> Vec<String> {
+    pods.iter()
+        .filter(|p| {
+            p.spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(secret))
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
+}
+
+/// The pod annotation whose change makes the kubelet sync a pod now: the last Secret
+/// rewritten under it and that Secret's version, `name:version`. No record reads it.
+pub const NUDGED: &str = "bottle.nudged";
+
 /// Is `p` a seeding helper ([`seed_pod`])?
 pub fn is_seed_pod(p: &Pod) -> bool {
     p.metadata
@@ -1051,6 +1068,22 @@ pub fn strip_pod(p: &Pod, container: &str) -> Result<Option<Pod>, RenderError> {
             s.dns_policy = Some("Default".into());
             s.dns_config = None;
         }
+        // Its volumes go with it: a claim still named here would be held (its
+        // protection finalizer) by a pod that no longer uses it.
+        let used: std::collections::BTreeSet<&str> = s
+            .containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+            .map(|m| m.name.as_str())
+            .collect();
+        let kept: Option<Vec<Volume>> = s.volumes.as_ref().map(|vs| {
+            vs.iter()
+                .filter(|v| used.contains(v.name.as_str()))
+                .cloned()
+                .collect()
+        });
+        s.volumes = kept.filter(|v| !v.is_empty());
     }
     Ok(Some(out))
 }

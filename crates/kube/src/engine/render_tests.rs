@@ -186,6 +186,12 @@ fn a_sidecar_pod_is_hardened_keeps_its_environment_out_of_the_spec_and_names_its
         records: vec![record(&sidecar("pipelock", 8888))],
     }];
     let p = render_pod(&spec, "127.0.0.1:5000", &ca_backing(), &peers).expect("pod");
+    // A rewrite of its Secret nudges it (and only the pods that mount that Secret).
+    assert_eq!(
+        mounting(std::slice::from_ref(&p), "bottle-p-b-ca"),
+        [p.metadata.name.clone().expect("name")]
+    );
+    assert!(mounting(std::slice::from_ref(&p), "bottle-p-b-other").is_empty());
     let shown = serde_json::to_string(&p).expect("json");
     assert!(!shown.contains("s3cr3t"), "{shown}");
     let s = p.spec.as_ref().expect("spec");
@@ -347,6 +353,15 @@ fn the_agent_joins_its_holders_pod_locked_to_the_sidecars_and_leaves_it_again() 
     assert_eq!(rs.containers.len(), 1);
     assert_eq!(rs.init_containers, None);
     assert_eq!(records(&rest).len(), 1);
+    // The agent's claim goes with it: a pod that still named it would hold it.
+    assert!(
+        rs.volumes
+            .iter()
+            .flatten()
+            .all(|v| v.persistent_volume_claim.is_none()),
+        "{:?}",
+        rs.volumes
+    );
     assert!(
         strip_pod(&p, "bottle-p-b-agent-net")
             .expect("strip")
