@@ -21,6 +21,7 @@ use bottle_engine::{Engine, EngineError, NetworkSpec};
 use bottle_kube::engine::render;
 use common::{down_if_started, pass};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 
@@ -116,6 +117,22 @@ async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() 
         .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
         .unwrap_or_default();
     assert_eq!(containers, ["agent-net", "agent"], "the agent's pod");
+    // The second layer: a NetworkPolicy per network (stored, not enforced, on this
+    // cluster), selecting the pods labelled as its members.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+    let net = |n: &str| format!("bottle-{PROJECT}-hello-{n}");
+    assert_eq!(
+        names(&policies).await,
+        [net("net-egress"), net("net-internal")]
+    );
+    let member = |p: &Pod, n: &str| {
+        p.labels()
+            .get(&render::net_label(&net(n)))
+            .is_some_and(|v| v == "member")
+    };
+    assert!(member(&agent_pod, "net-internal") && !member(&agent_pod, "net-egress"));
+    let pipelock = pods.get(&net("pipelock")).await.expect("pipelock's pod");
+    assert!(member(&pipelock, "net-internal") && member(&pipelock, "net-egress"));
     let containers_listed = engine.list_containers(&[]).await.expect("containers");
     assert_eq!(containers_listed.len(), 4, "{containers_listed:#?}");
 
@@ -226,6 +243,7 @@ async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() 
     let sel = ListParams::default().labels(&format!("bottle.project={PROJECT}"));
     assert!(secrets.list(&sel).await.expect("secrets").items.is_empty());
     assert!(maps.list(&sel).await.expect("maps").items.is_empty());
+    assert!(names(&policies).await.is_empty(), "policies left");
     // A claim goes once no pod holds it (its protection finalizer).
     let mut left_claims = Vec::new();
     for _ in 0..60 {

@@ -26,6 +26,7 @@ use bottle_engine::{
     NetworkSpec, VolumeInfo, VolumeSpec,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
@@ -646,13 +647,19 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
             .collect())
     }
 
+    /// Its NetworkPolicy (the second layer, 9.2), then its marker: the marker says the
+    /// network is made. A policy left by a run stopped in between is made anew.
     async fn create_network(&self, spec: &NetworkSpec) -> Result<(), EngineError> {
+        self.delete::<NetworkPolicy>(&spec.name, false).await?;
+        self.create("create network", &render::network_policy(spec))
+            .await?;
         self.create("create network", &render::network_marker(spec))
             .await
             .map(drop)
     }
 
     async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        self.delete::<NetworkPolicy>(name, false).await?;
         self.delete::<ConfigMap>(name, false).await.map(drop)
     }
 

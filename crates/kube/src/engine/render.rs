@@ -34,8 +34,12 @@ use k8s_openapi::api::core::v1::{
     Pod, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, Secret,
     SecretEnvSource, SecretVolumeSource, Volume, VolumeMount, VolumeResourceRequirements,
 };
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicySpec,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
 use crate::pod::{self, AgentPod, Endpoint};
@@ -89,7 +93,9 @@ pub fn merged_labels(meta: &ObjectMeta) -> Labels {
     let mut out = Labels::new();
     for map in [&meta.labels, &meta.annotations].into_iter().flatten() {
         for (k, v) in map {
-            if k.starts_with("bottle.") && ![OBJECT, CONTAINERS, FILES].contains(&k.as_str()) {
+            if k.starts_with("bottle.")
+                && ![OBJECT, CONTAINERS, FILES, NUDGED].contains(&k.as_str())
+            {
                 out.insert(k.clone(), v.clone());
             }
         }
@@ -118,6 +124,81 @@ pub fn network_marker(spec: &NetworkSpec) -> ConfigMap {
         metadata: meta(&spec.name, &spec.labels, NETWORK),
         data: Some(data),
         ..Default::default()
+    }
+}
+
+/// The prefix of a pod's network labels ([`net_label`]).
+pub const NET_PREFIX: &str = "net.bottle/";
+
+/// The pod label that says a pod's containers are on network `name`: the name itself
+/// when it fits a label's name (63 characters), else its start and a digest.
+pub fn net_label(name: &str) -> String {
+    use sha2::Digest as _;
+    let short = if name.len() <= 63 {
+        name.to_string()
+    } else {
+        let digest = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..8]);
+        let start: String = name.chars().take(46).collect();
+        format!("{}-{digest}", start.trim_end_matches(['-', '.', '_']))
+    };
+    format!("{NET_PREFIX}{short}")
+}
+
+/// Label `p` with each network its containers are on (their records), and no other.
+pub fn label_networks(p: &mut Pod) {
+    let nets: std::collections::BTreeSet<String> =
+        records(p).into_iter().flat_map(|r| r.networks).collect();
+    let l = p.metadata.labels.get_or_insert_with(BTreeMap::new);
+    l.retain(|k, _| !k.starts_with(NET_PREFIX));
+    for n in nets {
+        l.insert(net_label(&n), "member".into());
+    }
+}
+
+/// The NetworkPolicy of a network (section 9.2, the second layer, for clusters whose
+/// network plugin enforces policies): its member pods ([`label_networks`]) take
+/// connections only from each other and open them only to each other, and, on a
+/// network that is not internal (Docker's route out), to any address. Policies add up:
+/// a pod on two networks may do what either allows.
+pub fn network_policy(spec: &NetworkSpec) -> NetworkPolicy {
+    let members = LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            net_label(&spec.name),
+            "member".to_string(),
+        )])),
+        ..Default::default()
+    };
+    let peers = NetworkPolicyPeer {
+        pod_selector: Some(members.clone()),
+        ..Default::default()
+    };
+    let mut egress = vec![NetworkPolicyEgressRule {
+        to: Some(vec![peers.clone()]),
+        ..Default::default()
+    }];
+    if !spec.internal {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: "0.0.0.0/0".into(),
+                    except: None,
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+    }
+    NetworkPolicy {
+        metadata: meta(&spec.name, &spec.labels, NETWORK),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(members),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![NetworkPolicyIngressRule {
+                from: Some(vec![peers]),
+                ..Default::default()
+            }]),
+            egress: Some(egress),
+        }),
     }
 }
 
@@ -965,6 +1046,7 @@ pub fn render_pod(
         ..Default::default()
     };
     set_records(&mut p, &[record(spec)]);
+    label_networks(&mut p);
     Ok(p)
 }
 
@@ -1037,6 +1119,7 @@ pub fn join_pod(
     if let Some(s) = p.spec.as_mut() {
         s.containers.push(c);
     }
+    label_networks(&mut p);
     Ok(p)
 }
 
@@ -1085,6 +1168,7 @@ pub fn strip_pod(p: &Pod, container: &str) -> Result<Option<Pod>, RenderError> {
         });
         s.volumes = kept.filter(|v| !v.is_empty());
     }
+    label_networks(&mut out);
     Ok(Some(out))
 }
 

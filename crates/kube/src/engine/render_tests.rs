@@ -351,6 +351,13 @@ fn the_agent_joins_its_holders_pod_locked_to_the_sidecars_and_leaves_it_again() 
         .expect("pod");
     let rs = rest.spec.as_ref().expect("spec");
     assert_eq!(rs.containers.len(), 1);
+    assert!(
+        rest.metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key("net.bottle/bottle-p-b-net-internal")),
+        "agent-net's pod stays on its network"
+    );
     assert_eq!(rs.init_containers, None);
     assert_eq!(records(&rest).len(), 1);
     // The agent's claim goes with it: a pod that still named it would hold it.
@@ -491,4 +498,84 @@ fn a_claim_is_seeded_by_a_helper_pod_from_a_secret_plan() {
         .and_then(|c| c.add)
         .expect("caps");
     assert_eq!(caps, ["CHOWN", "FOWNER", "DAC_OVERRIDE"]);
+}
+
+#[test]
+fn each_network_is_a_policy_over_the_pods_labelled_as_its_members() {
+    let spec = |name: &str, internal: bool| NetworkSpec {
+        name: name.into(),
+        labels: labels_of("net"),
+        internal,
+        options: Default::default(),
+        subnet: None,
+    };
+    // The internal network: members talk to members, nothing else in or out.
+    let inside = network_policy(&spec("bottle-p-b-net-internal", true));
+    let s = inside.spec.as_ref().expect("spec");
+    let member = BTreeMap::from([(
+        "net.bottle/bottle-p-b-net-internal".to_string(),
+        "member".to_string(),
+    )]);
+    assert_eq!(
+        s.pod_selector.as_ref().and_then(|p| p.match_labels.clone()),
+        Some(member.clone())
+    );
+    assert_eq!(
+        s.policy_types.as_deref(),
+        Some(&["Ingress".to_string(), "Egress".to_string()][..])
+    );
+    let from = &s.ingress.as_ref().expect("ingress")[0]
+        .from
+        .as_ref()
+        .expect("from")[0];
+    assert_eq!(
+        from.pod_selector
+            .as_ref()
+            .and_then(|p| p.match_labels.clone()),
+        Some(member)
+    );
+    assert_eq!(
+        s.egress.as_ref().expect("egress").len(),
+        1,
+        "only to its members"
+    );
+    // The network with a route out also lets its members open connections anywhere.
+    let out = network_policy(&spec("bottle-p-b-net-egress", false));
+    let egress = out.spec.expect("spec").egress.expect("egress");
+    assert_eq!(
+        egress[1].to.as_ref().expect("to")[0]
+            .ip_block
+            .as_ref()
+            .map(|b| b.cidr.as_str()),
+        Some("0.0.0.0/0")
+    );
+    // A pod is labelled with the networks of its containers, whoever joins or leaves.
+    let mut pipelock = sidecar("pipelock", 8888);
+    pipelock.networks.push("bottle-p-b-net-egress".into());
+    let p = render_pod(&pipelock, "r", &ca_backing(), &[]).expect("pod");
+    let nets: Vec<&String> = p
+        .metadata
+        .labels
+        .as_ref()
+        .expect("labels")
+        .keys()
+        .filter(|k| k.starts_with(NET_PREFIX))
+        .collect();
+    assert_eq!(
+        nets,
+        [
+            "net.bottle/bottle-p-b-net-egress",
+            "net.bottle/bottle-p-b-net-internal"
+        ]
+    );
+    // A name too long for a label's name keeps its start and a digest: stable, valid.
+    let long = format!("bottle-{}-b-net-internal", "p".repeat(80));
+    let l = net_label(&long);
+    assert_eq!(l, net_label(&long));
+    let name = l.strip_prefix(NET_PREFIX).expect("prefix");
+    assert!(
+        name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'),
+        "{l}"
+    );
+    assert_ne!(net_label(&format!("{long}x")), l);
 }
