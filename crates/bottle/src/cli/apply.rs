@@ -14,20 +14,16 @@ use super::{
     render, runtime_facts, with_runtime_facts,
 };
 use crate::apply::{Outcome, ReconcileOptions, Reconciled, reconcile_once};
-use crate::engine::{Engine, Exec};
+use crate::engine::{Engine, Events, Exec};
 use crate::graph::DesiredState;
 use crate::ready;
+use crate::runtime::RuntimeFacts;
 use crate::watch::{self, Metrics};
 
 pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     let manifest = load_manifest(&args.manifest.file)?;
     let _lock = lock_project(&manifest.project, args.wait_lock).await?;
     if args.watch {
-        if args.backend.backend == Backend::Kubernetes {
-            anyhow::bail!(
-                "apply --watch is not supported with --backend kubernetes yet: run apply again"
-            );
-        }
         // The host's Codex logins change when the host's Codex refreshes its token:
         // reloading then gives egress the new one.
         let logins: Vec<_> = manifest
@@ -35,7 +31,16 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
             .values()
             .filter_map(|a| a.host_login.as_ref().map(|l| l.path.clone()))
             .collect();
-        return run_watch(args, manifest.project, logins).await;
+        let project = manifest.project;
+        if args.backend.backend == Backend::Kubernetes {
+            // No runtime facts: the cluster's runtime is runc (section 9.5).
+            let kube = connect_kube(&project, &args.backend, true).await?;
+            return run_watch(&kube, None, args, project, logins).await;
+        }
+        let docker = connect().await?;
+        // Gathered once: a verdict is cached per runsc build anyway.
+        let facts = runtime_facts(&docker).await?;
+        return run_watch(&docker, Some(facts), args, project, logins).await;
     }
     let desired =
         desired_state(&manifest)?.with_addressing(crate::edge::host::addressing(args.subnet_pool));
@@ -109,19 +114,19 @@ async fn pass<E: Engine>(
     .await?)
 }
 
-/// `apply --watch`: triggers from the manifest's directory (and those of `host_files`,
-/// the host logins it names as it is now), the engine's events and signals feed
-/// [`watch::run`] until SIGINT/SIGTERM.
-async fn run_watch(
+/// `apply --watch` on `engine` (Docker, or a project's namespace on Kubernetes): triggers
+/// from the manifest's directory (and those of `host_files`, the host logins it names as
+/// it is now), the engine's events and signals feed [`watch::run`] until SIGINT/SIGTERM.
+/// Each load of the desired state carries `facts`, the engine's runtimes, when known.
+async fn run_watch<E: Engine + Exec + Events>(
+    engine: &E,
+    facts: Option<Arc<RuntimeFacts>>,
     args: ApplyArgs,
     project: String,
     host_files: Vec<std::path::PathBuf>,
 ) -> anyhow::Result<i32> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    let docker = connect().await?;
-    // Gathered once: a verdict is cached per runsc build anyway.
-    let facts = runtime_facts(&docker).await?;
     let metrics = Arc::new(Metrics::default());
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -137,9 +142,13 @@ async fn run_watch(
         tracing::info!(signal = name, "stopping after the reconcile in flight");
         let _ = stop_tx.send(true);
     });
-    // The event stream is lazy: start following it before the first converge.
-    let events =
-        crate::edge::sources::spawn_events(&docker, &project, tx.clone(), Arc::clone(&metrics));
+    // The event stream is lazy: it is followed beside the loop, from its first converge.
+    let events = crate::edge::sources::follow_events(
+        engine,
+        project.clone(),
+        tx.clone(),
+        Arc::clone(&metrics),
+    );
     let _manifest_watch =
         crate::edge::sources::watch_manifest(&args.manifest.file, &host_files, tx.clone())
             .with_context(|| format!("watching {}", args.manifest.file.display()))?;
@@ -173,7 +182,7 @@ async fn run_watch(
             );
         }
         let mut desired = desired_state(&m)?;
-        desired.runtimes = Some(Arc::clone(&facts));
+        desired.runtimes = facts.clone();
         for w in bottle_core::runtime::warnings(&desired) {
             tracing::warn!("{w}");
         }
@@ -181,8 +190,11 @@ async fn run_watch(
         Ok(desired.with_addressing(crate::edge::host::addressing(pool)))
     };
     tracing::info!(%project, manifest = %file.display(), resync_secs = opts.resync.as_secs(), "watching");
-    let result = watch::run(&docker, &mut load, &opts, rx, stop_rx, &metrics).await;
-    events.abort();
+    // The follower ends only once the loop's receiver is gone; the loop ending drops it.
+    let result = tokio::select! {
+        r = watch::run(engine, &mut load, &opts, rx, stop_rx, &metrics) => r,
+        () = events => Ok(()),
+    };
     signals.abort();
     if let Some(s) = server {
         s.abort();

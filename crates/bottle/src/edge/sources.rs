@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use bottle_core::watch::backoff::Backoff;
 use bottle_core::watch::metrics::Metrics;
 use bottle_core::watch::triggers::Trigger;
-use bottle_docker::Docker;
+use bottle_engine::Events;
 
 /// Watch the directory of `manifest` (editors save by writing a new file and renaming
 /// it over the old one, which a watch on the file itself would miss), and of each of
@@ -67,20 +67,17 @@ fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// Follow the engine's events from now on, on a task of its own (see
-/// `bottle_core::watch::events::follow`).
-pub fn spawn_events(
-    docker: &Docker,
-    project: &str,
+/// Follow `engine`'s events about `project` from now on (see
+/// `bottle_core::watch::events::follow`), until `tx` closes: to be polled beside the
+/// watch loop.
+pub async fn follow_events<E: Events>(
+    engine: &E,
+    project: String,
     tx: UnboundedSender<Trigger>,
     metrics: std::sync::Arc<Metrics>,
-) -> tokio::task::JoinHandle<()> {
+) {
     let since = unix_now() - 1;
-    let (docker, project) = (docker.clone(), project.to_string());
-    tokio::spawn(async move {
-        bottle_core::watch::events::follow(&docker, project, since, tx, Backoff::ENGINE, metrics)
-            .await;
-    })
+    bottle_core::watch::events::follow(engine, project, since, tx, Backoff::ENGINE, metrics).await;
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! a pod is given its bottle's running pods' addresses through `hostAliases` when it is
 //! made, the agent's `netlock` the sidecars' pod addresses.
 
+pub mod events;
 pub mod render;
 pub mod session;
 
