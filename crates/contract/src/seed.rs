@@ -3,6 +3,13 @@
 //! claim at its [`SeedVolume::dir`] into a short-lived helper pod running `bottle sidecar
 //! seed`, which writes the files with their modes and owners and gives each volume's root
 //! its owner, then exits.
+//!
+//! Host trees (a workspace copied in) do not fit a Secret (1 MiB): they come as one tar
+//! sent into the running helper through an exec of `bottle sidecar seed-trees --bytes N
+//! --sha256 HEX`, which reads exactly `N` bytes into [`SPOOL`], checks their digest and
+//! unpacks them into [`VOLUMES`], then writes [`TREES_DONE`]. The helper's main process,
+//! started with `--await-trees SECONDS`, waits (that long at most) for that marker before
+//! it writes the plan's files: its end still means "seeding done".
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +19,13 @@ pub const MOUNT: &str = "/seed";
 pub const PLAN_FILE: &str = "plan.json";
 /// Where the helper pod mounts the claims: `<VOLUMES>/<i>`.
 pub const VOLUMES: &str = "/volumes";
+
+/// Where the helper pod spools the trees' tar (an emptyDir).
+pub const SPOOL: &str = "/spool";
+/// The marker `seed-trees` writes under [`SPOOL`] once the trees are unpacked.
+pub const TREES_DONE: &str = "trees.done";
+/// Largest trees' tar one helper takes.
+pub const MAX_TREES_BYTES: u64 = 8 << 30;
 
 /// One volume to seed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
