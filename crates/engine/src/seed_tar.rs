@@ -257,7 +257,6 @@ fn append_tree<W: std::io::Write>(
     Ok(())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,12 +283,17 @@ mod tests {
             };
             assert!(check_seed(&[&spec]).is_err(), "{bad:?}");
             assert!(
-                write_seed(&[&spec], Path::new("seed"), Content::All, &mut std::io::sink()).is_err(),
+                write_seed(
+                    &[&spec],
+                    Path::new("seed"),
+                    Content::All,
+                    &mut std::io::sink()
+                )
+                .is_err(),
                 "{bad:?}"
             );
         }
     }
-
 
     #[test]
     fn a_trees_archive_holds_the_root_and_the_trees_not_the_files() {
@@ -341,7 +345,11 @@ mod tests {
                 ("0/work/src/main.rs".to_owned(), 1000, 1001),
             ]
         );
-        assert!(entries(Content::All).iter().any(|(p, _, _)| p == "0/prompt.md"));
+        assert!(
+            entries(Content::All)
+                .iter()
+                .any(|(p, _, _)| p == "0/prompt.md")
+        );
         let _ = std::fs::remove_dir_all(&host);
     }
 }

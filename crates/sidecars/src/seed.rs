@@ -402,14 +402,32 @@ mod tests {
         let mut tar = Vec::new();
         raw(&mut tar, "0", tar::EntryType::Directory, "", b"");
         raw(&mut tar, "0/src", tar::EntryType::Directory, "", b"");
-        raw(&mut tar, "0/src/main.rs", tar::EntryType::Regular, "", b"fn main() {}");
-        raw(&mut tar, "0/src/link", tar::EntryType::Symlink, "../src/main.rs", b"");
+        raw(
+            &mut tar,
+            "0/src/main.rs",
+            tar::EntryType::Regular,
+            "",
+            b"fn main() {}",
+        );
+        raw(
+            &mut tar,
+            "0/src/link",
+            tar::EntryType::Symlink,
+            "../src/main.rs",
+            b"",
+        );
         let tar = finish(tar);
         // More input than the length given: nothing past it is read.
         let mut input = tar.clone();
         input.extend_from_slice(b"trailing bytes never read");
-        receive_trees(&dst, &spool, input.as_slice(), tar.len() as u64, &digest(&tar))
-            .expect("unpacked");
+        receive_trees(
+            &dst,
+            &spool,
+            input.as_slice(),
+            tar.len() as u64,
+            &digest(&tar),
+        )
+        .expect("unpacked");
         let file = dst.join("0/src/main.rs");
         assert_eq!(std::fs::read(&file).expect("read"), b"fn main() {}");
         let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
@@ -445,7 +463,13 @@ mod tests {
             Err(SeedError::Short { got: 100, .. })
         ));
         assert!(matches!(
-            receive_trees(&dst, &spool, tar.as_slice(), seed::MAX_TREES_BYTES + 1, &digest(&tar)),
+            receive_trees(
+                &dst,
+                &spool,
+                tar.as_slice(),
+                seed::MAX_TREES_BYTES + 1,
+                &digest(&tar)
+            ),
             Err(SeedError::TooLarge(_))
         ));
         assert!(matches!(
@@ -464,8 +488,14 @@ mod tests {
             raw(&mut tar, path, *kind, link, b"data");
         }
         let tar = finish(tar);
-        let e = receive_trees(&dst, &spool, tar.as_slice(), tar.len() as u64, &digest(&tar))
-            .expect_err("refused");
+        let e = receive_trees(
+            &dst,
+            &spool,
+            tar.as_slice(),
+            tar.len() as u64,
+            &digest(&tar),
+        )
+        .expect_err("refused");
         // Nothing outside the volumes was written.
         let outside: Vec<_> = std::fs::read_dir(base.path())
             .expect("base")
@@ -512,4 +542,3 @@ mod tests {
         assert!(!link_inside(Path::new("0/l"), Path::new("/tmp")));
     }
 }
-
