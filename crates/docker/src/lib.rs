@@ -1156,7 +1156,8 @@ mod live_tests {
     //! even when an assertion fails.
 
     use super::*;
-    use bottle_engine::INHIBIT_IPV4;
+    use bottle_engine::{INHIBIT_IPV4, VolumeFile};
+    use std::collections::BTreeSet;
     use std::process::Command;
 
     const IMAGE: &str = "debian:bookworm-slim";
