@@ -61,9 +61,42 @@ pub fn contained(path: &str) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
+/// Does a link at `at` (`<volume>/...`, a path of a trees' archive) to `link` resolve
+/// inside its volume, read as written (relative, `..` never above the volume's root)?
+/// Checked by the engine before it sends the trees and by `seed-trees` as it unpacks.
+pub fn link_inside(at: &std::path::Path, link: &std::path::Path) -> bool {
+    use std::path::Component;
+    // The link's directory, below the volume's root.
+    let mut depth: usize = at.components().count().saturating_sub(2);
+    for c in link.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    !link.as_os_str().is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn links_are_read_from_their_own_directory() {
+        assert!(link_inside(Path::new("0/a/l"), Path::new("../b")));
+        assert!(link_inside(Path::new("0/a/l"), Path::new("./x/../y")));
+        assert!(!link_inside(Path::new("0/a/l"), Path::new("../../b")));
+        assert!(!link_inside(Path::new("0/l"), Path::new("..")));
+        assert!(link_inside(Path::new("0/l"), Path::new(".")));
+        assert!(!link_inside(Path::new("0/l"), Path::new("/tmp")));
+        assert!(!link_inside(Path::new("0/l"), Path::new("")));
+    }
 
     #[test]
     fn only_plain_relative_paths_are_contained() {

@@ -622,6 +622,15 @@ async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineErr
         .map_err(|e| e.to_string())?;
         let mut file = w.file.into_inner().map_err(|e| e.to_string())?;
         file.rewind().map_err(|e| e.to_string())?;
+        // Refused here, before anything is made, rather than by the helper's unpacker.
+        if let Some((path, link)) = escaping_link(&file).map_err(|e| e.to_string())? {
+            return Err(format!(
+                "{path} in the copied tree links to {link}, out of its volume: the \
+                 Kubernetes backend does not copy such a link (make it relative, inside the \
+                 tree, or leave it out)"
+            ));
+        }
+        file.rewind().map_err(|e| e.to_string())?;
         Ok::<_, String>(TreesArchive {
             file,
             bytes: w.bytes,
@@ -639,6 +648,31 @@ async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineErr
         )));
     }
     Ok(written)
+}
+
+/// The first symbolic link of the trees' archive `file` that points out of its volume
+/// (`bottle_contract::seed::link_inside`): its path in the volume and its target.
+fn escaping_link(file: &std::fs::File) -> std::io::Result<Option<(String, String)>> {
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    for entry in archive.entries()? {
+        let entry = entry?;
+        if entry.header().entry_type() != tar::EntryType::Symlink {
+            continue;
+        }
+        let path = entry.path()?.into_owned();
+        let link = entry
+            .link_name()?
+            .map(std::borrow::Cow::into_owned)
+            .unwrap_or_default();
+        if !bottle_contract::seed::link_inside(&path, &link) {
+            let inside: std::path::PathBuf = path.components().skip(1).collect();
+            return Ok(Some((
+                inside.display().to_string(),
+                link.display().to_string(),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The name of the first container of `p` that ended with a failure or waits for a
@@ -1005,5 +1039,50 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
     /// `auto` resolves to runc.
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
         Ok(vec!["runc".into()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    fn workspace(host: &std::path::Path) -> VolumeSpec {
+        VolumeSpec {
+            name: "w".into(),
+            labels: Default::default(),
+            files: Vec::new(),
+            seed_dirs: vec![bottle_engine::SeedDir {
+                host: host.to_path_buf(),
+                target: String::new(),
+                uid: 1000,
+                gid: 1000,
+            }],
+            owner: Some((1000, 1000)),
+            seed_image: "i".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_trees_archive_has_its_length_and_digest_and_no_link_out() {
+        use sha2::Digest as _;
+        let host = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(host.path().join("sub")).expect("dir");
+        std::fs::write(host.path().join("sub/a.txt"), b"a").expect("file");
+        std::os::unix::fs::symlink("sub/a.txt", host.path().join("inside")).expect("link");
+        let spec = workspace(host.path());
+        let mut archive = trees_archive(&[&spec]).await.expect("archive");
+        let mut bytes = Vec::new();
+        archive.file.read_to_end(&mut bytes).expect("read");
+        assert_eq!(bytes.len() as u64, archive.bytes);
+        assert_eq!(archive.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+        std::os::unix::fs::symlink("/etc/passwd", host.path().join("sub/out")).expect("link");
+        let Err(EngineError::Api { message, .. }) = trees_archive(&[&spec]).await else {
+            panic!("a link out of the volume is not refused");
+        };
+        assert!(
+            message.contains("sub/out") && message.contains("/etc/passwd"),
+            "{message}"
+        );
     }
 }
