@@ -3,6 +3,13 @@
 //! claim at its [`SeedVolume::dir`] into a short-lived helper pod running `bottle sidecar
 //! seed`, which writes the files with their modes and owners and gives each volume's root
 //! its owner, then exits.
+//!
+//! Host trees (a workspace copied in) do not fit a Secret (1 MiB): they come as one tar
+//! sent into the running helper through an exec of `bottle sidecar seed-trees --bytes N
+//! --sha256 HEX`, which reads exactly `N` bytes into [`SPOOL`], checks their digest and
+//! unpacks them into [`VOLUMES`], then writes [`TREES_DONE`]. The helper's main process,
+//! started with `--await-trees SECONDS`, waits (that long at most) for that marker before
+//! it writes the plan's files: its end still means "seeding done".
 
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +19,13 @@ pub const MOUNT: &str = "/seed";
 pub const PLAN_FILE: &str = "plan.json";
 /// Where the helper pod mounts the claims: `<VOLUMES>/<i>`.
 pub const VOLUMES: &str = "/volumes";
+
+/// Where the helper pod spools the trees' tar (an emptyDir).
+pub const SPOOL: &str = "/spool";
+/// The marker `seed-trees` writes under [`SPOOL`] once the trees are unpacked.
+pub const TREES_DONE: &str = "trees.done";
+/// Largest trees' tar one helper takes.
+pub const MAX_TREES_BYTES: u64 = 8 << 30;
 
 /// One volume to seed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +61,42 @@ pub fn contained(path: &str) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_)))
 }
 
+/// Does a link at `at` (`<volume>/...`, a path of a trees' archive) to `link` resolve
+/// inside its volume, read as written (relative, `..` never above the volume's root)?
+/// Checked by the engine before it sends the trees and by `seed-trees` as it unpacks.
+pub fn link_inside(at: &std::path::Path, link: &std::path::Path) -> bool {
+    use std::path::Component;
+    // The link's directory, below the volume's root.
+    let mut depth: usize = at.components().count().saturating_sub(2);
+    for c in link.components() {
+        match c {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    !link.as_os_str().is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn links_are_read_from_their_own_directory() {
+        assert!(link_inside(Path::new("0/a/l"), Path::new("../b")));
+        assert!(link_inside(Path::new("0/a/l"), Path::new("./x/../y")));
+        assert!(!link_inside(Path::new("0/a/l"), Path::new("../../b")));
+        assert!(!link_inside(Path::new("0/l"), Path::new("..")));
+        assert!(link_inside(Path::new("0/l"), Path::new(".")));
+        assert!(!link_inside(Path::new("0/l"), Path::new("/tmp")));
+        assert!(!link_inside(Path::new("0/l"), Path::new("")));
+    }
 
     #[test]
     fn only_plain_relative_paths_are_contained() {

@@ -37,7 +37,7 @@ mod probe;
 mod session;
 pub use session::{ContainerDetails, ExecRequest};
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -58,7 +58,7 @@ use futures_util::StreamExt;
 
 use bottle_engine::{
     BuildSpec, ContainerInfo, ContainerSpec, ContainerState, Engine, EngineError, Event, ImageInfo,
-    Labels, Mount, NetworkInfo, NetworkSpec, VolumeFile, VolumeInfo, VolumeSpec,
+    Labels, Mount, NetworkInfo, NetworkSpec, VolumeInfo, VolumeSpec, seed_tar,
 };
 
 /// The API version spoken: Docker 20.10. Features of later versions are not used.
@@ -373,7 +373,7 @@ impl Docker {
         };
         // Checked before anything is made; the archive itself is written while the
         // engine reads it.
-        check_seed(specs)?;
+        seed_tar::check_seed(specs)?;
         let helper = format!("{}-seed-{:08x}", first.name, rand::random::<u32>());
         // The labels its volumes share (project, bottle...): a helper left behind by a
         // crash is one of the project's objects, removed by the next apply.
@@ -437,7 +437,8 @@ impl Docker {
         let slot = Arc::clone(&failed);
         let archive = stream_tar(move |w| {
             let refs: Vec<&VolumeSpec> = owned.iter().collect();
-            write_seed(&refs, w).map_err(|e| {
+            let root = std::path::Path::new(SEED_MOUNT.trim_start_matches('/'));
+            seed_tar::write_seed(&refs, root, seed_tar::Content::All, w).map_err(|e| {
                 let message = e.to_string();
                 if let Ok(mut slot) = slot.lock() {
                     *slot = Some(e);
@@ -1126,236 +1127,6 @@ fn container_body(spec: &ContainerSpec) -> ContainerCreateBody {
     }
 }
 
-/// Largest tar a volume is seeded with, to keep memory bounded.
-const MAX_SEED_BYTES: u64 = 2 << 30;
-
-/// Write one tar of the content of every volume of `specs` to `w`, the `i`th under
-/// `seed/<i>/` (see [`SEED_MOUNT`]); each volume at most [`MAX_SEED_BYTES`].
-fn write_seed(specs: &[&VolumeSpec], w: &mut dyn std::io::Write) -> Result<(), EngineError> {
-    let root = std::path::Path::new(SEED_MOUNT.trim_start_matches('/'));
-    let mut builder = tar::Builder::new(w);
-    for (i, spec) in specs.iter().enumerate() {
-        append_volume(
-            &mut builder,
-            &root.join(i.to_string()),
-            &spec.files,
-            &spec.seed_dirs,
-            spec.owner.unwrap_or((0, 0)),
-        )
-        .map_err(|message| EngineError::Api {
-            op: "seed volume",
-            name: spec.name.clone(),
-            message,
-        })?;
-    }
-    builder
-        .into_inner()
-        .map(drop)
-        .map_err(|e| EngineError::Api {
-            op: "seed volume",
-            name: specs.first().map(|s| s.name.clone()).unwrap_or_default(),
-            message: e.to_string(),
-        })
-}
-
-/// What [`write_seed`] would refuse, found before anything is made: a path that is not
-/// relative, a volume over [`MAX_SEED_BYTES`], a host tree that cannot be read. Walks
-/// the host trees by their metadata only (the files are read once, while uploading).
-fn check_seed(specs: &[&VolumeSpec]) -> Result<(), EngineError> {
-    for spec in specs {
-        let mut budget = MAX_SEED_BYTES;
-        let checked = spec
-            .seed_dirs
-            .iter()
-            .try_for_each(|d| {
-                check_target(&d.target, true)?;
-                measure_tree(&d.host, &mut budget)
-            })
-            .and_then(|()| {
-                spec.files
-                    .iter()
-                    .try_for_each(|f| check_target(&f.path, false))
-            });
-        checked.map_err(|message| EngineError::Api {
-            op: "seed volume",
-            name: spec.name.clone(),
-            message,
-        })?;
-    }
-    Ok(())
-}
-
-/// A seed target or file path: relative, without `..` (a seed dir's may be empty: the
-/// volume's root).
-fn check_target(path: &str, dir: bool) -> Result<(), String> {
-    use std::path::{Component, Path};
-    let relative = !path.is_empty()
-        && Path::new(path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)));
-    if relative || (dir && path.is_empty()) {
-        Ok(())
-    } else if dir {
-        Err(format!(
-            "seed target {path:?} must be relative, without `..`"
-        ))
-    } else {
-        Err(format!("file path {path:?} must be relative, without `..`"))
-    }
-}
-
-/// Take the size of the regular files under `host` (symlinks not followed) from
-/// `budget`, or say which one does not fit.
-fn measure_tree(host: &std::path::Path, budget: &mut u64) -> Result<(), String> {
-    let err = |e: std::io::Error| format!("{}: {e}", host.display());
-    let meta = std::fs::symlink_metadata(host).map_err(err)?;
-    if meta.is_dir() {
-        for e in std::fs::read_dir(host).map_err(err)? {
-            measure_tree(&e.map_err(err)?.path(), budget)?;
-        }
-    } else if meta.is_file() {
-        *budget = budget.checked_sub(meta.len()).ok_or_else(|| {
-            format!(
-                "{}: the seed is larger than {MAX_SEED_BYTES} bytes",
-                host.display()
-            )
-        })?;
-    }
-    Ok(())
-}
-
-/// Append one volume's content under `root`: the root directory owned by
-/// `root_owner`, then each tree in `dirs`, then `files` (paths relative to the volume
-/// root). Parent directories are made with mode 0755, owned like the first entry
-/// placed in them.
-fn append_volume<W: std::io::Write>(
-    builder: &mut tar::Builder<W>,
-    root: &std::path::Path,
-    files: &[VolumeFile],
-    dirs: &[bottle_engine::SeedDir],
-    root_owner: (u64, u64),
-) -> Result<(), String> {
-    use std::path::{Path, PathBuf};
-    let mut budget = MAX_SEED_BYTES;
-    let mut made: BTreeSet<PathBuf> = BTreeSet::new();
-    let dir_entry = |builder: &mut tar::Builder<W>,
-                     made: &mut BTreeSet<PathBuf>,
-                     path: &Path,
-                     (uid, gid): (u64, u64)|
-     -> Result<(), String> {
-        if !made.insert(path.to_path_buf()) {
-            return Ok(());
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(0o755);
-        header.set_uid(uid);
-        header.set_gid(gid);
-        header.set_size(0);
-        builder
-            .append_data(&mut header, path, std::io::empty())
-            .map_err(|e| format!("{}: {e}", path.display()))
-    };
-    dir_entry(builder, &mut made, root, root_owner)?;
-    for d in dirs {
-        check_target(&d.target, true)?;
-        let at = root.join(&d.target);
-        let parents: Vec<PathBuf> = at.ancestors().skip(1).map(Path::to_path_buf).collect();
-        for p in parents
-            .iter()
-            .rev()
-            .filter(|p| p.starts_with(root) && *p != root)
-        {
-            dir_entry(builder, &mut made, p, (d.uid, d.gid))?;
-        }
-        made.insert(at.clone());
-        append_tree(builder, &d.host, &at, d, &mut budget)?;
-    }
-    for file in files {
-        check_target(&file.path, false)?;
-        let path = root.join(&file.path);
-        let parents: Vec<PathBuf> = path.ancestors().skip(1).map(Path::to_path_buf).collect();
-        for p in parents
-            .iter()
-            .rev()
-            .filter(|p| p.starts_with(root) && *p != root)
-        {
-            dir_entry(builder, &mut made, p, (file.uid, file.gid))?;
-        }
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(file.mode);
-        header.set_uid(file.uid);
-        header.set_gid(file.gid);
-        header.set_size(file.contents.len() as u64);
-        builder
-            .append_data(&mut header, &path, file.contents.as_slice())
-            .map_err(|e| format!("{}: {e}", file.path))?;
-    }
-    Ok(())
-}
-
-/// Append the tree at `host` under `at`, owned by `owner`'s uid:gid, modes kept.
-fn append_tree<W: std::io::Write>(
-    builder: &mut tar::Builder<W>,
-    host: &std::path::Path,
-    at: &std::path::Path,
-    owner: &bottle_engine::SeedDir,
-    budget: &mut u64,
-) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |p: &std::path::Path, e: std::io::Error| format!("{}: {e}", p.display());
-    let meta = std::fs::symlink_metadata(host).map_err(|e| err(host, e))?;
-    let mut header = tar::Header::new_gnu();
-    header.set_uid(owner.uid);
-    header.set_gid(owner.gid);
-    header.set_mode(meta.permissions().mode() & 0o7777);
-    header.set_mtime(
-        meta.modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs()),
-    );
-    let name = at;
-    if meta.is_dir() {
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_size(0);
-        builder
-            .append_data(&mut header, name, std::io::empty())
-            .map_err(|e| err(host, e))?;
-        let mut entries: Vec<_> = std::fs::read_dir(host)
-            .map_err(|e| err(host, e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| err(host, e))?;
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            append_tree(builder, &e.path(), &at.join(e.file_name()), owner, budget)?;
-        }
-    } else if meta.is_file() {
-        if meta.len() > *budget {
-            return Err(format!(
-                "{}: the seed is larger than {MAX_SEED_BYTES} bytes",
-                host.display()
-            ));
-        }
-        *budget -= meta.len();
-        let file = std::fs::File::open(host).map_err(|e| err(host, e))?;
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_size(meta.len());
-        builder
-            .append_data(&mut header, name, file)
-            .map_err(|e| err(host, e))?;
-    } else if meta.file_type().is_symlink() {
-        let target = std::fs::read_link(host).map_err(|e| err(host, e))?;
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_size(0);
-        builder
-            .append_link(&mut header, name, &target)
-            .map_err(|e| err(host, e))?;
-    }
-    Ok(())
-}
-
 /// The last [`BUILD_LOG_LINES`] non-empty lines of build output.
 #[derive(Default)]
 struct Tail(VecDeque<String>);
@@ -1385,7 +1156,8 @@ mod live_tests {
     //! even when an assertion fails.
 
     use super::*;
-    use bottle_engine::INHIBIT_IPV4;
+    use bottle_engine::{INHIBIT_IPV4, VolumeFile};
+    use std::collections::BTreeSet;
     use std::process::Command;
 
     const IMAGE: &str = "debian:bookworm-slim";
@@ -2420,31 +2192,5 @@ mod tests {
         let err = docker.ping().await.expect_err("not a socket");
         assert!(matches!(err, EngineError::Unreachable(_)), "{err:?}");
         assert_eq!(docker.api_calls(), 2);
-    }
-
-    #[test]
-    fn seed_tars_reject_escaping_paths() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "./a"] {
-            let file = VolumeFile {
-                path: bad.to_owned(),
-                contents: Vec::new(),
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-            };
-            let spec = VolumeSpec {
-                name: "v".to_owned(),
-                labels: Labels::new(),
-                files: vec![file],
-                seed_dirs: Vec::new(),
-                owner: None,
-                seed_image: "i".to_owned(),
-            };
-            assert!(check_seed(&[&spec]).is_err(), "{bad:?}");
-            assert!(
-                write_seed(&[&spec], &mut std::io::sink()).is_err(),
-                "{bad:?}"
-            );
-        }
     }
 }

@@ -9,6 +9,7 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+pub mod seed_tar;
 
 use std::collections::BTreeMap;
 

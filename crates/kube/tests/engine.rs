@@ -204,7 +204,13 @@ async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() 
         .expect("the bottle has a seeded claim");
     let helper = render::seed_name(&seeded.name);
     // An image no node can pull: the helper never runs, as if its run had stopped.
-    let left = render::seed_pod(&helper, &seeded.labels, "127.0.0.1:1/none:0", &[&seeded]);
+    let left = render::seed_pod(
+        &helper,
+        &seeded.labels,
+        "127.0.0.1:1/none:0",
+        &[&seeded],
+        None,
+    );
     let mut left = serde_json::to_value(&left).expect("pod json");
     left["metadata"]["namespace"] = serde_json::json!(ns);
     let left: Pod = serde_json::from_value(left).expect("pod");

@@ -4,7 +4,8 @@
 //! proxy), [`git_gate`], [`supervise`], and [`agent_net`] (holds the agent's network
 //! namespace), and [`netlock`] (on Kubernetes, the agent pod's first init container:
 //! locks the pod's network to its sidecars, then exits), and [`seed`] (on Kubernetes, the
-//! helper pod that writes a volume claim's files). Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
+//! helper pod that writes a volume claim's files and, exec'd as `seed-trees`, its host
+//! trees). Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
 //! (readiness, read by the host through `bottle sidecar probe`), and for the
 //! two that set up their network namespace as root, [`netlink`] and [`privs`].
 //! Test doubles (a TLS test PKI and upstream, a map resolver, an in-memory audit sink)
@@ -40,6 +41,10 @@ pub enum Kind {
     Netlock,
     /// Writes a volume claim's files and owners, then exits (see [`seed`]).
     Seed,
+    /// Unpacks the host trees sent on stdin into the seeding helper's claims (see
+    /// [`seed::receive_trees`]); exec'd into the helper by the engine.
+    #[value(hide = true)]
+    SeedTrees,
     /// The git-gate's `pre-receive` hook, run by `git receive-pack` inside the gate.
     #[value(hide = true)]
     GitGateHook,
@@ -55,6 +60,15 @@ pub struct SidecarArgs {
     pub listen: String,
     /// netlock's sidecar endpoints, IPv4 `ADDR:PORT` each (no other kind takes any).
     pub endpoints: Vec<String>,
+    /// seed-trees: the exact length of the tar it reads from stdin.
+    #[arg(long)]
+    pub bytes: Option<u64>,
+    /// seed-trees: the tar's SHA-256, in hex.
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// seed: wait at most this many seconds for seed-trees before writing the files.
+    #[arg(long)]
+    pub await_trees: Option<u64>,
     /// pipelock's gateway sink, set up by [`prepare`] before the runtime starts.
     #[arg(skip)]
     pub gateway: Option<pipelock::sink::Gateway>,
@@ -97,7 +111,7 @@ pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     if !matches!(
         args.kind,
-        Kind::Probe | Kind::GitGateHook | Kind::Netlock | Kind::Seed
+        Kind::Probe | Kind::GitGateHook | Kind::Netlock | Kind::Seed | Kind::SeedTrees
     ) {
         status::listen_for_nudges();
     }
@@ -122,8 +136,33 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         Kind::Probe => std::process::exit(status::probe()),
         // Locked in `prepare`: nothing runs on.
         Kind::Netlock => Ok(()),
-        Kind::Seed => Ok(seed::run(std::path::Path::new(
-            bottle_contract::seed::MOUNT,
-        ))?),
+        Kind::Seed => {
+            let wait = args.await_trees.map(std::time::Duration::from_secs);
+            tokio::task::spawn_blocking(move || {
+                seed::run_after_trees(
+                    std::path::Path::new(bottle_contract::seed::MOUNT),
+                    std::path::Path::new(bottle_contract::seed::SPOOL),
+                    wait,
+                )
+            })
+            .await??;
+            Ok(())
+        }
+        Kind::SeedTrees => {
+            let (Some(bytes), Some(sha256)) = (args.bytes, args.sha256) else {
+                anyhow::bail!("seed-trees takes --bytes and --sha256");
+            };
+            tokio::task::spawn_blocking(move || {
+                seed::receive_trees(
+                    std::path::Path::new(bottle_contract::seed::VOLUMES),
+                    std::path::Path::new(bottle_contract::seed::SPOOL),
+                    std::io::stdin().lock(),
+                    bytes,
+                    &sha256,
+                )
+            })
+            .await??;
+            Ok(())
+        }
     }
 }

@@ -470,7 +470,11 @@ impl<I> KubeEngine<I> {
     /// labelled with the claims it seeds (it waits for them: the caller makes them
     /// next), then the Secret it reads. A helper left by an interrupted run goes first.
     /// The helper's name; on an error nothing of it is left.
-    async fn seed_begin(&self, claims: &[&VolumeSpec]) -> Result<Option<String>, EngineError> {
+    async fn seed_begin(
+        &self,
+        claims: &[&VolumeSpec],
+        trees: Option<render::Trees>,
+    ) -> Result<Option<String>, EngineError> {
         let Some(first) = claims.first() else {
             return Ok(None);
         };
@@ -481,7 +485,7 @@ impl<I> KubeEngine<I> {
         let made = async {
             self.create(
                 "create pod",
-                &render::seed_pod(&name, &first.labels, &image, claims),
+                &render::seed_pod(&name, &first.labels, &image, claims, trees),
             )
             .await?;
             self.create(
@@ -503,6 +507,48 @@ impl<I> KubeEngine<I> {
         }
     }
 
+    /// How the helper takes `archive`: its main process waits for it as long as the
+    /// helper may take to start, a minute, and a second per MiB (1 MiB/s at least).
+    fn trees_of(&self, archive: &TreesArchive) -> render::Trees {
+        render::Trees {
+            bytes: archive.bytes,
+            await_secs: self.settings.pod_timeout.as_secs() + 60 + (archive.bytes >> 20),
+        }
+    }
+
+    /// Send the host trees into the running helper `name`: `bottle sidecar seed-trees`
+    /// exec'd with the tar's exact length and digest, fed the tar (its input is never
+    /// ended: before Kubernetes 1.30 that would end the session). Unpacked, it lets the
+    /// helper's main process go on.
+    async fn send_trees(&self, name: &str, archive: TreesArchive) -> Result<(), EngineError> {
+        self.wait_running(name).await?;
+        let cmd: Vec<String> = [
+            "/bottle",
+            "sidecar",
+            "seed-trees",
+            "--bytes",
+            &archive.bytes.to_string(),
+            "--sha256",
+            &archive.sha256,
+        ]
+        .map(String::from)
+        .into();
+        let input = tokio::fs::File::from_std(archive.file);
+        let out = self.exec_fed(name, &cmd, input).await?;
+        if out.code == 0 {
+            return Ok(());
+        }
+        Err(EngineError::Api {
+            op: "seed volumes",
+            name: name.into(),
+            message: format!(
+                "copying the host trees in failed ({}): {}",
+                out.code,
+                out.stderr.trim()
+            ),
+        })
+    }
+
     /// Wait for helper `name` to end when `so_far` is fine; then remove it and its
     /// Secret whatever the outcome. The first error.
     async fn seed_end(
@@ -521,6 +567,113 @@ impl<I> KubeEngine<I> {
         .await;
         result.and(cleaned)
     }
+}
+
+/// The host trees of a batch of claims as one tar (`bottle_engine::seed_tar`, the
+/// Docker backend's archive without the files: those come in the helper's Secret), in
+/// an unnamed temporary file, with its length and SHA-256.
+struct TreesArchive {
+    file: std::fs::File,
+    bytes: u64,
+    sha256: String,
+}
+
+async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineError> {
+    use bottle_engine::seed_tar;
+    use sha2::Digest as _;
+    use std::io::{Seek as _, Write};
+    seed_tar::check_seed(claims)?;
+    let owned: Vec<VolumeSpec> = claims.iter().map(|s| (*s).clone()).collect();
+    let first = owned.first().map(|s| s.name.clone()).unwrap_or_default();
+    let failed = |message: String| EngineError::Api {
+        op: "seed volume",
+        name: first.clone(),
+        message,
+    };
+    struct Hashing {
+        file: std::io::BufWriter<std::fs::File>,
+        hasher: sha2::Sha256,
+        bytes: u64,
+    }
+    impl Write for Hashing {
+        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+            let n = self.file.write(data)?;
+            self.hasher.update(&data[..n]);
+            self.bytes += n as u64;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.file.flush()
+        }
+    }
+    let written = tokio::task::spawn_blocking(move || {
+        let file = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
+        let mut w = Hashing {
+            file: std::io::BufWriter::new(file),
+            hasher: sha2::Sha256::new(),
+            bytes: 0,
+        };
+        let refs: Vec<&VolumeSpec> = owned.iter().collect();
+        seed_tar::write_seed(
+            &refs,
+            std::path::Path::new(""),
+            seed_tar::Content::Trees,
+            &mut w,
+        )
+        .map_err(|e| e.to_string())?;
+        let mut file = w.file.into_inner().map_err(|e| e.to_string())?;
+        file.rewind().map_err(|e| e.to_string())?;
+        // Refused here, before anything is made, rather than by the helper's unpacker.
+        if let Some((path, link)) = escaping_link(&file).map_err(|e| e.to_string())? {
+            return Err(format!(
+                "{path} in the copied tree links to {link}, out of its volume: the \
+                 Kubernetes backend does not copy such a link (make it relative, inside the \
+                 tree, or leave it out)"
+            ));
+        }
+        file.rewind().map_err(|e| e.to_string())?;
+        Ok::<_, String>(TreesArchive {
+            file,
+            bytes: w.bytes,
+            sha256: hex::encode(w.hasher.finalize()),
+        })
+    })
+    .await
+    .map_err(|e| failed(e.to_string()))?
+    .map_err(&failed)?;
+    if written.bytes > bottle_contract::seed::MAX_TREES_BYTES {
+        return Err(failed(format!(
+            "the host trees make {} bytes, more than the {} one seeding takes",
+            written.bytes,
+            bottle_contract::seed::MAX_TREES_BYTES
+        )));
+    }
+    Ok(written)
+}
+
+/// The first symbolic link of the trees' archive `file` that points out of its volume
+/// (`bottle_contract::seed::link_inside`): its path in the volume and its target.
+fn escaping_link(file: &std::fs::File) -> std::io::Result<Option<(String, String)>> {
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    for entry in archive.entries()? {
+        let entry = entry?;
+        if entry.header().entry_type() != tar::EntryType::Symlink {
+            continue;
+        }
+        let path = entry.path()?.into_owned();
+        let link = entry
+            .link_name()?
+            .map(std::borrow::Cow::into_owned)
+            .unwrap_or_default();
+        if !bottle_contract::seed::link_inside(&path, &link) {
+            let inside: std::path::PathBuf = path.components().skip(1).collect();
+            return Ok(Some((
+                inside.display().to_string(),
+                link.display().to_string(),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// The name of the first container of `p` that ended with a failure or waits for a
@@ -665,22 +818,20 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
     }
 
     async fn create_volumes(&self, specs: &[VolumeSpec]) -> Result<(), EngineError> {
-        if let Some(s) = specs.iter().find(|s| !s.seed_dirs.is_empty()) {
-            // A host tree is too big for the helper's Secret (1 MiB): not built yet.
-            return Err(EngineError::Api {
-                op: "create volume",
-                name: s.name.clone(),
-                message: "copying host directories into a volume is not supported by the \
-                          Kubernetes backend yet"
-                    .into(),
-            });
-        }
         // The helper first: a claim never exists without it until it is seeded.
         let seeded: Vec<&VolumeSpec> = specs
             .iter()
             .filter(|s| render::is_claim(s) && s.has_content())
             .collect();
-        let helper = self.seed_begin(&seeded).await?;
+        // Host trees: one tar, written and measured before anything is made.
+        let trees = if seeded.iter().any(|s| !s.seed_dirs.is_empty()) {
+            Some(trees_archive(&seeded).await?)
+        } else {
+            None
+        };
+        let helper = self
+            .seed_begin(&seeded, trees.as_ref().map(|t| self.trees_of(t)))
+            .await?;
         let mut made: Vec<(&str, bool)> = Vec::new();
         let mut result = Ok(());
         for spec in specs {
@@ -706,6 +857,11 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
             }
         }
         if let Some(helper) = helper {
+            if result.is_ok()
+                && let Some(t) = trees
+            {
+                result = self.send_trees(&helper, t).await;
+            }
             result = self.seed_end(&helper, result).await;
         }
         if result.is_err() {
@@ -884,5 +1040,50 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
     /// `auto` resolves to runc.
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
         Ok(vec!["runc".into()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read as _;
+
+    fn workspace(host: &std::path::Path) -> VolumeSpec {
+        VolumeSpec {
+            name: "w".into(),
+            labels: Default::default(),
+            files: Vec::new(),
+            seed_dirs: vec![bottle_engine::SeedDir {
+                host: host.to_path_buf(),
+                target: String::new(),
+                uid: 1000,
+                gid: 1000,
+            }],
+            owner: Some((1000, 1000)),
+            seed_image: "i".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_trees_archive_has_its_length_and_digest_and_no_link_out() {
+        use sha2::Digest as _;
+        let host = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(host.path().join("sub")).expect("dir");
+        std::fs::write(host.path().join("sub/a.txt"), b"a").expect("file");
+        std::os::unix::fs::symlink("sub/a.txt", host.path().join("inside")).expect("link");
+        let spec = workspace(host.path());
+        let mut archive = trees_archive(&[&spec]).await.expect("archive");
+        let mut bytes = Vec::new();
+        archive.file.read_to_end(&mut bytes).expect("read");
+        assert_eq!(bytes.len() as u64, archive.bytes);
+        assert_eq!(archive.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+        std::os::unix::fs::symlink("/etc/passwd", host.path().join("sub/out")).expect("link");
+        let Err(EngineError::Api { message, .. }) = trees_archive(&[&spec]).await else {
+            panic!("a link out of the volume is not refused");
+        };
+        assert!(
+            message.contains("sub/out") && message.contains("/etc/passwd"),
+            "{message}"
+        );
     }
 }

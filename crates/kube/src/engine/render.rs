@@ -340,16 +340,32 @@ pub fn seed_secret(name: &str, labels: &Labels, claims: &[&VolumeSpec]) -> Secre
     }
 }
 
+/// How a helper takes the host trees of its claims (section 9.10): a tar of `bytes`
+/// bytes, exec'd in while its main process waits `await_secs` at most.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Trees {
+    pub bytes: u64,
+    pub await_secs: u64,
+}
+
 /// The helper pod that runs `bottle sidecar seed` over `claims` (the sidecar image, root
-/// with `CHOWN`, `FOWNER` and `DAC_OVERRIDE` only), then ends.
+/// with `CHOWN`, `FOWNER` and `DAC_OVERRIDE` only), then ends. With `trees`, it has a
+/// spool (an emptyDir bounded to the tar and its unpacking's margin) and waits for
+/// `bottle sidecar seed-trees` before it writes the files.
 ///
 /// It is one container of the seam, as Docker's seeding helper is (section 1.6): its
 /// record carries the labels its claims share and `bottle.seeding` naming them, so a
 /// helper found by a later run means a seeding that did not finish, and the plan makes
 /// those claims anew after removing it. Made before its claims (it waits for them), so
 /// no claim exists without it until the seeding is done.
-pub fn seed_pod(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec]) -> Pod {
-    let mut pod = seed_pod_spec(name, labels, image, claims);
+pub fn seed_pod(
+    name: &str,
+    labels: &Labels,
+    image: &str,
+    claims: &[&VolumeSpec],
+    trees: Option<Trees>,
+) -> Pod {
+    let mut pod = seed_pod_spec(name, labels, image, claims, trees);
     let mut shared = labels.clone();
     shared.retain(|k, v| claims.iter().all(|c| c.labels.get(k) == Some(&*v)));
     shared.insert(
@@ -397,8 +413,14 @@ pub fn is_seed_pod(p: &Pod) -> bool {
         .is_some_and(|o| o == SEED)
 }
 
-fn seed_pod_spec(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec]) -> Pod {
-    use bottle_contract::seed::{MOUNT, VOLUMES};
+fn seed_pod_spec(
+    name: &str,
+    labels: &Labels,
+    image: &str,
+    claims: &[&VolumeSpec],
+    trees: Option<Trees>,
+) -> Pod {
+    use bottle_contract::seed::{MOUNT, SPOOL, VOLUMES};
     let mut volumes = vec![Volume {
         name: "seed".into(),
         secret: Some(SecretVolumeSource {
@@ -429,6 +451,23 @@ fn seed_pod_spec(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec
             ..Default::default()
         });
     }
+    let mut args = vec!["sidecar".to_string(), "seed".to_string()];
+    if let Some(t) = trees {
+        volumes.push(Volume {
+            name: "spool".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity((t.bytes + (1 << 20)).to_string())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "spool".into(),
+            mount_path: SPOOL.into(),
+            ..Default::default()
+        });
+        args.extend(["--await-trees".to_string(), t.await_secs.to_string()]);
+    }
     Pod {
         metadata: meta(name, labels, SEED),
         spec: Some(PodSpec {
@@ -436,7 +475,7 @@ fn seed_pod_spec(name: &str, labels: &Labels, image: &str, claims: &[&VolumeSpec
                 name: "seed".into(),
                 image: Some(image.into()),
                 image_pull_policy: Some("IfNotPresent".into()),
-                args: Some(vec!["sidecar".into(), "seed".into()]),
+                args: Some(args),
                 security_context: Some(pod::hardened(0, 0, &["CHOWN", "FOWNER", "DAC_OVERRIDE"])),
                 volume_mounts: Some(mounts),
                 ..Default::default()

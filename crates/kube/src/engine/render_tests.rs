@@ -474,7 +474,13 @@ fn a_claim_is_seeded_by_a_helper_pod_from_a_secret_plan() {
     assert_eq!(plan[0].dir, "/volumes/0");
     assert_eq!(plan[0].owner, Some((1000, 1000)));
     assert_eq!(plan[0].files[0].path, ".gitconfig");
-    let p = seed_pod(&name, &home.labels, "reg/bottle-sidecar:abc", &[&home]);
+    let p = seed_pod(
+        &name,
+        &home.labels,
+        "reg/bottle-sidecar:abc",
+        &[&home],
+        None,
+    );
     assert!(labels::is_ours(p.metadata.labels.as_ref().expect("l"), "p"));
     // A container of the seam whose labels name the claims it seeds: found by a later
     // run, it means a seeding that did not finish (section 1.6).
@@ -498,6 +504,38 @@ fn a_claim_is_seeded_by_a_helper_pod_from_a_secret_plan() {
         .and_then(|c| c.add)
         .expect("caps");
     assert_eq!(caps, ["CHOWN", "FOWNER", "DAC_OVERRIDE"]);
+    assert!(
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .all(|m| m.mount_path != "/spool")
+    );
+    // With host trees: a bounded spool, and the main process waits for them.
+    let trees = Trees {
+        bytes: 10 << 20,
+        await_secs: 300,
+    };
+    let p = seed_pod(&name, &home.labels, "i", &[&home], Some(trees));
+    let spec = p.spec.as_ref().expect("spec");
+    assert_eq!(
+        spec.containers[0].args.as_deref(),
+        Some(&["sidecar", "seed", "--await-trees", "300"].map(String::from)[..])
+    );
+    let spool = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "spool")
+        .and_then(|v| v.empty_dir.clone())
+        .expect("spool");
+    assert_eq!(spool.size_limit, Some(Quantity((11u64 << 20).to_string())));
+    assert!(
+        spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/spool" && m.read_only != Some(true))
+    );
 }
 
 #[test]

@@ -97,9 +97,43 @@ impl<I> KubeEngine<I> {
                 ),
             });
         }
+        let input: Option<Input> =
+            (!stdin.is_empty()).then(|| Box::pin(std::io::Cursor::new(stdin.to_vec())) as Input);
+        self.run_captured(container, &pod, &inner, cmd, input, true)
+            .await
+    }
+
+    /// Run `cmd` in the seam's container `container` as [`exec_captured`] does, fed
+    /// `input` to its end; the session's input is then held open until the command ends
+    /// (before Kubernetes 1.30 ending it ends the session): the command must know
+    /// where its input stops (`bottle sidecar seed-trees --bytes N`).
+    ///
+    /// [`exec_captured`]: KubeEngine::exec_captured
+    pub async fn exec_fed(
+        &self,
+        container: &str,
+        cmd: &[String],
+        input: impl AsyncRead + Send + 'static,
+    ) -> Result<ExecOutput, EngineError> {
+        let (pod, inner) = self.target("exec", container).await?;
+        self.run_captured(container, &pod, &inner, cmd, Some(Box::pin(input)), false)
+            .await
+    }
+
+    /// Run `cmd` in `inner` of `pod` (the seam's `container`), fed `input` (ended after
+    /// it with `close`, else held open), capturing its output and exit status.
+    async fn run_captured(
+        &self,
+        container: &str,
+        pod: &Pod,
+        inner: &str,
+        cmd: &[String],
+        input: Option<Input>,
+        close: bool,
+    ) -> Result<ExecOutput, EngineError> {
         let params = AttachParams::default()
-            .container(inner.as_str())
-            .stdin(!stdin.is_empty())
+            .container(inner)
+            .stdin(input.is_some())
             .stdout(true)
             .stderr(true)
             .max_stdout_buf_size(64 << 10)
@@ -107,14 +141,19 @@ impl<I> KubeEngine<I> {
         let mut proc = self
             .start("exec", container, &pod.name_any(), cmd, &params)
             .await?;
-        if let Some(mut input) = proc.stdin() {
-            let data = stdin.to_vec();
-            tokio::spawn(async move {
-                let _ = input.write_all(&data).await;
-                // Dropped: the end of input (v5's close of the stdin channel).
-                let _ = input.shutdown().await;
-            });
-        }
+        let pump = match (proc.stdin(), input) {
+            (Some(mut w), Some(mut r)) => Some(tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                if close {
+                    // The end of input (v5's close of the stdin channel).
+                    let _ = w.shutdown().await;
+                } else {
+                    // Held open: dropping it would close the whole session (v4).
+                    std::future::pending::<()>().await;
+                }
+            })),
+            _ => None,
+        };
         let status = status_of(&mut proc);
         let (Some(o), Some(e)) = (proc.stdout(), proc.stderr()) else {
             unreachable!("stdout and stderr are attached");
@@ -127,6 +166,9 @@ impl<I> KubeEngine<I> {
             // that failed may not close them).
             s = &mut status => (s, tokio::time::timeout(DRAIN, reads).await.unwrap_or_default()),
         };
+        if let Some(p) = pump {
+            p.abort();
+        }
         let ended = proc.join().await;
         let code = exit_code(status.as_ref()).map_err(|message| EngineError::Api {
             op: "exec",
@@ -364,6 +406,9 @@ impl<I> KubeEngine<I> {
         Ok(Box::pin(reader))
     }
 }
+
+/// A command's input.
+type Input = std::pin::Pin<Box<dyn AsyncRead + Send>>;
 
 /// How long what a session printed may take to arrive once it has ended.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
