@@ -828,9 +828,10 @@ proptest! {
 }
 
 /// Real keys are random, and a random value is sometimes ordered by chance: a fixed
-/// entropy threshold excused `AKIAAFFA5CZQQ555JKZA` (2.96 bits, under the rule's 3.0),
-/// which CI's hostile agent then walked out base64-encoded in a header. Thousands of
-/// random values of each rule's shape, at its shortest length, must all be found.
+/// entropy threshold excused `AKIAAFFA5CZQQ555JKZA` (2.96 bits, under the rule's 3.0).
+/// CI's hostile agent walked a random key out base64-encoded in a header, and this was
+/// the one cause a probe of that case over 3,000 random keys found. Thousands of random
+/// values of each rule's shape, at its shortest length, must all be found.
 #[test]
 fn a_random_value_of_a_rules_shape_is_found() {
     use crate::tests::UPPER32;
@@ -873,7 +874,7 @@ fn a_random_value_of_a_rules_shape_is_found() {
             &missed[..1]
         );
     }
-    // The value CI's agent walked out, plain and in a header as base64.
+    // The probe's key, plain and in a header as base64 (the case CI's agent won).
     use base64::Engine as _;
     let k = "AKIAAFFA5CZQQ555JKZA";
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k);
