@@ -373,7 +373,7 @@ impl Docker {
         };
         // Checked before anything is made; the archive itself is written while the
         // engine reads it.
-        seed_tar::check_seed(specs)?;
+        seed_tar::check_seed(specs, seed_tar::Links::Any)?;
         let helper = format!("{}-seed-{:08x}", first.name, rand::random::<u32>());
         // The labels its volumes share (project, bottle...): a helper left behind by a
         // crash is one of the project's objects, removed by the next apply.

@@ -59,10 +59,22 @@ pub fn write_seed(
         })
 }
 
-/// What [`write_seed`] would refuse, found before anything is made: a path that is not
-/// relative, a volume over [`MAX_SEED_BYTES`], a host tree that cannot be read. Walks
+/// What a backend does with a symbolic link in a host tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    /// Copied as it is, wherever it points (Docker).
+    Any,
+    /// Copied only when it points inside its volume
+    /// ([`bottle_contract::seed::link_inside`]): the Kubernetes helper's unpacker takes
+    /// no other, so one is refused here, before anything is made.
+    Inside,
+}
+
+/// What [`write_seed`] (or, with [`Links::Inside`], the unpacker) would refuse, found
+/// before anything is made: a path that is not relative, a volume over
+/// [`MAX_SEED_BYTES`], a host tree that cannot be read, a link out of its volume. Walks
 /// the host trees by their metadata only (the files are read once, while uploading).
-pub fn check_seed(specs: &[&VolumeSpec]) -> Result<(), EngineError> {
+pub fn check_seed(specs: &[&VolumeSpec], links: Links) -> Result<(), EngineError> {
     for spec in specs {
         let mut budget = MAX_SEED_BYTES;
         let checked = spec
@@ -70,7 +82,9 @@ pub fn check_seed(specs: &[&VolumeSpec]) -> Result<(), EngineError> {
             .iter()
             .try_for_each(|d| {
                 check_target(&d.target, true)?;
-                measure_tree(&d.host, &mut budget)
+                // As the archive names it: the volume's index first.
+                let at = std::path::Path::new("0").join(&d.target);
+                measure_tree(&d.host, &at, links, &mut budget)
             })
             .and_then(|()| {
                 spec.files
@@ -106,13 +120,32 @@ fn check_target(path: &str, dir: bool) -> Result<(), String> {
 }
 
 /// Take the size of the regular files under `host` (symlinks not followed) from
-/// `budget`, or say which one does not fit.
-fn measure_tree(host: &std::path::Path, budget: &mut u64) -> Result<(), String> {
+/// `budget`, or say which one does not fit; with [`Links::Inside`], refuse a link that
+/// points out of its volume (`at`: where `host` lands, as the archive names it).
+fn measure_tree(
+    host: &std::path::Path,
+    at: &std::path::Path,
+    links: Links,
+    budget: &mut u64,
+) -> Result<(), String> {
     let err = |e: std::io::Error| format!("{}: {e}", host.display());
     let meta = std::fs::symlink_metadata(host).map_err(err)?;
     if meta.is_dir() {
         for e in std::fs::read_dir(host).map_err(err)? {
-            measure_tree(&e.map_err(err)?.path(), budget)?;
+            let e = e.map_err(err)?;
+            measure_tree(&e.path(), &at.join(e.file_name()), links, budget)?;
+        }
+    } else if meta.is_symlink() && links == Links::Inside {
+        let link = std::fs::read_link(host).map_err(err)?;
+        if !bottle_contract::seed::link_inside(at, &link) {
+            let inside: std::path::PathBuf = at.components().skip(1).collect();
+            return Err(format!(
+                "{} in the copied tree links to {}, out of its volume: the Kubernetes \
+                 backend does not copy such a link (make it relative, inside the tree, or \
+                 leave it out)",
+                inside.display(),
+                link.display()
+            ));
         }
     } else if meta.is_file() {
         *budget = budget.checked_sub(meta.len()).ok_or_else(|| {
@@ -281,7 +314,7 @@ mod tests {
                 owner: None,
                 seed_image: "i".to_owned(),
             };
-            assert!(check_seed(&[&spec]).is_err(), "{bad:?}");
+            assert!(check_seed(&[&spec], Links::Any).is_err(), "{bad:?}");
             assert!(
                 write_seed(
                     &[&spec],

@@ -582,7 +582,7 @@ async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineErr
     use bottle_engine::seed_tar;
     use sha2::Digest as _;
     use std::io::{Seek as _, Write};
-    seed_tar::check_seed(claims)?;
+    seed_tar::check_seed(claims, seed_tar::Links::Inside)?;
     let owned: Vec<VolumeSpec> = claims.iter().map(|s| (*s).clone()).collect();
     let first = owned.first().map(|s| s.name.clone()).unwrap_or_default();
     let failed = |message: String| EngineError::Api {
@@ -623,15 +623,6 @@ async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineErr
         .map_err(|e| e.to_string())?;
         let mut file = w.file.into_inner().map_err(|e| e.to_string())?;
         file.rewind().map_err(|e| e.to_string())?;
-        // Refused here, before anything is made, rather than by the helper's unpacker.
-        if let Some((path, link)) = escaping_link(&file).map_err(|e| e.to_string())? {
-            return Err(format!(
-                "{path} in the copied tree links to {link}, out of its volume: the \
-                 Kubernetes backend does not copy such a link (make it relative, inside the \
-                 tree, or leave it out)"
-            ));
-        }
-        file.rewind().map_err(|e| e.to_string())?;
         Ok::<_, String>(TreesArchive {
             file,
             bytes: w.bytes,
@@ -649,31 +640,6 @@ async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineErr
         )));
     }
     Ok(written)
-}
-
-/// The first symbolic link of the trees' archive `file` that points out of its volume
-/// (`bottle_contract::seed::link_inside`): its path in the volume and its target.
-fn escaping_link(file: &std::fs::File) -> std::io::Result<Option<(String, String)>> {
-    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
-    for entry in archive.entries()? {
-        let entry = entry?;
-        if entry.header().entry_type() != tar::EntryType::Symlink {
-            continue;
-        }
-        let path = entry.path()?.into_owned();
-        let link = entry
-            .link_name()?
-            .map(std::borrow::Cow::into_owned)
-            .unwrap_or_default();
-        if !bottle_contract::seed::link_inside(&path, &link) {
-            let inside: std::path::PathBuf = path.components().skip(1).collect();
-            return Ok(Some((
-                inside.display().to_string(),
-                link.display().to_string(),
-            )));
-        }
-    }
-    Ok(None)
 }
 
 /// The name of the first container of `p` that ended with a failure or waits for a
