@@ -375,14 +375,7 @@ impl Docker {
         // engine reads it.
         seed_tar::check_seed(specs, seed_tar::Links::Any)?;
         let helper = format!("{}-seed-{:08x}", first.name, rand::random::<u32>());
-        // The labels its volumes share (project, bottle...): a helper left behind by a
-        // crash is one of the project's objects, removed by the next apply.
-        let mut labels = to_map(&first.labels);
-        labels.retain(|k, v| specs.iter().all(|s| s.labels.get(k) == Some(&*v)));
-        labels.insert(
-            bottle_contract::labels::SEEDING.to_owned(),
-            bottle_contract::labels::seeding_value(specs.iter().map(|s| s.name.as_str())),
-        );
+        let labels = to_map(&VolumeSpec::seeding_labels(specs));
         // A missing volume is created by its mount, with its labels, as the helper is:
         // never one without the other.
         let mounts = specs

@@ -152,6 +152,20 @@ impl VolumeSpec {
     pub fn has_content(&self) -> bool {
         !(self.files.is_empty() && self.seed_dirs.is_empty() && self.owner.is_none())
     }
+
+    /// The labels of the helper that seeds `specs` together, in either backend: those
+    /// they all share (project, bottle...), so that one left behind by a crash is one of
+    /// the project's objects, and `bottle.seeding` naming them, so that the next plan
+    /// makes them anew (docs/design.md section 1.6).
+    pub fn seeding_labels(specs: &[&VolumeSpec]) -> Labels {
+        let mut labels = specs.first().map(|s| s.labels.clone()).unwrap_or_default();
+        labels.retain(|k, v| specs.iter().all(|s| s.labels.get(k) == Some(&*v)));
+        labels.insert(
+            bottle_contract::labels::SEEDING.to_owned(),
+            bottle_contract::labels::seeding_value(specs.iter().map(|s| s.name.as_str())),
+        );
+        labels
+    }
 }
 
 /// A host directory tree to copy into a volume, every entry owned by `uid:gid`.

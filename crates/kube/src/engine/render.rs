@@ -366,19 +366,13 @@ pub fn seed_pod(
     trees: Option<Trees>,
 ) -> Pod {
     let mut pod = seed_pod_spec(name, labels, image, claims, trees);
-    let mut shared = labels.clone();
-    shared.retain(|k, v| claims.iter().all(|c| c.labels.get(k) == Some(&*v)));
-    shared.insert(
-        labels::SEEDING.into(),
-        labels::seeding_value(claims.iter().map(|c| c.name.as_str())),
-    );
     set_records(
         &mut pod,
         &[Record {
             name: name.into(),
             container: "seed".into(),
             image: image.into(),
-            labels: shared,
+            labels: VolumeSpec::seeding_labels(claims),
             networks: Vec::new(),
             aliases: Vec::new(),
             port: None,
