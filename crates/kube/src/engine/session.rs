@@ -142,16 +142,7 @@ impl<I> KubeEngine<I> {
             .start("exec", container, &pod.name_any(), cmd, &params)
             .await?;
         let pump = match (proc.stdin(), input) {
-            (Some(mut w), Some(mut r)) => Some(tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                if close {
-                    // The end of input (v5's close of the stdin channel).
-                    let _ = w.shutdown().await;
-                } else {
-                    // Held open: dropping it would close the whole session (v4).
-                    std::future::pending::<()>().await;
-                }
-            })),
+            (Some(w), Some(r)) => Some(feed(r, w, close)),
             _ => None,
         };
         let status = status_of(&mut proc);
@@ -260,18 +251,9 @@ impl<I> KubeEngine<I> {
             .start("exec", container, &pod.name_any(), cmd, &params)
             .await?;
         let close = self.stream_close;
-        let pump = proc.stdin().map(|mut input| {
-            tokio::spawn(async move {
-                let mut stdin = tokio::io::stdin();
-                let _ = tokio::io::copy(&mut stdin, &mut input).await;
-                if close {
-                    let _ = input.shutdown().await;
-                } else {
-                    // Held open: dropping it would close the whole session (v4).
-                    std::future::pending::<()>().await;
-                }
-            })
-        });
+        let pump = proc
+            .stdin()
+            .map(|input| feed(tokio::io::stdin(), input, close));
         let mut sizes = proc.terminal_size();
         if let (Some(tx), Some((width, height))) = (sizes.as_mut(), size) {
             let _ = tx.send(TerminalSize { width, height }).await;
@@ -435,6 +417,24 @@ fn unix_now() -> i64 {
 /// is missed; at least 1 (the server refuses 0).
 pub fn since_seconds(since: i64, now: i64) -> Option<i64> {
     (since > 0).then(|| (now - since + 1).max(1))
+}
+
+/// Feed `input` to a session's standard input, then end it (`close`: v5's close of the
+/// stdin channel, 1.30 and later) or hold it open until the task is aborted (before
+/// 1.30 dropping it would close the whole session).
+fn feed(
+    mut input: impl AsyncRead + Unpin + Send + 'static,
+    mut stdin: impl AsyncWrite + Unpin + Send + 'static,
+    close: bool,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut input, &mut stdin).await;
+        if close {
+            let _ = stdin.shutdown().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    })
 }
 
 /// Read `r` to its end, keeping the first [`MAX_EXEC_OUTPUT`] bytes.
