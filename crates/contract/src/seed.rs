@@ -82,6 +82,47 @@ pub fn link_inside(at: &std::path::Path, link: &std::path::Path) -> bool {
     !link.as_os_str().is_empty()
 }
 
+/// A writer that passes bytes on to `inner`, taking their count and SHA-256 on the way:
+/// how the engine measures the trees' archive it sends, and how the helper checks the
+/// one it receives.
+pub struct Hashing<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<W: std::io::Write> Hashing<W> {
+    /// Pass what is written on to `inner`.
+    pub fn new(inner: W) -> Self {
+        use sha2::Digest as _;
+        Hashing {
+            inner,
+            hasher: sha2::Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The writer, the bytes written and their SHA-256.
+    pub fn finish(self) -> (W, u64, [u8; 32]) {
+        use sha2::Digest as _;
+        (self.inner, self.bytes, self.hasher.finalize().into())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,12 +13,10 @@
 //! files and symbolic links that stay inside their volume, never through a link, with the
 //! owners the archive names and modes without set-id bits.
 
-use std::io::{Read, Write as _};
+use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 use std::time::Duration;
-
-use sha2::Digest as _;
 
 use bottle_contract::seed::{self, SeedVolume};
 
@@ -99,26 +97,16 @@ pub fn receive_trees(
         .mode(0o600)
         .open(&tar_path)
         .map_err(io(format!("creating {}", tar_path.display())))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut limited = input.take(size);
-    let mut buf = vec![0u8; 64 << 10];
-    let mut got = 0u64;
-    loop {
-        let n = limited
-            .read(&mut buf)
-            .map_err(io("reading the trees' archive".into()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n])
-            .map_err(io(format!("writing {}", tar_path.display())))?;
-        got += n as u64;
-    }
+    let mut hashing = seed::Hashing::new(&mut file);
+    std::io::copy(&mut input.take(size), &mut hashing).map_err(io(format!(
+        "reading the trees' archive into {}",
+        tar_path.display()
+    )))?;
+    let (_, got, digest) = hashing.finish();
     drop(file);
     let checked = if got < size {
         Err(SeedError::Short { got, want: size })
-    } else if hasher.finalize().as_slice() != want.as_slice() {
+    } else if digest.as_slice() != want.as_slice() {
         Err(SeedError::Digest)
     } else {
         Ok(())
@@ -364,6 +352,7 @@ mod tests {
     }
 
     fn digest(data: &[u8]) -> String {
+        use sha2::Digest as _;
         hex::encode(sha2::Sha256::digest(data))
     }
 

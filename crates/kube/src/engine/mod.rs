@@ -580,8 +580,7 @@ struct TreesArchive {
 
 async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineError> {
     use bottle_engine::seed_tar;
-    use sha2::Digest as _;
-    use std::io::{Seek as _, Write};
+    use std::io::Seek as _;
     seed_tar::check_seed(claims, seed_tar::Links::Inside)?;
     let owned: Vec<VolumeSpec> = claims.iter().map(|s| (*s).clone()).collect();
     let first = owned.first().map(|s| s.name.clone()).unwrap_or_default();
@@ -590,29 +589,9 @@ async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineErr
         name: first.clone(),
         message,
     };
-    struct Hashing {
-        file: std::io::BufWriter<std::fs::File>,
-        hasher: sha2::Sha256,
-        bytes: u64,
-    }
-    impl Write for Hashing {
-        fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-            let n = self.file.write(data)?;
-            self.hasher.update(&data[..n]);
-            self.bytes += n as u64;
-            Ok(n)
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            self.file.flush()
-        }
-    }
     let written = tokio::task::spawn_blocking(move || {
         let file = tempfile::tempfile().map_err(|e| format!("a temporary file: {e}"))?;
-        let mut w = Hashing {
-            file: std::io::BufWriter::new(file),
-            hasher: sha2::Sha256::new(),
-            bytes: 0,
-        };
+        let mut w = bottle_contract::seed::Hashing::new(std::io::BufWriter::new(file));
         let refs: Vec<&VolumeSpec> = owned.iter().collect();
         seed_tar::write_seed(
             &refs,
@@ -621,12 +600,13 @@ async fn trees_archive(claims: &[&VolumeSpec]) -> Result<TreesArchive, EngineErr
             &mut w,
         )
         .map_err(|e| e.to_string())?;
-        let mut file = w.file.into_inner().map_err(|e| e.to_string())?;
+        let (buffered, bytes, digest) = w.finish();
+        let mut file = buffered.into_inner().map_err(|e| e.to_string())?;
         file.rewind().map_err(|e| e.to_string())?;
         Ok::<_, String>(TreesArchive {
             file,
-            bytes: w.bytes,
-            sha256: hex::encode(w.hasher.finalize()),
+            bytes,
+            sha256: hex::encode(digest),
         })
     })
     .await
