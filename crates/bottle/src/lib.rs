@@ -12,7 +12,7 @@ pub mod edge;
 
 pub use bottle_contract::{labels, supervise};
 pub use bottle_core::{
-    apply, graph, hash, images, nodes, plan, ready, runtime, subnets, verify, watch,
+    apply, graph, hash, images, nodes, plan, provenance, ready, runtime, subnets, verify, watch,
 };
 pub use bottle_engine as engine;
 pub use bottle_model::{self as model, manifest, provider};

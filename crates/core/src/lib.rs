@@ -19,6 +19,7 @@ pub mod hash;
 pub mod images;
 pub mod nodes;
 pub mod plan;
+pub mod provenance;
 pub mod queue;
 pub mod ready;
 pub mod runtime;

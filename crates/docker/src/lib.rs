@@ -980,7 +980,7 @@ fn socket_path(host: &str) -> Result<String, EngineError> {
         Ok(host.to_owned())
     } else {
         Err(EngineError::Unreachable(format!(
-            "DOCKER_HOST={host} is not supported: bottle talks to a local unix socket \
+            "the Docker engine: DOCKER_HOST={host} is not supported: bottle talks to a local unix socket \
              (unix:///path/to/docker.sock)"
         )))
     }
@@ -1006,7 +1006,7 @@ fn unreachable(socket: &str, e: &BollardError) -> EngineError {
         e => chain(e),
     };
     EngineError::Unreachable(format!(
-        "{socket}: {cause} (is the Docker daemon running and may this user use it? \
+        "the Docker engine at {socket}: {cause} (is the Docker daemon running and may this user use it? \
          set DOCKER_HOST=unix:///path/to/docker.sock for another socket)"
     ))
 }

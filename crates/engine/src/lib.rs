@@ -20,7 +20,7 @@ pub use bottle_contract::Labels;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     /// The engine cannot be reached at all (socket missing, daemon down).
-    #[error("cannot reach the Docker engine: {0}")]
+    #[error("cannot reach {0}")]
     Unreachable(String),
     /// The object does not exist.
     #[error("{kind} {name} not found")]
@@ -35,6 +35,16 @@ pub enum EngineError {
     /// overlaps with other one on this address space"): someone took it first.
     #[error("network {name}: subnet {subnet} overlaps a network the engine has")]
     SubnetTaken { name: String, subnet: String },
+    /// The engine judged the object itself unacceptable: invalid, or forbidden by the
+    /// cluster's policy (Kubernetes' 422 and 403: a LimitRange, a quota, admission,
+    /// RBAC). `message` is the engine's own words; the CLI places it at the manifest
+    /// field the refused value came from, where it came from one.
+    #[error("{op} {name}: {message}")]
+    Refused {
+        op: &'static str,
+        name: String,
+        message: String,
+    },
     /// Any other error the engine returned.
     #[error("{op} {name}: {message}")]
     Api {

@@ -184,7 +184,7 @@ async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() 
         subnet: None,
     };
     match engine.create_network(&bad).await {
-        Err(EngineError::Api { message, .. }) => assert!(
+        Err(EngineError::Refused { message, .. }) => assert!(
             message.contains("is invalid") && message.contains("Not_A-Name"),
             "{message}"
         ),

@@ -69,6 +69,13 @@ async fn settle<E: Exec>(engine: &E, r: Reconciled, args: &ApplyArgs) -> anyhow:
         .reports
         .iter()
         .any(|r| !matches!(r.outcome, Outcome::Done));
+    // A refusal of what the manifest asked for, placed in it (read again: it was read
+    // before the pass, and an unreadable file now only loses the places).
+    if let Ok(text) = crate::manifest::read_text(&args.manifest.file) {
+        for line in crate::provenance::refusals(&r.reports, &args.manifest.file, &text) {
+            eprintln!("{line}");
+        }
+    }
     let expects = if args.no_wait { Vec::new() } else { r.expects };
     let settled = ready::settle(engine, expects, args.timeout, &mut |s| {
         eprintln!("{}", render::ready_line(s))

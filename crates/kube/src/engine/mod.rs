@@ -108,7 +108,17 @@ fn api_error(op: &'static str, name: &str, e: KubeError) -> EngineError {
             kind: "object",
             name: name.into(),
         },
-        // The server's own words, which say what it refused and why.
+        // The object itself refused: invalid (422), or forbidden by the cluster's policy
+        // (403: a LimitRange, a quota, admission, RBAC), in the server's own words.
+        KubeError::Api {
+            cause: kube::Error::Api(status),
+            ..
+        } if status.code == 422 || status.code == 403 => EngineError::Refused {
+            op,
+            name: name.into(),
+            message: status.message.clone(),
+        },
+        // The server's own words, which say what went wrong.
         KubeError::Api {
             cause: kube::Error::Api(status),
             ..
@@ -117,7 +127,9 @@ fn api_error(op: &'static str, name: &str, e: KubeError) -> EngineError {
             name: name.into(),
             message: status.message.clone(),
         },
-        KubeError::Api { cause, .. } => EngineError::Unreachable(format!("{e}: {cause}")),
+        KubeError::Api { cause, .. } => {
+            EngineError::Unreachable(format!("the Kubernetes API server: {e}: {cause}"))
+        }
         _ => EngineError::Api {
             op,
             name: name.into(),

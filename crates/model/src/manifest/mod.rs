@@ -241,6 +241,51 @@ fn parse_with(
         .map_err(|problems| ManifestError::Invalid(Diagnostics::new(path, text, problems)))
 }
 
+/// A manifest file's text, read as [`load`] reads it (bounded, UTF-8), not validated.
+pub fn read_text(path: &Path) -> Result<String, ManifestError> {
+    read(path)
+}
+
+/// Where the manifest `text` writes `field` (a dotted path of map keys, as in
+/// [`Problem::field`]): the deepest key of the path that the text has, so a field left
+/// to its default is placed at the map that would hold it. `None` when the text does
+/// not parse, or holds not even the path's first key.
+pub fn locate_in(text: &str, field: &str) -> Option<Located> {
+    let mut node = raw::parse(text).ok()?;
+    let mut found: Option<Located> = None;
+    for key in field.split('.') {
+        let raw::Raw::Map(entries) = node.value else {
+            break;
+        };
+        let Some((k, v)) = entries.into_iter().find(|(k, _)| k.value == key) else {
+            break;
+        };
+        let (line, column) = raw::position(&k.referenced);
+        let field = match found {
+            Some(f) => format!("{}.{key}", f.field),
+            None => key.to_owned(),
+        };
+        found = Some(Located {
+            line,
+            column,
+            field,
+        });
+        node = v;
+    }
+    found
+}
+
+/// A place in a manifest: see [`locate_in`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Located {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The part of the asked path the file has.
+    pub field: String,
+}
+
 fn too_large(path: &Path, size: u64) -> ManifestError {
     ManifestError::TooLarge {
         path: path.to_path_buf(),
@@ -1136,5 +1181,31 @@ agents: {a: {bottle: b, provider: codex}}
                 let _ = parse(&text, Path::new("/nonexistent/bottles.yaml"), &any_env);
             }
         }
+    }
+
+    #[test]
+    fn a_field_is_located_at_its_deepest_written_key() {
+        let at = |field: &str| locate_in(EXAMPLE, field).map(|l| (l.line, l.column, l.field));
+        assert_eq!(
+            at("bottles.dev.resources.memory"),
+            Some((6, 26, "bottles.dev.resources.memory".into())),
+            "a key of a flow map"
+        );
+        assert_eq!(
+            at("bottles.dev.resources.unwritten"),
+            Some((6, 5, "bottles.dev.resources".into())),
+            "a field left to its default is placed at the map that would hold it"
+        );
+        assert_eq!(
+            at("bottles.dev.env.TZ"),
+            Some((8, 7, "bottles.dev.env.TZ".into()))
+        );
+        assert_eq!(
+            at("bottles.dev.runtime"),
+            Some((5, 5, "bottles.dev.runtime".into()))
+        );
+        assert_eq!(at("bottles.other"), Some((2, 1, "bottles".into())));
+        assert_eq!(at("nothing.here"), None);
+        assert_eq!(locate_in("{{{ not yaml", "bottles"), None);
     }
 }

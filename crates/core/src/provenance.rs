@@ -1,0 +1,204 @@
+//! Where a value the engine refused came from in the manifest, so a refusal (Kubernetes:
+//! a LimitRange, a quota, an admission check, an invalid field) is reported at the
+//! manifest's file and line. The agent container's limits, runtime, environment and
+//! image come from its bottle's own fields; everything else of a bottle is made by
+//! bottle itself from the bottle's entry, so its refusal is placed at that entry.
+
+use bottle_contract::node::NodeKind;
+
+use crate::apply::{Op, OpReport, Outcome};
+
+/// The words of a refusal that name an agent field, and the field each names. The
+/// first of them in the message is the one it is about.
+const AGENT_FIELDS: &[(&str, &str)] = &[
+    ("runtimeclass", "runtime"),
+    ("memory", "resources.memory"),
+    ("cpu", "resources.cpus"),
+    ("pids", "resources.pids"),
+    ("env", "env"),
+    ("image", "image"),
+];
+
+/// The manifest field (dotted, as in a manifest problem) that the object of `op` took
+/// the value from that the engine refused with `message`; `None` for an object of no
+/// bottle (the shared sidecar image).
+pub fn manifest_field(op: &Op, message: &str) -> Option<String> {
+    let node = op.node?;
+    if node == NodeKind::SidecarImage || op.bottle.is_empty() {
+        return None;
+    }
+    let bottle = format!("bottles.{}", op.bottle);
+    if node != NodeKind::Agent {
+        return Some(bottle);
+    }
+    let lower = message.to_ascii_lowercase();
+    let field = AGENT_FIELDS
+        .iter()
+        .filter_map(|(word, field)| lower.find(word).map(|at| (at, *field)))
+        .min_by_key(|(at, _)| *at)
+        .map(|(_, field)| field);
+    Some(match field {
+        Some(f) => format!("{bottle}.{f}"),
+        None => bottle,
+    })
+}
+
+/// For each operation the engine refused as unacceptable (invalid, or forbidden by the
+/// cluster's policy), a line placing the refusal in the manifest at `manifest`, in the
+/// form of a manifest problem: `FILE:LINE:COLUMN: FIELD: MESSAGE`. A field left to its
+/// default is placed at the map that would hold it, and says so. `text` is the
+/// manifest's text as read now.
+pub fn refusals(reports: &[OpReport], manifest: &std::path::Path, text: &str) -> Vec<String> {
+    reports
+        .iter()
+        .filter_map(|r| {
+            let Outcome::Failed(e @ bottle_engine::EngineError::Refused { message, .. }) =
+                &r.outcome
+            else {
+                return None;
+            };
+            // The server's words only: the object's name holds the bottle's.
+            let field = manifest_field(&r.op, message)?;
+            let at = bottle_model::manifest::locate_in(text, &field)?;
+            let default = if at.field == field {
+                ""
+            } else {
+                " (not written: its default applies)"
+            };
+            Some(format!(
+                "{}:{}:{}: {field}{default}: refused by the engine: {e}",
+                manifest.display(),
+                at.line,
+                at.column
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::OpKind;
+    use crate::nodes::{ObjectKey, ObjectKind};
+    use bottle_engine::EngineError;
+
+    fn op(node: NodeKind) -> Op {
+        Op {
+            kind: OpKind::Make,
+            key: ObjectKey {
+                kind: ObjectKind::Container,
+                name: "bottle-p-dev-agent".into(),
+            },
+            bottle: "dev".into(),
+            node: Some(node),
+            preds: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_refusal_of_the_agent_is_placed_at_the_field_it_names_first() {
+        let agent = op(NodeKind::Agent);
+        let at = |m: &str| manifest_field(&agent, m);
+        assert_eq!(
+            at(r#"pods "bottle-p-dev-agent" is forbidden: maximum memory usage per Container is 64Mi, but limit is 4Gi"#).as_deref(),
+            Some("bottles.dev.resources.memory")
+        );
+        assert_eq!(
+            at("exceeded quota: q, requested: limits.cpu=2,limits.memory=4Gi").as_deref(),
+            Some("bottles.dev.resources.cpus")
+        );
+        assert_eq!(
+            at(r#"pod rejected: RuntimeClass "runsc" not found"#).as_deref(),
+            Some("bottles.dev.runtime")
+        );
+        assert_eq!(
+            at("Pod is invalid: spec.containers[1].env[0].name: Invalid value").as_deref(),
+            Some("bottles.dev.env")
+        );
+        assert_eq!(
+            at("pods is forbidden: User cannot create resource pods").as_deref(),
+            Some("bottles.dev")
+        );
+    }
+
+    #[test]
+    fn a_refusal_of_what_bottle_makes_is_placed_at_the_bottle() {
+        let m = "maximum memory usage per Container is 8Mi";
+        assert_eq!(
+            manifest_field(&op(NodeKind::Egress), m).as_deref(),
+            Some("bottles.dev")
+        );
+        assert_eq!(manifest_field(&op(NodeKind::SidecarImage), m), None);
+        let orphan = Op {
+            node: None,
+            ..op(NodeKind::Agent)
+        };
+        assert_eq!(manifest_field(&orphan, m), None);
+    }
+
+    fn failed(node: NodeKind, error: EngineError) -> OpReport {
+        OpReport {
+            op: Op {
+                kind: OpKind::Make,
+                key: ObjectKey {
+                    kind: ObjectKind::Container,
+                    name: "bottle-p-envoy-x".into(),
+                },
+                bottle: "envoy".into(),
+                node: Some(node),
+                preds: Vec::new(),
+            },
+            outcome: Outcome::Failed(error),
+            took: std::time::Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn a_refusal_is_placed_at_the_manifest_field_it_came_from() {
+        let manifest = std::path::Path::new("/m/bottles.yaml");
+        let text = "project: p\nbottles:\n  envoy:\n    resources:\n      memory: 4g\n";
+        let refused = |message: &str| EngineError::Refused {
+            op: "create container",
+            name: "bottle-p-envoy-agent".into(),
+            message: message.into(),
+        };
+        let reports = [
+            failed(
+                NodeKind::Agent,
+                refused("maximum memory usage per Container is 64Mi, but limit is 4Gi"),
+            ),
+            failed(NodeKind::Agent, refused("maximum cpu usage per Pod is 1")),
+            failed(NodeKind::Egress, refused("Secret is invalid")),
+            // Not a refusal of the object: not placed in the manifest.
+            failed(
+                NodeKind::Agent,
+                EngineError::Api {
+                    op: "create container",
+                    name: "x".into(),
+                    message: "memory".into(),
+                },
+            ),
+        ];
+        let lines = refusals(&reports, manifest, text);
+        let file = manifest.display();
+        assert_eq!(
+            lines,
+            [
+                format!(
+                    "{file}:5:7: bottles.envoy.resources.memory: refused by the engine: \
+                     create container bottle-p-envoy-agent: maximum memory usage per \
+                     Container is 64Mi, but limit is 4Gi"
+                ),
+                format!(
+                    "{file}:4:5: bottles.envoy.resources.cpus (not written: its default \
+                     applies): refused by the engine: create container \
+                     bottle-p-envoy-agent: maximum cpu usage per Pod is 1"
+                ),
+                format!(
+                    "{file}:3:3: bottles.envoy: refused by the engine: create container \
+                     bottle-p-envoy-agent: Secret is invalid"
+                ),
+            ]
+        );
+    }
+}
