@@ -270,6 +270,111 @@ impl Cluster {
         delete_checked(&api, &namespace_name(project), project, "", None).await
     }
 
+    /// Removes the project's namespace once nothing is left in it but what Kubernetes
+    /// itself puts in every namespace, and waits (at most `wait`) until it is gone, so a
+    /// next `apply` can make it anew. A namespace that is not ours, or that holds an object
+    /// that is not bottle's (the operator's LimitRange, say), is kept: deleting a namespace
+    /// deletes everything in it, and nothing unlabelled is bottle's to touch.
+    pub async fn remove_namespace(
+        &self,
+        project: &str,
+        wait: std::time::Duration,
+    ) -> Result<NamespaceOutcome, KubeError> {
+        use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+        use k8s_openapi::api::batch::v1::Job;
+        use k8s_openapi::api::core::v1::{
+            ConfigMap, LimitRange, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+            ServiceAccount,
+        };
+        use k8s_openapi::api::networking::v1::NetworkPolicy;
+        use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+        let name = namespace_name(project);
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let Some(ns) = api
+            .get_opt(&name)
+            .await
+            .map_err(api_err(format!("reading namespace {name}")))?
+        else {
+            return Ok(NamespaceOutcome::Absent);
+        };
+        if !labels::is_ours(ns.labels(), project) {
+            return Ok(NamespaceOutcome::Kept(format!(
+                "namespace {name} is not bottle's"
+            )));
+        }
+        let found = [
+            self.foreign::<Pod>(&name, project).await?,
+            self.foreign::<Service>(&name, project).await?,
+            self.foreign::<ConfigMap>(&name, project).await?,
+            self.foreign::<Secret>(&name, project).await?,
+            self.foreign::<PersistentVolumeClaim>(&name, project)
+                .await?,
+            self.foreign::<ServiceAccount>(&name, project).await?,
+            self.foreign::<NetworkPolicy>(&name, project).await?,
+            self.foreign::<LimitRange>(&name, project).await?,
+            self.foreign::<ResourceQuota>(&name, project).await?,
+            self.foreign::<Role>(&name, project).await?,
+            self.foreign::<RoleBinding>(&name, project).await?,
+            self.foreign::<Deployment>(&name, project).await?,
+            self.foreign::<StatefulSet>(&name, project).await?,
+            self.foreign::<DaemonSet>(&name, project).await?,
+            self.foreign::<ReplicaSet>(&name, project).await?,
+            self.foreign::<Job>(&name, project).await?,
+        ];
+        if let Some(other) = found.into_iter().flatten().next() {
+            return Ok(NamespaceOutcome::Kept(format!(
+                "namespace {name} holds {other}, which is not bottle's"
+            )));
+        }
+        delete_checked(&api, &name, project, "", None).await?;
+        let end = tokio::time::Instant::now() + wait;
+        loop {
+            let left = api
+                .get_opt(&name)
+                .await
+                .map_err(api_err(format!("reading namespace {name}")))?;
+            if left.is_none() {
+                return Ok(NamespaceOutcome::Removed);
+            }
+            if tokio::time::Instant::now() >= end {
+                return Ok(NamespaceOutcome::Kept(format!(
+                    "namespace {name} is still being deleted after {}s",
+                    wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The first object of kind `K` in `namespace` that is neither the project's nor one
+    /// Kubernetes makes in every namespace, as `Kind/name`; a kind the server does not
+    /// serve has none.
+    async fn foreign<K: Namespaced>(
+        &self,
+        namespace: &str,
+        project: &str,
+    ) -> Result<Option<String>, KubeError> {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let kind = kind_of::<K>();
+        let list = match api.list_metadata(&ListParams::default().limit(100)).await {
+            Ok(list) => list,
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            Err(cause) => {
+                return Err(KubeError::Api {
+                    what: format!("listing {kind}s in {namespace}"),
+                    cause,
+                });
+            }
+        };
+        Ok(list
+            .items
+            .iter()
+            .find(|o| {
+                !labels::is_ours(o.labels(), project) && !made_by_kubernetes(&kind, &o.metadata)
+            })
+            .map(|o| format!("{kind}/{}", o.name_any())))
+    }
+
     /// The project's objects of kind `K` in `namespace`, selected by label server-side
     /// and checked again with `is_ours`.
     pub async fn list_ours<K: Namespaced>(
@@ -387,6 +492,35 @@ impl Cluster {
     }
 }
 
+/// What [`Cluster::remove_namespace`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceOutcome {
+    /// Deleted, and gone.
+    Removed,
+    /// There was none.
+    Absent,
+    /// Left in place, for the reason given.
+    Kept(String),
+}
+
+/// Whether `object` of `kind` is one Kubernetes makes in every namespace: the `default`
+/// ServiceAccount and its token Secret, and the `kube-root-ca.crt` ConfigMap.
+fn made_by_kubernetes(kind: &str, meta: &ObjectMeta) -> bool {
+    let name = meta.name.as_deref().unwrap_or_default();
+    match kind {
+        "ServiceAccount" => name == "default",
+        "ConfigMap" => name == "kube-root-ca.crt",
+        "Secret" => {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get("kubernetes.io/service-account.name"))
+                .map(String::as_str)
+                == Some("default")
+        }
+        _ => false,
+    }
+}
+
 /// A project namespace's labels: managed and the project (no bottle, node or hash: it is
 /// the project's, not one bottle's).
 pub fn namespace_labels(project: &str) -> Labels {
@@ -446,6 +580,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_what_kubernetes_puts_in_every_namespace_counts_as_its_own() {
+        let meta = |name: &str, sa: Option<&str>| ObjectMeta {
+            name: Some(name.into()),
+            annotations: sa.map(|sa| {
+                [(
+                    "kubernetes.io/service-account.name".to_owned(),
+                    sa.to_owned(),
+                )]
+                .into()
+            }),
+            ..ObjectMeta::default()
+        };
+        assert!(made_by_kubernetes("ServiceAccount", &meta("default", None)));
+        assert!(made_by_kubernetes(
+            "ConfigMap",
+            &meta("kube-root-ca.crt", None)
+        ));
+        assert!(made_by_kubernetes(
+            "Secret",
+            &meta("default-token-x", Some("default"))
+        ));
+        assert!(!made_by_kubernetes("ServiceAccount", &meta("ci", None)));
+        assert!(!made_by_kubernetes("Secret", &meta("ci-token", Some("ci"))));
+        assert!(!made_by_kubernetes("Secret", &meta("default", None)));
+        assert!(!made_by_kubernetes("LimitRange", &meta("default", None)));
+    }
 
     #[test]
     fn names_and_selectors_follow_the_contract() {
