@@ -6,38 +6,54 @@
 
 use bottle_contract::node::NodeKind;
 
+use bottle_model::Manifest;
+
 use crate::apply::{Op, OpReport, Outcome};
 
-/// The words of a refusal that name an agent field, and the field each names. The
-/// first of them in the message is the one it is about.
+/// The words of a refusal that name an agent field (whole words, case aside), and the
+/// field each names. The first of them in the message is the one it is about.
 const AGENT_FIELDS: &[(&str, &str)] = &[
     ("runtimeclass", "runtime"),
+    ("runtimeclassname", "runtime"),
     ("memory", "resources.memory"),
     ("cpu", "resources.cpus"),
     ("pids", "resources.pids"),
     ("env", "env"),
+    ("envfrom", "env"),
     ("image", "image"),
 ];
 
+/// The field of [`AGENT_FIELDS`] that `message` names first. Quoted parts (the server
+/// quotes the names of objects, which hold agents' names) and `name` are left out.
+fn named_field(message: &str, name: &str) -> Option<&'static str> {
+    let unnamed = message.replace(name, " ");
+    let unquoted: String = unnamed.split('"').step_by(2).collect::<Vec<_>>().join(" ");
+    unquoted
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find_map(|word| {
+            AGENT_FIELDS
+                .iter()
+                .find(|(w, _)| word.eq_ignore_ascii_case(w))
+                .map(|(_, field)| *field)
+        })
+}
+
 /// The manifest field (dotted, as in a manifest problem) that the object of `op` took
-/// the value from that the engine refused with `message`; `None` for an object of no
-/// bottle (the shared sidecar image).
-pub fn manifest_field(op: &Op, message: &str) -> Option<String> {
+/// the value from that the engine refused with `message`: a field of the policy
+/// (`bottles.<policy>`) of the agent whose bottle it is; `None` for an object of no
+/// agent of `manifest` (the shared sidecar image, an orphan).
+pub fn manifest_field(op: &Op, manifest: &Manifest, message: &str) -> Option<String> {
     let node = op.node?;
-    if node == NodeKind::SidecarImage || op.bottle.is_empty() {
+    if node == NodeKind::SidecarImage {
         return None;
     }
-    let bottle = format!("bottles.{}", op.bottle);
+    // A bottle is an agent's, made from the policy the agent names.
+    let policy = &manifest.agents.get(&op.bottle)?.bottle;
+    let bottle = format!("bottles.{policy}");
     if node != NodeKind::Agent {
         return Some(bottle);
     }
-    let lower = message.to_ascii_lowercase();
-    let field = AGENT_FIELDS
-        .iter()
-        .filter_map(|(word, field)| lower.find(word).map(|at| (at, *field)))
-        .min_by_key(|(at, _)| *at)
-        .map(|(_, field)| field);
-    Some(match field {
+    Some(match named_field(message, &op.key.name) {
         Some(f) => format!("{bottle}.{f}"),
         None => bottle,
     })
@@ -48,7 +64,7 @@ pub fn manifest_field(op: &Op, message: &str) -> Option<String> {
 /// form of a manifest problem: `FILE:LINE:COLUMN: FIELD: MESSAGE`. A field left to its
 /// default is placed at the map that would hold it, and says so. `text` is the
 /// manifest's text as read now.
-pub fn refusals(reports: &[OpReport], manifest: &std::path::Path, text: &str) -> Vec<String> {
+pub fn refusals(reports: &[OpReport], manifest: &Manifest, text: &str) -> Vec<String> {
     reports
         .iter()
         .filter_map(|r| {
@@ -58,7 +74,7 @@ pub fn refusals(reports: &[OpReport], manifest: &std::path::Path, text: &str) ->
                 return None;
             };
             // The server's words only: the object's name holds the bottle's.
-            let field = manifest_field(&r.op, message)?;
+            let field = manifest_field(&r.op, manifest, message)?;
             let at = bottle_model::manifest::locate_in(text, &field)?;
             let default = if at.field == field {
                 ""
@@ -67,7 +83,7 @@ pub fn refusals(reports: &[OpReport], manifest: &std::path::Path, text: &str) ->
             };
             Some(format!(
                 "{}:{}:{}: {field}{default}: refused by the engine: {e}",
-                manifest.display(),
+                manifest.path.display(),
                 at.line,
                 at.column
             ))
@@ -82,25 +98,35 @@ mod tests {
     use crate::nodes::{ObjectKey, ObjectKind};
     use bottle_engine::EngineError;
 
+    /// Agent `envoy` (whose name holds "env") under policy `dev`.
+    const TEXT: &str = "project: p\nbottles:\n  dev:\n    resources:\n      memory: 4g\n\
+                        agents:\n  envoy:\n    bottle: dev\n    provider: claude\n";
+
+    fn manifest() -> Manifest {
+        bottle_model::manifest::parse(TEXT, std::path::Path::new("/m/bottles.yaml"), &|_| None)
+            .expect("manifest")
+    }
+
     fn op(node: NodeKind) -> Op {
         Op {
             kind: OpKind::Make,
             key: ObjectKey {
                 kind: ObjectKind::Container,
-                name: "bottle-p-dev-agent".into(),
+                name: "bottle-p-envoy-agent".into(),
             },
-            bottle: "dev".into(),
+            bottle: "envoy".into(),
             node: Some(node),
             preds: Vec::new(),
         }
     }
 
     #[test]
-    fn a_refusal_of_the_agent_is_placed_at_the_field_it_names_first() {
+    fn a_refusal_of_the_agent_is_placed_at_the_policy_field_it_names_first() {
+        let m = manifest();
         let agent = op(NodeKind::Agent);
-        let at = |m: &str| manifest_field(&agent, m);
+        let at = |message: &str| manifest_field(&agent, &m, message);
         assert_eq!(
-            at(r#"pods "bottle-p-dev-agent" is forbidden: maximum memory usage per Container is 64Mi, but limit is 4Gi"#).as_deref(),
+            at(r#"pods "bottle-p-envoy-agent" is forbidden: maximum memory usage per Container is 64Mi, but limit is 4Gi"#).as_deref(),
             Some("bottles.dev.resources.memory")
         );
         assert_eq!(
@@ -119,35 +145,44 @@ mod tests {
             at("pods is forbidden: User cannot create resource pods").as_deref(),
             Some("bottles.dev")
         );
+        // The agent's own name ("envoy", "memory") in an object's name says nothing.
+        assert_eq!(
+            at("create bottle-p-envoy-agent: bottle-p-envoy-agent is forbidden").as_deref(),
+            Some("bottles.dev")
+        );
+        assert_eq!(
+            at(r#"pods "bottle-p-memory-agent" is forbidden: maximum cpu usage"#).as_deref(),
+            Some("bottles.dev.resources.cpus")
+        );
     }
 
     #[test]
-    fn a_refusal_of_what_bottle_makes_is_placed_at_the_bottle() {
-        let m = "maximum memory usage per Container is 8Mi";
+    fn a_refusal_of_what_bottle_makes_is_placed_at_the_policy() {
+        let m = manifest();
+        let message = "maximum memory usage per Container is 8Mi";
         assert_eq!(
-            manifest_field(&op(NodeKind::Egress), m).as_deref(),
+            manifest_field(&op(NodeKind::Egress), &m, message).as_deref(),
             Some("bottles.dev")
         );
-        assert_eq!(manifest_field(&op(NodeKind::SidecarImage), m), None);
+        assert_eq!(
+            manifest_field(&op(NodeKind::SidecarImage), &m, message),
+            None
+        );
         let orphan = Op {
             node: None,
             ..op(NodeKind::Agent)
         };
-        assert_eq!(manifest_field(&orphan, m), None);
+        assert_eq!(manifest_field(&orphan, &m, message), None);
+        let stranger = Op {
+            bottle: "gone".into(),
+            ..op(NodeKind::Agent)
+        };
+        assert_eq!(manifest_field(&stranger, &m, message), None);
     }
 
     fn failed(node: NodeKind, error: EngineError) -> OpReport {
         OpReport {
-            op: Op {
-                kind: OpKind::Make,
-                key: ObjectKey {
-                    kind: ObjectKind::Container,
-                    name: "bottle-p-envoy-x".into(),
-                },
-                bottle: "envoy".into(),
-                node: Some(node),
-                preds: Vec::new(),
-            },
+            op: op(node),
             outcome: Outcome::Failed(error),
             took: std::time::Duration::ZERO,
         }
@@ -155,8 +190,7 @@ mod tests {
 
     #[test]
     fn a_refusal_is_placed_at_the_manifest_field_it_came_from() {
-        let manifest = std::path::Path::new("/m/bottles.yaml");
-        let text = "project: p\nbottles:\n  envoy:\n    resources:\n      memory: 4g\n";
+        let m = manifest();
         let refused = |message: &str| EngineError::Refused {
             op: "create container",
             name: "bottle-p-envoy-agent".into(),
@@ -179,23 +213,23 @@ mod tests {
                 },
             ),
         ];
-        let lines = refusals(&reports, manifest, text);
-        let file = manifest.display();
+        let lines = refusals(&reports, &m, TEXT);
+        let file = m.path.display();
         assert_eq!(
             lines,
             [
                 format!(
-                    "{file}:5:7: bottles.envoy.resources.memory: refused by the engine: \
+                    "{file}:5:7: bottles.dev.resources.memory: refused by the engine: \
                      create container bottle-p-envoy-agent: maximum memory usage per \
                      Container is 64Mi, but limit is 4Gi"
                 ),
                 format!(
-                    "{file}:4:5: bottles.envoy.resources.cpus (not written: its default \
+                    "{file}:4:5: bottles.dev.resources.cpus (not written: its default \
                      applies): refused by the engine: create container \
                      bottle-p-envoy-agent: maximum cpu usage per Pod is 1"
                 ),
                 format!(
-                    "{file}:3:3: bottles.envoy: refused by the engine: create container \
+                    "{file}:3:3: bottles.dev: refused by the engine: create container \
                      bottle-p-envoy-agent: Secret is invalid"
                 ),
             ]

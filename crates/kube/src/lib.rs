@@ -135,6 +135,8 @@ fn api_err(what: String) -> impl FnOnce(kube::Error) -> KubeError {
 #[derive(Clone)]
 pub struct Cluster {
     client: Client,
+    /// The API server's address, for messages.
+    server: String,
 }
 
 impl Debug for Cluster {
@@ -168,8 +170,9 @@ impl Cluster {
                 .map_err(|cause| KubeError::Kubeconfig { path: None, cause })?,
             None => Config::infer().await.map_err(KubeError::Infer)?,
         };
+        let server = config.cluster_url.to_string();
         let client = Client::try_from(config).map_err(KubeError::Client)?;
-        Ok(Self { client })
+        Ok(Self { client, server })
     }
 
     /// The API server's version (`v1.20.2`): the first request, so it says whether the
@@ -179,7 +182,10 @@ impl Cluster {
             .client
             .apiserver_version()
             .await
-            .map_err(api_err("asking the API server for its version".into()))?;
+            .map_err(api_err(format!(
+                "asking the API server at {} for its version",
+                self.server
+            )))?;
         Ok(info.git_version)
     }
 

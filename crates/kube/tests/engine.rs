@@ -262,6 +262,17 @@ async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() 
     assert!(left_claims.is_empty(), "claims left: {left_claims:?}");
     assert!(names(&maps).await.contains(&"planted".to_string()));
     assert!(names(&secrets).await.contains(&"foreign".to_string()));
+    // `delete` then keeps the namespace: it holds what is not bottle's.
+    match cluster
+        .remove_namespace(PROJECT, std::time::Duration::from_secs(5))
+        .await
+        .expect("remove namespace")
+    {
+        bottle_kube::NamespaceOutcome::Kept(why) => {
+            assert!(why.contains("not bottle's"), "{why}")
+        }
+        other => panic!("a namespace with another's objects: {other:?}"),
+    }
 
     cluster.delete_namespace(PROJECT).await.expect("namespace");
     let _ = std::fs::remove_dir_all(&dir);

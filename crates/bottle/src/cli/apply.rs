@@ -53,12 +53,24 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     if args.backend.backend == Backend::Kubernetes {
         let kube = connect_kube(&manifest.project, &args.backend, true).await?;
         let r = pass(&kube, &desired, &options).await?;
+        refusals(&manifest, &r);
         return settle(&kube, r, &args).await;
     }
     let docker = connect().await?;
     let desired = with_runtime_facts(&docker, desired).await?;
     let r = pass(&docker, &desired, &options).await?;
+    refusals(&manifest, &r);
     settle(&docker, r, &args).await
+}
+
+/// Each refusal of what the manifest asked for, placed in it (its text read again: it
+/// was read before the pass, and an unreadable file now only loses the places).
+fn refusals(manifest: &crate::model::Manifest, r: &Reconciled) {
+    if let Ok(text) = crate::manifest::read_text(&manifest.path) {
+        for line in crate::provenance::refusals(&r.reports, manifest, &text) {
+            eprintln!("{line}");
+        }
+    }
 }
 
 /// After the pass `r`: wait until what it changed is in force (every sidecar made or
@@ -69,13 +81,6 @@ async fn settle<E: Exec>(engine: &E, r: Reconciled, args: &ApplyArgs) -> anyhow:
         .reports
         .iter()
         .any(|r| !matches!(r.outcome, Outcome::Done));
-    // A refusal of what the manifest asked for, placed in it (read again: it was read
-    // before the pass, and an unreadable file now only loses the places).
-    if let Ok(text) = crate::manifest::read_text(&args.manifest.file) {
-        for line in crate::provenance::refusals(&r.reports, &args.manifest.file, &text) {
-            eprintln!("{line}");
-        }
-    }
     let expects = if args.no_wait { Vec::new() } else { r.expects };
     let settled = ready::settle(engine, expects, args.timeout, &mut |s| {
         eprintln!("{}", render::ready_line(s))
