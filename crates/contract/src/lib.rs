@@ -7,7 +7,8 @@
 //!
 //! The audit stream's line format and its reader ([`audit`]); a sidecar's readiness and
 //! the digests of the live config it has in force ([`status`]); the one duration grammar
-//! ([`duration`]). How a volume claim is seeded on Kubernetes ([`seed`]).
+//! ([`duration`]). How a volume claim is seeded on Kubernetes ([`seed`]), and how small files in a
+//! sidecar's volume are read and written through exec there ([`volume_files`]).
 //!
 //! Nothing here does I/O but [`supervise::now`] and [`audit::Line::now`], the time
 //! stamps the queue's records and the audit lines carry.
@@ -27,6 +28,7 @@ pub mod pipelock;
 pub mod seed;
 pub mod status;
 pub mod supervise;
+pub mod volume_files;
 
 /// Labels of a Docker object (or a Kubernetes one): key to value, ordered.
 pub type Labels = std::collections::BTreeMap<String, String>;

@@ -2,11 +2,13 @@
 //! operator's `bottle queue` that decides them; and grants, the approved proposals the
 //! reconciler merges into the desired state.
 //!
-//! Where each lives (all in Docker):
+//! Where each lives (on either backend):
 //! - a proposal is `proposals/<id>.json` in the bottle's supervise state volume, written
 //!   only by the supervise sidecar (the agent's MCP calls);
 //! - a decision is `decisions/<id>.json` in the same volume, written only by `bottle
-//!   queue` through the engine's archive API (nothing on net-internal can write it);
+//!   queue` through the engine (Docker's archive API; on Kubernetes an exec of
+//!   `bottle sidecar write-file`, see [`crate::volume_files`]), so nothing on
+//!   net-internal can write it;
 //! - a grant is a label-only volume of the bottle (see [`crate::labels::GRANT_ID`]), so
 //!   the reconciler sees every grant in the one volume list it already makes.
 

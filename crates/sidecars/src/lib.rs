@@ -5,7 +5,9 @@
 //! namespace), and [`netlock`] (on Kubernetes, the agent pod's first init container:
 //! locks the pod's network to its sidecars, then exits), and [`seed`] (on Kubernetes, the
 //! helper pod that writes a volume claim's files and, exec'd as `seed-trees`, its host
-//! trees). Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
+//! trees), and [`volume_files`] (on Kubernetes, exec'd as `read-files` and `write-file`:
+//! small files in a sidecar's own volume, how `bottle queue` reaches supervise's state).
+//! Shared pieces: [`certs`], [`hop`] (hop-by-hop headers), [`reload`] (live config files), [`status`]
 //! (readiness, read by the host through `bottle sidecar probe`), and for the
 //! two that set up their network namespace as root, [`netlink`] and [`privs`].
 //! Test doubles (a TLS test PKI and upstream, a map resolver, an in-memory audit sink)
@@ -26,6 +28,7 @@ pub mod reload;
 pub mod seed;
 pub mod status;
 pub mod supervise;
+pub mod volume_files;
 
 use clap::{Args, ValueEnum};
 
@@ -45,6 +48,14 @@ pub enum Kind {
     /// [`seed::receive_trees`]); exec'd into the helper by the engine.
     #[value(hide = true)]
     SeedTrees,
+    /// Prints the regular files directly in `--dir` (after `--after`), framed as
+    /// `bottle_contract::volume_files::Listing`; exec'd by the engine (see [`volume_files`]).
+    #[value(hide = true)]
+    ReadFiles,
+    /// Writes exactly `--bytes` bytes of stdin (checked against `--sha256`) as
+    /// `--dir`/`--name`; exec'd by the engine (see [`volume_files`]).
+    #[value(hide = true)]
+    WriteFile,
     /// The git-gate's `pre-receive` hook, run by `git receive-pack` inside the gate.
     #[value(hide = true)]
     GitGateHook,
@@ -60,10 +71,19 @@ pub struct SidecarArgs {
     pub listen: String,
     /// netlock's sidecar endpoints, IPv4 `ADDR:PORT` each (no other kind takes any).
     pub endpoints: Vec<String>,
-    /// seed-trees: the exact length of the tar it reads from stdin.
+    /// read-files, write-file: the directory.
+    #[arg(long)]
+    pub dir: Option<String>,
+    /// read-files: list only the names after this one.
+    #[arg(long)]
+    pub after: Option<String>,
+    /// write-file: the file's name in `--dir`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// seed-trees, write-file: the exact length of what it reads from stdin.
     #[arg(long)]
     pub bytes: Option<u64>,
-    /// seed-trees: the tar's SHA-256, in hex.
+    /// seed-trees, write-file: the SHA-256 of what it reads, in hex.
     #[arg(long)]
     pub sha256: Option<String>,
     /// seed: wait at most this many seconds for seed-trees before writing the files.
@@ -111,7 +131,13 @@ pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
 pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
     if !matches!(
         args.kind,
-        Kind::Probe | Kind::GitGateHook | Kind::Netlock | Kind::Seed | Kind::SeedTrees
+        Kind::Probe
+            | Kind::GitGateHook
+            | Kind::Netlock
+            | Kind::Seed
+            | Kind::SeedTrees
+            | Kind::ReadFiles
+            | Kind::WriteFile
     ) {
         status::listen_for_nudges();
     }
@@ -164,5 +190,43 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
             .await??;
             Ok(())
         }
+        Kind::ReadFiles => {
+            let dir = checked_dir(args.dir.as_deref())?;
+            let listing = tokio::task::spawn_blocking(move || {
+                volume_files::list(std::path::Path::new(&dir), args.after.as_deref())
+            })
+            .await??;
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            out.write_all(listing.encode().as_bytes())?;
+            out.flush()?;
+            Ok(())
+        }
+        Kind::WriteFile => {
+            let dir = checked_dir(args.dir.as_deref())?;
+            let (Some(name), Some(bytes), Some(sha256)) = (args.name, args.bytes, args.sha256)
+            else {
+                anyhow::bail!("write-file takes --dir, --name, --bytes and --sha256");
+            };
+            tokio::task::spawn_blocking(move || {
+                let data = bottle_contract::volume_files::read_input(
+                    std::io::stdin().lock(),
+                    bytes,
+                    &sha256,
+                )?;
+                volume_files::write(std::path::Path::new(&dir), &name, &data)
+            })
+            .await??;
+            Ok(())
+        }
     }
+}
+
+/// read-files' and write-file's `--dir`: an absolute path of plain components.
+fn checked_dir(dir: Option<&str>) -> anyhow::Result<String> {
+    let dir = dir.ok_or_else(|| anyhow::anyhow!("read-files and write-file take --dir"))?;
+    if !bottle_contract::volume_files::valid_dir(dir) {
+        return Err(bottle_contract::volume_files::FramingError::BadDir(dir.into()).into());
+    }
+    Ok(dir.to_string())
 }

@@ -626,15 +626,6 @@ async fn kube_engine(
     engine.with_context(|| format!("reaching the Kubernetes cluster for project {project}"))
 }
 
-/// A command that does not run with `--backend kubernetes` yet: one clear error naming it
-/// and why, before anything is asked of any engine.
-fn refuse_on_kubernetes(args: &BackendArgs, command: &str, why: &str) -> anyhow::Result<()> {
-    if args.backend == Backend::Kubernetes {
-        anyhow::bail!("{command} is not supported with --backend kubernetes yet: {why}");
-    }
-    Ok(())
-}
-
 /// Containers' log lines, on either backend: each line the engine's RFC 3339 time stamp,
 /// a space and the text (what `bottle_contract::audit` parses).
 #[allow(async_fn_in_trait)] // used through generics only

@@ -1,24 +1,35 @@
 //! `bottle queue`: the operator's side of supervise, printed. The state machine (read
 //! the proposals, approve, deny, revoke) is `bottle_core::queue`; this file renders it,
 //! with agent-written text made safe for a terminal. Nothing here is reachable from a
-//! bottle's network.
+//! bottle's network. On either backend: through Docker's archive API, or on Kubernetes
+//! through the hidden `bottle sidecar read-files`/`write-file` exec'd in supervise's
+//! container (`bottle_contract::volume_files`; the project's namespace must be named).
 
-use super::{Output, QueueAction, QueueArgs, connect, digest_key, project_of};
+use super::{
+    Backend, Output, QueueAction, QueueArgs, connect, connect_kube_sessions, digest_key, project_of,
+};
 use bottle_contract::supervise::now;
 use bottle_core::queue::{self, Found};
+use bottle_engine::{Engine, VolumeFiles};
 
 pub async fn run(args: QueueArgs) -> anyhow::Result<i32> {
-    super::refuse_on_kubernetes(
-        &args.backend,
-        "queue",
-        "the proposals are files in supervise's state volume, which bottle reads and writes \
-         through Docker's archive API; the sidecar image has no shell or tar to do it through \
-         exec",
-    )?;
     let project = project_of(args.file.as_deref(), args.project.as_deref())?;
-    let docker = connect().await?;
-    let found = queue::read(&docker, &project).await?;
-    match args.action {
+    match args.backend.backend {
+        Backend::Docker => act(&connect().await?, &project, args.action).await,
+        Backend::Kubernetes => {
+            let kube = connect_kube_sessions(Some(&project), &args.backend).await?;
+            act(&kube, &project, args.action).await
+        }
+    }
+}
+
+async fn act<E: Engine + VolumeFiles>(
+    engine: &E,
+    project: &str,
+    action: QueueAction,
+) -> anyhow::Result<i32> {
+    let found = queue::read(engine, project).await?;
+    match action {
         QueueAction::List { all, output } => {
             let shown: Vec<&Found> = found
                 .iter()
@@ -31,15 +42,15 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         QueueAction::Show { id } => {
-            let f = queue::find(&found, &id, &project)?;
+            let f = queue::find(&found, &id, project)?;
             print!("{}", show_text(f));
             Ok(0)
         }
         QueueAction::Approve { id, for_ } => {
-            let f = queue::find(&found, &id, &project)?;
+            let f = queue::find(&found, &id, project)?;
             let key = digest_key()?;
             let now = now();
-            let grant = queue::approve(&docker, &project, &key, f, now, for_).await?;
+            let grant = queue::approve(engine, project, &key, f, now, for_).await?;
             let lasting = match grant.until {
                 Some(_) => format!(", for {}", grant.left(now)),
                 None => String::new(),
@@ -55,14 +66,14 @@ pub async fn run(args: QueueArgs) -> anyhow::Result<i32> {
             Ok(0)
         }
         QueueAction::Deny { id, reason } => {
-            let f = queue::find(&found, &id, &project)?;
-            queue::deny(&docker, f, reason, now()).await?;
+            let f = queue::find(&found, &id, project)?;
+            queue::deny(engine, f, reason, now()).await?;
             println!("denied {}", f.proposal.id);
             Ok(0)
         }
         QueueAction::Revoke { id } => {
-            let f = queue::find(&found, &id, &project)?;
-            queue::revoke(&docker, &project, f, now()).await?;
+            let f = queue::find(&found, &id, project)?;
+            queue::revoke(engine, project, f, now()).await?;
             println!(
                 "revoked {}\na running `bottle apply --watch` converges now; otherwise run `bottle apply`",
                 f.proposal.id

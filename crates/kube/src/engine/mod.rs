@@ -16,6 +16,7 @@
 //! made, the agent's `netlock` the sidecars' pod addresses.
 
 pub mod events;
+mod files;
 pub mod render;
 pub mod session;
 

@@ -136,6 +136,12 @@ pub fn down_if_started(started: bool) {
 /// `hello` (a plain Debian image that sleeps) in a bottle with the default sidecars
 /// (pipelock, egress, agent-net).
 pub fn manifest_dir(project: &str, what: &str) -> PathBuf {
+    manifest_dir_with(project, what, "")
+}
+
+/// As [`manifest_dir`], with `bottle` (YAML lines indented for the bottle's keys, each
+/// ending in a newline) added to the bottle `dev`.
+pub fn manifest_dir_with(project: &str, what: &str, bottle: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("bottle-kube-e2e-{what}-{}", std::process::id()));
     std::fs::create_dir_all(&d).expect("temp dir");
     std::fs::write(
@@ -147,7 +153,7 @@ pub fn manifest_dir(project: &str, what: &str) -> PathBuf {
         d.join("bottles.yaml"),
         format!(
             "project: {project}\nbottles:\n  dev:\n    image: {{dockerfile: Dockerfile}}\n\
-             agents:\n  hello:\n    bottle: dev\n"
+             {bottle}agents:\n  hello:\n    bottle: dev\n"
         ),
     )
     .expect("manifest");
