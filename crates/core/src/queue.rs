@@ -130,8 +130,7 @@ pub async fn read<E: Engine + VolumeFiles>(
         .list_containers(&filter)
         .await
         .map_err(engine("listing the supervise containers"))?;
-    // An engine may list more than the filter names (Kubernetes lists the project's
-    // namespace whole): only supervise containers hold a queue.
+    // The same rule the console applies to its own listing (every engine filters too).
     let containers = containers.into_iter().filter(|c| holds_queue(c, project));
     read_in(engine_, containers).await
 }

@@ -56,12 +56,7 @@ impl Default for FakeEngine {
     }
 }
 
-fn matches(labels: &Labels, filters: &[String]) -> bool {
-    filters.iter().all(|f| match f.split_once('=') {
-        Some((k, v)) => labels.get(k).map(String::as_str) == Some(v),
-        None => labels.contains_key(f.as_str()),
-    })
-}
+use crate::matches_labels as matches;
 
 impl FakeEngine {
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {

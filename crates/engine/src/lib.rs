@@ -580,6 +580,16 @@ pub struct ExecOutput {
 /// The most kept of each stream of an [`Exec::exec`]: the rest is read and dropped.
 pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
 
+/// Whether `labels` pass the list filters `filters`, as the engines read them (Docker's
+/// `label` filter): `key=value` asks for that value, a bare `key` for the key alone; all
+/// must hold. Every engine that filters in memory calls this.
+pub fn matches_labels(labels: &Labels, filters: &[String]) -> bool {
+    filters.iter().all(|f| match f.split_once('=') {
+        Some((k, v)) => labels.get(k).map(String::as_str) == Some(v),
+        None => labels.contains_key(f.as_str()),
+    })
+}
+
 /// A container's log as lines (without their `\n`): `chunks` as the engine sends them,
 /// cut anywhere, split by [`split_log_lines`] (a line longer than `max_line` bytes is cut
 /// there, so memory stays bounded). An error is passed on and ends the stream. Both

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bottle_engine::{
     BuildSpec, ContainerInfo, ContainerSpec, Engine, EngineError, ImageInfo, NetworkInfo,
-    NetworkSpec, VolumeInfo, VolumeSpec,
+    NetworkSpec, VolumeInfo, VolumeSpec, matches_labels,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -719,27 +719,35 @@ impl<I> bottle_engine::Exec for KubeEngine<I> {
 }
 
 impl<I: Engine + Push> Engine for KubeEngine<I> {
-    async fn list_networks(&self, _labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
+    // Lists are of the project's namespace, selected by its labels server-side; the
+    // caller's `labels` filters (the seam's labels, some of them annotations here) are
+    // then applied to what the seam sees, as Docker applies them.
+    async fn list_networks(&self, labels: &[String]) -> Result<Vec<NetworkInfo>, EngineError> {
         Ok(self
             .list::<ConfigMap>(render::NETWORK)
             .await?
             .iter()
             .map(render::network_info)
+            .filter(|n| matches_labels(&n.labels, labels))
             .collect())
     }
 
-    async fn list_volumes(&self, _labels: &[String]) -> Result<Vec<VolumeInfo>, EngineError> {
+    async fn list_volumes(&self, labels: &[String]) -> Result<Vec<VolumeInfo>, EngineError> {
         let secrets = self.list::<Secret>(render::VOLUME).await?;
         let claims = self.list::<PersistentVolumeClaim>(render::VOLUME).await?;
         Ok(secrets
             .iter()
             .map(|s| render::volume_info(&s.metadata))
             .chain(claims.iter().map(|c| render::volume_info(&c.metadata)))
+            .filter(|v| matches_labels(&v.labels, labels))
             .collect())
     }
 
-    async fn list_containers(&self, _labels: &[String]) -> Result<Vec<ContainerInfo>, EngineError> {
-        Ok(render::all_container_infos(&self.pods().await?))
+    async fn list_containers(&self, labels: &[String]) -> Result<Vec<ContainerInfo>, EngineError> {
+        Ok(render::all_container_infos(&self.pods().await?)
+            .into_iter()
+            .filter(|c| matches_labels(&c.labels, labels))
+            .collect())
     }
 
     /// The local images that the registry holds (pushed and still there), under their
