@@ -64,14 +64,14 @@ fn every_entry_point_reads_hosts_by_the_one_grammar() {
         // An agent's proposal.
         differ("proposal", normalize_host(input).ok(), want_pattern.clone());
         // egress: an allow entry, and a request naming the input.
-        let egress = EgressPolicy::new(vec![], vec![input.to_string()]);
+        let egress = EgressPolicy::new(vec![], vec![input.to_string()], &[]);
         differ(
             "egress allow entry",
-            egress.allow().first().map(ToString::to_string),
+            egress.allow().entries.first().map(ToString::to_string),
             want_pattern.clone(),
         );
         if let Expect::Name(n) = expect {
-            let allowing = EgressPolicy::new(vec![], vec![n.to_string()]);
+            let allowing = EgressPolicy::new(vec![], vec![n.to_string()], &[]);
             let allowed = matches!(allowing.request(input, "/"), Decision::Allow);
             differ(
                 "egress request",
@@ -128,13 +128,27 @@ fn cidr_blocks_are_read_alike_by_the_manifest_and_pipelock() {
             ..Default::default()
         };
         let pipelock = PipelockPolicy::from_config(&cfg).ok().map(|p| {
-            p.cidrs
+            p.list
+                .cidrs
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(",")
         });
-        for (what, got) in [("manifest", manifest), ("pipelock", pipelock)] {
+        // egress keeps the blocks it can parse (pipelock refused the rest at start).
+        let egress = EgressPolicy::new(vec![], vec![], &[input.to_string()])
+            .allow()
+            .cidrs
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let egress = (!egress.is_empty()).then_some(egress);
+        for (what, got) in [
+            ("manifest", manifest),
+            ("pipelock", pipelock),
+            ("egress", egress),
+        ] {
             if got != want {
                 wrong.push(format!("{what} {input:?}: got {got:?}, want {want:?}"));
             }

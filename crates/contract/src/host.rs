@@ -657,6 +657,28 @@ pub struct Cidr {
     prefix: u8,
 }
 
+/// The hosts a bottle may reach without a route: `egress.allow`'s patterns and
+/// `egress.allow_cidrs`' blocks. Egress and pipelock both decide with [`Allowlist::allows`],
+/// so what one lets through the other does not refuse as "not allowed".
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allowlist {
+    /// Exact names and `*.suffix` patterns.
+    pub entries: Vec<HostPattern>,
+    /// Blocks an IP literal may be in.
+    pub cidrs: Vec<Cidr>,
+}
+
+impl Allowlist {
+    /// A name when a pattern matches it; an IP literal (in any notation: it is parsed)
+    /// when a block holds it, never through a name pattern.
+    pub fn allows(&self, host: &Host) -> bool {
+        match host {
+            Host::Ip(ip) => self.cidrs.iter().any(|c| c.contains(*ip)),
+            Host::Name(n) => self.entries.iter().any(|e| e.matches(n)),
+        }
+    }
+}
+
 impl Cidr {
     /// Parse `addr/len` or a bare address (a `/32` or `/128` block), decision 7.
     pub fn parse(raw: &str) -> Result<Cidr, HostError> {

@@ -119,7 +119,11 @@ async fn setup() -> Setup {
     };
     let eg = egress::Proxy {
         bottle: "bench".into(),
-        policy: bottle_sidecars::reload::Swap::new(egress::route::Policy::new(vec![route], vec![])),
+        policy: bottle_sidecars::reload::Swap::new(egress::route::Policy::new(
+            vec![route],
+            vec![],
+            &[],
+        )),
         authority: Authority::from_pem(&bottle.ca_pem, &bottle.ca_key_pem).expect("ca"),
         upstream: Upstream::new(dialer, Some(&trust)).expect("upstream"),
         sink: egress::audit::Sink::Memory(Default::default()),

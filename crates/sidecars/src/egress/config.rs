@@ -66,20 +66,20 @@ pub fn policy(cfg: &Config) -> Result<Policy, ConfigError> {
             inject,
         });
     }
-    let allow = match &cfg.allow_file {
+    let (allow, cidrs) = match &cfg.allow_file {
         Some(p) => allow_of(&read(p)?).map_err(|source| ConfigError::Parse {
             path: p.clone(),
             source,
         })?,
-        None => cfg.allow.clone(),
+        None => (cfg.allow.clone(), Vec::new()),
     };
-    Ok(Policy::new(routes, allow))
+    Ok(Policy::new(routes, allow, &cidrs))
 }
 
-/// The allow list of a pipelock config file (parsed by [`Policy::new`]).
-fn allow_of(pipelock_config: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+/// The allow list and blocks of a pipelock config file (parsed by [`Policy::new`]).
+fn allow_of(pipelock_config: &[u8]) -> Result<(Vec<String>, Vec<String>), serde_json::Error> {
     let cfg: bottle_contract::pipelock::Config = serde_json::from_slice(pipelock_config)?;
-    Ok(cfg.allow)
+    Ok((cfg.allow, cfg.allow_cidrs))
 }
 
 /// The header to inject for `token` under `scheme`.

@@ -97,7 +97,8 @@ pub async fn run(listen: &str) -> Result<(), StartError> {
             "egress allow list",
             path,
             move |policy: crate::pipelock::config::Config| {
-                p.policy.set(p.policy.get().with_allow(policy.allow));
+                p.policy
+                    .set(p.policy.get().with_allow(policy.allow, &policy.allow_cidrs));
                 Ok(())
             },
         )

@@ -1,12 +1,13 @@
 //! Which upstream a request may reach, and with what credential: host (and optional path
-//! prefix) matching over `egress.routes`, then `egress.allow`; everything else is denied.
+//! prefix) matching over `egress.routes`, then `egress.allow` and `egress.allow_cidrs`
+//! (pipelock's [`Allowlist`], the same rule); everything else is denied.
 //!
 //! This is the egress proxy's own, simple check. The full firewall (SSRF guard, DLP) is
 //! pipelock's.
 
 use std::fmt;
 
-use bottle_contract::host::{Host, HostPattern, path_prefix_matches};
+use bottle_contract::host::{Allowlist, Cidr, Host, HostPattern, path_prefix_matches};
 use http::{HeaderName, HeaderValue};
 
 /// A header to inject. The value is marked sensitive and never printed.
@@ -64,7 +65,7 @@ pub enum Decision<'a> {
 #[derive(Clone, Debug, Default)]
 pub struct Policy {
     routes: Vec<Route>,
-    allow: Vec<HostPattern>,
+    allow: Allowlist,
 }
 
 /// `raw` as the host grammar writes it, or None when it is no host at all (which no
@@ -75,24 +76,28 @@ fn normal(raw: &str) -> Option<(String, Host)> {
 }
 
 impl Policy {
-    /// `allow` is parsed here by the host grammar; an entry it refuses matches nothing
-    /// (the manifest and pipelock refuse such an entry before it gets here).
-    pub fn new(routes: Vec<Route>, allow: Vec<String>) -> Policy {
-        let allow = allow
-            .iter()
-            .filter_map(|h| HostPattern::parse(h).ok())
-            .collect();
+    /// `allow` (names) and `cidrs` (blocks) are parsed here by the host grammar; an entry
+    /// it refuses matches nothing (the manifest and pipelock refuse such an entry before
+    /// it gets here).
+    pub fn new(routes: Vec<Route>, allow: Vec<String>, cidrs: &[String]) -> Policy {
+        let allow = Allowlist {
+            entries: allow
+                .iter()
+                .filter_map(|h| HostPattern::parse(h).ok())
+                .collect(),
+            cidrs: cidrs.iter().filter_map(|c| Cidr::parse(c).ok()).collect(),
+        };
         Policy { routes, allow }
     }
 
     /// The allow list as parsed (entries the grammar refused are not in it).
-    pub fn allow(&self) -> &[HostPattern] {
+    pub fn allow(&self) -> &Allowlist {
         &self.allow
     }
 
     /// The same routes with another allow list (a reload).
-    pub fn with_allow(&self, allow: Vec<String>) -> Policy {
-        Policy::new(self.routes.clone(), allow)
+    pub fn with_allow(&self, allow: Vec<String>, cidrs: &[String]) -> Policy {
+        Policy::new(self.routes.clone(), allow, cidrs)
     }
 
     /// The decision for a CONNECT to `host`.
@@ -138,7 +143,7 @@ impl Policy {
     }
 
     fn allowed(&self, host: &Host) -> bool {
-        self.allow.iter().any(|p| p.matches_host(host))
+        self.allow.allows(host)
     }
 }
 
@@ -157,7 +162,7 @@ mod tests {
 
     #[test]
     fn wildcards_match_subdomains_only() {
-        let p = Policy::new(vec![], vec!["*.example.org".into(), "pypi.org".into()]);
+        let p = Policy::new(vec![], vec!["*.example.org".into(), "pypi.org".into()], &[]);
         for (host, allowed) in [
             ("a.example.org", true),
             ("a.b.example.org", true),
@@ -176,6 +181,29 @@ mod tests {
     }
 
     #[test]
+    fn an_address_passes_when_a_block_holds_it_as_pipelock_decides() {
+        let p = Policy::new(
+            vec![],
+            vec!["*.example.org".into()],
+            &["10.244.0.0/24".into()],
+        );
+        for (host, allowed) in [
+            ("10.244.0.54", true),
+            ("0x0af40036", true), // 10.244.0.54 in hex: the grammar parses every notation
+            ("10.244.1.1", false),
+            ("a.example.org", true),
+            ("10.244.0.54.example.org", true),
+        ] {
+            assert_eq!(
+                matches!(p.request(host, "/"), Decision::Allow),
+                allowed,
+                "{host}"
+            );
+            assert_eq!(p.tunnel(host) == Tunnel::Intercept, allowed, "{host}");
+        }
+    }
+
+    #[test]
     fn longest_prefix_wins_and_unmatched_paths_are_denied() {
         let p = Policy::new(
             vec![
@@ -184,6 +212,7 @@ mod tests {
                 route("pass.x", None, true),
             ],
             vec!["*.allowed.x".into()],
+            &[],
         );
         match p.request("API.X", "/v1/admin/users") {
             Decision::Route(r) => assert_eq!(r.label(), "api.x/v1/admin"),

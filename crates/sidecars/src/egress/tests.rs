@@ -46,7 +46,7 @@ async fn world(routes: Vec<Route>, allow: Vec<String>) -> World {
     let audit = Arc::new(Mutex::new(Vec::new()));
     let proxy = Proxy {
         bottle: "b".into(),
-        policy: crate::reload::Swap::new(Policy::new(routes, allow)),
+        policy: crate::reload::Swap::new(Policy::new(routes, allow, &[])),
         authority,
         upstream: up,
         sink: Sink::Memory(audit.clone()),

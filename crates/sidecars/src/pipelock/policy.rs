@@ -10,7 +10,7 @@
 
 use std::net::IpAddr;
 
-pub use bottle_contract::host::{Cidr, Host, HostError, HostName, HostPattern};
+pub use bottle_contract::host::{Allowlist, Cidr, Host, HostError, HostName, HostPattern};
 
 use super::config::{Config, ConfigError};
 
@@ -22,8 +22,8 @@ pub fn normalize(raw: &str) -> Result<Host, HostError> {
 
 /// The compiled allowlist.
 pub struct Policy {
-    entries: Vec<HostPattern>,
-    pub cidrs: Vec<Cidr>,
+    /// What may be reached: the one rule egress decides by too.
+    pub list: Allowlist,
 }
 
 /// The verdict on a host.
@@ -47,12 +47,14 @@ impl Policy {
             .iter()
             .map(|c| Cidr::parse(c).map_err(ConfigError::Host))
             .collect::<Result<_, _>>()?;
-        Ok(Policy { entries, cidrs })
+        Ok(Policy {
+            list: Allowlist { entries, cidrs },
+        })
     }
 
     /// Is `ip` inside an allowed CIDR?
     pub fn cidr_allows(&self, ip: IpAddr) -> bool {
-        self.cidrs.iter().any(|c| c.contains(ip))
+        self.list.allows(&Host::Ip(ip))
     }
 
     /// The labels of an allowed `name` that the agent chose, to be judged for encoded
@@ -61,6 +63,7 @@ impl Policy {
     /// nothing can vary) or no entry matches.
     pub fn chosen_labels<'a>(&self, name: &'a HostName) -> Option<&'a str> {
         if self
+            .list
             .entries
             .iter()
             .any(|e| matches!(e, HostPattern::Exact(n) if n == name))
@@ -68,6 +71,7 @@ impl Policy {
             return None;
         }
         let base = self
+            .list
             .entries
             .iter()
             .filter(|e| matches!(e, HostPattern::Below(_)) && e.matches(name))
@@ -80,15 +84,9 @@ impl Policy {
 
     pub fn check(&self, host: &Host) -> Verdict {
         match host {
-            Host::Ip(ip) if self.cidr_allows(*ip) => Verdict::Allow,
+            _ if self.list.allows(host) => Verdict::Allow,
             Host::Ip(_) => Verdict::IpLiteral,
-            Host::Name(n) => {
-                if self.entries.iter().any(|e| e.matches(n)) {
-                    Verdict::Allow
-                } else {
-                    Verdict::NotAllowed
-                }
-            }
+            Host::Name(_) => Verdict::NotAllowed,
         }
     }
 }

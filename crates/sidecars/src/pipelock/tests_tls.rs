@@ -279,6 +279,7 @@ async fn egress_chain_injects_and_pipelock_exempts_only_the_route_credential() {
         policy: crate::reload::Swap::new(egress::route::Policy::new(
             routes,
             vec![HOST.into(), ROUTE.into()],
+            &[],
         )),
         authority: Authority::from_pem(&agent_ca.ca_pem, &agent_ca.ca_key_pem).unwrap(),
         upstream,
