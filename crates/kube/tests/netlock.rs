@@ -50,6 +50,10 @@ enum Settled {
     /// netlock refused: the pod failed, or its netlock said why (under this cluster's
     /// runsc, whose shim loses a container's exit, the pod stays `Init:0/1`).
     Refused(String),
+    /// netlock said nothing and its pod stays `Init:0/1` for a minute: under this
+    /// cluster's runsc the shim loses an init container's exit, a successful one too
+    /// (docs/design.md 9.5), so the agent never starts.
+    Stuck(String),
 }
 
 fn binary(var: &str) -> PathBuf {
@@ -112,9 +116,10 @@ fn plain_pod(name: &str, image: &str, script: &str) -> Pod {
     .expect("pod")
 }
 
-/// Waits (at most 120 s) until the agent pod runs or netlock has refused.
+/// Waits (at most 120 s) until the agent pod runs or netlock has refused; a pod still
+/// initializing after 60 s whose netlock said nothing is [`Settled::Stuck`].
 async fn settle(api: &Api<Pod>, name: &str) -> Settled {
-    for _ in 0..240 {
+    for i in 0..240 {
         let p = api.get(name).await.expect("reading pod");
         let status = p.status.clone().unwrap_or_default();
         let netlock_exit = status
@@ -129,6 +134,9 @@ async fn settle(api: &Api<Pod>, name: &str) -> Settled {
             Some("Failed") => return Settled::Refused(log),
             _ if netlock_exit.is_some_and(|c| c != 0) || log.contains("error: netlock") => {
                 return Settled::Refused(log);
+            }
+            _ if i >= 120 && netlock_exit.is_none() && log.is_empty() => {
+                return Settled::Stuck(format!("{:?}", status.phase));
             }
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -343,6 +351,16 @@ async fn the_agent_pod_reaches_its_sidecar_and_nothing_else_under_runc_and_runsc
                 assert!(lock_expected, "{name}: runs although nothing locked it");
                 ip
             }
+            Settled::Stuck(phase) if runtime.is_some() => {
+                // The lock may be in force, but the agent never starts: closed, not run.
+                assert!(
+                    !lock_expected,
+                    "{name}: stays initializing ({phase}) although it should run"
+                );
+                eprintln!("{name}: stays initializing, the agent never started ({phase})");
+                continue;
+            }
+            Settled::Stuck(phase) => panic!("{name}: stays initializing under runc ({phase})"),
             Settled::Refused(log) => {
                 // Fails closed: the agent never started, so nothing of it reached anyone.
                 assert!(
