@@ -7,8 +7,9 @@
 //!
 //! The audit stream's line format and its reader ([`audit`]); a sidecar's readiness and
 //! the digests of the live config it has in force ([`status`]); the one duration grammar
-//! ([`duration`]). How a volume claim is seeded on Kubernetes ([`seed`]), and how small files in a
-//! sidecar's volume are read and written through exec there ([`volume_files`]).
+//! ([`duration`]). How a volume claim is seeded on Kubernetes ([`seed`]); how small files in a
+//! sidecar's volume are read and written through exec there ([`volume_files`]); how a gVisor
+//! agent pod asks its node for its network lock ([`netlock`]).
 //!
 //! Nothing here does I/O but [`supervise::now`] and [`audit::Line::now`], the time
 //! stamps the queue's records and the audit lines carry.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod git_gate;
 pub mod host;
 pub mod labels;
+pub mod netlock;
 pub mod node;
 pub mod pipelock;
 pub mod seed;

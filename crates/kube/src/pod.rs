@@ -7,6 +7,13 @@
 //! answers); the sidecars are named through `hostAliases`, and their addresses are the
 //! same ones netlock lets through, so a name and its way out never disagree.
 //!
+//! Under a RuntimeClass (gVisor, section 9.5) nothing inside the pod can write the lock:
+//! the pod carries the annotation [`LOCK_ANNOTATION`] naming the endpoints, the node's
+//! chained CNI plugin (`bottle sidecar cni`) writes the same table into the pod's network
+//! namespace before any container starts, and the init container runs `netlock --verify`
+//! instead (no capability, uid 65534): it proves the lock is in force and fails the pod
+//! if it is not, so a node without the plugin never runs the agent.
+//!
 //! The backend adds volumes, environment and agent-net; this module fixes what must hold
 //! whatever it adds.
 
@@ -28,6 +35,24 @@ pub const NETLOCK: &str = "netlock";
 pub const AGENT: &str = "agent";
 /// The sidecar binary's path in the sidecar image (`Dockerfile.egress`).
 pub const SIDECAR_BINARY: &str = "/bottle";
+/// The annotation that asks the node's CNI plugin for the lock (section 9.5).
+pub use bottle_contract::netlock::ANNOTATION as LOCK_ANNOTATION;
+/// The uid `netlock --verify` runs as: it needs no privilege.
+const NOBODY: i64 = 65534;
+/// The RuntimeClass of gVisor agents.
+pub const RUNSC: &str = "runsc";
+/// The label (value `cni`) with which the operator says that every node of a
+/// RuntimeClass chains the netlock CNI plugin; only then is `runsc` offered.
+pub use bottle_contract::netlock::RUNTIME_CLASS_LABEL as LOCKED_BY_NODE;
+
+/// Does this RuntimeClass carry [`LOCKED_BY_NODE`]`=cni`?
+pub fn locked_by_node(meta: &ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(LOCKED_BY_NODE))
+        .is_some_and(|v| v == bottle_contract::netlock::BY_CNI)
+}
+
 /// The one nameserver the agent's pod has: loopback, inside the lock.
 pub const NAMESERVER: &str = "127.0.0.1";
 
@@ -77,20 +102,57 @@ pub(crate) fn hardened(uid: i64, gid: i64, add: &[&str]) -> SecurityContext {
     }
 }
 
-/// The `netlock` init container: locks the pod to `endpoints` and exits.
-pub fn netlock_container(sidecar_image: &str, endpoints: &[Endpoint]) -> Container {
+/// The `netlock` init container: locks the pod to `endpoints` and exits; or, when the
+/// node writes the lock (`by_node`, under a RuntimeClass), proves it is in force.
+pub fn netlock_container(sidecar_image: &str, endpoints: &[Endpoint], by_node: bool) -> Container {
     let mut command = vec![SIDECAR_BINARY.into(), "sidecar".into(), NETLOCK.into()];
+    if by_node {
+        command.push("--verify".into());
+    }
     command.extend(endpoints.iter().map(|e| e.addr.to_string()));
+    // Root in the pod's namespace with NET_ADMIN alone: nf_tables over netlink needs
+    // nothing else (no NET_RAW: netlock opens no raw socket). Verifying needs nothing.
+    let security_context = if by_node {
+        hardened(NOBODY, NOBODY, &[])
+    } else {
+        hardened(0, 0, &["NET_ADMIN"])
+    };
     Container {
         name: NETLOCK.into(),
         image: Some(sidecar_image.into()),
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(command),
-        // Root in the pod's namespace with NET_ADMIN alone: nf_tables over netlink needs
-        // nothing else (no NET_RAW: netlock opens no raw socket).
-        security_context: Some(hardened(0, 0, &["NET_ADMIN"])),
+        security_context: Some(security_context),
         ..Default::default()
     }
+}
+
+/// Locks `pod` to `endpoints`: its `netlock` init container first (replacing one it
+/// has), and under a RuntimeClass the annotation that asks the node for the lock (taken
+/// away otherwise). Call it after the RuntimeClass is set.
+pub fn set_lock(pod: &mut Pod, sidecar_image: &str, endpoints: &[Endpoint]) {
+    let by_node = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.runtime_class_name.is_some());
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    if by_node {
+        annotations.insert(
+            LOCK_ANNOTATION.into(),
+            bottle_contract::netlock::annotation(endpoints.iter().map(|e| e.addr)),
+        );
+    } else {
+        annotations.remove(LOCK_ANNOTATION);
+    }
+    if annotations.is_empty() {
+        pod.metadata.annotations = None;
+    }
+    let Some(s) = pod.spec.as_mut() else {
+        return;
+    };
+    let inits = s.init_containers.get_or_insert_with(Vec::new);
+    inits.retain(|c| c.name != NETLOCK);
+    inits.insert(0, netlock_container(sidecar_image, endpoints, by_node));
 }
 
 /// The sidecars' names for `/etc/hosts`, one entry per address.
@@ -130,14 +192,13 @@ pub fn agent_pod(p: &AgentPod) -> Pod {
         resources,
         ..Default::default()
     };
-    Pod {
+    let mut pod = Pod {
         metadata: ObjectMeta {
             name: Some(p.name.clone()),
             labels: Some(p.labels.clone().into_iter().collect()),
             ..Default::default()
         },
         spec: Some(PodSpec {
-            init_containers: Some(vec![netlock_container(&p.sidecar_image, &p.endpoints)]),
             containers: vec![agent],
             runtime_class_name: p.runtime_class.clone(),
             automount_service_account_token: Some(false),
@@ -164,7 +225,9 @@ pub fn agent_pod(p: &AgentPod) -> Pod {
             ..Default::default()
         }),
         ..Default::default()
-    }
+    };
+    set_lock(&mut pod, &p.sidecar_image, &p.endpoints);
+    pod
 }
 
 #[cfg(test)]
@@ -270,6 +333,66 @@ mod tests {
                 .spec
                 .and_then(|s| s.runtime_class_name),
             Some("runsc".into())
+        );
+    }
+
+    #[test]
+    fn under_a_runtime_class_the_node_writes_the_lock_and_netlock_only_verifies_it() {
+        let runc = agent_pod(&spec(None));
+        assert!(
+            runc.metadata
+                .annotations
+                .as_ref()
+                .is_none_or(|a| !a.contains_key(LOCK_ANNOTATION))
+        );
+        let mut pod = agent_pod(&spec(Some("runsc")));
+        assert_eq!(
+            pod.metadata.annotations.as_ref().expect("annotations")[LOCK_ANNOTATION],
+            "10.96.0.10:3128 10.96.0.11:8418 10.96.0.12:8765"
+        );
+        let s = pod.spec.as_ref().expect("spec");
+        let [init] = &s.init_containers.as_ref().expect("init")[..] else {
+            panic!("one init container")
+        };
+        assert_eq!(
+            init.command.as_deref().expect("command")[..5],
+            [
+                "/bottle",
+                "sidecar",
+                "netlock",
+                "--verify",
+                "10.96.0.10:3128"
+            ]
+        );
+        let sc = init.security_context.as_ref().expect("sc");
+        assert_eq!(sc.run_as_user, Some(65534));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(sc.capabilities.as_ref().and_then(|c| c.add.clone()), None);
+
+        // Locked anew (the sidecars moved), then back under runc: one netlock, first.
+        set_lock(
+            &mut pod,
+            "reg/sidecar:3",
+            &[ep("egress", "10.96.0.20:3128")],
+        );
+        assert_eq!(
+            pod.metadata.annotations.as_ref().expect("a")[LOCK_ANNOTATION],
+            "10.96.0.20:3128"
+        );
+        if let Some(s) = pod.spec.as_mut() {
+            s.runtime_class_name = None;
+        }
+        set_lock(
+            &mut pod,
+            "reg/sidecar:3",
+            &[ep("egress", "10.96.0.20:3128")],
+        );
+        assert_eq!(pod.metadata.annotations, None);
+        let inits = pod.spec.and_then(|s| s.init_containers).expect("init");
+        assert_eq!(inits.len(), 1);
+        assert_eq!(
+            inits[0].command.as_deref().expect("command"),
+            ["/bottle", "sidecar", "netlock", "10.96.0.20:3128"]
         );
     }
 

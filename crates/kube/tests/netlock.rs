@@ -2,6 +2,11 @@
 //! `kube-e2e`; docs/design.md section 9.3) on the test cluster of scripts/kube/cluster.sh:
 //! an agent pod rendered by `bottle_kube::pod::agent_pod`, whose init container is the
 //! real `bottle sidecar netlock`, under runc and under gVisor (RuntimeClass `runsc`).
+//! Under gVisor the node's chained CNI plugin (`bottle sidecar cni`, scripts/kube/cluster.sh
+//! with BOTTLE_KUBE_NETLOCK_BINARY) writes the lock and netlock only verifies it: the pod
+//! must run and fail the same probes as under runc when the RuntimeClass is labelled
+//! `bottle.netlock=cni`, and fail closed otherwise; a gVisor pod without the annotation
+//! (which the plugin then leaves alone) must fail closed either way.
 //!
 //! Images: the cluster's busybox with the static `bottle` ($BOTTLE_SIDECAR_BINARY) and
 //! `bottle-testkit` ($BOTTLE_TESTKIT_BINARY, whose `health` listener writes down who sent
@@ -28,6 +33,15 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{Api, LogParams};
 
+/// One agent pod of the test: its runtime, whether it must run locked, and whether the
+/// annotation that asks the node for the lock is taken away.
+struct Run {
+    tag: &'static str,
+    runtime: Option<&'static str>,
+    lock_expected: bool,
+    unannotated: bool,
+}
+
 /// Where an agent pod stands once it has settled.
 #[derive(Debug)]
 enum Settled {
@@ -36,6 +50,10 @@ enum Settled {
     /// netlock refused: the pod failed, or its netlock said why (under this cluster's
     /// runsc, whose shim loses a container's exit, the pod stays `Init:0/1`).
     Refused(String),
+    /// netlock said nothing and its pod stays `Init:0/1` for a minute: under this
+    /// cluster's runsc the shim loses an init container's exit, a successful one too
+    /// (docs/design.md 9.5), so the agent never starts.
+    Stuck(String),
 }
 
 fn binary(var: &str) -> PathBuf {
@@ -98,9 +116,10 @@ fn plain_pod(name: &str, image: &str, script: &str) -> Pod {
     .expect("pod")
 }
 
-/// Waits (at most 120 s) until the agent pod runs or netlock has refused.
+/// Waits (at most 120 s) until the agent pod runs or netlock has refused; a pod still
+/// initializing after 60 s whose netlock said nothing is [`Settled::Stuck`].
 async fn settle(api: &Api<Pod>, name: &str) -> Settled {
-    for _ in 0..240 {
+    for i in 0..240 {
         let p = api.get(name).await.expect("reading pod");
         let status = p.status.clone().unwrap_or_default();
         let netlock_exit = status
@@ -115,6 +134,9 @@ async fn settle(api: &Api<Pod>, name: &str) -> Settled {
             Some("Failed") => return Settled::Refused(log),
             _ if netlock_exit.is_some_and(|c| c != 0) || log.contains("error: netlock") => {
                 return Settled::Refused(log);
+            }
+            _ if i >= 120 && netlock_exit.is_none() && log.is_empty() => {
+                return Settled::Stuck(format!("{:?}", status.phase));
             }
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
@@ -267,18 +289,40 @@ async fn the_agent_pod_reaches_its_sidecar_and_nothing_else_under_runc_and_runsc
         "unlocked, a datagram leaves: {control:?}"
     );
 
+    // Under runc the pod locks itself. Under runsc the node's CNI plugin locks it when
+    // the RuntimeClass says its nodes chain the plugin (as the backend reads it), and
+    // `netlock --verify` proves it; a runsc pod the plugin does not lock (its annotation
+    // taken away: what a node without the plugin does) must fail closed.
     let runtimes: Api<RuntimeClass> = Api::all(cluster.client().clone());
-    let mut runs = vec![None];
-    if runtimes
-        .get_opt("runsc")
-        .await
-        .expect("runtime classes")
-        .is_some()
-    {
-        runs.push(Some("runsc"));
+    let mut runs = vec![Run {
+        tag: "runc",
+        runtime: None,
+        lock_expected: true,
+        unannotated: false,
+    }];
+    if let Some(rc) = runtimes.get_opt("runsc").await.expect("runtime classes") {
+        let plugin = bottle_kube::pod::locked_by_node(&rc.metadata);
+        eprintln!("RuntimeClass runsc; the node's netlock plugin: {plugin}");
+        runs.push(Run {
+            tag: "runsc",
+            runtime: Some("runsc"),
+            lock_expected: plugin,
+            unannotated: false,
+        });
+        runs.push(Run {
+            tag: "runsc-unlocked",
+            runtime: Some("runsc"),
+            lock_expected: false,
+            unannotated: true,
+        });
     }
-    for runtime in runs {
-        let tag = runtime.unwrap_or("runc");
+    for Run {
+        tag,
+        runtime,
+        lock_expected,
+        unannotated,
+    } in runs
+    {
         let name = format!("agent-{tag}");
         let spec = AgentPod {
             name: name.clone(),
@@ -297,14 +341,31 @@ async fn the_agent_pod_reaches_its_sidecar_and_nothing_else_under_runc_and_runsc
             runtime_class: runtime.map(str::to_owned),
             memory: Some("128Mi".into()),
         };
-        create(agent_pod(&spec)).await;
+        let mut pod = agent_pod(&spec);
+        if unannotated && let Some(a) = pod.metadata.annotations.as_mut() {
+            a.remove(bottle_kube::pod::LOCK_ANNOTATION);
+        }
+        create(pod).await;
         let agent_ip = match settle(&pods, &name).await {
-            Settled::Running(ip) => ip,
+            Settled::Running(ip) => {
+                assert!(lock_expected, "{name}: runs although nothing locked it");
+                ip
+            }
+            Settled::Stuck(phase) if runtime.is_some() => {
+                // The lock may be in force, but the agent never starts: closed, not run.
+                assert!(
+                    !lock_expected,
+                    "{name}: stays initializing ({phase}) although it should run"
+                );
+                eprintln!("{name}: stays initializing, the agent never started ({phase})");
+                continue;
+            }
+            Settled::Stuck(phase) => panic!("{name}: stays initializing under runc ({phase})"),
             Settled::Refused(log) => {
                 // Fails closed: the agent never started, so nothing of it reached anyone.
                 assert!(
-                    runtime.is_some(),
-                    "{name}: netlock failed under runc: {log}"
+                    !lock_expected,
+                    "{name}: netlock failed although it should lock: {log}"
                 );
                 let status = pods
                     .get(&name)

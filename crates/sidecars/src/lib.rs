@@ -42,6 +42,10 @@ pub enum Kind {
     AgentNet,
     /// Locks the pod's network to the endpoints given, then exits (see [`netlock`]).
     Netlock,
+    /// The node's chained CNI plugin that writes netlock's table into a gVisor agent
+    /// pod's network namespace (see [`netlock::cni`]).
+    #[value(hide = true)]
+    Cni,
     /// Writes a volume claim's files and owners, then exits (see [`seed`]).
     Seed,
     /// Unpacks the host trees sent on stdin into the seeding helper's claims (see
@@ -71,6 +75,9 @@ pub struct SidecarArgs {
     pub listen: String,
     /// netlock's sidecar endpoints, IPv4 `ADDR:PORT` each (no other kind takes any).
     pub endpoints: Vec<String>,
+    /// netlock: only prove the lock someone else wrote is in force (see [`netlock::verify`]).
+    #[arg(long)]
+    pub verify: bool,
     /// read-files, write-file: the directory.
     #[arg(long)]
     pub dir: Option<String>,
@@ -118,6 +125,9 @@ pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
     match args.kind {
         Kind::Pipelock => args.gateway = pipelock::sink::prepare()?,
         Kind::AgentNet => args.trap = Some(agent_net::prepare()?),
+        Kind::Netlock if args.verify => {
+            netlock::verify(&netlock::parse_endpoints(&args.endpoints)?)?
+        }
         Kind::Netlock => netlock::lock(&netlock::parse_endpoints(&args.endpoints)?)?,
         _ => {}
     }
@@ -134,6 +144,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         Kind::Probe
             | Kind::GitGateHook
             | Kind::Netlock
+            | Kind::Cni
             | Kind::Seed
             | Kind::SeedTrees
             | Kind::ReadFiles
@@ -162,6 +173,7 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         Kind::Probe => std::process::exit(status::probe()),
         // Locked in `prepare`: nothing runs on.
         Kind::Netlock => Ok(()),
+        Kind::Cni => std::process::exit(netlock::cni::run().await),
         Kind::Seed => {
             let wait = args.await_trees.map(std::time::Duration::from_secs);
             tokio::task::spawn_blocking(move || {

@@ -32,7 +32,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 
-use crate::{Cluster, Deleted, KubeError, Namespaced};
+use crate::{Cluster, Deleted, KubeError, Namespaced, pod};
 use render::Backing;
 
 /// Pushes a locally built image to a registry: the local engine's part of the backend.
@@ -1002,11 +1002,30 @@ impl<I: Engine + Push> Engine for KubeEngine<I> {
         self.images.remove_image(tag).await
     }
 
-    /// Only `runc`: under gVisor the agent pod's lock cannot be written on the clusters
-    /// tested (section 9.5), so `runtime: runsc` is refused before anything changes and
-    /// `auto` resolves to runc.
+    /// `runc`, and `runsc` when the cluster has the RuntimeClass `runsc` labelled
+    /// [`pod::LOCKED_BY_NODE`]: the operator's word that its nodes chain the netlock CNI
+    /// plugin, which writes a gVisor agent pod's lock (section 9.5; the pod proves it
+    /// before its agent starts, so a node without the plugin fails closed). Without it
+    /// `runtime: runsc` is refused before anything changes and `auto` resolves to runc;
+    /// so too for a context that may not read RuntimeClasses.
     async fn runtimes(&self) -> Result<Vec<String>, EngineError> {
-        Ok(vec!["runc".into()])
+        use k8s_openapi::api::node::v1::RuntimeClass;
+        let classes: Api<RuntimeClass> = Api::all(self.cluster.client().clone());
+        let mut out = vec!["runc".to_string()];
+        match classes.get_opt(pod::RUNSC).await {
+            Ok(Some(rc)) if pod::locked_by_node(&rc.metadata) => out.push(pod::RUNSC.into()),
+            // Unlabelled, absent, or not ours to read: gVisor is not offered.
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 403 => {}
+            Err(e) => {
+                return Err(EngineError::Api {
+                    op: "read",
+                    name: format!("runtimeclass/{}", pod::RUNSC),
+                    message: e.to_string(),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 

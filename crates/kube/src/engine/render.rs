@@ -946,18 +946,23 @@ pub fn refresh(p: &Pod, peers: &[Peer]) -> Pod {
     let mut out = fresh(p);
     let is_locked = locked(p);
     let node = pod_node(p);
+    let eps = endpoints(peers);
     if let Some(s) = out.spec.as_mut() {
-        if is_locked {
-            let eps = endpoints(peers);
-            s.host_aliases = Some(pod::host_aliases(&eps));
-            for c in s.init_containers.iter_mut().flatten() {
-                if c.name == pod::NETLOCK {
-                    *c = pod::netlock_container(c.image.as_deref().unwrap_or_default(), &eps);
-                }
-            }
+        s.host_aliases = Some(if is_locked {
+            pod::host_aliases(&eps)
         } else {
-            s.host_aliases = Some(peer_aliases(&node, peers));
-        }
+            peer_aliases(&node, peers)
+        });
+    }
+    if is_locked {
+        let image = out
+            .spec
+            .iter()
+            .flat_map(|s| s.init_containers.iter().flatten())
+            .find(|c| c.name == pod::NETLOCK)
+            .and_then(|c| c.image.clone())
+            .unwrap_or_default();
+        pod::set_lock(&mut out, &image, &eps);
     }
     out
 }
@@ -1115,9 +1120,9 @@ pub fn join_pod(
             name: String::new(),
             labels: Labels::new(),
             image: String::new(),
-            sidecar_image,
+            sidecar_image: sidecar_image.clone(),
             command: Vec::new(),
-            endpoints,
+            endpoints: endpoints.clone(),
             runtime_class: None,
             memory: None,
         });
@@ -1132,7 +1137,7 @@ pub fn join_pod(
             }
             sc
         });
-        s.init_containers = shape.init_containers;
+        s.init_containers = None;
         // The agent's own group, never the sidecars': its supplementary group is this.
         if let (Some(sc), Ok((_, gid))) = (s.security_context.as_mut(), parse_user(joiner)) {
             sc.fs_group = Some(gid);
@@ -1148,6 +1153,8 @@ pub fn join_pod(
         p.metadata.labels = Some(labels);
         let a = p.metadata.annotations.get_or_insert_with(BTreeMap::new);
         a.extend(annotations);
+        // After the RuntimeClass: under one the node writes the lock (section 9.5).
+        pod::set_lock(&mut p, &sidecar_image, &endpoints);
     }
     if let Some(s) = p.spec.as_mut() {
         s.containers.push(c);
@@ -1200,6 +1207,11 @@ pub fn strip_pod(p: &Pod, container: &str) -> Result<Option<Pod>, RenderError> {
                 .collect()
         });
         s.volumes = kept.filter(|v| !v.is_empty());
+    }
+    if gone == pod::AGENT
+        && let Some(a) = out.metadata.annotations.as_mut()
+    {
+        a.remove(pod::LOCK_ANNOTATION);
     }
     label_networks(&mut out);
     Ok(Some(out))

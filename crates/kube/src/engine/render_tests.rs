@@ -378,6 +378,53 @@ fn the_agent_joins_its_holders_pod_locked_to_the_sidecars_and_leaves_it_again() 
 }
 
 #[test]
+fn a_gvisor_agent_asks_the_node_for_its_lock_and_only_verifies_it() {
+    let holder = render_pod(&agent_net(), "reg", &BTreeMap::new(), &[]).expect("holder");
+    let peers = [Peer {
+        ip: Ipv4Addr::new(10, 88, 0, 5),
+        records: vec![record(&sidecar("egress", 3128))],
+    }];
+    let backing = BTreeMap::from([("bottle-p-b-home".to_string(), Backing::Claim)]);
+    let mut a = agent();
+    a.runtime = Some("runsc".into());
+    let p = join_pod(&holder, &a, "reg", &backing, &peers).expect("joined");
+    let lock = |p: &Pod| {
+        p.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(pod::LOCK_ANNOTATION).cloned())
+    };
+    assert_eq!(lock(&p).as_deref(), Some("10.88.0.5:3128"));
+    let s = p.spec.as_ref().expect("spec");
+    assert_eq!(s.runtime_class_name.as_deref(), Some("runsc"));
+    let cmd = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .expect("spec")
+            .init_containers
+            .as_ref()
+            .expect("init")[0]
+            .command
+            .clone()
+            .expect("cmd")
+    };
+    assert_eq!(cmd(&p)[3..], ["--verify", "10.88.0.5:3128"]);
+    // egress moved: the annotation follows, as the endpoints do.
+    let moved = [Peer {
+        ip: Ipv4Addr::new(10, 88, 0, 9),
+        records: vec![record(&sidecar("egress", 3128))],
+    }];
+    let again = refresh(&p, &moved);
+    assert_eq!(lock(&again).as_deref(), Some("10.88.0.9:3128"));
+    assert_eq!(cmd(&again)[3..], ["--verify", "10.88.0.9:3128"]);
+    // agent-net's pod without the agent asks for nothing.
+    let rest = strip_pod(&p, "bottle-p-b-agent")
+        .expect("strip")
+        .expect("pod");
+    assert_eq!(lock(&rest), None);
+}
+
+#[test]
 fn a_pod_names_only_what_it_depends_on_and_is_stale_once_that_moves() {
     let pipelock = Peer {
         ip: Ipv4Addr::new(10, 88, 0, 6),

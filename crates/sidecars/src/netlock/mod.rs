@@ -17,7 +17,13 @@
 //! (UDP, which the lock never accepts) must be refused by the local stack.
 //! A runtime whose netlink accepted the table but whose packets do not pass it (a
 //! user-space network stack that only stores rules) fails here, and with it the pod.
+//!
+//! Under gVisor nothing in the pod can write the table: the node's chained CNI plugin
+//! ([`cni`]) writes it before the pod's containers exist, and `netlock --verify`
+//! ([`verify`]) runs in the pod in netlock's place, proving the lock is in force (and
+//! failing the pod if it is not) without writing anything.
 
+pub mod cni;
 pub mod nft;
 
 use std::io::Read as _;
@@ -47,6 +53,10 @@ pub enum LockError {
         "netlock: the table was accepted but a datagram to {0} was sent: this runtime's network stack does not apply it"
     )]
     NotEnforced(SocketAddrV4),
+    #[error(
+        "netlock --verify: a datagram to {0} was sent: the pod's network is not locked (does its node chain the netlock CNI plugin?)"
+    )]
+    NotLocked(SocketAddrV4),
     #[error("netlock: checking the lock with a datagram to {0}")]
     Probe(SocketAddrV4, #[source] std::io::Error),
 }
@@ -75,6 +85,20 @@ pub fn lock(endpoints: &[SocketAddrV4]) -> Result<(), LockError> {
         ?endpoints,
         table = nft::TABLE,
         "netlock: the pod's network is locked"
+    );
+    Ok(())
+}
+
+/// The lock someone else wrote (the node's [`cni`] plugin) is in force for `endpoints`:
+/// [`prove`] alone, which needs no capability.
+pub fn verify(endpoints: &[SocketAddrV4]) -> Result<(), LockError> {
+    prove(endpoints).map_err(|e| match e {
+        LockError::NotEnforced(to) => LockError::NotLocked(to),
+        e => e,
+    })?;
+    tracing::info!(
+        ?endpoints,
+        "netlock: the pod's network is locked (verified)"
     );
     Ok(())
 }
