@@ -265,17 +265,36 @@ fn hex_byte(data: &[u8], at: usize) -> Option<u8> {
 /// A backslash pattern can start where the parse sees no escape (`\\u`); the parse
 /// decides. `None` for the other kinds.
 pub(super) fn strong_starts(kind: Kind, data: &[u8]) -> Option<Vec<usize>> {
-    let patterns: &[&[u8]] = match kind {
-        Kind::Backslash => &[b"\\/", b"\\u", b"\\x", b"\\0", b"\\1", b"\\2", b"\\3"],
-        Kind::Html => &[b"&#"],
+    use memchr::memmem::Finder;
+    use std::sync::OnceLock;
+    type Finders = Vec<Finder<'static>>;
+    static BACKSLASH: OnceLock<Finders> = OnceLock::new();
+    static HTML: OnceLock<Finders> = OnceLock::new();
+    let made = |patterns: &[&[u8]]| -> Finders {
+        patterns
+            .iter()
+            .map(|p| Finder::new(p).into_owned())
+            .collect()
+    };
+    let (trigger, finders) = match kind {
+        Kind::Backslash => (
+            b'\\',
+            BACKSLASH
+                .get_or_init(|| made(&[b"\\/", b"\\u", b"\\x", b"\\0", b"\\1", b"\\2", b"\\3"])),
+        ),
+        Kind::Html => (b'&', HTML.get_or_init(|| made(&[b"&#"]))),
         _ => return None,
     };
     // One pair search a pattern (both bytes at once, so a JSON body's `\n` and `\"`
     // cost no candidate); no two occurrences overlap (no pattern ends with its first
-    // byte), so together they are every occurrence.
-    let mut starts: Vec<usize> = patterns
+    // byte), so together they are every occurrence. Text without the first byte
+    // (code, prose) costs one `memchr`.
+    let Some(first) = memchr(trigger, data) else {
+        return Some(Vec::new());
+    };
+    let mut starts: Vec<usize> = finders
         .iter()
-        .flat_map(|p| memchr::memmem::find_iter(data, p))
+        .flat_map(|f| f.find_iter(&data[first..]).map(move |s| first + s))
         .collect();
     starts.sort_unstable();
     Some(starts)
