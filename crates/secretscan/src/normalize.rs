@@ -46,7 +46,7 @@ pub use unicode::{is_invisible, text};
 
 use crate::rules::RuleSet;
 use crate::scanner::{BACK, FORWARD, Finding};
-use escapes::{Escapes, Kind};
+use escapes::{Escapes, Keep, Kind, Within};
 
 /// Bounds on the work [`RuleSet::scan_deep`] does for one input.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -345,26 +345,6 @@ impl Builder {
     }
 }
 
-/// Sorted, disjoint intervals asked about positions in ascending order.
-struct Within {
-    spans: Vec<(usize, usize)>,
-    at: usize,
-}
-
-impl Within {
-    fn new(spans: Vec<(usize, usize)>) -> Self {
-        Within { spans, at: 0 }
-    }
-
-    /// Is `p` in one of the intervals? `p` never decreases from one call to the next.
-    fn contains(&mut self, p: usize) -> bool {
-        while self.spans.get(self.at).is_some_and(|&(_, e)| e <= p) {
-            self.at += 1;
-        }
-        self.spans.get(self.at).is_some_and(|&(s, _)| s <= p)
-    }
-}
-
 /// Merge intervals given in ascending order of start.
 fn merge(spans: impl Iterator<Item = (usize, usize)>) -> Vec<(usize, usize)> {
     let mut out: Vec<(usize, usize)> = Vec::new();
@@ -508,16 +488,43 @@ impl<'a> Deep<'_, 'a> {
         let data: &[u8] = &self.views[v].data;
         let depth = self.views[v].depth;
         let mut out = Vec::new();
+        // Weak escapes count near a keyword of the input as given (in a deeper view,
+        // a few small islands, every escape counts).
+        let hits = &self.hits;
+        let margin = |kind: Kind| kind.shrink() * self.reach;
+        // The reach of the hits, for an escape of `kind`.
+        let reach = |kind: Kind| {
+            let m = margin(kind);
+            merge(hits.iter().map(|&h| (h.saturating_sub(m), h + m + 1)))
+        };
+        // In the input as given only the escapes that can be anchors are listed first
+        // (strong ones, and those in the hits' reach); those inside the islands are
+        // listed once the islands are known.
         let all: Vec<(Kind, Escapes)> = Kind::ALL
             .iter()
-            .map(|&k| (k, escapes::find(k, data)))
+            .map(|&k| {
+                let keep = match (depth, k) {
+                    // Only a `+` in the hits' reach is an anchor of the form view.
+                    (0, Kind::Form) => Keep::Inside(Within::new(reach(k))),
+                    // Backslash and HTML: parsed only where a strong one can start
+                    // and in the reach.
+                    (0, _) => match escapes::strong_starts(k, data) {
+                        Some(starts) => {
+                            let mut spans = reach(k);
+                            spans.extend(starts.into_iter().map(|s| (s, s + 1)));
+                            spans.sort_unstable();
+                            Keep::Inside(Within::new(merge(spans.into_iter())))
+                        }
+                        None => Keep::Anchors(Within::new(reach(k))),
+                    },
+                    _ => Keep::All,
+                };
+                (k, escapes::find_kept(k, data, keep))
+            })
             .filter(|(k, e)| {
                 !e.list.is_empty() && (*k != Kind::Form || e.list.iter().any(|x| x.len == 1))
             })
             .collect();
-        // Weak escapes count near a keyword of the input as given (in a deeper view,
-        // a few small islands, every escape counts).
-        let hits = &self.hits;
         // Inside a long base64 run (an image) a `+` or `\/` separates nothing: a short
         // keyword that turns up in it by chance must not make the run a view.
         // Every base64-alphabet run, found once for the blobs and for `runs`.
@@ -533,7 +540,7 @@ impl<'a> Deep<'_, 'a> {
             Vec::new()
         };
         for (kind, esc) in &all {
-            let margin = kind.shrink() * self.reach;
+            let margin = margin(*kind);
             let span = |e: &escapes::Esc| {
                 (
                     e.pos.saturating_sub(margin),
@@ -542,10 +549,7 @@ impl<'a> Deep<'_, 'a> {
             };
             let islands = if depth == 0 {
                 // Escapes come in order: where hits and blobs are is walked once.
-                let mut reach = Within::new(merge(
-                    hits.iter()
-                        .map(|&h| (h.saturating_sub(margin), h + margin + 1)),
-                ));
+                let mut reach = Within::new(reach(*kind));
                 let mut blob = Within::new(blobs.clone());
                 let mut near = |p: usize| reach.contains(p) && !blob.contains(p);
                 // Form adds `+` for a space to percent, whose escapes make their own view.
@@ -571,6 +575,15 @@ impl<'a> Deep<'_, 'a> {
             if islands.is_empty() {
                 continue;
             }
+            // In the input as given, now the escapes inside the islands, all of them.
+            let inside;
+            let esc = if depth == 0 {
+                inside =
+                    escapes::find_kept(*kind, data, Keep::Inside(Within::new(islands.clone())));
+                &inside
+            } else {
+                esc
+            };
             let mut b = Builder::new(self.remaining());
             let mut k = 0;
             for (lo, hi) in islands {
@@ -727,21 +740,9 @@ impl<'a> Deep<'_, 'a> {
                 done = e;
             }
         } else {
-            let mut i = 0;
-            while i < data.len() {
-                if !class(data[i]) {
-                    i += 1;
-                    continue;
-                }
-                let s = i;
-                while i < data.len() && class(data[i]) {
-                    i += 1;
-                }
-                // Most runs are words, far shorter than a key.
-                if i - s >= FOLD_MIN {
-                    push(s, i);
-                }
-            }
+            // Most runs are words, far shorter than a key: skipped without a look at
+            // each byte.
+            runs::class_runs(data, FOLD_MIN, class, |s, len| push(s, s + len));
         }
         if spans.is_empty() {
             return None;

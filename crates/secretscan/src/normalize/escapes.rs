@@ -47,6 +47,30 @@ impl Kind {
         }
     }
 
+    /// The most source bytes one attempt at an escape consumes (`&#x10FFFF;`, a
+    /// surrogate pair `\uD83D\uDE00`): an escape never covers a place with no trigger
+    /// byte this far before it.
+    fn longest(self) -> usize {
+        match self {
+            Kind::Percent | Kind::Form | Kind::QuotedPrintable => 3,
+            Kind::Unicode => 4,
+            Kind::Html => 10,
+            Kind::Backslash => 12,
+        }
+    }
+
+    /// A byte an escape of this kind starts with.
+    fn trigger(self, b: u8) -> bool {
+        match self {
+            Kind::Percent => b == b'%',
+            Kind::Form => b == b'%' || b == b'+',
+            Kind::QuotedPrintable => b == b'=',
+            Kind::Backslash => b == b'\\',
+            Kind::Html => b == b'&',
+            Kind::Unicode => b >= 0x80,
+        }
+    }
+
     /// The most source bytes one decoded byte can come from (for weak escapes): how
     /// much farther apart two places can be in the source than in the decoded text.
     pub(super) fn shrink(self) -> usize {
@@ -73,6 +97,47 @@ pub(super) struct Esc {
 pub(super) struct Escapes {
     pub list: Vec<Esc>,
     pub bytes: Vec<u8>,
+    keep: Keep,
+}
+
+/// Which of the escapes found are listed: all, or (for the input as given, where a
+/// JSON body or a form holds tens of thousands of weak escapes and only those in the
+/// islands are used) fewer. The text is parsed the same way in every case, so an
+/// escape that is listed is the same escape with the same strength as in the full
+/// list.
+#[derive(Default, Debug)]
+pub(super) enum Keep {
+    #[default]
+    All,
+    /// Every escape that can be strong (strong as decoded, or a byte of a UTF-8
+    /// sequence, which its group can make strong) and every escape starting inside
+    /// one of the spans (sorted, disjoint): the anchors of the islands are all there,
+    /// with the strength the full list gives them.
+    Anchors(Within),
+    /// The escapes starting inside one of the spans (the islands), and only they;
+    /// parsing jumps over the text between them (see [`Escapes::resume`]).
+    Inside(Within),
+}
+
+/// Sorted, disjoint intervals asked about positions in ascending order.
+#[derive(Debug)]
+pub(super) struct Within {
+    spans: Vec<(usize, usize)>,
+    at: usize,
+}
+
+impl Within {
+    pub(super) fn new(spans: Vec<(usize, usize)>) -> Self {
+        Within { spans, at: 0 }
+    }
+
+    /// Is `p` in one of the intervals? `p` never decreases from one call to the next.
+    pub(super) fn contains(&mut self, p: usize) -> bool {
+        while self.spans.get(self.at).is_some_and(|&(_, e)| e <= p) {
+            self.at += 1;
+        }
+        self.spans.get(self.at).is_some_and(|&(s, _)| s <= p)
+    }
 }
 
 impl Escapes {
@@ -83,7 +148,16 @@ impl Escapes {
         self.bytes.reserve(n);
     }
 
+    #[inline]
     fn push(&mut self, pos: usize, len: usize, dec: &[u8], strong: bool) {
+        let listed = match &mut self.keep {
+            Keep::All => true,
+            Keep::Anchors(near) => strong || matches!(dec, [b] if *b >= 0x80) || near.contains(pos),
+            Keep::Inside(islands) => islands.contains(pos),
+        };
+        if !listed {
+            return;
+        }
         self.list.push(Esc {
             pos,
             len,
@@ -100,6 +174,29 @@ impl Escapes {
     fn push_char(&mut self, pos: usize, len: usize, c: char) {
         let mut buf = [0u8; 4];
         self.push(pos, len, c.encode_utf8(&mut buf).as_bytes(), strong_char(c));
+    }
+
+    /// Where the parse of `kind` at `i` goes on: `i`, or with [`Keep::Inside`] the
+    /// place before the next island from which parsing finds the escapes the full
+    /// parse finds (no trigger byte within [`Kind::longest`] before it, so no attempt
+    /// at an escape covers it); `None` once past the last island.
+    fn resume(&mut self, kind: Kind, data: &[u8], i: usize) -> Option<usize> {
+        let Keep::Inside(islands) = &mut self.keep else {
+            return Some(i);
+        };
+        while islands.spans.get(islands.at).is_some_and(|&(_, e)| e <= i) {
+            islands.at += 1;
+        }
+        let &(lo, _) = islands.spans.get(islands.at)?;
+        let mut q = lo;
+        while q > i {
+            let from = q.saturating_sub(kind.longest() - 1).max(i);
+            match data[from..q].iter().rposition(|&b| kind.trigger(b)) {
+                Some(r) => q = from + r,
+                None => return Some(q),
+            }
+        }
+        Some(i)
     }
 
     pub(super) fn decoded(&self, e: &Esc) -> &[u8] {
@@ -160,17 +257,77 @@ fn hex_byte(data: &[u8], at: usize) -> Option<u8> {
     (h != 0xFF && l != 0xFF).then_some(h << 4 | l)
 }
 
+/// Where a strong escape of `kind` can start in `data`, for the kinds where that is
+/// a few two-byte patterns: `\/`, `\u`, `\x` and octal (`\0`-`\3`) among backslash
+/// escapes (`\n`, `\"` and the rest decode to no key byte), `&#` among HTML
+/// references (the named ones decode to none). Found with one vectorized search, so
+/// that the escapes of a JSON body need not all be parsed to find its few strong ones.
+/// A backslash pattern can start where the parse sees no escape (`\\u`); the parse
+/// decides. `None` for the other kinds.
+pub(super) fn strong_starts(kind: Kind, data: &[u8]) -> Option<Vec<usize>> {
+    use memchr::memmem::Finder;
+    use std::sync::OnceLock;
+    type Finders = Vec<Finder<'static>>;
+    static BACKSLASH: OnceLock<Finders> = OnceLock::new();
+    static HTML: OnceLock<Finders> = OnceLock::new();
+    let made = |patterns: &[&[u8]]| -> Finders {
+        patterns
+            .iter()
+            .map(|p| Finder::new(p).into_owned())
+            .collect()
+    };
+    let (trigger, finders) = match kind {
+        Kind::Backslash => (
+            b'\\',
+            BACKSLASH
+                .get_or_init(|| made(&[b"\\/", b"\\u", b"\\x", b"\\0", b"\\1", b"\\2", b"\\3"])),
+        ),
+        Kind::Html => (b'&', HTML.get_or_init(|| made(&[b"&#"]))),
+        _ => return None,
+    };
+    // One pair search a pattern (both bytes at once, so a JSON body's `\n` and `\"`
+    // cost no candidate); no two occurrences overlap (no pattern ends with its first
+    // byte), so together they are every occurrence. Text without the first byte
+    // (code, prose) costs one `memchr`.
+    let Some(first) = memchr(trigger, data) else {
+        return Some(Vec::new());
+    };
+    let mut starts: Vec<usize> = finders
+        .iter()
+        .flat_map(|f| f.find_iter(&data[first..]).map(move |s| first + s))
+        .collect();
+    starts.sort_unstable();
+    Some(starts)
+}
+
+/// Every escape of `kind` in `data` (what the short lists are tested against).
+#[cfg(test)]
 pub(super) fn find(kind: Kind, data: &[u8]) -> Escapes {
+    find_kept(kind, data, Keep::All)
+}
+
+/// The escapes of `kind` in `data` that `keep` lists. Quoted-printable and Unicode
+/// escapes are always listed whole (their strength depends on the whole text; they
+/// are few), which holds every promise of [`Keep`].
+pub(super) fn find_kept(kind: Kind, data: &[u8], keep: Keep) -> Escapes {
     let mut out = Escapes::default();
+    if matches!(
+        kind,
+        Kind::Percent | Kind::Form | Kind::Backslash | Kind::Html
+    ) {
+        out.keep = keep;
+    }
     let count = |b: u8| memchr::memchr_iter(b, data).count();
-    out.reserve(match kind {
-        Kind::Percent => count(b'%'),
-        Kind::Form => count(b'%') + count(b'+'),
-        Kind::QuotedPrintable => count(b'='),
-        Kind::Backslash => count(b'\\'),
-        Kind::Html => count(b'&'),
-        Kind::Unicode => 0,
-    });
+    if matches!(out.keep, Keep::All) {
+        out.reserve(match kind {
+            Kind::Percent => count(b'%'),
+            Kind::Form => count(b'%') + count(b'+'),
+            Kind::QuotedPrintable => count(b'='),
+            Kind::Backslash => count(b'\\'),
+            Kind::Html => count(b'&'),
+            Kind::Unicode => 0,
+        });
+    }
     match kind {
         Kind::Percent => percent(data, false, &mut out),
         Kind::Form => percent(data, true, &mut out),
@@ -215,15 +372,16 @@ fn base64_context(data: &[u8], out: &mut Escapes) {
 }
 
 fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
+    let kind = if plus { Kind::Form } else { Kind::Percent };
     let mut i = 0;
-    while i < data.len() {
-        let hit = if plus {
-            memchr2(b'%', b'+', &data[i..])
+    while let Some(at) = out.resume(kind, data, i)
+        && let Some(p) = if plus {
+            memchr2(b'%', b'+', &data[at..])
         } else {
-            memchr(b'%', &data[i..])
-        };
-        let Some(off) = hit else { break };
-        let p = i + off;
+            memchr(b'%', &data[at..])
+        }
+        .map(|o| at + o)
+    {
         if data[p] == b'+' {
             out.push(p, 1, b" ", false);
             i = p + 1;
@@ -239,8 +397,7 @@ fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
 
 fn quoted_printable(data: &[u8], out: &mut Escapes) {
     let mut i = 0;
-    while let Some(off) = memchr(b'=', &data[i..]) {
-        let p = i + off;
+    while let Some(p) = memchr(b'=', &data[i..]).map(|o| i + o) {
         let soft = match data.get(p + 1..) {
             Some([b'\r', b'\n', ..]) => 3,
             Some([b'\n', ..]) => 2,
@@ -276,8 +433,9 @@ fn quoted_printable(data: &[u8], out: &mut Escapes) {
 
 fn backslash(data: &[u8], out: &mut Escapes) {
     let mut i = 0;
-    while let Some(off) = memchr(b'\\', &data[i..]) {
-        let p = i + off;
+    while let Some(at) = out.resume(Kind::Backslash, data, i)
+        && let Some(p) = memchr(b'\\', &data[at..]).map(|o| at + o)
+    {
         let Some(&next) = data.get(p + 1) else { break };
         let simple = match next {
             b'n' => Some(b'\n'),
@@ -369,8 +527,9 @@ fn html(data: &[u8], out: &mut Escapes) {
         (b"&nbsp;", b" "),
     ];
     let mut i = 0;
-    while let Some(off) = memchr(b'&', &data[i..]) {
-        let p = i + off;
+    while let Some(at) = out.resume(Kind::Html, data, i)
+        && let Some(p) = memchr(b'&', &data[at..]).map(|o| at + o)
+    {
         let rest = &data[p..];
         let mut consumed = 0;
         if rest.get(1) == Some(&b'#') {
@@ -411,22 +570,34 @@ fn html(data: &[u8], out: &mut Escapes) {
     }
 }
 
+/// The first place at or after `i` of a byte that is not ASCII (or the end): four
+/// words at a time, then a word, then a byte.
+pub(super) fn skip_ascii(data: &[u8], mut i: usize) -> usize {
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+    while let Some(block) = data.get(i..i + 32) {
+        if block.chunks_exact(8).fold(0, |acc, w| acc | word(w)) & HI != 0 {
+            break;
+        }
+        i += 32;
+    }
+    while let Some(w) = data.get(i..i + 8) {
+        if word(w) & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while i < data.len() && data[i] < 0x80 {
+        i += 1;
+    }
+    i
+}
+
 fn unicode(data: &[u8], out: &mut Escapes) {
     let mut i = 0;
     let mut folded = Vec::new();
     while i < data.len() {
-        // Skip ASCII a word at a time.
-        while i + 8 <= data.len() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&data[i..i + 8]);
-            if u64::from_ne_bytes(w) & 0x8080_8080_8080_8080 != 0 {
-                break;
-            }
-            i += 8;
-        }
-        while i < data.len() && data[i] < 0x80 {
-            i += 1;
-        }
+        i = skip_ascii(data, i);
         if i >= data.len() {
             break;
         }

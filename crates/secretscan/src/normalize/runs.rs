@@ -100,7 +100,12 @@ pub(super) fn hex_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize)) 
 
 /// Call `f(start, len)` for every maximal run of `min` or more bytes of `run` that
 /// `class` accepts (skip-ahead, like [`base64_runs`]).
-fn class_runs(run: &[u8], min: usize, class: impl Fn(u8) -> bool, mut f: impl FnMut(usize, usize)) {
+pub(super) fn class_runs(
+    run: &[u8],
+    min: usize,
+    class: impl Fn(u8) -> bool,
+    mut f: impl FnMut(usize, usize),
+) {
     let n = run.len();
     let mut i = 0;
     while min > 0 && i + min <= n {

@@ -918,3 +918,114 @@ fn compressed_streams_inside_are_inflated() {
     );
     assert_eq!(deep(words.as_bytes()), vec![]);
 }
+
+/// Sorted, disjoint spans of `data` from random cut points.
+fn spans_of(len: usize, cuts: &[usize]) -> Vec<(usize, usize)> {
+    let mut c: Vec<usize> = cuts.iter().map(|&x| x % (len + 1)).collect();
+    c.sort_unstable();
+    c.dedup();
+    c.chunks_exact(2)
+        .map(|w| (w[0], w[1]))
+        .filter(|&(a, b)| a < b)
+        .collect()
+}
+
+fn esc_fields(e: &escapes::Escapes, x: &escapes::Esc) -> (usize, usize, Vec<u8>, bool) {
+    (x.pos, x.len, e.decoded(x).to_vec(), x.strong)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
+
+    /// The short lists of the input as given are the full list cut down: the anchor
+    /// list holds every strong escape and every one in its spans, with the strength
+    /// the full list gives it; the island list is exactly the full list's escapes that
+    /// start in the islands (its parse skips the text between them).
+    #[test]
+    fn kept_escapes_are_the_full_list_cut_down(
+        data in escapy(),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let spans = spans_of(data.len(), &cuts);
+        let inside = |p: usize| spans.iter().any(|&(a, b)| a <= p && p < b);
+        for kind in escapes::Kind::ALL {
+            let full = escapes::find(kind, &data);
+            let all: Vec<_> = full.list.iter().map(|x| esc_fields(&full, x)).collect();
+
+            let a = escapes::find_kept(kind, &data, escapes::Keep::Anchors(escapes::Within::new(spans.clone())));
+            let got: Vec<_> = a.list.iter().map(|x| esc_fields(&a, x)).collect();
+            for x in &got {
+                prop_assert!(all.contains(x), "{kind:?}: {x:?} not in the full list");
+            }
+            for x in all.iter().filter(|x| x.3 || inside(x.0)) {
+                prop_assert!(got.contains(x), "{kind:?}: anchor {x:?} missing");
+            }
+
+            // Backslash and HTML in the input as given: parsed only at the places a
+            // strong escape can start and in the spans, which holds the same anchors.
+            if let Some(starts) = escapes::strong_starts(kind, &data) {
+                for x in all.iter().filter(|x| x.3) {
+                    prop_assert!(starts.contains(&x.0), "{kind:?}: strong {x:?} at no start");
+                }
+                let mut at: Vec<_> = spans.iter().copied().chain(starts.iter().map(|&s| (s, s + 1))).collect();
+                at.sort_unstable();
+                let s = escapes::find_kept(kind, &data, escapes::Keep::Inside(escapes::Within::new(merge(at.into_iter()))));
+                let got: Vec<_> = s.list.iter().map(|x| esc_fields(&s, x)).collect();
+                for x in &got {
+                    prop_assert!(all.contains(x), "{kind:?}: {x:?} not in the full list");
+                }
+                for x in all.iter().filter(|x| x.3 || inside(x.0)) {
+                    prop_assert!(got.contains(x), "{kind:?}: anchor {x:?} missing");
+                }
+            }
+
+            let i = escapes::find_kept(kind, &data, escapes::Keep::Inside(escapes::Within::new(spans.clone())));
+            let got: Vec<_> = i.list.iter().map(|x| { let f = esc_fields(&i, x); (f.0, f.1, f.2) }).collect();
+            let want: Vec<_> = all.iter().filter(|x| inside(x.0) || matches!(kind, escapes::Kind::QuotedPrintable | escapes::Kind::Unicode)).map(|x| (x.0, x.1, x.2.clone())).collect();
+            prop_assert_eq!(got, want, "{:?}", kind);
+        }
+    }
+}
+
+/// Maximal runs of `class` of at least `min` bytes, a byte at a time.
+fn runs_slow(data: &[u8], min: usize, class: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let s = i;
+        while i < data.len() && class(data[i]) {
+            i += 1;
+        }
+        if i - s >= min.max(1) {
+            out.push((s, i - s));
+        }
+        i += usize::from(i == s);
+    }
+    out
+}
+
+proptest! {
+    /// The skip-ahead run finder (the `upper` fold of a deeper view) and the ASCII skip
+    /// (Unicode escapes) find what a byte-at-a-time walk finds.
+    #[test]
+    fn skip_ahead_walks_equal_byte_walks(
+        data in proptest::collection::vec(prop_oneof![
+            4 => proptest::sample::select(b"abcxyz019AZ-_ ".to_vec()),
+            1 => any::<u8>(),
+        ], 0..600),
+        min in 1usize..30,
+        from in 0usize..700,
+    ) {
+        let class = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let mut fast = Vec::new();
+        runs::class_runs(&data, min, class, |s, l| fast.push((s, l)));
+        prop_assert_eq!(fast, runs_slow(&data, min, class));
+
+        let from = from.min(data.len());
+        let slow = data[from..].iter().position(|&b| b >= 0x80).map_or(data.len(), |p| from + p);
+        prop_assert_eq!(escapes::skip_ascii(&data, from), slow);
+    }
+}
