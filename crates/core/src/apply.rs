@@ -206,7 +206,9 @@ pub enum ApplyError {
     /// registered; found before any operation runs.
     #[error(
         "bottle {bottle} asks for runtime runsc, but the engine offers only: {}; \
-         install gVisor and register it (see README) or set `runtime: auto`",
+         give it gVisor (Docker: install runsc and register it, see README; Kubernetes: \
+         a RuntimeClass `runsc` labelled bottle.netlock=cni, whose nodes chain the netlock \
+         CNI plugin, docs/design.md 9.5) or set `runtime: auto`",
         available.join(", ")
     )]
     NoRunsc {

@@ -1,7 +1,8 @@
 //! End-to-end test (feature `kube-e2e`) of what the operator's cluster refuses, on the
 //! test cluster of scripts/kube/cluster.sh: a LimitRange the operator put in the project's
 //! namespace refuses the agent's pod; the server's message is placed at the manifest's
-//! `resources.memory` line; the bottle converges once the manifest asks for less; and the
+//! `resources.memory` line; gVisor asked for where the cluster does not offer it is one
+//! error before anything is made; the bottle converges once the manifest asks for less; and the
 //! project's namespace is removed at the end only once nothing not bottle's is in it.
 #![cfg(feature = "kube-e2e")]
 
@@ -9,7 +10,7 @@ mod common;
 
 use bottle_core::apply::{OpReport, Outcome, ReconcileOptions, reconcile_once};
 use bottle_core::graph::DesiredState;
-use bottle_engine::EngineError;
+use bottle_engine::{Engine, EngineError};
 use bottle_kube::NamespaceOutcome;
 use common::{down_if_started, pass};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace};
@@ -36,20 +37,47 @@ async fn a_refusal_by_the_cluster_is_placed_in_the_manifest_and_a_fixed_manifest
         Err(e) => panic!("creating the LimitRange: {e}"),
     }
 
-    // 1. The manifest asks 2g for the agent: the server refuses the agent's pod, and the
-    // refusal is placed at the line that asked.
+    // 0. gVisor asked for where the cluster does not offer it (its RuntimeClass `runsc`
+    // is not labelled as locked by its nodes): one error, before anything is made.
     let dir = common::manifest_dir(PROJECT, "refusal");
     let manifest = dir.join("bottles.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "project: {PROJECT}\nbottles:\n  dev:\n    image: {{dockerfile: Dockerfile}}\n    \
+             runtime: runsc\nagents:\n  hello:\n    bottle: dev\n"
+        ),
+    )
+    .expect("manifest");
+    let options = ReconcileOptions {
+        now: common::now(),
+        ..ReconcileOptions::default()
+    };
+    let gvisor = common::desired_state(&dir);
+    match reconcile_once(&engine, &gvisor, &options, &mut |_| {}, &mut |_| {}).await {
+        Err(e @ bottle_core::apply::ApplyError::NoRunsc { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("RuntimeClass `runsc` labelled bottle.netlock=cni"),
+                "{message}"
+            )
+        }
+        other => panic!("runsc on a cluster that does not offer it: {other:?}"),
+    }
+    assert!(
+        engine.list_containers(&[]).await.expect("list").is_empty()
+            && engine.list_volumes(&[]).await.expect("list").is_empty(),
+        "nothing is made"
+    );
+
+    // 1. The manifest asks 2g for the agent: the server refuses the agent's pod, and the
+    // refusal is placed at the line that asked.
     let text = format!(
         "project: {PROJECT}\nbottles:\n  dev:\n    image: {{dockerfile: Dockerfile}}\n    \
          resources:\n      memory: 2g\nagents:\n  hello:\n    bottle: dev\n"
     );
     std::fs::write(&manifest, &text).expect("manifest");
     let desired = common::desired_state(&dir);
-    let options = ReconcileOptions {
-        now: common::now(),
-        ..ReconcileOptions::default()
-    };
     let first = reconcile_once(&engine, &desired, &options, &mut |_| {}, &mut |_| {})
         .await
         .expect("the pass runs");
