@@ -1190,6 +1190,8 @@ pub fn strip_pod(p: &Pod, container: &str) -> Result<Option<Pod>, RenderError> {
             s.init_containers = None;
             s.dns_policy = Some("Default".into());
             s.dns_config = None;
+            // The class was the agent's (`join_pod`); a sidecar asks for none.
+            s.runtime_class_name = None;
         }
         // Its volumes go with it: a claim still named here would be held (its
         // protection finalizer) by a pod that no longer uses it.

@@ -417,11 +417,13 @@ fn a_gvisor_agent_asks_the_node_for_its_lock_and_only_verifies_it() {
     let again = refresh(&p, &moved);
     assert_eq!(lock(&again).as_deref(), Some("10.88.0.9:3128"));
     assert_eq!(cmd(&again)[3..], ["--verify", "10.88.0.9:3128"]);
-    // agent-net's pod without the agent asks for nothing.
+    // agent-net's pod without the agent asks for nothing, and runs under the node's
+    // default runtime again (the class was the agent's).
     let rest = strip_pod(&p, "bottle-p-b-agent")
         .expect("strip")
         .expect("pod");
     assert_eq!(lock(&rest), None);
+    assert_eq!(rest.spec.as_ref().expect("spec").runtime_class_name, None);
 }
 
 #[test]
