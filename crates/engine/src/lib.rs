@@ -285,6 +285,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_command_that_failed_is_the_operations_error() {
+        let out = |code| ExecOutput {
+            code,
+            stdout: String::new(),
+            stderr: "no such file\n".into(),
+        };
+        assert_eq!(out(0).succeeded("op", "c", "x"), Ok(out(0)));
+        assert_eq!(
+            out(2)
+                .succeeded("op", "c", "`x`")
+                .map_err(|e| e.to_string()),
+            Err("op c: `x` exited 2: no such file".to_string())
+        );
+    }
+
+    #[test]
     fn log_lines_are_split_and_cut() {
         let mut buf = Vec::new();
         let mut ready = std::collections::VecDeque::new();
@@ -575,6 +591,21 @@ pub struct ExecOutput {
     pub code: i64,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl ExecOutput {
+    /// `self` when the command exited 0; else `op`'s error on `name`, saying that `what`
+    /// exited with its status and what it printed on stderr.
+    pub fn succeeded(self, op: &'static str, name: &str, what: &str) -> Result<Self, EngineError> {
+        if self.code == 0 {
+            return Ok(self);
+        }
+        Err(EngineError::Api {
+            op,
+            name: name.into(),
+            message: format!("{what} exited {}: {}", self.code, self.stderr.trim()),
+        })
+    }
 }
 
 /// The most kept of each stream of an [`Exec::exec`]: the rest is read and dropped.

@@ -34,18 +34,14 @@ impl<I> VolumeFiles for KubeEngine<I> {
         loop {
             let cmd = vf::read_command(dir, after.as_deref())
                 .map_err(|e| failed(op, container, e.to_string()))?;
-            let run = self.exec_captured(container, &cmd, None, &[]).await?;
-            if run.code != 0 {
-                return Err(failed(
+            let run = self
+                .exec_captured(container, &cmd, None, &[])
+                .await?
+                .succeeded(
                     op,
                     container,
-                    format!(
-                        "`bottle sidecar read-files` in {dir} exited {}: {}",
-                        run.code,
-                        run.stderr.trim()
-                    ),
-                ));
-            }
+                    &format!("`bottle sidecar read-files` in {dir}"),
+                )?;
             let listing = Listing::decode(&run.stdout, after.as_deref())
                 .map_err(|e| failed(op, container, format!("{dir}: {e}")))?;
             for f in listing.files {
@@ -80,18 +76,13 @@ impl<I> VolumeFiles for KubeEngine<I> {
         let cmd = vf::write_command(dir, name, contents)
             .map_err(|e| failed(op, container, e.to_string()))?;
         let input = std::io::Cursor::new(contents.to_vec());
-        let run = self.exec_fed(container, &cmd, input).await?;
-        if run.code == 0 {
-            return Ok(());
-        }
-        Err(failed(
-            op,
-            container,
-            format!(
-                "`bottle sidecar write-file` of {dir}/{name} exited {}: {}",
-                run.code,
-                run.stderr.trim()
-            ),
-        ))
+        self.exec_fed(container, &cmd, input)
+            .await?
+            .succeeded(
+                op,
+                container,
+                &format!("`bottle sidecar write-file` of {dir}/{name}"),
+            )
+            .map(drop)
     }
 }

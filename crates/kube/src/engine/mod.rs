@@ -547,19 +547,14 @@ impl<I> KubeEngine<I> {
         .map(String::from)
         .into();
         let input = tokio::fs::File::from_std(archive.file);
-        let out = self.exec_fed(name, &cmd, input).await?;
-        if out.code == 0 {
-            return Ok(());
-        }
-        Err(EngineError::Api {
-            op: "seed volumes",
-            name: name.into(),
-            message: format!(
-                "copying the host trees in failed ({}): {}",
-                out.code,
-                out.stderr.trim()
-            ),
-        })
+        self.exec_fed(name, &cmd, input)
+            .await?
+            .succeeded(
+                "seed volumes",
+                name,
+                "copying the host trees in (`seed-trees`)",
+            )
+            .map(drop)
     }
 
     /// Wait for helper `name` to end when `so_far` is fine; then remove it and its

@@ -213,18 +213,12 @@ impl<I> KubeEngine<I> {
                 },
                 e => e,
             })?;
-        if out.code == 0 {
-            return Ok(());
-        }
-        Err(EngineError::Api {
-            op: "signal",
-            name: container.into(),
-            message: format!(
-                "`kill -s {signal} 1` in the container exited {}: {}",
-                out.code,
-                out.stderr.trim()
-            ),
-        })
+        out.succeeded(
+            "signal",
+            container,
+            &format!("`kill -s {signal} 1` in the container"),
+        )
+        .map(drop)
     }
 
     /// Run `cmd` in `container` attached to this process's stdin, stdout and stderr (one
