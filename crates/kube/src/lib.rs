@@ -333,23 +333,17 @@ impl Cluster {
             )));
         }
         delete_checked(&api, &name, project, "", None).await?;
-        let end = tokio::time::Instant::now() + wait;
-        loop {
-            let left = api
-                .get_opt(&name)
-                .await
-                .map_err(api_err(format!("reading namespace {name}")))?;
-            if left.is_none() {
-                return Ok(NamespaceOutcome::Removed);
-            }
-            if tokio::time::Instant::now() >= end {
-                return Ok(NamespaceOutcome::Kept(format!(
-                    "namespace {name} is still being deleted after {}s",
-                    wait.as_secs()
-                )));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
+        let gone = wait_gone(&api, &name, wait, std::time::Duration::from_millis(500))
+            .await
+            .map_err(api_err(format!("reading namespace {name}")))?;
+        Ok(if gone {
+            NamespaceOutcome::Removed
+        } else {
+            NamespaceOutcome::Kept(format!(
+                "namespace {name} is still being deleted after {}s",
+                wait.as_secs()
+            ))
+        })
     }
 
     /// The first object of kind `K` in `namespace` that is neither the project's nor one
@@ -495,6 +489,29 @@ impl Cluster {
     /// The underlying kube-rs client, for calls this crate does not wrap yet.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+}
+
+/// Asks `api` for `name` every `step` until it is gone (`true`) or `wait` has passed
+/// (`false`): an object whose deletion was asked, before one of its name is made again.
+pub async fn wait_gone<K>(
+    api: &Api<K>,
+    name: &str,
+    wait: std::time::Duration,
+    step: std::time::Duration,
+) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let end = tokio::time::Instant::now() + wait;
+    loop {
+        if api.get_opt(name).await?.is_none() {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= end {
+            return Ok(false);
+        }
+        tokio::time::sleep(step).await;
     }
 }
 

@@ -413,27 +413,23 @@ impl<I> KubeEngine<I> {
     /// finalizer). Only then can one of the same name be made again.
     async fn gone<K: Namespaced>(&self, name: &str, what: &str) -> Result<(), EngineError> {
         let api: Api<K> = self.api();
-        for _ in 0..120 {
-            match api.get_opt(name).await {
-                Ok(None) => return Ok(()),
-                Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(250)).await,
-                Err(e) => {
-                    return Err(api_error(
-                        "read",
-                        name,
-                        KubeError::Api {
-                            what: format!("reading {what} {name}"),
-                            cause: e,
-                        },
-                    ));
-                }
-            }
+        let step = Duration::from_millis(250);
+        match crate::wait_gone(&api, name, Duration::from_secs(30), step).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EngineError::Api {
+                op: "remove",
+                name: name.into(),
+                message: format!("{what} still there 30 s after its deletion"),
+            }),
+            Err(e) => Err(api_error(
+                "read",
+                name,
+                KubeError::Api {
+                    what: format!("reading {what} {name}"),
+                    cause: e,
+                },
+            )),
         }
-        Err(EngineError::Api {
-            op: "remove",
-            name: name.into(),
-            message: format!("{what} still there 30 s after its deletion"),
-        })
     }
 }
 
