@@ -62,10 +62,14 @@ pub fn manifest_field(op: &Op, manifest: &Manifest, message: &str) -> Option<Str
 /// For each operation the engine refused as unacceptable (invalid, or forbidden by the
 /// cluster's policy), a line placing the refusal in the manifest at `manifest`, in the
 /// form of a manifest problem: `FILE:LINE:COLUMN: FIELD: MESSAGE`. A field left to its
-/// default is placed at the map that would hold it, and says so. `text` is the
-/// manifest's text as read now.
-pub fn refusals(reports: &[OpReport], manifest: &Manifest, text: &str) -> Vec<String> {
-    reports
+/// default is placed at the map that would hold it, and says so. `read` gives the
+/// manifest's text; it is called only when there is a refusal to place, and once.
+pub fn refusals(
+    reports: &[OpReport],
+    manifest: &Manifest,
+    read: impl FnOnce() -> Option<String>,
+) -> Vec<String> {
+    let refused: Vec<(&bottle_engine::EngineError, String)> = reports
         .iter()
         .filter_map(|r| {
             let Outcome::Failed(e @ bottle_engine::EngineError::Refused { message, .. }) =
@@ -74,8 +78,19 @@ pub fn refusals(reports: &[OpReport], manifest: &Manifest, text: &str) -> Vec<St
                 return None;
             };
             // The server's words only: the object's name holds the bottle's.
-            let field = manifest_field(&r.op, manifest, message)?;
-            let at = bottle_model::manifest::locate_in(text, &field)?;
+            Some((e, manifest_field(&r.op, manifest, message)?))
+        })
+        .collect();
+    if refused.is_empty() {
+        return Vec::new();
+    }
+    let Some(text) = read() else {
+        return Vec::new();
+    };
+    refused
+        .into_iter()
+        .filter_map(|(e, field)| {
+            let at = bottle_model::manifest::locate_in(&text, &field)?;
             let default = if at.field == field {
                 ""
             } else {
@@ -213,7 +228,7 @@ mod tests {
                 },
             ),
         ];
-        let lines = refusals(&reports, &m, TEXT);
+        let lines = refusals(&reports, &m, || Some(TEXT.to_owned()));
         let file = m.path.display();
         assert_eq!(
             lines,

@@ -88,7 +88,7 @@ async fn a_refusal_by_the_cluster_is_placed_in_the_manifest_and_a_fixed_manifest
         .collect();
     assert_eq!(refused.len(), 1, "{:#?}", first.reports);
     let loaded = bottle_model::manifest::load(&manifest, &|_| None).expect("manifest");
-    let lines = bottle_core::provenance::refusals(&first.reports, &loaded, &text);
+    let lines = bottle_core::provenance::refusals(&first.reports, &loaded, || Some(text.clone()));
     eprintln!("{}", lines.join("\n"));
     let want = format!(
         "{}:6:7: bottles.dev.resources.memory: refused by the engine: ",

@@ -63,13 +63,12 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
     settle(&docker, r, &args).await
 }
 
-/// Each refusal of what the manifest asked for, placed in it (its text read again: it
-/// was read before the pass, and an unreadable file now only loses the places).
+/// Each refusal of what the manifest asked for, placed in it (its text read again, only
+/// when there is one: an unreadable file now only loses the places).
 fn refusals(manifest: &crate::model::Manifest, r: &Reconciled) {
-    if let Ok(text) = crate::manifest::read_text(&manifest.path) {
-        for line in crate::provenance::refusals(&r.reports, manifest, &text) {
-            eprintln!("{line}");
-        }
+    let read = || crate::manifest::read_text(&manifest.path).ok();
+    for line in crate::provenance::refusals(&r.reports, manifest, read) {
+        eprintln!("{line}");
     }
 }
 
