@@ -130,8 +130,6 @@ pub async fn read<E: Engine + VolumeFiles>(
         .list_containers(&filter)
         .await
         .map_err(engine("listing the supervise containers"))?;
-    // The same rule the console applies to its own listing (every engine filters too).
-    let containers = containers.into_iter().filter(|c| holds_queue(c, project));
     read_in(engine_, containers).await
 }
 
