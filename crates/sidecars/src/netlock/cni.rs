@@ -231,13 +231,14 @@ pub async fn run() -> i32 {
         .lock()
         .take(MAX_CONFIG as u64 + 1)
         .read_to_end(&mut input);
-    let version = parse_config(&input)
-        .map(|c| c.cni_version)
-        .unwrap_or_else(|_| "0.4.0".into());
-    let reply = match read {
+    let conf = match read {
         Err(e) => Err(CniError::Decode(e.to_string())),
-        Ok(_) => serve(&input).await,
+        Ok(_) => parse_config(&input),
     };
+    let version = conf
+        .as_ref()
+        .map_or_else(|_| "0.4.0".into(), |c| c.cni_version.clone());
+    let reply = serve(conf).await;
     match reply {
         Ok(Some(v)) => {
             println!("{v}");
@@ -252,12 +253,14 @@ pub async fn run() -> i32 {
     }
 }
 
-async fn serve(input: &[u8]) -> Result<Option<Value>, CniError> {
+/// The reply to this invocation, with its config as read from stdin (which `VERSION`
+/// does not need).
+async fn serve(conf: Result<NetConf, CniError>) -> Result<Option<Value>, CniError> {
     let inv = invocation(|k| std::env::var(k).ok())?;
     if inv.cmd == Cmd::Version {
         return Ok(Some(version_result()));
     }
-    let conf = parse_config(input)?;
+    let conf = conf?;
     if inv.cmd == Cmd::Del {
         return Ok(None);
     }
