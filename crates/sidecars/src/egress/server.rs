@@ -151,6 +151,34 @@ async fn connect(proxy: Arc<Proxy>, mut req: Request<Incoming>) -> Response<Resp
     }
 }
 
+/// Close a tunnel whose client spoke no TLS without resetting it: end our side, then read
+/// and drop what the client had already sent (at most [`LINGER_BYTES`], for at most
+/// [`LINGER`]). Closing with its bytes unread would make the kernel send a reset, and a
+/// reset makes the client lose the `200` it had not read yet.
+async fn linger_close<IO>(mut io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = io.shutdown().await;
+    let drain = async {
+        let mut buf = [0u8; 4096];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// The most [`linger_close`] reads of a client's leftover bytes.
+const LINGER_BYTES: usize = 64 * 1024;
+/// The longest [`linger_close`] waits for them.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Terminate the agent's TLS for `host` and serve HTTP/1.1 or HTTP/2 inside.
 async fn intercept<IO>(
     proxy: Arc<Proxy>,
@@ -162,7 +190,13 @@ where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = proxy.authority.server_config(&host)?;
-    let tls = TlsAcceptor::from(cfg).accept(io).await?;
+    let tls = match TlsAcceptor::from(cfg).accept(io).into_fallible().await {
+        Ok(tls) => tls,
+        Err((e, io)) => {
+            linger_close(io).await;
+            return Err(e.into());
+        }
+    };
     let svc = service_fn(move |req| {
         let proxy = proxy.clone();
         let host = host.clone();

@@ -317,3 +317,29 @@ async fn upgrades_and_sse_pass() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("data: three"), "{body}");
 }
+
+/// A client that sends plain text into an intercepted tunnel (no TLS) reads egress's
+/// `200` and then a clean end, never a reset that loses the `200`: egress reads what the
+/// client sent before it closes.
+#[tokio::test]
+async fn a_tunnel_without_tls_ends_without_a_reset() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let w = world(vec![], vec!["open.example.test".into()]).await;
+    for _ in 0..40 {
+        let mut c = tokio::net::TcpStream::connect(w.proxy).await.unwrap();
+        c.write_all(
+            b"CONNECT open.example.test:443 HTTP/1.1\r\nHost: open.example.test:443\r\n\r\n\
+              GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: plain\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            matches!(read, Ok(Ok(_))) && text.starts_with("HTTP/1.1 200"),
+            "{read:?}: {text:?}"
+        );
+    }
+}
