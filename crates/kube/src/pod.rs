@@ -33,6 +33,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 pub const NETLOCK: &str = "netlock";
 /// The agent container's name.
 pub const AGENT: &str = "agent";
+/// The name of the container that holds the agent's pod (its node).
+pub const AGENT_NET: &str = "agent-net";
+/// agent-net's argument for a pod the node locks (section 9.5): no TUN trap, which
+/// gVisor cannot give it; the node's lock refuses every way out on its own.
+pub const NO_TRAP: &str = "--no-trap";
 /// The sidecar binary's path in the sidecar image (`Dockerfile.egress`).
 pub const SIDECAR_BINARY: &str = "/bottle";
 /// The annotation that asks the node's CNI plugin for the lock (section 9.5).
@@ -147,12 +152,29 @@ pub fn set_lock(pod: &mut Pod, sidecar_image: &str, endpoints: &[Endpoint]) {
     if annotations.is_empty() {
         pod.metadata.annotations = None;
     }
+    set_trap(pod, !by_node);
     let Some(s) = pod.spec.as_mut() else {
         return;
     };
     let inits = s.init_containers.get_or_insert_with(Vec::new);
     inits.retain(|c| c.name != NETLOCK);
     inits.insert(0, netlock_container(sidecar_image, endpoints, by_node));
+}
+
+/// Sets up agent-net's TUN trap in `pod` (`on`), or not ([`NO_TRAP`]: under a
+/// RuntimeClass, where the node locks the pod and gVisor has no TUN device). A pod
+/// without agent-net is left as it is.
+pub fn set_trap(pod: &mut Pod, on: bool) {
+    let Some(s) = pod.spec.as_mut() else {
+        return;
+    };
+    for c in s.containers.iter_mut().filter(|c| c.name == AGENT_NET) {
+        let args = c.args.get_or_insert_with(Vec::new);
+        args.retain(|a| a != NO_TRAP);
+        if !on {
+            args.push(NO_TRAP.into());
+        }
+    }
 }
 
 /// The sidecars' names for `/etc/hosts`, one entry per address.

@@ -78,6 +78,11 @@ pub struct SidecarArgs {
     /// netlock: only prove the lock someone else wrote is in force (see [`netlock::verify`]).
     #[arg(long)]
     pub verify: bool,
+    /// agent-net: set no trap, only hold the namespace (a gVisor agent pod on
+    /// Kubernetes, where the node's lock refuses every other way out and gVisor has no
+    /// TUN device; see [`agent_net`]).
+    #[arg(long)]
+    pub no_trap: bool,
     /// read-files, write-file: the directory.
     #[arg(long)]
     pub dir: Option<String>,
@@ -115,6 +120,8 @@ pub enum PrepareError {
     Netlock(#[from] netlock::LockError),
     #[error("only netlock takes endpoints")]
     Endpoints,
+    #[error("only agent-net takes --no-trap")]
+    NoTrap,
 }
 
 /// What a sidecar must do before the async runtime (and its threads) exist, as root:
@@ -124,6 +131,7 @@ pub enum PrepareError {
 pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
     match args.kind {
         Kind::Pipelock => args.gateway = pipelock::sink::prepare()?,
+        Kind::AgentNet if args.no_trap => agent_net::hold()?,
         Kind::AgentNet => args.trap = Some(agent_net::prepare()?),
         Kind::Netlock if args.verify => {
             netlock::verify(&netlock::parse_endpoints(&args.endpoints)?)?
@@ -133,6 +141,9 @@ pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
     }
     if !matches!(args.kind, Kind::Netlock) && !args.endpoints.is_empty() {
         return Err(PrepareError::Endpoints);
+    }
+    if args.no_trap && !matches!(args.kind, Kind::AgentNet) {
+        return Err(PrepareError::NoTrap);
     }
     Ok(())
 }
@@ -157,6 +168,12 @@ pub async fn run(args: SidecarArgs) -> anyhow::Result<()> {
         Kind::Pipelock => Ok(pipelock::run(&args.listen, args.gateway).await?),
         Kind::GitGate => git_gate::serve(&args.listen).await,
         Kind::Supervise => supervise::run(&args.listen).await,
+        Kind::AgentNet if args.no_trap => {
+            status::ready(agent_net::NO_TRAP);
+            tracing::info!("agent-net: {}", agent_net::NO_TRAP);
+            // Nothing to serve: it holds the namespace until it is stopped.
+            std::future::pending().await
+        }
         Kind::AgentNet => {
             let trap = args
                 .trap
@@ -241,4 +258,32 @@ fn checked_dir(dir: Option<&str>) -> anyhow::Result<String> {
         return Err(bottle_contract::volume_files::FramingError::BadDir(dir.into()).into());
     }
     Ok(dir.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: SidecarArgs,
+    }
+
+    fn parse(argv: &[&str]) -> SidecarArgs {
+        Cli::try_parse_from(std::iter::once("sidecar").chain(argv.iter().copied()))
+            .expect("parses")
+            .args
+    }
+
+    #[test]
+    fn only_agent_net_takes_no_trap() {
+        // agent-net's own prepare would drop this test's root: `hold` is run by the
+        // Kubernetes engine test that runs a gVisor bottle.
+        assert!(parse(&["agent-net", "--no-trap"]).no_trap);
+        assert!(!parse(&["agent-net"]).no_trap);
+        let mut e = parse(&["egress", "--no-trap"]);
+        assert!(matches!(prepare(&mut e), Err(PrepareError::NoTrap)));
+    }
 }

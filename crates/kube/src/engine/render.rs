@@ -1210,10 +1210,12 @@ pub fn strip_pod(p: &Pod, container: &str) -> Result<Option<Pod>, RenderError> {
         });
         s.volumes = kept.filter(|v| !v.is_empty());
     }
-    if gone == pod::AGENT
-        && let Some(a) = out.metadata.annotations.as_mut()
-    {
-        a.remove(pod::LOCK_ANNOTATION);
+    if gone == pod::AGENT {
+        // agent-net alone, under runc again: its trap back.
+        pod::set_trap(&mut out, true);
+        if let Some(a) = out.metadata.annotations.as_mut() {
+            a.remove(pod::LOCK_ANNOTATION);
+        }
     }
     label_networks(&mut out);
     Ok(Some(out))

@@ -409,6 +409,20 @@ fn a_gvisor_agent_asks_the_node_for_its_lock_and_only_verifies_it() {
             .expect("cmd")
     };
     assert_eq!(cmd(&p)[3..], ["--verify", "10.88.0.5:3128"]);
+    // agent-net sets no trap under gVisor (no TUN device there; the node's lock holds).
+    let trap = |p: &Pod| {
+        let c = p.spec.as_ref().expect("spec").containers.iter();
+        let net = c
+            .clone()
+            .find(|c| c.name == pod::AGENT_NET)
+            .expect("agent-net");
+        !net.args.iter().flatten().any(|a| a == pod::NO_TRAP)
+    };
+    assert!(trap(&holder));
+    assert!(!trap(&p));
+    assert!(trap(
+        &join_pod(&holder, &agent(), "reg", &backing, &peers).expect("runc")
+    ));
     // egress moved: the annotation follows, as the endpoints do.
     let moved = [Peer {
         ip: Ipv4Addr::new(10, 88, 0, 9),
@@ -417,6 +431,7 @@ fn a_gvisor_agent_asks_the_node_for_its_lock_and_only_verifies_it() {
     let again = refresh(&p, &moved);
     assert_eq!(lock(&again).as_deref(), Some("10.88.0.9:3128"));
     assert_eq!(cmd(&again)[3..], ["--verify", "10.88.0.9:3128"]);
+    assert!(!trap(&again));
     // agent-net's pod without the agent asks for nothing, and runs under the node's
     // default runtime again (the class was the agent's).
     let rest = strip_pod(&p, "bottle-p-b-agent")
@@ -424,6 +439,7 @@ fn a_gvisor_agent_asks_the_node_for_its_lock_and_only_verifies_it() {
         .expect("pod");
     assert_eq!(lock(&rest), None);
     assert_eq!(rest.spec.as_ref().expect("spec").runtime_class_name, None);
+    assert!(trap(&rest), "agent-net alone, under runc: its trap back");
 }
 
 #[test]

@@ -20,6 +20,11 @@
 //! "administratively prohibited"), and a copy goes to pipelock's report port on the
 //! gateway address (`pipelock::sink::REPORT_PORT`), where it becomes a `deny`/`direct`
 //! audit line. Nothing is ever forwarded: there is nowhere to forward to.
+//!
+//! With `--no-trap` (a gVisor agent pod on Kubernetes, docs/design.md 9.5) it sets up
+//! nothing and only holds the pod: gVisor has no TUN device with host networking, and
+//! the node's chained CNI plugin has already locked the namespace to the sidecars, so
+//! every other way out is refused there, at once but unaudited ([`NO_TRAP`]).
 
 pub mod packet;
 
@@ -30,6 +35,10 @@ use tun::AbstractDevice as _;
 use crate::netlink::{self, IfAddr, NetlinkError};
 use crate::pipelock::sink::REPORT_PORT;
 use crate::privs::{self, PrivError};
+
+/// agent-net's status with `--no-trap`.
+pub const NO_TRAP: &str =
+    "no trap: the node's lock refuses every way out but the sidecars (unaudited)";
 
 /// The TUN device the agent's default route leads into.
 pub const TUN_NAME: &str = "bottle0";
@@ -64,6 +73,16 @@ impl std::fmt::Debug for Trap {
             .field("subnet", &self.subnet)
             .finish_non_exhaustive()
     }
+}
+
+/// With `--no-trap`: set up nothing, and drop root if it has it (the pod's shape gives
+/// agent-net the trap's capabilities whichever way it runs).
+pub fn hold() -> Result<(), TrapError> {
+    if privs::is_root() {
+        privs::single_threaded()?;
+        privs::drop_to_sidecar_user()?;
+    }
+    Ok(())
 }
 
 /// Set up the namespace and drop root (see the module doc). Must run before any other
