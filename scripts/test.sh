@@ -20,6 +20,7 @@ cargo test --locked --workspace --lib --bins --tests \
 # skips them unless BOTTLE_KUBE_TESTS=1.
 if [ $# -eq 0 ] || [ "${BOTTLE_KUBE_TESTS:-0}" = 1 ]; then
   trap 'scripts/kube/cluster.sh down >/dev/null' EXIT
-  scripts/kube/cluster.sh up >/dev/null
+  # The netlock CNI plugin chained, so the cluster offers gVisor as an operator would.
+  BOTTLE_KUBE_NETLOCK_BINARY="$release/bottle" scripts/kube/cluster.sh up >/dev/null
   cargo test --locked -p bottle-kube --features kube-e2e --tests -- --include-ignored "$@"
 fi

@@ -25,8 +25,8 @@
 # BOTTLE_KUBE_NETLOCK_BINARY (optional, at `up`): a static `bottle`. Copied into $RUN and
 # chained after the bridge as the CNI plugin `bottle-netlock` (`bottle sidecar cni`: it
 # writes netlock's table into a gVisor agent pod's network namespace, docs/design.md 9.5).
-# The RuntimeClass `runsc` is not labelled `bottle.netlock=cni` (what makes the backend offer
-# runsc): this runsc loses init containers' exits, see cluster_objects.
+# The RuntimeClass `runsc` is then labelled `bottle.netlock=cni`, which makes the backend
+# offer runsc (without the plugin it is not: nothing would lock a gVisor agent pod).
 source "$(dirname "$0")/lib.sh"
 
 PKI=$RUN/pki
@@ -201,16 +201,31 @@ CNI
         # Debian's runsc has no containerd-shim-runsc-v1; under the runc v2 shim it hangs on a
         # pod's second container (gVisor's multi-container pod model expects its own shim).
         # Without the CRI's container-type annotations each container is its own sandbox in
-        # the pod's network namespace, as under Docker.
+        # the pod's network namespace, as under Docker. And when a container has exited, the
+        # CRI still kills it before deleting it: runsc answers "sandbox is not running",
+        # which the shim does not read as "already gone" (runc says "container not
+        # running"), so the exit was never recorded and an init container that ended stayed
+        # running, its pod `Init:0/1`. The wrapper says it as runc does.
         cat > "$RUN/runsc" <<SH
 #!/bin/sh
-# runsc for the runc v2 shim: drop the CRI sandbox annotations on create (see cluster.sh).
-prev=""; for a in "\$@"; do
+# runsc for the runc v2 shim (see cluster.sh): drop the CRI sandbox annotations on create;
+# say a kill of an ended sandbox as runc says it.
+prev=""; kill=""; for a in "\$@"; do
   if [ "\$prev" = "--bundle" ] || [ "\$prev" = "-b" ]; then
     c="\$a/config.json"
     jq 'del(.annotations["io.kubernetes.cri.container-type"], .annotations["io.kubernetes.cri.sandbox-id"])' "\$c" > "\$c.tmp" && mv "\$c.tmp" "\$c"
-  fi; prev=\$a
+  fi
+  [ "\$a" = kill ] && kill=1
+  prev=\$a
 done
+if [ -n "\$kill" ]; then
+  err=\$($(command -v runsc) --platform=ptrace --network=host "\$@" 2>&1 >/dev/null); rc=\$?
+  case "\$err" in
+    *"sandbox is not running"*) echo "container not running" >&2 ;;
+    *) [ -n "\$err" ] && printf '%s\\n' "\$err" >&2 ;;
+  esac
+  exit \$rc
+fi
 exec $(command -v runsc) --platform=ptrace --network=host "\$@"
 SH
         chmod +x "$RUN/runsc"
@@ -293,15 +308,16 @@ provisioner: kubernetes.io/host-path
 reclaimPolicy: Delete
 YAML
     if command -v runsc > /dev/null; then
+        # Labelled bottle.netlock=cni (the operator's word that the class's nodes lock a
+        # gVisor agent pod, docs/design.md 9.5) only when the netlock plugin is chained.
+        local label=""
+        [ -n "$NETLOCK" ] && label="labels: {bottle.netlock: cni}"
         kubectl --kubeconfig "$KCFG" apply -f - > /dev/null <<YAML || die "creating RuntimeClass runsc failed"
 apiVersion: node.k8s.io/v1
 kind: RuntimeClass
-metadata: {name: runsc}
+metadata: {name: runsc, $label}
 handler: runsc
 YAML
-        # Not labelled bottle.netlock=cni even with the plugin chained: under this runsc the
-        # runc shim loses an init container's exit (a successful one too), so an agent pod
-        # would stay initializing (docs/design.md 9.5); bottles are not offered runsc here.
     fi
 }
 

@@ -117,6 +117,32 @@ async fn a_bottle_converges_on_the_cluster_repairs_drift_and_is_removed_again() 
         .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
         .unwrap_or_default();
     assert_eq!(containers, ["agent-net", "agent"], "the agent's pod");
+    // `runtime: auto`: under gVisor where the cluster offers it (scripts/test.sh's does),
+    // locked by the node and checked by `netlock --verify`, with agent-net holding the
+    // namespace without a trap; else under runc, locked by netlock itself.
+    let gvisor = common::gvisor_offered(&client).await;
+    let spec = agent_pod.spec.as_ref().expect("spec");
+    assert_eq!(
+        spec.runtime_class_name.as_deref(),
+        gvisor.then_some("runsc"),
+        "the agent pod's runtime"
+    );
+    let args = |name: &str| {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .and_then(|c| c.command.clone().or(c.args.clone()))
+            .unwrap_or_default()
+    };
+    assert_eq!(args("netlock").contains(&"--verify".to_string()), gvisor);
+    assert_eq!(args("agent-net").contains(&"--no-trap".to_string()), gvisor);
+    let netlock_exit = common::init_exit(&agent_pod, "netlock");
+    assert_eq!(
+        netlock_exit,
+        Some(0),
+        "netlock ended before the agent started"
+    );
     // The second layer: a NetworkPolicy per network (stored, not enforced, on this
     // cluster), selecting the pods labelled as its members.
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);

@@ -47,12 +47,11 @@ struct Run {
 enum Settled {
     /// Locked and running, at this address.
     Running(String),
-    /// netlock refused: the pod failed, or its netlock said why (under this cluster's
-    /// runsc, whose shim loses a container's exit, the pod stays `Init:0/1`).
+    /// netlock refused: the pod failed, or its netlock said why.
     Refused(String),
-    /// netlock said nothing and its pod stays `Init:0/1` for a minute: under this
-    /// cluster's runsc the shim loses an init container's exit, a successful one too
-    /// (docs/design.md 9.5), so the agent never starts.
+    /// netlock said nothing and its pod stays `Init:0/1` for a minute, so the agent
+    /// never starts (a runtime that loses an init container's exit does this: the test
+    /// cluster's runsc did, until its wrapper said an ended sandbox's kill as runc does).
     Stuck(String),
 }
 
@@ -417,17 +416,7 @@ async fn the_agent_pod_reaches_its_sidecar_and_nothing_else_under_runc_and_runsc
             "1000",
             "{name}: the agent runs as uid 1000"
         );
-        let init = pods
-            .get(&name)
-            .await
-            .expect("pod")
-            .status
-            .and_then(|s| s.init_container_statuses);
-        let done = init
-            .iter()
-            .flatten()
-            .find(|c| c.name == "netlock")
-            .and_then(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code));
+        let done = common::init_exit(&pods.get(&name).await.expect("pod"), "netlock");
         assert_eq!(
             done,
             Some(0),

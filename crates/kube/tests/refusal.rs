@@ -39,6 +39,7 @@ async fn a_refusal_by_the_cluster_is_placed_in_the_manifest_and_a_fixed_manifest
 
     // 0. gVisor asked for where the cluster does not offer it (its RuntimeClass `runsc`
     // is not labelled as locked by its nodes): one error, before anything is made.
+    let offered = common::offer_gvisor(&client, false).await;
     let dir = common::manifest_dir(PROJECT, "refusal");
     let manifest = dir.join("bottles.yaml");
     std::fs::write(
@@ -69,6 +70,9 @@ async fn a_refusal_by_the_cluster_is_placed_in_the_manifest_and_a_fixed_manifest
             && engine.list_volumes(&[]).await.expect("list").is_empty(),
         "nothing is made"
     );
+    if offered {
+        common::offer_gvisor(&client, true).await;
+    }
 
     // 1. The manifest asks 2g for the agent: the server refuses the agent's pod, and the
     // refusal is placed at the line that asked.

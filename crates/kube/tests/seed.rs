@@ -47,10 +47,11 @@ fn manifest_dir() -> std::path::PathBuf {
     d
 }
 
-/// What the agent sees of its workspace.
+/// What the agent sees of its workspace (`find -printf`, not `stat`: the agent may run
+/// under gVisor, where this machine's old runsc fails `stat`'s statx, README "gVisor").
 async fn seen<E: Exec>(engine: &E) -> String {
     let script = "cd /home/node/workspace && cat hello.txt sub/deep.txt && \
-                  stat -c '%u:%g %a %n' . hello.txt run.sh sub sub/deep.txt && \
+                  find . hello.txt run.sh sub sub/deep.txt -maxdepth 0 -printf '%U:%G %m %p\n' && \
                   readlink link && cat link && ./run.sh";
     let out = engine
         .exec(

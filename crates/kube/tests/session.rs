@@ -135,7 +135,13 @@ async fn sidecars_get_ready_and_exec_and_logs_work_on_the_cluster() {
     // What `verify` reads on the host side: the agent's runtime and its volumes (its
     // home, never the CA's key).
     let details = engine.container_details(&agent).await.expect("details");
-    assert_eq!(details.runtime.as_deref(), Some("runc"));
+    // `runtime: auto`: gVisor where the cluster offers it (scripts/test.sh's does).
+    let runtime = if common::gvisor_offered(cluster.client()).await {
+        "runsc"
+    } else {
+        "runc"
+    };
+    assert_eq!(details.runtime.as_deref(), Some(runtime));
     assert!(details.volumes.contains(&name("home")), "{details:?}");
     assert!(!details.volumes.contains(&name("ca")), "{details:?}");
     // Standard input: passed and ended from Kubernetes 1.30; before (this cluster is

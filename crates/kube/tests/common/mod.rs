@@ -185,8 +185,9 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// One pass; every operation must have been carried out.
-pub async fn pass<E: bottle_engine::Engine>(
+/// One pass, then the wait `bottle apply` does until what it changed is in force; every
+/// operation must have been carried out and every sidecar it waits for be ready.
+pub async fn pass<E: bottle_engine::Engine + bottle_engine::Exec>(
     engine: &E,
     desired: &DesiredState,
     what: &str,
@@ -220,5 +221,65 @@ pub async fn pass<E: bottle_engine::Engine>(
         .filter(|o| o.outcome != Outcome::Done)
         .collect();
     assert!(failed.is_empty(), "{what}: operations failed: {failed:#?}");
+    let settled = bottle_core::ready::settle(
+        engine,
+        r.expects.clone(),
+        bottle_core::ready::DEFAULT_TIMEOUT,
+        &mut |_| {},
+    )
+    .await;
+    let not_ready: Vec<_> = settled.iter().filter(|s| !s.outcome.is_ready()).collect();
+    assert!(not_ready.is_empty(), "{what}: not in force: {not_ready:#?}");
     r
+}
+
+/// Sets or takes away the label with which the operator says the RuntimeClass `runsc`'s
+/// nodes lock gVisor agent pods (what makes the backend offer runsc); returns whether it
+/// was set before, so a test that takes it away puts it back. Test binaries run one at a
+/// time, so no other test sees the change.
+pub async fn offer_gvisor(client: &kube::Client, offer: bool) -> bool {
+    use k8s_openapi::api::node::v1::RuntimeClass;
+    use kube::api::{Patch, PatchParams};
+    let classes: Api<RuntimeClass> = Api::all(client.clone());
+    if classes
+        .get_opt("runsc")
+        .await
+        .expect("runtime classes")
+        .is_none()
+    {
+        return false;
+    }
+    let was = gvisor_offered(client).await;
+    let value = offer.then_some(bottle_contract::netlock::BY_CNI);
+    let patch = serde_json::json!({"metadata": {"labels": {
+        bottle_kube::pod::LOCKED_BY_NODE: value
+    }}});
+    classes
+        .patch("runsc", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("label the RuntimeClass");
+    was
+}
+
+/// Does the cluster offer gVisor to bottles (its RuntimeClass `runsc` labelled as locked
+/// by its nodes)? Then `runtime: auto` resolves to runsc.
+pub async fn gvisor_offered(client: &kube::Client) -> bool {
+    use k8s_openapi::api::node::v1::RuntimeClass;
+    let classes: Api<RuntimeClass> = Api::all(client.clone());
+    classes
+        .get_opt("runsc")
+        .await
+        .expect("runtime classes")
+        .is_some_and(|rc| bottle_kube::pod::locked_by_node(&rc.metadata))
+}
+
+/// The exit code of `p`'s init container `name`, once it has ended.
+pub fn init_exit(p: &Pod, name: &str) -> Option<i32> {
+    p.status
+        .as_ref()?
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .find(|c| c.name == name)
+        .and_then(|c| c.state.as_ref()?.terminated.as_ref().map(|t| t.exit_code))
 }
