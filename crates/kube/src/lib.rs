@@ -348,7 +348,8 @@ impl Cluster {
 
     /// The first object of kind `K` in `namespace` that is neither the project's nor one
     /// Kubernetes makes in every namespace, as `Kind/name`; a kind the server does not
-    /// serve has none.
+    /// serve has none. Read a page of 100 at a time, to the last page: a foreign object
+    /// behind a hundred of ours must keep the namespace too.
     async fn foreign<K: Namespaced>(
         &self,
         namespace: &str,
@@ -356,23 +357,28 @@ impl Cluster {
     ) -> Result<Option<String>, KubeError> {
         let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
         let kind = kind_of::<K>();
-        let list = match api.list_metadata(&ListParams::default().limit(100)).await {
-            Ok(list) => list,
-            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
-            Err(cause) => {
-                return Err(KubeError::Api {
-                    what: format!("listing {kind}s in {namespace}"),
-                    cause,
-                });
-            }
-        };
-        Ok(list
-            .items
-            .iter()
-            .find(|o| {
+        let mut params = ListParams::default().limit(100);
+        loop {
+            let list = match api.list_metadata(&params).await {
+                Ok(list) => list,
+                Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+                Err(cause) => {
+                    return Err(KubeError::Api {
+                        what: format!("listing {kind}s in {namespace}"),
+                        cause,
+                    });
+                }
+            };
+            if let Some(o) = list.items.iter().find(|o| {
                 !labels::is_ours(o.labels(), project) && !made_by_kubernetes(&kind, &o.metadata)
-            })
-            .map(|o| format!("{kind}/{}", o.name_any())))
+            }) {
+                return Ok(Some(format!("{kind}/{}", o.name_any())));
+            }
+            match list.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(next) => params = params.continue_token(&next),
+                None => return Ok(None),
+            }
+        }
     }
 
     /// The project's objects of kind `K` in `namespace`, selected by label server-side

@@ -2,7 +2,8 @@
 //! single-node cluster of scripts/kube/cluster.sh up (building it the first time), and
 //! checks namespace ownership, labelled create/list/delete, and that an unlabelled object
 //! in our namespace is left alone; pods really run under runc and, when the cluster has
-//! the RuntimeClass, gVisor. A cluster this test started is taken down again at the end.
+//! the RuntimeClass, gVisor; a namespace holding a foreign object behind a hundred of ours
+//! is kept. A cluster this test started is taken down again at the end.
 #![cfg(feature = "kube-e2e")]
 
 mod common;
@@ -199,6 +200,54 @@ async fn labelled_objects_are_managed_and_unlabelled_ones_left_alone() {
     assert_eq!(
         cluster.delete_namespace(&project).await.expect("rm ns"),
         Deleted::Deleted
+    );
+    down_if_started(started);
+}
+
+/// A namespace is removed only when nothing in it is not bottle's, however many of
+/// bottle's objects are listed before the foreign one (lists come a page at a time).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_object_behind_a_hundred_of_ours_keeps_the_namespace() {
+    let (kubeconfig, _registry, started) = cluster_up();
+    let cluster = common::connect(kubeconfig).await;
+    let project = format!("page{}", std::process::id());
+    let ns = cluster.ensure_namespace(&project).await.expect("namespace");
+    for i in 0..101 {
+        cluster
+            .create(
+                &ns,
+                &project,
+                &labelled(config_map(&format!("ours-{i:03}")), &project, "b", "x"),
+            )
+            .await
+            .expect("ours");
+    }
+    // Named to be listed after every one of ours.
+    let cms: Api<ConfigMap> = Api::namespaced(cluster.client().clone(), &ns);
+    cms.create(&PostParams::default(), &config_map("zz-theirs"))
+        .await
+        .expect("theirs");
+    let wait = std::time::Duration::from_secs(120);
+    match cluster
+        .remove_namespace(&project, wait)
+        .await
+        .expect("remove")
+    {
+        bottle_kube::NamespaceOutcome::Kept(why) => {
+            assert!(why.contains("ConfigMap/zz-theirs"), "{why}")
+        }
+        other => panic!("a namespace holding a foreign object was not kept: {other:?}"),
+    }
+    assert!(cms.get_opt("zz-theirs").await.expect("get").is_some());
+    cms.delete("zz-theirs", &Default::default())
+        .await
+        .expect("rm theirs");
+    assert_eq!(
+        cluster
+            .remove_namespace(&project, wait)
+            .await
+            .expect("remove"),
+        bottle_kube::NamespaceOutcome::Removed
     );
     down_if_started(started);
 }
