@@ -56,8 +56,9 @@ async fn the_watch_brings_back_a_pod_deleted_by_hand_through_an_event() {
         Arc::clone(&metrics),
     );
     let looping = async {
+        let mut ignore = |_: &[bottle_core::apply::OpReport]| {};
         tokio::select! {
-            r = watch::run(&engine, &mut load, &opts, rx, stop_rx, &metrics) => r,
+            r = watch::run(&engine, &mut load, &opts, rx, stop_rx, &metrics, &mut ignore) => r,
             () = following => Ok(()),
         }
     };

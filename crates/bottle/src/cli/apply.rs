@@ -201,9 +201,30 @@ async fn run_watch<E: Engine + Exec + Events>(
         Ok(desired.with_addressing(crate::edge::host::addressing(pool)))
     };
     tracing::info!(%project, manifest = %file.display(), resync_secs = opts.resync.as_secs(), "watching");
+    // The engine's refusals, placed in the manifest as `apply` places them (read again
+    // only when there is one to place).
+    let refused_file = args.manifest.file.clone();
+    let mut on_reports = |reports: &[bottle_core::apply::OpReport]| {
+        let refused = reports.iter().any(|r| {
+            matches!(
+                r.outcome,
+                Outcome::Failed(bottle_engine::EngineError::Refused { .. })
+            )
+        });
+        if !refused {
+            return;
+        }
+        let Ok(manifest) = load_manifest(&refused_file) else {
+            return;
+        };
+        let read = || crate::manifest::read_text(&refused_file).ok();
+        for line in crate::provenance::refusals(reports, &manifest, read) {
+            tracing::error!("{line}");
+        }
+    };
     // The follower ends only once the loop's receiver is gone; the loop ending drops it.
     let result = tokio::select! {
-        r = watch::run(engine, &mut load, &opts, rx, stop_rx, &metrics) => r,
+        r = watch::run(engine, &mut load, &opts, rx, stop_rx, &metrics, &mut on_reports) => r,
         () = events => Ok(()),
     };
     signals.abort();

@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::apply::{Outcome, ReconcileOptions, reconcile_once, verb};
+use crate::apply::{OpReport, Outcome, ReconcileOptions, reconcile_once, verb};
 use crate::graph::DesiredState;
 use crate::plan::Action;
 use bottle_engine::{Engine, Exec};
@@ -203,6 +203,10 @@ fn fingerprint(d: &DesiredState) -> BTreeMap<String, String> {
 /// every manifest change.
 pub type Load<'a> = dyn FnMut() -> anyhow::Result<DesiredState> + 'a;
 
+/// Sees each pass's reports once the pass is over (the binary places the engine's
+/// refusals in the manifest with them, as `apply` does).
+pub type OnReports<'a> = dyn FnMut(&[OpReport]) + 'a;
+
 /// Converge, then keep converging until `shutdown` turns true (or its sender goes).
 /// A reconcile in flight is always finished first. The first load must succeed: there
 /// is no last good state to keep yet.
@@ -213,6 +217,7 @@ pub async fn run<E: Engine + Exec>(
     mut triggers: mpsc::UnboundedReceiver<Trigger>,
     mut shutdown: watch::Receiver<bool>,
     metrics: &Metrics,
+    on_reports: &mut OnReports<'_>,
 ) -> anyhow::Result<()> {
     let mut desired = load()?;
     let mut sched = Scheduler::new(opts, Instant::now());
@@ -225,7 +230,11 @@ pub async fn run<E: Engine + Exec>(
             break;
         }
         if let Some(batch) = sched.poll(Instant::now()) {
-            let expects = pass(engine, load, &mut desired, opts, &mut sched, batch, metrics).await;
+            let (expects, reports) =
+                pass(engine, load, &mut desired, opts, &mut sched, batch, metrics).await;
+            if !reports.is_empty() {
+                on_reports(&reports);
+            }
             let mut by_bottle: BTreeMap<String, Vec<crate::ready::Expect>> = BTreeMap::new();
             for e in expects {
                 by_bottle.entry(e.bottle.clone()).or_default().push(e);
@@ -300,7 +309,7 @@ async fn pass<E: Engine>(
     sched: &mut Scheduler,
     batch: Vec<Trigger>,
     metrics: &Metrics,
-) -> Vec<crate::ready::Expect> {
+) -> (Vec<crate::ready::Expect>, Vec<OpReport>) {
     let started = Instant::now();
     let trigger = batch
         .iter()
@@ -328,7 +337,7 @@ async fn pass<E: Engine>(
                     "manifest not applied; the last good desired state stays in force:\n{e:#}"
                 );
                 if batch.iter().all(|t| *t == Trigger::Manifest) {
-                    return Vec::new();
+                    return (Vec::new(), Vec::new());
                 }
             }
         }
@@ -396,7 +405,7 @@ async fn pass<E: Engine>(
             metrics.error();
             let wait = sched.engine_failed(Instant::now(), &mut rng);
             tracing::error!(error = %bottle_contract::ErrorChain(&e), retry_in_ms = wait.as_millis() as u64, "reconcile failed");
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
     };
     for s in &r.plan.steps {
@@ -471,7 +480,7 @@ async fn pass<E: Engine>(
         "{}",
         if r.plan.is_empty() { "in sync" } else { "reconciled" }
     );
-    r.expects
+    (r.expects, r.reports)
 }
 
 #[cfg(test)]

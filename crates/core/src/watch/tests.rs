@@ -56,7 +56,8 @@ async fn with_watch<F, Fut>(
 {
     let (tx, rx) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
-    let watcher = run(engine, load, &opts, rx, stop_rx, metrics);
+    let mut ignore = |_: &[crate::apply::OpReport]| {};
+    let watcher = run(engine, load, &opts, rx, stop_rx, metrics, &mut ignore);
     let drive = async move {
         let h = driver(Harness { tx, stop }).await;
         h.stop.send(true).unwrap();
@@ -158,6 +159,38 @@ async fn a_failing_bottle_backs_off_without_stalling_the_other_and_recovers() {
         h
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_pass_hands_its_reports_on_failures_included() {
+    let e = FakeEngine::default();
+    e.fail_on("bottle-p-a0-agent");
+    let d = desired(&manifest("p", &one(1)));
+    let mut load = || Ok(d.clone());
+    let m = Metrics::default();
+    let (_tx, rx) = mpsc::unbounded_channel();
+    let (stop, stop_rx) = watch::channel(false);
+    let mut failed: Vec<String> = Vec::new();
+    let mut seen = |reports: &[crate::apply::OpReport]| {
+        failed.extend(
+            reports
+                .iter()
+                .filter(|r| matches!(r.outcome, crate::apply::Outcome::Failed(_)))
+                .map(|r| r.op.key.to_string()),
+        )
+    };
+    let opts = Options::default();
+    let watcher = run(&e, &mut load, &opts, rx, stop_rx, &m, &mut seen);
+    let drive = async {
+        tokio::time::sleep(sec(0.01)).await;
+        stop.send(true).unwrap();
+    };
+    let (r, ()) = tokio::join!(watcher, drive);
+    r.unwrap();
+    assert!(
+        failed.iter().any(|k| k.contains("bottle-p-a0-agent")),
+        "{failed:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
