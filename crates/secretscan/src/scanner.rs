@@ -331,12 +331,32 @@ impl<'r> StreamScanner<'r> {
                     // Where a match may start: only where the regex can start one
                     // and the validator's shape starts too.
                     let (from, to) = ((start - lo) as usize, (report_to - lo) as usize);
-                    if rule
-                        .lead
-                        .as_ref()
-                        .is_some_and(|l| !l.starts_in(seg, from, to))
-                    {
-                        continue;
+                    match &rule.lead {
+                        Some(l) if let Some(anchored) = l.anchored(seg) => {
+                            // The regex tried at each such start alone.
+                            let mut pos = from;
+                            l.each_start(seg, from, to, |p| {
+                                if p < pos {
+                                    return false;
+                                }
+                                if let Some(m) = anchored.find(&seg[p..]) {
+                                    let whole = p + m.start()..p + m.end();
+                                    pos = whole.end.max(p + 1);
+                                    // The secret is the whole match (a lead is only
+                                    // anchored so).
+                                    if let Some(f) =
+                                        rules.judge_span(ri, seg, lo, whole.clone(), whole)
+                                        && self.reported.insert((ri, f.offset, f.len))
+                                    {
+                                        self.findings.push(f);
+                                    }
+                                }
+                                false
+                            });
+                            continue;
+                        }
+                        Some(l) if !l.starts_in(seg, from, to) => continue,
+                        _ => {}
                     }
                     for caps in rules.rules[ri].regex.captures_iter(seg) {
                         let whole = caps.get(0).expect("group 0 always participates");
@@ -384,18 +404,32 @@ impl RuleSet {
         let rule = &self.rules[ri];
         let whole = caps.get(0).expect("group 0 always participates");
         let secret = caps.get(rule.secret_group).unwrap_or(whole);
-        let bytes = secret.as_bytes();
+        self.judge_span(ri, window, ws, whole.range(), secret.range())
+    }
+
+    /// [`RuleSet::judge_match`] of the match `whole` whose secret is `secret` (spans
+    /// of `window`).
+    fn judge_span(
+        &self,
+        ri: usize,
+        window: &[u8],
+        ws: u64,
+        whole: std::ops::Range<usize>,
+        secret: std::ops::Range<usize>,
+    ) -> Option<Finding> {
+        let rule = &self.rules[ri];
+        let bytes = &window[secret.clone()];
         if rule.entropy.is_some_and(|min| below_entropy(min, bytes)) || is_placeholder(bytes) {
             return None;
         }
-        let line_start = memchr_rev(b'\n', &window[..whole.start()]).map_or(0, |i| i + 1);
-        let line_end = window[whole.end()..]
+        let line_start = memchr_rev(b'\n', &window[..whole.start]).map_or(0, |i| i + 1);
+        let line_end = window[whole.end..]
             .iter()
             .position(|&b| b == b'\n')
-            .map_or(window.len(), |i| whole.end() + i);
+            .map_or(window.len(), |i| whole.end + i);
         let cand = Candidate {
             secret: bytes,
-            whole: whole.as_bytes(),
+            whole: &window[whole],
             line: &window[line_start..line_end],
         };
         if rule.allowlists.iter().any(|a| a.allows(&rule.id, &cand))
@@ -405,11 +439,11 @@ impl RuleSet {
         }
         if rule
             .validator
-            .is_some_and(|v| !v.check(window, secret.range()))
+            .is_some_and(|v| !v.check(window, secret.clone()))
         {
             return None;
         }
-        Some(finding(ws + secret.start() as u64, &rule.id, bytes))
+        Some(finding(ws + secret.start as u64, &rule.id, bytes))
     }
 
     /// Scan a whole buffer: the same as streaming it in any chunks.

@@ -822,6 +822,44 @@ proptest! {
         prop_assert_eq!(gated, ungated, "{}", text);
     }
 
+    /// The WIF and address regexes tried only at each place a value can start, anchored
+    /// there, find what the regexes find over whole segments: keys and addresses next
+    /// to each other and to base58, base64 and bech32 text, non-ASCII letters the
+    /// address regex takes (the Kelvin sign in `(?i)k`), separators, and filler that
+    /// moves them across segment boundaries.
+    #[test]
+    fn anchored_keywordless_search_loses_nothing(parts in proptest::collection::vec((0u8..12, any::<u64>()), 1..40)) {
+        use base64::Engine as _;
+        const BECH32: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+        let mut text = String::new();
+        for (kind, seed) in parts {
+            text.push_str(&match kind {
+                0 => " ".repeat((seed % 2100) as usize),
+                1 => wif(seed, seed % 2 == 0),
+                2 => rnd(seed, 20 + (seed % 45) as usize, BASE58_DIGITS),
+                3 => p2pkh(seed),
+                4 => ["+", "/", " ", "\u{212A}", "\u{17F}", "é", "_", "-", "0", "l", "1", "3"][(seed % 12) as usize].to_string(),
+                5 => p2wpkh(seed),
+                6 => format!("{}{}", ["bc1", "BC1", "tb1", "bc1q\u{212A}"][(seed % 4) as usize], rnd(seed, 6 + (seed % 60) as usize, BECH32)),
+                7 => p2tr(seed),
+                8 => base64::engine::general_purpose::STANDARD.encode(bytes(seed, 16 + (seed % 300) as usize)),
+                9 => corrupt(&wif(seed, true)),
+                10 => corrupt(&p2pkh(seed)),
+                // A P2SH address (`3...`, the `3` a bech32 character too) after a
+                // Kelvin sign inside a bech32 run: inside the address regex's match.
+                _ => {
+                    let mut p = vec![0x05];
+                    p.extend(bytes(seed, 20));
+                    let p2sh = bs58::encode(p).with_check().into_string();
+                    format!("bc1q{}\u{212A}{p2sh}", rnd(seed, 8, BECH32))
+                }
+            });
+        }
+        let gated = builtin().scan(text.as_bytes());
+        let ungated = ungated().scan(text.as_bytes());
+        prop_assert_eq!(gated, ungated, "{}", text);
+    }
+
     /// The base58check validators decode a candidate once, where they decoded (and
     /// hashed) each of its prefixes with `bs58`: the same verdict on valid keys and
     /// addresses of each version, with base58 digits after them, leading `1`s, one
