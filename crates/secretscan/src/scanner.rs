@@ -18,6 +18,7 @@
 //! the allowlists (whole-value placeholders), then the rule's validator with the window
 //! as context.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::redact::keyed_hash;
@@ -104,8 +105,9 @@ struct Judged {
 /// Scans a byte stream chunk by chunk.
 pub struct StreamScanner<'r> {
     rules: &'r RuleSet,
-    /// Retained bytes; `buf[0]` is at absolute offset `base`.
-    pub(super) buf: Vec<u8>,
+    /// Retained bytes; `buf[0]` is at absolute offset `base`. Borrowed when a whole
+    /// buffer is scanned ([`RuleSet::scan`]), so that it is not copied.
+    pub(super) buf: Cow<'r, [u8]>,
     base: u64,
     /// Absolute offset where the next keyword search starts.
     search_from: u64,
@@ -127,7 +129,7 @@ impl<'r> StreamScanner<'r> {
     pub fn new(rules: &'r RuleSet) -> Self {
         StreamScanner {
             rules,
-            buf: Vec::new(),
+            buf: Cow::Owned(Vec::new()),
             base: 0,
             search_from: 0,
             searched_to: 0,
@@ -149,7 +151,7 @@ impl<'r> StreamScanner<'r> {
     /// Feed the next chunk; returns the findings it completed (possibly about earlier
     /// bytes).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Finding> {
-        self.buf.extend_from_slice(chunk);
+        self.buf.to_mut().extend_from_slice(chunk);
         self.search();
         self.judge_ready();
         self.run_segments();
@@ -381,7 +383,12 @@ impl<'r> StreamScanner<'r> {
         let keep_from = self.safe_offset().max(self.base);
         let cut = (keep_from - self.base) as usize;
         if cut > 0 {
-            self.buf.drain(..cut);
+            match &mut self.buf {
+                Cow::Borrowed(b) => *b = &b[cut..],
+                Cow::Owned(v) => {
+                    v.drain(..cut);
+                }
+            }
             self.base = keep_from;
         }
     }
@@ -453,13 +460,12 @@ impl RuleSet {
 
     /// [`RuleSet::scan`], also giving where keyword hits start, in order.
     pub(crate) fn scan_hits(&self, data: &[u8], hits: Option<&mut Vec<u64>>) -> Vec<Finding> {
+        // The whole buffer at once, borrowed: the findings of a stream are the same
+        // for every chunking.
         let mut s = StreamScanner::new(self);
         s.hit_starts = hits.as_ref().map(|_| Vec::new());
-        let mut out = Vec::new();
-        for chunk in data.chunks(1 << 20) {
-            out.extend(s.push(chunk));
-        }
-        out.extend(s.finish());
+        s.buf = Cow::Borrowed(data);
+        let mut out = s.finish();
         out.sort();
         if let (Some(h), Some(mut got)) = (hits, s.hit_starts.take()) {
             got.sort_unstable();
