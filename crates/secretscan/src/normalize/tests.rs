@@ -988,6 +988,24 @@ proptest! {
             prop_assert_eq!(got, want, "{:?}", kind);
         }
     }
+
+    /// The places a strong backslash escape can start, from one pass over the pairs,
+    /// are every occurrence of the seven patterns (a search for each): backslashes
+    /// before every kind of byte, in runs, across the 256-byte steps and at the end.
+    #[test]
+    fn backslash_starts_are_every_pattern(
+        data in prop_oneof![
+            escapy(),
+            proptest::collection::vec(proptest::sample::select(b"\\/ux0123489nt\"a".to_vec()), 0..1200),
+        ],
+    ) {
+        let mut want: Vec<usize> = [&b"\\/"[..], b"\\u", b"\\x", b"\\0", b"\\1", b"\\2", b"\\3"]
+            .iter()
+            .flat_map(|p| memchr::memmem::find_iter(&data, p).collect::<Vec<_>>())
+            .collect();
+        want.sort_unstable();
+        prop_assert_eq!(escapes::backslash_starts(&data), want);
+    }
 }
 
 /// Maximal runs of `class` of at least `min` bytes, a byte at a time.
