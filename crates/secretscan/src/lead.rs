@@ -13,6 +13,7 @@
 //! that cannot be computed is "any byte", a boundary that is not certain is not
 //! required.
 
+use regex::bytes::{Regex, RegexBuilder};
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
 use crate::validators::Validator;
@@ -30,6 +31,12 @@ pub(crate) struct Lead {
     validator: Option<Validator>,
     /// The run such a value lies in, from its first byte ([`Validator::run`]).
     run: Option<Run>,
+    /// When the secret is the whole match, every match starts at a boundary and holds
+    /// only word characters, or bytes of non-ASCII characters too (then `wide`), and
+    /// the regex looks at nothing but ASCII word boundaries: the regex anchored at the
+    /// start of its haystack (see [`Lead::anchored`]).
+    anchored: Option<Regex>,
+    wide: bool,
 }
 
 /// A run of `class` at least `min` bytes long.
@@ -63,6 +70,26 @@ impl Lead {
             return None;
         }
         let boundary = hir.properties().look_set_prefix().contains(Look::WordAscii);
+        let mut inside = [false; 256];
+        match_bytes(&hir, &mut inside);
+        let other = |b: usize| inside[b] && !is_word(b as u8);
+        let words = whole
+            && boundary
+            && (0..0x80).all(|b| !other(b))
+            && hir
+                .properties()
+                .look_set()
+                .iter()
+                .all(|l| l == Look::WordAscii);
+        let wide = (0x80..0x100).any(other);
+        let anchored = words
+            .then(|| {
+                RegexBuilder::new(&format!("^(?:{pattern})"))
+                    .size_limit(1 << 22)
+                    .build()
+                    .ok()
+            })
+            .flatten();
         let validator = validator.filter(|_| whole);
         let run = validator.and_then(Validator::run).map(|(class, min)| {
             let class: [bool; 256] = std::array::from_fn(|b| class(b as u8));
@@ -78,7 +105,29 @@ impl Lead {
             boundary,
             validator,
             run,
+            anchored,
+            wide,
         })
+    }
+
+    /// The rule's regex anchored at the start of its haystack, when the matches of
+    /// the rule's regex in `hay` are the matches it finds in `hay[p..]` at each `p`
+    /// that [`Lead::each_start`] gives, one after another. So they are when every match
+    /// starts at a word boundary and holds only word characters (in `hay`: for a rule
+    /// whose classes take non-ASCII letters, `(?i)k` is also the Kelvin sign, only when
+    /// `hay` is ASCII): no match holds a place where another can start (inside a match
+    /// every byte follows a word character, and a match starts after one that is
+    /// not), so the regex's iteration over `hay` finds, at each place a match can
+    /// start, the match that starts there; a place where a match can start but no
+    /// value of the validator's shape can is skipped, as its match, if any, is judged
+    /// to no finding and hides no other. The boundary at `p` is the same in `hay[p..]`
+    /// (where the regex sees none before it) as in `hay` ([`Lead::each_start`] gives
+    /// only places where the regex can start a match: after a byte that is no word
+    /// character), and the regex looks at nothing else before a match.
+    pub(crate) fn anchored(&self, hay: &[u8]) -> Option<&Regex> {
+        self.anchored
+            .as_ref()
+            .filter(|_| !self.wide || hay.is_ascii())
     }
 
     /// Can a match start at `hay[p]` (the regex sees `hay`, so `hay[p - 1]` is the
@@ -97,13 +146,34 @@ impl Lead {
     /// Can a match that the rule's validator accepts start at some `p` in `from..to`
     /// of `hay` (the haystack the rule's regex runs over)?
     pub(crate) fn starts_in(&self, hay: &[u8], from: usize, to: usize) -> bool {
+        let mut found = false;
+        self.each_start(hay, from, to, |_| {
+            found = true;
+            true
+        });
+        found
+    }
+
+    /// Call `f(p)` for each `p` in `from..to`, in order, where a match that the rule's
+    /// validator accepts can start, until `f` returns true.
+    pub(crate) fn each_start(
+        &self,
+        hay: &[u8],
+        from: usize,
+        to: usize,
+        mut f: impl FnMut(usize) -> bool,
+    ) {
         let to = to.min(hay.len());
         let Some(run) = &self.run else {
-            return (from..to).any(|p| self.fits(hay, p));
+            for p in from..to {
+                if self.fits(hay, p) && f(p) {
+                    return;
+                }
+            }
+            return;
         };
         // The value lies in a run of the class at least `min` long that starts at or
         // before it: only such runs are looked at (found by skipping ahead).
-        let mut found = false;
         class_runs(
             hay,
             from.saturating_sub(run.min),
@@ -120,11 +190,9 @@ impl Lead {
                 } else {
                     re + 1 - run.min
                 };
-                found = (rs.max(from)..last.min(to)).any(|p| self.fits(hay, p));
-                found
+                (rs.max(from)..last.min(to)).any(|p| self.fits(hay, p) && f(p))
             },
         );
-        found
     }
 }
 
@@ -162,6 +230,51 @@ fn class_runs(
     }
 }
 
+/// Add the bytes of class `c` to `set` (a non-ASCII class: every byte from 0x80, as
+/// a UTF-8 lead byte or a continuation byte is not worth narrowing).
+fn class_bytes(c: &Class, set: &mut [bool; 256]) {
+    match c {
+        Class::Bytes(c) => {
+            for r in c.ranges() {
+                for b in r.start()..=r.end() {
+                    set[usize::from(b)] = true;
+                }
+            }
+        }
+        Class::Unicode(c) => {
+            for r in c.ranges() {
+                let (s, e) = (u32::from(r.start()), u32::from(r.end()));
+                for b in s.min(0x80)..=e.min(0x7F) {
+                    set[b as usize] = true;
+                }
+                if e >= 0x80 {
+                    set[0x80..].fill(true);
+                }
+            }
+        }
+    }
+}
+
+/// Add every byte a match of `h` can hold to `set`.
+fn match_bytes(h: &Hir, set: &mut [bool; 256]) {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => {}
+        HirKind::Literal(lit) => {
+            for &b in lit.0.iter() {
+                set[usize::from(b)] = true;
+            }
+        }
+        HirKind::Class(c) => class_bytes(c, set),
+        HirKind::Repetition(r) => match_bytes(&r.sub, set),
+        HirKind::Capture(c) => match_bytes(&c.sub, set),
+        HirKind::Concat(subs) | HirKind::Alternation(subs) => {
+            for s in subs {
+                match_bytes(s, set);
+            }
+        }
+    }
+}
+
 /// Add the bytes a match of `h` can start with to `set`; whether `h` can match the
 /// empty string (then what follows it can start a match too).
 fn first_bytes(h: &Hir, set: &mut [bool; 256]) -> bool {
@@ -174,25 +287,8 @@ fn first_bytes(h: &Hir, set: &mut [bool; 256]) -> bool {
             }
             None => true,
         },
-        HirKind::Class(Class::Bytes(c)) => {
-            for r in c.ranges() {
-                for b in r.start()..=r.end() {
-                    set[usize::from(b)] = true;
-                }
-            }
-            false
-        }
-        HirKind::Class(Class::Unicode(c)) => {
-            for r in c.ranges() {
-                let (s, e) = (u32::from(r.start()), u32::from(r.end()));
-                for b in s.min(0x80)..=e.min(0x7F) {
-                    set[b as usize] = true;
-                }
-                if e >= 0x80 {
-                    // A UTF-8 lead byte: not worth narrowing.
-                    set[0x80..].fill(true);
-                }
-            }
+        HirKind::Class(c) => {
+            class_bytes(c, set);
             false
         }
         HirKind::Repetition(r) => {

@@ -18,6 +18,7 @@
 //! the allowlists (whole-value placeholders), then the rule's validator with the window
 //! as context.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use super::redact::keyed_hash;
@@ -104,8 +105,9 @@ struct Judged {
 /// Scans a byte stream chunk by chunk.
 pub struct StreamScanner<'r> {
     rules: &'r RuleSet,
-    /// Retained bytes; `buf[0]` is at absolute offset `base`.
-    pub(super) buf: Vec<u8>,
+    /// Retained bytes; `buf[0]` is at absolute offset `base`. Borrowed when a whole
+    /// buffer is scanned ([`RuleSet::scan`]), so that it is not copied.
+    pub(super) buf: Cow<'r, [u8]>,
     base: u64,
     /// Absolute offset where the next keyword search starts.
     search_from: u64,
@@ -127,7 +129,7 @@ impl<'r> StreamScanner<'r> {
     pub fn new(rules: &'r RuleSet) -> Self {
         StreamScanner {
             rules,
-            buf: Vec::new(),
+            buf: Cow::Owned(Vec::new()),
             base: 0,
             search_from: 0,
             searched_to: 0,
@@ -149,7 +151,7 @@ impl<'r> StreamScanner<'r> {
     /// Feed the next chunk; returns the findings it completed (possibly about earlier
     /// bytes).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<Finding> {
-        self.buf.extend_from_slice(chunk);
+        self.buf.to_mut().extend_from_slice(chunk);
         self.search();
         self.judge_ready();
         self.run_segments();
@@ -331,12 +333,32 @@ impl<'r> StreamScanner<'r> {
                     // Where a match may start: only where the regex can start one
                     // and the validator's shape starts too.
                     let (from, to) = ((start - lo) as usize, (report_to - lo) as usize);
-                    if rule
-                        .lead
-                        .as_ref()
-                        .is_some_and(|l| !l.starts_in(seg, from, to))
-                    {
-                        continue;
+                    match &rule.lead {
+                        Some(l) if let Some(anchored) = l.anchored(seg) => {
+                            // The regex tried at each such start alone.
+                            let mut pos = from;
+                            l.each_start(seg, from, to, |p| {
+                                if p < pos {
+                                    return false;
+                                }
+                                if let Some(m) = anchored.find(&seg[p..]) {
+                                    let whole = p + m.start()..p + m.end();
+                                    pos = whole.end.max(p + 1);
+                                    // The secret is the whole match (a lead is only
+                                    // anchored so).
+                                    if let Some(f) =
+                                        rules.judge_span(ri, seg, lo, whole.clone(), whole)
+                                        && self.reported.insert((ri, f.offset, f.len))
+                                    {
+                                        self.findings.push(f);
+                                    }
+                                }
+                                false
+                            });
+                            continue;
+                        }
+                        Some(l) if !l.starts_in(seg, from, to) => continue,
+                        _ => {}
                     }
                     for caps in rules.rules[ri].regex.captures_iter(seg) {
                         let whole = caps.get(0).expect("group 0 always participates");
@@ -361,7 +383,12 @@ impl<'r> StreamScanner<'r> {
         let keep_from = self.safe_offset().max(self.base);
         let cut = (keep_from - self.base) as usize;
         if cut > 0 {
-            self.buf.drain(..cut);
+            match &mut self.buf {
+                Cow::Borrowed(b) => *b = &b[cut..],
+                Cow::Owned(v) => {
+                    v.drain(..cut);
+                }
+            }
             self.base = keep_from;
         }
     }
@@ -384,18 +411,32 @@ impl RuleSet {
         let rule = &self.rules[ri];
         let whole = caps.get(0).expect("group 0 always participates");
         let secret = caps.get(rule.secret_group).unwrap_or(whole);
-        let bytes = secret.as_bytes();
+        self.judge_span(ri, window, ws, whole.range(), secret.range())
+    }
+
+    /// [`RuleSet::judge_match`] of the match `whole` whose secret is `secret` (spans
+    /// of `window`).
+    fn judge_span(
+        &self,
+        ri: usize,
+        window: &[u8],
+        ws: u64,
+        whole: std::ops::Range<usize>,
+        secret: std::ops::Range<usize>,
+    ) -> Option<Finding> {
+        let rule = &self.rules[ri];
+        let bytes = &window[secret.clone()];
         if rule.entropy.is_some_and(|min| below_entropy(min, bytes)) || is_placeholder(bytes) {
             return None;
         }
-        let line_start = memchr_rev(b'\n', &window[..whole.start()]).map_or(0, |i| i + 1);
-        let line_end = window[whole.end()..]
+        let line_start = memchr_rev(b'\n', &window[..whole.start]).map_or(0, |i| i + 1);
+        let line_end = window[whole.end..]
             .iter()
             .position(|&b| b == b'\n')
-            .map_or(window.len(), |i| whole.end() + i);
+            .map_or(window.len(), |i| whole.end + i);
         let cand = Candidate {
             secret: bytes,
-            whole: whole.as_bytes(),
+            whole: &window[whole],
             line: &window[line_start..line_end],
         };
         if rule.allowlists.iter().any(|a| a.allows(&rule.id, &cand))
@@ -405,11 +446,11 @@ impl RuleSet {
         }
         if rule
             .validator
-            .is_some_and(|v| !v.check(window, secret.range()))
+            .is_some_and(|v| !v.check(window, secret.clone()))
         {
             return None;
         }
-        Some(finding(ws + secret.start() as u64, &rule.id, bytes))
+        Some(finding(ws + secret.start as u64, &rule.id, bytes))
     }
 
     /// Scan a whole buffer: the same as streaming it in any chunks.
@@ -419,13 +460,12 @@ impl RuleSet {
 
     /// [`RuleSet::scan`], also giving where keyword hits start, in order.
     pub(crate) fn scan_hits(&self, data: &[u8], hits: Option<&mut Vec<u64>>) -> Vec<Finding> {
+        // The whole buffer at once, borrowed: the findings of a stream are the same
+        // for every chunking.
         let mut s = StreamScanner::new(self);
         s.hit_starts = hits.as_ref().map(|_| Vec::new());
-        let mut out = Vec::new();
-        for chunk in data.chunks(1 << 20) {
-            out.extend(s.push(chunk));
-        }
-        out.extend(s.finish());
+        s.buf = Cow::Borrowed(data);
+        let mut out = s.finish();
         out.sort();
         if let (Some(h), Some(mut got)) = (hits, s.hit_starts.take()) {
             got.sort_unstable();

@@ -56,6 +56,9 @@ pub(crate) fn wif(seed: u64, compressed: bool) -> String {
     bs58::encode(p).with_check().into_string()
 }
 
+/// Bitcoin's base58 digits.
+const BASE58_DIGITS: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
 /// A P2PKH address.
 pub(crate) fn p2pkh(seed: u64) -> String {
     let mut p = vec![0x00];
@@ -817,6 +820,97 @@ proptest! {
         let gated = builtin().scan(text.as_bytes());
         let ungated = ungated().scan(text.as_bytes());
         prop_assert_eq!(gated, ungated, "{}", text);
+    }
+
+    /// The WIF and address regexes tried only at each place a value can start, anchored
+    /// there, find what the regexes find over whole segments: keys and addresses next
+    /// to each other and to base58, base64 and bech32 text, non-ASCII letters the
+    /// address regex takes (the Kelvin sign in `(?i)k`), separators, and filler that
+    /// moves them across segment boundaries.
+    #[test]
+    fn anchored_keywordless_search_loses_nothing(parts in proptest::collection::vec((0u8..12, any::<u64>()), 1..40)) {
+        use base64::Engine as _;
+        const BECH32: &[u8] = b"qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+        let mut text = String::new();
+        for (kind, seed) in parts {
+            text.push_str(&match kind {
+                0 => " ".repeat((seed % 2100) as usize),
+                1 => wif(seed, seed % 2 == 0),
+                2 => rnd(seed, 20 + (seed % 45) as usize, BASE58_DIGITS),
+                3 => p2pkh(seed),
+                4 => ["+", "/", " ", "\u{212A}", "\u{17F}", "é", "_", "-", "0", "l", "1", "3"][(seed % 12) as usize].to_string(),
+                5 => p2wpkh(seed),
+                6 => format!("{}{}", ["bc1", "BC1", "tb1", "bc1q\u{212A}"][(seed % 4) as usize], rnd(seed, 6 + (seed % 60) as usize, BECH32)),
+                7 => p2tr(seed),
+                8 => base64::engine::general_purpose::STANDARD.encode(bytes(seed, 16 + (seed % 300) as usize)),
+                9 => corrupt(&wif(seed, true)),
+                10 => corrupt(&p2pkh(seed)),
+                // A P2SH address (`3...`, the `3` a bech32 character too) after a
+                // Kelvin sign inside a bech32 run: inside the address regex's match.
+                _ => {
+                    let mut p = vec![0x05];
+                    p.extend(bytes(seed, 20));
+                    let p2sh = bs58::encode(p).with_check().into_string();
+                    format!("bc1q{}\u{212A}{p2sh}", rnd(seed, 8, BECH32))
+                }
+            });
+        }
+        let gated = builtin().scan(text.as_bytes());
+        let ungated = ungated().scan(text.as_bytes());
+        prop_assert_eq!(gated, ungated, "{}", text);
+    }
+
+    /// The base58check validators decode a candidate once, where they decoded (and
+    /// hashed) each of its prefixes with `bs58`: the same verdict on valid keys and
+    /// addresses of each version, with base58 digits after them, leading `1`s, one
+    /// digit changed, and random base58.
+    #[test]
+    fn base58_validators_decode_once(
+        kind in 0u8..7,
+        seed in any::<u64>(),
+        ones in 0usize..3,
+        tail in 0usize..12,
+        broken in any::<bool>(),
+    ) {
+        let payload = |version: u8, n: usize| {
+            let mut p = vec![version];
+            let mut k = bytes(seed, n);
+            k[0] &= 0x7f;
+            p.extend(k);
+            p
+        };
+        let mut text = "1".repeat(ones);
+        text.push_str(&match kind {
+            0 => wif(seed, true),
+            1 => wif(seed, false),
+            2 => p2pkh(seed),
+            3 => bs58::encode(payload(0x05, 20)).with_check().into_string(),
+            4 => bs58::encode(payload(0x6f, 20)).with_check().into_string(),
+            5 => bs58::encode(payload(0xef, 32)).with_check().into_string(),
+            _ => rnd(seed, 20 + (seed % 40) as usize, BASE58_DIGITS),
+        });
+        text.push_str(&rnd(seed ^ 0x5eed, tail, BASE58_DIGITS));
+        if broken {
+            text = corrupt(&text);
+        }
+        let s = text.as_bytes();
+        let check = |s: &[u8]| bs58::decode(s).with_check(None).into_vec().ok();
+        let wif_before = [52, 51].iter().any(|&n| {
+            s.len() >= n
+                && check(&s[..n]).is_some_and(|p| {
+                    matches!(p.first(), Some(0x80 | 0xef))
+                        && match p.len() {
+                            33 => Validator::Secp256k1Key.check(hex::encode(&p[1..]).as_bytes(), 0..64),
+                            34 => p[33] == 1 && Validator::Secp256k1Key.check(hex::encode(&p[1..33]).as_bytes(), 0..64),
+                            _ => false,
+                        }
+                })
+        });
+        let address_before = (25..=s.len().min(35)).rev().any(|n| {
+            check(&s[..n]).is_some_and(|p| p.len() == 21 && matches!(p[0], 0x00 | 0x05 | 0x6f | 0xc4))
+        });
+        prop_assert_eq!(Validator::Wif.check(s, 0..s.len()), wif_before, "{}", text);
+        prop_assert_eq!(Validator::BtcAddress.check(s, 0..s.len()), address_before, "{}", text);
     }
 
     #[test]

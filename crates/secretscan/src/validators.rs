@@ -692,15 +692,90 @@ fn valid_scalar(k: &[u8]) -> bool {
     k.len() == 32 && k.iter().any(|&b| b != 0) && k < &SECP256K1_N[..]
 }
 
-fn base58check(s: &[u8]) -> Option<Vec<u8>> {
-    bs58::decode(s).with_check(None).into_vec().ok()
+/// Bitcoin's base58 digits' values; 0xFF for other bytes.
+const BASE58: [u8; 256] = {
+    let digits = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+    let mut t = [0xFF; 256];
+    let mut i = 0;
+    while i < digits.len() {
+        t[digits[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Does some prefix `s[..n]`, `n` in `lens`, decode as base58check (as `bs58` with its
+/// check decodes it: a zero byte for each leading `1`, then the number's big-endian
+/// bytes, the last four the double SHA-256 of the rest) to a payload of one of the
+/// lengths `sizes` that `ok` accepts? One decoding of the longest prefix: a prefix's
+/// number is the shorter one's times 58 plus its last digit, and a payload is hashed
+/// only when its length is one of `sizes` (a random candidate's rarely is), where
+/// decoding each prefix hashed each.
+fn base58check_prefixes(
+    s: &[u8],
+    lens: std::ops::RangeInclusive<usize>,
+    sizes: &[usize],
+    ok: impl Fn(&[u8]) -> bool,
+) -> bool {
+    use sha2::{Digest, Sha256};
+    // Little-endian 32-bit limbs: 64 digits need 375 bits.
+    let mut limbs = [0u32; 12];
+    let mut used = 0;
+    let mut zeros = 0;
+    let end = (*lens.end()).min(s.len());
+    for (i, &c) in s[..end].iter().enumerate() {
+        let digit = BASE58[usize::from(c)];
+        if digit == 0xFF {
+            // This prefix and every longer one are not base58.
+            return false;
+        }
+        if used == 0 && digit == 0 {
+            zeros += 1;
+        } else {
+            let mut carry = u64::from(digit);
+            for l in &mut limbs[..used] {
+                let v = u64::from(*l) * 58 + carry;
+                *l = v as u32;
+                carry = v >> 32;
+            }
+            if carry > 0 {
+                if used == limbs.len() {
+                    return false;
+                }
+                limbs[used] = carry as u32;
+                used += 1;
+            }
+        }
+        let n = i + 1;
+        if !lens.contains(&n) {
+            continue;
+        }
+        let top = if used == 0 {
+            0
+        } else {
+            4 * (used - 1) + (4 - limbs[used - 1].leading_zeros() as usize / 8)
+        };
+        let total = zeros + top;
+        if total < 4 || !sizes.contains(&(total - 4)) {
+            continue;
+        }
+        let mut bytes = vec![0u8; zeros];
+        let be: Vec<u8> = limbs[..used]
+            .iter()
+            .rev()
+            .flat_map(|l| l.to_be_bytes())
+            .collect();
+        bytes.extend_from_slice(&be[be.len() - top..]);
+        let (payload, check) = bytes.split_at(total - 4);
+        if Sha256::digest(Sha256::digest(payload))[..4] == *check && ok(payload) {
+            return true;
+        }
+    }
+    false
 }
 
-fn wif_exact(s: &[u8]) -> bool {
-    let Some(p) = base58check(s) else {
-        return false;
-    };
-    // version, 32-byte key, and 0x01 when the public key is compressed.
+/// A WIF payload: version, 32-byte key, and 0x01 when the public key is compressed.
+fn wif_payload(p: &[u8]) -> bool {
     matches!(p.first(), Some(0x80 | 0xef))
         && match p.len() {
             33 => valid_scalar(&p[1..]),
@@ -711,13 +786,12 @@ fn wif_exact(s: &[u8]) -> bool {
 
 fn wif(secret: &[u8]) -> bool {
     // Uncompressed keys are 51 characters, compressed 52.
-    [52, 51]
-        .iter()
-        .any(|&n| secret.len() >= n && wif_exact(&secret[..n]))
+    base58check_prefixes(secret, 51..=52, &[33, 34], wif_payload)
 }
 
-fn base58_address_exact(s: &[u8]) -> bool {
-    base58check(s).is_some_and(|p| p.len() == 21 && matches!(p[0], 0x00 | 0x05 | 0x6f | 0xc4))
+/// A P2PKH or P2SH payload: version and a 20-byte hash.
+fn address_payload(p: &[u8]) -> bool {
+    p.len() == 21 && matches!(p[0], 0x00 | 0x05 | 0x6f | 0xc4)
 }
 
 fn bech32_address_exact(s: &[u8]) -> bool {
@@ -740,9 +814,7 @@ fn btc_address(secret: &[u8]) -> bool {
                 .any(|&n| secret.len() > n && bech32_address_exact(&secret[..n]));
     }
     // P2PKH and P2SH: 25 to 34 characters.
-    (25..=secret.len().min(35))
-        .rev()
-        .any(|n| base58_address_exact(&secret[..n]))
+    base58check_prefixes(secret, 25..=35, &[21], address_payload)
 }
 
 fn secp256k1_hex_key(secret: &[u8]) -> bool {

@@ -61,13 +61,41 @@ pub(super) fn base64_runs(data: &[u8], min: usize, mut f: impl FnMut(usize, usiz
             i = j;
             continue;
         }
-        let mut end = probe + 1;
-        while end < n && is_b64(data[end]) {
-            end += 1;
-        }
+        let end = b64_run_end(data, probe + 1);
         f(i, end - i);
         i = end + 1;
     }
+}
+
+/// A base64 digit of either alphabet, without a table (so that a fold over a block
+/// is vectorized): the bytes [`is_b64`] takes.
+fn is_b64_digit(b: u8) -> bool {
+    ((b | 0x20).wrapping_sub(b'a') < 26)
+        | (b.wrapping_sub(b'0') < 10)
+        | (b == b'+')
+        | (b == b'-')
+        | (b == b'/')
+        | (b == b'_')
+}
+
+/// Where the base64-alphabet run that goes on at `at` ends: sixteen bytes at a time
+/// without a branch (a long run is an image), then a byte at a time.
+fn b64_run_end(data: &[u8], mut at: usize) -> usize {
+    while let Some(block) = data.get(at..at + 16) {
+        let block: &[u8; 16] = block.try_into().expect("16 bytes");
+        if block
+            .iter()
+            .fold(0u8, |n, &c| n + u8::from(is_b64_digit(c)))
+            != 16
+        {
+            break;
+        }
+        at += 16;
+    }
+    while at < data.len() && is_b64(data[at]) {
+        at += 1;
+    }
+    at
 }
 
 /// Call `f(start, len)` for every maximal run of hex digits of `min` or more in `run`

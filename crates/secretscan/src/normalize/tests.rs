@@ -988,6 +988,24 @@ proptest! {
             prop_assert_eq!(got, want, "{:?}", kind);
         }
     }
+
+    /// The places a strong backslash escape can start, from one pass over the pairs,
+    /// are every occurrence of the seven patterns (a search for each): backslashes
+    /// before every kind of byte, in runs, across the 256-byte steps and at the end.
+    #[test]
+    fn backslash_starts_are_every_pattern(
+        data in prop_oneof![
+            escapy(),
+            proptest::collection::vec(proptest::sample::select(b"\\/ux0123489nt\"a".to_vec()), 0..1200),
+        ],
+    ) {
+        let mut want: Vec<usize> = [&b"\\/"[..], b"\\u", b"\\x", b"\\0", b"\\1", b"\\2", b"\\3"]
+            .iter()
+            .flat_map(|p| memchr::memmem::find_iter(&data, p).collect::<Vec<_>>())
+            .collect();
+        want.sort_unstable();
+        prop_assert_eq!(escapes::backslash_starts(&data), want);
+    }
 }
 
 /// Maximal runs of `class` of at least `min` bytes, a byte at a time.
@@ -1008,6 +1026,24 @@ fn runs_slow(data: &[u8], min: usize, class: impl Fn(u8) -> bool) -> Vec<(usize,
 }
 
 proptest! {
+    /// The base64 runs (their ends found sixteen bytes at a time) are the runs a byte
+    /// walk finds: words of the alphabet between spaces, dots and quotes, long runs
+    /// across block edges, and bytes of every kind.
+    #[test]
+    fn base64_runs_equal_byte_walks(
+        data in proptest::collection::vec(prop_oneof![
+            8 => proptest::sample::select(b"aZ09+/-_".to_vec()),
+            1 => proptest::sample::select(b" .\"=%".to_vec()),
+            1 => any::<u8>(),
+        ], 0..700),
+        min in 1usize..60,
+    ) {
+        let mut fast = Vec::new();
+        runs::base64_runs(&data, min, |s, l| fast.push((s, l)));
+        let class = |c: u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'/' | b'_');
+        prop_assert_eq!(fast, runs_slow(&data, min, class));
+    }
+
     /// The skip-ahead run finder (the `upper` fold of a deeper view) and the ASCII skip
     /// (Unicode escapes) find what a byte-at-a-time walk finds.
     #[test]
