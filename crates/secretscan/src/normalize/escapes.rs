@@ -341,17 +341,26 @@ pub(super) fn find_kept(kind: Kind, data: &[u8], keep: Keep) -> Escapes {
     ) {
         out.keep = keep;
     }
-    let count = |b: u8| memchr::memchr_iter(b, data).count();
-    if matches!(out.keep, Keep::All) {
-        out.reserve(match kind {
-            Kind::Percent => count(b'%'),
-            Kind::Form => count(b'%') + count(b'+'),
-            Kind::QuotedPrintable => count(b'='),
-            Kind::Backslash => count(b'\\'),
-            Kind::Html => count(b'&'),
-            Kind::Unicode => 0,
-        });
-    }
+    // The triggers in the text, or in the spans that are listed from: as many escapes
+    // at most, most of them listed (the anchors are few: not counted).
+    let count = |b: u8| match &out.keep {
+        Keep::All => memchr::memchr_iter(b, data).count(),
+        Keep::Inside(islands) => islands
+            .spans
+            .iter()
+            .map(|&(s, e)| memchr::memchr_iter(b, &data[s..e.min(data.len())]).count())
+            .sum(),
+        Keep::Anchors(_) => 0,
+    };
+    let n = match kind {
+        Kind::Percent => count(b'%'),
+        Kind::Form => count(b'%') + count(b'+'),
+        Kind::QuotedPrintable => count(b'='),
+        Kind::Backslash => count(b'\\'),
+        Kind::Html => count(b'&'),
+        Kind::Unicode => 0,
+    };
+    out.reserve(n);
     match kind {
         Kind::Percent => percent(data, false, &mut out),
         Kind::Form => percent(data, true, &mut out),
@@ -369,31 +378,44 @@ pub(super) fn find_kept(kind: Kind, data: &[u8], keep: Keep) -> Escapes {
 /// `/`, `+` and `=` are strong only inside something as long as an encoded secret
 /// (`QUtJ%2BQ...`): `https%3A%2F%2Fexample.com%2Fa` is not, and is left to the
 /// keyword test like a space.
-fn base64_context(data: &[u8], out: &mut Escapes) {
+pub(super) fn base64_context(data: &[u8], out: &mut Escapes) {
     const RUN: usize = super::runs::BASE64_MIN;
-    // A base64 digit, or the start of an escaped one (`%2B`, `\/`).
-    let class =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'+' | b'/' | b'_' | b'-' | b'\\');
     for e in &mut out.list {
         if !e.strong || e.dec_len != 1 || !matches!(out.bytes[e.dec], b'/' | b'+' | b'=') {
             continue;
         }
+        // The context reaches `RUN` with `need` more bytes of the class: those before
+        // it are walked back only that far, those after it only as far as still needed.
+        let need = RUN.saturating_sub(e.len);
         let left = data[..e.pos]
             .iter()
             .rev()
-            .take(RUN)
-            .take_while(|&&b| class(b))
+            .take(need)
+            .take_while(|&&b| B64_CONTEXT[usize::from(b)])
             .count();
+        let need = need - left;
         let right = data
             .get(e.pos + e.len..)
             .unwrap_or_default()
             .iter()
-            .take(RUN)
-            .take_while(|&&b| class(b))
+            .take(need)
+            .take_while(|&&b| B64_CONTEXT[usize::from(b)])
             .count();
-        e.strong = left + e.len + right >= RUN;
+        e.strong = right == need;
     }
 }
+
+/// A base64 digit, or the start of an escaped one (`%2B`, `\/`).
+const B64_CONTEXT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'%' | b'+' | b'/' | b'_' | b'-' | b'\\');
+        b += 1;
+    }
+    t
+};
 
 fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
     let kind = if plus { Kind::Form } else { Kind::Percent };

@@ -1008,6 +1008,55 @@ proptest! {
     }
 }
 
+/// Text of mostly `alphabet` bytes, some `breaks` and some of any byte, up to `max`
+/// long.
+fn alphabet_soup(
+    alphabet: &'static [u8],
+    breaks: &'static [u8],
+    max: usize,
+) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            8 => proptest::sample::select(alphabet.to_vec()),
+            1 => proptest::sample::select(breaks.to_vec()),
+            1 => any::<u8>(),
+        ],
+        0..max,
+    )
+}
+
+proptest! {
+    /// The base64 context of a strong `/`, `+` or `=` (walked only as far as it still
+    /// needs) gives the strength that counting up to `RUN` bytes of the class on each
+    /// side gives: escapes of every length at every place, in runs of the class of
+    /// every length, across `%`, `\\` and other bytes.
+    #[test]
+    fn base64_context_walks_only_what_it_needs(
+        data in alphabet_soup(b"aZ09+/-_%\\", b" .=\"", 120),
+        picks in proptest::collection::vec((any::<usize>(), 1usize..13, proptest::sample::select(b"/+=aZ ".to_vec()), any::<bool>()), 0..8),
+    ) {
+        const RUN: usize = runs::BASE64_MIN;
+        let class = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'+' | b'/' | b'_' | b'-' | b'\\');
+        let mut out = escapes::Escapes::default();
+        for (pos, len, dec, strong) in picks {
+            let pos = pos % (data.len() + 1);
+            let len = len.min(data.len() - pos);
+            out.list.push(escapes::Esc { pos, len, dec: out.bytes.len(), dec_len: 1, strong });
+            out.bytes.push(dec);
+        }
+        let want: Vec<bool> = out.list.iter().map(|e| {
+            if !e.strong || !matches!(out.bytes[e.dec], b'/' | b'+' | b'=') {
+                return e.strong;
+            }
+            let left = data[..e.pos].iter().rev().take(RUN).take_while(|&&b| class(b)).count();
+            let right = data[e.pos + e.len..].iter().take(RUN).take_while(|&&b| class(b)).count();
+            left + e.len + right >= RUN
+        }).collect();
+        escapes::base64_context(&data, &mut out);
+        prop_assert_eq!(out.list.iter().map(|e| e.strong).collect::<Vec<_>>(), want);
+    }
+}
+
 /// Maximal runs of `class` of at least `min` bytes, a byte at a time.
 fn runs_slow(data: &[u8], min: usize, class: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
@@ -1031,11 +1080,7 @@ proptest! {
     /// across block edges, and bytes of every kind.
     #[test]
     fn base64_runs_equal_byte_walks(
-        data in proptest::collection::vec(prop_oneof![
-            8 => proptest::sample::select(b"aZ09+/-_".to_vec()),
-            1 => proptest::sample::select(b" .\"=%".to_vec()),
-            1 => any::<u8>(),
-        ], 0..700),
+        data in alphabet_soup(b"aZ09+/-_", b" .\"=%", 700),
         min in 1usize..60,
     ) {
         let mut fast = Vec::new();
