@@ -148,7 +148,7 @@ impl Escapes {
         self.bytes.reserve(n);
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, pos: usize, len: usize, dec: &[u8], strong: bool) {
         let listed = match &mut self.keep {
             Keep::All => true,
@@ -572,6 +572,17 @@ fn html(data: &[u8], out: &mut Escapes) {
         (b"&apos;", b"'"),
         (b"&nbsp;", b" "),
     ];
+    // The second bytes of the names, lower case: a form's `&page=` or `&lang=` is
+    // compared with a name only when its second byte starts one.
+    const NAMED_SECOND: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut k = 0;
+        while k < NAMED.len() {
+            t[NAMED[k].0[1] as usize] = true;
+            k += 1;
+        }
+        t
+    };
     let mut i = 0;
     while let Some(at) = out.resume(Kind::Html, data, i)
         && let Some(p) = memchr(b'&', &data[at..]).map(|o| at + o)
@@ -605,9 +616,12 @@ fn html(data: &[u8], out: &mut Escapes) {
                 out.push_char(p, start + digits + 1, c);
                 consumed = start + digits + 1;
             }
-        } else if let Some((name, dec)) = NAMED
-            .iter()
-            .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
+        } else if rest
+            .get(1)
+            .is_some_and(|&b| NAMED_SECOND[usize::from(b.to_ascii_lowercase())])
+            && let Some((name, dec)) = NAMED
+                .iter()
+                .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
         {
             out.push(p, name.len(), dec, false);
             consumed = name.len();

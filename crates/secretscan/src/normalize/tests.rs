@@ -1057,6 +1057,39 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Named HTML references (compared with a name only when the byte after the `&`
+    /// is a name's second one, in either case) are the ones a comparison with every
+    /// name at every `&` finds: names in any case, cut short, run together, and the
+    /// `&page=` of a form.
+    #[test]
+    fn named_html_references_equal_every_comparison(
+        parts in proptest::collection::vec(proptest::sample::select(vec![
+            "&amp;", "&AMP;", "&lt;", "&Lt;", "&gt;", "&quot;", "&QuOt;", "&apos;", "&nbsp;",
+            "&nbsp", "&am", "&l", "&", "&&", "&page=2", "&lang=en", "&q", "a", ";", " ",
+        ]), 0..40),
+    ) {
+        let data = parts.concat().into_bytes();
+        const NAMED: [(&str, &str); 6] =
+            [("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">"), ("&quot;", "\""), ("&apos;", "'"), ("&nbsp;", " ")];
+        let mut want = Vec::new();
+        let mut i = 0;
+        while let Some(p) = data[i..].iter().position(|&b| b == b'&').map(|o| i + o) {
+            let rest = &data[p..];
+            match NAMED.iter().find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n.as_bytes())) {
+                Some((n, d)) => {
+                    want.push((p, n.len(), d.as_bytes().to_vec()));
+                    i = p + n.len();
+                }
+                None => i = p + 1,
+            }
+        }
+        let found = escapes::find(escapes::Kind::Html, &data);
+        let got: Vec<_> = found.list.iter().map(|x| (x.pos, x.len, found.decoded(x).to_vec())).collect();
+        prop_assert_eq!(got, want);
+    }
+}
+
 /// Maximal runs of `class` of at least `min` bytes, a byte at a time.
 fn runs_slow(data: &[u8], min: usize, class: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
