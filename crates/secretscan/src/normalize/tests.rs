@@ -1090,6 +1090,25 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The next escape's first byte, a word looked at before the call, is where
+    /// `memchr2` finds it: bytes that differ from the needles by one bit or by a
+    /// borrow (`$`, `&`, `0x80 | %`, 0, 0xFF), runs of needles, from every place,
+    /// near the end and past it.
+    #[test]
+    fn find_byte_equals_memchr(
+        data in proptest::collection::vec(proptest::sample::select(
+            b"%+\\&$*,#\x00\xff\xa5\xab\\=a".to_vec()), 0..40),
+        at in 0usize..41,
+        pair in proptest::sample::select(vec![(b'%', b'+'), (b'%', b'%'), (b'\\', b'\\'), (b'&', b'&')]),
+    ) {
+        let at = at.min(data.len());
+        let (a, b) = pair;
+        let want = memchr::memchr2(a, b, &data[at..]).map(|o| at + o);
+        prop_assert_eq!(escapes::find_byte(&data, at, a, b), want);
+    }
+}
+
 /// Maximal runs of `class` of at least `min` bytes, a byte at a time.
 fn runs_slow(data: &[u8], min: usize, class: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
