@@ -312,13 +312,27 @@ pub(super) fn backslash_starts(data: &[u8]) -> Vec<usize> {
         return out;
     };
     // Blocks of 64 pairs (65 bytes, a fixed size: no bounds checks, vectorized),
-    // then the pairs left a byte at a time.
+    // then the pairs left a byte at a time. After a block without a backslash the
+    // next one is found by `memchr` (an image or a form has none: no pair starts
+    // before it).
     while let Some(block) = data.get(i..i + 65) {
         let block: &[u8; 65] = block.try_into().expect("65 bytes");
-        if (0..64).fold(0u8, |f, k| f | pair(block[k], block[k + 1])) != 0 {
+        let (pairs, slashes) = (0..64).fold((0u8, 0u8), |(f, b), k| {
+            (
+                f | pair(block[k], block[k + 1]),
+                b | u8::from(block[k] == b'\\'),
+            )
+        });
+        if pairs != 0 {
             out.extend((i..i + 64).filter(|&p| pair(data[p], data[p + 1]) != 0));
         }
         i += 64;
+        if slashes == 0 {
+            match memchr(b'\\', &data[i..]) {
+                Some(o) => i += o,
+                None => return out,
+            }
+        }
     }
     out.extend((i..data.len().saturating_sub(1)).filter(|&p| pair(data[p], data[p + 1]) != 0));
     out

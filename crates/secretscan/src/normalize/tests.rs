@@ -991,12 +991,20 @@ proptest! {
 
     /// The places a strong backslash escape can start, from one pass over the pairs,
     /// are every occurrence of the seven patterns (a search for each): backslashes
-    /// before every kind of byte, in runs, across the 256-byte steps and at the end.
+    /// before every kind of byte, in runs, across the 256-byte steps and at the end,
+    /// and after blocks without one.
     #[test]
     fn backslash_starts_are_every_pattern(
         data in prop_oneof![
             escapy(),
             proptest::collection::vec(proptest::sample::select(b"\\/ux0123489nt\"a".to_vec()), 0..1200),
+            // Stretches of hundreds of bytes without a backslash (an image) between
+            // them: found again after each.
+            proptest::collection::vec(prop_oneof![
+                200 => Just(b'a'),
+                1 => Just(b'\\'),
+                2 => Just(b'u'),
+            ], 0..3000),
         ],
     ) {
         let mut want: Vec<usize> = [&b"\\/"[..], b"\\u", b"\\x", b"\\0", b"\\1", b"\\2", b"\\3"]
