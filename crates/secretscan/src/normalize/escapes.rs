@@ -98,6 +98,8 @@ pub(super) struct Escapes {
     pub list: Vec<Esc>,
     pub bytes: Vec<u8>,
     keep: Keep,
+    /// Does an escape listed decode to one byte that leads a UTF-8 sequence?
+    leads: bool,
 }
 
 /// Which of the escapes found are listed: all, or (for the input as given, where a
@@ -166,7 +168,10 @@ impl Escapes {
             strong,
         });
         match dec {
-            [b] => self.bytes.push(*b),
+            [b] => {
+                self.bytes.push(*b);
+                self.leads |= *b >= 0xC2;
+            }
             _ => self.bytes.extend_from_slice(dec),
         }
     }
@@ -762,9 +767,27 @@ fn unicode(data: &[u8], out: &mut Escapes) {
     }
 }
 
+/// The strength of each escape of `e` with its UTF-8 groups judged again whether or
+/// not one leads a sequence (what the skip without one is tested against).
+#[cfg(test)]
+pub(super) fn regrouped(e: &Escapes) -> Vec<bool> {
+    let mut all = Escapes {
+        list: e.list.clone(),
+        bytes: e.bytes.clone(),
+        leads: true,
+        ..Escapes::default()
+    };
+    utf8_groups(&mut all);
+    all.list.iter().map(|x| x.strong).collect()
+}
+
 /// A UTF-8 character written as several byte escapes (`%EF%BC%A1`, `\xef\xbc\xa1`):
 /// its escapes are as strong as the character.
 fn utf8_groups(out: &mut Escapes) {
+    // Without an escape that leads a sequence (most texts) there is no group.
+    if !out.leads {
+        return;
+    }
     let mut k = 0;
     while k < out.list.len() {
         let e = out.list[k];

@@ -1117,6 +1117,26 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The UTF-8 groups are judged only when an escape leads a sequence: judged again
+    /// regardless, every escape keeps its strength (characters written in percent,
+    /// `\\x` and quoted-printable bytes, whole, cut short and mixed with others).
+    #[test]
+    fn utf8_groups_only_where_a_sequence_starts(
+        parts in proptest::collection::vec(proptest::sample::select(vec![
+            "%EF%BC%A1", "\\xef\\xbc\\xa1", "=EF=BC=A1", "%C3%A9", "%EF%BC", "%EF", "%A1",
+            "%F0%9F", "\\xc3", "=3D", "%41", "%2B", "\\u00e9", "a", " ", "=\n",
+        ]), 0..30),
+    ) {
+        let data = parts.concat().into_bytes();
+        for kind in escapes::Kind::ALL {
+            let found = escapes::find(kind, &data);
+            let strong: Vec<bool> = found.list.iter().map(|x| x.strong).collect();
+            prop_assert_eq!(escapes::regrouped(&found), strong, "{:?}", kind);
+        }
+    }
+}
+
 /// Maximal runs of `class` of at least `min` bytes, a byte at a time.
 fn runs_slow(data: &[u8], min: usize, class: impl Fn(u8) -> bool) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
