@@ -213,15 +213,14 @@ fn class_runs(
         match hay[i..i + min].iter().rposition(|&c| !class(c)) {
             Some(k) => i += k + 1,
             None => {
-                // Slice walks, without a bounds check a byte.
-                let s = hay[..i]
-                    .iter()
-                    .rposition(|&c| !class(c))
-                    .map_or(0, |r| r + 1);
-                let e = hay[i + min..]
-                    .iter()
-                    .position(|&c| !class(c))
-                    .map_or(n, |r| i + min + r);
+                let mut s = i;
+                while s > 0 && class(hay[s - 1]) {
+                    s -= 1;
+                }
+                let mut e = i + min;
+                while e < n && class(hay[e]) {
+                    e += 1;
+                }
                 if f(s, e) {
                     return;
                 }
