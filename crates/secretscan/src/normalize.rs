@@ -585,6 +585,11 @@ impl<'a> Deep<'_, 'a> {
                 esc
             };
             let mut b = Builder::new(self.remaining());
+            // Room for a segment an escape, so that a view dense with escapes does not
+            // copy its segments as they grow. (Its text is not reserved: room for the
+            // islands' length, fresh each time, cost more page faults than the copies
+            // it saved.)
+            b.segs.reserve(esc.list.len() + 2 * islands.len());
             let mut k = 0;
             for (lo, hi) in islands {
                 b.sep();

@@ -98,6 +98,8 @@ pub(super) struct Escapes {
     pub list: Vec<Esc>,
     pub bytes: Vec<u8>,
     keep: Keep,
+    /// Does an escape listed decode to one byte that leads a UTF-8 sequence?
+    leads: bool,
 }
 
 /// Which of the escapes found are listed: all, or (for the input as given, where a
@@ -148,7 +150,7 @@ impl Escapes {
         self.bytes.reserve(n);
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, pos: usize, len: usize, dec: &[u8], strong: bool) {
         let listed = match &mut self.keep {
             Keep::All => true,
@@ -166,7 +168,10 @@ impl Escapes {
             strong,
         });
         match dec {
-            [b] => self.bytes.push(*b),
+            [b] => {
+                self.bytes.push(*b);
+                self.leads |= *b >= 0xC2;
+            }
             _ => self.bytes.extend_from_slice(dec),
         }
     }
@@ -312,13 +317,27 @@ pub(super) fn backslash_starts(data: &[u8]) -> Vec<usize> {
         return out;
     };
     // Blocks of 64 pairs (65 bytes, a fixed size: no bounds checks, vectorized),
-    // then the pairs left a byte at a time.
+    // then the pairs left a byte at a time. After a block without a backslash the
+    // next one is found by `memchr` (an image or a form has none: no pair starts
+    // before it).
     while let Some(block) = data.get(i..i + 65) {
         let block: &[u8; 65] = block.try_into().expect("65 bytes");
-        if (0..64).fold(0u8, |f, k| f | pair(block[k], block[k + 1])) != 0 {
+        let (pairs, slashes) = (0..64).fold((0u8, 0u8), |(f, b), k| {
+            (
+                f | pair(block[k], block[k + 1]),
+                b | u8::from(block[k] == b'\\'),
+            )
+        });
+        if pairs != 0 {
             out.extend((i..i + 64).filter(|&p| pair(data[p], data[p + 1]) != 0));
         }
         i += 64;
+        if slashes == 0 {
+            match memchr(b'\\', &data[i..]) {
+                Some(o) => i += o,
+                None => return out,
+            }
+        }
     }
     out.extend((i..data.len().saturating_sub(1)).filter(|&p| pair(data[p], data[p + 1]) != 0));
     out
@@ -341,17 +360,26 @@ pub(super) fn find_kept(kind: Kind, data: &[u8], keep: Keep) -> Escapes {
     ) {
         out.keep = keep;
     }
-    let count = |b: u8| memchr::memchr_iter(b, data).count();
-    if matches!(out.keep, Keep::All) {
-        out.reserve(match kind {
-            Kind::Percent => count(b'%'),
-            Kind::Form => count(b'%') + count(b'+'),
-            Kind::QuotedPrintable => count(b'='),
-            Kind::Backslash => count(b'\\'),
-            Kind::Html => count(b'&'),
-            Kind::Unicode => 0,
-        });
-    }
+    // The triggers in the text, or in the spans that are listed from: as many escapes
+    // at most, most of them listed (the anchors are few: not counted).
+    let count = |b: u8| match &out.keep {
+        Keep::All => memchr::memchr_iter(b, data).count(),
+        Keep::Inside(islands) => islands
+            .spans
+            .iter()
+            .map(|&(s, e)| memchr::memchr_iter(b, &data[s..e.min(data.len())]).count())
+            .sum(),
+        Keep::Anchors(_) => 0,
+    };
+    let n = match kind {
+        Kind::Percent => count(b'%'),
+        Kind::Form => count(b'%') + count(b'+'),
+        Kind::QuotedPrintable => count(b'='),
+        Kind::Backslash => count(b'\\'),
+        Kind::Html => count(b'&'),
+        Kind::Unicode => 0,
+    };
+    out.reserve(n);
     match kind {
         Kind::Percent => percent(data, false, &mut out),
         Kind::Form => percent(data, true, &mut out),
@@ -369,30 +397,71 @@ pub(super) fn find_kept(kind: Kind, data: &[u8], keep: Keep) -> Escapes {
 /// `/`, `+` and `=` are strong only inside something as long as an encoded secret
 /// (`QUtJ%2BQ...`): `https%3A%2F%2Fexample.com%2Fa` is not, and is left to the
 /// keyword test like a space.
-fn base64_context(data: &[u8], out: &mut Escapes) {
+pub(super) fn base64_context(data: &[u8], out: &mut Escapes) {
     const RUN: usize = super::runs::BASE64_MIN;
-    // A base64 digit, or the start of an escaped one (`%2B`, `\/`).
-    let class =
-        |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'+' | b'/' | b'_' | b'-' | b'\\');
     for e in &mut out.list {
         if !e.strong || e.dec_len != 1 || !matches!(out.bytes[e.dec], b'/' | b'+' | b'=') {
             continue;
         }
+        // The context reaches `RUN` with `need` more bytes of the class: those before
+        // it are walked back only that far, those after it only as far as still needed.
+        let need = RUN.saturating_sub(e.len);
         let left = data[..e.pos]
             .iter()
             .rev()
-            .take(RUN)
-            .take_while(|&&b| class(b))
+            .take(need)
+            .take_while(|&&b| B64_CONTEXT[usize::from(b)])
             .count();
+        let need = need - left;
         let right = data
             .get(e.pos + e.len..)
             .unwrap_or_default()
             .iter()
-            .take(RUN)
-            .take_while(|&&b| class(b))
+            .take(need)
+            .take_while(|&&b| B64_CONTEXT[usize::from(b)])
             .count();
-        e.strong = left + e.len + right >= RUN;
+        e.strong = right == need;
     }
+}
+
+/// A base64 digit, or the start of an escaped one (`%2B`, `\/`).
+const B64_CONTEXT: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'%' | b'+' | b'/' | b'_' | b'-' | b'\\');
+        b += 1;
+    }
+    t
+};
+
+/// The first place at or after `at` of `a` or `b`, as `memchr2` finds it. The next
+/// eight bytes are looked at as a word first: the escapes of a form or a JSON string
+/// are a few bytes apart, where a call costs more than the look (sixteen bytes cost
+/// more than they saved). In the word the lowest marked byte is a match (a byte is
+/// marked wrongly only above a match).
+pub(super) fn find_byte(data: &[u8], at: usize, a: u8, b: u8) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
+    let (wa, wb) = (LO * u64::from(a), LO * u64::from(b));
+    let Some(w) = data.get(at..at + 8) else {
+        let tail = data.get(at..).unwrap_or_default();
+        return tail.iter().position(|&c| c == a || c == b).map(|o| at + o);
+    };
+    let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+    let m = zero(w ^ wa) | zero(w ^ wb);
+    if m != 0 {
+        return Some(at + (m.trailing_zeros() / 8) as usize);
+    }
+    let from = at + 8;
+    if a == b {
+        memchr(a, &data[from..])
+    } else {
+        memchr2(a, b, &data[from..])
+    }
+    .map(|o| from + o)
 }
 
 fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
@@ -400,11 +469,10 @@ fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
     let mut i = 0;
     while let Some(at) = out.resume(kind, data, i)
         && let Some(p) = if plus {
-            memchr2(b'%', b'+', &data[at..])
+            find_byte(data, at, b'%', b'+')
         } else {
-            memchr(b'%', &data[at..])
+            find_byte(data, at, b'%', b'%')
         }
-        .map(|o| at + o)
     {
         if data[p] == b'+' {
             out.push(p, 1, b" ", false);
@@ -458,7 +526,7 @@ fn quoted_printable(data: &[u8], out: &mut Escapes) {
 fn backslash(data: &[u8], out: &mut Escapes) {
     let mut i = 0;
     while let Some(at) = out.resume(Kind::Backslash, data, i)
-        && let Some(p) = memchr(b'\\', &data[at..]).map(|o| at + o)
+        && let Some(p) = find_byte(data, at, b'\\', b'\\')
     {
         let Some(&next) = data.get(p + 1) else { break };
         let simple = match next {
@@ -550,9 +618,20 @@ fn html(data: &[u8], out: &mut Escapes) {
         (b"&apos;", b"'"),
         (b"&nbsp;", b" "),
     ];
+    // The second bytes of the names, lower case: a form's `&page=` or `&lang=` is
+    // compared with a name only when its second byte starts one.
+    const NAMED_SECOND: [bool; 256] = {
+        let mut t = [false; 256];
+        let mut k = 0;
+        while k < NAMED.len() {
+            t[NAMED[k].0[1] as usize] = true;
+            k += 1;
+        }
+        t
+    };
     let mut i = 0;
     while let Some(at) = out.resume(Kind::Html, data, i)
-        && let Some(p) = memchr(b'&', &data[at..]).map(|o| at + o)
+        && let Some(p) = find_byte(data, at, b'&', b'&')
     {
         let rest = &data[p..];
         let mut consumed = 0;
@@ -583,9 +662,12 @@ fn html(data: &[u8], out: &mut Escapes) {
                 out.push_char(p, start + digits + 1, c);
                 consumed = start + digits + 1;
             }
-        } else if let Some((name, dec)) = NAMED
-            .iter()
-            .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
+        } else if rest
+            .get(1)
+            .is_some_and(|&b| NAMED_SECOND[usize::from(b.to_ascii_lowercase())])
+            && let Some((name, dec)) = NAMED
+                .iter()
+                .find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n))
         {
             out.push(p, name.len(), dec, false);
             consumed = name.len();
@@ -685,9 +767,27 @@ fn unicode(data: &[u8], out: &mut Escapes) {
     }
 }
 
+/// The strength of each escape of `e` with its UTF-8 groups judged again whether or
+/// not one leads a sequence (what the skip without one is tested against).
+#[cfg(test)]
+pub(super) fn regrouped(e: &Escapes) -> Vec<bool> {
+    let mut all = Escapes {
+        list: e.list.clone(),
+        bytes: e.bytes.clone(),
+        leads: true,
+        ..Escapes::default()
+    };
+    utf8_groups(&mut all);
+    all.list.iter().map(|x| x.strong).collect()
+}
+
 /// A UTF-8 character written as several byte escapes (`%EF%BC%A1`, `\xef\xbc\xa1`):
 /// its escapes are as strong as the character.
 fn utf8_groups(out: &mut Escapes) {
+    // Without an escape that leads a sequence (most texts) there is no group.
+    if !out.leads {
+        return;
+    }
     let mut k = 0;
     while k < out.list.len() {
         let e = out.list[k];

@@ -53,10 +53,11 @@ pub(super) fn base64_runs(data: &[u8], min: usize, mut f: impl FnMut(usize, usiz
             i = probe + 1;
             continue;
         }
-        let mut j = probe;
-        while j > i && is_b64(data[j - 1]) {
-            j -= 1;
-        }
+        // Back over the alphabet to `i` at most (a slice walk: no bounds checks).
+        let j = data[i..probe]
+            .iter()
+            .rposition(|&b| !is_b64(b))
+            .map_or(i, |r| i + r + 1);
         if j > i {
             i = j;
             continue;
@@ -109,18 +110,18 @@ pub(super) fn hex_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize)) 
             i = probe + 1;
             continue;
         }
-        let mut j = probe;
-        while j > i && run[j - 1].is_ascii_hexdigit() {
-            j -= 1;
-        }
+        let j = run[i..probe]
+            .iter()
+            .rposition(|b| !b.is_ascii_hexdigit())
+            .map_or(i, |r| i + r + 1);
         if j > i {
             i = j;
             continue;
         }
-        let mut end = probe + 1;
-        while end < n && run[end].is_ascii_hexdigit() {
-            end += 1;
-        }
+        let end = run[probe + 1..]
+            .iter()
+            .position(|b| !b.is_ascii_hexdigit())
+            .map_or(n, |r| probe + 1 + r);
         f(i, end - i);
         i = end + 1;
     }
@@ -142,18 +143,18 @@ pub(super) fn class_runs(
             i = probe + 1;
             continue;
         }
-        let mut j = probe;
-        while j > i && class(run[j - 1]) {
-            j -= 1;
-        }
+        let j = run[i..probe]
+            .iter()
+            .rposition(|&c| !class(c))
+            .map_or(i, |r| i + r + 1);
         if j > i {
             i = j;
             continue;
         }
-        let mut end = probe + 1;
-        while end < n && class(run[end]) {
-            end += 1;
-        }
+        let end = run[probe + 1..]
+            .iter()
+            .position(|&c| !class(c))
+            .map_or(n, |r| probe + 1 + r);
         f(i, end - i);
         i = end + 1;
     }

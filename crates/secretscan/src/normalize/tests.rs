@@ -991,12 +991,20 @@ proptest! {
 
     /// The places a strong backslash escape can start, from one pass over the pairs,
     /// are every occurrence of the seven patterns (a search for each): backslashes
-    /// before every kind of byte, in runs, across the 256-byte steps and at the end.
+    /// before every kind of byte, in runs, across the 256-byte steps and at the end,
+    /// and after blocks without one.
     #[test]
     fn backslash_starts_are_every_pattern(
         data in prop_oneof![
             escapy(),
             proptest::collection::vec(proptest::sample::select(b"\\/ux0123489nt\"a".to_vec()), 0..1200),
+            // Stretches of hundreds of bytes without a backslash (an image) between
+            // them: found again after each.
+            proptest::collection::vec(prop_oneof![
+                200 => Just(b'a'),
+                1 => Just(b'\\'),
+                2 => Just(b'u'),
+            ], 0..3000),
         ],
     ) {
         let mut want: Vec<usize> = [&b"\\/"[..], b"\\u", b"\\x", b"\\0", b"\\1", b"\\2", b"\\3"]
@@ -1005,6 +1013,127 @@ proptest! {
             .collect();
         want.sort_unstable();
         prop_assert_eq!(escapes::backslash_starts(&data), want);
+    }
+}
+
+/// Text of mostly `alphabet` bytes, some `breaks` and some of any byte, up to `max`
+/// long.
+fn alphabet_soup(
+    alphabet: &'static [u8],
+    breaks: &'static [u8],
+    max: usize,
+) -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            8 => proptest::sample::select(alphabet.to_vec()),
+            1 => proptest::sample::select(breaks.to_vec()),
+            1 => any::<u8>(),
+        ],
+        0..max,
+    )
+}
+
+proptest! {
+    /// The base64 context of a strong `/`, `+` or `=` (walked only as far as it still
+    /// needs) gives the strength that counting up to `RUN` bytes of the class on each
+    /// side gives: escapes of every length at every place, in runs of the class of
+    /// every length, across `%`, `\\` and other bytes.
+    #[test]
+    fn base64_context_walks_only_what_it_needs(
+        data in alphabet_soup(b"aZ09+/-_%\\", b" .=\"", 120),
+        picks in proptest::collection::vec((any::<usize>(), 1usize..13, proptest::sample::select(b"/+=aZ ".to_vec()), any::<bool>()), 0..8),
+    ) {
+        const RUN: usize = runs::BASE64_MIN;
+        let class = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'+' | b'/' | b'_' | b'-' | b'\\');
+        let mut out = escapes::Escapes::default();
+        for (pos, len, dec, strong) in picks {
+            let pos = pos % (data.len() + 1);
+            let len = len.min(data.len() - pos);
+            out.list.push(escapes::Esc { pos, len, dec: out.bytes.len(), dec_len: 1, strong });
+            out.bytes.push(dec);
+        }
+        let want: Vec<bool> = out.list.iter().map(|e| {
+            if !e.strong || !matches!(out.bytes[e.dec], b'/' | b'+' | b'=') {
+                return e.strong;
+            }
+            let left = data[..e.pos].iter().rev().take(RUN).take_while(|&&b| class(b)).count();
+            let right = data[e.pos + e.len..].iter().take(RUN).take_while(|&&b| class(b)).count();
+            left + e.len + right >= RUN
+        }).collect();
+        escapes::base64_context(&data, &mut out);
+        prop_assert_eq!(out.list.iter().map(|e| e.strong).collect::<Vec<_>>(), want);
+    }
+}
+
+proptest! {
+    /// Named HTML references (compared with a name only when the byte after the `&`
+    /// is a name's second one, in either case) are the ones a comparison with every
+    /// name at every `&` finds: names in any case, cut short, run together, and the
+    /// `&page=` of a form.
+    #[test]
+    fn named_html_references_equal_every_comparison(
+        parts in proptest::collection::vec(proptest::sample::select(vec![
+            "&amp;", "&AMP;", "&lt;", "&Lt;", "&gt;", "&quot;", "&QuOt;", "&apos;", "&nbsp;",
+            "&nbsp", "&am", "&l", "&", "&&", "&page=2", "&lang=en", "&q", "a", ";", " ",
+        ]), 0..40),
+    ) {
+        let data = parts.concat().into_bytes();
+        const NAMED: [(&str, &str); 6] =
+            [("&amp;", "&"), ("&lt;", "<"), ("&gt;", ">"), ("&quot;", "\""), ("&apos;", "'"), ("&nbsp;", " ")];
+        let mut want = Vec::new();
+        let mut i = 0;
+        while let Some(p) = data[i..].iter().position(|&b| b == b'&').map(|o| i + o) {
+            let rest = &data[p..];
+            match NAMED.iter().find(|(n, _)| rest.len() >= n.len() && rest[..n.len()].eq_ignore_ascii_case(n.as_bytes())) {
+                Some((n, d)) => {
+                    want.push((p, n.len(), d.as_bytes().to_vec()));
+                    i = p + n.len();
+                }
+                None => i = p + 1,
+            }
+        }
+        let found = escapes::find(escapes::Kind::Html, &data);
+        let got: Vec<_> = found.list.iter().map(|x| (x.pos, x.len, found.decoded(x).to_vec())).collect();
+        prop_assert_eq!(got, want);
+    }
+}
+
+proptest! {
+    /// The next escape's first byte, a word looked at before the call, is where
+    /// `memchr2` finds it: bytes that differ from the needles by one bit or by a
+    /// borrow (`$`, `&`, `0x80 | %`, 0, 0xFF), runs of needles, from every place,
+    /// near the end and past it.
+    #[test]
+    fn find_byte_equals_memchr(
+        data in proptest::collection::vec(proptest::sample::select(
+            b"%+\\&$*,#\x00\xff\xa5\xab\\=a".to_vec()), 0..40),
+        at in 0usize..41,
+        pair in proptest::sample::select(vec![(b'%', b'+'), (b'%', b'%'), (b'\\', b'\\'), (b'&', b'&')]),
+    ) {
+        let at = at.min(data.len());
+        let (a, b) = pair;
+        let want = memchr::memchr2(a, b, &data[at..]).map(|o| at + o);
+        prop_assert_eq!(escapes::find_byte(&data, at, a, b), want);
+    }
+}
+
+proptest! {
+    /// The UTF-8 groups are judged only when an escape leads a sequence: judged again
+    /// regardless, every escape keeps its strength (characters written in percent,
+    /// `\\x` and quoted-printable bytes, whole, cut short and mixed with others).
+    #[test]
+    fn utf8_groups_only_where_a_sequence_starts(
+        parts in proptest::collection::vec(proptest::sample::select(vec![
+            "%EF%BC%A1", "\\xef\\xbc\\xa1", "=EF=BC=A1", "%C3%A9", "%EF%BC", "%EF", "%A1",
+            "%F0%9F", "\\xc3", "=3D", "%41", "%2B", "\\u00e9", "a", " ", "=\n",
+        ]), 0..30),
+    ) {
+        let data = parts.concat().into_bytes();
+        for kind in escapes::Kind::ALL {
+            let found = escapes::find(kind, &data);
+            let strong: Vec<bool> = found.list.iter().map(|x| x.strong).collect();
+            prop_assert_eq!(escapes::regrouped(&found), strong, "{:?}", kind);
+        }
     }
 }
 
@@ -1031,11 +1160,7 @@ proptest! {
     /// across block edges, and bytes of every kind.
     #[test]
     fn base64_runs_equal_byte_walks(
-        data in proptest::collection::vec(prop_oneof![
-            8 => proptest::sample::select(b"aZ09+/-_".to_vec()),
-            1 => proptest::sample::select(b" .\"=%".to_vec()),
-            1 => any::<u8>(),
-        ], 0..700),
+        data in alphabet_soup(b"aZ09+/-_", b" .\"=%", 700),
         min in 1usize..60,
     ) {
         let mut fast = Vec::new();
