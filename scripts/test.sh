@@ -22,5 +22,6 @@ if [ $# -eq 0 ] || [ "${BOTTLE_KUBE_TESTS:-0}" = 1 ]; then
   trap 'scripts/kube/cluster.sh down >/dev/null' EXIT
   # The netlock CNI plugin chained, so the cluster offers gVisor as an operator would.
   BOTTLE_KUBE_NETLOCK_BINARY="$release/bottle" scripts/kube/cluster.sh up >/dev/null
-  cargo test --locked -p bottle-kube --features kube-e2e --tests -- --include-ignored "$@"
+  BOTTLE_KUBE_EXPECT_GVISOR=1 \
+    cargo test --locked -p bottle-kube --features kube-e2e --tests -- --include-ignored "$@"
 fi

@@ -249,7 +249,7 @@ pub async fn offer_gvisor(client: &kube::Client, offer: bool) -> bool {
     {
         return false;
     }
-    let was = gvisor_offered(client).await;
+    let was = runsc_labelled(client).await;
     let value = offer.then_some(bottle_contract::netlock::BY_CNI);
     let patch = serde_json::json!({"metadata": {"labels": {
         bottle_kube::pod::LOCKED_BY_NODE: value
@@ -262,8 +262,19 @@ pub async fn offer_gvisor(client: &kube::Client, offer: bool) -> bool {
 }
 
 /// Does the cluster offer gVisor to bottles (its RuntimeClass `runsc` labelled as locked
-/// by its nodes)? Then `runtime: auto` resolves to runsc.
+/// by its nodes)? Then `runtime: auto` resolves to runsc. With `BOTTLE_KUBE_EXPECT_GVISOR`
+/// set (scripts/test.sh, which chains the netlock plugin) it must.
 pub async fn gvisor_offered(client: &kube::Client) -> bool {
+    let offered = runsc_labelled(client).await;
+    assert!(
+        offered || std::env::var_os("BOTTLE_KUBE_EXPECT_GVISOR").is_none(),
+        "BOTTLE_KUBE_EXPECT_GVISOR is set, but the cluster does not offer gVisor"
+    );
+    offered
+}
+
+/// Is the RuntimeClass `runsc` labelled as locked by its nodes, now?
+async fn runsc_labelled(client: &kube::Client) -> bool {
     use k8s_openapi::api::node::v1::RuntimeClass;
     let classes: Api<RuntimeClass> = Api::all(client.clone());
     classes
