@@ -195,13 +195,16 @@ async fn the_agent_proposes_and_the_operator_decides_on_the_cluster() {
         .iter()
         .map(|f| (f.proposal.id.as_str(), f.status(), f.bottle()))
         .collect();
-    assert_eq!(
-        ids,
-        [
-            (granted.as_str(), "pending", "hello"),
-            (denied.as_str(), "pending", "hello")
-        ]
-    );
+    // Oldest first, by whole seconds, then by id: two proposals of one second may come
+    // in either order.
+    let mut want = [
+        (granted.as_str(), "pending", "hello"),
+        (denied.as_str(), "pending", "hello"),
+    ];
+    if found[0].proposal.created == found[1].proposal.created {
+        want.sort();
+    }
+    assert_eq!(ids, want);
     let listed = cli(&kubeconfig, &["list"]);
     let text = String::from_utf8_lossy(&listed.stdout);
     assert!(
