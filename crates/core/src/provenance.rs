@@ -59,6 +59,17 @@ pub fn manifest_field(op: &Op, manifest: &Manifest, message: &str) -> Option<Str
     })
 }
 
+/// Did the engine refuse any of `reports` as unacceptable (what [`refusals`] places)?
+/// A caller that must read the manifest to place them asks this first.
+pub fn any_refused(reports: &[OpReport]) -> bool {
+    reports.iter().any(|r| {
+        matches!(
+            r.outcome,
+            Outcome::Failed(bottle_engine::EngineError::Refused { .. })
+        )
+    })
+}
+
 /// For each operation the engine refused as unacceptable (invalid, or forbidden by the
 /// cluster's policy), a line placing the refusal in the manifest at `manifest`, in the
 /// form of a manifest problem: `FILE:LINE:COLUMN: FIELD: MESSAGE`. A field left to its
@@ -228,6 +239,7 @@ mod tests {
                 },
             ),
         ];
+        assert!(any_refused(&reports) && !any_refused(&reports[3..]));
         let lines = refusals(&reports, &m, || Some(TEXT.to_owned()));
         let file = m.path.display();
         assert_eq!(

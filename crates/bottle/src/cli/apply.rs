@@ -66,10 +66,17 @@ pub async fn run(args: ApplyArgs) -> anyhow::Result<i32> {
 /// Each refusal of what the manifest asked for, placed in it (its text read again, only
 /// when there is one: an unreadable file now only loses the places).
 fn refusals(manifest: &crate::model::Manifest, r: &Reconciled) {
-    let read = || crate::manifest::read_text(&manifest.path).ok();
-    for line in crate::provenance::refusals(&r.reports, manifest, read) {
+    for line in refusal_lines(manifest, &r.reports) {
         eprintln!("{line}");
     }
+}
+
+fn refusal_lines(
+    manifest: &crate::model::Manifest,
+    reports: &[bottle_core::apply::OpReport],
+) -> Vec<String> {
+    let read = || crate::manifest::read_text(&manifest.path).ok();
+    crate::provenance::refusals(reports, manifest, read)
 }
 
 /// After the pass `r`: wait until what it changed is in force (every sidecar made or
@@ -203,23 +210,14 @@ async fn run_watch<E: Engine + Exec + Events>(
     tracing::info!(%project, manifest = %file.display(), resync_secs = opts.resync.as_secs(), "watching");
     // The engine's refusals, placed in the manifest as `apply` places them (read again
     // only when there is one to place).
-    let refused_file = args.manifest.file.clone();
     let mut on_reports = |reports: &[bottle_core::apply::OpReport]| {
-        let refused = reports.iter().any(|r| {
-            matches!(
-                r.outcome,
-                Outcome::Failed(bottle_engine::EngineError::Refused { .. })
-            )
-        });
-        if !refused {
+        if !crate::provenance::any_refused(reports) {
             return;
         }
-        let Ok(manifest) = load_manifest(&refused_file) else {
-            return;
-        };
-        let read = || crate::manifest::read_text(&refused_file).ok();
-        for line in crate::provenance::refusals(reports, &manifest, read) {
-            tracing::error!("{line}");
+        if let Ok(manifest) = load_manifest(&args.manifest.file) {
+            for line in refusal_lines(&manifest, reports) {
+                tracing::error!("{line}");
+            }
         }
     };
     // The follower ends only once the loop's receiver is gone; the loop ending drops it.
