@@ -54,10 +54,24 @@ async fn with_watch<F, Fut>(
     F: FnOnce(Harness) -> Fut,
     Fut: std::future::Future<Output = Harness>,
 {
+    with_watch_seeing(engine, load, opts, metrics, &mut |_| {}, driver).await
+}
+
+/// [`with_watch`], each pass's reports handed to `on_reports`.
+async fn with_watch_seeing<F, Fut>(
+    engine: &FakeEngine,
+    load: &mut Load<'_>,
+    opts: Options,
+    metrics: &Metrics,
+    on_reports: &mut OnReports<'_>,
+    driver: F,
+) where
+    F: FnOnce(Harness) -> Fut,
+    Fut: std::future::Future<Output = Harness>,
+{
     let (tx, rx) = mpsc::unbounded_channel();
     let (stop, stop_rx) = watch::channel(false);
-    let mut ignore = |_: &[crate::apply::OpReport]| {};
-    let watcher = run(engine, load, &opts, rx, stop_rx, metrics, &mut ignore);
+    let watcher = run(engine, load, &opts, rx, stop_rx, metrics, on_reports);
     let drive = async move {
         let h = driver(Harness { tx, stop }).await;
         h.stop.send(true).unwrap();
@@ -168,8 +182,6 @@ async fn each_pass_hands_its_reports_on_failures_included() {
     let d = desired(&manifest("p", &one(1)));
     let mut load = || Ok(d.clone());
     let m = Metrics::default();
-    let (_tx, rx) = mpsc::unbounded_channel();
-    let (stop, stop_rx) = watch::channel(false);
     let mut failed: Vec<String> = Vec::new();
     let mut seen = |reports: &[crate::apply::OpReport]| {
         failed.extend(
@@ -179,14 +191,18 @@ async fn each_pass_hands_its_reports_on_failures_included() {
                 .map(|r| r.op.key.to_string()),
         )
     };
-    let opts = Options::default();
-    let watcher = run(&e, &mut load, &opts, rx, stop_rx, &m, &mut seen);
-    let drive = async {
-        tokio::time::sleep(sec(0.01)).await;
-        stop.send(true).unwrap();
-    };
-    let (r, ()) = tokio::join!(watcher, drive);
-    r.unwrap();
+    with_watch_seeing(
+        &e,
+        &mut load,
+        Options::default(),
+        &m,
+        &mut seen,
+        |h| async {
+            tokio::time::sleep(sec(0.01)).await;
+            h
+        },
+    )
+    .await;
     assert!(
         failed.iter().any(|k| k.contains("bottle-p-a0-agent")),
         "{failed:?}"
