@@ -129,6 +129,13 @@ pub enum PrepareError {
 /// the agent's network (see [`agent_net`]); both then drop root. netlock does all of
 /// its work here (see [`netlock`]). An error means the sidecar must not start.
 pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
+    // Arguments a kind does not take are refused before any privileged work.
+    if !matches!(args.kind, Kind::Netlock) && !args.endpoints.is_empty() {
+        return Err(PrepareError::Endpoints);
+    }
+    if args.no_trap && !matches!(args.kind, Kind::AgentNet) {
+        return Err(PrepareError::NoTrap);
+    }
     match args.kind {
         Kind::Pipelock => args.gateway = pipelock::sink::prepare()?,
         Kind::AgentNet if args.no_trap => agent_net::hold()?,
@@ -138,12 +145,6 @@ pub fn prepare(args: &mut SidecarArgs) -> Result<(), PrepareError> {
         }
         Kind::Netlock => netlock::lock(&netlock::parse_endpoints(&args.endpoints)?)?,
         _ => {}
-    }
-    if !matches!(args.kind, Kind::Netlock) && !args.endpoints.is_empty() {
-        return Err(PrepareError::Endpoints);
-    }
-    if args.no_trap && !matches!(args.kind, Kind::AgentNet) {
-        return Err(PrepareError::NoTrap);
     }
     Ok(())
 }
