@@ -135,17 +135,27 @@ fn take_gateway() -> Result<Gateway, GatewayError> {
     })
 }
 
+/// The clock the sink's limiter reads (time as data: tests give a fixed one).
+type Clock = Box<dyn Fn() -> Instant + Send + Sync>;
+
 /// The audit side of the sink, shared by its tasks.
 pub struct Sink {
     audit: Arc<dyn Audit>,
     limiter: Mutex<limit::Limiter>,
+    now: Clock,
 }
 
 impl Sink {
     pub fn new(audit: Arc<dyn Audit>) -> Sink {
+        Sink::with_clock(audit, Box::new(Instant::now))
+    }
+
+    /// A sink whose limiter reads `now` for the time.
+    fn with_clock(audit: Arc<dyn Audit>, now: Clock) -> Sink {
         Sink {
             audit,
             limiter: Mutex::new(limit::Limiter::default()),
+            now,
         }
     }
 
@@ -173,7 +183,7 @@ impl Sink {
 
     fn emit(&self, key: &str, event: impl FnOnce() -> Event) {
         let admitted = match self.limiter.lock() {
-            Ok(mut l) => l.admit(key, Instant::now()),
+            Ok(mut l) => l.admit(key, (self.now)()),
             Err(_) => false,
         };
         if admitted {
@@ -184,7 +194,7 @@ impl Sink {
     /// Report what was held back (called every [`limit::REPORT`]).
     fn flush(&self) {
         let held_back = match self.limiter.lock() {
-            Ok(mut l) => l.flush(Instant::now()),
+            Ok(mut l) => l.flush((self.now)()),
             Err(_) => None,
         };
         if let Some(n) = held_back {
@@ -529,8 +539,13 @@ mod tests {
 
     #[test]
     fn held_back_attempts_are_counted_in_one_line() {
+        // The sink's clock is data here: a loop that crossed a second of the wall clock
+        // wrote more than a second's lines and made this test fail now and then.
         let audit = Arc::new(MemoryAudit::default());
-        let sink = Sink::new(audit.clone());
+        let t0 = Instant::now();
+        let at = Arc::new(Mutex::new(t0));
+        let clock = at.clone();
+        let sink = Sink::with_clock(audit.clone(), Box::new(move || *clock.lock().unwrap()));
         let from = IpAddr::from([172, 19, 0, 3]);
         for i in 0..(limit::PER_SECOND + 50) {
             let q = dns::parse_query(&dns::tests::query(1, &format!("h{i}.test"))).expect("q");
@@ -541,6 +556,19 @@ mod tests {
         // Within the same second nothing more is written; the count comes later.
         sink.flush();
         assert_eq!(audit.events().len(), limit::PER_SECOND as usize);
+        *at.lock().unwrap() = t0 + limit::REPORT;
+        sink.flush();
+        let events = audit.events();
+        assert_eq!(events.len(), limit::PER_SECOND as usize + 1);
+        let last = events.last().expect("the count");
+        assert_eq!(last.reason, "suppressed");
+        assert!(
+            last.detail
+                .as_deref()
+                .is_some_and(|d| d.starts_with("50 more")),
+            "{:?}",
+            last.detail
+        );
     }
 
     #[test]
