@@ -161,6 +161,26 @@ pub fn set_lock(pod: &mut Pod, sidecar_image: &str, endpoints: &[Endpoint]) {
     inits.insert(0, netlock_container(sidecar_image, endpoints, by_node));
 }
 
+/// Undoes [`set_lock`] in a pod the agent has left: no netlock container, no lock
+/// annotation, and agent-net's trap back (it runs alone, under runc, again).
+pub fn clear_lock(pod: &mut Pod) {
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.remove(LOCK_ANNOTATION);
+        if a.is_empty() {
+            pod.metadata.annotations = None;
+        }
+    }
+    set_trap(pod, true);
+    if let Some(s) = pod.spec.as_mut() {
+        if let Some(inits) = s.init_containers.as_mut() {
+            inits.retain(|c| c.name != NETLOCK);
+        }
+        if s.init_containers.as_ref().is_some_and(Vec::is_empty) {
+            s.init_containers = None;
+        }
+    }
+}
+
 /// Sets up agent-net's TUN trap in `pod` (`on`), or not ([`NO_TRAP`]: under a
 /// RuntimeClass, where the node locks the pod and gVisor has no TUN device). A pod
 /// without agent-net is left as it is.
@@ -416,6 +436,45 @@ mod tests {
             inits[0].command.as_deref().expect("command"),
             ["/bottle", "sidecar", "netlock", "10.96.0.20:3128"]
         );
+    }
+
+    #[test]
+    fn clear_lock_undoes_set_lock_in_a_pod_the_agent_left() {
+        let mut pod = agent_pod(&spec(Some("runsc")));
+        if let Some(s) = pod.spec.as_mut() {
+            s.containers.push(Container {
+                name: AGENT_NET.into(),
+                args: Some(vec!["agent-net".into()]),
+                ..Default::default()
+            });
+        }
+        set_lock(
+            &mut pod,
+            "reg/sidecar:3",
+            &[ep("egress", "10.96.0.20:3128")],
+        );
+        let agent_net_args = |p: &Pod| {
+            p.spec
+                .as_ref()
+                .expect("spec")
+                .containers
+                .iter()
+                .find(|c| c.name == AGENT_NET)
+                .and_then(|c| c.args.clone())
+        };
+        assert_eq!(
+            agent_net_args(&pod),
+            Some(vec!["agent-net".to_string(), NO_TRAP.to_string()])
+        );
+        clear_lock(&mut pod);
+        assert_eq!(pod.metadata.annotations, None);
+        let s = pod.spec.as_ref().expect("spec");
+        assert_eq!(s.init_containers, None);
+        assert_eq!(agent_net_args(&pod), Some(vec!["agent-net".to_string()]));
+        // Twice is once.
+        let once = pod.clone();
+        clear_lock(&mut pod);
+        assert_eq!(pod, once);
     }
 
     #[test]

@@ -1184,10 +1184,12 @@ pub fn strip_pod(p: &Pod, container: &str) -> Result<Option<Pod>, RenderError> {
     let holder = &keep[0];
     let (labels, _) = split_labels(&holder.labels);
     out.metadata.labels = Some(labels);
+    if gone == pod::AGENT {
+        pod::clear_lock(&mut out);
+    }
     if let Some(s) = out.spec.as_mut() {
         s.containers.retain(|c| c.name != gone);
         if gone == pod::AGENT {
-            s.init_containers = None;
             s.dns_policy = Some("Default".into());
             s.dns_config = None;
             // The class was the agent's (`join_pod`); a sidecar asks for none.
@@ -1209,13 +1211,6 @@ pub fn strip_pod(p: &Pod, container: &str) -> Result<Option<Pod>, RenderError> {
                 .collect()
         });
         s.volumes = kept.filter(|v| !v.is_empty());
-    }
-    if gone == pod::AGENT {
-        // agent-net alone, under runc again: its trap back.
-        pod::set_trap(&mut out, true);
-        if let Some(a) = out.metadata.annotations.as_mut() {
-            a.remove(pod::LOCK_ANNOTATION);
-        }
     }
     label_networks(&mut out);
     Ok(Some(out))
