@@ -24,6 +24,10 @@ pub(crate) struct Keywords {
     start: StateID,
     /// The keywords, by pattern id.
     patterns: Vec<String>,
+    /// The bytes a keyword occurrence can hold (each keyword byte in both cases).
+    bytes: [bool; 256],
+    /// The shortest keyword's length.
+    min_len: usize,
 }
 
 /// Bound on the DFA and on the work to build it (a few hundred short keywords take
@@ -55,11 +59,36 @@ impl Keywords {
         let start = dfa
             .universal_start_state(Anchored::No)
             .expect("literals have no look-around: one start state");
+        let mut bytes = [false; 256];
+        for &b in patterns.iter().flat_map(|p| p.as_bytes()) {
+            for c in [b, b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+                bytes[usize::from(c)] = true;
+            }
+        }
         Ok(Keywords {
             dfa,
             start,
             patterns: patterns.to_vec(),
+            bytes,
+            min_len: patterns.iter().map(String::len).min().unwrap_or(0),
         })
+    }
+
+    /// Can byte `b` be part of an occurrence of a keyword (ASCII case-insensitively)?
+    /// A byte no keyword holds in either case cannot.
+    pub(crate) fn can_hold(&self, b: u8) -> bool {
+        self.bytes[usize::from(b)]
+    }
+
+    /// The keywords, by pattern id.
+    #[cfg(test)]
+    pub(crate) fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// The shortest keyword's length (0 when there are none, or an empty one).
+    pub(crate) fn min_len(&self) -> usize {
+        self.min_len
     }
 
     /// Call `f(start, end, pattern)` for every occurrence of a keyword in `hay`, in
