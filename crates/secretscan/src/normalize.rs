@@ -45,7 +45,7 @@ pub use inflate::{InflateError, MAX_ENCODINGS, inflate};
 pub use unicode::{is_invisible, text};
 
 use crate::rules::RuleSet;
-use crate::scanner::{BACK, FORWARD, Finding};
+use crate::scanner::{BACK, FORWARD, Finding, Hit};
 use escapes::{Escapes, Keep, Kind, Within};
 
 /// Bounds on the work [`RuleSet::scan_deep`] does for one input.
@@ -175,6 +175,8 @@ struct View<'a> {
     segs: Vec<Seg>,
     via: String,
     depth: usize,
+    /// Its keyword hits, sorted, while its own views are to be made (emptied then).
+    hits: Vec<Hit>,
 }
 
 impl View<'_> {
@@ -368,6 +370,10 @@ struct Deep<'r, 'a> {
     hits: Vec<usize>,
     /// Reach of a rule's match around its keyword, in decoded bytes.
     reach: usize,
+    max_depth: usize,
+    /// Run the keyword automaton over every byte of every view, instead of taking a
+    /// view's hits from its parent's where it is unchanged (for the test of that).
+    whole_views: bool,
 }
 
 impl RuleSet {
@@ -375,12 +381,24 @@ impl RuleSet {
     /// Findings are sorted by offset; one in a decoded view gives the encoded span in
     /// `data` and its `via`. Over the budget of `limits` is an error.
     pub fn scan_deep(&self, data: &[u8], limits: &Limits) -> Result<Vec<Finding>, NormalizeError> {
+        self.scan_deep_with(data, limits, false)
+    }
+
+    /// [`RuleSet::scan_deep`]; `whole_views`: every view searched for keywords whole.
+    pub(crate) fn scan_deep_with(
+        &self,
+        data: &[u8],
+        limits: &Limits,
+        whole_views: bool,
+    ) -> Result<Vec<Finding>, NormalizeError> {
         let budget = limits.budget(data.len());
         if data.len() > u32::MAX as usize {
             return Err(NormalizeError::Budget { budget });
         }
         let mut hits = Vec::new();
-        let findings = self.scan_hits(data, Some(&mut hits));
+        let findings = self.scan_with(data, None, Some(&mut hits));
+        let mut starts: Vec<usize> = hits.iter().map(|h| h.start as usize).collect();
+        starts.dedup();
 
         let mut deep = Deep {
             rules: self,
@@ -393,11 +411,14 @@ impl RuleSet {
                 segs: Vec::new(),
                 via: String::new(),
                 depth: 0,
+                hits,
             }],
             seen: HashSet::new(),
             findings,
-            hits: hits.into_iter().map(|h| h as usize).collect(),
+            hits: starts,
             reach: BACK + FORWARD + self.max_keyword,
+            max_depth: limits.max_depth,
+            whole_views,
         };
         let mut queue = VecDeque::from([0usize]);
         while let Some(v) = queue.pop_front() {
@@ -410,6 +431,7 @@ impl RuleSet {
                 }
             }
             deep.views[v].data = Cow::Borrowed(&[]);
+            deep.views[v].hits = Vec::new();
         }
         let mut out = deep.findings;
         out.sort_by(|a, b| {
@@ -443,7 +465,25 @@ impl<'a> Deep<'_, 'a> {
             });
         }
         let idx = self.views.len();
-        let found = self.rules.scan(&child.data);
+        let given = if self.whole_views {
+            None
+        } else {
+            self.child_hits(&child)
+        };
+        #[cfg(test)]
+        {
+            if let Some(given) = &given {
+                let mut whole = Vec::new();
+                self.rules.scan_with(&child.data, None, Some(&mut whole));
+                assert_eq!(given, &whole, "the hits of {} from its parent's", child.via);
+            }
+        }
+        let mut hits = Vec::new();
+        // A view at the deepest layer makes no views: its hits are not kept.
+        let keep = (child.depth < self.max_depth).then_some(&mut hits);
+        let found = self.rules.scan_with(&child.data, given, keep);
+        let mut child = child;
+        child.hits = hits;
         self.views.push(child);
         for f in found {
             let (s, e) = self.to_root(idx, f.offset as usize, f.offset as usize + f.len);
@@ -455,6 +495,117 @@ impl<'a> Deep<'_, 'a> {
             });
         }
         Ok(Some(idx))
+    }
+
+    /// The keyword hits of a new view, every occurrence of every keyword in it, as
+    /// the automaton would find them over the whole view, but without running it
+    /// where the view is its parent unchanged. None when that cannot be done (a rule
+    /// set with an empty keyword): the automaton then runs over the whole view.
+    ///
+    /// Why they are the same. An occurrence is a run of bytes equal (ASCII case
+    /// aside) to a keyword, so whether one lies at a place depends on those bytes
+    /// alone. A view is stretches copied unchanged from its parent (after each
+    /// non-separator segment, up to the next segment, from `src + src_len` on) and
+    /// bytes it made (segments: decoded escapes, runs, separators). Then every
+    /// occurrence in the view
+    /// - lies wholly inside one unchanged stretch, where the parent holds the same
+    ///   bytes: it is one of the parent's hits inside the stretch's source, moved (the
+    ///   parent's hits are every occurrence in the parent, as given or by this same
+    ///   argument one layer up); or
+    /// - holds a byte the view made: that byte is one a keyword can hold
+    ///   ([`Keywords::can_hold`]; a decoded `"`, newline or space, a separator, is
+    ///   not), and the occurrence, at most `max_keyword` long, lies in the bytes from
+    ///   `max_keyword - 1` before it to `max_keyword` after it, searched by the
+    ///   automaton; or
+    /// - holds both sides of a place where one unchanged stretch ends and the next
+    ///   begins with no byte made between them (a removed escape, a zero-width
+    ///   character): it lies in the bytes `max_keyword - 1` on each side of the
+    ///   place, searched too.
+    ///
+    /// Occurrences found both ways are one hit (sorted and deduplicated).
+    fn child_hits(&self, child: &View<'_>) -> Option<Vec<Hit>> {
+        let kw = &self.rules.keywords;
+        if kw.min_len() == 0 {
+            return None;
+        }
+        let parent = &self.views[child.parent].hits;
+        let data: &[u8] = &child.data;
+        let k = self.rules.max_keyword;
+        let mut out = Vec::new();
+        // Spans of the view the automaton searches, merged as they come (in order).
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        fn search(spans: &mut Vec<(usize, usize)>, s: usize, e: usize) {
+            match spans.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => spans.push((s, e)),
+            }
+        }
+        // The bytes `[s, e)` were made by the view.
+        let made = |spans: &mut Vec<(usize, usize)>, s: usize, e: usize| {
+            for (x, &b) in data[s..e].iter().enumerate() {
+                if kw.can_hold(b) {
+                    let x = s + x;
+                    search(spans, x.saturating_sub(k - 1), (x + k).min(data.len()));
+                }
+            }
+        };
+        // The parent's hits are walked forward with the stretches' sources (back with
+        // a binary search, should a source lie before the last one).
+        let (mut cur, mut last_from) = (0, 0);
+        let mut at = 0;
+        for (i, g) in child.segs.iter().enumerate() {
+            let (start, mid) = (g.out as usize, (g.out + g.len) as usize);
+            let next = child.segs.get(i + 1).map_or(child.len, |n| n.out as usize);
+            made(&mut spans, at, mid);
+            if start == mid && start > 0 {
+                // Two stretches meet with nothing made between them.
+                search(
+                    &mut spans,
+                    (start + 1).saturating_sub(k),
+                    (start + k - 1).min(data.len()),
+                );
+            }
+            if matches!(g.map, Map::Gap) {
+                made(&mut spans, mid, next);
+            } else if mid < next {
+                let from = (g.src + g.src_len) as usize;
+                let to = from + (next - mid);
+                if from < last_from {
+                    cur = parent.partition_point(|h| (h.start as usize) < from);
+                } else {
+                    while cur < parent.len() && (parent[cur].start as usize) < from {
+                        cur += 1;
+                    }
+                }
+                last_from = from;
+                for h in &parent[cur..] {
+                    if h.start as usize >= to {
+                        break;
+                    }
+                    if h.end as usize <= to {
+                        out.push(Hit {
+                            start: (h.start as usize - from + mid) as u64,
+                            end: (h.end as usize - from + mid) as u64,
+                            pattern: h.pattern,
+                        });
+                    }
+                }
+            }
+            at = next.max(mid);
+        }
+        made(&mut spans, at, data.len());
+        for (s, e) in spans {
+            kw.each(&data[s..e], |a, b, pattern| {
+                out.push(Hit {
+                    start: (s + a) as u64,
+                    end: (s + b) as u64,
+                    pattern,
+                })
+            });
+        }
+        out.sort_unstable();
+        out.dedup();
+        Some(out)
     }
 
     /// The span in the input of the span `[s, e)` of view `v`.
@@ -637,6 +788,7 @@ impl<'a> Deep<'_, 'a> {
             segs: b.segs,
             via: self.via(v, name),
             depth: self.views[v].depth + 1,
+            hits: Vec::new(),
         })
     }
 

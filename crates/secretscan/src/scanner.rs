@@ -87,11 +87,12 @@ pub(crate) fn finding(offset: u64, rule_id: &str, secret: &[u8]) -> Finding {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Hit {
-    start: u64,
-    end: u64,
-    pattern: usize,
+/// One keyword occurrence: where it starts and ends, and which keyword it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Hit {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) pattern: usize,
 }
 
 /// A match of one rule in one window, already judged.
@@ -121,8 +122,12 @@ pub struct StreamScanner<'r> {
     /// Absolute start of the next segment the keywordless rules have not run over.
     next_segment: u64,
     eof: bool,
-    /// Where keyword hits start, when the caller asked (`scan_deep` uses them).
-    pub(crate) hit_starts: Option<Vec<u64>>,
+    /// The keyword hits, when the caller asked (`scan_deep` uses them).
+    pub(crate) hits_seen: Option<Vec<Hit>>,
+    /// The keyword hits of the whole buffer, when the caller already knows them
+    /// (`scan_deep` derives a view's from its parent's): used instead of the
+    /// automaton, by the one search of a whole-buffer scan.
+    pub(crate) hits_given: Option<Vec<Hit>>,
 }
 
 impl<'r> StreamScanner<'r> {
@@ -139,7 +144,8 @@ impl<'r> StreamScanner<'r> {
             findings: Vec::new(),
             next_segment: 0,
             eof: false,
-            hit_starts: None,
+            hits_seen: None,
+            hits_given: None,
         }
     }
 
@@ -198,7 +204,7 @@ impl<'r> StreamScanner<'r> {
         let hay = &self.buf[from..];
         let mut new_hits: Vec<Hit> = Vec::new();
         let (from, searched_to) = (self.search_from, self.searched_to);
-        self.rules.keywords.each(hay, |s, e, pattern| {
+        let mut add = |s: usize, e: usize, pattern: usize| {
             let (start, end) = (from + s as u64, from + e as u64);
             if end > searched_to {
                 new_hits.push(Hit {
@@ -207,10 +213,20 @@ impl<'r> StreamScanner<'r> {
                     pattern,
                 });
             }
-        });
+        };
+        match self.hits_given.take() {
+            // Given for the whole buffer, which this one search covers (`scan_with`).
+            Some(given) => {
+                debug_assert!(from == 0 && self.eof);
+                for h in given {
+                    add(h.start as usize, h.end as usize, h.pattern);
+                }
+            }
+            None => self.rules.keywords.each(hay, add),
+        }
         new_hits.sort_by_key(|h| (h.start, h.end, h.pattern));
-        if let Some(starts) = &mut self.hit_starts {
-            starts.extend(new_hits.iter().map(|h| h.start));
+        if let Some(seen) = &mut self.hits_seen {
+            seen.extend_from_slice(&new_hits);
         }
         self.pending.extend(new_hits);
         self.searched_to = end;
@@ -455,21 +471,28 @@ impl RuleSet {
 
     /// Scan a whole buffer: the same as streaming it in any chunks.
     pub fn scan(&self, data: &[u8]) -> Vec<Finding> {
-        self.scan_hits(data, None)
+        self.scan_with(data, None, None)
     }
 
-    /// [`RuleSet::scan`], also giving where keyword hits start, in order.
-    pub(crate) fn scan_hits(&self, data: &[u8], hits: Option<&mut Vec<u64>>) -> Vec<Finding> {
+    /// [`RuleSet::scan`], also giving the keyword hits, sorted by (start, end,
+    /// pattern). `given`: the hits of `data` when already known (every occurrence of
+    /// every keyword, as the automaton would find them), so that the automaton does
+    /// not run.
+    pub(crate) fn scan_with(
+        &self,
+        data: &[u8],
+        given: Option<Vec<Hit>>,
+        hits: Option<&mut Vec<Hit>>,
+    ) -> Vec<Finding> {
         // The whole buffer at once, borrowed: the findings of a stream are the same
         // for every chunking.
         let mut s = StreamScanner::new(self);
-        s.hit_starts = hits.as_ref().map(|_| Vec::new());
+        s.hits_seen = hits.as_ref().map(|_| Vec::new());
+        s.hits_given = given;
         s.buf = Cow::Borrowed(data);
         let mut out = s.finish();
         out.sort();
-        if let (Some(h), Some(mut got)) = (hits, s.hit_starts.take()) {
-            got.sort_unstable();
-            got.dedup();
+        if let (Some(h), Some(got)) = (hits, s.hits_seen.take()) {
             *h = got;
         }
         out

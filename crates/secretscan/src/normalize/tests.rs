@@ -1190,3 +1190,84 @@ proptest! {
         prop_assert_eq!(escapes::skip_ascii(&data, from), slow);
     }
 }
+
+/// Text around keywords and their escapes: keywords whole, cut, upper-cased and with
+/// a byte escaped (`%61`, `\u0061`, `\x61`, `&#97;`, a zero-width space or a soft line
+/// break inside), secrets plain and encoded, weak escapes (`\n`, `\"`, `+`, `%20`),
+/// line breaks, and long filler that puts island and view edges between them.
+fn keyword_soup() -> impl Strategy<Value = Vec<u8>> {
+    let keywords: Vec<String> = rules().keywords.patterns().to_vec();
+    let secrets: Vec<String> = vec![
+        aws_key(),
+        gh_token(),
+        aws_secret_line(),
+        percent_all(&aws_key()),
+        percent_some(&gh_token()),
+        form(&aws_secret_line()),
+        json_u_some(&aws_key()),
+        STANDARD.encode(aws_key()),
+        STANDARD.encode(gh_token()),
+        hex_lower(&aws_key()),
+        zero_width(&gh_token()),
+        aws_key().to_ascii_lowercase(),
+    ];
+    let escaped = |k: &str, i: usize, how: usize| {
+        let b = k.as_bytes();
+        let i = i % b.len().max(1);
+        let mut out = b[..i].to_vec();
+        if let Some(&c) = b.get(i) {
+            let e = match how % 6 {
+                0 => format!("%{c:02x}"),
+                1 => format!("\\u{:04x}", c),
+                2 => format!("\\x{c:02X}"),
+                3 => format!("&#{c};"),
+                4 => format!("\u{200B}{}", c as char),
+                _ => format!("=\r\n{}", c as char),
+            };
+            out.extend_from_slice(e.as_bytes());
+            out.extend_from_slice(&b[i + 1..]);
+        }
+        out
+    };
+    let kw = proptest::sample::select(keywords);
+    let atom = prop_oneof![
+        4 => (kw.clone(), 0usize..20, any::<bool>()).prop_map(|(k, cut, up)| {
+            let k = &k.as_bytes()[..cut.min(k.len())];
+            if up { k.to_ascii_uppercase() } else { k.to_vec() }
+        }),
+        4 => (kw, 0usize..20, 0usize..6).prop_map(move |(k, i, how)| escaped(&k, i, how)),
+        2 => proptest::sample::select(secrets).prop_map(String::into_bytes),
+        3 => proptest::sample::select(vec![
+            "\\n", "\\\"", "+", "%20", "%2B", "%3D", "=", ": ", " = \"", "\n", "\r\n", "\\u00e9",
+            "\\/", "&amp;", "é", "\u{FF21}", "\0", "x", "1234 5678 9012 3456",
+        ]).prop_map(|s| s.as_bytes().to_vec()),
+        1 => (0usize..3, 1usize..7000).prop_map(|(c, n)| vec![[b' ', b'a', b'/'][c]; n]),
+        2 => "[A-Za-z0-9+/_=-]{0,60}".prop_map(String::into_bytes),
+    ];
+    proptest::collection::vec(atom, 0..120).prop_map(|v| v.concat())
+}
+
+/// `PROPTEST_CASES`, or `default` (a case of `keyword_soup` scans up to some 100 KB
+/// three times over).
+fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
+
+    /// A view's keyword hits taken from its parent's where it is unchanged (the
+    /// automaton only around what it made) give the same findings as the automaton
+    /// over every view whole; `admit` also checks, in tests, that every view's hits
+    /// are the automaton's over the whole view.
+    #[test]
+    fn view_hits_from_the_parent_equal_whole_views(data in keyword_soup()) {
+        let limits = Limits::default();
+        let whole = rules().scan_deep_with(&data, &limits, true);
+        let from_parent = rules().scan_deep_with(&data, &limits, false);
+        prop_assert_eq!(from_parent, whole);
+    }
+}
