@@ -6,9 +6,10 @@
 //! walked by the tight loop of [`Keywords::each`]: one table lookup and one comparison
 //! a byte. A long input is walked as two halves at once (one byte of each in turn):
 //! a walk is a chain of loads, each waiting on the one before, and two chains overlap
-//! where one cannot (more instructions a byte, less time). (Aho-Corasick's overlapping iterator, used before, costs about three times as
-//! many instructions a byte; it is the scanner's first pass over every byte of every
-//! view.) Keywords are literals, so a hit's start is its end less the keyword's length.
+//! where one cannot (more instructions a byte, less time). (Aho-Corasick's overlapping
+//! iterator, used before, costs about three times as many instructions a byte; it is
+//! the scanner's first pass over every byte of every view.) Keywords are literals, so a
+//! hit's start is its end less the keyword's length.
 
 use regex_automata::dfa::{Automaton, StartKind, dense};
 use regex_automata::nfa::thompson;
