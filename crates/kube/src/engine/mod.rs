@@ -651,6 +651,21 @@ fn live<K: Resource>(objects: Vec<K>) -> Vec<K> {
         .collect()
 }
 
+/// Does a container that waits for `reason` (`message`) wait only for being made? The
+/// kubelet's own steps, and a `CreateContainerConfigError` that says the kubelet's
+/// cache of Secrets or ConfigMaps was not in sync yet (it retries; seen when a pod is
+/// made again at once with its Secret made anew), are; any other reason is a problem.
+fn being_made(reason: &str, message: &str) -> bool {
+    match reason {
+        "ContainerCreating" | "PodInitializing" => true,
+        "CreateContainerConfigError" => {
+            message.starts_with("failed to sync secret cache")
+                || message.starts_with("failed to sync configmap cache")
+        }
+        _ => false,
+    }
+}
+
 /// What keeps a pod from running: a container waiting for a reason, or one that ended.
 fn pod_problem(p: &Pod) -> Option<String> {
     let s = p.status.as_ref()?;
@@ -663,8 +678,7 @@ fn pod_problem(p: &Pod) -> Option<String> {
         let Some(state) = &c.state else { continue };
         if let Some(w) = &state.waiting
             && let Some(reason) = &w.reason
-            && reason != "ContainerCreating"
-            && reason != "PodInitializing"
+            && !being_made(reason, w.message.as_deref().unwrap_or_default())
         {
             return Some(format!(
                 "container {} waiting: {reason}: {}",
@@ -1039,6 +1053,46 @@ mod tests {
             owner: Some((1000, 1000)),
             seed_image: "i".into(),
         }
+    }
+
+    #[test]
+    fn a_kubelet_cache_not_yet_in_sync_is_waited_out_other_config_errors_are_not() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateWaiting, ContainerStatus, PodStatus,
+        };
+        let waiting = |reason: &str, message: &str| Pod {
+            status: Some(PodStatus {
+                phase: Some("Pending".into()),
+                container_statuses: Some(vec![ContainerStatus {
+                    name: "agent-net".into(),
+                    state: Some(ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some(reason.into()),
+                            message: Some(message.into()),
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // What CI's kubelet said once, for a pod made again at once with its Secret.
+        let sync = "failed to sync secret cache: timed out waiting for the condition";
+        assert_eq!(
+            pod_problem(&waiting("CreateContainerConfigError", sync)),
+            None
+        );
+        assert_eq!(pod_problem(&waiting("ContainerCreating", "")), None);
+        let missing = r#"secret "bottle-x-env" not found"#;
+        assert_eq!(
+            pod_problem(&waiting("CreateContainerConfigError", missing)).as_deref(),
+            Some(
+                r#"container agent-net waiting: CreateContainerConfigError: secret "bottle-x-env" not found"#
+            )
+        );
+        assert!(pod_problem(&waiting("ErrImagePull", sync)).is_some());
     }
 
     #[tokio::test]
