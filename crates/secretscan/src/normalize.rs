@@ -366,8 +366,6 @@ struct Deep<'r, 'a> {
     views: Vec<View<'a>>,
     seen: HashSet<u64>,
     findings: Vec<Finding>,
-    /// Where keywords start in the input as given.
-    hits: Vec<usize>,
     /// Reach of a rule's match around its keyword, in decoded bytes.
     reach: usize,
     max_depth: usize,
@@ -397,8 +395,6 @@ impl RuleSet {
         }
         let mut hits = Vec::new();
         let findings = self.scan_with(data, None, Some(&mut hits));
-        let mut starts: Vec<usize> = hits.iter().map(|h| h.start as usize).collect();
-        starts.dedup();
 
         let mut deep = Deep {
             rules: self,
@@ -415,7 +411,6 @@ impl RuleSet {
             }],
             seen: HashSet::new(),
             findings,
-            hits: starts,
             reach: BACK + FORWARD + self.max_keyword,
             max_depth: limits.max_depth,
             whole_views,
@@ -608,6 +603,13 @@ impl<'a> Deep<'_, 'a> {
         Some(out)
     }
 
+    /// Where keywords start in the input as given, in order (a start once per keyword
+    /// that starts there): the input's own hits, kept while its views are made, which
+    /// is when these are asked for.
+    fn root_starts(&self) -> impl Iterator<Item = usize> + '_ {
+        self.views[0].hits.iter().map(|h| h.start as usize)
+    }
+
     /// The span in the input of the span `[s, e)` of view `v`.
     fn to_root(&self, mut v: usize, mut s: usize, mut e: usize) -> (usize, usize) {
         while v != 0 {
@@ -641,12 +643,11 @@ impl<'a> Deep<'_, 'a> {
         let mut out = Vec::new();
         // Weak escapes count near a keyword of the input as given (in a deeper view,
         // a few small islands, every escape counts).
-        let hits = &self.hits;
         let margin = |kind: Kind| kind.shrink() * self.reach;
         // The reach of the hits, for an escape of `kind`.
         let reach = |kind: Kind| {
             let m = margin(kind);
-            merge(hits.iter().map(|&h| (h.saturating_sub(m), h + m + 1)))
+            merge(self.root_starts().map(|h| (h.saturating_sub(m), h + m + 1)))
         };
         // In the input as given only the escapes that can be anchors are listed first
         // (strong ones, and those in the hits' reach); those inside the islands are
@@ -881,7 +882,7 @@ impl<'a> Deep<'_, 'a> {
         };
         if self.views[v].depth == 0 {
             let mut done = 0;
-            for &h in &self.hits {
+            for h in self.root_starts() {
                 if h < done || !data.get(h).copied().is_some_and(class) {
                     continue;
                 }
