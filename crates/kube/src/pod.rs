@@ -140,17 +140,16 @@ pub fn set_lock(pod: &mut Pod, sidecar_image: &str, endpoints: &[Endpoint]) {
         .spec
         .as_ref()
         .is_some_and(|s| s.runtime_class_name.is_some());
-    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
     if by_node {
-        annotations.insert(
-            LOCK_ANNOTATION.into(),
-            bottle_contract::netlock::annotation(endpoints.iter().map(|e| e.addr)),
-        );
+        pod.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                LOCK_ANNOTATION.into(),
+                bottle_contract::netlock::annotation(endpoints.iter().map(|e| e.addr)),
+            );
     } else {
-        annotations.remove(LOCK_ANNOTATION);
-    }
-    if annotations.is_empty() {
-        pod.metadata.annotations = None;
+        remove_lock_annotation(pod);
     }
     set_trap(pod, !by_node);
     let Some(s) = pod.spec.as_mut() else {
@@ -164,12 +163,7 @@ pub fn set_lock(pod: &mut Pod, sidecar_image: &str, endpoints: &[Endpoint]) {
 /// Undoes [`set_lock`] in a pod the agent has left: no netlock container, no lock
 /// annotation, and agent-net's trap back (it runs alone, under runc, again).
 pub fn clear_lock(pod: &mut Pod) {
-    if let Some(a) = pod.metadata.annotations.as_mut() {
-        a.remove(LOCK_ANNOTATION);
-        if a.is_empty() {
-            pod.metadata.annotations = None;
-        }
-    }
+    remove_lock_annotation(pod);
     set_trap(pod, true);
     if let Some(s) = pod.spec.as_mut() {
         if let Some(inits) = s.init_containers.as_mut() {
@@ -177,6 +171,17 @@ pub fn clear_lock(pod: &mut Pod) {
         }
         if s.init_containers.as_ref().is_some_and(Vec::is_empty) {
             s.init_containers = None;
+        }
+    }
+}
+
+/// No lock annotation in `pod` (and no annotations at all when it was the only one, as
+/// the server gives them back).
+fn remove_lock_annotation(pod: &mut Pod) {
+    if let Some(a) = pod.metadata.annotations.as_mut() {
+        a.remove(LOCK_ANNOTATION);
+        if a.is_empty() {
+            pod.metadata.annotations = None;
         }
     }
 }
