@@ -19,6 +19,7 @@
 //! messages for logs with such data hashed, and [`injection`] finds prompt-injection
 //! shapes in responses to the agent.
 
+mod byteset;
 pub mod entropy;
 pub mod hostname;
 pub mod injection;

@@ -26,6 +26,7 @@
 //! Every validator is bounded: its input is a regex match of bounded length, and the
 //! context it scans is the judging window.
 
+use crate::byteset;
 use std::str::FromStr;
 
 /// A named validator.
@@ -183,19 +184,48 @@ pub(crate) fn shapes(b: &[u8], gate: usize) -> Shapes {
         .sum();
     let b = &b[..gate.min(b.len())];
     let upper = |i: usize| b[i].is_ascii_uppercase();
+    let mut iban = false;
+    if digits >= 2 {
+        byteset::runs(is_iban_char, b, 0, IBAN_MIN, |s, e| {
+            let r = &b[s..e];
+            iban = runs(r, 2, C_DIGIT).any(|d| {
+                let ds = s + d.start;
+                d.start >= 2 && upper(ds - 1) && upper(ds - 2) && iban_rest(&b[ds + 2..])
+            });
+            iban
+        });
+    }
+    let mut words12 = false;
+    byteset::runs(is_phrase_char, b, 0, MIN_PHRASE_BYTES, |s, e| {
+        words12 = listed_words(&b[s..e], 12);
+        words12
+    });
     Shapes {
         digits13: digits >= 13,
-        iban: digits >= 2
-            && runs(b, IBAN_MIN, C_DIGIT | C_UPPER | C_SPACE).any(|r| {
-                runs(&b[r.clone()], 2, C_DIGIT).any(|d| {
-                    let ds = r.start + d.start;
-                    d.start >= 2 && upper(ds - 1) && upper(ds - 2) && iban_rest(&b[ds + 2..])
-                })
-            }),
-        alnum25: runs(b, 25, C_DIGIT | C_UPPER | C_LOWER).next().is_some(),
-        words12: runs(b, MIN_PHRASE_BYTES, C_UPPER | C_LOWER | C_SEP)
-            .any(|r| listed_words(&b[r], 12)),
+        iban,
+        alnum25: byteset::any_run(is_alnum, b, 25),
+        words12,
     }
+}
+
+/// An IBAN's bytes: upper-case letters, digits and spaces.
+fn is_iban_char(c: u8) -> bool {
+    c.is_ascii_uppercase() | c.is_ascii_digit() | (c == b' ')
+}
+
+fn is_alnum(c: u8) -> bool {
+    c.is_ascii_digit() | ((c | 0x20).wrapping_sub(b'a') < 26)
+}
+
+/// A seed phrase's bytes: letters and separators (`C_UPPER | C_LOWER | C_SEP`).
+fn is_phrase_char(c: u8) -> bool {
+    ((c | 0x20).wrapping_sub(b'a') < 26)
+        | (c == b' ')
+        | (c == b'\t')
+        | (c == b'\r')
+        | (c == b'\n')
+        | (c == b',')
+        | (c == b'+')
 }
 
 /// The shortest IBAN (Norway's), in letters and digits.
@@ -919,4 +949,21 @@ pub fn is_filler(secret: &[u8]) -> bool {
         }
     }
     long > 0
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    /// The gates' predicates (comparisons, for vectorized masks) take the bytes of
+    /// their classes in the table, no more and no fewer.
+    #[test]
+    fn gate_predicates_are_the_table_classes() {
+        for c in 0..=255u8 {
+            let class = |mask: u8| CLASSES[usize::from(c)] & mask != 0;
+            assert_eq!(is_iban_char(c), class(C_DIGIT | C_UPPER | C_SPACE), "{c}");
+            assert_eq!(is_alnum(c), class(C_DIGIT | C_UPPER | C_LOWER), "{c}");
+            assert_eq!(is_phrase_char(c), class(C_UPPER | C_LOWER | C_SEP), "{c}");
+        }
+    }
 }
