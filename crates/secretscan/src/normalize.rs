@@ -867,7 +867,7 @@ impl<'a> Deep<'_, 'a> {
         if folds.is_empty() {
             return None;
         }
-        let class = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+        let class = |c: u8| c.is_ascii_lowercase() | c.is_ascii_digit();
         let mut spans = Vec::new();
         let mut push = |s: usize, e: usize| {
             let run = &data[s..e];

@@ -1,7 +1,7 @@
 //! Encoded runs: maximal runs of the base64 alphabet (standard and URL-safe together)
 //! of at least [`BASE64_MIN`] bytes, and inside them runs of hex digits of at least
-//! [`HEX_MIN`], found with a skip-ahead pass (only every `min`-th byte is looked at
-//! where no run can be); a run is decoded at every alignment (an agent that prefixes
+//! [`HEX_MIN`], found 64 bytes at a time without a branch a byte
+//! ([`crate::byteset`]); a run is decoded at every alignment (an agent that prefixes
 //! one to three characters shifts the quads). Only the text in a decoding
 //! ([`texty_regions`]) is kept: a wrong alignment or a binary payload (an image) is
 //! dropped unseen.
@@ -14,6 +14,8 @@ pub(super) const HEX_MIN: usize = 32;
 pub(super) const BASE32_MIN: usize = 26;
 /// A decoding is kept when it holds this many printable characters in a row.
 pub(super) const TEXTY_MIN: usize = 16;
+
+use crate::byteset::{self, ByteSet};
 
 const INVALID: u8 = 0xFF;
 
@@ -38,38 +40,13 @@ const B64: [u8; 256] = {
     t
 };
 
-fn is_b64(b: u8) -> bool {
-    B64[b as usize] != INVALID
-}
-
 /// Call `f(start, len)` for every maximal base64-alphabet run of `min` bytes or more.
-pub(super) fn base64_runs(data: &[u8], min: usize, mut f: impl FnMut(usize, usize)) {
-    let n = data.len();
-    let mut i = 0;
-    // Invariant: i == 0 or data[i - 1] is outside the alphabet.
-    while min > 0 && i + min <= n {
-        let probe = i + min - 1;
-        if !is_b64(data[probe]) {
-            i = probe + 1;
-            continue;
-        }
-        // Back over the alphabet to `i` at most (a slice walk: no bounds checks).
-        let j = data[i..probe]
-            .iter()
-            .rposition(|&b| !is_b64(b))
-            .map_or(i, |r| i + r + 1);
-        if j > i {
-            i = j;
-            continue;
-        }
-        let end = b64_run_end(data, probe + 1);
-        f(i, end - i);
-        i = end + 1;
-    }
+pub(super) fn base64_runs(data: &[u8], min: usize, f: impl FnMut(usize, usize)) {
+    class_runs(data, min, is_b64_digit, f);
 }
 
-/// A base64 digit of either alphabet, without a table (so that a fold over a block
-/// is vectorized): the bytes [`is_b64`] takes.
+/// A base64 digit of either alphabet, without a table (so that a block is tested
+/// vectorized): the bytes [`B64`] has a value for.
 fn is_b64_digit(b: u8) -> bool {
     ((b | 0x20).wrapping_sub(b'a') < 26)
         | (b.wrapping_sub(b'0') < 10)
@@ -79,85 +56,31 @@ fn is_b64_digit(b: u8) -> bool {
         | (b == b'_')
 }
 
-/// Where the base64-alphabet run that goes on at `at` ends: sixteen bytes at a time
-/// without a branch (a long run is an image), then a byte at a time.
-fn b64_run_end(data: &[u8], mut at: usize) -> usize {
-    while let Some(block) = data.get(at..at + 16) {
-        let block: &[u8; 16] = block.try_into().expect("16 bytes");
-        if block
-            .iter()
-            .fold(0u8, |n, &c| n + u8::from(is_b64_digit(c)))
-            != 16
-        {
-            break;
-        }
-        at += 16;
-    }
-    while at < data.len() && is_b64(data[at]) {
-        at += 1;
-    }
-    at
+/// A hex digit, without a table.
+fn is_hex_digit(b: u8) -> bool {
+    (b.wrapping_sub(b'0') < 10) | ((b | 0x20).wrapping_sub(b'a') < 6)
 }
 
-/// Call `f(start, len)` for every maximal run of hex digits of `min` or more in `run`
-/// (skip-ahead, like [`base64_runs`]).
-pub(super) fn hex_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize)) {
-    let n = run.len();
-    let mut i = 0;
-    while min > 0 && i + min <= n {
-        let probe = i + min - 1;
-        if !run[probe].is_ascii_hexdigit() {
-            i = probe + 1;
-            continue;
-        }
-        let j = run[i..probe]
-            .iter()
-            .rposition(|b| !b.is_ascii_hexdigit())
-            .map_or(i, |r| i + r + 1);
-        if j > i {
-            i = j;
-            continue;
-        }
-        let end = run[probe + 1..]
-            .iter()
-            .position(|b| !b.is_ascii_hexdigit())
-            .map_or(n, |r| probe + 1 + r);
-        f(i, end - i);
-        i = end + 1;
-    }
+/// Call `f(start, len)` for every maximal run of hex digits of `min` or more in `run`.
+pub(super) fn hex_runs(run: &[u8], min: usize, f: impl FnMut(usize, usize)) {
+    class_runs(run, min, is_hex_digit, f);
 }
 
-/// Call `f(start, len)` for every maximal run of `min` or more bytes of `run` that
-/// `class` accepts (skip-ahead, like [`base64_runs`]).
+/// Call `f(start, len)` for every maximal run of `min` or more bytes of `run` in
+/// `class` (found 64 bytes at a time, [`crate::byteset`]).
 pub(super) fn class_runs(
     run: &[u8],
     min: usize,
-    class: impl Fn(u8) -> bool,
+    class: impl ByteSet,
     mut f: impl FnMut(usize, usize),
 ) {
-    let n = run.len();
-    let mut i = 0;
-    while min > 0 && i + min <= n {
-        let probe = i + min - 1;
-        if !class(run[probe]) {
-            i = probe + 1;
-            continue;
-        }
-        let j = run[i..probe]
-            .iter()
-            .rposition(|&c| !class(c))
-            .map_or(i, |r| i + r + 1);
-        if j > i {
-            i = j;
-            continue;
-        }
-        let end = run[probe + 1..]
-            .iter()
-            .position(|&c| !class(c))
-            .map_or(n, |r| probe + 1 + r);
-        f(i, end - i);
-        i = end + 1;
+    if min == 0 {
+        return;
     }
+    byteset::runs(class, run, 0, min, |s, e| {
+        f(s, e - s);
+        false
+    });
 }
 
 /// Call `f(start, len)` for every maximal run of `min` or more base32 digits (RFC 4648)
@@ -168,13 +91,13 @@ pub(super) fn base32_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize
     class_runs(
         run,
         min,
-        |c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c),
+        |c: u8| (c.wrapping_sub(b'A') < 26) | (c.wrapping_sub(b'2') < 6),
         &mut f,
     );
     class_runs(
         run,
         min,
-        |c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c),
+        |c: u8| (c.wrapping_sub(b'a') < 26) | (c.wrapping_sub(b'2') < 6),
         &mut f,
     );
 }
@@ -365,5 +288,20 @@ pub(super) fn texty_regions(data: &[u8], mut f: impl FnMut(usize, usize)) {
         }
         done = e;
         blk = e.div_ceil(8) * 8;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The predicates (comparisons, for vectorized masks) take the bytes of the
+    /// tables and of the standard tests.
+    #[test]
+    fn digit_predicates_are_the_tables() {
+        for c in 0..=255u8 {
+            assert_eq!(is_b64_digit(c), B64[usize::from(c)] != INVALID, "{c}");
+            assert_eq!(is_hex_digit(c), c.is_ascii_hexdigit(), "{c}");
+        }
     }
 }
