@@ -16,7 +16,8 @@
 use regex::bytes::{Regex, RegexBuilder};
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
-use crate::validators::Validator;
+use crate::byteset::{self, ByteSet};
+use crate::validators::{Validator, WithRun};
 
 /// What every match of a rule's regex starts with, and the run of bytes its
 /// validator's value starts.
@@ -39,11 +40,10 @@ pub(crate) struct Lead {
     wide: bool,
 }
 
-/// A run of `class` at least `min` bytes long.
+/// The run of the validator's set a value lies in ([`Validator::run`]: the set and
+/// its least length).
 #[derive(Clone, Debug)]
 struct Run {
-    class: [bool; 256],
-    min: usize,
     /// The run is of word characters, and so is every byte a match can start with,
     /// and a match starts at a boundary: only a run's first byte can start one.
     first_only: bool,
@@ -91,14 +91,17 @@ impl Lead {
             })
             .flatten();
         let validator = validator.filter(|_| whole);
-        let run = validator.and_then(Validator::run).map(|(class, min)| {
-            let class: [bool; 256] = std::array::from_fn(|b| class(b as u8));
-            let words = |set: &[bool; 256]| (0u8..=255).all(|b| !set[usize::from(b)] || is_word(b));
-            Run {
-                first_only: boundary && words(&bytes) && words(&class),
-                class,
-                min,
+        /// Does the run hold word characters only?
+        struct Words;
+        impl WithRun for Words {
+            type Out = bool;
+            fn with(self, set: impl ByteSet, _: usize) -> bool {
+                (0u8..=255).all(|b| !set(b) || is_word(b))
             }
+        }
+        let starts_words = (0u8..=255).all(|b| !bytes[usize::from(b)] || is_word(b));
+        let run = validator.and_then(|v| v.run(Words)).map(|words| Run {
+            first_only: boundary && starts_words && words,
         });
         Some(Lead {
             bytes,
@@ -172,61 +175,42 @@ impl Lead {
             }
             return;
         };
-        // The value lies in a run of the class at least `min` long that starts at or
-        // before it: only such runs are looked at (found by skipping ahead).
-        class_runs(
-            hay,
-            from.saturating_sub(run.min),
-            run.min,
-            &run.class,
-            |rs, re| {
-                if rs >= to {
-                    return true;
-                }
-                // Inside a run of word characters no position after its first is at a
-                // boundary (its byte before is a word character too).
-                let last = if run.first_only {
-                    rs + 1
-                } else {
-                    re + 1 - run.min
-                };
-                (rs.max(from)..last.min(to)).any(|p| self.fits(hay, p) && f(p))
-            },
-        );
-    }
-}
-
-/// Call `f(start, end)` for the maximal runs of `min` or more bytes of `class` in
-/// `hay[from..]` (a run may begin before `from`), until `f` returns true. Only every
-/// `min`-th byte is looked at where no such run can be.
-fn class_runs(
-    hay: &[u8],
-    from: usize,
-    min: usize,
-    class: &[bool; 256],
-    mut f: impl FnMut(usize, usize) -> bool,
-) {
-    let class = |c: u8| class[usize::from(c)];
-    let n = hay.len();
-    let mut i = from;
-    while min > 0 && i + min <= n {
-        match hay[i..i + min].iter().rposition(|&c| !class(c)) {
-            Some(k) => i += k + 1,
-            None => {
-                let mut s = i;
-                while s > 0 && class(hay[s - 1]) {
-                    s -= 1;
-                }
-                let mut e = i + min;
-                while e < n && class(hay[e]) {
-                    e += 1;
-                }
-                if f(s, e) {
-                    return;
-                }
-                i = e + 1;
+        // The value lies in a run of the validator's set at least `min` long that
+        // starts at or before it: only such runs are looked at (found 64 bytes at a
+        // time, `byteset`, the set's own copy of the search).
+        struct Each<'l, 'h, F> {
+            lead: &'l Lead,
+            run: &'l Run,
+            hay: &'h [u8],
+            from: usize,
+            to: usize,
+            f: F,
+        }
+        impl<F: FnMut(usize) -> bool> WithRun for Each<'_, '_, F> {
+            type Out = ();
+            fn with(mut self, set: impl ByteSet, min: usize) {
+                let (lead, run, hay, from, to) =
+                    (self.lead, self.run, self.hay, self.from, self.to);
+                byteset::runs(set, hay, from.saturating_sub(min), min, |rs, re| {
+                    if rs >= to {
+                        return true;
+                    }
+                    // Inside a run of word characters no position after its first is
+                    // at a boundary (its byte before is a word character too).
+                    let last = if run.first_only { rs + 1 } else { re + 1 - min };
+                    (rs.max(from)..last.min(to)).any(|p| lead.fits(hay, p) && (self.f)(p))
+                });
             }
         }
+        let validator = self.validator.expect("a run is a validator's");
+        validator.run(Each {
+            lead: self,
+            run,
+            hay,
+            from,
+            to,
+            f,
+        });
     }
 }
 

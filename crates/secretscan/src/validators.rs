@@ -26,7 +26,7 @@
 //! Every validator is bounded: its input is a regex match of bounded length, and the
 //! context it scans is the judging window.
 
-use crate::byteset;
+use crate::byteset::{self, ByteSet};
 use std::str::FromStr;
 
 /// A named validator.
@@ -382,37 +382,42 @@ impl Validator {
     }
 }
 
+/// What is done with a validator's run ([`Validator::run`]): given the run's set (a
+/// predicate of comparisons, so that each set's search is its own vectorized copy,
+/// [`crate::byteset`]) and its least length.
+pub(crate) trait WithRun {
+    type Out;
+    fn with(self, set: impl ByteSet, min: usize) -> Self::Out;
+}
+
 impl Validator {
     /// The run a value this validator accepts lies in, from its first byte: the
     /// bytes of the run and its least length (what [`Validator::starts_at`] asks at
-    /// least). None for seed phrases (words of the list, checked past the match).
-    pub(crate) fn run(self) -> Option<(ByteClass, usize)> {
+    /// least), given to `w`. None for seed phrases (words of the list, checked past
+    /// the match).
+    pub(crate) fn run<W: WithRun>(self, w: W) -> Option<W::Out> {
         Some(match self {
-            Validator::Luhn => (
-                |c| c.is_ascii_digit() || matches!(c, b' ' | b'-' | b'.'),
-                13,
-            ),
-            Validator::Wif => (is_base58, 51),
+            Validator::Luhn => w.with(is_card_char, 13),
+            Validator::Wif => w.with(is_base58, 51),
             // `bc1` and 8 bech32 characters, or 25 base58 digits.
-            Validator::BtcAddress => (|c| c.is_ascii_alphanumeric(), 11),
+            Validator::BtcAddress => w.with(is_alnum, 11),
             // `0x` and 64 hex digits, or the 64 digits.
-            Validator::Secp256k1Key => (|c| c.is_ascii_alphanumeric(), 64),
+            Validator::Secp256k1Key => w.with(is_alnum, 64),
             // The validator drops spaces and reads 15 or more of `[A-Z0-9]`.
-            Validator::Iban => (
-                |c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b' ',
-                15,
-            ),
+            Validator::Iban => w.with(is_iban_char, 15),
             Validator::Bip39 => return None,
         })
     }
 }
 
-/// A set of bytes.
-pub(crate) type ByteClass = fn(u8) -> bool;
+/// A card number's bytes: digits and the separators `pan_digits` skips.
+fn is_card_char(c: u8) -> bool {
+    c.is_ascii_digit() | (c == b' ') | (c == b'-') | (c == b'.')
+}
 
 /// A digit of Bitcoin's base58 alphabet.
 fn is_base58(c: u8) -> bool {
-    c.is_ascii_alphanumeric() && !matches!(c, b'0' | b'O' | b'I' | b'l')
+    is_alnum(c) & (c != b'0') & (c != b'O') & (c != b'I') & (c != b'l')
 }
 
 /// A data character of bech32, either case (`1`, `b`, `i`, `o` are not).
@@ -964,6 +969,16 @@ mod gate_tests {
             assert_eq!(is_iban_char(c), class(C_DIGIT | C_UPPER | C_SPACE), "{c}");
             assert_eq!(is_alnum(c), class(C_DIGIT | C_UPPER | C_LOWER), "{c}");
             assert_eq!(is_phrase_char(c), class(C_UPPER | C_LOWER | C_SEP), "{c}");
+            assert_eq!(
+                is_base58(c),
+                c.is_ascii_alphanumeric() && !b"0OIl".contains(&c),
+                "{c}"
+            );
+            assert_eq!(
+                is_card_char(c),
+                c.is_ascii_digit() || b" -.".contains(&c),
+                "{c}"
+            );
         }
     }
 }
