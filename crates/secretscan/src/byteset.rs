@@ -58,8 +58,9 @@ pub(crate) fn run_end(set: impl ByteSet, data: &[u8], mut at: usize) -> usize {
 
 /// Call `f(start, end)` for every maximal run of bytes of `set` that holds `min` (at
 /// least 1) of them at `from` or later, in order, until `f` returns true. A run that
-/// goes on before `from` is reported from its start.
-#[inline]
+/// goes on before `from` is reported from its start. Inlined, so that a constant
+/// `min` at the call folds the window's shifts into a fixed few.
+#[inline(always)]
 pub(crate) fn runs(
     set: impl ByteSet,
     data: &[u8],
@@ -101,7 +102,7 @@ pub(crate) fn runs(
 }
 
 /// Is there a run of `min` bytes of `set` in `data`?
-#[inline]
+#[inline(always)]
 pub(crate) fn any_run(set: impl ByteSet, data: &[u8], min: usize) -> bool {
     let mut found = false;
     runs(set, data, 0, min, |_, _| {
@@ -152,7 +153,7 @@ fn pack(bits: &[u8; 64]) -> u64 {
 /// (counted across into the block before) are all set. Windows of 1, 2, 4, ... bytes
 /// come from doubling (shifts by constants), and a window of `n` is those of its
 /// binary digits laid end to end: a few shifts that do not wait on each other.
-#[inline]
+#[inline(always)]
 pub(crate) fn window_ends(prev: u64, cur: u64, n: usize) -> u64 {
     let mut pow = u128::from(cur) << 64 | u128::from(prev);
     let (mut acc, mut off) = (!0u128, 0);

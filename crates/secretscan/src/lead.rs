@@ -188,6 +188,7 @@ impl Lead {
         }
         impl<F: FnMut(usize) -> bool> WithRun for Each<'_, '_, F> {
             type Out = ();
+            #[inline(always)]
             fn with(mut self, set: impl ByteSet, min: usize) {
                 let (lead, run, hay, from, to) =
                     (self.lead, self.run, self.hay, self.from, self.to);

@@ -394,7 +394,8 @@ impl Validator {
     /// The run a value this validator accepts lies in, from its first byte: the
     /// bytes of the run and its least length (what [`Validator::starts_at`] asks at
     /// least), given to `w`. None for seed phrases (words of the list, checked past
-    /// the match).
+    /// the match). Inlined: each arm's set and length are constants in its search.
+    #[inline(always)]
     pub(crate) fn run<W: WithRun>(self, w: W) -> Option<W::Out> {
         Some(match self {
             Validator::Luhn => w.with(is_card_char, 13),

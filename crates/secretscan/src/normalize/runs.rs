@@ -41,6 +41,7 @@ const B64: [u8; 256] = {
 };
 
 /// Call `f(start, len)` for every maximal base64-alphabet run of `min` bytes or more.
+#[inline(always)]
 pub(super) fn base64_runs(data: &[u8], min: usize, f: impl FnMut(usize, usize)) {
     class_runs(data, min, is_b64_digit, f);
 }
@@ -62,12 +63,14 @@ fn is_hex_digit(b: u8) -> bool {
 }
 
 /// Call `f(start, len)` for every maximal run of hex digits of `min` or more in `run`.
+#[inline(always)]
 pub(super) fn hex_runs(run: &[u8], min: usize, f: impl FnMut(usize, usize)) {
     class_runs(run, min, is_hex_digit, f);
 }
 
 /// Call `f(start, len)` for every maximal run of `min` or more bytes of `run` in
 /// `class` (found 64 bytes at a time, [`crate::byteset`]).
+#[inline(always)]
 pub(super) fn class_runs(
     run: &[u8],
     min: usize,
@@ -87,6 +90,7 @@ pub(super) fn class_runs(
 /// in `run`, all of one case: `[A-Z2-7]` or `[a-z2-7]` (an encoder writes one case, and
 /// a run of mixed-case letters is base64 or prose). Runs of either case may overlap on
 /// their digits.
+#[inline(always)]
 pub(super) fn base32_runs(run: &[u8], min: usize, mut f: impl FnMut(usize, usize)) {
     class_runs(
         run,
