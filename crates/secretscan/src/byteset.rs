@@ -30,7 +30,7 @@ pub(crate) fn mask(set: impl ByteSet, block: &[u8; 64]) -> u64 {
 
 /// The mask of the (up to) 64 bytes at `at`, and how many there are.
 #[inline(always)]
-fn mask_at(set: impl ByteSet, data: &[u8], at: usize) -> (u64, usize) {
+pub(crate) fn mask_at(set: impl ByteSet, data: &[u8], at: usize) -> (u64, usize) {
     match data.get(at..at + 64) {
         Some(block) => (mask(set, block.try_into().expect("64 bytes")), 64),
         None => {

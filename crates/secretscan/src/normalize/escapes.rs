@@ -13,6 +13,7 @@
 use memchr::{memchr, memchr2};
 
 use super::unicode::{fold, is_invisible};
+use crate::byteset;
 
 /// The escape families, each decoded into a view of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,43 +437,69 @@ const B64_CONTEXT: [bool; 256] = {
     t
 };
 
-/// The first place at or after `at` of `a` or `b`, as `memchr2` finds it. The next
-/// eight bytes are looked at as a word first: the escapes of a form or a JSON string
-/// are a few bytes apart, where a call costs more than the look (sixteen bytes cost
-/// more than they saved). In the word the lowest marked byte is a match (a byte is
-/// marked wrongly only above a match).
-pub(super) fn find_byte(data: &[u8], at: usize, a: u8, b: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let zero = |x: u64| x.wrapping_sub(LO) & !x & HI;
-    let (wa, wb) = (LO * u64::from(a), LO * u64::from(b));
-    let Some(w) = data.get(at..at + 8) else {
-        let tail = data.get(at..).unwrap_or_default();
-        return tail.iter().position(|&c| c == a || c == b).map(|o| at + o);
-    };
-    let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-    let m = zero(w ^ wa) | zero(w ^ wb);
-    if m != 0 {
-        return Some(at + (m.trailing_zeros() / 8) as usize);
+/// The places of one or two trigger bytes in a text, asked in ascending order: a
+/// 64-byte block's mask of them ([`crate::byteset::mask_at`]) is kept between calls,
+/// so that the escapes of a form or a JSON string, a few bytes apart, cost a bit scan
+/// each, where a call to `memchr` each cost more than the look; past a block without
+/// one, `memchr` skips ahead (text with none, code or an image, costs one call).
+pub(super) struct Triggers {
+    a: u8,
+    b: u8,
+    /// Where the block of `mask` starts (`usize::MAX`: none yet).
+    base: usize,
+    mask: u64,
+}
+
+impl Triggers {
+    pub(super) fn new(a: u8, b: u8) -> Triggers {
+        Triggers {
+            a,
+            b,
+            base: usize::MAX,
+            mask: 0,
+        }
     }
-    let from = at + 8;
-    if a == b {
-        memchr(a, &data[from..])
-    } else {
-        memchr2(a, b, &data[from..])
+
+    /// The first place at or after `at` of `a` or `b` (`at` never less than at the
+    /// call before).
+    #[inline]
+    pub(super) fn next(&mut self, data: &[u8], mut at: usize) -> Option<usize> {
+        loop {
+            if at >= data.len() {
+                return None;
+            }
+            if at < self.base || at - self.base >= 64 {
+                self.load(data, at);
+            }
+            let m = self.mask & (!0u64 << (at - self.base));
+            if m != 0 {
+                return Some(self.base + m.trailing_zeros() as usize);
+            }
+            let from = self.base + 64;
+            let rest = data.get(from..)?;
+            at = from
+                + if self.a == self.b {
+                    memchr(self.a, rest)
+                } else {
+                    memchr2(self.a, self.b, rest)
+                }?;
+            self.load(data, at);
+        }
     }
-    .map(|o| from + o)
+
+    fn load(&mut self, data: &[u8], at: usize) {
+        let (a, b) = (self.a, self.b);
+        self.base = at;
+        self.mask = byteset::mask_at(|c: u8| (c == a) | (c == b), data, at).0;
+    }
 }
 
 fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
     let kind = if plus { Kind::Form } else { Kind::Percent };
+    let mut triggers = Triggers::new(b'%', if plus { b'+' } else { b'%' });
     let mut i = 0;
     while let Some(at) = out.resume(kind, data, i)
-        && let Some(p) = if plus {
-            find_byte(data, at, b'%', b'+')
-        } else {
-            find_byte(data, at, b'%', b'%')
-        }
+        && let Some(p) = triggers.next(data, at)
     {
         if data[p] == b'+' {
             out.push(p, 1, b" ", false);
@@ -488,8 +515,9 @@ fn percent(data: &[u8], plus: bool, out: &mut Escapes) {
 }
 
 fn quoted_printable(data: &[u8], out: &mut Escapes) {
+    let mut triggers = Triggers::new(b'=', b'=');
     let mut i = 0;
-    while let Some(p) = memchr(b'=', &data[i..]).map(|o| i + o) {
+    while let Some(p) = triggers.next(data, i) {
         let soft = match data.get(p + 1..) {
             Some([b'\r', b'\n', ..]) => 3,
             Some([b'\n', ..]) => 2,
@@ -524,9 +552,10 @@ fn quoted_printable(data: &[u8], out: &mut Escapes) {
 }
 
 fn backslash(data: &[u8], out: &mut Escapes) {
+    let mut triggers = Triggers::new(b'\\', b'\\');
     let mut i = 0;
     while let Some(at) = out.resume(Kind::Backslash, data, i)
-        && let Some(p) = find_byte(data, at, b'\\', b'\\')
+        && let Some(p) = triggers.next(data, at)
     {
         let Some(&next) = data.get(p + 1) else { break };
         let simple = match next {
@@ -629,9 +658,10 @@ fn html(data: &[u8], out: &mut Escapes) {
         }
         t
     };
+    let mut triggers = Triggers::new(b'&', b'&');
     let mut i = 0;
     while let Some(at) = out.resume(Kind::Html, data, i)
-        && let Some(p) = find_byte(data, at, b'&', b'&')
+        && let Some(p) = triggers.next(data, at)
     {
         let rest = &data[p..];
         let mut consumed = 0;

@@ -1099,21 +1099,34 @@ proptest! {
 }
 
 proptest! {
-    /// The next escape's first byte, a word looked at before the call, is where
-    /// `memchr2` finds it: bytes that differ from the needles by one bit or by a
-    /// borrow (`$`, `&`, `0x80 | %`, 0, 0xFF), runs of needles, from every place,
-    /// near the end and past it.
+    /// The next escape's first byte, from a block's mask kept between calls, is
+    /// where `memchr2` finds it: bytes that differ from the needles by one bit or by
+    /// a borrow (`$`, `&`, `0x80 | %`, 0, 0xFF), runs of needles, sparse needles past
+    /// a block, asked from ascending places (some twice, some jumping a block).
     #[test]
-    fn find_byte_equals_memchr(
-        data in proptest::collection::vec(proptest::sample::select(
-            b"%+\\&$*,#\x00\xff\xa5\xab\\=a".to_vec()), 0..40),
-        at in 0usize..41,
-        pair in proptest::sample::select(vec![(b'%', b'+'), (b'%', b'%'), (b'\\', b'\\'), (b'&', b'&')]),
+    fn triggers_equal_memchr(
+        data in proptest::collection::vec(prop_oneof![
+            8 => proptest::sample::select(b"%+\\&$*,#\x00\xff\xa5\xab\\=a".to_vec()),
+            8 => Just(b'a'),
+        ], 0..600),
+        thin in 1usize..150,
+        steps in proptest::collection::vec(0usize..90, 1..20),
+        pair in proptest::sample::select(vec![(b'%', b'+'), (b'%', b'%'), (b'\\', b'\\'), (b'&', b'&'), (b'=', b'=')]),
     ) {
-        let at = at.min(data.len());
+        // Every `thin`-th byte kept: needles a few bytes apart or blocks apart.
+        let data: Vec<u8> = data
+            .iter()
+            .enumerate()
+            .map(|(k, &c)| if k % thin == 0 { c } else { b'a' })
+            .collect();
         let (a, b) = pair;
-        let want = memchr::memchr2(a, b, &data[at..]).map(|o| at + o);
-        prop_assert_eq!(escapes::find_byte(&data, at, a, b), want);
+        let mut triggers = escapes::Triggers::new(a, b);
+        let mut at = 0;
+        for step in steps {
+            let want = data.get(at..).and_then(|d| memchr::memchr2(a, b, d)).map(|o| at + o);
+            prop_assert_eq!(triggers.next(&data, at), want);
+            at += step;
+        }
     }
 }
 
