@@ -13,12 +13,13 @@
 //! matches only upper case (an AWS key id) is also scanned upper-cased (`upper`).
 //!
 //! It stays cheap on ordinary traffic because nothing is decoded blindly:
-//! - escapes are found with `memchr` and only the *islands* around the ones that matter
+//! - escapes are found from 64-byte masks of their first bytes (`memchr` past a
+//!   block without one), and only the *islands* around the ones that matter
 //!   are decoded and scanned: an escape whose output can be part of a keyword (a
 //!   letter, a digit, `_-./+=`, a fullwidth letter, a zero-width space inside a token)
 //!   always matters; one that cannot (`\n`, `\"`, `%20`, `+`) only within reach of a
 //!   keyword already in the text, since a rule only matches around its keyword;
-//! - base64, hex and base32 runs are found by a skip-ahead pass over the alphabet, decoded at
+//! - base64, hex and base32 runs are found 64 bytes at a time ([`crate::byteset`]), decoded at
 //!   each alignment, and only the text inside a decoding is kept ([`runs`]), so images
 //!   and other binary payloads cost a decode but no scan.
 //!

@@ -187,11 +187,18 @@ pub(crate) fn shapes(b: &[u8], gate: usize) -> Shapes {
     let mut iban = false;
     if digits >= 2 {
         byteset::runs(is_iban_char, b, 0, IBAN_MIN, |s, e| {
-            let r = &b[s..e];
-            iban = runs(r, 2, C_DIGIT).any(|d| {
-                let ds = s + d.start;
-                d.start >= 2 && upper(ds - 1) && upper(ds - 2) && iban_rest(&b[ds + 2..])
-            });
+            // Two letters, then two digits (the check digits), then the rest.
+            byteset::runs(
+                |c: u8| c.is_ascii_digit(),
+                &b[s..e],
+                0,
+                2,
+                |d, _| {
+                    let ds = s + d;
+                    iban = d >= 2 && upper(ds - 1) && upper(ds - 2) && iban_rest(&b[ds + 2..]);
+                    iban
+                },
+            );
             iban
         });
     }
@@ -246,31 +253,6 @@ fn iban_rest(b: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// The maximal runs of at least `n` bytes of class `mask`, found by probing the last
-/// byte of each window and scanning back only over bytes of the class (a byte outside
-/// it skips the whole window), so text of short runs costs a fraction of a read.
-fn runs(b: &[u8], n: usize, mask: u8) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-    let is = move |c: u8| CLASSES[c as usize] & mask != 0;
-    let mut i = 0;
-    std::iter::from_fn(move || {
-        while n > 0 && i + n <= b.len() {
-            match b[i..i + n].iter().rposition(|&c| !is(c)) {
-                Some(k) => i += k + 1,
-                None => {
-                    let start = i;
-                    let mut end = i + n;
-                    while end < b.len() && is(b[end]) {
-                        end += 1;
-                    }
-                    i = end + 1;
-                    return Some(start..end);
-                }
-            }
-        }
-        None
-    })
 }
 
 /// Twelve words of at least 3 letters and a separator each: the shortest seed phrase.

@@ -1182,7 +1182,7 @@ proptest! {
         prop_assert_eq!(fast, runs_slow(&data, min, class));
     }
 
-    /// The skip-ahead run finder (the `upper` fold of a deeper view) and the ASCII skip
+    /// The run finder (the `upper` fold of a deeper view) and the ASCII skip
     /// (Unicode escapes) find what a byte-at-a-time walk finds.
     #[test]
     fn skip_ahead_walks_equal_byte_walks(
