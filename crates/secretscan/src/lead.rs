@@ -54,6 +54,11 @@ fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+/// Does `set` hold word characters only?
+fn only_words(set: impl Fn(u8) -> bool) -> bool {
+    (0u8..=255).all(|b| !set(b) || is_word(b))
+}
+
 impl Lead {
     /// The lead of `pattern` (the regex of a rule with `validator`; `whole`: its
     /// secret is the whole match), or None when it cannot be parsed (the rule's regex
@@ -96,10 +101,10 @@ impl Lead {
         impl WithRun for Words {
             type Out = bool;
             fn with(self, set: impl ByteSet, _: usize) -> bool {
-                (0u8..=255).all(|b| !set(b) || is_word(b))
+                only_words(set)
             }
         }
-        let starts_words = (0u8..=255).all(|b| !bytes[usize::from(b)] || is_word(b));
+        let starts_words = only_words(|b| bytes[usize::from(b)]);
         let run = validator.and_then(|v| v.run(Words)).map(|words| Run {
             first_only: boundary && starts_words && words,
         });

@@ -183,22 +183,10 @@ pub(crate) fn shapes(b: &[u8], gate: usize) -> Shapes {
         })
         .sum();
     let b = &b[..gate.min(b.len())];
-    let upper = |i: usize| b[i].is_ascii_uppercase();
     let mut iban = false;
     if digits >= 2 {
         byteset::runs(is_iban_char, b, 0, IBAN_MIN, |s, e| {
-            // Two letters, then two digits (the check digits), then the rest.
-            byteset::runs(
-                |c: u8| c.is_ascii_digit(),
-                &b[s..e],
-                0,
-                2,
-                |d, _| {
-                    let ds = s + d;
-                    iban = d >= 2 && upper(ds - 1) && upper(ds - 2) && iban_rest(&b[ds + 2..]);
-                    iban
-                },
-            );
+            iban = iban_in(b, s, e);
             iban
         });
     }
@@ -213,6 +201,25 @@ pub(crate) fn shapes(b: &[u8], gate: usize) -> Shapes {
         alnum25: byteset::any_run(is_alnum, b, 25),
         words12,
     }
+}
+
+/// Does the run `b[s..e]` of IBAN bytes hold the start of one: two letters, then two
+/// digits (the check digits), then the rest ([`iban_rest`])?
+fn iban_in(b: &[u8], s: usize, e: usize) -> bool {
+    let upper = |i: usize| b[i].is_ascii_uppercase();
+    let mut found = false;
+    byteset::runs(
+        |c: u8| c.is_ascii_digit(),
+        &b[s..e],
+        0,
+        2,
+        |d, _| {
+            let ds = s + d;
+            found = d >= 2 && upper(ds - 1) && upper(ds - 2) && iban_rest(&b[ds + 2..]);
+            found
+        },
+    );
+    found
 }
 
 /// An IBAN's bytes: upper-case letters, digits and spaces.
@@ -324,15 +331,12 @@ impl Validator {
             Validator::Luhn => {
                 let mut digits = 0;
                 for &c in rest {
-                    match c {
-                        b'0'..=b'9' => {
-                            digits += 1;
-                            if digits == 13 {
-                                return true;
-                            }
-                        }
-                        b' ' | b'-' | b'.' => {}
-                        _ => return false,
+                    if !is_card_char(c) {
+                        return false;
+                    }
+                    digits += usize::from(c.is_ascii_digit());
+                    if digits == 13 {
+                        return true;
                     }
                 }
                 false
