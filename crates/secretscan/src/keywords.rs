@@ -108,8 +108,7 @@ impl Keywords {
         } else if part(2) {
             self.parts::<2>(hay, &mut f);
         } else {
-            let sid = self.walk(hay, 0, self.start, 0, &mut f);
-            self.end(sid, hay.len(), &mut f);
+            self.parts::<1>(hay, &mut f);
         }
     }
 
@@ -135,7 +134,7 @@ impl Keywords {
     ) -> StateID {
         let dfa = &self.dfa;
         while at < hay.len() {
-            (sid, at) = run(dfa, sid, hay, at);
+            ([sid], at) = run_parts(dfa, [sid], &[hay], at);
             // The only special states here are match states (no dead or quit state in
             // an unanchored search without quit bytes, no acceleration, start states
             // not specialized): a match ending before `at` (DFAs delay one byte).
@@ -222,45 +221,6 @@ fn run_parts<const L: usize>(
         j += 1;
     }
     (sids, j)
-}
-
-/// From state `sid` at `at`: the state after the first byte that leads to a special
-/// state and that byte's offset, or the state at the end and `hay.len()`. Nothing but
-/// the table walk in the loop, unrolled four times.
-#[inline(always)]
-fn run(
-    dfa: &dense::DFA<Vec<u32>>,
-    mut sid: StateID,
-    hay: &[u8],
-    mut at: usize,
-) -> (StateID, usize) {
-    while at + 4 <= hay.len() {
-        let s1 = dfa.next_state(sid, hay[at]);
-        if dfa.is_special_state(s1) {
-            return (s1, at);
-        }
-        let s2 = dfa.next_state(s1, hay[at + 1]);
-        if dfa.is_special_state(s2) {
-            return (s2, at + 1);
-        }
-        let s3 = dfa.next_state(s2, hay[at + 2]);
-        if dfa.is_special_state(s3) {
-            return (s3, at + 2);
-        }
-        sid = dfa.next_state(s3, hay[at + 3]);
-        if dfa.is_special_state(sid) {
-            return (sid, at + 3);
-        }
-        at += 4;
-    }
-    while at < hay.len() {
-        sid = dfa.next_state(sid, hay[at]);
-        if dfa.is_special_state(sid) {
-            return (sid, at);
-        }
-        at += 1;
-    }
-    (sid, at)
 }
 
 #[cfg(test)]
